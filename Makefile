@@ -1,0 +1,35 @@
+# Set-up is part of every target: a fresh machine needs only Python 3.10+ and these commands.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-all lint demo benchmark
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make test: create .venv, install the package with its test extra, lint, run the CI test suite.
+test: $(STAMP)
+	$(PY) -m ruff check keras_retinanet tools tests
+	$(PY) -m pytest -m "not slow" -q -p no:cacheprovider --durations=15
+
+## make test-all: also the slow tests.
+test-all: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(PY) -m ruff check keras_retinanet tools tests
+	$(PY) -m ruff format --check keras_retinanet tools tests
+
+## make demo: the main job (synthetic data -> train -> evaluate -> export -> predict), see README.
+demo: $(STAMP)
+	$(PY) tools/main_job.py $(ARGS)
+
+benchmark: $(STAMP)
+	$(PY) tools/benchmark.py $(ARGS)

@@ -1,0 +1,122 @@
+"""``keras.applications`` backbones that return the C3, C4, C5 feature maps (strides 8, 16, 32)."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+from keras import ops
+
+# name -> (keras.applications constructor, input normalisation the ImageNet weights expect)
+_BACKBONES = {
+    "resnet50": (keras.applications.ResNet50, "caffe"),
+    "resnet101": (keras.applications.ResNet101, "caffe"),
+    "resnet152": (keras.applications.ResNet152, "caffe"),
+    "resnet50_v2": (keras.applications.ResNet50V2, "tf"),
+    "resnet101_v2": (keras.applications.ResNet101V2, "tf"),
+    "mobilenet_v2": (keras.applications.MobileNetV2, "tf"),
+    # MobileNetV3 and EfficientNet normalise their inputs themselves (include_preprocessing / Rescaling).
+    "mobilenet_v3_small": (keras.applications.MobileNetV3Small, "none"),
+    "mobilenet_v3_large": (keras.applications.MobileNetV3Large, "none"),
+    **{f"efficientnet_b{i}": (getattr(keras.applications, f"EfficientNetB{i}"), "none") for i in range(8)},
+    **{
+        f"efficientnet_v2_{v}": (getattr(keras.applications, f"EfficientNetV2{v.upper()}"), "none")
+        for v in ("b0", "b1", "b2", "b3", "s", "m", "l")
+    },
+}
+FEATURE_STRIDES = (8, 16, 32)
+# Size of the image used once to find which layers produce the stride-8/16/32 features.
+_PROBE_SIZE = 256
+
+
+def available_backbones() -> list[str]:
+    return sorted(_BACKBONES)
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class ImageNormalization(keras.layers.Layer):
+    """Maps RGB pixels in [0, 255] to what a backbone's ImageNet weights expect.
+
+    Modes: ``"caffe"`` (RGB -> BGR, minus the ImageNet mean; ResNet v1), ``"tf"`` (to [-1, 1]; MobileNetV2,
+    ResNet v2), ``"none"`` (the backbone normalises itself).
+    """
+
+    def __init__(self, mode: str = "none", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("caffe", "tf", "none"):
+            raise ValueError(f"ImageNormalization mode must be 'caffe', 'tf' or 'none', got {mode!r}")
+        self.mode = mode
+
+    def call(self, images):
+        images = ops.cast(images, self.compute_dtype)
+        if self.mode == "caffe":
+            mean = ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=self.compute_dtype)
+            return ops.flip(images, axis=-1) - mean
+        if self.mode == "tf":
+            return images / 127.5 - 1.0
+        return images
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(mode=self.mode)
+        return config
+
+
+def _feature_layer_indices(model: keras.Model) -> list[int]:
+    """Indices of the last layers whose outputs have strides 8, 16 and 32, found on a probe-sized model.
+
+    Indices, not names: some applications name layers from a global counter, so names differ between two
+    instances while the layer order does not.
+    """
+    indices = []
+    for stride in FEATURE_STRIDES:
+        size = _PROBE_SIZE // stride
+        matching = [
+            index
+            for index, layer in enumerate(model.layers)
+            if len(layer.output.shape) == 4 and tuple(layer.output.shape[1:3]) == (size, size)
+        ]
+        if not matching:
+            raise ValueError(f"backbone {model.name} has no layer with stride {stride}")
+        indices.append(matching[-1])
+    return indices
+
+
+def build_backbone(name: str = "resnet50", weights: str | None = None, **kwargs) -> keras.Model:
+    """Builds a backbone that maps (B, H, W, 3) RGB pixels in [0, 255] to [C3, C4, C5].
+
+    Args:
+        name: one of ``available_backbones()``.
+        weights: ``None`` (random init), ``"imagenet"`` (downloaded by Keras; needs network or Keras' cache)
+            or the path of a local weights file for the ``keras.applications`` model without its top.
+        **kwargs: passed to the ``keras.applications`` constructor (e.g. ``alpha`` for MobileNet).
+    Returns:
+        A functional ``keras.Model`` with input (None, None, None, 3) and outputs C3 (stride 8), C4 (stride 16)
+        and C5 (stride 32); the input normalisation of the weights is inside it.
+    """
+    if name not in _BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
+    constructor, normalization = _BACKBONES[name]
+    if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
+        raise FileNotFoundError(f"backbone weights file {weights!r} does not exist")
+    probe = constructor(include_top=False, weights=None, input_shape=(_PROBE_SIZE, _PROBE_SIZE, 3), **kwargs)
+    layer_indices = _feature_layer_indices(probe)
+    del probe
+
+    try:
+        base = constructor(include_top=False, weights=weights, input_shape=(None, None, 3), **kwargs)
+    except Exception as error:  # Keras raises several kinds for a failed download or a wrong file.
+        if weights == "imagenet":
+            raise RuntimeError(
+                f"could not load ImageNet weights for backbone {name!r} ({type(error).__name__}: {error}). "
+                "They are downloaded on first use: check the network, or download them elsewhere and pass the "
+                "file with weights=PATH (--weights PATH), or train from scratch with weights=None."
+            ) from None
+        raise ValueError(f"could not load backbone weights from {weights!r} for {name!r}: {error}") from None
+
+    images = keras.Input((None, None, 3), name="images")
+    normalized = ImageNormalization(normalization, name="image_normalization")(images)
+    features = keras.Model(base.inputs, [base.layers[i].output for i in layer_indices], name=f"{name}_features")(
+        normalized
+    )
+    return keras.Model(images, features, name=name)

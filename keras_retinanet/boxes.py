@@ -1,0 +1,55 @@
+"""Box utilities. The package's one internal format is absolute ``xyxy`` float32 pixels.
+
+Thin wrappers over ``keras.utils.bounding_boxes`` so the rest of the package speaks one format and one
+dtype without repeating format arguments.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+from keras.utils import bounding_boxes as kbb
+
+
+def convert_format(boxes, source: str, target: str, height=None, width=None):
+    """Converts boxes between Keras' formats ("xyxy", "yxyx", "xywh", "center_xywh", "rel_xyxy", ...).
+
+    Args:
+        boxes: (..., 4) boxes in ``source`` format.
+        height, width: image size, needed only for relative formats.
+    Returns:
+        (..., 4) float32 boxes in ``target`` format.
+    """
+    return kbb.convert_format(boxes, source=source, target=target, height=height, width=width, dtype="float32")
+
+
+def pairwise_iou(boxes1, boxes2):
+    """IoU of every box in ``boxes1`` with every box in ``boxes2``, both absolute xyxy.
+
+    Args:
+        boxes1: (N, 4) or (B, N, 4).
+        boxes2: (M, 4) or (B, M, 4).
+    Returns:
+        (N, M) or (B, N, M) float32 IoU in [0, 1]; 0 where a box has no area.
+    """
+    boxes1 = ops.cast(boxes1, "float32")
+    boxes2 = ops.cast(boxes2, "float32")
+    return kbb.compute_iou(boxes1, boxes2, bounding_box_format="xyxy")
+
+
+def box_area(boxes):
+    """Area of (..., 4) xyxy boxes, 0 for degenerate ones."""
+    width = ops.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
+    height = ops.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
+    return width * height
+
+
+def clip_boxes(boxes, height, width):
+    """Clips (..., 4) xyxy boxes to the image [0, width] x [0, height]."""
+    boxes = ops.cast(boxes, "float32")
+    height = ops.cast(height, "float32")
+    width = ops.cast(width, "float32")
+    x1 = ops.clip(boxes[..., 0], 0.0, width)
+    y1 = ops.clip(boxes[..., 1], 0.0, height)
+    x2 = ops.clip(boxes[..., 2], 0.0, width)
+    y2 = ops.clip(boxes[..., 3], 0.0, height)
+    return ops.stack([x1, y1, x2, y2], axis=-1)

@@ -1,0 +1,1 @@
+"""Subcommands of the ``retinanet`` command, one module each."""

@@ -1,0 +1,154 @@
+"""Turns raw RetinaNet outputs into detections: score threshold, per-level top-k, decode, NMS."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_retinanet.box_coder import BoxCoder
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class DetectionDecoder:
+    """Detectron's RetinaNet inference: per level, keep the ``topk_per_level`` (anchor, class) pairs whose
+    sigmoid score exceeds ``score_threshold``; decode their boxes; run NMS per class (or across classes);
+    keep the best ``max_detections``.
+
+    Per-class NMS uses ``tf.image.combined_non_max_suppression`` (batched). Class-agnostic NMS uses
+    ``tf.image.non_max_suppression_padded``. Neither belongs in a training step: decoding runs only in
+    ``predict`` / ``detect`` / export.
+
+    Args:
+        score_threshold: minimum sigmoid score of a kept detection (0.05).
+        topk_per_level: candidates kept per pyramid level before NMS (1000).
+        nms_iou_threshold: boxes of the same class overlapping more than this are suppressed (0.5).
+        max_detections: detections per image after NMS (100).
+        class_agnostic: suppress overlapping boxes whatever their classes.
+    """
+
+    def __init__(
+        self,
+        score_threshold: float = 0.05,
+        topk_per_level: int = 1000,
+        nms_iou_threshold: float = 0.5,
+        max_detections: int = 100,
+        class_agnostic: bool = False,
+    ):
+        self.score_threshold = float(score_threshold)
+        self.topk_per_level = int(topk_per_level)
+        self.nms_iou_threshold = float(nms_iou_threshold)
+        self.max_detections = int(max_detections)
+        self.class_agnostic = bool(class_agnostic)
+
+    def select_candidates(self, logits, deltas, anchors, level_sizes: Sequence[int]):
+        """Per-level top-k of the flattened (anchor, class) scores.
+
+        Args:
+            logits: (B, N, K) classification logits.
+            deltas: (B, N, 4) box deltas.
+            anchors: (N, 4) xyxy anchors.
+            level_sizes: number of anchors on each level (sums to N), static ints.
+        Returns:
+            scores (B, C), classes (B, C) int32, candidate deltas (B, C, 4) and anchors (B, C, 4), where C is
+            the sum over levels of min(topk_per_level, N_l * K). Scores below the threshold are set to 0.
+        """
+        num_classes = logits.shape[-1]
+        scores, classes, cand_deltas, cand_anchors = [], [], [], []
+        start = 0
+        for size in level_sizes:
+            level_scores = ops.sigmoid(ops.cast(logits[:, start : start + size], "float32"))
+            flat = ops.reshape(level_scores, (ops.shape(level_scores)[0], size * num_classes))
+            k = min(self.topk_per_level, size * num_classes)
+            top_scores, top_index = ops.top_k(flat, k=k, sorted=False)
+            anchor_index = top_index // num_classes
+            classes.append(top_index % num_classes)
+            scores.append(ops.where(top_scores > self.score_threshold, top_scores, 0.0))
+            cand_deltas.append(ops.take_along_axis(deltas[:, start : start + size], anchor_index[..., None], axis=1))
+            cand_anchors.append(ops.take(anchors[start : start + size], anchor_index, axis=0))
+            start += size
+        return (
+            ops.concatenate(scores, axis=1),
+            ops.cast(ops.concatenate(classes, axis=1), "int32"),
+            ops.concatenate(cand_deltas, axis=1),
+            ops.concatenate(cand_anchors, axis=1),
+        )
+
+    def __call__(self, logits, deltas, anchors, level_sizes: Sequence[int], box_coder: BoxCoder, image_shape=None):
+        """Decodes a batch.
+
+        Args:
+            logits: (B, N, K) classification logits; deltas: (B, N, 4); anchors: (N, 4) xyxy.
+            level_sizes: anchors per level (static ints summing to N).
+            box_coder: the coder the model was trained with.
+            image_shape: optional (H, W) to clip boxes to.
+        Returns:
+            dict ``boxes`` (B, M, 4) float32 xyxy pixels of the network input, ``scores`` (B, M) float32,
+            ``classes`` (B, M) int32, ``num_detections`` (B,) int32; M = ``max_detections``; rows past
+            ``num_detections`` are zero boxes with score 0 and class -1.
+        """
+        scores, classes, cand_deltas, cand_anchors = self.select_candidates(logits, deltas, anchors, level_sizes)
+        boxes = box_coder.decode(cand_anchors, cand_deltas)
+        if image_shape is not None:
+            height = ops.cast(image_shape[0], "float32")
+            width = ops.cast(image_shape[1], "float32")
+            limits = ops.stack([width, height, width, height])
+            boxes = ops.clip(boxes, 0.0, limits)
+        if self.class_agnostic:
+            return self._class_agnostic_nms(boxes, scores, classes)
+        return self._per_class_nms(boxes, scores, classes, logits.shape[-1])
+
+    def _per_class_nms(self, boxes, scores, classes, num_classes: int):
+        # Each candidate carries one class: spread its score into a (C, K) matrix for combined NMS.
+        class_scores = ops.one_hot(classes, num_classes, dtype="float32") * scores[..., None]
+        nmsed = tf.image.combined_non_max_suppression(
+            boxes[:, :, None, :],
+            class_scores,
+            max_output_size_per_class=self.max_detections,
+            max_total_size=self.max_detections,
+            iou_threshold=self.nms_iou_threshold,
+            score_threshold=self.score_threshold,
+            pad_per_class=False,
+            clip_boxes=False,
+        )
+        num = ops.cast(nmsed.valid_detections, "int32")
+        valid = ops.arange(self.max_detections)[None, :] < num[:, None]
+        return {
+            "boxes": ops.where(valid[..., None], nmsed.nmsed_boxes, 0.0),
+            "scores": ops.where(valid, nmsed.nmsed_scores, 0.0),
+            "classes": ops.where(valid, ops.cast(nmsed.nmsed_classes, "int32"), -1),
+            "num_detections": num,
+        }
+
+    def _class_agnostic_nms(self, boxes, scores, classes):
+        index, num = tf.image.non_max_suppression_padded(
+            boxes,
+            scores,
+            max_output_size=self.max_detections,
+            iou_threshold=self.nms_iou_threshold,
+            score_threshold=self.score_threshold,
+            pad_to_max_output_size=True,
+        )
+        num = ops.cast(num, "int32")
+        valid = ops.arange(self.max_detections)[None, :] < num[:, None]
+        return {
+            "boxes": ops.where(valid[..., None], ops.take_along_axis(boxes, index[..., None], axis=1), 0.0),
+            "scores": ops.where(valid, ops.take_along_axis(scores, index, axis=1), 0.0),
+            "classes": ops.where(valid, ops.take_along_axis(classes, index, axis=1), -1),
+            "num_detections": num,
+        }
+
+    def get_config(self) -> dict:
+        return {
+            "score_threshold": self.score_threshold,
+            "topk_per_level": self.topk_per_level,
+            "nms_iou_threshold": self.nms_iou_threshold,
+            "max_detections": self.max_detections,
+            "class_agnostic": self.class_agnostic,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> DetectionDecoder:
+        return cls(**config)

@@ -1,0 +1,73 @@
+"""The feature pyramid network (Lin et al. 2017) with RetinaNet's extra levels P6 and P7."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class FeaturePyramid(keras.layers.Layer):
+    """C3, C4, C5 -> P3, P4, P5, P6, P7, all with ``channels`` channels.
+
+    P5..P3: 1x1 lateral convs plus nearest-neighbour upsampled coarser levels, then a 3x3 conv. P6: 3x3
+    stride-2 conv on C5 (paper, detectron2) or on P5 (torchvision v1). P7: 3x3 stride-2 conv on ReLU(P6).
+
+    Args:
+        channels: width of every pyramid level (256).
+        p6_source: ``"c5"`` or ``"p5"``.
+
+    Call arguments:
+        features: [C3, C4, C5], (B, Hl, Wl, Cl) each, strides 8, 16, 32.
+    Returns:
+        [P3, P4, P5, P6, P7], (B, Hl, Wl, channels) each, strides 8 to 128. Any input size works: an upsampled
+        level is cropped to the size of the finer one.
+    """
+
+    def __init__(self, channels: int = 256, p6_source: str = "c5", **kwargs):
+        super().__init__(**kwargs)
+        if p6_source not in ("c5", "p5"):
+            raise ValueError(f"p6_source must be 'c5' or 'p5', got {p6_source!r}")
+        self.channels = int(channels)
+        self.p6_source = p6_source
+        conv = dict(kernel_initializer="he_uniform")
+        self.lateral = [keras.layers.Conv2D(channels, 1, name=f"lateral_c{i}", **conv) for i in (3, 4, 5)]
+        self.output_convs = [
+            keras.layers.Conv2D(channels, 3, padding="same", name=f"output_p{i}", **conv) for i in (3, 4, 5)
+        ]
+        self.p6_conv = keras.layers.Conv2D(channels, 3, strides=2, padding="same", name="p6", **conv)
+        self.p7_conv = keras.layers.Conv2D(channels, 3, strides=2, padding="same", name="p7", **conv)
+
+    def build(self, input_shape):
+        for layer, shape in zip(self.lateral, input_shape):
+            layer.build(shape)
+        for layer in self.output_convs:
+            layer.build((None, None, None, self.channels))
+        c5_channels = input_shape[2][-1] if self.p6_source == "c5" else self.channels
+        self.p6_conv.build((None, None, None, c5_channels))
+        self.p7_conv.build((None, None, None, self.channels))
+
+    @staticmethod
+    def _upsample_to(coarse, fine):
+        upsampled = ops.repeat(ops.repeat(coarse, 2, axis=1), 2, axis=2)
+        shape = ops.shape(fine)
+        return upsampled[:, : shape[1], : shape[2], :]
+
+    def call(self, features):
+        c3, c4, c5 = features
+        m5 = self.lateral[2](c5)
+        m4 = self.lateral[1](c4) + self._upsample_to(m5, c4)
+        m3 = self.lateral[0](c3) + self._upsample_to(m4, c3)
+        p3, p4, p5 = (conv(m) for conv, m in zip(self.output_convs, (m3, m4, m5)))
+        p6 = self.p6_conv(c5 if self.p6_source == "c5" else p5)
+        p7 = self.p7_conv(ops.relu(p6))
+        return [p3, p4, p5, p6, p7]
+
+    def compute_output_shape(self, input_shape):
+        batch = input_shape[0][0]
+        return [(batch, None, None, self.channels)] * 5
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(channels=self.channels, p6_source=self.p6_source)
+        return config

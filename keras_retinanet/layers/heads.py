@@ -1,0 +1,119 @@
+"""RetinaNet's classification and box subnets, shared over pyramid levels."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+
+class _SharedHead(keras.layers.Layer):
+    """``depth`` x (3x3 conv, ``channels``, [GroupNorm], ReLU), then a 3x3 conv to A * ``outputs_per_anchor``.
+
+    The same weights run on every level (paper section 4). Conv weights ~ N(0, 0.01), biases 0, except the
+    last bias given by ``final_bias``.
+
+    Call arguments:
+        features: [P3, ..., P7], (B, Hl, Wl, C) each.
+    Returns:
+        (B, N, outputs_per_anchor) float32, N = sum of Hl * Wl * A, ordered level, row, column, anchor (the
+        anchor generator's order).
+    """
+
+    outputs_per_anchor: int
+
+    def __init__(
+        self,
+        num_anchors: int = 9,
+        depth: int = 4,
+        channels: int = 256,
+        use_group_norm: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_anchors = int(num_anchors)
+        self.depth = int(depth)
+        self.channels = int(channels)
+        self.use_group_norm = bool(use_group_norm)
+        init = keras.initializers.RandomNormal(stddev=0.01)
+        self.convs = []
+        for i in range(self.depth):
+            self.convs.append(
+                keras.layers.Conv2D(channels, 3, padding="same", kernel_initializer=init, name=f"conv{i}")
+            )
+            if self.use_group_norm:
+                self.convs.append(keras.layers.GroupNormalization(groups=min(32, channels), name=f"norm{i}"))
+            self.convs.append(keras.layers.ReLU(name=f"relu{i}"))
+        self.final = keras.layers.Conv2D(
+            self.num_anchors * self.outputs_per_anchor,
+            3,
+            padding="same",
+            kernel_initializer=init,
+            bias_initializer=keras.initializers.Constant(self.final_bias()),
+            name="final",
+        )
+
+    def final_bias(self) -> float:
+        return 0.0
+
+    def build(self, input_shape):
+        shape = input_shape[0]
+        for layer in self.convs:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.final.build(shape)
+
+    def call(self, features):
+        outputs = []
+        for feature in features:
+            x = feature
+            for layer in self.convs:
+                x = layer(x)
+            x = self.final(x)
+            outputs.append(ops.reshape(x, (ops.shape(x)[0], -1, self.outputs_per_anchor)))
+        return ops.cast(ops.concatenate(outputs, axis=1), "float32")
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], None, self.outputs_per_anchor)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            num_anchors=self.num_anchors,
+            depth=self.depth,
+            channels=self.channels,
+            use_group_norm=self.use_group_norm,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class ClassificationHead(_SharedHead):
+    """Classification subnet: (B, N, num_classes) logits.
+
+    The last bias is ``-log((1 - pi) / pi)`` so every anchor starts with foreground probability ``pi``
+    (``prior_probability``, 0.01 in the paper), which keeps the focal loss from being swamped by the many
+    easy negatives in the first iterations.
+    """
+
+    def __init__(self, num_classes: int, prior_probability: float = 0.01, **kwargs):
+        self.num_classes = int(num_classes)
+        self.outputs_per_anchor = self.num_classes
+        self.prior_probability = float(prior_probability)
+        super().__init__(**kwargs)
+
+    def final_bias(self) -> float:
+        return -math.log((1.0 - self.prior_probability) / self.prior_probability)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, prior_probability=self.prior_probability)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class BoxHead(_SharedHead):
+    """Box regression subnet: (B, N, 4) deltas (dx, dy, dw, dh) relative to the anchors."""
+
+    outputs_per_anchor = 4

@@ -1,0 +1,226 @@
+"""The RetinaNet detector as one Keras model: raw outputs for training, decoded detections for prediction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import ops
+
+from keras_retinanet.anchors import AnchorGenerator
+from keras_retinanet.backbones import build_backbone
+from keras_retinanet.box_coder import BoxCoder
+from keras_retinanet.decode import DetectionDecoder
+from keras_retinanet.layers import BoxHead, ClassificationHead, FeaturePyramid
+from keras_retinanet.losses import BoxRegressionLoss, FocalLoss
+from keras_retinanet.matching import Matcher
+from keras_retinanet.targets import LabelEncoder
+
+# The network input is padded to a multiple of the coarsest backbone stride, so that every pyramid level has
+# exactly ceil(H / stride) cells whatever the backbone's padding rules: anchors then follow from the image
+# size alone, in the model and in the tf.data label encoder alike.
+SIZE_DIVISOR = 32
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class PadToMultiple(keras.layers.Layer):
+    """Zero-pads (B, H, W, C) images at the bottom and right to multiples of ``divisor``; boxes do not move."""
+
+    def __init__(self, divisor: int = SIZE_DIVISOR, **kwargs):
+        super().__init__(**kwargs)
+        self.divisor = int(divisor)
+
+    def call(self, images):
+        shape = ops.shape(images)
+        pad_h = (-shape[1]) % self.divisor
+        pad_w = (-shape[2]) % self.divisor
+        return ops.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+
+    def compute_output_shape(self, input_shape):
+        def padded(size):
+            return None if size is None else -(-size // self.divisor) * self.divisor
+
+        return (input_shape[0], padded(input_shape[1]), padded(input_shape[2]), input_shape[3])
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(divisor=self.divisor)
+        return config
+
+
+def _serialize(obj):
+    return keras.saving.serialize_keras_object(obj)
+
+
+def _deserialize(config):
+    return config if not isinstance(config, dict) else keras.saving.deserialize_keras_object(config)
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class RetinaNet(keras.Model):
+    """RetinaNet (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
+
+    ``model(images)`` returns the **raw training outputs** ``{"classification": (B, N, K) logits,
+    "box_regression": (B, N, 4) deltas}``, one row per anchor. These are not detections. ``model.predict`` and
+    ``model.detect`` always decode them into detections.
+
+    Args:
+        num_classes: number of object classes K (no background class).
+        backbone: a name from ``keras_retinanet.backbones.available_backbones()`` or a ``keras.Model`` that maps
+            (B, H, W, 3) RGB pixels in [0, 255] to [C3, C4, C5] (strides 8, 16, 32).
+        backbone_weights: ``None``, ``"imagenet"`` or a local weights file, for a named backbone.
+        backbone_kwargs: extra arguments of the ``keras.applications`` constructor (e.g. ``{"alpha": 0.35}``).
+        class_names: K names, saved with the model.
+        fpn_channels: width of the pyramid levels (256).
+        p6_source: ``"c5"`` (paper) or ``"p5"`` (torchvision v1).
+        head_depth, head_channels: convs per subnet (4) and their width (default: ``fpn_channels``).
+        use_group_norm: GroupNorm after each subnet conv (torchvision v2).
+        prior_probability: initial foreground probability of the classification head (0.01).
+        anchor_generator, box_coder, matcher, decoder: parts; ``None`` builds the paper's default.
+
+    Images are (B, H, W, 3) RGB, uint8 or float in [0, 255], any size; the model normalises them for the
+    backbone and pads them to a multiple of 32 at the bottom and right.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str | keras.Model = "resnet50",
+        backbone_weights: str | None = None,
+        backbone_kwargs: dict | None = None,
+        class_names: Sequence[str] | None = None,
+        fpn_channels: int = 256,
+        p6_source: str = "c5",
+        head_depth: int = 4,
+        head_channels: int | None = None,
+        use_group_norm: bool = False,
+        prior_probability: float = 0.01,
+        anchor_generator: AnchorGenerator | None = None,
+        box_coder: BoxCoder | None = None,
+        matcher: Matcher | None = None,
+        decoder: DetectionDecoder | None = None,
+        **kwargs,
+    ):
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"got {len(class_names)} class names for num_classes={num_classes}")
+        anchor_generator = _deserialize(anchor_generator) or AnchorGenerator(name="anchor_generator")
+        head_channels = head_channels or fpn_channels
+        backbone_kwargs = dict(backbone_kwargs or {})
+        backbone_name = backbone if isinstance(backbone, str) else None
+        backbone_model = (
+            build_backbone(backbone, weights=backbone_weights, **backbone_kwargs)
+            if isinstance(backbone, str)
+            else _deserialize(backbone)
+        )
+        num_anchors = anchor_generator.num_anchors_per_location
+        feature_pyramid = FeaturePyramid(fpn_channels, p6_source=p6_source, name="feature_pyramid")
+        head_args = dict(num_anchors=num_anchors, depth=head_depth, channels=head_channels, use_group_norm=use_group_norm)
+        classification_head = ClassificationHead(
+            num_classes, prior_probability=prior_probability, name="classification_head", **head_args
+        )
+        box_head = BoxHead(name="box_head", **head_args)
+
+        images = keras.Input((None, None, 3), name="images")
+        padded = PadToMultiple(SIZE_DIVISOR, name="pad_to_multiple")(images)
+        pyramid = feature_pyramid(backbone_model(padded))
+        outputs = {"classification": classification_head(pyramid), "box_regression": box_head(pyramid)}
+        super().__init__(inputs=images, outputs=outputs, **kwargs)
+
+        self.num_classes = int(num_classes)
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.backbone_name = backbone_name
+        self.backbone_kwargs = backbone_kwargs
+        self.backbone = backbone_model
+        self.fpn_channels = fpn_channels
+        self.p6_source = p6_source
+        self.head_depth = head_depth
+        self.head_channels = head_channels
+        self.use_group_norm = use_group_norm
+        self.prior_probability = prior_probability
+        self.anchor_generator = anchor_generator
+        self.box_coder = _deserialize(box_coder) or BoxCoder()
+        self.matcher = _deserialize(matcher) or Matcher()
+        self.decoder = _deserialize(decoder) or DetectionDecoder()
+
+    def label_encoder(self) -> LabelEncoder:
+        """The label encoder that matches this model's anchors, box coding and matching rule."""
+        return LabelEncoder(self.anchor_generator, self.box_coder, self.matcher)
+
+    def compile(self, optimizer="sgd", loss=None, **kwargs):
+        """``keras.Model.compile`` with RetinaNet's losses as defaults.
+
+        ``loss`` defaults to ``{"classification": FocalLoss(), "box_regression": BoxRegressionLoss()}``; pass
+        ``loss_weights`` to weight them.
+        """
+        if loss is None:
+            loss = {"classification": FocalLoss(), "box_regression": BoxRegressionLoss()}
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def padded_shape(self, image_shape):
+        """(H, W) of the network input after padding; ints or scalar tensors."""
+        return tuple((size + SIZE_DIVISOR - 1) // SIZE_DIVISOR * SIZE_DIVISOR for size in image_shape)
+
+    def decode(self, outputs: dict, image_shape) -> dict:
+        """Decodes raw outputs of images of size ``image_shape`` = (H, W) (before padding).
+
+        Returns the decoder's dict: ``boxes`` (B, M, 4) xyxy pixels of the input image, ``scores`` (B, M),
+        ``classes`` (B, M) int32 (-1 for padding rows), ``num_detections`` (B,).
+        """
+        padded = self.padded_shape(image_shape)
+        feature_shapes = self.anchor_generator.feature_shapes(padded) if _is_static(padded) else [
+            ((padded[0] + s - 1) // s, (padded[1] + s - 1) // s) for s in self.anchor_generator.strides
+        ]
+        anchors = self.anchor_generator(feature_shapes=feature_shapes)
+        level_sizes = [h * w * self.anchor_generator.num_anchors_per_location for h, w in feature_shapes]
+        return self.decoder(
+            outputs["classification"],
+            outputs["box_regression"],
+            anchors,
+            level_sizes,
+            self.box_coder,
+            image_shape=image_shape,
+        )
+
+    def detect(self, images) -> dict:
+        """Runs the network and decodes: (B, H, W, 3) images -> detections (see ``decode``)."""
+        images = ops.convert_to_tensor(images)
+        if len(images.shape) == 3:
+            raise ValueError("detect() takes a batch (B, H, W, 3); use images[None] for a single image")
+        shape = images.shape[1:3] if _is_static(images.shape[1:3]) else ops.shape(images)[1:3]
+        return self.decode(self(images, training=False), shape)
+
+    def predict_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        if isinstance(images, dict):
+            images = images["images"]
+        return self.detect(images)
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "num_classes": self.num_classes,
+            "backbone": self.backbone_name if self.backbone_name else _serialize(self.backbone),
+            # The weights travel in the .keras file; reloading must not download ImageNet weights again.
+            "backbone_weights": None,
+            "backbone_kwargs": self.backbone_kwargs,
+            "class_names": self.class_names,
+            "fpn_channels": self.fpn_channels,
+            "p6_source": self.p6_source,
+            "head_depth": self.head_depth,
+            "head_channels": self.head_channels,
+            "use_group_norm": self.use_group_norm,
+            "prior_probability": self.prior_probability,
+            "anchor_generator": _serialize(self.anchor_generator),
+            "box_coder": _serialize(self.box_coder),
+            "matcher": _serialize(self.matcher),
+            "decoder": _serialize(self.decoder),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> RetinaNet:
+        return cls(**config)
+
+
+def _is_static(shape) -> bool:
+    return all(isinstance(size, int) for size in shape)
