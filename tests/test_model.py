@@ -1,0 +1,161 @@
+import keras
+import numpy as np
+import pytest
+
+from conftest import tiny_retinanet
+from keras_retinanet import RetinaNet, build_backbone, retinanet_from_preset
+from keras_retinanet.backbones import available_backbones
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).uniform(0, 255, (2, 96, 128, 3)).astype("float32")
+
+
+def test_raw_outputs_cover_every_anchor(images):
+    model = tiny_retinanet(num_classes=4)
+    outputs = model(images)
+    num_anchors = model.anchor_generator.num_anchors((96, 128))
+    assert tuple(outputs["classification"].shape) == (2, num_anchors, 4)
+    assert tuple(outputs["box_regression"].shape) == (2, num_anchors, 4)
+
+
+def test_initial_probability_equals_prior(images):
+    model = tiny_retinanet(prior_probability=0.01)
+    probs = keras.ops.sigmoid(model(images)["classification"])
+    # Weights ~ N(0, 0.01) leave the logits at the prior bias up to a small perturbation.
+    np.testing.assert_allclose(float(keras.ops.mean(probs)), 0.01, rtol=0.05)
+    bias = model.get_layer("classification_head").final.bias.numpy()
+    np.testing.assert_allclose(bias, -np.log(99.0), rtol=1e-6)
+    np.testing.assert_array_equal(model.get_layer("box_head").final.bias.numpy(), 0.0)
+
+
+def test_predict_returns_decoded_detections(images):
+    model = tiny_retinanet()
+    # Raise the prior so that an untrained model produces detections to decode.
+    model.get_layer("classification_head").final.bias.assign(np.full((9 * 3,), 2.0, "float32"))
+    detections = model.predict(images, verbose=0)
+    assert set(detections) == {"boxes", "scores", "classes", "num_detections"}
+    assert detections["boxes"].shape == (2, 100, 4)
+    assert np.all(detections["num_detections"] == 100)
+    boxes = detections["boxes"]
+    # Boxes are clipped to the input image (96 x 128), not to the padded network input.
+    assert boxes[..., [0, 2]].max() <= 128 and boxes[..., [1, 3]].max() <= 96 and boxes.min() >= 0
+    same = model.detect(images)
+    np.testing.assert_allclose(np.asarray(same["scores"]), detections["scores"], rtol=1e-5)
+    with pytest.raises(ValueError, match="batch"):
+        model.detect(images[0])
+
+
+def test_config_round_trip_keeps_every_option():
+    model = tiny_retinanet(num_classes=2, class_names=["cat", "dog"], p6_source="p5", use_group_norm=True)
+    config = model.get_config()
+    clone = RetinaNet.from_config(config)
+    assert clone.get_config() == config
+    assert clone.class_names == ["cat", "dog"] and clone.p6_source == "p5"
+    assert clone.count_params() == model.count_params()
+
+
+def test_keras_file_round_trip_gives_identical_outputs(tmp_path, images):
+    model = retinanet_from_preset(
+        "torchvision", 3, backbone="mobilenet_v2", backbone_kwargs={"alpha": 0.35}, fpn_channels=32, head_depth=1,
+        class_names=["a", "b", "c"],
+    )
+    model.decoder.score_threshold = 0.001
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, RetinaNet)
+    assert loaded.anchor_generator.offset == 0.0 and loaded.matcher.allow_low_quality_matches
+    assert loaded.decoder.score_threshold == 0.001 and loaded.class_names == ["a", "b", "c"]
+    for key, value in model(images).items():
+        np.testing.assert_array_equal(np.asarray(loaded(images)[key]), np.asarray(value))
+    original, reloaded = model.detect(images), loaded.detect(images)
+    for key in original:
+        np.testing.assert_array_equal(np.asarray(reloaded[key]), np.asarray(original[key]))
+
+
+def test_mixed_precision_forward_and_loss(images):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = tiny_retinanet()
+        outputs = model(images)
+        assert keras.backend.standardize_dtype(outputs["classification"].dtype) == "float32"
+        assert model.get_layer("feature_pyramid").compute_dtype == "float16"
+        detections = model.detect(images)
+        assert keras.backend.standardize_dtype(detections["boxes"].dtype) == "float32"
+        targets = model.label_encoder().encode((96, 128), np.array([[10, 10, 60, 50]], "float32"), np.array([1]))
+        batch = {k: np.stack([np.asarray(v)] * 2) for k, v in targets.items()}
+        model.compile(optimizer="sgd")
+        logs = model.train_on_batch(images, batch, return_dict=True)
+        assert np.isfinite(logs["loss"])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("resnet50", {}),
+        ("mobilenet_v2", {"alpha": 0.35}),
+        ("mobilenet_v3_small", {"minimalistic": True}),
+        ("mobilenet_v3_large", {"minimalistic": True}),
+        ("efficientnet_b0", {}),
+    ],
+)
+def test_backbones_give_strides_8_16_32(name, kwargs):
+    c3, c4, c5 = build_backbone(name, **kwargs)(np.zeros((1, 128, 192, 3), "float32"))
+    assert tuple(c3.shape[1:3]) == (16, 24)
+    assert tuple(c4.shape[1:3]) == (8, 12)
+    assert tuple(c5.shape[1:3]) == (4, 6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in available_backbones() if n not in ("resnet50", "efficientnet_b0")])
+def test_every_backbone_gives_strides_8_16_32(name):
+    c3, c4, c5 = build_backbone(name)(np.zeros((1, 128, 128, 3), "float32"))
+    assert [tuple(c.shape[1:3]) for c in (c3, c4, c5)] == [(16, 16), (8, 8), (4, 4)]
+
+
+def test_unknown_backbone_and_missing_weights_file():
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("resnet9000")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_backbone("mobilenet_v2", weights="/nonexistent/weights.h5")
+
+
+def test_imagenet_weights_offline_gives_a_clear_error(monkeypatch):
+    from keras.src.utils import file_utils
+
+    def no_network(*args, **kwargs):
+        raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(file_utils, "get_file", no_network)
+    pretrained = "imagenet"
+    with pytest.raises(RuntimeError, match="could not load ImageNet weights.*weights=PATH"):
+        build_backbone("mobilenet_v2", weights=pretrained, alpha=0.35)
+
+
+def test_local_backbone_weights_file(tmp_path):
+    source = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.35, input_shape=(None, None, 3))
+    path = tmp_path / "mobilenet_v2_notop.weights.h5"
+    source.save_weights(path)
+    backbone = build_backbone("mobilenet_v2", weights=str(path), alpha=0.35)
+    loaded = {w.path.split("/", 1)[-1]: w.numpy() for w in backbone.weights}
+    expected = {w.path.split("/", 1)[-1]: w.numpy() for w in source.weights}
+    assert len(loaded) == len(expected)
+    first_kernel = next(name for name in expected if name.endswith("kernel"))
+    np.testing.assert_array_equal(loaded[first_kernel], expected[first_kernel])
+
+
+def test_recompute_batchnorm_statistics_gives_the_exact_mean():
+    from keras_retinanet.batchnorm import recompute_batchnorm_statistics
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.BatchNormalization()(inputs))
+    batches = [np.full((4, 3), value, "float32") for value in (1.0, 2.0, 6.0)]
+    assert recompute_batchnorm_statistics(model, batches) == 3
+    layer = model.layers[-1]
+    np.testing.assert_allclose(layer.moving_mean.numpy(), [3.0, 3.0, 3.0], rtol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), 0.0, atol=1e-6)
+    assert layer.momentum == 0.99
