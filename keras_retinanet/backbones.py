@@ -116,7 +116,7 @@ def build_backbone(name: str = "resnet50", weights: str | None = None, **kwargs)
 
     images = keras.Input((None, None, 3), name="images")
     normalized = ImageNormalization(normalization, name="image_normalization")(images)
-    features = keras.Model(base.inputs, [base.layers[i].output for i in layer_indices], name=f"{name}_features")(
-        normalized
-    )
+    features = keras.Model(
+        base.inputs, [base.layers[i].output for i in layer_indices], name=f"{name}_features"
+    )(normalized)
     return keras.Model(images, features, name=name)

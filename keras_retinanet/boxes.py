@@ -19,7 +19,9 @@ def convert_format(boxes, source: str, target: str, height=None, width=None):
     Returns:
         (..., 4) float32 boxes in ``target`` format.
     """
-    return kbb.convert_format(boxes, source=source, target=target, height=height, width=width, dtype="float32")
+    return kbb.convert_format(
+        boxes, source=source, target=target, height=height, width=width, dtype="float32"
+    )
 
 
 def pairwise_iou(boxes1, boxes2):

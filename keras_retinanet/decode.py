@@ -66,7 +66,9 @@ class DetectionDecoder:
             anchor_index = top_index // num_classes
             classes.append(top_index % num_classes)
             scores.append(ops.where(top_scores > self.score_threshold, top_scores, 0.0))
-            cand_deltas.append(ops.take_along_axis(deltas[:, start : start + size], anchor_index[..., None], axis=1))
+            cand_deltas.append(
+                ops.take_along_axis(deltas[:, start : start + size], anchor_index[..., None], axis=1)
+            )
             cand_anchors.append(ops.take(anchors[start : start + size], anchor_index, axis=0))
             start += size
         return (
@@ -76,7 +78,9 @@ class DetectionDecoder:
             ops.concatenate(cand_anchors, axis=1),
         )
 
-    def __call__(self, logits, deltas, anchors, level_sizes: Sequence[int], box_coder: BoxCoder, image_shape=None):
+    def __call__(
+        self, logits, deltas, anchors, level_sizes: Sequence[int], box_coder: BoxCoder, image_shape=None
+    ):
         """Decodes a batch.
 
         Args:
@@ -89,7 +93,9 @@ class DetectionDecoder:
             ``classes`` (B, M) int32, ``num_detections`` (B,) int32; M = ``max_detections``; rows past
             ``num_detections`` are zero boxes with score 0 and class -1.
         """
-        scores, classes, cand_deltas, cand_anchors = self.select_candidates(logits, deltas, anchors, level_sizes)
+        scores, classes, cand_deltas, cand_anchors = self.select_candidates(
+            logits, deltas, anchors, level_sizes
+        )
         boxes = box_coder.decode(cand_anchors, cand_deltas)
         if image_shape is not None:
             height = ops.cast(image_shape[0], "float32")

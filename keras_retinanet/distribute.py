@@ -37,7 +37,9 @@ def get_strategy(name: str = "auto", tpu_address: str | None = None) -> tf.distr
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("strategy 'multi_worker' needs the cluster in the TF_CONFIG environment variable")
+            raise ValueError(
+                "strategy 'multi_worker' needs the cluster in the TF_CONFIG environment variable"
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "local")
     tf.config.experimental_connect_to_cluster(resolver)

@@ -92,7 +92,9 @@ class BoxRegressionLoss(keras.losses.Loss):
         target_deltas, class_targets = y_true[..., :4], y_true[..., 4]
         difference = ops.abs(deltas - target_deltas)
         if self.kind == "smooth_l1" and self.beta > 0.0:
-            loss = ops.where(difference < self.beta, 0.5 * difference**2 / self.beta, difference - 0.5 * self.beta)
+            loss = ops.where(
+                difference < self.beta, 0.5 * difference**2 / self.beta, difference - 0.5 * self.beta
+            )
         else:
             loss = difference
         positive = ops.cast(class_targets >= 0, "float32")

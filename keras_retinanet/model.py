@@ -77,6 +77,8 @@ class RetinaNet(keras.Model):
         use_group_norm: GroupNorm after each subnet conv (torchvision v2).
         prior_probability: initial foreground probability of the classification head (0.01).
         anchor_generator, box_coder, matcher, decoder: parts; ``None`` builds the paper's default.
+        image_size: the (square int or (H, W)) input size the model is trained for; evaluation, prediction and
+            export letterbox images to it. ``None``: not recorded (they then default to 512).
 
     Images are (B, H, W, 3) RGB, uint8 or float in [0, 255], any size; the model normalises them for the
     backbone and pads them to a multiple of 32 at the bottom and right.
@@ -99,6 +101,7 @@ class RetinaNet(keras.Model):
         box_coder: BoxCoder | None = None,
         matcher: Matcher | None = None,
         decoder: DetectionDecoder | None = None,
+        image_size: int | Sequence[int] | None = None,
         **kwargs,
     ):
         if class_names is not None and len(class_names) != num_classes:
@@ -114,7 +117,9 @@ class RetinaNet(keras.Model):
         )
         num_anchors = anchor_generator.num_anchors_per_location
         feature_pyramid = FeaturePyramid(fpn_channels, p6_source=p6_source, name="feature_pyramid")
-        head_args = dict(num_anchors=num_anchors, depth=head_depth, channels=head_channels, use_group_norm=use_group_norm)
+        head_args = dict(
+            num_anchors=num_anchors, depth=head_depth, channels=head_channels, use_group_norm=use_group_norm
+        )
         classification_head = ClassificationHead(
             num_classes, prior_probability=prior_probability, name="classification_head", **head_args
         )
@@ -127,7 +132,9 @@ class RetinaNet(keras.Model):
         super().__init__(inputs=images, outputs=outputs, **kwargs)
 
         self.num_classes = int(num_classes)
-        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.class_names = (
+            list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        )
         self.backbone_name = backbone_name
         self.backbone_kwargs = backbone_kwargs
         self.backbone = backbone_model
@@ -141,6 +148,9 @@ class RetinaNet(keras.Model):
         self.box_coder = _deserialize(box_coder) or BoxCoder()
         self.matcher = _deserialize(matcher) or Matcher()
         self.decoder = _deserialize(decoder) or DetectionDecoder()
+        self.image_size = (
+            image_size if image_size is None or isinstance(image_size, int) else list(image_size)
+        )
 
     def label_encoder(self) -> LabelEncoder:
         """The label encoder that matches this model's anchors, box coding and matching rule."""
@@ -156,6 +166,13 @@ class RetinaNet(keras.Model):
             loss = {"classification": FocalLoss(), "box_regression": BoxRegressionLoss()}
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras' own version refuses models with a custom compile(); without this a reloaded .keras file would
+        # lose its optimiser and its state.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def padded_shape(self, image_shape):
         """(H, W) of the network input after padding; ints or scalar tensors."""
         return tuple((size + SIZE_DIVISOR - 1) // SIZE_DIVISOR * SIZE_DIVISOR for size in image_shape)
@@ -167,9 +184,11 @@ class RetinaNet(keras.Model):
         ``classes`` (B, M) int32 (-1 for padding rows), ``num_detections`` (B,).
         """
         padded = self.padded_shape(image_shape)
-        feature_shapes = self.anchor_generator.feature_shapes(padded) if _is_static(padded) else [
-            ((padded[0] + s - 1) // s, (padded[1] + s - 1) // s) for s in self.anchor_generator.strides
-        ]
+        feature_shapes = (
+            self.anchor_generator.feature_shapes(padded)
+            if _is_static(padded)
+            else [((padded[0] + s - 1) // s, (padded[1] + s - 1) // s) for s in self.anchor_generator.strides]
+        )
         anchors = self.anchor_generator(feature_shapes=feature_shapes)
         level_sizes = [h * w * self.anchor_generator.num_anchors_per_location for h, w in feature_shapes]
         return self.decoder(
@@ -215,6 +234,7 @@ class RetinaNet(keras.Model):
             "box_coder": _serialize(self.box_coder),
             "matcher": _serialize(self.matcher),
             "decoder": _serialize(self.decoder),
+            "image_size": self.image_size,
         }
 
     @classmethod

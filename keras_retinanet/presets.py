@@ -9,12 +9,22 @@ from keras_retinanet.model import RetinaNet
 
 PRESETS = {
     # Lin et al. 2017 / Detectron: P6 from C5, anchors centred on their cells, no low-quality matches.
-    "paper": dict(p6_source="c5", anchor_offset=0.5, round_sizes=False, box_weights=(1.0, 1.0, 1.0, 1.0),
-                  allow_low_quality_matches=False),
+    "paper": dict(
+        p6_source="c5",
+        anchor_offset=0.5,
+        round_sizes=False,
+        box_weights=(1.0, 1.0, 1.0, 1.0),
+        allow_low_quality_matches=False,
+    ),
     # torchvision retinanet_resnet50_fpn (v1): P6 from P5, anchors on the cell corner with rounded sizes,
     # low-quality matches, box weights (1, 1, 1, 1).
-    "torchvision": dict(p6_source="p5", anchor_offset=0.0, round_sizes=True, box_weights=(1.0, 1.0, 1.0, 1.0),
-                        allow_low_quality_matches=True),
+    "torchvision": dict(
+        p6_source="p5",
+        anchor_offset=0.0,
+        round_sizes=True,
+        box_weights=(1.0, 1.0, 1.0, 1.0),
+        allow_low_quality_matches=True,
+    ),
 }
 
 
@@ -27,7 +37,9 @@ def retinanet_from_preset(preset: str, num_classes: int, **kwargs) -> RetinaNet:
         num_classes,
         p6_source=conventions["p6_source"],
         anchor_generator=AnchorGenerator(
-            offset=conventions["anchor_offset"], round_sizes=conventions["round_sizes"], name="anchor_generator"
+            offset=conventions["anchor_offset"],
+            round_sizes=conventions["round_sizes"],
+            name="anchor_generator",
         ),
         box_coder=BoxCoder(weights=conventions["box_weights"]),
         matcher=Matcher(allow_low_quality_matches=conventions["allow_low_quality_matches"]),

@@ -161,7 +161,9 @@ def build_model(config: TrainConfig, class_names: Sequence[str]) -> RetinaNet:
             name="anchor_generator",
         ),
         box_coder=BoxCoder(weights=config.box_weights),
-        matcher=Matcher(config.positive_threshold, config.negative_threshold, config.allow_low_quality_matches),
+        matcher=Matcher(
+            config.positive_threshold, config.negative_threshold, config.allow_low_quality_matches
+        ),
         decoder=DetectionDecoder(
             score_threshold=config.score_threshold,
             topk_per_level=config.topk_per_level,
@@ -169,6 +171,7 @@ def build_model(config: TrainConfig, class_names: Sequence[str]) -> RetinaNet:
             max_detections=config.max_detections,
             class_agnostic=config.class_agnostic_nms,
         ),
+        image_size=config.image_size,
     )
 
 
@@ -183,7 +186,9 @@ def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.O
         warmup_factor=config.warmup_factor,
         milestones=config.lr_milestones,
     )
-    common = dict(learning_rate=schedule, weight_decay=config.weight_decay or None, global_clipnorm=config.clip_norm)
+    common = dict(
+        learning_rate=schedule, weight_decay=config.weight_decay or None, global_clipnorm=config.clip_norm
+    )
     if config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(momentum=config.momentum, **common)
     elif config.optimizer == "adamw":
@@ -411,14 +416,23 @@ def _callbacks(config, output: Path, model, val_data, class_names, stop_on_nan) 
 
         # Before the checkpoint / early-stopping callbacks, which read val_AP from the same logs.
         callbacks.append(
-            EvaluationCallback(val_data, every_n_epochs=config.eval_every, image_size=config.image_size, verbose=config.verbose)
+            EvaluationCallback(
+                val_data,
+                every_n_epochs=config.eval_every,
+                image_size=config.image_size,
+                verbose=config.verbose,
+            )
         )
         callbacks.append(
-            keras.callbacks.ModelCheckpoint(str(checkpoints / "best.keras"), monitor="val_AP", mode="max", save_best_only=True)
+            keras.callbacks.ModelCheckpoint(
+                str(checkpoints / "best.keras"), monitor="val_AP", mode="max", save_best_only=True
+            )
         )
         if config.early_stopping_patience:
             callbacks.append(
-                keras.callbacks.EarlyStopping(monitor="val_AP", mode="max", patience=config.early_stopping_patience)
+                keras.callbacks.EarlyStopping(
+                    monitor="val_AP", mode="max", patience=config.early_stopping_patience
+                )
             )
     callbacks.append(keras.callbacks.ModelCheckpoint(str(checkpoints / "last.keras")))
     callbacks.append(keras.callbacks.BackupAndRestore(str(output / "backup"), delete_checkpoint=False))
@@ -430,6 +444,8 @@ def _callbacks(config, output: Path, model, val_data, class_names, stop_on_nan) 
             from keras_retinanet.data.pipeline import make_inference_dataset
 
             sample = dataclasses.replace(val_data, examples=val_data.examples[: config.tensorboard_images])
-            images, _ = next(iter(make_inference_dataset(sample, config.image_size, batch_size=config.tensorboard_images)))
+            images, _ = next(
+                iter(make_inference_dataset(sample, config.image_size, batch_size=config.tensorboard_images))
+            )
             callbacks.append(PredictionImages(np.asarray(images), log_dir, class_names))
     return callbacks

@@ -21,7 +21,9 @@ def test_first_anchors_worked_by_hand():
     np.testing.assert_allclose(anchors[0], [4 - w / 2, 4 - h / 2, 4 + w / 2, 4 + h / 2], rtol=1e-6)
     # Anchor 4 of the cell is ratio 1, scale 2^(1/3): a square of side 32 * 2^(1/3) = 40.3175.
     side = 32 * 2 ** (1 / 3)
-    np.testing.assert_allclose(anchors[4], [4 - side / 2, 4 - side / 2, 4 + side / 2, 4 + side / 2], rtol=1e-6)
+    np.testing.assert_allclose(
+        anchors[4], [4 - side / 2, 4 - side / 2, 4 + side / 2, 4 + side / 2], rtol=1e-6
+    )
     # The next cell is one stride (8 px) to the right: same anchors shifted in x only.
     np.testing.assert_allclose(anchors[9] - anchors[0], [8, 0, 8, 0], atol=1e-5)
     # P3 of a 64x64 image has 8x8 cells; the first P4 anchor is centred at (8, 8) with base size 64.
@@ -49,6 +51,10 @@ def test_sizes_must_match_levels():
 
 
 def test_config_round_trip():
-    generator = AnchorGenerator(sizes=(16, 32, 64, 128, 256), scales=(1.0, 1.5), aspect_ratios=(1.0,), offset=0.0)
+    generator = AnchorGenerator(
+        sizes=(16, 32, 64, 128, 256), scales=(1.0, 1.5), aspect_ratios=(1.0,), offset=0.0
+    )
     clone = AnchorGenerator.from_config(generator.get_config())
-    np.testing.assert_array_equal(np.asarray(clone(image_shape=(96, 64))), np.asarray(generator(image_shape=(96, 64))))
+    np.testing.assert_array_equal(
+        np.asarray(clone(image_shape=(96, 64))), np.asarray(generator(image_shape=(96, 64)))
+    )

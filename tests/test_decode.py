@@ -37,7 +37,9 @@ def test_nms_matches_brute_force(class_agnostic):
     classes = rng.integers(0, num_classes, num_anchors)
     scores = rng.uniform(0.0, 1.0, num_anchors).astype("float32")
     logits[0, np.arange(num_anchors), classes] = np.log(scores / (1 - scores))
-    decoder = DetectionDecoder(score_threshold=0.05, nms_iou_threshold=0.5, max_detections=40, class_agnostic=class_agnostic)
+    decoder = DetectionDecoder(
+        score_threshold=0.05, nms_iou_threshold=0.5, max_detections=40, class_agnostic=class_agnostic
+    )
     result = decoder(logits, np.zeros((1, num_anchors, 4), "float32"), anchors, [num_anchors], BoxCoder())
 
     kept = _brute_force_nms(anchors, scores, classes, 0.5, 0.05, 40, class_agnostic)

@@ -1,8 +1,8 @@
 import keras
 import numpy as np
 import pytest
-
 from conftest import tiny_retinanet
+
 from keras_retinanet import RetinaNet, build_backbone, retinanet_from_preset
 from keras_retinanet.backbones import available_backbones
 
@@ -58,7 +58,12 @@ def test_config_round_trip_keeps_every_option():
 
 def test_keras_file_round_trip_gives_identical_outputs(tmp_path, images):
     model = retinanet_from_preset(
-        "torchvision", 3, backbone="mobilenet_v2", backbone_kwargs={"alpha": 0.35}, fpn_channels=32, head_depth=1,
+        "torchvision",
+        3,
+        backbone="mobilenet_v2",
+        backbone_kwargs={"alpha": 0.35},
+        fpn_channels=32,
+        head_depth=1,
         class_names=["a", "b", "c"],
     )
     model.decoder.score_threshold = 0.001
@@ -84,7 +89,9 @@ def test_mixed_precision_forward_and_loss(images):
         assert model.get_layer("feature_pyramid").compute_dtype == "float16"
         detections = model.detect(images)
         assert keras.backend.standardize_dtype(detections["boxes"].dtype) == "float32"
-        targets = model.label_encoder().encode((96, 128), np.array([[10, 10, 60, 50]], "float32"), np.array([1]))
+        targets = model.label_encoder().encode(
+            (96, 128), np.array([[10, 10, 60, 50]], "float32"), np.array([1])
+        )
         batch = {k: np.stack([np.asarray(v)] * 2) for k, v in targets.items()}
         model.compile(optimizer="sgd")
         logs = model.train_on_batch(images, batch, return_dict=True)
@@ -111,7 +118,9 @@ def test_backbones_give_strides_8_16_32(name, kwargs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in available_backbones() if n not in ("resnet50", "efficientnet_b0")])
+@pytest.mark.parametrize(
+    "name", [n for n in available_backbones() if n not in ("resnet50", "efficientnet_b0")]
+)
 def test_every_backbone_gives_strides_8_16_32(name):
     c3, c4, c5 = build_backbone(name)(np.zeros((1, 128, 128, 3), "float32"))
     assert [tuple(c.shape[1:3]) for c in (c3, c4, c5)] == [(16, 16), (8, 8), (4, 4)]
@@ -137,7 +146,9 @@ def test_imagenet_weights_offline_gives_a_clear_error(monkeypatch):
 
 
 def test_local_backbone_weights_file(tmp_path):
-    source = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.35, input_shape=(None, None, 3))
+    source = keras.applications.MobileNetV2(
+        include_top=False, weights=None, alpha=0.35, input_shape=(None, None, 3)
+    )
     path = tmp_path / "mobilenet_v2_notop.weights.h5"
     source.save_weights(path)
     backbone = build_backbone("mobilenet_v2", weights=str(path), alpha=0.35)

@@ -63,7 +63,9 @@ def test_eager_equals_tf_data_map_and_batched():
     boxes = np.array([[10, 10, 90, 60], [100, 120, 200, 250], [0, 0, 0, 0]], "float32")
     classes = np.array([0, 3, -1], "int32")
     eager = encoder.encode((256, 256), boxes, classes)
-    dataset = tf.data.Dataset.from_tensors((boxes, classes)).map(lambda b, c: encoder.encode((256, 256), b, c))
+    dataset = tf.data.Dataset.from_tensors((boxes, classes)).map(
+        lambda b, c: encoder.encode((256, 256), b, c)
+    )
     mapped = next(iter(dataset))
     batched = encoder.encode((256, 256), np.stack([boxes, boxes]), np.stack([classes, classes]))
     for key in ("classification", "box_regression"):

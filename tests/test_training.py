@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-
 from conftest import tiny_retinanet
+
 from keras_retinanet.cli import build_parser
 from keras_retinanet.commands.train import resolve_config
 from keras_retinanet.schedules import WarmupSchedule
@@ -49,9 +49,21 @@ def test_weight_decay_skips_norms_and_biases():
 
 def test_config_precedence_yaml_flags_set(tmp_path):
     config_file = tmp_path / "run.yaml"
-    config_file.write_text(yaml.safe_dump({"image_size": 384, "batch_size": 4, "anchor_sizes": [16, 32, 64, 128, 256]}))
+    config_file.write_text(
+        yaml.safe_dump({"image_size": 384, "batch_size": 4, "anchor_sizes": [16, 32, 64, 128, 256]})
+    )
     args = build_parser().parse_args(
-        ["train", "--config", str(config_file), "--batch-size", "2", "--set", "learning_rate=0.02", "--set", "mixed_precision=true"]
+        [
+            "train",
+            "--config",
+            str(config_file),
+            "--batch-size",
+            "2",
+            "--set",
+            "learning_rate=0.02",
+            "--set",
+            "mixed_precision=true",
+        ]
     )
     config = resolve_config(args)
     assert (config.image_size, config.batch_size, config.learning_rate) == (384, 2, 0.02)
@@ -64,7 +76,9 @@ def test_nan_loss_stops_training_with_a_message():
     model = tiny_retinanet()
     model.compile(optimizer="sgd")
     images = np.zeros((2, 64, 64, 3), "float32")
-    targets = model.label_encoder().encode((64, 64), np.zeros((2, 1, 4), "float32"), np.full((2, 1), -1, "int32"))
+    targets = model.label_encoder().encode(
+        (64, 64), np.zeros((2, 1, 4), "float32"), np.full((2, 1), -1, "int32")
+    )
     targets = {k: np.asarray(v).copy() for k, v in targets.items()}
     # A corrupt target on a positive anchor makes the box loss NaN at the first step.
     targets["classification"][:, 0] = 0
@@ -73,16 +87,44 @@ def test_nan_loss_stops_training_with_a_message():
     guard = StopOnNaN()
     history = model.fit(dataset, epochs=3, callbacks=[guard], verbose=0)
     assert len(history.epoch) == 1
-    assert guard.message is not None and "epoch 1, step 1" in guard.message and "learning rate" in guard.message
+    assert (
+        guard.message is not None and "epoch 1, step 1" in guard.message and "learning rate" in guard.message
+    )
 
 
 def _train_command(root, output, epochs):
     return [
-        sys.executable, "-m", "keras_retinanet", "train", "--data", f"voc:{root}:train", "--output", str(output),
-        "--backbone", "mobilenet_v2", "--backbone-kwargs", '{"alpha": 0.35}', "--fpn-channels", "16",
-        "--head-depth", "1", "--image-size", "128", "--batch-size", "2", "--epochs", str(epochs),
-        "--steps-per-epoch", "2", "--warmup-steps", "0", "--precise-bn-batches", "0", "--no-tensorboard",
-        "--verbose", "2",
+        sys.executable,
+        "-m",
+        "keras_retinanet",
+        "train",
+        "--data",
+        f"voc:{root}:train",
+        "--output",
+        str(output),
+        "--backbone",
+        "mobilenet_v2",
+        "--backbone-kwargs",
+        '{"alpha": 0.35}',
+        "--fpn-channels",
+        "16",
+        "--head-depth",
+        "1",
+        "--image-size",
+        "128",
+        "--batch-size",
+        "2",
+        "--epochs",
+        str(epochs),
+        "--steps-per-epoch",
+        "2",
+        "--warmup-steps",
+        "0",
+        "--precise-bn-batches",
+        "0",
+        "--no-tensorboard",
+        "--verbose",
+        "2",
     ]
 
 
@@ -117,7 +159,10 @@ def test_resume_after_kill_continues_from_the_last_epoch(bccd_subset, tmp_path):
 def test_mirrored_two_cpus_matches_one_device():
     result = subprocess.run(
         [sys.executable, str(TESTS / "helpers" / "distributed_step.py"), str(TESTS)],
-        capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     values = json.loads(result.stdout.strip().splitlines()[-1])
@@ -139,11 +184,21 @@ def test_multi_worker_two_processes_end_with_identical_weights(tmp_path):
     processes = []
     for index in range(2):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        )
         processes.append(
             subprocess.Popen(
-                [sys.executable, str(TESTS / "helpers" / "multi_worker.py"), str(TESTS), str(tmp_path / f"w{index}.npz")],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                [
+                    sys.executable,
+                    str(TESTS / "helpers" / "multi_worker.py"),
+                    str(TESTS),
+                    str(tmp_path / f"w{index}.npz"),
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
         )
     outputs = [p.communicate(timeout=600)[0] for p in processes]

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, sys.argv[1])
 from conftest import tiny_retinanet  # noqa: E402
+
 from keras_retinanet.training import freeze_batchnorm  # noqa: E402
 
 
@@ -22,8 +23,12 @@ def batch():
     images = rng.uniform(0, 255, (4, 64, 64, 3)).astype("float32")
     encoder = tiny_retinanet().label_encoder()
     # Different numbers of boxes per image, so the per-image normalisers differ.
-    boxes = [np.array([[4, 4, 40, 40]]), np.array([[10, 8, 60, 30], [0, 20, 30, 60]]), np.zeros((0, 4)),
-             np.array([[30, 30, 62, 62], [2, 2, 20, 20], [20, 5, 50, 25]])]
+    boxes = [
+        np.array([[4, 4, 40, 40]]),
+        np.array([[10, 8, 60, 30], [0, 20, 30, 60]]),
+        np.zeros((0, 4)),
+        np.array([[30, 30, 62, 62], [2, 2, 20, 20], [20, 5, 50, 25]]),
+    ]
     targets = [encoder.encode((64, 64), b.astype("float32"), np.arange(len(b)) % 3) for b in boxes]
     return images, {k: np.stack([np.asarray(t[k]) for t in targets]) for k in targets[0]}
 
@@ -49,10 +54,14 @@ mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 mirrored_loss, mirrored_weights = one_step(mirrored, initial)
 changed = max(float(np.abs(a - b).max()) for a, b in zip(initial, single_weights))
 difference = max(float(np.abs(a - b).max()) for a, b in zip(single_weights, mirrored_weights))
-print(json.dumps({
-    "replicas": mirrored.num_replicas_in_sync,
-    "single_loss": single_loss,
-    "mirrored_loss": mirrored_loss,
-    "largest_update": changed,
-    "largest_weight_difference": difference,
-}))
+print(
+    json.dumps(
+        {
+            "replicas": mirrored.num_replicas_in_sync,
+            "single_loss": single_loss,
+            "mirrored_loss": mirrored_loss,
+            "largest_update": changed,
+            "largest_weight_difference": difference,
+        }
+    )
+)

@@ -21,9 +21,11 @@ with strategy.scope():
 encoder = model.label_encoder()
 rng = np.random.default_rng(0)
 images = rng.uniform(0, 255, (8, 64, 64, 3)).astype("float32")
-targets = encoder.encode((64, 64), np.tile(np.array([[[8, 8, 40, 40]]], "float32"), (8, 1, 1)), np.zeros((8, 1), "int32"))
+targets = encoder.encode(
+    (64, 64), np.tile(np.array([[[8, 8, 40, 40]]], "float32"), (8, 1, 1)), np.zeros((8, 1), "int32")
+)
 dataset = tf.data.Dataset.from_tensor_slices((images, targets)).batch(4).repeat()
 options = tf.data.Options()
 options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 history = model.fit(dataset.with_options(options), epochs=1, steps_per_epoch=3, verbose=0)
-np.savez(sys.argv[2], loss=history.history["loss"], *model.get_weights())
+np.savez(sys.argv[2], *model.get_weights(), loss=history.history["loss"])

@@ -1,0 +1,317 @@
+"""``retinanet data check SPEC`` and ``retinanet data show SPEC --out DIR``.
+
+check: images, boxes per class, box sizes, problems found (bad records are skipped and listed, never fatal),
+and anchor coverage per class and size with the anchors given (default: the paper's), plus scales / ratios
+found by :func:`keras_retinanet.data.anchor_stats.optimize_anchors`, shown before / after.
+
+show: PNG images at network resolution with the ground truth (green; ignore boxes grey), the anchors the label
+encoder makes positive (blue outlines and centres) and ignored (orange centre dots): what the model will be
+taught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="{check,show}", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "spec",
+        help="dataset: voc:DIR[:SPLIT], coco:ANNOTATIONS.json[:IMAGE_DIR], "
+        "csv:ANNOTATIONS.csv:CLASSES.csv or tfds:NAME[:SPLIT]",
+    )
+    common.add_argument("--data-dir", default=None, help="TFDS data directory")
+    common.add_argument(
+        "--image-size", type=int, default=512, help="network input size (square), default 512"
+    )
+    common.add_argument("--anchor-sizes", type=_floats, default=None, help="comma-separated, one per level")
+    common.add_argument(
+        "--anchor-scales", type=_floats, default=None, help="comma-separated, e.g. 1,1.26,1.587"
+    )
+    common.add_argument(
+        "--anchor-ratios", type=_floats, default=None, help="comma-separated h/w, e.g. 0.5,1,2"
+    )
+    common.add_argument("--anchor-offset", type=float, default=None, help="anchor centre offset in strides")
+    common.add_argument("--positive-threshold", type=float, default=0.5, help="matcher IoU for positives")
+    common.add_argument(
+        "--negative-threshold", type=float, default=0.4, help="matcher IoU below which negative"
+    )
+
+    check = sub.add_parser("check", parents=[common], help="statistics, problems and anchor coverage")
+    check.add_argument("--no-optimize", dest="optimize", action="store_false", help="skip the anchor search")
+    check.add_argument("--iterations", type=int, default=300, help="anchor search evaluations")
+    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--json", default=None, help="also write the statistics to this JSON file")
+    check.add_argument("--strict", action="store_true", help="exit with 1 when problems were found")
+
+    show = sub.add_parser("show", parents=[common], help="draw ground truth and matched anchors to PNGs")
+    show.add_argument("--out", required=True, help="output directory")
+    show.add_argument("--num", type=int, default=8, help="number of images (default 8)")
+    show.add_argument("--augment", action="store_true", help="apply the training augmentation first")
+    show.add_argument("--seed", type=int, default=0)
+
+
+def _anchor_generator(args):
+    from keras_retinanet.anchors import AnchorGenerator
+
+    kwargs = {}
+    for key, value in (
+        ("sizes", args.anchor_sizes),
+        ("scales", args.anchor_scales),
+        ("aspect_ratios", args.anchor_ratios),
+        ("offset", args.anchor_offset),
+    ):
+        if value is not None:
+            kwargs[key] = value
+    return AnchorGenerator(**kwargs)
+
+
+def _load(args):
+    from keras_retinanet.data import load_dataset
+
+    return load_dataset(args.spec, skip_bad=True, data_dir=args.data_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data_command == "check":
+        return check(args)
+    return show(args)
+
+
+def _fmt(value: float) -> str:
+    return "   n/a" if value != value else f"{100 * value:5.1f}%"
+
+
+def _coverage_table(title: str, before, after=None) -> list[str]:
+    lines = [title]
+    head = f"  {'':<22}{'boxes':>7}  {'coverage':>9}" + (f"  {'suggested':>9}" if after else "")
+    lines.append(head)
+    rows = [("all", sum(before.counts_per_class.values()), before.overall, after.overall if after else None)]
+    rows += [
+        (f"class {n}", before.counts_per_class[n], v, after.per_class[n] if after else None)
+        for n, v in before.per_class.items()
+    ]
+    rows += [
+        (f"size {n}", before.counts_per_size[n], v, after.per_size[n] if after else None)
+        for n, v in before.per_size.items()
+    ]
+    for name, count, value, suggested in rows:
+        lines.append(
+            f"  {name:<22}{count:>7}  {_fmt(value):>9}" + (f"  {_fmt(suggested):>9}" if after else "")
+        )
+    lines.append(
+        f"  {'mean best IoU':<22}{'':>7}  {before.mean_best_iou:9.3f}"
+        + (f"  {after.mean_best_iou:9.3f}" if after else "")
+    )
+    return lines
+
+
+def check(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from keras_retinanet.anchors import AnchorGenerator
+    from keras_retinanet.data import anchor_stats as st
+
+    dataset = _load(args)
+    size = (args.image_size, args.image_size)
+    out = [f"dataset {dataset.name}: {len(dataset)} images, {dataset.num_classes} classes"]
+    negatives = sum(len(ex["boxes"]) == 0 for ex in dataset.examples)
+    ignored = sum(int(ex["ignore"].sum()) for ex in dataset.examples)
+    per_image = [len(ex["boxes"]) for ex in dataset.examples] or [0]
+    out.append(f"  images without boxes (negatives): {negatives}; ignore boxes (difficult/crowd): {ignored}")
+    out.append(f"  boxes per image: mean {np.mean(per_image):.1f}, max {max(per_image)}")
+    out.append("boxes per class:")
+    counts = dataset.boxes_per_class()
+    for name, count in counts.items():
+        note = "  <- no boxes" if count == 0 else ("  <- very few boxes" if count < 5 else "")
+        out.append(f"  {name:<24}{count:>7}{note}")
+
+    all_boxes = np.concatenate([ex["boxes"] for ex in dataset.examples] or [np.zeros((0, 4), np.float32)])
+    w, h = all_boxes[:, 2] - all_boxes[:, 0], all_boxes[:, 3] - all_boxes[:, 1]
+    stats = {}
+    if len(all_boxes):
+        side = np.sqrt(w * h)
+        pct = (0, 5, 25, 50, 75, 95, 100)
+        out.append("box size distribution (original pixels), percentiles " + "/".join(map(str, pct)) + ":")
+        out.append("  sqrt(area): " + " ".join(f"{v:.0f}" for v in np.percentile(side, pct)))
+        out.append("  width:      " + " ".join(f"{v:.0f}" for v in np.percentile(w, pct)))
+        out.append("  height:     " + " ".join(f"{v:.0f}" for v in np.percentile(h, pct)))
+        out.append("  h/w ratio:  " + " ".join(f"{v:.2f}" for v in np.percentile(h / w, pct)))
+        stats["sqrt_area_percentiles"] = dict(
+            zip(map(str, pct), np.percentile(side, pct).tolist(), strict=True)
+        )
+
+    out.append(f"problems: {len(dataset.skipped)} record(s) skipped")
+    out.append("  " + dataset.skipped.summary().replace("\n", "\n  "))
+
+    generator = _anchor_generator(args)
+    boxes, classes = st.network_boxes(dataset, size)
+    before = st.coverage(
+        st.best_anchor_iou(boxes, generator, size),
+        classes,
+        boxes,
+        dataset.class_names,
+        args.positive_threshold,
+    )
+    after, suggestion = None, None
+    if args.optimize and len(boxes):
+        scales, ratios = st.optimize_anchors(
+            boxes,
+            classes,
+            dataset.class_names,
+            generator,
+            size,
+            args.positive_threshold,
+            args.iterations,
+            args.seed,
+        )
+        config = generator.get_config()
+        suggested = AnchorGenerator(**{**config, "scales": scales, "aspect_ratios": ratios, "name": None})
+        after = st.coverage(
+            st.best_anchor_iou(boxes, suggested, size),
+            classes,
+            boxes,
+            dataset.class_names,
+            args.positive_threshold,
+        )
+        suggestion = {"scales": scales, "aspect_ratios": ratios}
+    out.append("")
+    out += _coverage_table(
+        f"anchor coverage at {size[0]}x{size[1]} (share of boxes with best anchor IoU >= "
+        f"{args.positive_threshold}; sizes in network pixels: small < 32, medium < 96, large):",
+        before,
+        after,
+    )
+    out.append(
+        f"  anchors: sizes {generator.sizes}, scales {[round(s, 3) for s in generator.scales]}, "
+        f"ratios {[round(r, 3) for r in generator.aspect_ratios]}, offset {generator.offset}"
+    )
+    if suggestion:
+        better = after.objective() > before.objective()
+        out.append(
+            f"  suggested: scales {[round(s, 3) for s in scales]}, ratios {[round(r, 3) for r in ratios]}"
+            + ("" if better else "  (no improvement found; keep the current anchors)")
+        )
+        out.append(
+            "  use: --anchor-scales "
+            + ",".join(f"{s:.3f}" for s in scales)
+            + " --anchor-ratios "
+            + ",".join(f"{r:.3f}" for r in ratios)
+        )
+    print("\n".join(out))
+
+    if args.json:
+        report = {
+            "spec": dataset.name,
+            "images": len(dataset),
+            "class_names": dataset.class_names,
+            "boxes_per_class": counts,
+            "negatives": negatives,
+            "problems": dataset.skipped.counts(),
+            "clipped": dataset.skipped.clipped,
+            "coverage": _as_dict(before),
+            "suggested_anchors": suggestion,
+            "suggested_coverage": _as_dict(after) if after else None,
+            **stats,
+        }
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 1 if args.strict and len(dataset.skipped) else 0
+
+
+def _as_dict(cov) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(cov)
+
+
+# BGR colours for OpenCV.
+GT_COLOUR, IGNORE_GT_COLOUR = (0, 200, 0), (160, 160, 160)
+POSITIVE_COLOUR, IGNORED_COLOUR = (255, 128, 0), (0, 140, 255)
+
+
+def show(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+
+    from keras_retinanet.data import augment as aug
+    from keras_retinanet.data.pipeline import _decoded, train_transform
+    from keras_retinanet.matching import Matcher
+    from keras_retinanet.targets import LabelEncoder
+
+    dataset = _load(args)
+    if len(dataset.skipped):
+        print(dataset.skipped.summary())
+    size = (args.image_size, args.image_size)
+    generator = _anchor_generator(args)
+    encoder = LabelEncoder(generator, matcher=Matcher(args.positive_threshold, args.negative_threshold))
+    anchors = np.asarray(generator(image_shape=size))
+    os.makedirs(args.out, exist_ok=True)
+    max_boxes = max(dataset.max_boxes, 1)
+    rng_seeds = np.random.default_rng(args.seed).integers(0, 2**31, size=(args.num, 2))
+    written = 0
+    for index, example in enumerate(_decoded(dataset, 1).take(args.num)):
+        image, boxes, classes = train_transform(
+            example, rng_seeds[index], size, max_boxes, augment=args.augment
+        )
+        targets = encoder.encode(size, boxes, classes)
+        cls = np.asarray(targets["classification"])
+        canvas = cv2.cvtColor(np.asarray(image).astype(np.uint8), cv2.COLOR_RGB2BGR)
+        # Hundreds of anchors per image: positives as faint outlines, ignored ones as centre dots.
+        overlay = canvas.copy()
+        for x1, y1, x2, y2 in anchors[cls >= 0].round().astype(int):
+            cv2.rectangle(overlay, (x1, y1), (x2, y2), POSITIVE_COLOUR, 1)
+        canvas = cv2.addWeighted(overlay, 0.45, canvas, 0.55, 0)
+        for x1, y1, x2, y2 in anchors[cls == aug.IGNORE_CLASS]:
+            cv2.circle(canvas, (int((x1 + x2) / 2), int((y1 + y2) / 2)), 1, IGNORED_COLOUR, -1)
+        for x1, y1, x2, y2 in anchors[cls >= 0]:
+            cv2.circle(canvas, (int((x1 + x2) / 2), int((y1 + y2) / 2)), 2, POSITIVE_COLOUR, -1)
+        for box, c in zip(np.asarray(boxes), np.asarray(classes), strict=True):
+            if c == aug.PADDING_CLASS:
+                continue
+            x1, y1, x2, y2 = box.round().astype(int)
+            colour = IGNORE_GT_COLOUR if c == aug.IGNORE_CLASS else GT_COLOUR
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 2)
+            label = "ignore" if c == aug.IGNORE_CLASS else dataset.class_names[int(c)]
+            cv2.putText(
+                canvas,
+                label,
+                (x1 + 2, max(y1 - 3, 10)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.4,
+                colour,
+                1,
+                cv2.LINE_AA,
+            )
+        legend = [
+            ("ground truth", GT_COLOUR),
+            ("positive anchor", POSITIVE_COLOUR),
+            ("ignored anchor", IGNORED_COLOUR),
+        ]
+        for k, (text, colour) in enumerate(legend):
+            cv2.putText(
+                canvas, text, (5, size[0] - 8 - 14 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA
+            )
+        name = os.path.splitext(os.path.basename(dataset.examples[index]["image_path"]))[0]
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        path = os.path.join(args.out, f"{index:04d}_{name[:60]}.png")
+        if not cv2.imwrite(path, canvas):
+            print(f"error: cannot write {path}")
+            return 1
+        written += 1
+        positives, ignored = int((cls >= 0).sum()), int((cls == aug.IGNORE_CLASS).sum())
+        print(
+            f"{path}: {int((np.asarray(classes) >= 0).sum())} boxes, {positives} positive, "
+            f"{ignored} ignored anchors"
+        )
+    print(f"wrote {written} image(s) to {args.out}")
+    return 0

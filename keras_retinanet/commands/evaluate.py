@@ -1,0 +1,122 @@
+"""``retinanet evaluate MODEL --data SPEC``: COCO box metrics (pycocotools) of any model file on a data set.
+
+MODEL is a ``.keras`` file, an exported SavedModel directory (or export folder) or a ``.tflite`` file, so the
+same command shows what an export or a quantisation cost. Prints a table; ``--json`` writes the metrics
+(``AP, AP50, AP75, APs, APm, APl, AR100, per_class``; fractions, -1 where undefined).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help=".keras file, SavedModel directory or .tflite file")
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="SPEC",
+        help="dataset spec, e.g. voc:DIR:test or coco:ANNOTATIONS.json[:IMAGE_DIR]",
+    )
+    parser.add_argument("--json", metavar="OUT", help="write the metrics to this JSON file")
+    parser.add_argument("--pr-curves", metavar="DIR", help="write a precision-recall PNG per class here")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
+    parser.add_argument(
+        "--image-size",
+        metavar="N|HxW",
+        help="letterbox size for .keras models (default: the model's, else 512)",
+    )
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.05,
+        help="drop detections below this score (default 0.05, as in the paper)",
+    )
+    parser.add_argument("--max-detections", type=int, default=100, help="detections per image (default 100)")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip bad dataset records (reported) instead of stopping at the first",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parse_image_size(value: str | None) -> tuple[int, int] | None:
+    """``None``, ``"512"`` or ``"384x640"`` (H x W) -> (H, W)."""
+    if value is None:
+        return None
+    parts = [p for p in str(value).lower().replace(",", "x").split("x") if p.strip()]
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"image size must be N or HxW, got {value!r}") from None
+    if len(sizes) == 1:
+        sizes *= 2
+    if len(sizes) != 2 or min(sizes) < 32:
+        raise ValueError(f"image size must be N or HxW with sides >= 32, got {value!r}")
+    return sizes[0], sizes[1]
+
+
+def run(args: argparse.Namespace) -> int:
+    from keras_retinanet import evaluate, inference
+
+    try:
+        image_size = parse_image_size(args.image_size)
+        detector = inference.load_detector(
+            args.model,
+            image_size=image_size,
+            score_threshold=args.score_threshold,
+            max_detections=args.max_detections,
+        )
+    except (inference.ModelFileError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        from keras_retinanet.data import load_dataset
+
+        # The model's class list fixes the class ids, exactly as in training; classes the model does not know
+        # are bad records (reported; skipped with --skip-bad).
+        dataset = load_dataset(args.data, skip_bad=args.skip_bad, class_names=detector.class_names or None)
+    except Exception as err:  # noqa: BLE001 - the data module's errors name the bad record; show them plainly
+        print(f"error: cannot load dataset {args.data}: {err}", file=sys.stderr)
+        return 2
+    skipped = getattr(dataset, "skipped", None)
+    if skipped is not None and hasattr(skipped, "summary") and len(skipped):
+        print(skipped.summary(), file=sys.stderr)
+    if not dataset.examples:
+        print(f"error: dataset {args.data} has no images", file=sys.stderr)
+        return 2
+    if any(not ex.get("image_path") for ex in dataset.examples):
+        print(f"error: {args.data}: evaluation needs image files (image_path)", file=sys.stderr)
+        return 2
+    print(
+        f"evaluating {detector.kind} model {args.model} on {args.data} ({len(dataset.examples)} images)",
+        file=sys.stderr,
+    )
+    try:
+        metrics = evaluate.evaluate_model(
+            detector,
+            dataset,
+            batch_size=args.batch_size,
+            pr_curve_dir=args.pr_curves,
+            progress=not args.no_progress,
+        )
+    except inference.ImageReadError as err:
+        print(
+            f"error: cannot read image {err.path}: {err.reason} (use the data tools to find bad images)",
+            file=sys.stderr,
+        )
+        return 1
+    print(evaluate.format_metrics(metrics))
+    if args.json:
+        directory = os.path.dirname(os.path.abspath(args.json))
+        os.makedirs(directory, exist_ok=True)
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(metrics, f, indent=2)
+        print(f"metrics written to {args.json}", file=sys.stderr)
+    if args.pr_curves:
+        print(f"precision-recall curves written to {args.pr_curves}", file=sys.stderr)
+    return 0

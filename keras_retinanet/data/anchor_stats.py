@@ -1,0 +1,220 @@
+"""Dataset statistics and anchor coverage, and an optimiser over anchor scales / ratios.
+
+Anchor coverage of a ground-truth box: whether its best IoU with any anchor reaches the matcher's positive
+threshold, i.e. whether at least one anchor will be trained to detect it (without low-quality matches).
+Boxes are measured as the network sees them: each image is resized to fit ``image_size`` keeping the aspect
+ratio, as the input pipeline does without augmentation.
+
+Two ways to compute the best IoU, which agree exactly (tests/data/test_anchor_stats.py):
+
+- :func:`best_anchor_iou`: the core ``AnchorGenerator`` anchors against the boxes with the core
+  ``pairwise_iou`` (brute force; used for the reported figures);
+- :func:`best_anchor_iou_fast`: for axis-aligned boxes of fixed sizes the overlap only shrinks as the centres
+  move apart, so on each level and anchor shape only the grid cell nearest to the box centre matters. This is
+  O(boxes x levels x A) instead of O(boxes x anchors), fast enough for the optimiser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+SIZE_BUCKETS = (("small", 0.0, 32.0), ("medium", 32.0, 96.0), ("large", 96.0, math.inf))
+
+
+def size_bucket(boxes: np.ndarray) -> np.ndarray:
+    """COCO size names ("small" < 32^2, "medium" < 96^2, else "large" px^2) of (M, 4) xyxy boxes."""
+    side = np.sqrt(np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0))
+    names = np.empty(len(boxes), dtype=object)
+    for name, low, high in SIZE_BUCKETS:
+        names[(side >= low) & (side < high)] = name
+    return names
+
+
+def network_boxes(dataset, image_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """All non-ignored boxes scaled as the pipeline resizes their image into ``image_size`` (H, W).
+
+    Returns:
+        (boxes (K, 4) float32 xyxy in network pixels, classes (K,) int32).
+    """
+    boxes, classes = [], []
+    for ex in dataset.examples:
+        keep = ~ex["ignore"]
+        scale = min(image_size[0] / ex["height"], image_size[1] / ex["width"])
+        # Same rounding as augment.resize_crop_pad: per-axis factors of the rounded resized size.
+        sy = max(1, round(ex["height"] * scale)) / ex["height"]
+        sx = max(1, round(ex["width"] * scale)) / ex["width"]
+        boxes.append(ex["boxes"][keep] * np.array([sx, sy, sx, sy], np.float32))
+        classes.append(ex["classes"][keep])
+    if not boxes:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int32)
+    return np.concatenate(boxes).astype(np.float32), np.concatenate(classes).astype(np.int32)
+
+
+def best_anchor_iou(
+    boxes: np.ndarray, anchor_generator, image_size: Sequence[int], chunk: int = 256
+) -> np.ndarray:
+    """Best IoU of each box with the anchors of ``anchor_generator`` for a (H, W) input (brute force).
+
+    Args:
+        boxes: (K, 4) xyxy network pixels.
+    Returns:
+        (K,) float32.
+    """
+    from keras import ops
+
+    from keras_retinanet.boxes import pairwise_iou
+
+    anchors = anchor_generator(image_shape=tuple(image_size))
+    best = [
+        ops.convert_to_numpy(ops.max(pairwise_iou(boxes[i : i + chunk], anchors), axis=-1))
+        for i in range(0, len(boxes), chunk)
+    ]
+    return np.concatenate(best).astype(np.float32) if best else np.zeros(0, np.float32)
+
+
+def best_anchor_iou_fast(boxes: np.ndarray, anchor_generator, image_size: Sequence[int]) -> np.ndarray:
+    """Same result as :func:`best_anchor_iou`, from the nearest grid cell per level and anchor shape."""
+    boxes = np.asarray(boxes, np.float64)
+    best = np.zeros(len(boxes))
+    if not len(boxes):
+        return best.astype(np.float32)
+    box_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for level, stride, (fh, fw) in zip(
+        anchor_generator.levels,
+        anchor_generator.strides,
+        anchor_generator.feature_shapes(image_size),
+        strict=True,
+    ):
+        cell = np.asarray(anchor_generator.cell_anchors(level), np.float64)  # (A, 4) around a cell centre
+        ax1, ay1, ax2, ay2 = (cell[None, :, k] for k in range(4))
+        # Grid centre that puts each anchor's own centre closest to the box centre, per axis.
+        cx = (boxes[:, 0:1] + boxes[:, 2:3]) / 2 - (ax1 + ax2) / 2
+        cy = (boxes[:, 1:2] + boxes[:, 3:4]) / 2 - (ay1 + ay2) / 2
+        gx = (
+            np.clip(np.round(cx / stride - anchor_generator.offset), 0, fw - 1) + anchor_generator.offset
+        ) * stride
+        gy = (
+            np.clip(np.round(cy / stride - anchor_generator.offset), 0, fh - 1) + anchor_generator.offset
+        ) * stride
+        iw = np.minimum(boxes[:, 2:3], gx + ax2) - np.maximum(boxes[:, 0:1], gx + ax1)
+        ih = np.minimum(boxes[:, 3:4], gy + ay2) - np.maximum(boxes[:, 1:2], gy + ay1)
+        inter = np.maximum(iw, 0) * np.maximum(ih, 0)
+        union = box_area[:, None] + (ax2 - ax1) * (ay2 - ay1) - inter
+        best = np.maximum(best, np.max(inter / np.maximum(union, 1e-9), axis=1))
+    return best.astype(np.float32)
+
+
+@dataclasses.dataclass
+class Coverage:
+    """Anchor coverage: overall, per class and per size bucket (share of boxes with best IoU >= threshold)."""
+
+    overall: float
+    per_class: dict[str, float]
+    per_size: dict[str, float]
+    mean_best_iou: float
+    counts_per_class: dict[str, int]
+    counts_per_size: dict[str, int]
+
+    def objective(self) -> float:
+        """Class-balanced coverage (every class counts equally), mean best IoU as a small tie-breaker."""
+        values = [v for name, v in self.per_class.items() if self.counts_per_class[name]]
+        return (float(np.mean(values)) if values else 0.0) + 0.05 * self.mean_best_iou
+
+
+def coverage(
+    best_iou: np.ndarray, classes: np.ndarray, boxes: np.ndarray, class_names: Sequence[str], threshold: float
+) -> Coverage:
+    """Summarises best IoUs (K,) into a :class:`Coverage`."""
+    hit = best_iou >= threshold
+    sizes = size_bucket(boxes)
+    per_class, counts_class = {}, {}
+    for k, name in enumerate(class_names):
+        mask = classes == k
+        counts_class[name] = int(mask.sum())
+        per_class[name] = float(hit[mask].mean()) if mask.any() else float("nan")
+    per_size, counts_size = {}, {}
+    for name, _, _ in SIZE_BUCKETS:
+        mask = sizes == name
+        counts_size[name] = int(mask.sum())
+        per_size[name] = float(hit[mask].mean()) if mask.any() else float("nan")
+    return Coverage(
+        float(hit.mean()) if len(hit) else float("nan"),
+        per_class,
+        per_size,
+        float(best_iou.mean()) if len(best_iou) else 0.0,
+        counts_class,
+        counts_size,
+    )
+
+
+def optimize_anchors(
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    class_names: Sequence[str],
+    anchor_generator,
+    image_size: Sequence[int],
+    threshold: float = 0.5,
+    iterations: int = 300,
+    seed: int = 0,
+    max_boxes: int = 5000,
+):
+    """Searches anchor scales and aspect ratios (same counts as now, so the heads keep their shapes) that
+    raise the class-balanced coverage. Sizes per level and the offset stay as they are.
+
+    Seeded random search in log space (scales in [2^-1, 2^2], ratios in [1/4, 4]) followed by coordinate
+    refinement with shrinking steps, on :func:`best_anchor_iou_fast`.
+
+    Returns:
+        ``(scales, aspect_ratios)`` sorted; the current ones if nothing better was found.
+    """
+    from keras_retinanet.anchors import AnchorGenerator
+
+    rng = np.random.default_rng(seed)
+    if len(boxes) > max_boxes:
+        pick = rng.choice(len(boxes), max_boxes, replace=False)
+        boxes, classes = boxes[pick], classes[pick]
+    config = anchor_generator.get_config()
+    n_scales, n_ratios = len(config["scales"]), len(config["aspect_ratios"])
+
+    def score(log_params: np.ndarray) -> float:
+        params = np.exp2(log_params)
+        gen = AnchorGenerator(
+            **{
+                **config,
+                "scales": sorted(params[:n_scales]),
+                "aspect_ratios": sorted(params[n_scales:]),
+                "name": None,
+            }
+        )
+        best = best_anchor_iou_fast(boxes, gen, image_size)
+        return coverage(best, classes, boxes, class_names, threshold).objective()
+
+    low = np.array([-1.0] * n_scales + [-2.0] * n_ratios)
+    high = np.array([2.0] * n_scales + [2.0] * n_ratios)
+    current = np.log2(np.array(list(config["scales"]) + list(config["aspect_ratios"]), np.float64))
+    best_params, best_score = current, score(current)
+    for _ in range(iterations // 2):
+        candidate = rng.uniform(low, high)
+        s = score(candidate)
+        if s > best_score:
+            best_params, best_score = candidate, s
+    step = 0.25
+    evaluations = iterations // 2
+    while evaluations < iterations and step > 0.01:
+        improved = False
+        for i in range(len(best_params)):
+            for direction in (-1.0, 1.0):
+                candidate = best_params.copy()
+                candidate[i] = np.clip(candidate[i] + direction * step, low[i], high[i])
+                s = score(candidate)
+                evaluations += 1
+                if s > best_score:
+                    best_params, best_score, improved = candidate, s, True
+        if not improved:
+            step /= 2
+    params = np.exp2(best_params)
+    return [float(v) for v in sorted(params[:n_scales])], [float(v) for v in sorted(params[n_scales:])]

@@ -1,0 +1,85 @@
+"""CSV reader in fizyr keras-retinanet's format, so its users can bring their data unchanged.
+
+Annotations: one box per row, ``path,x1,y1,x2,y2,class_name`` (absolute pixels, xyxy); ``path,,,,,`` is an
+image without objects (a negative example). Relative paths are relative to the CSV file's directory. Rows of
+one image need not be adjacent. Classes: ``class_name,id`` rows; ids need not be contiguous, class ids follow
+their order.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+
+from keras_retinanet.data.dataset import ExampleBuilder, require_path
+from keras_retinanet.data.validation import SkipReport
+
+
+def read_classes_csv(path: str) -> list[str]:
+    """Class names ordered by their id from a ``class_name,id`` file."""
+    require_path(path, "CSV classes file")
+    pairs = []
+    with open(path, newline="") as f:
+        for line, row in enumerate(csv.reader(f), 1):
+            if not row or not "".join(row).strip():
+                continue
+            try:
+                name, cid = row
+                pairs.append((int(cid), name.strip()))
+            except ValueError:
+                raise ValueError(f"{path}: line {line}: expected 'class_name,id', got {row}") from None
+    ids = [c for c, _ in pairs]
+    names = [n for _, n in pairs]
+    if len(set(ids)) != len(ids) or len(set(names)) != len(names):
+        raise ValueError(f"{path}: duplicate class name or id in {pairs}")
+    return [n for _, n in sorted(pairs)]
+
+
+def read_csv(
+    annotation_file: str,
+    classes_file: str,
+    report: SkipReport,
+    class_names: Sequence[str] | None = None,
+    verify: str = "header",
+    exif_orientation: bool = True,
+) -> tuple[list[dict], list[str]]:
+    """Reads fizyr-style CSV annotations. Returns (common examples in first-appearance order, class names)."""
+    require_path(annotation_file, "CSV annotation file")
+    class_names = list(class_names) if class_names is not None else read_classes_csv(classes_file)
+    builder = ExampleBuilder(class_names, report, verify, exif_orientation)
+    base = os.path.dirname(os.path.abspath(annotation_file))
+    images: dict[str, list] = {}
+    with open(annotation_file, newline="") as f:
+        for line, row in enumerate(csv.reader(f), 1):
+            if not row or not "".join(row).strip():
+                continue
+            record = f"line {line}"
+            if len(row) != 6:
+                report.bad(
+                    "bad_row",
+                    annotation_file,
+                    record,
+                    f"expected 'path,x1,y1,x2,y2,class_name', got {len(row)} columns",
+                    level="box",
+                )
+                continue
+            path, *coords, name = (v.strip() for v in row)
+            path = path if os.path.isabs(path) else os.path.join(base, path)
+            objects = images.setdefault(path, [])
+            if not any(coords) and not name:
+                continue  # an image without objects
+            try:
+                box = tuple(float(v) for v in coords)
+            except ValueError:
+                report.bad(
+                    "bad_box", annotation_file, record, f"coordinates {coords} are not numbers", level="box"
+                )
+                continue
+            objects.append((f"{record} ({name})", name, box, False))
+    examples = []
+    for index, (path, objects) in enumerate(images.items()):
+        example = builder.build(path, index, objects, annotation_file, f"image {os.path.basename(path)!r}")
+        if example is not None:
+            examples.append(example)
+    return examples, class_names

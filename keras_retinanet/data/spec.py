@@ -1,0 +1,64 @@
+"""Dataset spec strings: one string names a dataset everywhere the CLI asks for one.
+
+============================================  =====================================================
+``voc:DIR[:SPLIT]``                           Pascal VOC directory (Annotations/, JPEGImages/,
+                                              ImageSets/Main/SPLIT.txt). No SPLIT: every annotation.
+``coco:ANNOTATIONS.json[:IMAGE_DIR]``         COCO ``instances``-style JSON; images in IMAGE_DIR
+                                              (default: the JSON file's directory).
+``csv:ANNOTATIONS.csv:CLASSES.csv``           fizyr keras-retinanet CSV (``path,x1,y1,x2,y2,class``)
+                                              and its ``class_name,id`` file.
+``tfds:NAME[:SPLIT]``                         TensorFlow Datasets name (``voc/2007``, ``coco/2017``,
+                                              optionally ``NAME:VERSION``); SPLIT defaults to train and
+                                              may be a slice (``train[:10%]``). ``data_dir`` is a
+                                              separate option.
+============================================  =====================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+KINDS = ("voc", "coco", "csv", "tfds")
+_VERSION = re.compile(r"^[\d*]+(\.[\d*]+){0,2}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed spec. ``path`` is the directory / file / TFDS name; ``extra`` the optional second part
+    (VOC split, COCO image directory, CSV classes file, TFDS split) or None."""
+
+    kind: str
+    path: str
+    extra: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.path}" + (f":{self.extra}" if self.extra else "")
+
+
+def parse_spec(spec: str | DatasetSpec) -> DatasetSpec:
+    """Parses ``KIND:PATH[:EXTRA]`` (see the module docstring).
+
+    Raises:
+        ValueError: unknown kind, missing part, or too many parts, with the accepted forms in the message.
+    """
+    if isinstance(spec, DatasetSpec):
+        return spec
+    usage = (
+        f"bad dataset spec {spec!r}; expected voc:DIR[:SPLIT], coco:ANNOTATIONS.json[:IMAGE_DIR], "
+        "csv:ANNOTATIONS.csv:CLASSES.csv or tfds:NAME[:SPLIT]"
+    )
+    kind, sep, rest = str(spec).partition(":")
+    if not sep or kind not in KINDS or not rest:
+        raise ValueError(usage)
+    if kind == "tfds":
+        name, _, split = rest.partition(":")
+        # A version belongs to the name (``mnist:3.0.1:test``); a split may hold ':' (``train[:10%]``).
+        head, _, tail = split.partition(":")
+        if _VERSION.match(head):
+            name, split = f"{name}:{head}", tail
+        return DatasetSpec(kind, name, split or None)
+    parts = rest.split(":")
+    if len(parts) > 2 or not parts[0] or (kind == "csv" and (len(parts) != 2 or not parts[1])):
+        raise ValueError(usage)
+    return DatasetSpec(kind, parts[0], parts[1] if len(parts) == 2 and parts[1] else None)

@@ -1,0 +1,163 @@
+"""Bad-input checks shared by every reader: clear errors by default, or skip-and-report.
+
+A *record* is the smallest unit a reader can drop: an image (with all its boxes) or a single box
+(one VOC ``<object>``, one COCO annotation, one CSV row). Every problem names the file, the record and
+the problem. With ``skip_bad=False`` (the default) the first problem raises :class:`DataError`; with
+``skip_bad=True`` the record is dropped and counted in a :class:`SkipReport`.
+
+Box rules (boxes are absolute xyxy pixels, 0-based, continuous: a box covering the whole W x H image is
+``(0, 0, W, H)``):
+
+- not finite, ``x2 < x1`` or ``y2 < y1``: bad (``box_inverted`` / ``box_not_finite``);
+- ``x2 == x1`` or ``y2 == y1``: bad (``box_zero_area``);
+- entirely outside the image, or overhanging an edge by more than ``overhang_tolerance`` of the image
+  side (a sign of wrong coordinates, e.g. another image size): bad (``box_outside_image``);
+- overhanging an edge by less than that: clipped to the image and kept (counted as ``clipped``);
+- ending exactly on the right / bottom edge (``x2 == W``) is valid and left unchanged.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import numpy as np
+
+# Overhang (as a fraction of the image side) up to which a box is clipped rather than rejected.
+DEFAULT_OVERHANG_TOLERANCE = 0.1
+
+
+class DataError(ValueError):
+    """A dataset problem: names the file, the record and the problem."""
+
+
+@dataclasses.dataclass
+class Problem:
+    """One bad record. ``level`` is ``"image"`` (the whole image was dropped) or ``"box"``."""
+
+    reason: str
+    source: str
+    record: str
+    detail: str
+    level: str = "image"
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.record}: {self.detail}"
+
+
+class SkipReport:
+    """Counts of what a reader skipped (and clipped), with reasons and the first examples of each.
+
+    Attributes:
+        problems: every :class:`Problem`, in reading order.
+        clipped: number of boxes clipped to the image (valid boxes overhanging an edge a little).
+    """
+
+    def __init__(self, skip_bad: bool = False):
+        self.skip_bad = skip_bad
+        self.problems: list[Problem] = []
+        self.clipped = 0
+
+    def bad(self, reason: str, source: str, record: str, detail: str, level: str = "image") -> None:
+        """Records a problem; raises :class:`DataError` unless skipping bad records."""
+        problem = Problem(reason, str(source), record, detail, level)
+        if not self.skip_bad:
+            raise DataError(f"{problem}. Pass skip_bad=True (CLI: --skip-bad) to skip such records.")
+        self.problems.append(problem)
+
+    @property
+    def images_skipped(self) -> int:
+        return sum(p.level == "image" for p in self.problems)
+
+    @property
+    def boxes_skipped(self) -> int:
+        return sum(p.level == "box" for p in self.problems)
+
+    def counts(self) -> dict[str, int]:
+        """``{reason: count}`` over all skipped records."""
+        return dict(collections.Counter(p.reason for p in self.problems))
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    def summary(self, examples_per_reason: int = 3) -> str:
+        """Human-readable report: totals, counts per reason and a few examples of each."""
+        lines = [
+            f"skipped {self.images_skipped} image(s) and {self.boxes_skipped} box(es); "
+            f"clipped {self.clipped} box(es) overhanging the image edge"
+        ]
+        by_reason = collections.defaultdict(list)
+        for p in self.problems:
+            by_reason[p.reason].append(p)
+        for reason, problems in sorted(by_reason.items()):
+            lines.append(f"  {reason}: {len(problems)}")
+            lines.extend(f"    {p}" for p in problems[:examples_per_reason])
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"SkipReport(images_skipped={self.images_skipped}, boxes_skipped={self.boxes_skipped}, "
+            f"clipped={self.clipped}, counts={self.counts()})"
+        )
+
+
+def check_boxes(
+    boxes: np.ndarray,
+    width: int,
+    height: int,
+    report: SkipReport,
+    source: str,
+    records: list[str],
+    overhang_tolerance: float = DEFAULT_OVERHANG_TOLERANCE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validates one image's boxes; clips small overhangs.
+
+    Args:
+        boxes: (M, 4) absolute xyxy pixels.
+        width, height: image size in pixels.
+        report: where problems go (raises unless it skips bad records).
+        source: file named in messages (annotation file).
+        records: M record names (e.g. ``"object 3 (RBC)"``) named in messages.
+        overhang_tolerance: overhang, as a fraction of the image side, that is clipped instead of rejected.
+    Returns:
+        ``(boxes (K, 4) float32 clipped, keep (M,) bool)``: the kept boxes and which input boxes they are.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    keep = np.ones(len(boxes), dtype=bool)
+    tol_x, tol_y = overhang_tolerance * width, overhang_tolerance * height
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        coords = f"({x1:g}, {y1:g}, {x2:g}, {y2:g})"
+        problem = None
+        if not np.all(np.isfinite(boxes[i])):
+            problem = ("box_not_finite", f"box {coords} has a non-finite coordinate")
+        elif x2 < x1 or y2 < y1:
+            problem = ("box_inverted", f"box {coords} has x2 < x1 or y2 < y1 (xyxy expected)")
+        elif x2 == x1 or y2 == y1:
+            problem = ("box_zero_area", f"box {coords} has zero width or height")
+        elif x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
+            problem = ("box_outside_image", f"box {coords} lies outside the {width}x{height} image")
+        elif x1 < -tol_x or y1 < -tol_y or x2 > width + tol_x or y2 > height + tol_y:
+            problem = (
+                "box_outside_image",
+                f"box {coords} overhangs the {width}x{height} image by more than "
+                f"{overhang_tolerance:.0%} (wrong coordinates or image size?)",
+            )
+        if problem is not None:
+            report.bad(problem[0], source, records[i], problem[1], level="box")
+            keep[i] = False
+    kept = boxes[keep]
+    clipped = (
+        np.stack(
+            [
+                np.clip(kept[:, 0], 0, width),
+                np.clip(kept[:, 1], 0, height),
+                np.clip(kept[:, 2], 0, width),
+                np.clip(kept[:, 3], 0, height),
+            ],
+            axis=-1,
+        )
+        if len(kept)
+        else kept
+    )
+    report.clipped += int(np.sum(np.any(clipped != kept, axis=-1))) if len(kept) else 0
+    return clipped.astype(np.float32).reshape(-1, 4), keep

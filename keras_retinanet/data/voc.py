@@ -1,0 +1,115 @@
+"""Pascal VOC reader: Annotations/*.xml, JPEGImages/, ImageSets/Main/SPLIT.txt.
+
+VOC coordinates are 1-based and inclusive (a box over the whole 640-pixel width is xmin=1, xmax=640). They
+become 0-based continuous xyxy as in detectron2: ``x1 = xmin - 1, y1 = ymin - 1, x2 = xmax, y2 = ymax``.
+A box with ``xmax == xmin`` (a single click, e.g. two BCCD boxes) is reported as zero-area, checked on the
+raw values. ``difficult`` objects are kept with ``ignore=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+
+from keras_retinanet.data.dataset import ExampleBuilder, require_path
+from keras_retinanet.data.validation import SkipReport
+
+
+def _image_ids(root: str, split: str | None) -> list[str]:
+    if split is None:
+        return sorted(
+            os.path.splitext(os.path.basename(p))[0] for p in glob.glob(f"{root}/Annotations/*.xml")
+        )
+    split_file = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
+    require_path(split_file, f"VOC split {split!r} (ImageSets/Main/{split}.txt)")
+    with open(split_file) as f:
+        # Class-specific split files have a second column ("-1"/"1"); the id is the first token.
+        return [line.split()[0] for line in f if line.strip()]
+
+
+def _parse(path: str):
+    """Returns (filename, width, height, [(name, difficult, (xmin, ymin, xmax, ymax) raw strings)])."""
+    tree = ET.parse(path).getroot()
+    size = tree.find("size")
+    width = int(float(size.findtext("width", "0"))) if size is not None else 0
+    height = int(float(size.findtext("height", "0"))) if size is not None else 0
+    objects = []
+    for obj in tree.iter("object"):
+        box = obj.find("bndbox")
+        raw = tuple(box.findtext(k) if box is not None else None for k in ("xmin", "ymin", "xmax", "ymax"))
+        objects.append(((obj.findtext("name") or "").strip(), obj.findtext("difficult", "0").strip(), raw))
+    return tree.findtext("filename"), width, height, objects
+
+
+def read_voc(
+    root: str,
+    split: str | None,
+    report: SkipReport,
+    class_names: Sequence[str] | None = None,
+    verify: str = "header",
+    exif_orientation: bool = True,
+) -> tuple[list[dict], list[str]]:
+    """Reads a VOC directory. Without ``class_names``, the classes are the sorted names found in every
+    annotation file of the directory (all splits), so that every split gets the same class ids.
+
+    Returns:
+        (common examples, class names).
+    """
+    require_path(os.path.join(root, "Annotations"), "VOC Annotations directory")
+    ids = _image_ids(root, split)
+    parsed = {}
+    for image_id in ids:
+        xml_path = os.path.join(root, "Annotations", f"{image_id}.xml")
+        if not os.path.isfile(xml_path):
+            report.bad("missing_annotation", xml_path, f"image {image_id!r}", "annotation file not found")
+            continue
+        try:
+            parsed[image_id] = _parse(xml_path)
+        except (ET.ParseError, ValueError) as e:
+            report.bad("bad_annotation", xml_path, f"image {image_id!r}", f"unreadable annotation ({e})")
+    if class_names is None:
+        names = set()
+        for path in glob.glob(os.path.join(root, "Annotations", "*.xml")):
+            with contextlib.suppress(ET.ParseError):  # reported above if it is in the split
+                names.update(
+                    (o.findtext("name") or "").strip() for o in ET.parse(path).getroot().iter("object")
+                )
+        class_names = sorted(n for n in names if n)
+    builder = ExampleBuilder(class_names, report, verify, exif_orientation)
+
+    examples = []
+    for index, image_id in enumerate(ids):
+        if image_id not in parsed:
+            continue
+        filename, width, height, objects = parsed[image_id]
+        xml_path = os.path.join(root, "Annotations", f"{image_id}.xml")
+        image_path = os.path.join(root, "JPEGImages", filename or f"{image_id}.jpg")
+        if not os.path.isfile(image_path) and os.path.isfile(
+            os.path.join(root, "JPEGImages", f"{image_id}.jpg")
+        ):
+            image_path = os.path.join(root, "JPEGImages", f"{image_id}.jpg")  # stale <filename>
+        records = []
+        for k, (name, difficult, raw) in enumerate(objects):
+            record = f"object {k} ({name})"
+            try:
+                xmin, ymin, xmax, ymax = (float(v) for v in raw)
+            except (TypeError, ValueError):
+                report.bad("bad_box", xml_path, record, f"bndbox {raw} is not four numbers", level="box")
+                continue
+            if xmax == xmin or ymax == ymin:
+                report.bad(
+                    "box_zero_area",
+                    xml_path,
+                    record,
+                    f"box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) has zero width or height",
+                    level="box",
+                )
+                continue
+            records.append((record, name, (xmin - 1, ymin - 1, xmax, ymax), difficult == "1"))
+        example = builder.build(image_path, index, records, xml_path, f"image {image_id!r}", width, height)
+        if example is not None:
+            examples.append(example)
+    return examples, list(class_names)

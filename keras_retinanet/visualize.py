@@ -1,0 +1,130 @@
+"""Drawing detections on images with OpenCV.
+
+Images are numpy arrays (H, W, 3) uint8 in RGB order (the package's convention; OpenCV's ``imwrite`` wants
+BGR, see :func:`rgb_to_bgr`). Boxes are absolute ``x1, y1, x2, y2`` pixels of the image drawn on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+# 20 well separated colours (RGB): Tableau 10 plus its light variants, reordered so that neighbours differ.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+    (174, 199, 232),
+    (255, 187, 120),
+    (152, 223, 138),
+    (255, 152, 150),
+    (197, 176, 213),
+    (196, 156, 148),
+    (247, 182, 210),
+    (199, 199, 199),
+    (219, 219, 141),
+    (158, 218, 229),
+)
+
+
+def class_colour(class_id: int) -> tuple[int, int, int]:
+    """RGB colour of a class id (stable, cycles through :data:`PALETTE`)."""
+    return PALETTE[int(class_id) % len(PALETTE)]
+
+
+def _text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white, whichever reads better on ``background`` (RGB), by relative luminance."""
+    r, g, b = background
+    luminance = 0.299 * r + 0.587 * g + 0.114 * b
+    return (0, 0, 0) if luminance > 150 else (255, 255, 255)
+
+
+def rgb_to_bgr(image: np.ndarray) -> np.ndarray:
+    """Swap the channel order of an (H, W, 3) image (RGB <-> BGR)."""
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+def draw_detections(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray | None,
+    classes: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    score_threshold: float = 0.0,
+    thickness: int | None = None,
+    font_scale: float | None = None,
+) -> np.ndarray:
+    """Draw boxes with "name score" labels on a copy of ``image``.
+
+    Args:
+        image: (H, W, 3) uint8 RGB image (a grayscale (H, W) image is converted).
+        boxes: (D, 4) absolute ``x1, y1, x2, y2`` pixels of ``image``.
+        scores: (D,) scores in [0, 1] or None (labels without a score).
+        classes: (D,) int class ids; rows with a negative id (padding) are skipped.
+        class_names: names for the class ids; the id is shown when missing.
+        score_threshold: detections with a lower score are not drawn.
+        thickness: line thickness in pixels (default: from the image size).
+        font_scale: OpenCV font scale (default: from the image size).
+
+    Returns:
+        A new (H, W, 3) uint8 RGB image.
+    """
+    canvas = np.array(image, dtype=np.uint8, copy=True)
+    if canvas.ndim == 2:
+        canvas = cv2.cvtColor(canvas, cv2.COLOR_GRAY2RGB)
+    canvas = np.ascontiguousarray(canvas)
+    height, width = canvas.shape[:2]
+    size = max(1, min(height, width))
+    thickness = thickness or max(1, round(size / 300))
+    font_scale = font_scale or max(0.35, size / 1000)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    text_thickness = max(1, thickness // 2)
+
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    classes = np.asarray(classes).reshape(-1).astype(np.int64)
+    scores_arr = None if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = (
+        np.arange(len(boxes)) if scores_arr is None else np.argsort(scores_arr)
+    )  # best drawn last (on top)
+    for i in order:
+        cls = int(classes[i])
+        if cls < 0 or not np.all(np.isfinite(boxes[i])):
+            continue
+        if scores_arr is not None and scores_arr[i] < score_threshold:
+            continue
+        x1, y1, x2, y2 = (round(float(v)) for v in boxes[i])
+        x1, x2 = np.clip([x1, x2], 0, width - 1)
+        y1, y2 = np.clip([y1, y2], 0, height - 1)
+        colour = class_colour(cls)
+        cv2.rectangle(canvas, (int(x1), int(y1)), (int(x2), int(y2)), colour, thickness)
+        name = class_names[cls] if class_names is not None and cls < len(class_names) else str(cls)
+        label = name if scores_arr is None else f"{name} {scores_arr[i]:.2f}"
+        (text_w, text_h), baseline = cv2.getTextSize(label, font, font_scale, text_thickness)
+        pad = max(1, thickness)
+        # Label above the box, or inside it when there is no room above.
+        top = y1 - text_h - baseline - 2 * pad
+        if top < 0:
+            top = y1
+        left = int(min(max(x1, 0), max(width - text_w - 2 * pad, 0)))
+        bottom = top + text_h + baseline + 2 * pad
+        cv2.rectangle(canvas, (left, int(top)), (left + text_w + 2 * pad, int(bottom)), colour, cv2.FILLED)
+        cv2.putText(
+            canvas,
+            label,
+            (left + pad, int(bottom - baseline - pad)),
+            font,
+            font_scale,
+            _text_colour(colour),
+            text_thickness,
+            cv2.LINE_AA,
+        )
+    return canvas

@@ -1,0 +1,320 @@
+"""Tests for keras_retinanet.inference, keras_retinanet.visualize and ``retinanet predict``."""
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from conftest import tiny_retinanet
+
+from keras_retinanet import cli, inference
+from keras_retinanet.visualize import draw_detections
+
+CLASS_NAMES = ["Platelets", "RBC", "WBC"]
+BCCD_IMAGES = ["BloodImage_00000", "BloodImage_00001", "BloodImage_00002"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_path(tmp_path_factory):
+    """A tiny untrained RetinaNet saved as .keras (3 BCCD classes)."""
+    model = tiny_retinanet(3, class_names=CLASS_NAMES)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    model.save(path)
+    return str(path)
+
+
+@pytest.fixture
+def image_folder(tmp_path, shared_datasets):
+    """Three real BCCD images (640x480) and one corrupt file in a tmp folder."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in BCCD_IMAGES:
+        shutil.copy(shared_datasets / "bccd" / "BCCD" / "JPEGImages" / f"{name}.jpg", folder)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    return folder
+
+
+class _StubModel:
+    """Stands in for a RetinaNet: returns fixed detections in network-input pixels and records its input."""
+
+    class_names = ["a", "b"]
+    decoder = None
+
+    def __init__(self):
+        self.shapes = []
+
+    def detect(self, images):
+        self.shapes.append(tuple(images.shape))
+        batch = images.shape[0]
+        boxes = np.zeros((batch, 3, 4), np.float32)
+        boxes[:, 0] = [20, 10, 60, 50]  # inside the resized content
+        boxes[:, 1] = [0, 100, 50, 120]  # entirely in the bottom padding (content is 96 rows high)
+        return {
+            "boxes": boxes,
+            "scores": np.tile(np.array([[0.9, 0.8, 0.0]], np.float32), (batch, 1)),
+            "classes": np.tile(np.array([[1, 0, -1]], np.int32), (batch, 1)),
+            "num_detections": np.full((batch,), 2, np.int32),
+        }
+
+
+def test_boxes_map_back_to_original_pixels_hand_calculation():
+    # 640x480 image letterboxed into 128x128: scale = min(128/480, 128/640) = 0.2, content 96 x 128 at the
+    # top-left. A network box (20, 10, 60, 50) is (20/0.2, 10/0.2, 60/0.2, 50/0.2) = (100, 50, 300, 250) in
+    # the original. The second box lies in the padding (y >= 96 -> y >= 480 after scaling): clipped to the
+    # image it has zero height and is dropped.
+    stub = _StubModel()
+    detector = inference.load_detector(stub, image_size=128)
+    image = np.zeros((480, 640, 3), np.uint8)
+    [dets] = detector.detect([image])
+    assert stub.shapes == [(1, 128, 128, 3)]
+    np.testing.assert_allclose(dets.boxes, [[100, 50, 300, 250]], atol=1e-4)
+    np.testing.assert_allclose(dets.scores, [0.9])
+    assert dets.classes.tolist() == [1] and dets.names == ["b"] and dets.image_size == (480, 640)
+    # A portrait image (h=200, w=100) in (128, 128): scale 0.64, content 128 x 64; (20, 10, 60, 50) ->
+    # (31.25, 15.625, 93.75, 78.125).
+    [dets] = detector.detect([np.zeros((200, 100, 3), np.uint8)])
+    np.testing.assert_allclose(dets.boxes[0], [31.25, 15.625, 93.75, 78.125], atol=1e-4)
+
+
+def test_keras_detector_matches_model_on_letterboxed_image(tiny_model_path, shared_datasets):
+    import keras
+
+    model = keras.saving.load_model(tiny_model_path, compile=False)
+    path = str(shared_datasets / "bccd" / "BCCD" / "JPEGImages" / "BloodImage_00000.jpg")
+    image = inference.read_image(path)
+    assert image.shape == (480, 640, 3)
+    [dets] = inference.predict(model, path, image_size=128, score_threshold=0.0, max_detections=20)
+    # By hand: letterbox (scale 0.2), run the model's own decoder with the same settings, divide by 0.2.
+    canvas, scales = inference.letterbox(image, 128)
+    assert scales == (0.2, 0.2)
+    model.decoder.score_threshold, model.decoder.max_detections = 0.0, 20
+    raw = {k: np.asarray(v) for k, v in model.detect(canvas[None].astype(np.float32)).items()}
+    n = int(raw["num_detections"][0])
+    expected = np.clip(raw["boxes"][0, :n] / 0.2, 0, [640, 480, 640, 480])
+    keep = (expected[:, 2] > expected[:, 0]) & (expected[:, 3] > expected[:, 1])
+    assert len(dets) == keep.sum() > 0
+    order = np.argsort(-raw["scores"][0, :n], kind="stable")
+    order = order[keep[order]]
+    np.testing.assert_allclose(dets.boxes, expected[order], atol=1e-3)
+    np.testing.assert_allclose(dets.scores, raw["scores"][0, :n][order], atol=1e-6)
+    assert set(dets.names) <= set(CLASS_NAMES)
+
+
+def test_predict_command_on_folder_reports_corrupt_image(tiny_model_path, image_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(
+        [
+            "predict",
+            tiny_model_path,
+            str(image_folder),
+            "--out",
+            str(out),
+            "--image-size",
+            "128",
+            "--score-threshold",
+            "0",
+            "--max-detections",
+            "5",
+            "--no-progress",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "broken.jpg" in err and "1 input(s) failed" in err
+    for name in BCCD_IMAGES:
+        drawn = cv2.imread(str(out / f"{name}.jpg"))
+        assert drawn is not None and drawn.shape == (480, 640, 3)
+    assert not (out / "broken.jpg").exists()
+    results = json.loads((out / "detections.json").read_text())
+    assert {r["image_id"] for r in results} <= {0, 1, 2} and results
+    # At most --max-detections per image (fewer when untrained boxes fall into the letterbox padding).
+    per_image = {i: sum(r["image_id"] == i for r in results) for i in range(3)}
+    assert max(per_image.values()) <= 5
+    assert {r["file_name"].rsplit("/", 1)[-1] for r in results} <= {f"{n}.jpg" for n in BCCD_IMAGES}
+    for r in results:
+        x, y, w, h = r["bbox"]
+        assert x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= 640 + 1e-3 and y + h <= 480 + 1e-3
+        assert r["category_name"] == CLASS_NAMES[r["category_id"]]
+        assert 0 <= r["score"] <= 1
+
+
+def test_predict_command_all_good_returns_zero(tiny_model_path, image_folder, tmp_path):
+    (image_folder / "broken.jpg").unlink()
+    code = cli.main(
+        [
+            "predict",
+            tiny_model_path,
+            str(image_folder / "*.jpg"),
+            "--out",
+            str(tmp_path / "o"),
+            "--image-size",
+            "128",
+            "--no-progress",
+            "--no-draw",
+        ]
+    )
+    assert code == 0
+    assert json.loads((tmp_path / "o" / "detections.json").read_text()) == []  # untrained: scores ~0.01 < 0.3
+
+
+def _write_video(path, frames=5, size=(160, 120)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, size)
+    assert writer.isOpened()
+    for k in range(frames):
+        frame = np.full((size[1], size[0], 3), 40 * k, np.uint8)
+        cv2.rectangle(frame, (20 + 5 * k, 30), (80 + 5 * k, 90), (0, 0, 255), -1)
+        writer.write(frame)
+    writer.release()
+
+
+def test_predict_command_on_video(tiny_model_path, tmp_path, capsys):
+    video = tmp_path / "clip.mp4"
+    _write_video(video)
+    out = tmp_path / "out"
+    code = cli.main(
+        [
+            "predict",
+            tiny_model_path,
+            str(video),
+            "--out",
+            str(out),
+            "--image-size",
+            "128",
+            "--score-threshold",
+            "0",
+            "--max-detections",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-progress",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    capture = cv2.VideoCapture(str(out / "clip_detections.mp4"))
+    assert capture.isOpened()
+    count = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        assert frame.shape == (120, 160, 3)
+        count += 1
+    assert count == 5
+    results = json.loads((out / "detections.json").read_text())
+    assert sorted({r["frame"] for r in results}) == [0, 1, 2, 3, 4]
+    assert all(r["file_name"] == str(video) for r in results)
+
+
+def test_video_that_cannot_be_opened(tiny_model_path, tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all")
+    code = cli.main(["predict", tiny_model_path, str(bad), "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "bad.mp4" in err and "cannot open video" in err
+
+
+def test_missing_input_is_reported(tiny_model_path, tmp_path, capsys):
+    code = cli.main(
+        [
+            "predict",
+            tiny_model_path,
+            str(tmp_path / "nope.jpg"),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ]
+    )
+    assert code == 1
+    assert "nope.jpg" in capsys.readouterr().err
+
+
+def test_wrong_model_file_kind(tmp_path, capsys):
+    text = tmp_path / "model.keras"
+    text.write_text("not a zip")
+    with pytest.raises(inference.ModelFileError, match="not a Keras archive"):
+        inference.load_detector(str(text))
+    fake_tflite = tmp_path / "model.tflite"
+    fake_tflite.write_bytes(b"\x00" * 64)
+    with pytest.raises(inference.ModelFileError, match="not a TFLite flatbuffer"):
+        inference.load_detector(str(fake_tflite))
+    with pytest.raises(inference.ModelFileError, match="without saved_model.pb"):
+        inference.load_detector(str(tmp_path))
+    other = tmp_path / "weights.h5"
+    other.write_bytes(b"\x89HDF\r\n\x1a\n")
+    with pytest.raises(inference.ModelFileError, match="HDF5"):
+        inference.load_detector(str(other))
+    with pytest.raises(inference.ModelFileError, match="model not found"):
+        inference.load_detector(str(tmp_path / "missing.keras"))
+    # A valid .keras file that is not a RetinaNet.
+    import keras
+
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    plain.save(tmp_path / "plain.keras")
+    with pytest.raises(inference.ModelFileError, match="not a keras_retinanet RetinaNet"):
+        inference.load_detector(str(tmp_path / "plain.keras"))
+    # The command turns it into a clear message and exit code 2.
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
+    assert cli.main(["predict", str(text), str(image), "--out", str(tmp_path / "o")]) == 2
+    assert "not a Keras archive" in capsys.readouterr().err
+
+
+def test_read_image_errors_and_orientation(tmp_path):
+    with pytest.raises(inference.ImageReadError, match="missing.png"):
+        inference.read_image(tmp_path / "missing.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(inference.ImageReadError, match="bad.png"):
+        inference.read_image(tmp_path / "bad.png")
+    # RGB order: a pure red PNG reads as (255, 0, 0).
+    cv2.imwrite(
+        str(tmp_path / "red.png"), np.dstack([np.zeros((4, 6)), np.zeros((4, 6)), np.full((4, 6), 255)])
+    )
+    assert inference.read_image(tmp_path / "red.png")[0, 0].tolist() == [255, 0, 0]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_matches_the_pipeline(orientation):
+    from keras_retinanet.data import augment
+
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    expected = np.asarray(augment.apply_exif_orientation(image, orientation))
+    np.testing.assert_array_equal(inference.apply_orientation(image, orientation), expected)
+
+
+def test_draw_detections_colours_and_labels():
+    image = np.full((200, 300, 3), 255, np.uint8)
+    drawn = draw_detections(
+        image,
+        np.array([[10, 40, 110, 140], [150, 50, 250, 150]]),
+        np.array([0.9, 0.2]),
+        np.array([0, 1]),
+        ["cat", "dog"],
+        score_threshold=0.5,
+    )
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    assert (image == 255).all()  # the input is not modified
+    # The box edge of class 0 has the class colour; the low-score box is not drawn.
+    from keras_retinanet.visualize import class_colour
+
+    assert tuple(drawn[90, 10]) == class_colour(0)
+    assert (drawn[60:150, 240:260] == 255).all()
+    # The label background sits above the box.
+    assert (drawn[20:38, 12:40] != 255).any()
+
+
+def test_collect_inputs(tmp_path):
+    from keras_retinanet.commands.predict import collect_inputs
+
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "b.png").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "v.mp4").write_bytes(b"x")
+    kinds = [(s.kind, s.path.rsplit("/", 1)[-1]) for s in collect_inputs([str(tmp_path)])]
+    assert kinds == [("image", "a.jpg"), ("image", "b.png")]
+    kinds = [
+        (s.kind, s.path.rsplit("/", 1)[-1])
+        for s in collect_inputs([str(tmp_path / "*.mp4"), str(tmp_path / "notes.txt"), "0", "nope*"])
+    ]
+    assert kinds == [("video", "v.mp4"), ("image", "notes.txt"), ("camera", "0"), ("missing", "nope*")]
