@@ -1,0 +1,93 @@
+"""``retinanet export``: SavedModel (TF Serving) and builtin-op TFLite files with NMS inside.
+
+See :mod:`keras_retinanet.export` for the output layout and the output contracts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from keras_retinanet.export import (
+    DEFAULT_IMAGE_SIZE,
+    TFLITE_NMS_CHOICES,
+    TFLITE_VARIANTS,
+    ExportError,
+    export_model,
+)
+
+
+def _variants(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if values in (["none"], []):
+        return []
+    bad = [v for v in values if v not in TFLITE_VARIANTS]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown TFLite variant(s) {bad}; choose from {','.join(TFLITE_VARIANTS)}"
+        )
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``retinanet export`` and ``tools/export.py``."""
+    parser.add_argument("model", help="trained RetinaNet .keras file")
+    parser.add_argument("--output", "-o", help="output directory (default: saved_models/MODEL_NAME)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument(
+        "--image-size",
+        default=str(DEFAULT_IMAGE_SIZE),
+        help="network input size N or HxW: the SavedModel letterbox size and the fixed TFLite input (512)",
+    )
+    parser.add_argument(
+        "--tflite",
+        type=_variants,
+        default=list(TFLITE_VARIANTS),
+        help="comma-separated TFLite variants: float32,float16,int8 (default all) or 'none'",
+    )
+    parser.add_argument("--no-saved-model", action="store_true", help="skip the SavedModel")
+    parser.add_argument(
+        "--tflite-nms",
+        choices=TFLITE_NMS_CHOICES,
+        default="builtin",
+        help="'builtin' (default): TFLite_Detection_PostProcess, runs on standard LiteRT; 'combined': also "
+        "write model_float32_combined_nms.tflite with tf.image.combined_non_max_suppression, which NEEDS "
+        "the Flex delegate (not in the ai-edge-litert / tf.lite pip runtimes)",
+    )
+    parser.add_argument(
+        "--calibration-data",
+        help="dataset spec (voc:DIR[:SPLIT], coco:JSON[:DIR], csv:ANN:CLASSES) of real images, for int8 "
+        "calibration and the parity figures; required for int8",
+    )
+    parser.add_argument("--calibration-steps", type=int, default=200, help="calibration images (200)")
+    parser.add_argument("--parity-images", type=int, default=8, help="images for the parity figures (8)")
+    parser.add_argument("--benchmark", action="store_true", help="measure TFLite latency into the report")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the export; returns 0 on success, 2 on a user error (message on stderr)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    output = args.output or str(Path("saved_models") / Path(args.model).stem)
+    try:
+        report = export_model(
+            args.model,
+            output,
+            image_size=args.image_size,
+            saved_model=not args.no_saved_model,
+            tflite_variants=args.tflite,
+            tflite_nms=args.tflite_nms,
+            calibration_data=args.calibration_data,
+            calibration_steps=args.calibration_steps,
+            parity_images=args.parity_images,
+            benchmark=args.benchmark,
+            overwrite=args.overwrite,
+        )
+    except ExportError as err:
+        print(f"retinanet export: error: {err}", file=sys.stderr)
+        return 2
+    summary = {name: info.get("size_bytes") for name, info in report["files"].items()}
+    print(json.dumps({"output": report["output"], "files": summary}, indent=2))
+    return 0
