@@ -9,6 +9,7 @@ from keras_retinanet.losses import BoxRegressionLoss, FocalLoss
 from keras_retinanet.matching import Matcher
 from keras_retinanet.model import RetinaNet
 from keras_retinanet.presets import retinanet_from_preset
+from keras_retinanet.schedules import WarmupSchedule
 from keras_retinanet.targets import LabelEncoder
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "LabelEncoder",
     "Matcher",
     "RetinaNet",
+    "WarmupSchedule",
     "available_backbones",
     "build_backbone",
     "retinanet_from_preset",

@@ -82,13 +82,18 @@ def _feature_layer_indices(model: keras.Model) -> list[int]:
     return indices
 
 
-def build_backbone(name: str = "resnet50", weights: str | None = None, **kwargs) -> keras.Model:
+def build_backbone(
+    name: str = "resnet50", weights: str | None = None, batchnorm_momentum: float | None = 0.9, **kwargs
+) -> keras.Model:
     """Builds a backbone that maps (B, H, W, 3) RGB pixels in [0, 255] to [C3, C4, C5].
 
     Args:
         name: one of ``available_backbones()``.
         weights: ``None`` (random init), ``"imagenet"`` (downloaded by Keras; needs network or Keras' cache)
             or the path of a local weights file for the ``keras.applications`` model without its top.
+        batchnorm_momentum: momentum of every BatchNorm moving average (0.9, PyTorch's 0.1). The applications
+            use 0.99-0.999 (MobileNets 0.999): after a few hundred steps their moving statistics are still mostly
+            the initial ones, and inference-mode outputs are wrong. ``None`` keeps the application's values.
         **kwargs: passed to the ``keras.applications`` constructor (e.g. ``alpha`` for MobileNet).
     Returns:
         A functional ``keras.Model`` with input (None, None, None, 3) and outputs C3 (stride 8), C4 (stride 16)
@@ -113,6 +118,11 @@ def build_backbone(name: str = "resnet50", weights: str | None = None, **kwargs)
                 "file with weights=PATH (--weights PATH), or train from scratch with weights=None."
             ) from None
         raise ValueError(f"could not load backbone weights from {weights!r} for {name!r}: {error}") from None
+
+    if batchnorm_momentum is not None:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(batchnorm_momentum)
 
     images = keras.Input((None, None, 3), name="images")
     normalized = ImageNormalization(normalization, name="image_normalization")(images)

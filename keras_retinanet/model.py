@@ -70,6 +70,7 @@ class RetinaNet(keras.Model):
             (B, H, W, 3) RGB pixels in [0, 255] to [C3, C4, C5] (strides 8, 16, 32).
         backbone_weights: ``None``, ``"imagenet"`` or a local weights file, for a named backbone.
         backbone_kwargs: extra arguments of the ``keras.applications`` constructor (e.g. ``{"alpha": 0.35}``).
+        backbone_batchnorm_momentum: BatchNorm momentum of a named backbone (see ``build_backbone``).
         class_names: K names, saved with the model.
         fpn_channels: width of the pyramid levels (256).
         p6_source: ``"c5"`` (paper) or ``"p5"`` (torchvision v1).
@@ -90,6 +91,7 @@ class RetinaNet(keras.Model):
         backbone: str | keras.Model = "resnet50",
         backbone_weights: str | None = None,
         backbone_kwargs: dict | None = None,
+        backbone_batchnorm_momentum: float | None = 0.9,
         class_names: Sequence[str] | None = None,
         fpn_channels: int = 256,
         p6_source: str = "c5",
@@ -111,7 +113,9 @@ class RetinaNet(keras.Model):
         backbone_kwargs = dict(backbone_kwargs or {})
         backbone_name = backbone if isinstance(backbone, str) else None
         backbone_model = (
-            build_backbone(backbone, weights=backbone_weights, **backbone_kwargs)
+            build_backbone(
+                backbone, weights=backbone_weights, batchnorm_momentum=backbone_batchnorm_momentum, **backbone_kwargs
+            )
             if isinstance(backbone, str)
             else _deserialize(backbone)
         )
@@ -137,6 +141,7 @@ class RetinaNet(keras.Model):
         )
         self.backbone_name = backbone_name
         self.backbone_kwargs = backbone_kwargs
+        self.backbone_batchnorm_momentum = backbone_batchnorm_momentum
         self.backbone = backbone_model
         self.fpn_channels = fpn_channels
         self.p6_source = p6_source
@@ -223,6 +228,7 @@ class RetinaNet(keras.Model):
             # The weights travel in the .keras file; reloading must not download ImageNet weights again.
             "backbone_weights": None,
             "backbone_kwargs": self.backbone_kwargs,
+            "backbone_batchnorm_momentum": self.backbone_batchnorm_momentum,
             "class_names": self.class_names,
             "fpn_channels": self.fpn_channels,
             "p6_source": self.p6_source,

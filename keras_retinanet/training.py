@@ -57,6 +57,7 @@ class TrainConfig:
     backbone: str = "resnet50"
     weights: str = "none"
     backbone_kwargs: dict = dataclasses.field(default_factory=dict)
+    batchnorm_momentum: float | None = 0.9
     fpn_channels: int = 256
     p6_source: str = "c5"
     head_depth: int = 4
@@ -147,6 +148,7 @@ def build_model(config: TrainConfig, class_names: Sequence[str]) -> RetinaNet:
         backbone=config.backbone,
         backbone_weights=weights,
         backbone_kwargs=config.backbone_kwargs,
+        backbone_batchnorm_momentum=config.batchnorm_momentum,
         fpn_channels=config.fpn_channels,
         p6_source=config.p6_source,
         head_depth=config.head_depth,

@@ -170,3 +170,16 @@ def test_recompute_batchnorm_statistics_gives_the_exact_mean():
     np.testing.assert_allclose(layer.moving_mean.numpy(), [3.0, 3.0, 3.0], rtol=1e-6)
     np.testing.assert_allclose(layer.moving_variance.numpy(), 0.0, atol=1e-6)
     assert layer.momentum == 0.99
+
+
+def test_backbone_batchnorm_momentum_is_set_and_saved(tmp_path):
+    from keras_retinanet.batchnorm import batchnorm_layers
+
+    # keras.applications' MobileNetV2 uses 0.999, far too slow for a from-scratch detector's training length.
+    model = tiny_retinanet(backbone_batchnorm_momentum=0.9)
+    assert {layer.momentum for layer in batchnorm_layers(model.backbone)} == {0.9}
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert {layer.momentum for layer in batchnorm_layers(loaded.backbone)} == {0.9}
+    original = tiny_retinanet(backbone_batchnorm_momentum=None)
+    assert {layer.momentum for layer in batchnorm_layers(original.backbone)} == {0.999}

@@ -1,0 +1,200 @@
+"""The main job, end to end: dataset -> train -> evaluate -> export -> evaluate int8 TFLite -> predict.
+
+    python tools/main_job.py                       # synthetic shapes made in-process (no network, no files)
+    python tools/main_job.py --data voc:BCCD:trainval --val-data voc:BCCD:test --image-size 384
+    python tools/main_job.py --tiny                # a minute-scale run, used by the tests
+
+Writes ``--output`` (default runs/main_job): ``train/`` (the training run folder with model.keras),
+``export/`` (SavedModel, three .tflite files, export_report.json), ``predictions/`` (annotated images and
+detections.json), ``gallery.png`` (predictions next to the ground truth), ``metrics.json`` and prints a
+summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output", default="runs/main_job")
+    parser.add_argument("--data", help="training data spec (default: a synthetic set made in OUTPUT/data)")
+    parser.add_argument("--val-data", help="validation spec (default: the synthetic validation split)")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--train-images", type=int, default=480, help="synthetic training images")
+    parser.add_argument("--val-images", type=int, default=96, help="synthetic validation images")
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tiny", action="store_true", help="a very small, fast configuration (tests, smoke runs)"
+    )
+    parser.add_argument("--skip-bad", action="store_true", help="skip (and report) bad records of --data")
+    return parser.parse_args(argv)
+
+
+def _gallery(examples, detections, class_names, path: Path, columns: int = 3) -> None:
+    """Ground truth (left) next to predictions (right) for each example, in a grid, as one PNG."""
+    import cv2
+
+    from keras_retinanet.inference import read_image
+    from keras_retinanet.visualize import draw_detections
+
+    tiles = []
+    for example, detection in zip(examples, detections):
+        image = read_image(example["image_path"])
+        truth = draw_detections(image, example["boxes"], None, example["classes"], class_names)
+        predicted = draw_detections(image, detection.boxes, detection.scores, detection.classes, class_names)
+        tiles.append(
+            np.concatenate([truth, np.full((image.shape[0], 8, 3), 255, np.uint8), predicted], axis=1)
+        )
+    height = max(t.shape[0] for t in tiles)
+    width = max(t.shape[1] for t in tiles)
+    tiles = [
+        cv2.copyMakeBorder(
+            t,
+            4,
+            4 + height - t.shape[0],
+            4,
+            4 + width - t.shape[1],
+            cv2.BORDER_CONSTANT,
+            value=(255, 255, 255),
+        )
+        for t in tiles
+    ]
+    while len(tiles) % columns:
+        tiles.append(np.full_like(tiles[0], 255))
+    rows = [np.concatenate(tiles[i : i + columns], axis=1) for i in range(0, len(tiles), columns)]
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    import dataclasses
+
+    from keras_retinanet import data
+    from keras_retinanet.data.synthetic import make_synthetic_coco
+    from keras_retinanet.evaluate import evaluate_model, format_metrics
+    from keras_retinanet.export import export_model
+    from keras_retinanet.inference import predict
+    from keras_retinanet.training import TrainConfig, train
+
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    if args.tiny:
+        args.train_images, args.val_images, args.epochs, args.image_size = 48, 16, 3, 128
+    if args.data:
+        train_spec, val_spec = args.data, args.val_data or args.data
+    else:
+        train_spec = make_synthetic_coco(
+            output / "data" / "train", args.train_images, args.image_size, seed=args.seed
+        )
+        val_spec = make_synthetic_coco(
+            output / "data" / "val", args.val_images, args.image_size, seed=args.seed + 1
+        )
+    timings["dataset_s"] = time.perf_counter() - start
+
+    train_data = data.load_dataset(train_spec, skip_bad=args.skip_bad)
+    steps_per_epoch = -(-len(train_data) // args.batch_size)
+    config = TrainConfig(
+        data=train_spec,
+        val_data=val_spec,
+        output=str(output / "train"),
+        skip_bad=args.skip_bad,
+        backbone=args.backbone,
+        backbone_kwargs={"alpha": 0.5} if args.backbone.startswith("mobilenet_v2") else {},
+        fpn_channels=32 if args.tiny else 96,
+        head_depth=1 if args.tiny else 3,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        steps_per_epoch=steps_per_epoch,
+        # Objects down to 16 px: the pyramid's anchors start at 16 instead of the paper's 32.
+        anchor_sizes=(16.0, 32.0, 64.0, 128.0, 256.0) if not args.data else TrainConfig.anchor_sizes,
+        optimizer="adamw",
+        learning_rate=0.002,
+        weight_decay=1e-4,
+        schedule="cosine",
+        warmup_steps=min(100, steps_per_epoch * args.epochs // 10),
+        eval_every=max(args.epochs, 1),
+        tensorboard=False,
+        seed=args.seed,
+        verbose=2,
+    )
+    t0 = time.perf_counter()
+    summary = train(config)
+    timings["train_s"] = time.perf_counter() - t0
+    model_path = output / "train" / "model.keras"
+    if summary["stopped_on_nan"]:
+        print(summary["stopped_on_nan"])
+        return 3
+
+    val_data = data.load_dataset(val_spec, skip_bad=args.skip_bad, class_names=train_data.class_names)
+    metrics = {"keras": summary["final_metrics"]}
+    t0 = time.perf_counter()
+    export_dir = output / "export"
+    report = export_model(
+        str(model_path),
+        export_dir,
+        image_size=args.image_size,
+        calibration_data=train_spec,
+        calibration_steps=min(200, len(train_data)),
+        overwrite=True,
+    )
+    timings["export_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    metrics["tflite_int8"] = evaluate_model(str(export_dir / "model_int8.tflite"), val_data, progress=False)
+    timings["evaluate_int8_s"] = time.perf_counter() - t0
+
+    held_out = val_data.examples[:6]
+    detections = predict(str(model_path), [e["image_path"] for e in held_out], score_threshold=0.3)
+    predictions = output / "predictions"
+    predictions.mkdir(exist_ok=True)
+    (predictions / "detections.json").write_text(
+        json.dumps(
+            [{"image": e["image_path"], **d.to_dict()} for e, d in zip(held_out, detections)], indent=1
+        )
+    )
+    _gallery(held_out, detections, train_data.class_names, output / "gallery.png")
+    timings["total_s"] = time.perf_counter() - start
+
+    result = {
+        "data": {
+            "train": train_spec,
+            "val": val_spec,
+            "train_images": len(train_data),
+            "val_images": len(val_data),
+        },
+        "config": dataclasses.asdict(config),
+        "metrics": metrics,
+        "export": {k: report[k] for k in report if k in ("files", "sizes", "parity")},
+        "timings": timings,
+    }
+    (output / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
+
+    print("\n== keras model on the validation set ==")
+    print(format_metrics(metrics["keras"]))
+    rows = [("keras (.keras)", metrics["keras"]), ("TFLite int8", metrics["tflite_int8"])]
+    print("\n| model | AP | AP50 | AP75 |\n|---|---|---|---|")
+    for name, m in rows:
+        print(f"| {name} | {m['AP']:.3f} | {m['AP50']:.3f} | {m['AP75']:.3f} |")
+    print("\n| step | seconds |\n|---|---|")
+    for name, seconds in timings.items():
+        print(f"| {name[:-2]} | {seconds:.0f} |")
+    print(f"\nrun folder: {output} (metrics.json, gallery.png, export/, predictions/, train/)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
