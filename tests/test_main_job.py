@@ -1,0 +1,29 @@
+"""The README's main job in its tiny configuration: every stage runs and leaves its files."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+import main_job  # noqa: E402
+
+from keras_retinanet.export import flex_ops, tflite_ops  # noqa: E402
+
+
+def test_main_job_tiny_end_to_end(tmp_path):
+    output = tmp_path / "job"
+    assert main_job.main(["--tiny", "--output", str(output)]) == 0
+    result = json.loads((output / "metrics.json").read_text())
+    for stage in ("keras", "tflite_int8"):
+        assert set(result["metrics"][stage]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "per_class"}
+    assert result["data"]["train_images"] == 48 and result["data"]["val_images"] == 16
+    for name in ("model_float32.tflite", "model_float16.tflite", "model_int8.tflite", "export_report.json"):
+        assert (output / "export" / name).stat().st_size > 0, name
+        if name.endswith(".tflite"):
+            ops = tflite_ops(output / "export" / name)
+            assert "TFLite_Detection_PostProcess" in ops and not flex_ops(ops)
+    assert (output / "export" / "saved_model" / "saved_model.pb").exists()
+    assert (output / "gallery.png").stat().st_size > 1000
+    detections = json.loads((output / "predictions" / "detections.json").read_text())
+    assert len(detections) == 6 and all("boxes" in d for d in detections)
