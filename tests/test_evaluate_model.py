@@ -5,7 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_retinanet
+from retinanet_testing import tiny_retinanet
 
 from keras_retinanet import cli, evaluate, inference
 from keras_retinanet.callbacks import EvaluationCallback

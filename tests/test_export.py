@@ -12,7 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import copy_bccd_subset, tiny_retinanet
+from retinanet_testing import copy_bccd_subset, tiny_retinanet
 
 IMAGE_SIZE = 128
 BCCD_IDS = ["BloodImage_00000", "BloodImage_00001", "BloodImage_00002", "BloodImage_00003"]

@@ -16,7 +16,16 @@ def test_main_job_tiny_end_to_end(tmp_path):
     assert main_job.main(["--tiny", "--output", str(output)]) == 0
     result = json.loads((output / "metrics.json").read_text())
     for stage in ("keras", "tflite_int8"):
-        assert set(result["metrics"][stage]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "per_class"}
+        assert set(result["metrics"][stage]) >= {
+            "AP",
+            "AP50",
+            "AP75",
+            "APs",
+            "APm",
+            "APl",
+            "AR100",
+            "per_class",
+        }
     assert result["data"]["train_images"] == 48 and result["data"]["val_images"] == 16
     for name in ("model_float32.tflite", "model_float16.tflite", "model_int8.tflite", "export_report.json"):
         assert (output / "export" / name).stat().st_size > 0, name

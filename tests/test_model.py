@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_retinanet
+from retinanet_testing import tiny_retinanet
 
 from keras_retinanet import RetinaNet, build_backbone, retinanet_from_preset
 from keras_retinanet.backbones import available_backbones

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 import keras
 import numpy as np
 import tensorflow as tf
-from conftest import tiny_retinanet
+from retinanet_testing import tiny_retinanet
 
 from keras_retinanet.batchnorm import recompute_batchnorm_statistics
 from keras_retinanet.boxes import pairwise_iou

@@ -6,7 +6,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from conftest import tiny_retinanet
+from retinanet_testing import tiny_retinanet
 
 from keras_retinanet import cli, inference
 from keras_retinanet.visualize import draw_detections

@@ -39,6 +39,12 @@ def test_short_bccd_training_learns(bccd_subset, tmp_path, shared_datasets):
     losses = summary["history"]["loss"]
     assert losses[-1] < losses[0] / 2, losses
     assert summary["final_metrics"]["AP50"] > AP50_BOUND, summary["final_metrics"]
-    for name in ("config.yaml", "class_names.txt", "model.keras", "checkpoints/last.keras", "checkpoints/best.keras"):
+    for name in (
+        "config.yaml",
+        "class_names.txt",
+        "model.keras",
+        "checkpoints/last.keras",
+        "checkpoints/best.keras",
+    ):
         assert (output / name).exists(), name
     assert (output / "class_names.txt").read_text().split() == ["Platelets", "RBC", "WBC"]

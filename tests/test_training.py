@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-from conftest import tiny_retinanet
+from retinanet_testing import tiny_retinanet
 
 from keras_retinanet.cli import build_parser
 from keras_retinanet.commands.train import resolve_config

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import write_image
+from data_testing import write_image
 
 from keras_retinanet.data import augment as aug
 from keras_retinanet.data.pipeline import decode_image, train_transform

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import write_voc
+from data_testing import write_voc
 
 from keras_retinanet.anchors import AnchorGenerator
 from keras_retinanet.data import load_dataset

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import CHESS_NEGATIVE_TEST_IMAGE_ID, write_image, write_voc
+from data_testing import CHESS_NEGATIVE_TEST_IMAGE_ID, write_image, write_voc
 
 from keras_retinanet.data import DataError, load_dataset
 

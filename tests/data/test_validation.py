@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import write_image, write_voc
+from data_testing import write_image, write_voc
 
 from keras_retinanet.data import DataError, SkipReport, load_dataset, parse_spec
 from keras_retinanet.data.images import ImageError, inspect_image

@@ -13,7 +13,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, sys.argv[1])
-from conftest import tiny_retinanet  # noqa: E402
+from retinanet_testing import tiny_retinanet  # noqa: E402
 
 from keras_retinanet.training import freeze_batchnorm  # noqa: E402
 

@@ -11,7 +11,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, sys.argv[1])
-from conftest import tiny_retinanet  # noqa: E402
+from retinanet_testing import tiny_retinanet  # noqa: E402
 
 with strategy.scope():
     keras.utils.set_random_seed(0)
