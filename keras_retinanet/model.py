@@ -114,7 +114,10 @@ class RetinaNet(keras.Model):
         backbone_name = backbone if isinstance(backbone, str) else None
         backbone_model = (
             build_backbone(
-                backbone, weights=backbone_weights, batchnorm_momentum=backbone_batchnorm_momentum, **backbone_kwargs
+                backbone,
+                weights=backbone_weights,
+                batchnorm_momentum=backbone_batchnorm_momentum,
+                **backbone_kwargs,
             )
             if isinstance(backbone, str)
             else _deserialize(backbone)

@@ -3,7 +3,7 @@ path (VOC reader, tf.data pipeline, label encoder, focal + box loss, AdamW with 
 pycocotools evaluation on 12 held-out images).
 
 The bound: three runs of exactly this configuration on this 2-core machine (seeds 0, 1, 2; see the closing
-note of issue 4) reached held-out AP50 of SEED_AP50. An untrained model scores every anchor at the 0.01 prior,
+note of issue 4) reached held-out AP50 of 0.050, 0.029 and 0.061 (RBC carries it). An untrained model scores every anchor at the 0.01 prior,
 below the 0.05 detection threshold, so its AP50 is 0. The asserted bound is half the worst of the three runs:
 it fails when learning breaks (AP50 0), not on seed noise.
 """
@@ -12,7 +12,7 @@ import json
 
 from keras_retinanet.cli import main
 
-AP50_BOUND = 0.02
+AP50_BOUND = 0.0145
 
 
 def test_short_bccd_training_learns(bccd_subset, tmp_path, shared_datasets):
