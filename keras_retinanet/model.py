@@ -181,6 +181,34 @@ class RetinaNet(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Two Keras 3 bugs break fit() under MultiWorkerMirroredStrategy (keras-team/keras#20585):
+        # 1. the first batch is averaged over replicas with an eager strategy.reduce() to build the model; only
+        #    its shapes matter, so the local replica's share serves as well;
+        # 2. the logged metrics are averaged over axis 0, which fails for scalars: see train_step.
+        import tensorflow as tf
+
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, it in iterator:
+                data_batch = keras.tree.map_structure(
+                    lambda x: self.distribute_strategy.experimental_local_results(x)[0]
+                    if isinstance(x, tf.distribute.DistributedValues)
+                    else x,
+                    next(it),
+                )
+                break
+            iterator = None
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        import tensorflow as tf
+
+        if isinstance(self._distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Shape (1,) so that Keras' cross-worker mean over axis 0 works (keras-team/keras#20585).
+            logs = {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+        return logs
+
     def padded_shape(self, image_shape):
         """(H, W) of the network input after padding; ints or scalar tensors."""
         return tuple((size + SIZE_DIVISOR - 1) // SIZE_DIVISOR * SIZE_DIVISOR for size in image_shape)

@@ -417,8 +417,15 @@ def configure_threads(threads: int, inter_op: int | None = None) -> None:
     """Sets TF's intra-op and inter-op thread pools (must run before TF executes anything)."""
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(inter_op or threads)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op or threads)
+    except RuntimeError:
+        # TF already ran something in this process (e.g. when main() is called from a test): the pools are fixed.
+        print(
+            f"benchmark: TensorFlow is already initialised; its thread pools stay at "
+            f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all cores'} (asked {threads})"
+        )
 
 
 def build_model(args: argparse.Namespace):
