@@ -3,9 +3,9 @@ path (VOC reader, tf.data pipeline, label encoder, focal + box loss, AdamW with 
 pycocotools evaluation on 12 held-out images).
 
 The bound: three runs of exactly this configuration on this 2-core machine (seeds 0, 1, 2; see the closing
-note of issue 4) reached held-out AP50 of 0.050, 0.029 and 0.061 (RBC carries it). An untrained model scores every anchor at the 0.01 prior,
-below the 0.05 detection threshold, so its AP50 is 0. The asserted bound is half the worst of the three runs:
-it fails when learning breaks (AP50 0), not on seed noise.
+note of issue 4) reached held-out AP50 of 0.050, 0.029 and 0.061 (RBC carries it). An untrained model scores
+every anchor at the 0.01 prior, below the 0.05 detection threshold, so its AP50 is 0. The asserted bound is
+half the worst of the three runs: it fails when learning breaks (AP50 0), not on seed noise.
 """
 
 import json
