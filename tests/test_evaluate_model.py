@@ -122,7 +122,6 @@ def test_callback_every_n_epochs():
         EvaluationCallback([], class_names=["a"])
 
 
-@pytest.mark.slow
 def test_saved_model_gives_the_same_ap_as_keras(tiny_model_path, shared_datasets, tmp_path):
     # Issue 5: the same model as .keras and as SavedModel evaluates to the same AP (within 0.005).
     # Images are pre-resized to the export size, so both paths see identical pixels (no resampling).
