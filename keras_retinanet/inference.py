@@ -421,7 +421,8 @@ class TFLiteDetector(Detector):
 
     Args:
         path: the ``.tflite`` file.
-        num_threads: interpreter threads (default: all cores).
+        num_threads: interpreter threads (default 1). With ai-edge-litert 2.x and more than one thread, the
+            TFLite_Detection_PostProcess op's per-class NMS drops whole classes (see keras_retinanet.export).
         resize: ``"letterbox"`` (default, keeps the aspect ratio as in training) or ``"stretch"``.
     """
 
@@ -434,14 +435,14 @@ class TFLiteDetector(Detector):
         score_threshold: float = 0.05,
         max_detections: int = 100,
         class_names: Sequence[str] | None = None,
-        num_threads: int | None = None,
+        num_threads: int = 1,
         resize: str = "letterbox",
     ):
         from ai_edge_litert.interpreter import Interpreter
 
         path = os.fspath(path)
         try:
-            self.interpreter = Interpreter(model_path=path, num_threads=num_threads or os.cpu_count())
+            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             raise ModelFileError(f"{path}: LiteRT cannot load this file: {err}") from None
@@ -620,7 +621,7 @@ def load_detector(
             attribute, else 512). Ignored by SavedModel (any size) and TFLite (fixed by the file).
         score_threshold: detections with a lower score are dropped.
         max_detections: at most this many detections per image (highest scores).
-        num_threads: TFLite interpreter threads.
+        num_threads: TFLite interpreter threads (default 1: see ``TFLiteDetector``).
     Raises:
         ModelFileError: missing path, unsupported kind, or not a RetinaNet detector.
     """
@@ -631,7 +632,7 @@ def load_detector(
     path = os.fspath(model)
     kind = model_kind(path)
     if kind == "tflite":
-        return TFLiteDetector(path, score_threshold, max_detections, num_threads=num_threads)
+        return TFLiteDetector(path, score_threshold, max_detections, num_threads=num_threads or 1)
     if kind == "saved_model":
         if not os.path.isfile(os.path.join(path, "saved_model.pb")):
             path = os.path.join(path, "saved_model")
