@@ -59,24 +59,46 @@ class DetectionDecoder:
         scores, classes, cand_deltas, cand_anchors = [], [], [], []
         start = 0
         for size in level_sizes:
-            level_scores = ops.sigmoid(ops.cast(logits[:, start : start + size], "float32"))
-            flat = ops.reshape(level_scores, (ops.shape(level_scores)[0], size * num_classes))
-            k = min(self.topk_per_level, size * num_classes)
-            top_scores, top_index = ops.top_k(flat, k=k, sorted=False)
-            anchor_index = top_index // num_classes
-            classes.append(top_index % num_classes)
+            level_logits = ops.cast(logits[:, start : start + size], "float32")
+            top_logits, anchor_index, class_index = self._level_top_k(level_logits, size, num_classes)
+            # Ranking by logit is ranking by score (the sigmoid is monotonic), so the sigmoid runs on the k
+            # candidates only, not on all N_l * K.
+            top_scores = ops.sigmoid(top_logits)
+            classes.append(class_index)
             scores.append(ops.where(top_scores > self.score_threshold, top_scores, 0.0))
-            cand_deltas.append(
-                ops.take_along_axis(deltas[:, start : start + size], anchor_index[..., None], axis=1)
-            )
+            cand_deltas.append(tf.gather(deltas[:, start : start + size], anchor_index, batch_dims=1))
             cand_anchors.append(ops.take(anchors[start : start + size], anchor_index, axis=0))
             start += size
         return (
             ops.concatenate(scores, axis=1),
-            ops.cast(ops.concatenate(classes, axis=1), "int32"),
+            ops.concatenate(classes, axis=1),
             ops.concatenate(cand_deltas, axis=1),
             ops.concatenate(cand_anchors, axis=1),
         )
+
+    def _level_top_k(self, level_logits, size: int, num_classes: int):
+        """The top ``k = min(topk_per_level, size * K)`` (anchor, class) logits of one level.
+
+        A full top-k over the flattened (B, size * K) logits is the slowest step of decoding (2.9 M values
+        on P3 at 512x512 with 80 classes). It is done in two exact stages instead: the k anchors with the
+        highest best-class logit, then the top k of their (k, K) logits. No pair of the full top-k is lost:
+        if an anchor is outside the first stage, k anchors beat its best class, each with a pair at least
+        as high as any of its pairs.
+
+        Returns (B, k) logits, anchor indices into the level, class ids (int32).
+        """
+        batch = ops.shape(level_logits)[0]
+        k = min(self.topk_per_level, size * num_classes)
+        if size <= k:
+            flat = ops.reshape(level_logits, (batch, size * num_classes))
+            top_logits, top_index = ops.top_k(flat, k=k, sorted=False)
+            return top_logits, top_index // num_classes, ops.cast(top_index % num_classes, "int32")
+        _, first_anchors = ops.top_k(ops.max(level_logits, axis=-1), k=k, sorted=False)  # (B, k)
+        first_logits = tf.gather(level_logits, first_anchors, batch_dims=1)  # (B, k, K)
+        flat = ops.reshape(first_logits, (batch, k * num_classes))
+        top_logits, top_index = ops.top_k(flat, k=k, sorted=False)
+        anchor_index = ops.take_along_axis(first_anchors, top_index // num_classes, axis=1)
+        return top_logits, anchor_index, ops.cast(top_index % num_classes, "int32")
 
     def __call__(
         self, logits, deltas, anchors, level_sizes: Sequence[int], box_coder: BoxCoder, image_shape=None

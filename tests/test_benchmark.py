@@ -137,6 +137,14 @@ def test_peak_flops_formula():
     amd = dict(machine, vendor="AuthenticAMD", cpu_family=25, threads_per_core=1)
     assert benchmark.peak_flops(amd, threads=2)["gflops"] == pytest.approx(2 * 2.0 * 32)
     assert benchmark.peak_flops(machine, 4, override_gflops=123.0)["gflops"] == 123.0
+    # A measured matmul faster than the nominal peak means the clock boosts: it becomes the peak.
+    assert benchmark.peak_flops(amd, 2, measured_gflops=200.0)["gflops"] == 200.0
+    assert benchmark.peak_flops(amd, 2, measured_gflops=100.0)["gflops"] == pytest.approx(128.0)
+
+
+def test_measured_matmul_rate_is_plausible():
+    # 2 * 256^3 FLOPs: positive, and far below any CPU's 100 TFLOP/s.
+    assert 0.1 < benchmark.measure_matmul_gflops(size=256, runs=3) < 1e5
 
 
 @pytest.mark.slow

@@ -63,3 +63,34 @@ def test_top_k_per_level_and_score_threshold():
     result = decoder(logits, np.zeros((1, 8, 4), "float32"), anchors, [4, 4], BoxCoder())
     num = int(result["num_detections"][0])
     np.testing.assert_allclose(np.asarray(result["scores"][0, :num]), [0.99, 0.98, 0.9], rtol=1e-5)
+
+
+def test_two_stage_top_k_equals_the_full_top_k():
+    # Levels with more anchors than k take the two-stage path; the (anchor, class) pairs and their deltas must be
+    # exactly those of a top-k over all N_l * K flattened logits, for every image of the batch.
+    rng = np.random.default_rng(7)
+    level_sizes, num_classes, k = [600, 40], 5, 50
+    num_anchors = sum(level_sizes)
+    logits = rng.normal(0.0, 2.0, (2, num_anchors, num_classes)).astype("float32")
+    deltas = rng.normal(0.0, 1.0, (2, num_anchors, 4)).astype("float32")
+    anchors = rng.uniform(0, 100, (num_anchors, 4)).astype("float32")
+    decoder = DetectionDecoder(topk_per_level=k, score_threshold=0.0)
+    scores, classes, cand_deltas, cand_anchors = (
+        np.asarray(x) for x in decoder.select_candidates(logits, deltas, anchors, level_sizes)
+    )
+    for image in range(2):
+        expected, start = set(), 0
+        for size in level_sizes:
+            flat = logits[image, start : start + size].reshape(-1)
+            for index in np.argsort(-flat)[: min(k, flat.size)]:
+                expected.add((start + index // num_classes, index % num_classes))
+            start += size
+        got = set()
+        for j in range(scores.shape[1]):
+            anchor = int(np.flatnonzero(np.all(anchors == cand_anchors[image, j], axis=1))[0])
+            got.add((anchor, int(classes[image, j])))
+            np.testing.assert_allclose(
+                scores[image, j], 1 / (1 + np.exp(-logits[image, anchor, classes[image, j]])), rtol=1e-5
+            )
+            np.testing.assert_array_equal(cand_deltas[image, j], deltas[image, anchor])
+        assert got == expected
