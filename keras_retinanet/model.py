@@ -191,9 +191,11 @@ class RetinaNet(keras.Model):
         if iterator is not None and self._distribute_strategy is not None:
             for _, _, it in iterator:
                 data_batch = keras.tree.map_structure(
-                    lambda x: self.distribute_strategy.experimental_local_results(x)[0]
-                    if isinstance(x, tf.distribute.DistributedValues)
-                    else x,
+                    lambda x: (
+                        self.distribute_strategy.experimental_local_results(x)[0]
+                        if isinstance(x, tf.distribute.DistributedValues)
+                        else x
+                    ),
                     next(it),
                 )
                 break

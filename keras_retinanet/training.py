@@ -260,6 +260,17 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class _BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint(save_best_only=True)`` that waits quietly for the epochs that were evaluated.
+
+    With ``eval_every > 1`` most epochs have no ``val_AP``; Keras' own callback warns on each of them.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and self.monitor in logs:
+            super().on_epoch_end(epoch, logs)
+
+
 class PredictionImages(keras.callbacks.Callback):
     """Writes a few validation images with their predicted boxes to TensorBoard after every epoch."""
 
@@ -376,6 +387,7 @@ def train(config: TrainConfig) -> dict:
         steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
         verbose=config.verbose,
+        shuffle=False,  # the tf.data pipeline shuffles; Keras would only warn that it cannot
     )
     summary = {
         "epochs_run": len(history.epoch),
@@ -426,7 +438,7 @@ def _callbacks(config, output: Path, model, val_data, class_names, stop_on_nan) 
             )
         )
         callbacks.append(
-            keras.callbacks.ModelCheckpoint(
+            _BestCheckpoint(
                 str(checkpoints / "best.keras"), monitor="val_AP", mode="max", save_best_only=True
             )
         )
