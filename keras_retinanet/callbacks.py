@@ -42,6 +42,7 @@ class EvaluationCallback(keras.callbacks.Callback):
 
     Attributes:
         history: list of ``(epoch, metrics)`` with the full metric dicts (including ``per_class``).
+        logged_keys: the names this callback writes into ``logs``.
     """
 
     def __init__(
@@ -61,7 +62,7 @@ class EvaluationCallback(keras.callbacks.Callback):
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
-        from keras_retinanet.evaluate import resolve_examples
+        from keras_retinanet.evaluate import METRIC_KEYS, resolve_examples
 
         examples, names = resolve_examples(data, class_names)
         if max_images is not None:
@@ -76,6 +77,7 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.score_threshold = float(score_threshold)
         self.max_detections = int(max_detections)
         self.prefix = prefix
+        self.logged_keys = [f"{prefix}{key}" for key in METRIC_KEYS]
         self.pr_curve_dir = pr_curve_dir
         self.verbose = verbose
         self.history: list[tuple[int, dict]] = []

@@ -1,7 +1,8 @@
 """The ``retinanet`` command: ``retinanet SUBCOMMAND ...``.
 
 Each subcommand lives in ``keras_retinanet/commands/NAME.py`` with ``add_arguments(parser)`` and
-``run(args) -> int``; heavy imports (TensorFlow) happen inside ``run`` so that ``--help`` is instant.
+``run(args) -> int``. The slow parts (model building, data loading) happen inside ``run``; importing the
+package itself imports Keras and TensorFlow, so even ``--help`` takes the few seconds of that import.
 """
 
 from __future__ import annotations

@@ -271,6 +271,24 @@ class _BestCheckpoint(keras.callbacks.ModelCheckpoint):
             super().on_epoch_end(epoch, logs)
 
 
+class _CSVLogger(keras.callbacks.CSVLogger):
+    """``CSVLogger`` whose columns always include ``extra_keys`` (empty on the epochs that lack them).
+
+    Keras fixes the columns at the first epoch, so metrics first logged later (validation AP every N epochs)
+    would never reach the file.
+    """
+
+    def __init__(self, filename: str, extra_keys: Sequence[str] = (), **kwargs):
+        super().__init__(filename, **kwargs)
+        self.extra_keys = list(extra_keys)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        for key in self.extra_keys:
+            logs.setdefault(key, "")
+        super().on_epoch_end(epoch, logs)
+
+
 class PredictionImages(keras.callbacks.Callback):
     """Writes a few validation images with their predicted boxes to TensorBoard after every epoch."""
 
@@ -429,14 +447,13 @@ def _callbacks(config, output: Path, model, val_data, class_names, stop_on_nan) 
         from keras_retinanet.callbacks import EvaluationCallback
 
         # Before the checkpoint / early-stopping callbacks, which read val_AP from the same logs.
-        callbacks.append(
-            EvaluationCallback(
-                val_data,
-                every_n_epochs=config.eval_every,
-                image_size=config.image_size,
-                verbose=config.verbose,
-            )
+        evaluation = EvaluationCallback(
+            val_data,
+            every_n_epochs=config.eval_every,
+            image_size=config.image_size,
+            verbose=config.verbose,
         )
+        callbacks.append(evaluation)
         callbacks.append(
             _BestCheckpoint(
                 str(checkpoints / "best.keras"), monitor="val_AP", mode="max", save_best_only=True
@@ -450,7 +467,8 @@ def _callbacks(config, output: Path, model, val_data, class_names, stop_on_nan) 
             )
     callbacks.append(keras.callbacks.ModelCheckpoint(str(checkpoints / "last.keras")))
     callbacks.append(keras.callbacks.BackupAndRestore(str(output / "backup"), delete_checkpoint=False))
-    callbacks.append(keras.callbacks.CSVLogger(str(output / "log.csv"), append=True))
+    logged_later = evaluation.logged_keys if val_data is not None else []
+    callbacks.append(_CSVLogger(str(output / "log.csv"), extra_keys=logged_later, append=True))
     if config.tensorboard:
         log_dir = str(output / "tensorboard")
         callbacks.append(keras.callbacks.TensorBoard(log_dir))

@@ -157,7 +157,7 @@ def test_saved_model_gives_the_same_ap_as_keras(tiny_model_path, shared_datasets
 @pytest.mark.slow
 def test_tflite_file_evaluates_and_predicts(tiny_model_path, bccd_subset, tmp_path, capsys):
     # A builtin-op .tflite (TFLite_Detection_PostProcess outputs) runs through the same interface; its
-    # detections equal those of export.TFLiteDetector, the export's own reference runner.
+    # detections equal those of export.TFLiteRunner, the export's own reference runner.
     from keras_retinanet import export
 
     model = keras.saving.load_model(tiny_model_path, compile=False)
@@ -184,7 +184,7 @@ def test_tflite_file_evaluates_and_predicts(tiny_model_path, bccd_subset, tmp_pa
     image = inference.read_image(root / "JPEGImages" / f"{IDS[0]}.jpg")
     # Both runners share one interpreter: two LiteRT interpreters in one process can differ in the last
     # float bits, and the untrained boxes sit on the anchor grid where IoUs hit the NMS threshold exactly.
-    runner = export.TFLiteDetector(path, num_threads=1)
+    runner = export.TFLiteRunner(path, num_threads=1)
     detector.interpreter = runner.interpreter
     [ours] = detector.detect([image])
     reference = runner.detect(image)

@@ -92,6 +92,16 @@ def test_layout_and_report(exported):
     assert not [p for p in out.parent.iterdir() if ".partial-" in p.name]
 
 
+def test_int8_leaves_box_decoding_to_the_float_op(exported):
+    # Float files decode, clip and re-encode boxes in the graph (EXP, LOG); the int8 file must not, or every
+    # box coordinate would pass through int8 (8 AP points lost on the main job's model).
+    _, _, report, _ = exported
+    float_ops = set(report["files"]["model_float32.tflite"]["ops"])
+    int8_ops = set(report["files"]["model_int8.tflite"]["ops"])
+    assert {"EXP", "LOG"} <= float_ops
+    assert not {"EXP", "LOG"} & int8_ops
+
+
 def test_saved_model_matches_keras(exported):
     _, _, report, _ = exported
     assert report["parity"]["keras_detections"] > 0
@@ -133,11 +143,11 @@ def test_tflite_runs_on_standard_litert(exported, variant):
 
 
 def test_tflite_float32_matches_keras_on_single_thread(exported):
-    """TFLiteDetector boxes (canvas pixels) against Keras detections above 0.3."""
+    """TFLiteRunner boxes (canvas pixels) against Keras detections above 0.3."""
     from keras_retinanet import export as ex
 
     model, out, _, canvases = exported
-    detector = ex.TFLiteDetector(out / "model_float32.tflite")
+    detector = ex.TFLiteRunner(out / "model_float32.tflite")
     keras_det = model.detect(np.stack(canvases[:2]).astype(np.float32))
     for i, canvas in enumerate(canvases[:2]):
         n = int(np.asarray(keras_det["num_detections"])[i])

@@ -8,7 +8,10 @@ every anchor at the 0.01 prior, below the 0.05 detection threshold, so its AP50 
 half the worst of the three runs: it fails when learning breaks (AP50 0), not on seed noise.
 """
 
+import csv
 import json
+
+import pytest
 
 from keras_retinanet.cli import main
 
@@ -48,3 +51,8 @@ def test_short_bccd_training_learns(bccd_subset, tmp_path, shared_datasets):
     ):
         assert (output / name).exists(), name
     assert (output / "class_names.txt").read_text().split() == ["Platelets", "RBC", "WBC"]
+    # The CSV log has the AP columns although the first epoch had no AP yet: empty until the evaluated epoch.
+    with open(output / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["val_AP"] for row in rows[:-1]] == [""] * 7
+    assert float(rows[-1]["val_AP50"]) == pytest.approx(summary["history"]["val_AP50"][-1])

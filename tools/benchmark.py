@@ -458,7 +458,11 @@ def build_model(args: argparse.Namespace):
     """The benchmarked RetinaNet (random weights)."""
     from keras_retinanet import RetinaNet
 
-    kwargs: dict[str, Any] = {"fpn_channels": args.fpn_channels, "head_depth": args.head_depth}
+    kwargs: dict[str, Any] = {
+        "fpn_channels": args.fpn_channels,
+        "head_depth": args.head_depth,
+        "p6_source": args.p6_source,
+    }
     if args.backbone_alpha:
         kwargs["backbone_kwargs"] = {"alpha": args.backbone_alpha}
     return RetinaNet(args.num_classes, backbone=args.backbone, **kwargs)
@@ -755,7 +759,8 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"; {p}: " + ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items())
             for p, r in peers.items()
         ),
-        f"- Protocol: {cfg['backbone']}-FPN RetinaNet, {cfg['num_classes']} classes, random weights, "
+        f"- Protocol: {cfg['backbone']}-FPN RetinaNet (P6 from {cfg.get('p6_source', 'c5').upper()}), "
+        f"{cfg['num_classes']} classes, random weights, "
         f"{cfg['image_size']}x{cfg['image_size']}, float32, {cfg['threads']} threads, median of {cfg['runs']} "
         f"runs after {cfg['warmup']} warm-up{' (QUICK: tiny settings, not the protocol)' if cfg['quick'] else ''}",
         f"- Command: `{report['command']}`",
@@ -865,6 +870,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--backbone-alpha", type=float, default=None, help="width multiplier of MobileNets")
     parser.add_argument("--fpn-channels", type=int, default=None, help="default 256 (quick 32)")
     parser.add_argument("--head-depth", type=int, default=None, help="default 4 (quick 1)")
+    parser.add_argument(
+        "--p6-source",
+        choices=("c5", "p5"),
+        default="c5",
+        help="c5: the paper (default); p5: the layout of the keras-hub and torchvision models compared",
+    )
     parser.add_argument(
         "--xla", action="store_true", help="also time forward and training step with jit_compile"
     )
