@@ -1,14 +1,11 @@
 """Tests for keras_retinanet.evaluate (pycocotools box metrics)."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 
 from keras_retinanet import evaluate
-
-CHESS_VALID = "/work/shared/datasets/chess640/valid/_annotations.coco.json"
 
 
 def _example(image_id, boxes, classes, ignore=None, height=480, width=640):
@@ -54,8 +51,8 @@ def test_ground_truth_as_detections_gives_ap_one():
         assert values == {"AP": pytest.approx(1.0), "AP50": pytest.approx(1.0)}
 
 
-def _chess_examples():
-    with open(CHESS_VALID) as f:
+def _chess_examples(shared_datasets):
+    with open(shared_datasets / "chess640" / "valid" / "_annotations.coco.json") as f:
         coco = json.load(f)
     # Contiguous ids for the categories, in the file's order.
     cat_ids = [c["id"] for c in coco["categories"]]
@@ -83,9 +80,8 @@ def _chess_examples():
     return examples, names
 
 
-@pytest.mark.skipif(not os.path.exists(CHESS_VALID), reason="chess640 not available")
-def test_real_ground_truth_as_detections_gives_ap_one():
-    examples, names = _chess_examples()
+def test_real_ground_truth_as_detections_gives_ap_one(shared_datasets):
+    examples, names = _chess_examples(shared_datasets)
     metrics = evaluate.evaluate_detections(examples, _gt_as_detections(examples), names)
     assert metrics["AP"] == pytest.approx(1.0)
     assert metrics["AP50"] == pytest.approx(1.0)
