@@ -49,25 +49,26 @@ def bench_keras_hub(args: argparse.Namespace, data: dict[str, Any]) -> dict[str,
     holder: dict[str, Any] = {}
 
     def build() -> dict[str, Any]:
-        if args.quick:
-            encoder = keras_hub.models.ResNetBackbone(
-                input_conv_filters=[64],
-                input_conv_kernel_sizes=[3],
-                stackwise_num_filters=[64, 64, 64, 64],
-                stackwise_num_blocks=[1, 1, 1, 1],
-                stackwise_num_strides=[1, 2, 2, 2],
-                block_type="basic_block",
-            )
-        else:
-            encoder = keras_hub.models.ResNetBackbone(
-                input_conv_filters=[64],
-                input_conv_kernel_sizes=[7],
-                stackwise_num_filters=[64, 128, 256, 512],
-                stackwise_num_blocks=[3, 4, 6, 3],
-                stackwise_num_strides=[1, 2, 2, 2],
-                block_type="bottleneck_block",
-                use_pre_activation=False,
-            )
+        # ResNet50 (v1, bottleneck blocks); --quick: a tiny basic-block ResNet.
+        layout = (
+            {"kernel": 3, "filters": [64] * 4, "blocks": [1] * 4, "block_type": "basic_block"}
+            if args.quick
+            else {
+                "kernel": 7,
+                "filters": [64, 128, 256, 512],
+                "blocks": [3, 4, 6, 3],
+                "block_type": "bottleneck_block",
+            }
+        )
+        encoder = keras_hub.models.ResNetBackbone(
+            input_conv_filters=[64],
+            input_conv_kernel_sizes=[layout["kernel"]],
+            stackwise_num_filters=layout["filters"],
+            stackwise_num_blocks=layout["blocks"],
+            stackwise_num_strides=[1, 2, 2, 2],
+            block_type=layout["block_type"],
+            use_pre_activation=False,
+        )
         backbone = keras_hub.models.RetinaNetBackbone(
             image_encoder=encoder, min_level=3, max_level=7, use_p5=False
         )
