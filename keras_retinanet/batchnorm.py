@@ -1,10 +1,61 @@
-"""BatchNorm helpers for detection training with small batches."""
+"""BatchNorm for detection training: a fused training path, and statistics for small batches."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 import keras
+from keras import ops
+
+# tf.nn.fused_batch_norm raises smaller epsilons to this value; such layers keep Keras' own path.
+_FUSED_MIN_EPSILON = 1.001e-5
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` whose training-mode step runs TensorFlow's fused kernel.
+
+    Keras 3 computes a training-mode BatchNorm from separate mean, variance and normalisation ops, and their
+    gradients from as many more; ``tf.nn.fused_batch_norm`` (oneDNN on CPU, cuDNN on GPU, XLA on TPU) does
+    each direction in one kernel, about twice as fast. Results are the same as the Keras layer's: the same
+    normalisation with the batch's (biased) variance, and the same moving-average updates. Inference mode,
+    frozen layers (``trainable=False``) and every case the fused kernel does not cover (another backend, a
+    mask, renorm, synchronised statistics, a channel axis other than the last of a 4-D input, or an epsilon
+    below 1.001e-5) use the Keras layer's own code.
+
+    Input and output: (B, H, W, C), any float dtype; statistics and parameters stay float32.
+    """
+
+    def _use_fused(self, inputs, training, mask) -> bool:
+        return (
+            bool(training)
+            and self.trainable
+            and keras.backend.backend() == "tensorflow"
+            and mask is None
+            and not self.renorm
+            and not self.synchronized
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and self.epsilon >= _FUSED_MIN_EPSILON
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._use_fused(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        channels = inputs.shape[-1]
+        scale = self.gamma if self.scale else ops.ones((channels,), "float32")
+        offset = self.beta if self.center else ops.zeros((channels,), "float32")
+        outputs, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, scale, offset, epsilon=self.epsilon, is_training=True
+        )
+        # The kernel returns the unbiased batch variance; Keras' moving average uses the biased one.
+        count = ops.cast(ops.prod(ops.shape(inputs)[:-1]), "float32")
+        variance = unbiased_variance * (count - 1.0) / ops.maximum(count, 1.0)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return ops.cast(outputs, self.compute_dtype)
 
 
 def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:

@@ -159,6 +159,63 @@ def test_local_backbone_weights_file(tmp_path):
     np.testing.assert_array_equal(loaded[first_kernel], expected[first_kernel])
 
 
+def _randomise_biases_and_batchnorm_statistics(model: keras.Model, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and layer.use_bias:
+            layer.bias.assign(rng.normal(0.0, 1.0, layer.bias.shape).astype("float32"))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(0.0, 1.0, layer.moving_mean.shape).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape).astype("float32"))
+
+
+def test_streamline_batchnorm_folds_biases_only_where_a_batchnorm_is_the_sole_consumer():
+    from keras_retinanet.backbones import streamline_batchnorm
+    from keras_retinanet.batchnorm import FusedBatchNormalization
+
+    inputs = keras.Input((8, 8, 3))
+    folded_conv = keras.layers.Conv2D(4, 3, padding="same", name="feeds_bn")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(folded_conv)
+    shared = keras.layers.Conv2D(4, 1, name="feeds_bn_and_add")(x)
+    x = keras.layers.Add()([keras.layers.BatchNormalization(name="bn2")(shared), shared])
+    output = keras.layers.Conv2D(2, 1, name="output_conv")(x)
+    model = keras.Model(inputs, [output, keras.layers.BatchNormalization(name="bn3")(output)])
+    _randomise_biases_and_batchnorm_statistics(model)
+
+    rebuilt = streamline_batchnorm(model)
+    assert all(isinstance(rebuilt.get_layer(n), FusedBatchNormalization) for n in ("bn", "bn2", "bn3"))
+    assert not rebuilt.get_layer("feeds_bn").use_bias
+    assert rebuilt.get_layer("feeds_bn_and_add").use_bias
+    assert rebuilt.get_layer("output_conv").use_bias  # a model output keeps its bias
+    assert model.count_params() - rebuilt.count_params() == 4
+    images = np.random.default_rng(1).normal(0.0, 1.0, (2, 8, 8, 3)).astype("float32")
+    for training in (False, True):
+        for expected, got in zip(model(images, training=training), rebuilt(images, training=training)):
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    plain_inputs = keras.Input((4, 4, 1))
+    plain = keras.Model(plain_inputs, keras.layers.ReLU()(keras.layers.Conv2D(1, 1)(plain_inputs)))
+    assert streamline_batchnorm(plain) is plain
+
+
+def test_resnet50_backbone_has_no_conv_bias_and_matches_keras_applications(tmp_path):
+    source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(None, None, 3))
+    _randomise_biases_and_batchnorm_statistics(source)
+    path = tmp_path / "resnet50_notop.weights.h5"
+    source.save_weights(path)
+    backbone = build_backbone("resnet50", weights=str(path), batchnorm_momentum=None)
+
+    convs = [w for w in backbone.weights if "conv" in w.path and w.path.endswith("bias")]
+    assert convs == []
+    assert source.count_params() - backbone.count_params() == sum(
+        layer.filters for layer in source.layers if isinstance(layer, keras.layers.Conv2D)
+    )
+    images = np.random.default_rng(2).uniform(0.0, 255.0, (1, 64, 64, 3)).astype("float32")
+    caffe = images[..., ::-1] - np.array([103.939, 116.779, 123.68], "float32")
+    expected_c5 = source(caffe, training=False)
+    c5 = backbone(images, training=False)[2]
+    np.testing.assert_allclose(c5, expected_c5, rtol=1e-3, atol=1e-3 * float(np.abs(expected_c5).max()))
+
+
 def test_recompute_batchnorm_statistics_gives_the_exact_mean():
     from keras_retinanet.batchnorm import recompute_batchnorm_statistics
 
