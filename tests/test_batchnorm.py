@@ -81,3 +81,32 @@ def test_serialization_round_trip():
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(fused))
     assert isinstance(restored, FusedBatchNormalization)
     assert (restored.momentum, restored.epsilon) == (0.8, 2e-3)
+
+
+def test_a_network_trains_the_same_with_fused_batchnorm():
+    """Five SGD steps of a conv-BN-ReLU network: the streamlined copy follows the Keras one step by step."""
+    from keras_retinanet.backbones import streamline_batchnorm
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=0.9)(x))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
+    outputs = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x)))
+    reference = keras.Model(inputs, outputs)
+    fused = streamline_batchnorm(reference)
+    assert fused is not reference
+    assert sum(isinstance(layer, FusedBatchNormalization) for layer in fused.layers) == 2
+
+    rng = np.random.default_rng(3)
+    images = rng.normal(0.0, 1.0, (5, 4, 16, 16, 3)).astype("float32")
+    labels = rng.normal(0.0, 1.0, (5, 4, 1)).astype("float32")
+    for model in (reference, fused):
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
+    for step in range(5):
+        expected = reference.train_on_batch(images[step], labels[step])
+        got = fused.train_on_batch(images[step], labels[step])
+        np.testing.assert_allclose(got, expected, rtol=1e-4, err_msg=f"step {step}")
+    for got, expected in zip(fused.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5)

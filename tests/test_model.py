@@ -206,6 +206,10 @@ def test_resnet50_backbone_has_no_conv_bias_and_matches_keras_applications(tmp_p
 
     convs = [w for w in backbone.weights if "conv" in w.path and w.path.endswith("bias")]
     assert convs == []
+    from keras_retinanet.batchnorm import FusedBatchNormalization, batchnorm_layers
+
+    assert len(batchnorm_layers(backbone)) == 53
+    assert all(isinstance(layer, FusedBatchNormalization) for layer in batchnorm_layers(backbone))
     assert source.count_params() - backbone.count_params() == sum(
         layer.filters for layer in source.layers if isinstance(layer, keras.layers.Conv2D)
     )
