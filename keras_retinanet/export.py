@@ -79,6 +79,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_retinanet.tflite_requantization import fit_requantization_scales
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_SIZE = 512
@@ -632,6 +634,18 @@ def convert_tflite(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     data = _order_outputs_by_signature(data)
+    if variant == "int8":
+        try:
+            data, widened = fit_requantization_scales(data)
+        except ValueError as err:
+            raise ExportError(str(err)) from None
+        if widened:
+            logger.warning(
+                "int8 TFLite: %d convolution output(s) were almost constant on the calibration images; their "
+                "scale was widened so that XNNPACK accepts the file: %s",
+                len(widened),
+                ", ".join(widened),
+            )
     ops = tflite_ops(data)
     if nms == "builtin":
         if flex_ops(ops):

@@ -4,7 +4,8 @@ import pytest
 from retinanet_testing import tiny_retinanet
 
 from keras_retinanet import RetinaNet, build_backbone, retinanet_from_preset
-from keras_retinanet.backbones import available_backbones
+from keras_retinanet.backbones import available_backbones, streamline_batchnorm
+from keras_retinanet.batchnorm import FusedBatchNormalization, batchnorm_layers
 
 
 @pytest.fixture(scope="module")
@@ -170,9 +171,6 @@ def _randomise_biases_and_batchnorm_statistics(model: keras.Model, seed: int = 0
 
 
 def test_streamline_batchnorm_folds_biases_only_where_a_batchnorm_is_the_sole_consumer():
-    from keras_retinanet.backbones import streamline_batchnorm
-    from keras_retinanet.batchnorm import FusedBatchNormalization
-
     inputs = keras.Input((8, 8, 3))
     folded_conv = keras.layers.Conv2D(4, 3, padding="same", name="feeds_bn")(inputs)
     x = keras.layers.BatchNormalization(name="bn")(folded_conv)
@@ -206,8 +204,6 @@ def test_resnet50_backbone_has_no_conv_bias_and_matches_keras_applications(tmp_p
 
     convs = [w for w in backbone.weights if "conv" in w.path and w.path.endswith("bias")]
     assert convs == []
-    from keras_retinanet.batchnorm import FusedBatchNormalization, batchnorm_layers
-
     assert len(batchnorm_layers(backbone)) == 53
     assert all(isinstance(layer, FusedBatchNormalization) for layer in batchnorm_layers(backbone))
     assert source.count_params() - backbone.count_params() == sum(
@@ -220,22 +216,25 @@ def test_resnet50_backbone_has_no_conv_bias_and_matches_keras_applications(tmp_p
     np.testing.assert_allclose(c5, expected_c5, rtol=1e-3, atol=1e-3 * float(np.abs(expected_c5).max()))
 
 
-def test_recompute_batchnorm_statistics_gives_the_exact_mean():
+@pytest.mark.parametrize("layer_class", [keras.layers.BatchNormalization, FusedBatchNormalization])
+def test_recompute_batchnorm_statistics_gives_the_exact_mean(layer_class):
     from keras_retinanet.batchnorm import recompute_batchnorm_statistics
 
-    inputs = keras.Input((3,))
-    model = keras.Model(inputs, keras.layers.BatchNormalization()(inputs))
-    batches = [np.full((4, 3), value, "float32") for value in (1.0, 2.0, 6.0)]
+    inputs = keras.Input((2, 2, 3))
+    model = keras.Model(inputs, layer_class()(inputs))
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(value, value, (4, 2, 2, 3)).astype("float32") for value in (1.0, 2.0, 6.0)]
     assert recompute_batchnorm_statistics(model, batches) == 3
     layer = model.layers[-1]
-    np.testing.assert_allclose(layer.moving_mean.numpy(), [3.0, 3.0, 3.0], rtol=1e-6)
-    np.testing.assert_allclose(layer.moving_variance.numpy(), 0.0, atol=1e-6)
+    # The average over batches of each batch's mean and (biased) variance.
+    expected_mean = np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0)
+    expected_variance = np.mean([b.var(axis=(0, 1, 2)) for b in batches], axis=0)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), expected_mean, rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), expected_variance, rtol=1e-5)
     assert layer.momentum == 0.99
 
 
 def test_backbone_batchnorm_momentum_is_set_and_saved(tmp_path):
-    from keras_retinanet.batchnorm import batchnorm_layers
-
     # keras.applications' MobileNetV2 uses 0.999, far too slow for a from-scratch detector's training length.
     model = tiny_retinanet(backbone_batchnorm_momentum=0.9)
     assert {layer.momentum for layer in batchnorm_layers(model.backbone)} == {0.9}
