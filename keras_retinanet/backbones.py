@@ -7,7 +7,7 @@ import os
 import keras
 from keras import ops
 
-from keras_retinanet.batchnorm import FusedBatchNormalization  # noqa: F401 (registers it for from_config)
+from keras_retinanet.batchnorm import FusedBatchNormalization
 
 # name -> (keras.applications constructor, input normalisation the ImageNet weights expect)
 _BACKBONES = {
@@ -125,9 +125,9 @@ def streamline_batchnorm(model: keras.Model) -> keras.Model:
         return model
     for layer_config in batchnorms:
         layer_config.update(
-            class_name="FusedBatchNormalization",
+            class_name=FusedBatchNormalization.__name__,
             module=None,
-            registered_name="keras_retinanet>FusedBatchNormalization",
+            registered_name=keras.saving.get_registered_name(FusedBatchNormalization),
         )
 
     consumers: dict[str, list[dict]] = {}
@@ -146,7 +146,7 @@ def streamline_batchnorm(model: keras.Model) -> keras.Model:
             and layer_config["config"].get("use_bias")
             and name not in output_names
             and len(users) == 1
-            and users[0]["class_name"] == "FusedBatchNormalization"
+            and users[0]["class_name"] == FusedBatchNormalization.__name__
         ):
             layer_config["config"]["use_bias"] = False
             folded[name] = users[0]["name"]

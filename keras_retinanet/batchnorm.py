@@ -51,7 +51,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             inputs, scale, offset, epsilon=self.epsilon, is_training=True
         )
         # The kernel returns the unbiased batch variance; Keras' moving average uses the biased one.
-        count = ops.cast(ops.prod(ops.shape(inputs)[:-1]), "float32")
+        count = ops.cast(tf.size(inputs) // channels, "float32")
         variance = unbiased_variance * (count - 1.0) / ops.maximum(count, 1.0)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))

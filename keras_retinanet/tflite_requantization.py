@@ -16,6 +16,8 @@ stored in units of ``input_scale * filter_scale``, are rescaled to match.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 # XNNPACK accepts requantization ratios below 256; stay well inside it.
@@ -40,7 +42,11 @@ def _builtin_code(model, operator) -> int:
 
 
 def requantization_ratios(model, operator) -> np.ndarray | None:
-    """Per-output-channel ``input_scale * filter_scale / output_scale`` of an int8 conv / FC operator."""
+    """Per-output-channel ``input_scale * filter_scale / output_scale`` of an int8 conv / FC operator.
+
+    ``model`` is the object form of a .tflite file (``flatbuffer_utils.read_model_from_bytearray``); returns
+    ``None`` for any other operator.
+    """
     tensors = model.subgraphs[0].tensors
     if _builtin_code(model, operator) not in _WEIGHTED_OPS or len(operator.inputs) < 2:
         return None
@@ -59,8 +65,6 @@ def requantization_ratios(model, operator) -> np.ndarray | None:
 
 def _private_bias(model, operator):
     """The operator's bias tensor, copied first when another tensor shares its buffer."""
-    import copy
-
     subgraph = model.subgraphs[0]
     index = operator.inputs[2]
     bias = subgraph.tensors[index]
