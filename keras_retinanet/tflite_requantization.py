@@ -19,14 +19,18 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
 
 # XNNPACK accepts requantization ratios below 256; stay well inside it.
 XNNPACK_MAX_RATIO = 256.0
 _TARGET_RATIO = 128.0
-# Builtin operator codes (tensorflow/lite/schema/schema.fbs) of the ops with an int8 weight and int32 bias.
-_CONV_2D, _DEPTHWISE_CONV_2D, _FULLY_CONNECTED = 3, 4, 9
-_WEIGHTED_OPS = {_CONV_2D, _DEPTHWISE_CONV_2D, _FULLY_CONNECTED}
-_INT8, _INT32 = 9, 2  # TensorType
+# The ops with an int8 weight and an int32 bias.
+_WEIGHTED_OPS = {
+    schema.BuiltinOperator.CONV_2D,
+    schema.BuiltinOperator.DEPTHWISE_CONV_2D,
+    schema.BuiltinOperator.FULLY_CONNECTED,
+}
+_INT8, _INT32 = schema.TensorType.INT8, schema.TensorType.INT32
 
 
 def _scales(tensor) -> np.ndarray | None:
