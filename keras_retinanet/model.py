@@ -21,6 +21,9 @@ from keras_retinanet.targets import LabelEncoder
 # size alone, in the model and in the tf.data label encoder alike.
 SIZE_DIVISOR = 32
 
+# The input size of a model that does not record the size it was trained at (``image_size=None``).
+DEFAULT_IMAGE_SIZE = 512
+
 
 @keras.saving.register_keras_serializable(package="keras_retinanet")
 class PadToMultiple(keras.layers.Layer):
@@ -73,13 +76,17 @@ class RetinaNet(keras.Model):
         backbone_batchnorm_momentum: BatchNorm momentum of a named backbone (see ``build_backbone``).
         class_names: K names, saved with the model.
         fpn_channels: width of the pyramid levels (256).
-        p6_source: ``"c5"`` (paper) or ``"p5"`` (torchvision v1).
+        p6_source: ``"c5"`` (paper, torchvision v2) or ``"p5"`` (torchvision v1).
+        fpn_padding: padding of the stride-2 P6/P7 convs: ``"same"`` (Keras) or ``"symmetric"`` (PyTorch,
+            torchvision); see ``FeaturePyramid``.
         head_depth, head_channels: convs per subnet (4) and their width (default: ``fpn_channels``).
         use_group_norm: GroupNorm after each subnet conv (torchvision v2).
+        group_norm_epsilon: its epsilon (1e-5, PyTorch's; models saved before this option used Keras' 1e-3 and
+            keep it when loaded).
         prior_probability: initial foreground probability of the classification head (0.01).
         anchor_generator, box_coder, matcher, decoder: parts; ``None`` builds the paper's default.
         image_size: the (square int or (H, W)) input size the model is trained for; evaluation, prediction and
-            export letterbox images to it. ``None``: not recorded (they then default to 512).
+            export letterbox images to it (``input_size``). ``None``: not recorded (they then use 512).
 
     Images are (B, H, W, 3) RGB, uint8 or float in [0, 255], any size; the model normalises them for the
     backbone and pads them to a multiple of 32 at the bottom and right.
@@ -95,9 +102,11 @@ class RetinaNet(keras.Model):
         class_names: Sequence[str] | None = None,
         fpn_channels: int = 256,
         p6_source: str = "c5",
+        fpn_padding: str = "same",
         head_depth: int = 4,
         head_channels: int | None = None,
         use_group_norm: bool = False,
+        group_norm_epsilon: float = 1e-5,
         prior_probability: float = 0.01,
         anchor_generator: AnchorGenerator | None = None,
         box_coder: BoxCoder | None = None,
@@ -123,9 +132,15 @@ class RetinaNet(keras.Model):
             else _deserialize(backbone)
         )
         num_anchors = anchor_generator.num_anchors_per_location
-        feature_pyramid = FeaturePyramid(fpn_channels, p6_source=p6_source, name="feature_pyramid")
+        feature_pyramid = FeaturePyramid(
+            fpn_channels, p6_source=p6_source, padding=fpn_padding, name="feature_pyramid"
+        )
         head_args = dict(
-            num_anchors=num_anchors, depth=head_depth, channels=head_channels, use_group_norm=use_group_norm
+            num_anchors=num_anchors,
+            depth=head_depth,
+            channels=head_channels,
+            use_group_norm=use_group_norm,
+            group_norm_epsilon=group_norm_epsilon,
         )
         classification_head = ClassificationHead(
             num_classes, prior_probability=prior_probability, name="classification_head", **head_args
@@ -148,9 +163,11 @@ class RetinaNet(keras.Model):
         self.backbone = backbone_model
         self.fpn_channels = fpn_channels
         self.p6_source = p6_source
+        self.fpn_padding = fpn_padding
         self.head_depth = head_depth
         self.head_channels = head_channels
         self.use_group_norm = use_group_norm
+        self.group_norm_epsilon = float(group_norm_epsilon)
         self.prior_probability = prior_probability
         self.anchor_generator = anchor_generator
         self.box_coder = _deserialize(box_coder) or BoxCoder()
@@ -159,6 +176,13 @@ class RetinaNet(keras.Model):
         self.image_size = (
             image_size if image_size is None or isinstance(image_size, int) else list(image_size)
         )
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) that evaluation, prediction and export letterbox images to: the recorded ``image_size``
+        (the training size), else 512 x 512."""
+        size = DEFAULT_IMAGE_SIZE if self.image_size is None else self.image_size
+        return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
     def label_encoder(self) -> LabelEncoder:
         """The label encoder that matches this model's anchors, box coding and matching rule."""
@@ -265,9 +289,11 @@ class RetinaNet(keras.Model):
             "class_names": self.class_names,
             "fpn_channels": self.fpn_channels,
             "p6_source": self.p6_source,
+            "fpn_padding": self.fpn_padding,
             "head_depth": self.head_depth,
             "head_channels": self.head_channels,
             "use_group_norm": self.use_group_norm,
+            "group_norm_epsilon": self.group_norm_epsilon,
             "prior_probability": self.prior_probability,
             "anchor_generator": _serialize(self.anchor_generator),
             "box_coder": _serialize(self.box_coder),
@@ -278,6 +304,8 @@ class RetinaNet(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict) -> RetinaNet:
+        # Files saved before the option existed were built with Keras' GroupNormalization default.
+        config = {"group_norm_epsilon": 1e-3, **config}
         return cls(**config)
 
 

@@ -45,7 +45,7 @@ def _gallery(examples, detections, class_names, path: Path, columns: int = 3) ->
     """Ground truth (left) next to predictions (right) for each example, in a grid, as one PNG."""
     import cv2
 
-    from keras_retinanet.inference import read_image
+    from keras_retinanet.imaging import read_image
     from keras_retinanet.visualize import draw_detections
 
     tiles = []
@@ -82,9 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from keras_retinanet import data
     from keras_retinanet.data.synthetic import make_synthetic_coco
-    from keras_retinanet.evaluate import evaluate_model, format_metrics
+    from keras_retinanet.detectors import predict
+    from keras_retinanet.evaluation import evaluate_model, format_metrics
     from keras_retinanet.export import export_model
-    from keras_retinanet.inference import predict
     from keras_retinanet.training import TrainConfig, train
 
     output = Path(args.output)
@@ -147,7 +147,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = export_model(
         str(model_path),
         export_dir,
-        image_size=args.image_size,
         calibration_data=train_spec,
         calibration_steps=min(200, len(train_data)),
         overwrite=True,

@@ -27,15 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-size",
         metavar="N|HxW",
-        help="letterbox size for .keras models (default: the model's, else 512)",
+        help="letterbox size for .keras models (default: the size the model was trained at)",
     )
     parser.add_argument(
         "--score-threshold",
         type=float,
-        default=0.05,
-        help="drop detections below this score (default 0.05, as in the paper)",
+        help="drop detections below this score (default: the model's own decoder setting, 0.05 as in the paper)",
     )
-    parser.add_argument("--max-detections", type=int, default=100, help="detections per image (default 100)")
+    parser.add_argument(
+        "--max-detections", type=int, help="detections per image (default: the model's own, 100 as in COCO)"
+    )
     parser.add_argument(
         "--skip-bad",
         action="store_true",
@@ -44,34 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def parse_image_size(value: str | None) -> tuple[int, int] | None:
-    """``None``, ``"512"`` or ``"384x640"`` (H x W) -> (H, W)."""
-    if value is None:
-        return None
-    parts = [p for p in str(value).lower().replace(",", "x").split("x") if p.strip()]
-    try:
-        sizes = [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"image size must be N or HxW, got {value!r}") from None
-    if len(sizes) == 1:
-        sizes *= 2
-    if len(sizes) != 2 or min(sizes) < 32:
-        raise ValueError(f"image size must be N or HxW with sides >= 32, got {value!r}")
-    return sizes[0], sizes[1]
-
-
 def run(args: argparse.Namespace) -> int:
-    from keras_retinanet import evaluate, inference
+    from keras_retinanet import detectors, evaluation
+    from keras_retinanet.imaging import ImageReadError, parse_image_size
 
     try:
-        image_size = parse_image_size(args.image_size)
-        detector = inference.load_detector(
+        detector = detectors.load_detector(
             args.model,
-            image_size=image_size,
+            image_size=parse_image_size(args.image_size) if args.image_size else None,
             score_threshold=args.score_threshold,
             max_detections=args.max_detections,
         )
-    except (inference.ModelFileError, ValueError) as err:
+    except (detectors.ModelFileError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
@@ -97,20 +82,20 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     try:
-        metrics = evaluate.evaluate_model(
+        metrics = evaluation.evaluate_model(
             detector,
             dataset,
             batch_size=args.batch_size,
             pr_curve_dir=args.pr_curves,
             progress=not args.no_progress,
         )
-    except inference.ImageReadError as err:
+    except ImageReadError as err:
         print(
             f"error: cannot read image {err.path}: {err.reason} (use the data tools to find bad images)",
             file=sys.stderr,
         )
         return 1
-    print(evaluate.format_metrics(metrics))
+    print(evaluation.format_metrics(metrics))
     if args.json:
         directory = os.path.dirname(os.path.abspath(args.json))
         os.makedirs(directory, exist_ok=True)

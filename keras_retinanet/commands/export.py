@@ -11,13 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from keras_retinanet.export import (
-    DEFAULT_IMAGE_SIZE,
-    TFLITE_NMS_CHOICES,
-    TFLITE_VARIANTS,
-    ExportError,
-    export_model,
-)
+from keras_retinanet.export.config import TFLITE_NMS_CHOICES, TFLITE_VARIANTS
 
 
 def _variants(text: str) -> list[str]:
@@ -39,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument(
         "--image-size",
-        default=str(DEFAULT_IMAGE_SIZE),
-        help="network input size N or HxW: the SavedModel letterbox size and the fixed TFLite input (512)",
+        help="network input size N or HxW: the SavedModel letterbox size and the fixed TFLite input "
+        "(default: the size the model was trained at)",
     )
     parser.add_argument(
         "--tflite",
@@ -69,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the export; returns 0 on success, 2 on a user error (message on stderr)."""
+    from keras_retinanet.detectors import ModelFileError
+    from keras_retinanet.export import ExportError, export_model
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     output = args.output or str(Path("saved_models") / Path(args.model).stem)
     try:
@@ -85,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             benchmark=args.benchmark,
             overwrite=args.overwrite,
         )
-    except ExportError as err:
+    except (ExportError, ModelFileError, ValueError) as err:
         print(f"retinanet export: error: {err}", file=sys.stderr)
         return 2
     summary = {name: info.get("size_bytes") for name, info in report["files"].items()}

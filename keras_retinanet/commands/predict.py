@@ -41,12 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.3,
         help="keep detections with at least this score (default 0.3)",
     )
-    parser.add_argument("--max-detections", type=int, default=100, help="detections per image (default 100)")
+    parser.add_argument("--max-detections", type=int, help="detections per image (default: the model's own)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
     parser.add_argument(
         "--image-size",
         metavar="N|HxW",
-        help="letterbox size for .keras models (default: the model's, else 512)",
+        help="letterbox size for .keras models (default: the size the model was trained at)",
     )
     parser.add_argument(
         "--recursive", action="store_true", help="also look into sub-folders of folder inputs"
@@ -68,7 +68,7 @@ class Source:
 
 
 def _is_image(path: str) -> bool:
-    from keras_retinanet.inference import IMAGE_EXTENSIONS
+    from keras_retinanet.detectors.predict import IMAGE_EXTENSIONS
 
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
@@ -133,7 +133,7 @@ class _Results:
         self.next_id = 0
 
     def add(self, detections, file_name: str, frame: int | None = None) -> None:
-        from keras_retinanet.evaluate import detections_to_coco_results
+        from keras_retinanet.evaluation import detections_to_coco_results
 
         entries = detections_to_coco_results(
             [detections], [self.next_id], category_offset=0, file_names=[file_name]
@@ -150,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm.auto import tqdm
 
-    from keras_retinanet import inference
-    from keras_retinanet.commands.evaluate import parse_image_size
+    from keras_retinanet import detectors
+    from keras_retinanet.imaging import parse_image_size
     from keras_retinanet.visualize import draw_detections, rgb_to_bgr
 
     sources = collect_inputs(args.inputs, recursive=args.recursive)
@@ -159,13 +159,13 @@ def run(args: argparse.Namespace) -> int:
         print("error: no images or videos found in the inputs", file=sys.stderr)
         return 2
     try:
-        detector = inference.load_detector(
+        detector = detectors.load_detector(
             args.model,
-            image_size=parse_image_size(args.image_size),
+            image_size=parse_image_size(args.image_size) if args.image_size else None,
             score_threshold=args.score_threshold,
             max_detections=args.max_detections,
         )
-    except (inference.ModelFileError, ValueError) as err:
+    except (detectors.ModelFileError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         if source.kind == "missing":
             fail(source.path, "no such file, folder or glob match")
     if images:
-        stream = inference.iter_predictions(detector, [s.path for s in images], batch_size=args.batch_size)
+        stream = detectors.iter_predictions(detector, [s.path for s in images], batch_size=args.batch_size)
         for item in tqdm(stream, total=len(images), desc="images", unit="img", disable=args.no_progress):
             if item.error is not None:
                 fail(item.name, getattr(item.error, "reason", str(item.error)))

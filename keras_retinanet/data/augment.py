@@ -64,23 +64,6 @@ def photometric_jitter(
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def apply_exif_orientation(image: tf.Tensor, orientation) -> tf.Tensor:
-    """Turns stored pixels into the displayed image for EXIF orientation 1..8 (as PIL's exif_transpose)."""
-    transpose = lambda x: tf.transpose(x, [1, 0, 2])  # noqa: E731
-    branches = [
-        lambda: image,  # 1: as stored
-        lambda: tf.reverse(image, [1]),  # 2: mirrored left-right
-        lambda: tf.image.rot90(image, 2),  # 3: rotated 180
-        lambda: tf.reverse(image, [0]),  # 4: mirrored top-bottom
-        lambda: transpose(image),  # 5: transposed
-        lambda: tf.image.rot90(image, 3),  # 6: rotate 90 clockwise to display
-        lambda: tf.image.rot90(transpose(image), 2),  # 7: transverse
-        lambda: tf.image.rot90(image, 1),  # 8: rotate 90 counter-clockwise to display
-    ]
-    index = tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7)
-    return tf.switch_case(index, branches)
-
-
 def resize_scale(height, width, output_size: Sequence[int]) -> tf.Tensor:
     """Largest scale at which an ``height x width`` image fits ``output_size`` = (H, W), keeping aspect."""
     height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)

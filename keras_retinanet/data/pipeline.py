@@ -7,7 +7,7 @@ Training (:func:`make_training_dataset`)::
     -> batch -> label encoder (batched) -> prefetch
 
 Inference (:func:`make_inference_dataset`): decode -> resize keeping aspect -> pad to ``image_size`` (or to
-a multiple of 128) -> batch, with per-image ``meta`` to map detections back (:func:`restore_boxes`).
+a multiple of 32, the coarsest backbone stride) -> batch, with per-image ``meta`` to map detections back (:func:`restore_boxes`).
 
 Images are placed at the top-left of the canvas and padded with zeros at the bottom / right, so mapping
 back is a division by the per-axis scale. Every random choice comes from a stateless seed derived from
@@ -24,16 +24,10 @@ import tensorflow as tf
 
 from keras_retinanet.data import augment as aug
 from keras_retinanet.data.dataset import Dataset
+from keras_retinanet.imaging import boxes_to_original_tensor, decode_image_tensor, parse_image_size
+from keras_retinanet.model import SIZE_DIVISOR
 
 AUTOTUNE = tf.data.AUTOTUNE
-SIZE_DIVISOR = 128  # the largest pyramid stride (P7)
-
-
-def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, (int, np.integer)):
-        return int(image_size), int(image_size)
-    height, width = image_size
-    return int(height), int(width)
 
 
 def _source_tensors(dataset: Dataset) -> dict:
@@ -56,15 +50,6 @@ def _source_tensors(dataset: Dataset) -> dict:
     }
 
 
-def decode_image(encoded: tf.Tensor, orientation=1) -> tf.Tensor:
-    """Decodes JPEG / PNG bytes to (H, W, 3) uint8 RGB (greyscale repeated, alpha dropped, 16-bit PNG
-    scaled to 8 bits) and applies the EXIF ``orientation`` (1 = as stored)."""
-    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
-    image = aug.apply_exif_orientation(image, orientation)
-    image.set_shape([None, None, 3])
-    return image
-
-
 def _pad_boxes(boxes, classes, max_boxes: int):
     """Pads (M, 4) / (M,) to (max_boxes, 4) / (max_boxes,) with class -1 (static shapes for batching)."""
     pad = max_boxes - tf.shape(classes)[0]
@@ -83,7 +68,7 @@ def _decoded(dataset: Dataset, num_parallel_calls) -> tf.data.Dataset:
 
     def decode(e, encoded):
         e = dict(e)
-        e["image"] = decode_image(encoded, e["orientation"])
+        e["image"] = decode_image_tensor(encoded, e["orientation"])
         return e
 
     return ds.map(decode, num_parallel_calls=num_parallel_calls)
@@ -173,7 +158,7 @@ def make_training_dataset(
     """
     if len(dataset) == 0:
         raise ValueError(f"dataset {dataset.name!r} has no examples")
-    size = _image_size(image_size)
+    size = parse_image_size(image_size)
     max_boxes = max(dataset.max_boxes, 1)
     ds = _decoded(dataset, num_parallel_calls)
     if cache:
@@ -270,7 +255,7 @@ def make_inference_dataset(
         ``{"image_id": (B,) int64, "scale": (B, 2) float32 (scale_y, scale_x) from original to network
         pixels, "original_size": (B, 2) int32 (height, width)}``. Use :func:`restore_boxes` on detections.
     """
-    size = _image_size(image_size) if image_size is not None else None
+    size = parse_image_size(image_size) if image_size is not None else None
     ds = _decoded(dataset, num_parallel_calls)
 
     def transform(e):
@@ -291,8 +276,4 @@ def restore_boxes(boxes, meta: dict):
     Returns:
         (B, M, 4) float32 xyxy in original image pixels.
     """
-    scale = tf.cast(meta["scale"], tf.float32)  # (B, 2) = (sy, sx)
-    size = tf.cast(meta["original_size"], tf.float32)  # (B, 2) = (h, w)
-    scale_xyxy = tf.stack([scale[:, 1], scale[:, 0], scale[:, 1], scale[:, 0]], axis=-1)[:, None, :]
-    limit = tf.stack([size[:, 1], size[:, 0], size[:, 1], size[:, 0]], axis=-1)[:, None, :]
-    return tf.clip_by_value(tf.cast(boxes, tf.float32) / scale_xyxy, 0.0, limit)
+    return boxes_to_original_tensor(boxes, meta["scale"], meta["original_size"])

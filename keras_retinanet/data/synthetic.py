@@ -29,17 +29,17 @@ def _draw(image: np.ndarray, shape: str, x1: int, y1: int, size: int, colour: tu
         cv2.fillPoly(image, [points], colour, cv2.LINE_AA)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     low = rng.integers(0, 120, 3)
-    gradient = np.linspace(0.0, 1.0, size)[None, :, None] * rng.integers(0, 100, 3)[None, None, :]
-    noise = rng.normal(0, 12, (size, size, 3))
+    gradient = np.linspace(0.0, 1.0, width)[None, :, None] * rng.integers(0, 100, 3)[None, None, :]
+    noise = rng.normal(0, 12, (height, width, 3))
     return np.clip(low[None, None, :] + gradient + noise, 0, 255).astype(np.uint8)
 
 
 def make_synthetic_coco(
     output_dir: str | Path,
     num_images: int = 200,
-    image_size: int = 256,
+    image_size: int | tuple[int, int] = 256,
     min_size: int = 16,
     max_objects: int = 6,
     empty_fraction: float = 0.1,
@@ -47,23 +47,30 @@ def make_synthetic_coco(
 ) -> str:
     """Writes ``output_dir/images/*.jpg`` and ``output_dir/annotations.json`` (COCO); returns its dataset spec.
 
-    Objects have sides from ``min_size`` to ``image_size // 2`` (log-uniform, so small objects are common),
+    ``image_size`` is one side (square images) or (height, width). Objects have sides from ``min_size`` to half
+    the shorter image side (log-uniform, so small objects are common),
     may overlap each other (an object is redrawn only when it would hide more than half of an earlier one),
     and boxes are the exact extents of what was drawn (COCO ``[x, y, w, h]`` pixels).
     Returns ``"coco:OUTPUT/annotations.json:OUTPUT/images"`` for ``keras_retinanet.data.load_dataset``.
     """
     output = Path(output_dir)
     (output / "images").mkdir(parents=True, exist_ok=True)
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     rng = np.random.default_rng(seed)
     images, annotations = [], []
     for image_id in range(1, num_images + 1):
-        image = _background(rng, image_size)
+        image = _background(rng, height, width)
         boxes: list[list[int]] = []
         count = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_objects + 1))
         for _ in range(count):
             for _attempt in range(10):
-                size = int(round(math.exp(rng.uniform(math.log(min_size), math.log(image_size // 2)))))
-                x1, y1 = (int(v) for v in rng.integers(0, image_size - size + 1, 2))
+                size = int(
+                    round(math.exp(rng.uniform(math.log(min_size), math.log(min(height, width) // 2))))
+                )
+                if height == width:
+                    x1, y1 = (int(v) for v in rng.integers(0, width - size + 1, 2))
+                else:
+                    x1, y1 = int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1))
                 box = [x1, y1, x1 + size, y1 + size]
                 if all(_covered_share(box, other) <= 0.5 for other in boxes):
                     break
@@ -89,7 +96,7 @@ def make_synthetic_coco(
             cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
             [cv2.IMWRITE_JPEG_QUALITY, 95],
         )
-        images.append({"id": image_id, "file_name": name, "width": image_size, "height": image_size})
+        images.append({"id": image_id, "file_name": name, "width": width, "height": height})
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASS_NAMES)]
     path = output / "annotations.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))

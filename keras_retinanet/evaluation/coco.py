@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_retinanet.boxes import convert_format
+
 logger = logging.getLogger(__name__)
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
@@ -70,10 +72,11 @@ def _detection_arrays(det: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return boxes[keep], scores[keep], classes[keep].astype(np.int64)
 
 
-def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
-    """Convert (N, 4) absolute ``x1, y1, x2, y2`` boxes to COCO ``x, y, width, height`` (float64)."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) absolute xyxy -> COCO's x, y, width, height."""
+    return np.asarray(
+        convert_format(np.asarray(boxes, np.float32).reshape(-1, 4), "xyxy", "xywh"), np.float64
+    )
 
 
 def examples_to_coco(examples: Sequence[Mapping[str, Any]], class_names: Sequence[str]) -> dict:
@@ -114,7 +117,7 @@ def examples_to_coco(examples: Sequence[Mapping[str, Any]], class_names: Sequenc
             raise ValueError(
                 f"example {index} ({images[-1]['file_name']}): boxes/classes/ignore lengths differ"
             )
-        for box, cls, ign in zip(xyxy_to_xywh(boxes), classes, ignore, strict=True):
+        for box, cls, ign in zip(_xywh(boxes), classes, ignore, strict=True):
             if cls < 0:  # padding
                 continue
             if cls >= num_classes:
@@ -165,7 +168,7 @@ def detections_to_coco_results(
     results = []
     for i, (det, image_id) in enumerate(zip(detections, image_ids, strict=True)):
         boxes, scores, classes = _detection_arrays(det)
-        for box, score, cls in zip(xyxy_to_xywh(boxes), scores, classes, strict=True):
+        for box, score, cls in zip(_xywh(boxes), scores, classes, strict=True):
             item = {
                 "image_id": int(image_id),
                 "category_id": int(cls) + category_offset,
@@ -225,7 +228,7 @@ def run_cocoeval(coco_gt, coco_dt):
     return cocoeval, summary.getvalue()
 
 
-def _mean_defined(values: np.ndarray) -> float:
+def mean_defined(values: np.ndarray) -> float:
     values = values[values > -1]
     return float(np.mean(values)) if values.size else -1.0
 
@@ -271,9 +274,11 @@ def evaluate_detections(
     per_class = {}
     for k, cat_id in enumerate(cocoeval.params.catIds):
         p = precision[:, :, k, area_all, max_dets]
-        per_class[str(class_names[cat_id - 1])] = {"AP": _mean_defined(p), "AP50": _mean_defined(p[iou50])}
+        per_class[str(class_names[cat_id - 1])] = {"AP": mean_defined(p), "AP50": mean_defined(p[iou50])}
     metrics["per_class"] = per_class
     if pr_curve_dir is not None:
+        from keras_retinanet.evaluation.pr_curves import write_pr_curves
+
         write_pr_curves(cocoeval, class_names, pr_curve_dir)
     return metrics
 
@@ -294,206 +299,3 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
             f"{name:<{width}} {fmt(values['AP'])} {fmt(values['AP50'])}" for name, values in per_class.items()
         ]
     return "\n".join(lines)
-
-
-def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "class"
-
-
-def write_pr_curves(cocoeval, class_names: Sequence[str], out_dir: str | os.PathLike) -> list[str]:
-    """Write one precision-recall PNG per class from an evaluated ``COCOeval``.
-
-    Curves at IoU 0.5 and 0.75 (area "all", 100 detections), drawn with OpenCV. Classes without ground truth
-    get no file. Returns the written paths.
-    """
-    import cv2
-
-    os.makedirs(out_dir, exist_ok=True)
-    precision = cocoeval.eval["precision"]
-    recall_thresholds = np.asarray(cocoeval.params.recThrs)
-    iou_thresholds = np.asarray(cocoeval.params.iouThrs)
-    area_all = list(cocoeval.params.areaRngLbl).index("all")
-    max_dets = list(cocoeval.params.maxDets).index(100)
-    width, height, margin = 640, 480, 60
-    plot_w, plot_h = width - 2 * margin, height - 2 * margin
-    paths = []
-    for k, cat_id in enumerate(cocoeval.params.catIds):
-        name = str(class_names[cat_id - 1])
-        curves = precision[:, :, k, area_all, max_dets]
-        if np.all(curves < 0):
-            continue
-        canvas = np.full((height, width, 3), 255, np.uint8)
-
-        def to_px(r: float, p: float) -> tuple[int, int]:
-            return int(margin + r * plot_w), int(height - margin - p * plot_h)
-
-        for tick in np.linspace(0, 1, 6):
-            cv2.line(canvas, to_px(tick, 0), to_px(tick, 1), (225, 225, 225), 1)
-            cv2.line(canvas, to_px(0, tick), to_px(1, tick), (225, 225, 225), 1)
-            cv2.putText(
-                canvas,
-                f"{tick:.1f}",
-                (to_px(tick, 0)[0] - 12, height - margin + 20),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.45,
-                (0, 0, 0),
-                1,
-                cv2.LINE_AA,
-            )
-            cv2.putText(
-                canvas,
-                f"{tick:.1f}",
-                (margin - 40, to_px(0, tick)[1] + 5),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.45,
-                (0, 0, 0),
-                1,
-                cv2.LINE_AA,
-            )
-        cv2.rectangle(canvas, to_px(0, 1), to_px(1, 0), (0, 0, 0), 1)
-        cv2.putText(
-            canvas,
-            "recall",
-            (width // 2 - 25, height - 15),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.55,
-            (0, 0, 0),
-            1,
-            cv2.LINE_AA,
-        )
-        cv2.putText(
-            canvas, "precision", (5, margin - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA
-        )
-        legend_y = margin - 35
-        for iou, colour in ((0.5, (200, 90, 30)), (0.75, (40, 140, 40))):  # BGR
-            t = int(np.argmin(np.abs(iou_thresholds - iou)))
-            curve = curves[t]
-            if np.all(curve < 0):
-                continue
-            points = np.array(
-                [to_px(r, max(p, 0.0)) for r, p in zip(recall_thresholds, curve, strict=True)], np.int32
-            )
-            cv2.polylines(canvas, [points], False, colour, 2, cv2.LINE_AA)
-            ap = _mean_defined(curve)
-            label = f"IoU {iou:.2f}: AP {100 * ap:.1f}"
-            cv2.putText(
-                canvas,
-                label,
-                (width - margin - 190, legend_y),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.5,
-                colour,
-                1,
-                cv2.LINE_AA,
-            )
-            legend_y += 18
-        cv2.putText(canvas, name, (margin, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
-        path = os.path.join(os.fspath(out_dir), f"pr_{_safe_name(name)}.png")
-        if not cv2.imwrite(path, canvas):
-            raise OSError(f"could not write {path}")
-        paths.append(path)
-    return paths
-
-
-def evaluate_model(
-    model: Any,
-    data: Any,
-    class_names: Sequence[str] | None = None,
-    batch_size: int = 8,
-    image_size: tuple[int, int] | None = None,
-    score_threshold: float = 0.05,
-    max_detections: int = 100,
-    pr_curve_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> dict:
-    """Run a model over a data set and return :func:`evaluate_detections`'s metrics.
-
-    Args:
-        model: anything :func:`keras_retinanet.inference.load_detector` accepts: a ``RetinaNet``, a
-            ``.keras`` file, a SavedModel directory, a ``.tflite`` file, or an already built ``Detector``.
-        data: a data set object with ``.examples`` and ``.class_names`` (``keras_retinanet.data``), a spec
-            string for ``keras_retinanet.data.load_dataset`` (loaded with the model's class list), or a list
-            of common example dicts.
-        class_names: the data set's class names when ``data`` is a plain list (default: the model's).
-        batch_size, image_size, score_threshold, max_detections: passed to the detector.
-        pr_curve_dir: optional folder for per-class precision-recall PNGs.
-        progress: show a tqdm progress bar.
-
-    Detections are mapped to the data set's classes by name when the model's class names are a
-    reordering of the data set's; otherwise class ids are used as they are.
-    """
-    from keras_retinanet import inference
-
-    detector = inference.load_detector(
-        model,
-        image_size=image_size,
-        score_threshold=score_threshold,
-        max_detections=max_detections,
-    )
-    examples, data_names = resolve_examples(data, class_names, detector.class_names)
-    if data_names is None:
-        data_names = list(detector.class_names or [])
-    if not data_names:
-        raise ValueError("class names unknown: pass class_names or a data set with class names")
-    remap = class_remapping(detector.class_names, data_names)
-    paths = [str(example["image_path"]) for example in examples]
-    # The pipeline applies each example's EXIF orientation to the pixels; the boxes refer to that image.
-    orientations = [int(example.get("orientation", 1) or 1) for example in examples]
-    detections = inference.predict_paths(
-        detector,
-        paths,
-        batch_size=batch_size,
-        progress=progress,
-        desc="evaluate",
-        strict=True,
-        orientations=orientations,
-    )
-    if remap is not None:
-        detections = [det.remap_classes(remap) for det in detections]
-    return evaluate_detections(examples, detections, data_names, pr_curve_dir=pr_curve_dir)
-
-
-def resolve_examples(
-    data: Any, class_names: Sequence[str] | None = None, model_class_names: Sequence[str] | None = None
-) -> tuple[list, list | None]:
-    """``(examples, class_names)`` from a data set object, a spec string or a list of example dicts.
-
-    Args:
-        data: a data set with ``.examples`` / ``.class_names`` (its names are used), a spec string (loaded
-            with ``model_class_names`` as the class list when given, so class ids follow the model's, as in
-            training), or a list of example dicts (``class_names`` names their class ids).
-    """
-    if isinstance(data, (str, os.PathLike)):
-        from keras_retinanet.data import load_dataset
-
-        data = load_dataset(
-            os.fspath(data), class_names=list(model_class_names) if model_class_names else None
-        )
-    if hasattr(data, "examples"):
-        names = getattr(data, "class_names", None) or class_names
-        return list(data.examples), (list(names) if names is not None else None)
-    examples = list(data)
-    if examples and not isinstance(examples[0], Mapping):
-        raise TypeError("data must be a data set with .examples, a spec string, or a list of example dicts")
-    return examples, (list(class_names) if class_names is not None else None)
-
-
-def class_remapping(model_names: Sequence[str] | None, data_names: Sequence[str]) -> np.ndarray | None:
-    """Map model class ids to data set class ids by name, or None when no remapping is needed/possible.
-
-    Returns an int array ``m`` of length K_model with ``m[model_id] = data_id`` (-1: class not in the data).
-    """
-    if not model_names or list(model_names) == list(data_names):
-        return None
-    index = {name: i for i, name in enumerate(data_names)}
-    if not set(model_names) & set(index):
-        logger.warning(
-            "the model's class names %s share nothing with the data set's %s; using class ids as they are",
-            list(model_names)[:5],
-            list(data_names)[:5],
-        )
-        return None
-    missing = [name for name in model_names if name not in index]
-    if missing:
-        logger.warning("model classes not in the data set (their detections are dropped): %s", missing)
-    return np.array([index.get(name, -1) for name in model_names], np.int64)

@@ -1,0 +1,43 @@
+"""Detectors: images in, detections in original image pixels out, whatever runs the model.
+
+One small interface, :class:`Detector`, hides the model kind:
+
+- :class:`KerasDetector` (``keras_model.py``): a ``RetinaNet`` in memory or a ``.keras`` file. Images are
+  letterboxed to the model's input size (the size it was trained at), run in batches, and mapped back.
+- :class:`SavedModelDetector` (``saved_model.py``): a SavedModel written by ``keras_retinanet.export``; it
+  takes encoded images of any size and returns boxes in original pixels.
+- :class:`TFLiteDetector` (``tflite.py``): a ``.tflite`` file with ``TFLite_Detection_PostProcess`` outputs,
+  run with LiteRT; batch size 1, fixed input size, letterboxed like the Keras path.
+
+:func:`load_detector` (``loading.py``) picks the kind from a path and fails clearly on anything else;
+:func:`predict` (``predict.py``) is the one-call API. Images are (H, W, 3) uint8 RGB arrays or paths
+(read by ``keras_retinanet.imaging.read_image``). Each detector returns, per image, a :class:`Detections`:
+``boxes`` (D, 4) float32 ``x1, y1, x2, y2`` in the original image's pixels, ``scores`` (D,) sorted high to
+low, ``classes`` (D,) int32 in 0..K-1, ``names``.
+"""
+
+from keras_retinanet.lazy import lazy_namespace
+
+__getattr__, __dir__ = lazy_namespace(
+    __name__,
+    {
+        "Detections": "base",
+        "Detector": "base",
+        "IMAGE_EXTENSIONS": "predict",
+        "KerasDetector": "keras_model",
+        "LABELS_FILE": "base",
+        "MODEL_KINDS": "loading",
+        "ModelFileError": "base",
+        "PredictionItem": "predict",
+        "SavedModelDetector": "saved_model",
+        "TFLiteDetector": "tflite",
+        "find_labels": "base",
+        "iter_predictions": "predict",
+        "load_detector": "loading",
+        "load_retinanet": "loading",
+        "model_kind": "loading",
+        "predict": "predict",
+        "predict_paths": "predict",
+    },
+)
+__all__ = sorted(__dir__())

@@ -1,0 +1,135 @@
+"""What every detector returns, and the interface the model kinds share.
+
+A :class:`Detector` takes (H, W, 3) uint8 RGB images of any sizes and returns one :class:`Detections` per
+image, boxes in that image's original pixels. The model kinds live beside this module (``keras_model``,
+``saved_model``, ``tflite``); ``loading.load_detector`` picks one from a path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+LABELS_FILE = "labels.txt"
+"""Class names of an export, one a line (line i = class id i), beside the model file and in SavedModel assets."""
+
+
+class ModelFileError(ValueError):
+    """The model path is missing, of an unsupported kind, or not a RetinaNet detector."""
+
+
+@dataclasses.dataclass
+class Detections:
+    """Detections of one image, in its original pixels.
+
+    Attributes:
+        boxes: (D, 4) float32 absolute ``x1, y1, x2, y2`` pixels of the original image.
+        scores: (D,) float32, sorted high to low.
+        classes: (D,) int32 class ids in 0..K-1.
+        names: D class names (``str(id)`` when the model has none).
+        image_size: (height, width) of the original image.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    names: list[str]
+    image_size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_dict(self) -> dict:
+        """Plain Python lists (JSON-ready)."""
+        return {
+            "boxes": self.boxes.tolist(),
+            "scores": self.scores.tolist(),
+            "classes": self.classes.tolist(),
+            "names": list(self.names),
+            "image_size": list(self.image_size),
+        }
+
+    def remap_classes(self, mapping: np.ndarray, names: Sequence[str] | None = None) -> Detections:
+        """New detections with class ids ``mapping[class]``; rows mapped to a negative id are dropped."""
+        classes = np.asarray(mapping)[self.classes] if len(self.classes) else self.classes
+        keep = classes >= 0
+        new_names = (
+            [names[c] for c in classes[keep]] if names is not None else list(np.array(self.names)[keep])
+        )
+        return Detections(
+            self.boxes[keep], self.scores[keep], classes[keep].astype(np.int32), new_names, self.image_size
+        )
+
+
+class Detector:
+    """Common interface of the model kinds.
+
+    Attributes:
+        kind: ``"keras"``, ``"saved_model"`` or ``"tflite"``.
+        class_names: the model's K class names (class id k is ``class_names[k]``); may be empty if unknown.
+        max_batch_size: the largest batch one call runs (1 for TFLite; None: any).
+        score_threshold: detections below it are dropped; None keeps every detection the model returns (its
+            own decoder's threshold applies).
+        max_detections: at most this many detections per image; None: as many as the model returns.
+    """
+
+    kind = "base"
+    max_batch_size: int | None = None
+
+    def __init__(
+        self, class_names: Sequence[str] | None, score_threshold: float | None, max_detections: int | None
+    ):
+        self.class_names = [str(n) for n in (class_names or [])]
+        self.score_threshold = None if score_threshold is None else float(score_threshold)
+        self.max_detections = None if max_detections is None else int(max_detections)
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Detect objects in a batch of (H_i, W_i, 3) uint8 RGB images (sizes may differ).
+
+        Returns one :class:`Detections` per image, boxes in that image's pixels.
+        """
+        raise NotImplementedError
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        return self.detect(images)
+
+    def make_detections(self, boxes, scores, classes, image_size: Sequence[int]) -> Detections:
+        """One image's :class:`Detections` from raw rows with boxes already in original pixels.
+
+        Drops padding (class < 0) and non-finite rows and rows under ``score_threshold``, sorts by score,
+        keeps ``max_detections``, clips boxes to the image and drops boxes that lie entirely in the letterbox
+        padding (they collapse to zero width or height on clipping).
+        """
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        scores = np.asarray(scores, np.float32).reshape(-1)
+        classes = np.asarray(classes).reshape(-1)
+        classes = (
+            np.round(classes).astype(np.int32) if classes.dtype.kind == "f" else classes.astype(np.int32)
+        )
+        keep = (classes >= 0) & np.isfinite(scores) & np.all(np.isfinite(boxes), 1)
+        if self.score_threshold is not None:
+            keep &= scores >= self.score_threshold
+        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        order = np.argsort(-scores, kind="stable")[: self.max_detections]
+        boxes, scores, classes = boxes[order], scores[order], classes[order]
+        height, width = (int(s) for s in image_size[:2])
+        boxes = np.clip(boxes, 0.0, np.array([width, height, width, height], np.float32))
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        names = self.class_names
+        labels = [names[c] if c < len(names) else str(c) for c in classes]
+        return Detections(boxes, scores, classes, labels, (height, width))
+
+
+def find_labels(*folders: str | os.PathLike) -> list[str] | None:
+    """Class names from the first ``labels.txt`` (or ``assets/labels.txt``) found in ``folders``."""
+    for folder in folders:
+        for name in (LABELS_FILE, os.path.join("assets", LABELS_FILE)):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    return [line.rstrip("\n\r") for line in f if line.strip()]
+    return None

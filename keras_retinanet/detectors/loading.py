@@ -1,0 +1,115 @@
+"""Model paths -> detectors: which kind a path holds, and loading it with a clear error for anything else."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Sequence
+from typing import Any
+
+from keras_retinanet.detectors.base import Detector, ModelFileError
+
+MODEL_KINDS = ("keras", "saved_model", "tflite")
+_ACCEPTED = "a .keras file, a SavedModel directory (with saved_model.pb) or a .tflite file"
+
+
+def model_kind(path: str | os.PathLike) -> str:
+    """``"keras"``, ``"saved_model"`` or ``"tflite"`` from a model path, checking the file's content.
+
+    Raises:
+        ModelFileError: missing path or unsupported kind, with what is accepted.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelFileError(f"model not found: {path} (expected {_ACCEPTED})")
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "saved_model.pb")) or os.path.isfile(
+            os.path.join(path, "saved_model", "saved_model.pb")
+        ):
+            return "saved_model"
+        raise ModelFileError(f"{path} is a directory without saved_model.pb; expected {_ACCEPTED}")
+    lower = path.lower()
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if lower.endswith(".tflite"):
+        if head[4:8] != b"TFL3":
+            raise ModelFileError(f"{path} has a .tflite name but is not a TFLite flatbuffer")
+        return "tflite"
+    if lower.endswith(".keras"):
+        if not zipfile.is_zipfile(path):
+            raise ModelFileError(
+                f"{path} has a .keras name but is not a Keras archive (zip): truncated or not a model"
+            )
+        return "keras"
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    if lower.endswith((".h5", ".hdf5")):
+        raise ModelFileError(f"{path}: legacy HDF5 models are not supported; save the model as .keras")
+    if lower.endswith(".pb"):
+        raise ModelFileError(f"{path}: pass the SavedModel directory, not the saved_model.pb file")
+    raise ModelFileError(f"{path}: unsupported model file; expected {_ACCEPTED}")
+
+
+def load_retinanet(path: str | os.PathLike) -> Any:
+    """Load a ``.keras`` file holding a keras_retinanet ``RetinaNet``.
+
+    Raises:
+        ModelFileError: missing, truncated or corrupt file, or a model of another kind.
+    """
+    import keras
+
+    from keras_retinanet.model import RetinaNet  # registers RetinaNet and its parts for deserialisation
+
+    path = os.fspath(path)
+    if model_kind(path) != "keras":
+        raise ModelFileError(f"{path}: expected a .keras file saved by `retinanet train` or RetinaNet.save()")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:  # noqa: BLE001 - any failure here means "not a loadable RetinaNet"
+        raise ModelFileError(f"{path}: cannot load this Keras model ({type(err).__name__}: {err})") from err
+    if not isinstance(model, RetinaNet):
+        raise ModelFileError(
+            f"{path} holds a {type(model).__name__}, not a keras_retinanet RetinaNet; save it with "
+            "`retinanet train` or RetinaNet.save()"
+        )
+    return model
+
+
+def load_detector(
+    model: Any,
+    image_size: int | Sequence[int] | None = None,
+    score_threshold: float | None = None,
+    max_detections: int | None = None,
+    num_threads: int | None = None,
+) -> Detector:
+    """A :class:`Detector` for a model object or a model path.
+
+    Args:
+        model: a ``RetinaNet``, a :class:`Detector` (returned as it is), or a path to a ``.keras`` file, a
+            SavedModel directory (or an export folder holding ``saved_model/``) or a ``.tflite`` file.
+        image_size: letterbox size for Keras models (int or (H, W); default the model's ``input_size``).
+            SavedModel and TFLite files carry their own.
+        score_threshold, max_detections: None keeps the model's own decoder settings; see each detector.
+        num_threads: TFLite interpreter threads (default 1: see ``TFLiteDetector``).
+    Raises:
+        ModelFileError: missing path, unsupported kind, or not a RetinaNet detector.
+    """
+    from keras_retinanet.detectors.keras_model import KerasDetector
+
+    if isinstance(model, Detector):
+        return model
+    if not isinstance(model, (str, os.PathLike)):
+        return KerasDetector(model, image_size, score_threshold, max_detections)
+    path = os.fspath(model)
+    kind = model_kind(path)
+    if kind == "tflite":
+        from keras_retinanet.detectors.tflite import TFLiteDetector
+
+        return TFLiteDetector(path, score_threshold, max_detections, num_threads=num_threads or 1)
+    if kind == "saved_model":
+        from keras_retinanet.detectors.saved_model import SavedModelDetector
+
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+            path = os.path.join(path, "saved_model")
+        return SavedModelDetector(path, score_threshold, max_detections)
+    return KerasDetector(load_retinanet(path), image_size, score_threshold, max_detections)

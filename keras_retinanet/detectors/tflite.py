@@ -1,0 +1,157 @@
+"""A ``.tflite`` detector with ``TFLite_Detection_PostProcess`` outputs, run by LiteRT (``ai_edge_litert``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from keras_retinanet.detectors.base import Detections, Detector, ModelFileError, find_labels
+from keras_retinanet.imaging import boxes_to_original, letterbox
+
+OUTPUT_FIELDS = ("boxes", "classes", "scores", "count")
+RESIZE_RULES = ("letterbox", "stretch")
+
+
+class TFLiteDetector(Detector):
+    """A ``.tflite`` file written by ``keras_retinanet.export`` (contract: ``keras_retinanet.export.tflite``).
+
+    Input: one (1, H, W, 3) image (uint8, or float32 in [0, 255]); each image is letterboxed to (H, W) like the
+    Keras path. Outputs (the op's order): boxes (1, M, 4) normalised ``ymin, xmin, ymax, xmax`` of the input
+    tensor, classes (1, M), scores (1, M), count (1,). Class names: ``labels.txt`` next to the file.
+
+    Args:
+        path: the ``.tflite`` file.
+        score_threshold, max_detections: filter the file's output (None: keep what it returns).
+        class_names: override the names found beside the file.
+        num_threads: interpreter threads (default 1). With ai-edge-litert 2.x and more than one thread, the
+            TFLite_Detection_PostProcess op's per-class NMS drops whole classes (see ``keras_retinanet.export``).
+        resize: ``"letterbox"`` (default, keeps the aspect ratio as in training) or ``"stretch"``.
+    """
+
+    kind = "tflite"
+    max_batch_size = 1
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        score_threshold: float | None = None,
+        max_detections: int | None = None,
+        class_names: Sequence[str] | None = None,
+        num_threads: int = 1,
+        resize: str = "letterbox",
+    ):
+        from ai_edge_litert.interpreter import Interpreter
+
+        path = os.fspath(path)
+        if resize not in RESIZE_RULES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZE_RULES)}, got {resize!r}")
+        try:
+            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            raise ModelFileError(f"{path}: LiteRT cannot load this file: {err}") from None
+        inputs = self.interpreter.get_input_details()
+        if len(inputs) != 1 or len(inputs[0]["shape"]) != 4 or inputs[0]["shape"][-1] != 3:
+            raise ModelFileError(
+                f"{path}: expected one (1, H, W, 3) image input, got {[tuple(d['shape']) for d in inputs]}"
+            )
+        self.path = path
+        self.num_threads = num_threads
+        self.resize = resize
+        self._input = inputs[0]
+        self.image_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
+        self._outputs = self._identify_outputs()
+        names = class_names or find_labels(os.path.dirname(os.path.abspath(path)))
+        super().__init__(names, score_threshold, max_detections)
+
+    def _identify_outputs(self) -> dict[str, int]:
+        """Tensor index of boxes / classes / scores / count, by signature names or by the op's order."""
+        try:
+            signatures = self.interpreter.get_signature_list()
+        except (AttributeError, RuntimeError):
+            signatures = {}
+        for key in signatures:
+            runner_outputs = self.interpreter.get_signature_runner(key).get_output_details()
+            wanted: dict[str, int | None] = dict.fromkeys(OUTPUT_FIELDS)
+            for name, detail in runner_outputs.items():
+                for field in OUTPUT_FIELDS:
+                    if field in name.lower() or (field == "count" and "num_detections" in name.lower()):
+                        wanted[field] = detail["index"]
+            if all(v is not None for v in wanted.values()):
+                return wanted  # type: ignore[return-value]
+        details = self.interpreter.get_output_details()
+        if len(details) != 4:
+            raise ModelFileError(
+                f"{self.path}: expected the 4 outputs of TFLite_Detection_PostProcess (boxes, classes, scores, "
+                f"count), got {len(details)}: is this a keras_retinanet TFLite export?"
+            )
+
+        # TFLite_Detection_PostProcess names its outputs NAME, NAME:1, NAME:2, NAME:3 in that order.
+        def order(detail):
+            suffix = detail["name"].rsplit(":", 1)[1] if ":" in detail["name"] else "0"
+            return int(suffix) if suffix.isdigit() else 0
+
+        details = sorted(details, key=order)
+        shapes = [tuple(d["shape"]) for d in details]
+        if len(shapes[0]) != 3 or shapes[0][-1] != 4:
+            raise ModelFileError(
+                f"{self.path}: unexpected output shapes {shapes} for TFLite_Detection_PostProcess"
+            )
+        return {field: d["index"] for field, d in zip(OUTPUT_FIELDS, details, strict=True)}
+
+    def _input_tensor(self, canvas: np.ndarray) -> np.ndarray:
+        tensor = np.asarray(canvas)[None]
+        dtype = self._input["dtype"]
+        if dtype in (np.uint8, np.float32):
+            return tensor.astype(dtype)
+        scale, zero_point = self._input.get("quantization", (0.0, 0))
+        if not scale:
+            raise ModelFileError(f"{self.path}: unsupported TFLite input type {dtype}")
+        info = np.iinfo(dtype)
+        return np.clip(np.round(tensor / scale + zero_point), info.min, info.max).astype(dtype)
+
+    def run_canvas(self, canvas: np.ndarray) -> dict[str, np.ndarray]:
+        """The file's raw outputs for one (H, W, 3) canvas of the input size.
+
+        Returns {"boxes": (n, 4) normalised ymin, xmin, ymax, xmax, "classes": (n,) float, "scores": (n,)}, the
+        n valid rows in the op's order (scores descending).
+        """
+        self.interpreter.set_tensor(self._input["index"], self._input_tensor(canvas))
+        self.interpreter.invoke()
+        get = self.interpreter.get_tensor
+        count = int(np.asarray(get(self._outputs["count"])).reshape(-1)[0])
+        return {
+            "boxes": np.asarray(get(self._outputs["boxes"]), np.float32).reshape(-1, 4)[:count],
+            "classes": np.asarray(get(self._outputs["classes"])).reshape(-1)[:count],
+            "scores": np.asarray(get(self._outputs["scores"]), np.float32).reshape(-1)[:count],
+        }
+
+    def detect_canvas(self, canvas: np.ndarray) -> Detections:
+        """Detections on one (H, W, 3) canvas of the input size, boxes xyxy in canvas pixels."""
+        raw = self.run_canvas(canvas)
+        height, width = self.image_size
+        ymin, xmin, ymax, xmax = raw["boxes"].T
+        boxes = np.stack([xmin * width, ymin * height, xmax * width, ymax * height], axis=1)
+        return self.make_detections(boxes, raw["scores"], raw["classes"], self.image_size)
+
+    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+        """(canvas of the input size, (scale_y, scale_x)) by this detector's resize rule."""
+        if self.resize == "letterbox":
+            return letterbox(image, self.image_size)
+        import cv2
+
+        height, width = self.image_size
+        h, w = image.shape[:2]
+        interpolation = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
+        return cv2.resize(image, (width, height), interpolation=interpolation), (height / h, width / w)
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        results = []
+        for image in images:
+            canvas, scale = self._prepare(image)
+            found = self.detect_canvas(canvas)
+            boxes = boxes_to_original(found.boxes, scale, image.shape[:2])
+            results.append(self.make_detections(boxes, found.scores, found.classes, image.shape))
+        return results

@@ -1,0 +1,508 @@
+"""TFLite Model Metadata for detection files, so that MediaPipe Tasks' ObjectDetector accepts them.
+
+MediaPipe Tasks (Android, iOS, web, Python) and the older TFLite Task Library refuse a detection model without
+TFLite Model Metadata ("Object detection models require TFLite Model Metadata but none was found"). What they
+read, checked against google-ai-edge/mediapipe (``tasks/cc/vision/object_detector/object_detector_graph.cc``,
+``tasks/cc/components/processors/detection_postprocessing_graph.cc``, ``tasks/cc/vision/utils/image_tensor_specs.cc``):
+
+- one input ``[1, H, W, 3]``, uint8 or float32; a float32 input needs NormalizationOptions with one mean and
+  one std for all channels (per-channel values are refused); ImageProperties must say RGB;
+- exactly four outputs (the ``TFLite_Detection_PostProcess`` op's), whose tensor metadata are listed in the
+  model's output order and named ``location``, ``category``, ``score``, ``number of detections``: MediaPipe
+  finds each output by these names (with other names it assumes that order);
+- ``location`` carries BoundingBoxProperties: type BOUNDARIES, coordinate type RATIO, and ``index`` = where
+  left, top, right, bottom sit in each row: ``[1, 0, 3, 2]`` for the op's ``ymin, xmin, ymax, xmax``;
+- the label map is an associated file of type TENSOR_VALUE_LABELS on ``category``, one name a line, line i
+  = class id i, stored in a zip archive appended to the flatbuffer (where MediaPipe's extractor looks).
+
+The layout copies MediaPipe's own writer (``tasks/python/metadata/metadata_writers/object_detector.py``,
+``create_for_models_with_nms``) field by field, including its output tensor group ``detection_result``. That
+writer cannot be used directly: in mediapipe 1.2.x its package imports a compiled module missing from the
+wheel. The metadata flatbuffer is built here with the generated classes of the metadata schema, which ship in
+the mediapipe wheel as pure Python (``mediapipe.tasks.metadata.metadata_schema_py_generated``), and the model
+is rewritten with LiteRT's generated TFLite schema (``ai_edge_litert.schema_py_generated``).
+
+MediaPipe ignores any score threshold in the metadata (its options always set one, default 0.0), so none is
+written: MediaPipe returns what the op returns, i.e. scores >= the export's score threshold.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+METADATA_FIELD = "TFLITE_METADATA"
+"""Name of the model metadata entry that holds the metadata flatbuffer (MediaPipe's ``kMetadataBufferName``)."""
+METADATA_IDENTIFIER = b"M001"
+TFLITE_IDENTIFIER = b"TFL3"
+LABELS_FILE = "labels.txt"
+DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+
+# The op's outputs in order, and the metadata name MediaPipe looks each one up by.
+OUTPUT_NAMES = ("location", "category", "score", "number of detections")
+OUTPUT_DESCRIPTIONS = (
+    "The locations of the detected boxes: ymin, xmin, ymax, xmax as fractions of the input height and width.",
+    "The categories of the detected boxes: class id (0-based) as a float, a line of labels.txt.",
+    "The scores of the detected boxes: sigmoid probability, descending.",
+    "The number of the detected boxes (valid rows of the other outputs).",
+)
+DETECTION_GROUP = "detection_result"
+# Position of left, top, right, bottom in a (ymin, xmin, ymax, xmax) row (the schema's BoundingBoxProperties.index).
+BOX_INDEX = (1, 0, 3, 2)
+# metadata_schema.fbs versions its members; the newest member used here is SubGraphMetadata.output_tensor_groups
+# (1.2.0). MediaPipe's writer computes this with a compiled helper (tasks/cc/metadata/metadata_version.cc) that
+# the 1.2.x wheel lacks; readers refuse metadata whose min_parser_version is above their own.
+MIN_PARSER_VERSION = "1.2.0"
+INPUT_DTYPES = ("uint8", "float32")
+
+
+class MetadataError(ValueError):
+    """The model cannot carry detection metadata (wrong inputs or outputs), or its metadata is unreadable."""
+
+
+def _metadata_schema():
+    """The generated classes of metadata_schema.fbs (pure Python, in the mediapipe wheel)."""
+    try:
+        from mediapipe.tasks.metadata import metadata_schema_py_generated as schema
+    except ImportError as err:
+        raise ImportError(
+            "TFLite Model Metadata needs the metadata schema classes from the mediapipe package "
+            f"(pip install 'mediapipe>=1.2.2,<1.3'): {err}"
+        ) from err
+    return schema
+
+
+def _tflite_schema():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
+
+
+def _text(value: Any) -> str | None:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _postprocess_op(model: Any) -> Any:
+    """The ``TFLite_Detection_PostProcess`` operator of the main subgraph (object API), or None."""
+    schema = _tflite_schema()
+    for op in model.subgraphs[0].operators or []:
+        code = model.operatorCodes[op.opcodeIndex]
+        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        if builtin == schema.BuiltinOperator.CUSTOM and _text(code.customCode) == DETECTION_POSTPROCESS_OP:
+            return op
+    return None
+
+
+def _check_model(model: Any) -> tuple[Any, list[int], dict[str, Any]]:
+    """Check the model is a detector MediaPipe can run; returns (input tensor, output roles, op options).
+
+    ``roles[k]`` is the position in ``OUTPUT_NAMES`` of the model's k-th output.
+    """
+    from flatbuffers import flexbuffers
+
+    schema = _tflite_schema()
+    if len(model.subgraphs or []) != 1:
+        raise MetadataError(f"MediaPipe needs a model with one subgraph, this one has {len(model.subgraphs or [])}")
+    subgraph = model.subgraphs[0]
+    inputs = list(subgraph.inputs if subgraph.inputs is not None else [])
+    if len(inputs) != 1:
+        raise MetadataError(f"MediaPipe needs one image input, this model has {len(inputs)} inputs")
+    image = subgraph.tensors[inputs[0]]
+    shape = [int(d) for d in image.shape]
+    if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or min(shape) <= 0:
+        raise MetadataError(f"MediaPipe needs a static [1, H, W, 3] image input, this one is {shape}")
+    if image.type not in (schema.TensorType.UINT8, schema.TensorType.FLOAT32):
+        raise MetadataError(f"MediaPipe needs a uint8 or float32 image input, this one has TFLite type {image.type}")
+    op = _postprocess_op(model)
+    if op is None:
+        raise MetadataError(f"the model has no {DETECTION_POSTPROCESS_OP} op: MediaPipe reads its four outputs")
+    op_outputs = [int(i) for i in op.outputs]
+    outputs = [int(i) for i in (subgraph.outputs if subgraph.outputs is not None else [])]
+    if len(op_outputs) != 4 or sorted(outputs) != sorted(op_outputs):
+        raise MetadataError(
+            f"the model's outputs (tensors {outputs}) must be exactly the four outputs of {DETECTION_POSTPROCESS_OP} "
+            f"(tensors {op_outputs})"
+        )
+    for index in outputs:
+        if subgraph.tensors[index].type != schema.TensorType.FLOAT32:
+            name = _text(subgraph.tensors[index].name)
+            raise MetadataError(f"output {name!r} is not float32; MediaPipe reads float detection outputs")
+    options = flexbuffers.Loads(bytes(bytearray(op.customOptions))) if op.customOptions is not None else {}
+    return image, [op_outputs.index(i) for i in outputs], dict(options)
+
+
+def _check_labels(labels: Sequence[str], num_classes: int | None) -> list[str]:
+    labels = [str(label) for label in labels]
+    for i, label in enumerate(labels):
+        if not label.strip() or "\n" in label or "\r" in label:
+            raise MetadataError(f"label {i} ({label!r}) must be a non-empty name on one line")
+    if num_classes is not None and len(labels) != num_classes:
+        raise MetadataError(
+            f"got {len(labels)} labels but {DETECTION_POSTPROCESS_OP} has num_classes={num_classes}"
+        )
+    return labels
+
+
+def _normalization_values(normalization: tuple[Any, Any]) -> tuple[float, float]:
+    """One (mean, std) for all channels: MediaPipe refuses per-channel normalisation."""
+    values = []
+    for name, value in zip(("mean", "std"), normalization):
+        items = [float(v) for v in (value if isinstance(value, Sequence) else [value])]
+        if not items or any(v != items[0] for v in items):
+            raise MetadataError(
+                f"normalization {name} {items}: MediaPipe only accepts one value for all channels "
+                "(image_preprocessing_graph.cc: 'Per-channel image normalization is not available')"
+            )
+        values.append(items[0])
+    mean, std = values
+    if abs(std) < 1e-12:
+        raise MetadataError("normalization std must not be 0")
+    return mean, std
+
+
+def _tensor_metadata(md: Any, name: str, description: str, content_properties: Any, content_type: int) -> Any:
+    tensor = md.TensorMetadataT()
+    tensor.name = name
+    tensor.description = description
+    tensor.content = md.ContentT()
+    tensor.content.contentPropertiesType = content_type
+    tensor.content.contentProperties = content_properties
+    tensor.stats = md.StatsT()
+    return tensor
+
+
+def _build_metadata(
+    *,
+    labels: list[str],
+    roles: list[int],
+    input_size: tuple[int, int],
+    input_dtype: str,
+    normalization: tuple[float, float] | None,
+    name: str,
+    description: str,
+    version: str,
+    author: str | None,
+    license: str | None,
+) -> bytes:
+    """The metadata flatbuffer (identifier M001), laid out as MediaPipe's object detector writer does."""
+    import flatbuffers
+
+    md = _metadata_schema()
+    height, width = input_size
+
+    image_properties = md.ImagePropertiesT()
+    image_properties.colorSpace = md.ColorSpaceType.RGB
+    image_properties.defaultSize = md.ImageSizeT()
+    image_properties.defaultSize.width = width
+    image_properties.defaultSize.height = height
+    image = _tensor_metadata(
+        md,
+        "image",
+        f"Input image: {height}x{width} RGB, {input_dtype}. MediaPipe resizes any picture to this size "
+        "by stretching it (no letterbox).",
+        image_properties,
+        md.ContentProperties.ImageProperties,
+    )
+    if normalization is None:
+        image.stats.min, image.stats.max = [0.0], [255.0]
+    else:
+        mean, std = normalization
+        unit = md.ProcessUnitT()
+        unit.optionsType = md.ProcessUnitOptions.NormalizationOptions
+        unit.options = md.NormalizationOptionsT()
+        unit.options.mean, unit.options.std = [mean], [std]
+        image.processUnits = [unit]
+        image.stats.min, image.stats.max = [(0.0 - mean) / std], [(255.0 - mean) / std]
+
+    # The writer's content range: the values run along dimension 2 of [1, N, 4] (and is copied to the others).
+    def content_range() -> Any:
+        value_range = md.ValueRangeT()
+        value_range.min, value_range.max = 2, 2
+        return value_range
+
+    box_properties = md.BoundingBoxPropertiesT()
+    box_properties.index = list(BOX_INDEX)
+    box_properties.type = md.BoundingBoxType.BOUNDARIES
+    box_properties.coordinateType = md.CoordinateType.RATIO
+    location = _tensor_metadata(
+        md, OUTPUT_NAMES[0], OUTPUT_DESCRIPTIONS[0], box_properties, md.ContentProperties.BoundingBoxProperties
+    )
+    location.content.range = content_range()
+    category = _tensor_metadata(
+        md, OUTPUT_NAMES[1], OUTPUT_DESCRIPTIONS[1], md.FeaturePropertiesT(), md.ContentProperties.FeatureProperties
+    )
+    category.content.range = content_range()
+    label_file = md.AssociatedFileT()
+    label_file.name = LABELS_FILE
+    label_file.description = "Labels for categories that the model can recognize."
+    label_file.type = md.AssociatedFileType.TENSOR_VALUE_LABELS
+    category.associatedFiles = [label_file]
+    score = _tensor_metadata(
+        md, OUTPUT_NAMES[2], OUTPUT_DESCRIPTIONS[2], md.FeaturePropertiesT(), md.ContentProperties.FeatureProperties
+    )
+    score.content.range = content_range()
+    score.stats.min, score.stats.max = [0.0], [1.0]
+    count = _tensor_metadata(
+        md, OUTPUT_NAMES[3], OUTPUT_DESCRIPTIONS[3], md.FeaturePropertiesT(), md.ContentProperties.FeatureProperties
+    )
+    by_role = (location, category, score, count)
+
+    subgraph = md.SubGraphMetadataT()
+    subgraph.inputTensorMetadata = [image]
+    subgraph.outputTensorMetadata = [by_role[role] for role in roles]  # the model's output order
+    group = md.TensorGroupT()
+    group.name = DETECTION_GROUP
+    group.tensorNames = list(OUTPUT_NAMES[:3])
+    subgraph.outputTensorGroups = [group]
+
+    metadata = md.ModelMetadataT()
+    metadata.name = name
+    metadata.description = description
+    metadata.version = version
+    metadata.author = author
+    metadata.license = license
+    metadata.minParserVersion = MIN_PARSER_VERSION
+    metadata.subgraphMetadata = [subgraph]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(metadata.Pack(builder), METADATA_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _read_model(data: bytes) -> Any:
+    schema = _tflite_schema()
+    if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
+        raise MetadataError("not a TFLite flatbuffer (no TFL3 identifier)")
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+
+
+def _pack_model(model: Any) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _append_zip(flatbuffer: bytes, files: dict[str, bytes]) -> bytes:
+    """``flatbuffer`` followed by a zip archive of ``files`` (stored, fixed dates: the same input gives the same
+    bytes), as MediaPipe's MetadataPopulator appends associated files."""
+    stream = io.BytesIO()
+    stream.write(flatbuffer)
+    with zipfile.ZipFile(stream, "a") as archive:
+        for file_name, content in files.items():
+            archive.writestr(zipfile.ZipInfo(file_name, date_time=(1980, 1, 1, 0, 0, 0)), content)
+    return stream.getvalue()
+
+
+def add_detection_metadata(
+    model_bytes: bytes,
+    *,
+    labels: Sequence[str],
+    name: str,
+    description: str,
+    version: str,
+    input_size: Sequence[int] | None = None,
+    input_dtype: str | None = None,
+    normalization: tuple[Any, Any] | None = None,
+    author: str | None = None,
+    license: str | None = None,
+) -> bytes:
+    """A copy of a detection .tflite with TFLite Model Metadata and the label map packed in (for MediaPipe).
+
+    The model must have one ``[1, H, W, 3]`` uint8 or float32 input and, as its only outputs, the four float32
+    outputs of ``TFLite_Detection_PostProcess``: boxes ``[1, N, 4]`` (ymin, xmin, ymax, xmax as fractions of
+    the input), classes ``[1, N]``, scores ``[1, N]``, count ``[1]``, in any order (each is found by the op's
+    output position). Metadata already in the file, and any files packed after it, are replaced; the network
+    itself is unchanged (same outputs in LiteRT). Deterministic: the same arguments give the same bytes.
+
+    Args:
+        model_bytes: the .tflite file contents.
+        labels: class names, index i = class id i; as many as the op's ``num_classes``, each one line.
+        name, description, version: ModelMetadata fields (MediaPipe shows none of them; apps may).
+        input_size: (H, W) the caller expects; checked against the model's input (None: not checked).
+        input_dtype: "uint8" or "float32" the caller expects; checked against the model (None: not checked).
+        normalization: (mean, std) for a float32 input, ``input = (pixel - mean) / std`` with pixels 0..255;
+            required for float32 input (MediaPipe refuses float input without it), refused for uint8 input
+            (MediaPipe feeds uint8 pixels unchanged). One value each, or three equal values.
+        author, license: optional ModelMetadata fields.
+    Returns:
+        The new file contents: the rewritten flatbuffer followed by a zip holding ``labels.txt``.
+    Raises:
+        MetadataError: the model or the arguments do not fit (the message says what).
+        ImportError: the metadata schema classes (mediapipe package) are not installed.
+    """
+    schema = _tflite_schema()
+    model = _read_model(bytes(model_bytes))
+    image, roles, options = _check_model(model)
+    num_classes = int(options["num_classes"]) if "num_classes" in options else None
+    labels = _check_labels(labels, num_classes)
+    height, width = int(image.shape[1]), int(image.shape[2])
+    dtype = "uint8" if image.type == schema.TensorType.UINT8 else "float32"
+    if input_size is not None and tuple(int(s) for s in input_size) != (height, width):
+        raise MetadataError(f"input_size {tuple(input_size)} does not match the model's input {height}x{width}")
+    if input_dtype is not None and input_dtype != dtype:
+        raise MetadataError(f"input_dtype {input_dtype!r} does not match the model's {dtype} input")
+    if dtype == "float32" and normalization is None:
+        raise MetadataError("a float32 input needs normalization=(mean, std): MediaPipe refuses float input without")
+    if dtype == "uint8" and normalization is not None:
+        raise MetadataError("normalization applies to float32 input only; this model takes uint8 pixels as they are")
+    for buffer in model.buffers or []:
+        if buffer.offset:
+            raise MetadataError("buffers stored outside the flatbuffer (models over 2 GB) are not supported")
+
+    metadata = _build_metadata(
+        labels=labels,
+        roles=roles,
+        input_size=(height, width),
+        input_dtype=dtype,
+        normalization=None if normalization is None else _normalization_values(normalization),
+        name=name,
+        description=description,
+        version=version,
+        author=author,
+        license=license,
+    )
+    import numpy as np
+
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(metadata, np.uint8)
+    entries = [m for m in (model.metadata or []) if _text(m.name) == METADATA_FIELD]
+    if entries:
+        # Replace in place: the old buffer index stays valid for every entry that points to it.
+        model.buffers[entries[0].buffer] = buffer
+    else:
+        model.buffers = list(model.buffers or []) + [buffer]
+        entry = schema.MetadataT()
+        entry.name = METADATA_FIELD
+        entry.buffer = len(model.buffers) - 1
+        model.metadata = list(model.metadata or []) + [entry]
+    return _append_zip(_pack_model(model), {LABELS_FILE: ("\n".join(labels) + "\n").encode("utf-8")})
+
+
+def _metadata_buffer(data: bytes) -> bytes | None:
+    """The raw metadata flatbuffer of a .tflite, or None when the file has none."""
+    schema = _tflite_schema()
+    model = schema.Model.GetRootAsModel(data, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if _text(entry.Name()) == METADATA_FIELD:
+            buffer = model.Buffers(entry.Buffer())
+            if buffer is not None and buffer.DataLength():
+                return buffer.DataAsNumpy().tobytes()
+    return None
+
+
+def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[str, Any] | None:
+    """The detection metadata of a .tflite as plain Python, or None when the file has no TFLite Model Metadata.
+
+    Files exported before metadata existed give None, so that tools can say so instead of failing later.
+
+    Returns:
+        ``{"name", "description", "version", "author", "license", "min_parser_version",
+        "input": {"name", "tensor", "size": (H, W), "dtype", "color_space", "normalization": (mean, std) | None},
+        "outputs": [{"name", "tensor", "position"}] in the model's output order,
+        "box_index": [left, top, right, bottom positions], "box_type", "coordinate_type",
+        "labels": [...] (from the packed TENSOR_VALUE_LABELS file), "associated_files": [names in the zip]}``;
+        box_type and coordinate_type are the schema's enum names (e.g. "BOUNDARIES", "RATIO").
+    Raises:
+        MetadataError: the file is not a TFLite model, or its metadata or label file is broken (named).
+    """
+    where = "model bytes" if isinstance(path_or_bytes, (bytes, bytearray, memoryview)) else os.fspath(path_or_bytes)
+    data = bytes(path_or_bytes) if where == "model bytes" else Path(where).read_bytes()
+    try:
+        model = _read_model(data)
+    except MetadataError as err:
+        raise MetadataError(f"{where}: {err}") from None
+    raw = _metadata_buffer(data)
+    if raw is None:
+        return None
+    md = _metadata_schema()
+    if not md.ModelMetadata.ModelMetadataBufferHasIdentifier(raw, 0):
+        raise MetadataError(f"{where}: {METADATA_FIELD} is not a metadata flatbuffer (identifier {raw[4:8]!r})")
+    metadata = md.ModelMetadataT.InitFromObj(md.ModelMetadata.GetRootAs(raw, 0))
+    if len(metadata.subgraphMetadata or []) != 1:
+        raise MetadataError(f"{where}: expected metadata for one subgraph, got {len(metadata.subgraphMetadata or [])}")
+    subgraph_md = metadata.subgraphMetadata[0]
+    subgraph = model.subgraphs[0]
+
+    def enum_name(enum: Any, value: int) -> str:
+        return next((k for k, v in vars(enum).items() if not k.startswith("_") and v == value), str(value))
+
+    inputs_md = subgraph_md.inputTensorMetadata or []
+    outputs_md = subgraph_md.outputTensorMetadata or []
+    if len(inputs_md) != len(subgraph.inputs) or len(outputs_md) != len(subgraph.outputs):
+        raise MetadataError(
+            f"{where}: metadata describes {len(inputs_md)} inputs / {len(outputs_md)} outputs, the model has "
+            f"{len(subgraph.inputs)} / {len(subgraph.outputs)}"
+        )
+    image_md, image = inputs_md[0], subgraph.tensors[subgraph.inputs[0]]
+    properties = image_md.content.contentProperties if image_md.content is not None else None
+    normalization = None
+    for unit in image_md.processUnits or []:
+        if unit.optionsType == md.ProcessUnitOptions.NormalizationOptions:
+            normalization = (float(unit.options.mean[0]), float(unit.options.std[0]))
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        archive = None
+    packed = archive.namelist() if archive is not None else []
+    outputs, labels = [], None
+    box: dict[str, Any] = {}
+    for position, tensor_md in enumerate(outputs_md):
+        tensor_name = _text(subgraph.tensors[subgraph.outputs[position]].name)
+        outputs.append({"name": _text(tensor_md.name), "tensor": tensor_name, "position": position})
+        content = tensor_md.content
+        if content is not None and content.contentPropertiesType == md.ContentProperties.BoundingBoxProperties:
+            props = content.contentProperties
+            box = {
+                "box_index": [int(i) for i in props.index] if props.index is not None else None,
+                "box_type": enum_name(md.BoundingBoxType, props.type),
+                "coordinate_type": enum_name(md.CoordinateType, props.coordinateType),
+            }
+        for file in tensor_md.associatedFiles or []:
+            if file.type == md.AssociatedFileType.TENSOR_VALUE_LABELS and labels is None:
+                file_name = _text(file.name)
+                if file_name not in packed:
+                    raise MetadataError(f"{where}: the label file {file_name!r} named in the metadata is not packed")
+                text = archive.read(file_name).decode("utf-8")  # type: ignore[union-attr]
+                labels = [line.rstrip("\r") for line in text.split("\n")]
+                if labels and labels[-1] == "":
+                    labels.pop()
+    return {
+        "name": _text(metadata.name),
+        "description": _text(metadata.description),
+        "version": _text(metadata.version),
+        "author": _text(metadata.author),
+        "license": _text(metadata.license),
+        "min_parser_version": _text(metadata.minParserVersion),
+        "input": {
+            "name": _text(image_md.name),
+            "tensor": _text(image.name),
+            "size": (int(image.shape[1]), int(image.shape[2])),
+            "dtype": "uint8" if image.type == _tflite_schema().TensorType.UINT8 else "float32",
+            "color_space": enum_name(md.ColorSpaceType, properties.colorSpace)
+            if properties is not None and hasattr(properties, "colorSpace")
+            else None,
+            "normalization": normalization,
+        },
+        "outputs": outputs,
+        **({"box_index": None, "box_type": None, "coordinate_type": None} | box),
+        "labels": labels,
+        "associated_files": packed,
+    }
+
+
+__all__ = [
+    "DETECTION_GROUP",
+    "LABELS_FILE",
+    "METADATA_FIELD",
+    "MetadataError",
+    "OUTPUT_NAMES",
+    "add_detection_metadata",
+    "read_detection_metadata",
+]

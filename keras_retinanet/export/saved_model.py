@@ -1,0 +1,142 @@
+"""The SavedModel export for TF Serving: letterbox, network, decoding and NMS in one graph.
+
+Output contract: SavedModel (stable; ``keras_retinanet.detectors`` relies on it)
+------------------------------------------------------------------------------
+Signatures (``tf.saved_model.load(path).signatures[NAME]``; all take keyword arguments):
+
+- ``serving_default(images)``: ``images`` tf.string ``[B]``, encoded JPEG / PNG / BMP / GIF (first frame), any
+  and different sizes in one batch.
+- ``detect_float32(images)``: ``images`` float32 ``[B, H, W, 3]`` RGB in [0, 255].
+- ``detect_uint8(images)``: ``images`` uint8 ``[B, H, W, 3]`` RGB.
+
+Every image is resized keeping its aspect ratio to fit ``image_size`` (bilinear), padded with zeros at the
+bottom and right (letterbox, ``keras_retinanet.imaging.letterbox``), run through the network, decoded, and filtered by
+per-class (or class-agnostic, as the model's decoder is configured) non-max suppression.
+All signatures return::
+
+    boxes           float32 [B, M, 4]  x1, y1, x2, y2 in each image's ORIGINAL pixels, clipped to the image
+    scores          float32 [B, M]     sigmoid probability, sorted descending; 0 for padding
+    classes         int32   [B, M]     class id 0..K-1 (line of labels.txt); -1 for padding
+    num_detections  int32   [B]        number of valid rows
+
+with ``M = max_detections``. The loaded object also has ``class_names`` (a tf.string variable, [K]),
+``image_size`` (int32 [2], H, W) and ``labels_file`` (the asset).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from keras_retinanet.detectors.base import LABELS_FILE
+from keras_retinanet.export.config import class_names
+from keras_retinanet.imaging import (
+    boxes_to_original_tensor,
+    decode_image_tensor,
+    letterbox_tensor,
+    parse_image_size,
+)
+
+
+def _build_serving_module(model: Any, image_size: tuple[int, int], labels_path: Path):
+    """tf.Module whose signatures follow the SavedModel contract in the module docstring."""
+    import tensorflow as tf
+
+    target_h, target_w = image_size
+
+    def letterbox(image):
+        return letterbox_tensor(image, image_size)
+
+    class RetinaNetServing(tf.Module):
+        def __init__(self):
+            super().__init__(name="retinanet_serving")
+            self.model = model
+            self.labels_file = tf.saved_model.Asset(str(labels_path))
+            self.class_names = tf.Variable(class_names(model), trainable=False, dtype=tf.string)
+            self.image_size = tf.Variable([target_h, target_w], trainable=False, dtype=tf.int32)
+
+        def _detect_batch(self, images):
+            """images: float32 (B, h, w, 3), all the same size."""
+            sizes = tf.cast(tf.shape(images)[1:3], tf.float32)
+            canvases, scales = tf.map_fn(
+                letterbox,
+                images,
+                fn_output_signature=(
+                    tf.TensorSpec((target_h, target_w, 3), tf.float32),
+                    tf.TensorSpec((2,), tf.float32),
+                ),
+            )
+            batch = tf.shape(images)[0]
+            return self._detect_canvases(canvases, scales, tf.tile(sizes[None], [batch, 1]))
+
+        def _detect_canvases(self, canvases, scales, original_sizes):
+            detections = model.detect(canvases)
+            boxes = tf.cast(detections["boxes"], tf.float32)
+            scores = tf.cast(detections["scores"], tf.float32)
+            classes = tf.cast(detections["classes"], tf.int32)
+            num = tf.cast(detections["num_detections"], tf.int32)
+            boxes = boxes_to_original_tensor(boxes, scales, original_sizes)
+            valid = tf.sequence_mask(num, tf.shape(scores)[1])
+            return {
+                "boxes": tf.where(valid[..., None], boxes, 0.0),
+                "scores": tf.where(valid, scores, 0.0),
+                "classes": tf.where(valid, classes, -1),
+                "num_detections": num,
+            }
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        def serve_encoded(self, images):
+            def decode(data):
+                image = tf.cast(decode_image_tensor(data), tf.float32)
+                canvas, scale = letterbox(image)
+                return canvas, scale, tf.cast(tf.shape(image)[:2], tf.float32)
+
+            canvases, scales, sizes = tf.map_fn(
+                decode,
+                images,
+                fn_output_signature=(
+                    tf.TensorSpec((target_h, target_w, 3), tf.float32),
+                    tf.TensorSpec((2,), tf.float32),
+                    tf.TensorSpec((2,), tf.float32),
+                ),
+            )
+            return self._detect_canvases(canvases, scales, sizes)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+        def detect_float32(self, images):
+            return self._detect_batch(images)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+        def detect_uint8(self, images):
+            return self._detect_batch(tf.cast(images, tf.float32))
+
+    return RetinaNetServing()
+
+
+def build_saved_model(model: Any, path: str | os.PathLike, image_size: Sequence[int] | None = None) -> dict:
+    """Write a SavedModel with the signatures of the module docstring to ``path`` (a new directory).
+
+    Returns {"signatures": [...], "size_bytes": int}.
+    """
+    import tensorflow as tf
+
+    path = Path(path)
+    image_size = parse_image_size(image_size) if image_size is not None else model.input_size
+    with tempfile.TemporaryDirectory() as scratch:
+        labels_path = Path(scratch) / LABELS_FILE
+        labels_path.write_text("\n".join(class_names(model)) + "\n")
+        module = _build_serving_module(model, image_size, labels_path)
+        signatures = {
+            "serving_default": module.serve_encoded.get_concrete_function(),
+            "detect_float32": module.detect_float32.get_concrete_function(),
+            "detect_uint8": module.detect_uint8.get_concrete_function(),
+        }
+        tf.saved_model.save(module, str(path), signatures=signatures)
+    return {"signatures": sorted(signatures), "size_bytes": _dir_size(path)}
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

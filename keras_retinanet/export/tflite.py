@@ -1,0 +1,390 @@
+"""The TFLite export: builtin ops only, ``TFLite_Detection_PostProcess`` for decoding and NMS.
+
+Output contract: TFLite (stable; the layout of mobile SSD models)
+------------------------------------------------------------------
+One input: ``images`` uint8 ``[1, H, W, 3]`` RGB, ``H, W = image_size`` (default: the model's ``input_size``,
+the size it was trained at). The caller letterboxes the image exactly as the SavedModel does
+(``keras_retinanet.imaging.letterbox``); normalisation is inside.
+Four float32 outputs, in this order (the outputs of the ``TFLite_Detection_PostProcess`` op):
+
+    0  boxes           [1, M, 4]  ymin, xmin, ymax, xmax, NORMALISED to the H x W input (not clipped)
+    1  classes         [1, M]     class id as float (0..K-1, no background offset)
+    2  scores          [1, M]     sigmoid probability, sorted descending; 0 for padding
+    3  num_detections  [1]        number of valid rows, as float
+
+To get original pixels: ``x = xmin * W / sx`` with ``sx`` the letterbox scale of that axis, then clip.
+:class:`keras_retinanet.detectors.TFLiteDetector` does all of that. The op performs per-class NMS
+(``use_regular_nms=True``) over all anchors with score >= the decoder's score threshold, at most 100 boxes per
+class (a fixed limit of the op), then keeps the ``max_detections`` best. Unlike the Keras decoder it has no
+per-level top-k; detections above a reasonable threshold (0.3) are the same (checked by the parity tests).
+
+Box coding: the model's deltas are (dx, dy, dw, dh) multiplied by weights (wx, wy, ww, wh) (torchvision's
+``BoxCoder``); the op computes ``yc = ty / y_scale * ha + ya`` and ``h = exp(th / h_scale) * ha`` with the
+anchors as normalised (yc, xc, h, w). The float files decode the boxes, clip them to the input (as the Keras
+decoder does before NMS) and re-encode them with unit scales. The int8 file feeds the raw encodings
+(dy, dx, min(dh, clamp * wh), min(dw, clamp * ww)) with y/x/h/w_scale = wy/wx/wh/ww, so that no box arithmetic
+runs in int8 (see ``convert_tflite``'s ``clip_boxes``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keras_retinanet.export.config import TFLITE_NMS_CHOICES, TFLITE_VARIANTS, ExportError, PostProcessConfig
+from keras_retinanet.export.requantization import fit_requantization_scales
+from keras_retinanet.imaging import parse_image_size
+
+logger = logging.getLogger(__name__)
+
+DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+# The op keeps at most this many boxes per class; the converter has no attribute for it (nms_utils.cc).
+TFLITE_DETECTIONS_PER_CLASS = 100
+
+
+def tflite_anchors(model: Any, image_size: Sequence[int]) -> np.ndarray:
+    """(N, 4) float32 anchors as (yc, xc, h, w) normalised by the input (H, W), in the model's anchor order.
+
+    The model pads its input to a multiple of 32, so the anchors are those of the padded size (as in
+    ``RetinaNet.decode``), normalised by the unpadded input size like the op's output boxes.
+    """
+    height, width = image_size
+    padded = model.padded_shape((height, width)) if hasattr(model, "padded_shape") else (height, width)
+    anchors = np.asarray(model.anchor_generator(image_shape=padded), dtype=np.float64)
+    x1, y1, x2, y2 = anchors.T
+    out = np.stack([(y1 + y2) / 2 / height, (x1 + x2) / 2 / width, (y2 - y1) / height, (x2 - x1) / width], 1)
+    return out.astype(np.float32)
+
+
+def _implements_signature(config: PostProcessConfig, num_classes: int, scales: Sequence[float]) -> str:
+    """The ``experimental_implements`` text the converter turns into the op's custom options.
+
+    ``scales`` are (y_scale, x_scale, h_scale, w_scale): the op decodes ``yc = ty / y_scale * ha + ya``,
+    ``h = exp(th / h_scale) * ha`` (tensorflow/lite/kernels/detection_postprocess.cc).
+    """
+    y_scale, x_scale, h_scale, w_scale = scales
+    attrs = [
+        ("max_detections", "i", config.max_detections),
+        ("max_classes_per_detection", "i", 1),
+        ("num_classes", "i", num_classes),
+        ("nms_score_threshold", "f", config.score_threshold),
+        ("nms_iou_threshold", "f", config.nms_iou_threshold),
+        ("y_scale", "f", y_scale),
+        ("x_scale", "f", x_scale),
+        ("h_scale", "f", h_scale),
+        ("w_scale", "f", w_scale),
+        ("use_regular_nms", "b", not config.class_agnostic),
+    ]
+    parts = [f'name: "{DETECTION_POSTPROCESS_OP}"']
+    for key, kind, value in attrs:
+        if kind == "f":
+            text = repr(float(value))
+        elif kind == "b":
+            text = "true" if value else "false"
+        else:
+            text = str(int(value))
+        parts.append(f'attr {{ key: "{key}" value {{ {kind}: {text} }} }}')
+    return " ".join(parts)
+
+
+def _detection_postprocess(encodings, scores, anchors, config: PostProcessConfig, num_classes: int, scales):
+    """Placeholder that the TFLite converter replaces by the builtin ``TFLite_Detection_PostProcess`` op.
+
+    Args:
+        encodings: float32 (1, N, 4) (ty, tx, th, tw).
+        scores: float32 (1, N, K) sigmoid scores.
+        anchors: float32 (N, 4) (yc, xc, h, w) normalised.
+        scales: (y_scale, x_scale, h_scale, w_scale) of the encodings.
+    Returns:
+        In TensorFlow, zeros of the op's output shapes: boxes (1, M, 4), classes, scores (1, M), num (1,).
+        In TFLite, the op's real outputs.
+    """
+    import tensorflow as tf
+
+    max_det = config.max_detections
+
+    @tf.function(experimental_implements=_implements_signature(config, num_classes, scales))
+    def postprocess(box_encodings, class_scores, anchor_boxes):
+        # Correctly shaped dummies (scalar dummies crash LiteRT's CompiledModel, DESIGN section 4). The
+        # converter replaces the whole body by the op, so the values never matter.
+        del box_encodings, class_scores, anchor_boxes
+        boxes = tf.zeros([1, max_det, 4], tf.float32, name="boxes")
+        classes = tf.zeros([1, max_det], tf.float32, name="classes")
+        det_scores = tf.zeros([1, max_det], tf.float32, name="scores")
+        num = tf.zeros([1], tf.float32, name="num_detections")
+        return boxes, classes, det_scores, num
+
+    return postprocess(encodings, scores, anchors)
+
+
+def _tflite_function(
+    model: Any, image_size: tuple[int, int], config: PostProcessConfig, nms: str, clip_boxes: bool = True
+):
+    """tf.function: uint8 (1, H, W, 3) -> (boxes, classes, scores, num_detections), TFLite output contract.
+
+    The network part (images -> box encodings and sigmoid scores) is frozen to constants first: the converter
+    keeps Keras 3 variables as resource variables (VAR_HANDLE / READ_VARIABLE) otherwise, while freezing the
+    whole function would inline the post-processing placeholder and lose the op.
+
+    With ``clip_boxes`` (the default), boxes are decoded, clipped to the input and re-encoded relative to the
+    anchors with unit scales before the op, so that NMS sees clipped boxes exactly as the Keras decoder's NMS
+    does. Without it, the model's deltas go to the op unchanged (scales = box-coder weights (wy, wx, wh, ww),
+    dw/dh clamped) and the op's NMS sees unclipped boxes (differences only for boxes crossing the border).
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    height, width = image_size
+    num_classes = int(model.num_classes)
+    anchors_yxhw = tflite_anchors(model, image_size)
+    wx, wy, ww, wh = config.box_weights
+    clamp = config.box_clamp
+    spec = tf.TensorSpec([1, height, width, 3], tf.uint8, name="images")
+    unit_scales = (1.0, 1.0, 1.0, 1.0)
+
+    @tf.function(input_signature=[spec])
+    def network(images):
+        outputs = model(tf.cast(images, tf.float32), training=False)
+        scores = tf.sigmoid(tf.cast(outputs["classification"], tf.float32))
+        deltas = tf.cast(outputs["box_regression"], tf.float32)
+        dx, dy, dw, dh = tf.split(deltas, 4, axis=-1)  # each (1, N, 1)
+        anchors = tf.constant(anchors_yxhw)
+        ya, xa, ha, wa = tf.split(anchors[None], 4, axis=-1)
+        if nms == "builtin" and not clip_boxes:
+            encodings = tf.concat([dy, dx, tf.minimum(dh, clamp * wh), tf.minimum(dw, clamp * ww)], axis=-1)
+            return encodings, scores
+        # Decode exactly as BoxCoder.decode, in normalised coordinates, and clip to the input.
+        yc = dy / wy * ha + ya
+        xc = dx / wx * wa + xa
+        half_h = 0.5 * tf.exp(tf.minimum(dh / wh, clamp)) * ha
+        half_w = 0.5 * tf.exp(tf.minimum(dw / ww, clamp)) * wa
+        y1 = tf.clip_by_value(yc - half_h, 0.0, 1.0)
+        x1 = tf.clip_by_value(xc - half_w, 0.0, 1.0)
+        y2 = tf.clip_by_value(yc + half_h, 0.0, 1.0)
+        x2 = tf.clip_by_value(xc + half_w, 0.0, 1.0)
+        if nms == "combined":
+            return tf.concat([y1, x1, y2, x2], axis=-1), scores
+        # Re-encode the clipped boxes with unit scales. A box clipped to nothing keeps a tiny positive size:
+        # its IoU with anything is ~0, as in the Keras decoder, where its area is 0.
+        box_h = tf.maximum(y2 - y1, 1e-7)
+        box_w = tf.maximum(x2 - x1, 1e-7)
+        encodings = tf.concat(
+            [
+                ((y1 + y2) * 0.5 - ya) / ha,
+                ((x1 + x2) * 0.5 - xa) / wa,
+                tf.math.log(box_h / ha),
+                tf.math.log(box_w / wa),
+            ],
+            axis=-1,
+        )
+        return encodings, scores
+
+    frozen = convert_variables_to_constants_v2(network.get_concrete_function())
+    scales = (wy, wx, wh, ww) if nms == "builtin" and not clip_boxes else unit_scales
+
+    @tf.function(input_signature=[spec])
+    def detect(images):
+        encodings_or_boxes, scores = frozen(images)
+        if nms == "builtin":
+            anchors = tf.constant(anchors_yxhw)
+            return _detection_postprocess(encodings_or_boxes, scores, anchors, config, num_classes, scales)
+        # "combined": tf.image.combined_non_max_suppression (a Flex op in TFLite).
+        if config.class_agnostic:
+            scores = tf.reduce_max(scores, axis=-1, keepdims=True)
+        nmsed = tf.image.combined_non_max_suppression(
+            encodings_or_boxes[:, :, None, :],
+            scores,
+            max_output_size_per_class=min(config.max_detections, TFLITE_DETECTIONS_PER_CLASS),
+            max_total_size=config.max_detections,
+            iou_threshold=config.nms_iou_threshold,
+            score_threshold=config.score_threshold,
+            clip_boxes=False,
+        )
+        return (
+            nmsed.nmsed_boxes,
+            tf.cast(nmsed.nmsed_classes, tf.float32),
+            nmsed.nmsed_scores,
+            tf.cast(nmsed.valid_detections, tf.float32),
+        )
+
+    return detect
+
+
+def _order_outputs_by_signature(data: bytes) -> bytes:
+    """Reorder the main subgraph's outputs as the signature's ``output_0..3`` (the op's order).
+
+    The converter lists a SavedModel's outputs in no fixed order; mobile SSD code reads them by index.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    if not model.signatureDefs:
+        return data
+    signature = model.signatureDefs[0]
+
+    def key(name):
+        return name.decode() if isinstance(name, bytes) else str(name)
+
+    wanted = [t.tensorIndex for t in sorted(signature.outputs, key=lambda t: key(t.name))]
+    subgraph = model.subgraphs[signature.subgraphIndex]
+    if list(subgraph.outputs) == wanted:
+        return data
+    if sorted(subgraph.outputs) != sorted(wanted):
+        raise ExportError("TFLite signature outputs do not match the subgraph outputs")
+    subgraph.outputs = wanted
+    builder = flatbuffers.Builder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def tflite_ops(path_or_bytes: str | os.PathLike | bytes) -> list[str]:
+    """Sorted distinct operator names in a .tflite file (builtins by name, custom ops by custom code)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    used: set[int] = set()
+    for subgraph in model.subgraphs or []:
+        for op in subgraph.operators or []:
+            used.add(op.opcodeIndex)
+    result = set()
+    for index in used:
+        code = model.operatorCodes[index]
+        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            custom = code.customCode
+            result.add(custom.decode() if isinstance(custom, bytes) else str(custom))
+        else:
+            result.add(names.get(builtin, f"BUILTIN_{builtin}"))
+    return sorted(result)
+
+
+def flex_ops(ops: Iterable[str]) -> list[str]:
+    """The Flex (SELECT_TF_OPS) operators among ``ops``."""
+    return [op for op in ops if op.startswith("Flex")]
+
+
+def convert_tflite(
+    model: Any,
+    variant: str = "float32",
+    image_size: Sequence[int] | None = None,
+    config: PostProcessConfig | None = None,
+    representative_images: Callable[[], Iterable[np.ndarray]] | None = None,
+    nms: str = "builtin",
+    clip_boxes: bool | None = None,
+) -> bytes:
+    """Convert ``model`` to a .tflite flatbuffer (see the TFLite contract in the module docstring).
+
+    Args:
+        model: a RetinaNet.
+        variant: "float32", "float16" (float16 weights) or "int8" (full-integer PTQ; needs
+            ``representative_images``; the post-processing op and the outputs stay float).
+        image_size: fixed (H, W) input size; default the model's ``input_size`` (its training size).
+        config: post-processing settings; default from ``model.decoder`` and ``model.box_coder``.
+        representative_images: callable returning an iterable of uint8 (H, W, 3) letterboxed RGB canvases.
+        nms: "builtin" (TFLite_Detection_PostProcess, builtin ops only; raises ExportError if a Flex op
+            appears) or "combined" (tf.image.combined_non_max_suppression as a Flex op; Flex runtime).
+        clip_boxes: clip boxes to the input before NMS, as the Keras decoder does (see ``_tflite_function``).
+            ``None`` (default): clip for float32 / float16, not for int8. In an int8 file the decode, clip and
+            re-encode arithmetic would itself run in int8 and blur every box (the main job's model lost 8 AP
+            points that way: 0.657 instead of 0.738); unclipped, the op decodes the raw deltas in float.
+    Returns:
+        The .tflite file contents.
+    """
+    import tensorflow as tf
+
+    if variant not in TFLITE_VARIANTS:
+        raise ExportError(f"unknown TFLite variant {variant!r}; choose from {', '.join(TFLITE_VARIANTS)}")
+    if nms not in TFLITE_NMS_CHOICES:
+        raise ExportError(f"unknown TFLite NMS {nms!r}; choose from {', '.join(TFLITE_NMS_CHOICES)}")
+    image_size = parse_image_size(image_size) if image_size is not None else model.input_size
+    config = config or PostProcessConfig.from_model(model)
+    if clip_boxes is None:
+        clip_boxes = variant != "int8"
+    function = _tflite_function(model, image_size, config, nms, clip_boxes)
+    scratch = tempfile.mkdtemp(prefix="retinanet-tflite-")
+    try:
+        # Through a SavedModel, as tensorflow/models does: from_concrete_functions inlines the placeholder.
+        holder = tf.Module()
+        holder.detect = function
+        tf.saved_model.save(holder, scratch, signatures={"serving_default": function.get_concrete_function()})
+        data = _convert_saved_model(scratch, variant, nms, representative_images)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    data = _order_outputs_by_signature(data)
+    if variant == "int8":
+        try:
+            data, widened = fit_requantization_scales(data)
+        except ValueError as err:
+            raise ExportError(str(err)) from None
+        if widened:
+            logger.warning(
+                "int8 TFLite: %d convolution output(s) were almost constant on the calibration images; their "
+                "scale was widened so that XNNPACK accepts the file: %s",
+                len(widened),
+                ", ".join(widened),
+            )
+    ops = tflite_ops(data)
+    if nms == "builtin":
+        if flex_ops(ops):
+            raise ExportError(
+                f"TFLite {variant} export contains Flex ops {flex_ops(ops)}; standard LiteRT cannot "
+                "run them. This is a bug in the export graph."
+            )
+        if DETECTION_POSTPROCESS_OP not in ops:
+            raise ExportError(f"TFLite {variant} export lacks {DETECTION_POSTPROCESS_OP}; ops: {ops}")
+        if "VAR_HANDLE" in ops or "READ_VARIABLE" in ops:
+            raise ExportError(f"TFLite {variant} export kept resource variables; ops: {ops}")
+    return data
+
+
+def _convert_saved_model(
+    saved_model_dir: str,
+    variant: str,
+    nms: str,
+    representative_images: Callable[[], Iterable[np.ndarray]] | None,
+) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    if nms == "builtin":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    else:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "int8":
+        if representative_images is None:
+            raise ExportError("int8 TFLite export needs calibration images (--calibration-data SPEC)")
+
+        def representative_dataset():
+            for canvas in representative_images():
+                yield [np.asarray(canvas, dtype=np.uint8)[None]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        # Int8 kernels for everything quantisable; the post-processing op (custom, float only) and any op
+        # without an int8 kernel stay float, with Dequantize in front of them.
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
+        if nms == "combined":
+            converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.float32
+    converter.allow_custom_ops = nms == "builtin"
+    try:
+        return converter.convert()
+    except Exception as err:  # noqa: BLE001 - the converter raises many types; say which variant failed
+        raise ExportError(f"TFLite conversion ({variant}, nms={nms}) failed: {err}") from err

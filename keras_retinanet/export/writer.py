@@ -1,0 +1,204 @@
+"""Export a trained RetinaNet to a TF SavedModel (TF Serving) and to TFLite (LiteRT) with NMS inside.
+
+``export_model(model_path, output_dir, ...)`` writes one directory::
+
+    OUTPUT/
+      saved_model/            TF SavedModel, NMS in the graph; needs only TensorFlow to load
+        assets/labels.txt     class names, one a line, line i = class id i
+      labels.txt              the same class names
+      model_float32.tflite    fixed input size, uint8 RGB input, builtin ops only, NMS inside
+      model_float16.tflite    float16 weights (computes in float32 on CPU)
+      model_int8.tflite       full-integer post-training quantisation; post-processing and outputs in float
+      model_float32_combined_nms.tflite   only with ``tflite_nms="combined"``: needs the Flex delegate
+      export_report.json      sizes, op lists, settings and parity figures
+
+It is built in a temporary sibling directory and moved into place at the very end, so a failed export never
+leaves a directory that looks complete.
+
+The SavedModel's contract is in ``keras_retinanet.export.saved_model``, the TFLite files' in
+``keras_retinanet.export.tflite``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keras_retinanet.detectors import LABELS_FILE, load_retinanet
+from keras_retinanet.export.calibration import calibration_paths, load_canvases
+from keras_retinanet.export.config import (
+    REPORT_FILE,
+    SAVED_MODEL_DIR,
+    TFLITE_NMS_CHOICES,
+    TFLITE_VARIANTS,
+    ExportError,
+    PostProcessConfig,
+    class_names,
+)
+from keras_retinanet.export.parity import parity_report
+from keras_retinanet.export.saved_model import build_saved_model
+from keras_retinanet.export.tflite import (
+    TFLITE_DETECTIONS_PER_CLASS,
+    convert_tflite,
+    flex_ops,
+    tflite_ops,
+)
+from keras_retinanet.imaging import parse_image_size
+
+logger = logging.getLogger(__name__)
+
+
+def export_model(
+    model_or_path: Any,
+    output_dir: str | os.PathLike,
+    *,
+    image_size: int | str | Sequence[int] | None = None,
+    saved_model: bool = True,
+    tflite_variants: Sequence[str] = TFLITE_VARIANTS,
+    tflite_nms: str = "builtin",
+    calibration_data: str | None = None,
+    calibration_steps: int = 200,
+    parity_images: int = 8,
+    benchmark: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Export a RetinaNet to ``output_dir`` (layout in the module docstring); returns the report dict.
+
+    Args:
+        model_or_path: a RetinaNet or the path of a ``.keras`` file holding one.
+        output_dir: the directory to create; refused if it exists unless ``overwrite``.
+        image_size: network input size for the SavedModel letterbox and the fixed TFLite input (N or HxW);
+            default the model's ``input_size``, the size it was trained at. Another size is allowed (with a
+            warning), and the parity figures then show what it costs.
+        saved_model: write ``saved_model/``.
+        tflite_variants: any of "float32", "float16", "int8".
+        tflite_nms: "builtin" (default) or "combined": also write ``model_float32_combined_nms.tflite``, which
+            needs the Flex runtime.
+        calibration_data: dataset spec for int8 calibration and for the parity figures.
+        calibration_steps: number of calibration images (a few hundred).
+        parity_images: images for the parity figures (from ``calibration_data``; skipped without it).
+        benchmark: also measure TFLite latency (``keras_retinanet.benchmark.latency``) into the report.
+        overwrite: replace an existing ``output_dir``.
+    """
+    output = Path(output_dir).resolve()
+    tflite_variants = list(dict.fromkeys(tflite_variants))
+    for variant in tflite_variants:
+        if variant not in TFLITE_VARIANTS:
+            raise ExportError(f"unknown TFLite variant {variant!r}; choose from {', '.join(TFLITE_VARIANTS)}")
+    if tflite_nms not in TFLITE_NMS_CHOICES:
+        raise ExportError(f"--tflite-nms must be one of {', '.join(TFLITE_NMS_CHOICES)}, got {tflite_nms!r}")
+    if output.exists() and not overwrite:
+        raise ExportError(f"output directory {output} exists; pass --overwrite to replace it")
+    if "int8" in tflite_variants and not calibration_data:
+        raise ExportError(
+            "int8 TFLite needs real calibration images: pass --calibration-data SPEC (e.g. the train set), "
+            "or leave int8 out with --tflite float32,float16"
+        )
+    if image_size is not None:
+        image_size = parse_image_size(image_size)
+    # Read the calibration data before any slow work, so a bad spec fails at once.
+    calib_paths = (
+        calibration_paths(calibration_data, max(calibration_steps, parity_images)) if calibration_data else []
+    )
+    model = load_retinanet(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path
+    size = image_size or model.input_size
+    if size != model.input_size:
+        logger.warning(
+            "exporting at %dx%d, but the model was trained at %dx%d: expect lower accuracy (see the parity "
+            "figures in %s)",
+            *size,
+            *model.input_size,
+            REPORT_FILE,
+        )
+    config = PostProcessConfig.from_model(model)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        report: dict[str, Any] = {
+            "model": str(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model.name,
+            "num_classes": int(model.num_classes),
+            "class_names": class_names(model),
+            "image_size": list(size),
+            "model_input_size": list(model.input_size),
+            "postprocess": dataclasses.asdict(config),
+            "tflite_detections_per_class": TFLITE_DETECTIONS_PER_CLASS,
+            "num_anchors": int(model.anchor_generator.num_anchors(size)),
+            "files": {},
+        }
+        (staging / LABELS_FILE).write_text("\n".join(class_names(model)) + "\n")
+        if saved_model:
+            logger.info("writing SavedModel")
+            info = build_saved_model(model, staging / SAVED_MODEL_DIR, size)
+            report["files"][SAVED_MODEL_DIR] = info
+
+        calib_canvases: list[np.ndarray] | None = None
+
+        def representative() -> Iterable[np.ndarray]:
+            nonlocal calib_canvases
+            if calib_canvases is None:
+                calib_canvases = load_canvases(calib_paths[:calibration_steps], size)
+            return calib_canvases
+
+        tflite_files: dict[str, Path] = {}
+        jobs = [(v, "builtin", f"model_{v}.tflite") for v in tflite_variants]
+        if tflite_nms == "combined":
+            jobs.append(("float32", "combined", "model_float32_combined_nms.tflite"))
+        for variant, nms, name in jobs:
+            logger.info("converting %s", name)
+            data = convert_tflite(
+                model,
+                variant,
+                size,
+                config,
+                representative_images=representative if variant == "int8" else None,
+                nms=nms,
+            )
+            (staging / name).write_bytes(data)
+            ops = tflite_ops(data)
+            report["files"][name] = {
+                "size_bytes": len(data),
+                "ops": ops,
+                "flex_ops": flex_ops(ops),
+                "runtime": "LiteRT builtin ops"
+                if nms == "builtin"
+                else "needs the Flex delegate (SELECT_TF_OPS)",
+            }
+            if nms == "builtin":
+                tflite_files[variant] = staging / name
+
+        if calib_paths and parity_images > 0 and saved_model:
+            canvases = load_canvases(calib_paths[:parity_images], model.input_size)
+            report["parity"] = parity_report(model, staging / SAVED_MODEL_DIR, tflite_files, canvases)
+            report["parity_data"] = calibration_data
+        else:
+            report["parity"] = None
+            report["parity_note"] = "no parity figures: needs --calibration-data images and the SavedModel"
+        if benchmark:
+            from keras_retinanet.benchmark.latency import tflite_latency
+
+            report["latency"] = {v: tflite_latency(p) for v, p in tflite_files.items()}
+        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+
+        # Move into place: an old export is only removed once the new one is complete.
+        backup = None
+        if output.exists():
+            backup = output.parent / f".{output.name}.old-{os.getpid()}"
+            output.rename(backup)
+        staging.rename(output)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    report["output"] = str(output)
+    return report

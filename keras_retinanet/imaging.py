@@ -1,0 +1,286 @@
+"""The one home of image handling outside ``tf.data``: decoding, EXIF orientation, letterbox and its inverse.
+
+Every path that feeds a trained model an image it did not see in training goes through here: the detectors
+(Keras, SavedModel, TFLite), export (calibration canvases and the SavedModel graph) and evaluation. The
+training pipeline (``keras_retinanet.data.pipeline``) does the same resize inside ``tf.data`` with
+``keras_retinanet.data.augment.resize_crop_pad``; both use the rule of :func:`letterbox_params`.
+
+Conventions:
+
+- Images are (H, W, 3) uint8 **RGB** numpy arrays, already turned upright by their EXIF orientation.
+- Letterbox: the image is resized keeping its aspect ratio so that it fits the (H, W) canvas, and placed at the
+  **top-left**; the rest of the canvas is zero. A box of the canvas maps back to the original image by dividing
+  its x by ``scale_x`` and its y by ``scale_y`` (:func:`boxes_to_original`), then clipping to the image.
+- Sizes are (height, width) pairs; :func:`parse_image_size` accepts ``512``, ``"512"``, ``"384x640"``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+MIN_IMAGE_SIDE = 32
+"""The smallest network input side: the coarsest backbone stride."""
+
+
+class ImageReadError(OSError):
+    """An image file that cannot be read or decoded; ``path`` names it."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sizes
+
+
+def parse_image_size(value: int | str | Sequence[int]) -> tuple[int, int]:
+    """``512``, ``"512"``, ``"384x640"`` (H x W) or ``(384, 640)`` -> (H, W).
+
+    Raises:
+        ValueError: not one or two positive integers, or a side below 32 pixels.
+    """
+    if isinstance(value, str):
+        parts = [p for p in value.lower().replace(",", "x").split("x") if p.strip()]
+        try:
+            sizes = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"image size must be N or HxW, got {value!r}") from None
+    elif isinstance(value, (int, np.integer)):
+        sizes = [int(value)]
+    else:
+        sizes = [int(v) for v in value]
+    if len(sizes) == 1:
+        sizes *= 2
+    if len(sizes) != 2 or min(sizes) < MIN_IMAGE_SIDE:
+        raise ValueError(f"image size must be N or HxW with sides >= {MIN_IMAGE_SIDE}, got {value!r}")
+    return sizes[0], sizes[1]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Decoding
+
+
+def apply_orientation(image: np.ndarray, orientation: int | None) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to an (H, W, C) array, giving the displayed image."""
+    if orientation in (None, 0, 1):
+        return image
+    ops = {
+        2: lambda x: x[:, ::-1],
+        3: lambda x: x[::-1, ::-1],
+        4: lambda x: x[::-1],
+        5: lambda x: np.swapaxes(x, 0, 1),
+        6: lambda x: np.rot90(x, k=-1),
+        7: lambda x: np.swapaxes(x, 0, 1)[::-1, ::-1],
+        8: lambda x: np.rot90(x, k=1),
+    }
+    if orientation not in ops:
+        raise ValueError(f"EXIF orientation must be 1..8, got {orientation}")
+    return np.ascontiguousarray(ops[orientation](image))
+
+
+def decode_image(
+    data: bytes | np.ndarray, orientation: int | None = None, name: str = "<bytes>"
+) -> np.ndarray:
+    """Decode encoded image bytes to an (H, W, 3) uint8 RGB array (greyscale repeated, alpha dropped).
+
+    Args:
+        data: encoded JPEG / PNG / ... bytes.
+        orientation: None applies the file's own EXIF orientation (what an image viewer shows); an int 1..8
+            ignores the file's EXIF and applies that orientation (a data set example's ``orientation``).
+        name: used in the error message.
+    Raises:
+        ImageReadError: the bytes cannot be decoded.
+    """
+    import cv2
+
+    flags = cv2.IMREAD_COLOR if orientation is None else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    buffer = np.frombuffer(bytes(data) if not isinstance(data, np.ndarray) else data, np.uint8)
+    image = cv2.imdecode(buffer, flags) if buffer.size else None
+    if image is None:
+        raise ImageReadError(name, "not a readable image (corrupt, truncated or unsupported format)")
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return apply_orientation(image, orientation) if orientation is not None else image
+
+
+def read_image(path: str | os.PathLike, orientation: int | None = None) -> np.ndarray:
+    """Read an image file as an (H, W, 3) uint8 RGB array (see :func:`decode_image` for ``orientation``).
+
+    Raises:
+        ImageReadError: missing, unreadable or corrupt file (the message names it).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise ImageReadError(path, err.strerror or str(err)) from None
+    return decode_image(data, orientation, name=path)
+
+
+def apply_orientation_tensor(image, orientation):
+    """:func:`apply_orientation` as TensorFlow ops: stored pixels -> displayed image, EXIF orientation 1..8."""
+    import tensorflow as tf
+
+    transpose = lambda x: tf.transpose(x, [1, 0, 2])  # noqa: E731
+    branches = [
+        lambda: image,  # 1: as stored
+        lambda: tf.reverse(image, [1]),  # 2: mirrored left-right
+        lambda: tf.image.rot90(image, 2),  # 3: rotated 180
+        lambda: tf.reverse(image, [0]),  # 4: mirrored top-bottom
+        lambda: transpose(image),  # 5: transposed
+        lambda: tf.image.rot90(image, 3),  # 6: rotate 90 clockwise to display
+        lambda: tf.image.rot90(transpose(image), 2),  # 7: transverse
+        lambda: tf.image.rot90(image, 1),  # 8: rotate 90 counter-clockwise to display
+    ]
+    index = tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7)
+    return tf.switch_case(index, branches)
+
+
+def decode_image_tensor(encoded, orientation=1):
+    """:func:`decode_image` as TensorFlow ops, for ``tf.data`` and graphs (the exported SavedModel).
+
+    Decodes JPEG / PNG / BMP / GIF (first frame) bytes to (H, W, 3) uint8 RGB (greyscale repeated, alpha
+    dropped, 16-bit PNG scaled to 8 bits) and applies the EXIF ``orientation`` given (1 = as stored:
+    TensorFlow's decoders do not read EXIF, so the readers pass each file's orientation).
+    """
+    import tensorflow as tf
+
+    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+    image = apply_orientation_tensor(image, orientation)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """An (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA array as a contiguous (H, W, 3) uint8 RGB array."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
+        raise ValueError(f"an image must be (H, W), (H, W, 3) or (H, W, 4); got shape {image.shape}")
+    return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Letterbox and its inverse
+
+
+def letterbox_params(height: int, width: int, target: Sequence[int]) -> tuple[int, int, float, float]:
+    """Resize that fits (height, width) into target (H, W) keeping the aspect ratio.
+
+    Returns (new_height, new_width, scale_y, scale_x) with ``new = round(side * min(H / height, W / width))``,
+    clamped to [1, target], and ``scale_y = new_height / height`` (original pixel -> network pixel, per axis).
+    """
+    scale = min(target[0] / height, target[1] / width)
+    new_h = int(min(max(round(height * scale), 1), target[0]))
+    new_w = int(min(max(round(width * scale), 1), target[1]))
+    return new_h, new_w, new_h / height, new_w / width
+
+
+def letterbox(image: np.ndarray, size: int | Sequence[int]) -> tuple[np.ndarray, tuple[float, float]]:
+    """Letterbox one RGB image (h, w, 3) into a uint8 (H, W, 3) canvas (OpenCV bilinear resize).
+
+    Args:
+        image: (h, w, 3) uint8 RGB.
+        size: (H, W) of the canvas, or one int for a square.
+    Returns:
+        ``(canvas (H, W, 3) uint8, (scale_y, scale_x))``; see :func:`boxes_to_original`.
+    """
+    import cv2
+
+    target = parse_image_size(size)
+    height, width = image.shape[:2]
+    new_h, new_w, scale_y, scale_x = letterbox_params(height, width, target)
+    resized = image
+    if (new_h, new_w) != (height, width):
+        resized = cv2.resize(np.asarray(image, np.float32), (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    canvas = np.zeros((target[0], target[1], 3), dtype=np.uint8)
+    canvas[:new_h, :new_w] = np.clip(np.round(resized), 0, 255).astype(np.uint8)
+    return canvas, (scale_y, scale_x)
+
+
+def boxes_to_original(boxes: np.ndarray, scale: Sequence[float], original_size: Sequence[int]) -> np.ndarray:
+    """Map (..., 4) xyxy boxes from letterboxed-canvas pixels back to the original image, clipped to it.
+
+    Args:
+        boxes: (..., 4) absolute x1, y1, x2, y2 in canvas pixels.
+        scale: (scale_y, scale_x) returned by :func:`letterbox`.
+        original_size: (height, width) of the original image.
+    Returns:
+        (..., 4) float32 absolute xyxy in original pixels.
+    """
+    scale_y, scale_x = (float(s) for s in scale)
+    height, width = (float(s) for s in original_size)
+    boxes = np.asarray(boxes, np.float32) / np.array([scale_x, scale_y, scale_x, scale_y], np.float32)
+    return np.clip(boxes, 0.0, np.array([width, height, width, height], np.float32))
+
+
+def letterbox_tensor(image, target: Sequence[int]):
+    """:func:`letterbox` as TensorFlow ops, for graphs (the exported SavedModel) and ``tf.data``.
+
+    Args:
+        image: (h, w, 3) float32 tensor.
+        target: (H, W) of the canvas.
+    Returns:
+        ``(canvas (H, W, 3) float32, scale (2,) float32 = (scale_y, scale_x))``; same sizes as
+        :func:`letterbox_params`, bilinear resize (TensorFlow's half-pixel rule, as OpenCV's).
+    """
+    import tensorflow as tf
+
+    target_h, target_w = int(target[0]), int(target[1])
+    shape = tf.shape(image)
+    height = tf.cast(shape[0], tf.float32)
+    width = tf.cast(shape[1], tf.float32)
+    scale = tf.minimum(target_h / height, target_w / width)
+    new_h = tf.clip_by_value(tf.round(height * scale), 1.0, float(target_h))
+    new_w = tf.clip_by_value(tf.round(width * scale), 1.0, float(target_w))
+    size = tf.cast(tf.stack([new_h, new_w]), tf.int32)
+    resized = tf.cond(
+        tf.reduce_all(tf.equal(size, shape[:2])),
+        lambda: image,
+        lambda: tf.image.resize(image, size, method="bilinear"),
+    )
+    canvas = tf.image.pad_to_bounding_box(resized, 0, 0, target_h, target_w)
+    canvas = tf.ensure_shape(canvas, (target_h, target_w, 3))
+    return canvas, tf.stack([new_h / height, new_w / width])
+
+
+def boxes_to_original_tensor(boxes, scale, original_size):
+    """:func:`boxes_to_original` for batches of tensors.
+
+    Args:
+        boxes: (B, M, 4) xyxy in canvas pixels.
+        scale: (B, 2) float32 (scale_y, scale_x).
+        original_size: (B, 2) (height, width).
+    Returns:
+        (B, M, 4) float32 xyxy in original pixels, clipped to each image.
+    """
+    import tensorflow as tf
+
+    scale = tf.cast(scale, tf.float32)
+    size = tf.cast(original_size, tf.float32)
+    scale_xyxy = tf.tile(tf.reverse(scale, axis=[1]), [1, 2])[:, None, :]
+    limit = tf.tile(tf.reverse(size, axis=[1]), [1, 2])[:, None, :]
+    return tf.clip_by_value(tf.cast(boxes, tf.float32) / scale_xyxy, 0.0, limit)
+
+
+__all__ = [
+    "ImageReadError",
+    "apply_orientation",
+    "apply_orientation_tensor",
+    "as_rgb",
+    "boxes_to_original",
+    "boxes_to_original_tensor",
+    "decode_image",
+    "decode_image_tensor",
+    "letterbox",
+    "letterbox_params",
+    "letterbox_tensor",
+    "parse_image_size",
+    "read_image",
+]

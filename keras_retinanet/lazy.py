@@ -1,0 +1,31 @@
+"""Lazy package namespaces (PEP 562): ``package.Name`` imports its module on first use.
+
+Packages whose modules import TensorFlow expose their public names this way, so that importing the package,
+or a light submodule of it (``keras_retinanet.export.config``), stays fast: ``retinanet --help`` must not
+wait for TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+def lazy_namespace(package: str, names: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list]]:
+    """``(__getattr__, __dir__)`` for a package whose public ``names`` map to the modules defining them.
+
+    Args:
+        package: the package's ``__name__``.
+        names: public name -> module path relative to the package (e.g. ``{"export_model": "writer"}``).
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{names[name]}"), name)
+
+    def __dir__() -> list:  # noqa: N807 - the module attribute PEP 562 looks up
+        return sorted(names)
+
+    return __getattr__, __dir__
