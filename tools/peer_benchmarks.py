@@ -1,7 +1,11 @@
 """The R50-512 measurements for a peer library, run in the peers' own environment by tools/benchmark.py.
 
-    /work/peers-venv/bin/python tools/peer_benchmarks.py --peer torchvision --inputs inputs.npz --threads 2 \\
-        --json out.json
+tools/benchmark.py --compare runs this script with the peers' interpreter and ``PYTHONPATH`` pointing at this
+project's ``keras_retinanet`` package (for :mod:`keras_retinanet.benchmark.timing`, which needs only the standard
+library). By hand, from the repository root::
+
+    PYTHONPATH=. "$RETINANET_PEER_PYTHON" tools/peer_benchmarks.py --peer torchvision --inputs inputs.npz \\
+        --threads 2 --json out.json
 
 Peers (never dependencies of this project):
 
@@ -17,7 +21,8 @@ Peers (never dependencies of this project):
   ``model(images, targets)`` in train mode, backward, ``SGD(0.01, momentum=0.9)`` step (matching inside).
 
 Inputs (images, xyxy pixel boxes, classes) come from ``--inputs`` (written by tools/benchmark.py), so every library
-sees the same pixels. Timing and peak memory use the same helpers as tools/benchmark.py.
+sees the same pixels. Timing and peak memory use the same helpers as tools/benchmark.py
+(``keras_retinanet.benchmark.timing``).
 """
 
 from __future__ import annotations
@@ -31,8 +36,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import run_phase, time_runs  # noqa: E402 - tools/ is not a package
+try:
+    from keras_retinanet.benchmark.timing import run_phase, time_runs
+except ImportError as err:  # run by hand without PYTHONPATH: say how, not just "no module named"
+    raise SystemExit(
+        f"tools/peer_benchmarks.py needs keras_retinanet.benchmark.timing on the path ({err}); run it through "
+        "tools/benchmark.py --compare, or with PYTHONPATH set to the repository root"
+    ) from None
 
 
 def bench_keras_hub(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:

@@ -112,7 +112,7 @@ def _detection_postprocess(encodings, scores, anchors, config: PostProcessConfig
 
     @tf.function(experimental_implements=_implements_signature(config, num_classes, scales))
     def postprocess(box_encodings, class_scores, anchor_boxes):
-        # Correctly shaped dummies (scalar dummies crash LiteRT's CompiledModel, DESIGN section 4). The
+        # Correctly shaped dummies (scalar dummies crash LiteRT's CompiledModel). The
         # converter replaces the whole body by the op, so the values never matter.
         del box_encodings, class_scores, anchor_boxes
         boxes = tf.zeros([1, max_det, 4], tf.float32, name="boxes")
