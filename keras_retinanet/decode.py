@@ -85,9 +85,19 @@ class DetectionDecoder:
         if an anchor is outside the first stage, k anchors beat its best class, each with a pair at least
         as high as any of its pairs.
 
+        ``size`` may be a scalar tensor (``model.predict`` retraces for a second image size with unknown
+        dimensions): k is then ``topk_per_level`` and the level is padded with -inf logits up to k anchors, so
+        padded rows score 0 and fall under any threshold.
+
         Returns (B, k) logits, anchor indices into the level, class ids (int32).
         """
         batch = ops.shape(level_logits)[0]
+        if not isinstance(size, int):
+            k = self.topk_per_level
+            missing = tf.maximum(k - tf.shape(level_logits)[1], 0)
+            level_logits = tf.pad(level_logits, [[0, 0], [0, missing], [0, 0]], constant_values=-float("inf"))
+            logits, anchor_index, class_index = self._level_top_k(level_logits, k + 1, num_classes)
+            return logits, tf.minimum(anchor_index, tf.maximum(size - 1, 0)), class_index
         k = min(self.topk_per_level, size * num_classes)
         if size <= k:
             flat = ops.reshape(level_logits, (batch, size * num_classes))

@@ -270,6 +270,24 @@ class RetinaNet(keras.Model):
         shape = images.shape[1:3] if _is_static(images.shape[1:3]) else ops.shape(images)[1:3]
         return self.decode(self(images, training=False), shape)
 
+    def predict(self, x, *args, **kwargs):
+        """``keras.Model.predict`` that always decodes: (B, H, W, 3) images -> detections (see ``decode``).
+
+        A single (H, W, 3) image is accepted too; its detections then have no batch axis (``boxes`` (M, 4)).
+        Any sequence of image sizes works in one process (each new size retraces once).
+        """
+        rank = getattr(x, "ndim", None)
+        if rank is None and hasattr(x, "shape"):
+            rank = len(x.shape)
+        if rank == 3:
+            outputs = super().predict(x[None], *args, **kwargs)
+            return {key: value[0] for key, value in outputs.items()}
+        if rank is not None and rank != 4:
+            raise ValueError(
+                f"predict() takes (B, H, W, 3) images or one (H, W, 3) image, got shape {x.shape}"
+            )
+        return super().predict(x, *args, **kwargs)
+
     def predict_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         if isinstance(images, dict):

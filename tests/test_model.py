@@ -243,3 +243,26 @@ def test_backbone_batchnorm_momentum_is_set_and_saved(tmp_path):
     assert {layer.momentum for layer in batchnorm_layers(loaded.backbone)} == {0.9}
     original = tiny_retinanet(backbone_batchnorm_momentum=None)
     assert {layer.momentum for layer in batchnorm_layers(original.backbone)} == {0.999}
+
+
+def test_predict_takes_any_sequence_of_sizes_and_a_single_image():
+    """A second image size retraces ``predict`` with unknown dimensions; the decoder must still give exactly
+    what ``detect`` gives on that size with static shapes (it failed with a symbolic-bool error before)."""
+    model = tiny_retinanet(3)
+    head = model.get_layer("classification_head").final
+    head.bias.assign(np.full(head.bias.shape, -1.0, np.float32))  # scores ~0.27: detections to compare
+    rng = np.random.default_rng(0)
+    first = rng.uniform(0, 255, (1, 128, 128, 3)).astype("float32")
+    second = rng.uniform(0, 255, (1, 96, 160, 3)).astype("float32")
+    model.predict(first, verbose=0)
+    dynamic = model.predict(second, verbose=0)
+    static = {k: np.asarray(v) for k, v in model.detect(second).items()}
+    assert dynamic["num_detections"][0] == static["num_detections"][0] > 0
+    n = int(static["num_detections"][0])
+    np.testing.assert_allclose(dynamic["boxes"][0, :n], static["boxes"][0, :n], atol=1e-4)
+    np.testing.assert_allclose(dynamic["scores"][0, :n], static["scores"][0, :n], atol=1e-6)
+    single = model.predict(second[0], verbose=0)
+    assert single["boxes"].shape == (100, 4) and single["num_detections"].shape == ()
+    np.testing.assert_allclose(single["scores"][:n], static["scores"][0, :n], atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(B, H, W, 3\) images or one \(H, W, 3\) image"):
+        model.predict(second[0, 0], verbose=0)
