@@ -321,3 +321,26 @@ def test_tflite_latency_times_the_requested_invokes(exported, monkeypatch):
     assert calls == [(IMAGE_SIZE, IMAGE_SIZE, 3)] * 5
     assert len(result["runs_ms"]) == 3 and result["median_ms"] == sorted(result["runs_ms"])[1]
     assert result["size_bytes"] == (out / "model_int8.tflite").stat().st_size
+
+
+def test_export_cleans_what_a_killed_export_left_and_follows_the_umask(exported, tmp_path):
+    """A kill leaves ``.NAME.partial-PID-*``; the next export removes it (not a live process's), and the
+    finished folder has the umask's permissions, not mkdtemp's 0700."""
+    import os
+
+    from keras_retinanet import export as ex
+
+    model, _, _, _ = exported
+    dead_pid = 2**22 - 1  # above the default pid_max, never a live process
+    stale = tmp_path / f".out.partial-{dead_pid}-abc"
+    (stale / "saved_model").mkdir(parents=True)
+    live = tmp_path / f".out.partial-{os.getpid()}-xyz"
+    live.mkdir()
+    old_umask = os.umask(0o022)
+    try:
+        ex.export_model(model, tmp_path / "out", saved_model=False, tflite_variants=["float32"])
+    finally:
+        os.umask(old_umask)
+    assert not stale.exists() and live.exists()
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "out" / "model_float32.tflite").stat().st_mode & 0o777 == 0o644

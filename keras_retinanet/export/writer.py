@@ -57,6 +57,38 @@ from keras_retinanet.imaging import parse_image_size
 logger = logging.getLogger(__name__)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_staging(output: Path) -> None:
+    """Delete what killed exports to ``output`` left behind: ``.NAME.partial-PID-*`` and ``.NAME.old-PID``
+    folders whose process is gone (a running export's folders are left alone)."""
+    if not output.parent.is_dir():
+        return
+    for path in output.parent.glob(f".{output.name}.*"):
+        kind, _, rest = path.name[len(output.name) + 2 :].partition("-")
+        pid = rest.split("-")[0]
+        if kind in ("partial", "old") and pid.isdigit() and not _pid_alive(int(pid)):
+            logger.info("removing %s, left by an export that did not finish", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _apply_umask(folder: Path) -> None:
+    """Give the export the permissions of the user's umask (``mkdtemp`` makes its folder private, 0700), so
+    that a serving process running as another user can read it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def export_model(
     model_or_path: Any,
     output_dir: str | os.PathLike,
@@ -122,7 +154,8 @@ def export_model(
     config = PostProcessConfig.from_model(model)
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    _remove_stale_staging(output)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-{os.getpid()}-", dir=output.parent))
     try:
         report: dict[str, Any] = {
             "model": str(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model.name,
@@ -194,6 +227,7 @@ def export_model(
         if output.exists():
             backup = output.parent / f".{output.name}.old-{os.getpid()}"
             output.rename(backup)
+        _apply_umask(staging)
         staging.rename(output)
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
