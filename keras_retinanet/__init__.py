@@ -1,33 +1,33 @@
-"""keras_retinanet: RetinaNet object detection for Keras 3 on TensorFlow."""
+"""keras_retinanet: RetinaNet object detection for Keras 3 on TensorFlow.
 
-from keras_retinanet.anchors import AnchorGenerator
-from keras_retinanet.backbones import available_backbones, build_backbone
-from keras_retinanet.box_coder import BoxCoder
-from keras_retinanet.decode import DetectionDecoder
-from keras_retinanet.layers import BoxHead, ClassificationHead, FeaturePyramid
-from keras_retinanet.losses import BoxRegressionLoss, FocalLoss
-from keras_retinanet.matching import Matcher
-from keras_retinanet.model import RetinaNet
-from keras_retinanet.presets import retinanet_from_preset
-from keras_retinanet.schedules import WarmupSchedule
-from keras_retinanet.targets import LabelEncoder
+The public names are imported on first use (PEP 562, :func:`keras_retinanet.lazy.lazy_namespace`):
+``import keras_retinanet`` is instant and imports neither TensorFlow nor Keras; ``keras_retinanet.RetinaNet``
+(or ``from keras_retinanet import RetinaNet``) imports what that name needs. Subpackages: ``data``,
+``detectors``, ``evaluation``, ``export``, ``training``, ``benchmark`` (``from keras_retinanet import data``).
+"""
+
+from keras_retinanet.lazy import lazy_namespace
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AnchorGenerator",
-    "BoxCoder",
-    "BoxHead",
-    "BoxRegressionLoss",
-    "ClassificationHead",
-    "DetectionDecoder",
-    "FeaturePyramid",
-    "FocalLoss",
-    "LabelEncoder",
-    "Matcher",
-    "RetinaNet",
-    "WarmupSchedule",
-    "available_backbones",
-    "build_backbone",
-    "retinanet_from_preset",
-]
+__getattr__, __dir__ = lazy_namespace(
+    __name__,
+    {
+        "AnchorGenerator": "anchors",
+        "BoxCoder": "box_coder",
+        "BoxHead": "layers",
+        "BoxRegressionLoss": "losses",
+        "ClassificationHead": "layers",
+        "DetectionDecoder": "decode",
+        "FeaturePyramid": "layers",
+        "FocalLoss": "losses",
+        "LabelEncoder": "targets",
+        "Matcher": "matching",
+        "RetinaNet": "model",
+        "WarmupSchedule": "schedules",
+        "available_backbones": "backbones",
+        "build_backbone": "backbones",
+        "retinanet_from_preset": "presets",
+    },
+)
+__all__ = sorted(__dir__())

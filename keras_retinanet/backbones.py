@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_retinanet.batchnorm import FusedBatchNormalization
+from keras_retinanet.torchvision_resnet import RESNET_BLOCKS, build_torchvision_resnet
 
 # name -> (keras.applications constructor, input normalisation the ImageNet weights expect)
 _BACKBONES = {
@@ -26,13 +27,16 @@ _BACKBONES = {
         for v in ("b0", "b1", "b2", "b3", "s", "m", "l")
     },
 }
+# torchvision's ResNets (stride on the 3x3 conv, PyTorch padding, frozen BatchNorm with epsilon 1e-5, ImageNet
+# mean/std input normalisation), for torchvision checkpoints: see keras_retinanet.torchvision_resnet.
+_TORCHVISION_BACKBONES = {f"torchvision_resnet{depth}": depth for depth in RESNET_BLOCKS}
 FEATURE_STRIDES = (8, 16, 32)
 # Size of the image used once to find which layers produce the stride-8/16/32 features.
 _PROBE_SIZE = 256
 
 
 def available_backbones() -> list[str]:
-    return sorted(_BACKBONES)
+    return sorted([*_BACKBONES, *_TORCHVISION_BACKBONES])
 
 
 @keras.saving.register_keras_serializable(package="keras_retinanet")
@@ -40,13 +44,16 @@ class ImageNormalization(keras.layers.Layer):
     """Maps RGB pixels in [0, 255] to what a backbone's ImageNet weights expect.
 
     Modes: ``"caffe"`` (RGB -> BGR, minus the ImageNet mean; ResNet v1), ``"tf"`` (to [-1, 1]; MobileNetV2,
-    ResNet v2), ``"none"`` (the backbone normalises itself).
+    ResNet v2), ``"torch"`` (``(x / 255 - mean) / std`` with the ImageNet mean (0.485, 0.456, 0.406) and std
+    (0.229, 0.224, 0.225), RGB: torchvision's models), ``"none"`` (the backbone normalises itself).
     """
 
     def __init__(self, mode: str = "none", **kwargs):
         super().__init__(**kwargs)
-        if mode not in ("caffe", "tf", "none"):
-            raise ValueError(f"ImageNormalization mode must be 'caffe', 'tf' or 'none', got {mode!r}")
+        if mode not in ("caffe", "tf", "torch", "none"):
+            raise ValueError(
+                f"ImageNormalization mode must be 'caffe', 'tf', 'torch' or 'none', got {mode!r}"
+            )
         self.mode = mode
 
     def call(self, images):
@@ -56,6 +63,10 @@ class ImageNormalization(keras.layers.Layer):
             return ops.flip(images, axis=-1) - mean
         if self.mode == "tf":
             return images / 127.5 - 1.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor([0.485, 0.456, 0.406], dtype=self.compute_dtype)
+            std = ops.convert_to_tensor([0.229, 0.224, 0.225], dtype=self.compute_dtype)
+            return (images / 255.0 - mean) / std
         return images
 
     def get_config(self) -> dict:
@@ -184,6 +195,8 @@ def build_backbone(
         loaded, convolution biases that only feed a BatchNorm are folded into it and BatchNorm trains with the
         fused kernel (``streamline_batchnorm``).
     """
+    if name in _TORCHVISION_BACKBONES:
+        return _build_torchvision_backbone(name, weights, batchnorm_momentum, **kwargs)
     if name not in _BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
     constructor, normalization = _BACKBONES[name]
@@ -216,3 +229,27 @@ def build_backbone(
         base.inputs, [base.layers[i].output for i in layer_indices], name=f"{name}_features"
     )(normalized)
     return keras.Model(images, features, name=name)
+
+
+def _build_torchvision_backbone(
+    name: str, weights: str | None, batchnorm_momentum: float | None, **kwargs
+) -> keras.Model:
+    """A ``torchvision_resnet*`` backbone, its weights read from a torchvision checkpoint file."""
+    if weights == "imagenet":
+        raise ValueError(
+            f"backbone {name!r} takes torchvision's ImageNet weights from a file: download "
+            "https://download.pytorch.org/models/resnet50-0676ba61.pth (torchvision's ResNet50_Weights.IMAGENET1K_V1; "
+            "resnet101-63fe2227.pth for ResNet-101) and pass its path with weights=PATH (--weights PATH). "
+            ".pth/.pt files need torch installed (pip install 'keras-retinanet[torch]'); "
+            "`retinanet convert torchvision FILE.pth --output FILE.npz` turns one into a torch-free .npz."
+        )
+    if weights is not None and not os.path.isfile(str(weights)):
+        raise FileNotFoundError(f"backbone weights file {weights!r} does not exist")
+    model = build_torchvision_resnet(
+        _TORCHVISION_BACKBONES[name], batchnorm_momentum=batchnorm_momentum, name=name, **kwargs
+    )
+    if weights is not None:
+        from keras_retinanet.convert.torchvision import load_torchvision_resnet_weights
+
+        load_torchvision_resnet_weights(model, weights)
+    return model

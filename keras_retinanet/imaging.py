@@ -8,6 +8,8 @@ training pipeline (``keras_retinanet.data.pipeline``) does the same resize insid
 Conventions:
 
 - Images are (H, W, 3) uint8 **RGB** numpy arrays, already turned upright by their EXIF orientation.
+- Stretch (:func:`stretch`): what MediaPipe Tasks does to feed a ``.tflite``: the whole image resized to
+  (H, W) without keeping its aspect ratio; boxes map back the same way, with ``scale = (H / h, W / w)``.
 - Letterbox: the image is resized keeping its aspect ratio so that it fits the (H, W) canvas, and placed at the
   **top-left**; the rest of the canvas is zero. A box of the canvas maps back to the original image by dividing
   its x by ``scale_x`` and its y by ``scale_y`` (:func:`boxes_to_original`), then clipping to the image.
@@ -204,6 +206,51 @@ def letterbox(image: np.ndarray, size: int | Sequence[int]) -> tuple[np.ndarray,
     return canvas, (scale_y, scale_x)
 
 
+def stretch(image: np.ndarray, size: int | Sequence[int]) -> tuple[np.ndarray, tuple[float, float]]:
+    """Resize the whole image to (H, W) without keeping its aspect ratio, exactly as MediaPipe Tasks does.
+
+    MediaPipe's ObjectDetector feeds a model this way (ImageToTensorCalculator without ``keep_aspect_ratio``:
+    ``cv::warpPerspective`` of the whole picture onto the tensor, bilinear, border replicated; canvas pixel
+    (x, y) samples the image at (x * w / W, y * h / H), corners aligned rather than pixel centres). Its OpenCV
+    warp works in fixed point: source positions in 1/32 pixel, computed per block of columns. This function
+    computes the same positions and hands them to ``cv2.remap`` with fixed-point maps, so that a ``.tflite``
+    gets the same input tensor here as in an app, byte for byte (checked against mediapipe 1.2.2 and 1.2.3).
+
+    Returns:
+        ``(canvas (H, W, 3) uint8, (scale_y, scale_x) = (H / h, W / w))``; see :func:`boxes_to_original`.
+    """
+    import cv2
+
+    out_h, out_w = parse_image_size(size)
+    height, width = image.shape[:2]
+    # The matrix as MediaPipe builds it (float32 corner points in cv::boxPoints order, LU solve), inverted as
+    # warpPerspective inverts it.
+    src = np.array([[0, height], [0, 0], [width, 0], [width, height]], np.float32)
+    dst = np.array([[0, out_h], [0, 0], [out_w, 0], [out_w, out_h]], np.float32)
+    m = cv2.invert(cv2.getPerspectiveTransform(src, dst), flags=cv2.DECOMP_LU)[1].reshape(-1)
+    # OpenCV's WarpPerspectiveInvoker: blocks of columns; each block's start term first, then + M[0] * x.
+    block = min(1024 // min(16, out_h), out_w)
+    xs = np.arange(out_w, dtype=np.float64)[None, :]
+    ys = np.arange(out_h, dtype=np.float64)[:, None]
+    start = (xs // block) * block
+    offset = xs - start
+    scale = m[6] * start + m[7] * ys + m[8] + m[6] * offset
+    scale = np.where(scale != 0, 32.0 / scale, 0.0)
+    qx = np.rint((m[0] * start + m[1] * ys + m[2] + m[0] * offset) * scale).astype(np.int32)
+    qy = np.rint((m[3] * start + m[4] * ys + m[5] + m[3] * offset) * scale).astype(np.int32)
+    whole = np.stack([qx >> 5, qy >> 5], axis=-1).astype(np.int16)
+    fraction = ((qy & 31) * 32 + (qx & 31)).astype(np.uint16)
+    canvas = cv2.remap(
+        np.ascontiguousarray(image), whole, fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    return canvas, (out_h / height, out_w / width)
+
+
+RESIZE_RULES = {"letterbox": letterbox, "stretch": stretch}
+"""How an image becomes a model input: keep the aspect ratio and pad (training, Keras, SavedModel), or stretch
+the whole image (MediaPipe Tasks, and so the TFLite files)."""
+
+
 def boxes_to_original(boxes: np.ndarray, scale: Sequence[float], original_size: Sequence[int]) -> np.ndarray:
     """Map (..., 4) xyxy boxes from letterboxed-canvas pixels back to the original image, clipped to it.
 
@@ -283,4 +330,5 @@ __all__ = [
     "letterbox_tensor",
     "parse_image_size",
     "read_image",
+    "stretch",
 ]

@@ -20,7 +20,7 @@ def lazy_namespace(package: str, names: Mapping[str, str]) -> tuple[Callable[[st
         names: public name -> module path relative to the package (e.g. ``{"export_model": "writer"}``).
     """
 
-    def __getattr__(name: str) -> Any:
+    def __getattr__(name: str) -> Any:  # noqa: N807 - the module attribute PEP 562 looks up
         if name not in names:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         return getattr(importlib.import_module(f"{package}.{names[name]}"), name)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_retinanet.box_coder import BoxCoder
+
 
 def _num_positives(class_targets):
     """(B, N) classification targets -> (B,) float32 count of positive anchors, at least 1."""
@@ -69,8 +71,16 @@ class BoxRegressionLoss(keras.losses.Loss):
     """Box regression loss over the positive anchors, divided by the image's number of positives.
 
     Args:
-        kind: ``"smooth_l1"`` (Detectron, with ``beta``) or ``"l1"`` (torchvision v1, detectron2).
+        kind: ``"smooth_l1"`` (Detectron, with ``beta``), ``"l1"`` (torchvision v1, detectron2) or ``"giou"``
+            (torchvision v2: ``1 - GIoU`` of the decoded predicted box and the target box, Rezatofighi et al.
+            2019).
         beta: smooth L1 transition point (0.11 in Detectron's RetinaNet); ``beta=0`` is plain L1.
+        box_coder: for ``"giou"``, the ``BoxCoder`` the deltas are encoded with (default: weights (1, 1, 1, 1),
+            torchvision's). GIoU needs boxes, not deltas, and the loss has no anchors: it decodes both the
+            predicted and the target deltas against one unit anchor. A box and its anchor map to this frame by
+            ``(x, y) -> ((x - xa) / wa, (y - ya) / ha)``, which scales all areas alike and keeps boxes, their
+            intersection and their enclosing box axis-aligned, so every area ratio in GIoU, and GIoU itself, is
+            the one of the pixel boxes. Predicted dw, dh are clamped as when decoding (``box_coder.clamp``).
 
     Call arguments:
         y_true: (B, N, 5): encoded target deltas in [..., :4] and the anchor's classification target in
@@ -79,17 +89,38 @@ class BoxRegressionLoss(keras.losses.Loss):
     Returns (with ``reduction=None``): (B,) loss per image.
     """
 
-    def __init__(self, kind: str = "smooth_l1", beta: float = 0.11, name: str = "box_loss", **kwargs):
+    def __init__(
+        self,
+        kind: str = "smooth_l1",
+        beta: float = 0.11,
+        box_coder: BoxCoder | None = None,
+        name: str = "box_loss",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
-        if kind not in ("smooth_l1", "l1"):
-            raise ValueError(f"BoxRegressionLoss kind must be 'smooth_l1' or 'l1', got {kind!r}")
+        if kind not in ("smooth_l1", "l1", "giou"):
+            raise ValueError(f"BoxRegressionLoss kind must be 'smooth_l1', 'l1' or 'giou', got {kind!r}")
         self.kind = kind
         self.beta = float(beta)
+        if isinstance(box_coder, dict):
+            box_coder = keras.saving.deserialize_keras_object(box_coder)
+        self.box_coder = box_coder or BoxCoder()
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "float32")
         deltas = ops.cast(y_pred, "float32")
         target_deltas, class_targets = y_true[..., :4], y_true[..., 4]
+        positive = ops.cast(class_targets >= 0, "float32")
+        if self.kind == "giou":
+            # Other anchors' deltas may be anything (their targets are dummies): zero them before exp() so that
+            # neither the loss nor its gradient can meet an inf.
+            keep = positive[..., None] > 0.0
+            deltas = ops.where(keep, deltas, 0.0)
+            target_deltas = ops.where(keep, target_deltas, 0.0)
+            loss = 1.0 - _giou(
+                self._unit_boxes(deltas, clamp=True), self._unit_boxes(target_deltas, clamp=False)
+            )
+            return ops.sum(loss * positive, axis=-1) / _num_positives(class_targets)
         difference = ops.abs(deltas - target_deltas)
         if self.kind == "smooth_l1" and self.beta > 0.0:
             loss = ops.where(
@@ -97,11 +128,35 @@ class BoxRegressionLoss(keras.losses.Loss):
             )
         else:
             loss = difference
-        positive = ops.cast(class_targets >= 0, "float32")
         per_image = ops.sum(ops.sum(loss, axis=-1) * positive, axis=-1)
         return per_image / _num_positives(class_targets)
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(kind=self.kind, beta=self.beta)
+        config.update(
+            kind=self.kind, beta=self.beta, box_coder=keras.saving.serialize_keras_object(self.box_coder)
+        )
         return config
+
+    def _unit_boxes(self, deltas, clamp: bool):
+        """(..., 4) deltas -> x1, y1, x2, y2 of the box they encode against the anchor (-0.5, -0.5, 0.5, 0.5)."""
+        wx, wy, ww, wh = self.box_coder.weights
+        dw, dh = deltas[..., 2] / ww, deltas[..., 3] / wh
+        if clamp:
+            dw, dh = ops.minimum(dw, self.box_coder.clamp), ops.minimum(dh, self.box_coder.clamp)
+        x, y = deltas[..., 0] / wx, deltas[..., 1] / wy
+        half_w, half_h = 0.5 * ops.exp(dw), 0.5 * ops.exp(dh)
+        return x - half_w, y - half_h, x + half_w, y + half_h
+
+
+def _giou(boxes, other, eps: float = 1e-7):
+    """Generalised IoU of matching boxes given as (x1, y1, x2, y2) tuples of (...) tensors (torchvision's eps)."""
+    x1, y1, x2, y2 = boxes
+    u1, v1, u2, v2 = other
+    intersection = ops.maximum(ops.minimum(x2, u2) - ops.maximum(x1, u1), 0.0) * ops.maximum(
+        ops.minimum(y2, v2) - ops.maximum(y1, v1), 0.0
+    )
+    union = (x2 - x1) * (y2 - y1) + (u2 - u1) * (v2 - v1) - intersection
+    iou = intersection / (union + eps)
+    enclosing = (ops.maximum(x2, u2) - ops.minimum(x1, u1)) * (ops.maximum(y2, v2) - ops.minimum(y1, v1))
+    return iou - (enclosing - union) / (enclosing + eps)

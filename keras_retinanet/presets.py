@@ -16,26 +16,39 @@ PRESETS = {
         box_weights=(1.0, 1.0, 1.0, 1.0),
         allow_low_quality_matches=False,
     ),
-    # torchvision retinanet_resnet50_fpn (v1): P6 from P5, anchors on the cell corner with rounded sizes,
-    # low-quality matches, box weights (1, 1, 1, 1).
+    # torchvision retinanet_resnet50_fpn (v1): P6 from P5 by a conv padded as PyTorch pads, anchors on the cell
+    # corner with rounded sizes, low-quality matches, box weights (1, 1, 1, 1).
     "torchvision": dict(
         p6_source="p5",
+        fpn_padding="symmetric",
+        anchor_offset=0.0,
+        round_sizes=True,
+        box_weights=(1.0, 1.0, 1.0, 1.0),
+        allow_low_quality_matches=True,
+    ),
+    # torchvision retinanet_resnet50_fpn_v2: v1's conventions with P6 from C5 and GroupNorm(32) in the heads.
+    "torchvision_v2": dict(
+        p6_source="c5",
+        fpn_padding="symmetric",
+        use_group_norm=True,
+        group_norm_epsilon=1e-5,
         anchor_offset=0.0,
         round_sizes=True,
         box_weights=(1.0, 1.0, 1.0, 1.0),
         allow_low_quality_matches=True,
     ),
 }
+_PARTS = ("anchor_offset", "round_sizes", "box_weights", "allow_low_quality_matches")
 
 
 def retinanet_from_preset(preset: str, num_classes: int, **kwargs) -> RetinaNet:
-    """Builds a RetinaNet with one of ``PRESETS``' conventions; other ``RetinaNet`` arguments pass through."""
+    """Builds a RetinaNet with one of ``PRESETS``' conventions; other ``RetinaNet`` arguments pass through and
+    take precedence over the preset's (e.g. ``p6_source``, ``anchor_generator``)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
     conventions = PRESETS[preset]
-    return RetinaNet(
-        num_classes,
-        p6_source=conventions["p6_source"],
+    model_arguments = {k: v for k, v in conventions.items() if k not in _PARTS}
+    parts = dict(
         anchor_generator=AnchorGenerator(
             offset=conventions["anchor_offset"],
             round_sizes=conventions["round_sizes"],
@@ -43,5 +56,5 @@ def retinanet_from_preset(preset: str, num_classes: int, **kwargs) -> RetinaNet:
         ),
         box_coder=BoxCoder(weights=conventions["box_weights"]),
         matcher=Matcher(allow_low_quality_matches=conventions["allow_low_quality_matches"]),
-        **kwargs,
     )
+    return RetinaNet(num_classes, **{**model_arguments, **parts, **kwargs})

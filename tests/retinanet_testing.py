@@ -39,3 +39,130 @@ def copy_bccd_subset(destination: Path, image_ids: list[str], split: str = "trai
         shutil.copy(source / "JPEGImages" / f"{image_id}.jpg", root / "JPEGImages")
     (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(image_ids) + "\n")
     return root
+
+
+def make_detector_like(model, images) -> None:
+    """Make an untrained model produce varied detections, so that tests do not run on empty outputs.
+
+    A freshly initialised RetinaNet scores every anchor at the prior (~0.01, with a spread of ~1e-6), so no
+    detection passes any threshold and ties decide everything. The final convolution kernels of the two heads
+    are rescaled so that, on ``images`` ((B, H, W, 3) float32 canvases of the model's input size), the logits
+    spread with std 2 around -5.5 and the box deltas with std 0.3: an arbitrary but deterministic detector whose
+    scores and boxes vary widely from anchor to anchor, with real NMS decisions.
+    """
+    import numpy as np
+
+    outputs = model(images)
+    logit_std = float(np.asarray(outputs["classification"]).std())
+    delta_std = float(np.asarray(outputs["box_regression"]).std())
+    head = model.get_layer("classification_head").final
+    head.kernel.assign(head.kernel.numpy() * (2.0 / logit_std))
+    head.bias.assign(np.full(head.bias.shape, -5.5, np.float32))
+    box = model.get_layer("box_head").final
+    box.kernel.assign(box.kernel.numpy() * (0.3 / delta_std))
+
+
+DETECTOR_LIKE_SIZE = 128
+DETECTOR_LIKE_IMAGES = (120, 160)  # (H, W): letterboxed into 128 x 128 with scale 0.8, content 96 x 128
+
+
+def make_detector_like_files(folder: Path) -> dict:
+    """A tiny detector-like RetinaNet (3 synthetic classes, input 128 px) saved as ``.keras`` and as a float32
+    ``.tflite`` (with ``labels.txt``), and 4 synthetic rectangular images (COCO spec) to run it on.
+
+    Returns {"keras": path, "tflite": path, "spec": dataset spec, "images": [paths], "class_names": [...]}.
+    """
+    import keras
+    import numpy as np
+
+    from keras_retinanet.data.synthetic import CLASS_NAMES, make_synthetic_coco
+    from keras_retinanet.export import convert_tflite
+    from keras_retinanet.imaging import letterbox, read_image
+
+    keras.utils.set_random_seed(3)
+    spec = make_synthetic_coco(folder / "data", 4, DETECTOR_LIKE_IMAGES, seed=1)
+    images = sorted(str(p) for p in (folder / "data" / "images").iterdir())
+    model = tiny_retinanet(len(CLASS_NAMES), class_names=list(CLASS_NAMES), image_size=DETECTOR_LIKE_SIZE)
+    canvases = np.stack([letterbox(read_image(p), DETECTOR_LIKE_SIZE)[0] for p in images]).astype(np.float32)
+    make_detector_like(model, canvases)
+    model.save(folder / "model.keras")
+    export = folder / "export"
+    export.mkdir()
+    (export / "model_float32.tflite").write_bytes(convert_tflite(model, "float32"))
+    (export / "labels.txt").write_text("\n".join(CLASS_NAMES) + "\n")
+    return {
+        "keras": str(folder / "model.keras"),
+        "tflite": str(export / "model_float32.tflite"),
+        "spec": spec,
+        "images": images,
+        "class_names": list(CLASS_NAMES),
+    }
+
+
+def keras_detections_by_hand(model, image, size: int = DETECTOR_LIKE_SIZE, **decoder_settings):
+    """Detections of a RetinaNet on one (H, W, 3) uint8 image computed without the detector classes.
+
+    Letterbox to ``size`` x ``size``, the model's own eager ``detect`` (``decoder_settings`` set on its decoder
+    for this call only), boxes divided by the per-axis scale and clipped to the image, boxes left without area
+    dropped, sorted by score. Returns {"boxes" (D, 4) xyxy original pixels, "scores" (D,), "classes" (D,)}.
+    """
+    import numpy as np
+
+    from keras_retinanet.imaging import letterbox
+
+    saved = {key: getattr(model.decoder, key) for key in decoder_settings}
+    canvas, (scale_y, scale_x) = letterbox(image, size)
+    try:
+        for key, value in decoder_settings.items():
+            setattr(model.decoder, key, value)
+        raw = {k: np.asarray(v) for k, v in model.detect(canvas[None].astype(np.float32)).items()}
+    finally:
+        for key, value in saved.items():
+            setattr(model.decoder, key, value)
+    n = int(raw["num_detections"][0])
+    return _finish(
+        raw["boxes"][0, :n], raw["scores"][0, :n], raw["classes"][0, :n], (scale_y, scale_x), image
+    )
+
+
+def tflite_detections_by_hand(path, image):
+    """Detections of a keras_retinanet ``.tflite`` file on one image, run directly on a LiteRT interpreter.
+
+    Letterbox to the file's input size, one thread, outputs in the op's order (boxes normalised ymin, xmin,
+    ymax, xmax; classes; scores; count), boxes scaled to the input then divided by the letterbox scale.
+    """
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_retinanet.imaging import letterbox
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    (inp,) = interpreter.get_input_details()
+    height, width = (int(v) for v in inp["shape"][1:3])
+    canvas, scale = letterbox(image, (height, width))
+    interpreter.set_tensor(inp["index"], canvas[None].astype(inp["dtype"]))
+    interpreter.invoke()
+    boxes, classes, scores, count = (
+        interpreter.get_tensor(o["index"]) for o in interpreter.get_output_details()
+    )
+    n = int(count.reshape(-1)[0])
+    ymin, xmin, ymax, xmax = boxes[0, :n].T
+    pixels = np.stack([xmin * width, ymin * height, xmax * width, ymax * height], axis=1)
+    return _finish(pixels, scores[0, :n], classes[0, :n].astype(np.int32), scale, image)
+
+
+def _finish(boxes, scores, classes, scale, image):
+    import numpy as np
+
+    scale_y, scale_x = scale
+    height, width = image.shape[:2]
+    boxes = np.clip(boxes / [scale_x, scale_y, scale_x, scale_y], 0, [width, height, width, height])
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    order = np.argsort(-scores, kind="stable")
+    order = order[keep[order]]
+    return {
+        "boxes": boxes[order].astype(np.float32),
+        "scores": np.asarray(scores)[order],
+        "classes": np.asarray(classes)[order].astype(np.int32),
+    }

@@ -1,4 +1,4 @@
-"""Tests for keras_retinanet.inference, keras_retinanet.visualize and ``retinanet predict``."""
+"""Tests for keras_retinanet.detectors, keras_retinanet.visualize and ``retinanet predict``."""
 
 import json
 import shutil
@@ -6,9 +6,10 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from retinanet_testing import tiny_retinanet
+from retinanet_testing import keras_detections_by_hand, tiny_retinanet
 
-from keras_retinanet import cli, inference
+from keras_retinanet import cli, detectors
+from keras_retinanet.imaging import read_image
 from keras_retinanet.visualize import draw_detections
 
 CLASS_NAMES = ["Platelets", "RBC", "WBC"]
@@ -64,7 +65,7 @@ def test_boxes_map_back_to_original_pixels_hand_calculation():
     # the original. The second box lies in the padding (y >= 96 -> y >= 480 after scaling): clipped to the
     # image it has zero height and is dropped.
     stub = _StubModel()
-    detector = inference.load_detector(stub, image_size=128)
+    detector = detectors.load_detector(stub, image_size=128)
     image = np.zeros((480, 640, 3), np.uint8)
     [dets] = detector.detect([image])
     assert stub.shapes == [(1, 128, 128, 3)]
@@ -77,28 +78,40 @@ def test_boxes_map_back_to_original_pixels_hand_calculation():
     np.testing.assert_allclose(dets.boxes[0], [31.25, 15.625, 93.75, 78.125], atol=1e-4)
 
 
-def test_keras_detector_matches_model_on_letterboxed_image(tiny_model_path, shared_datasets):
-    import keras
+def test_keras_detector_matches_model_on_letterboxed_image(detector_like):
+    from keras_retinanet.detectors import load_retinanet
 
-    model = keras.saving.load_model(tiny_model_path, compile=False)
-    path = str(shared_datasets / "bccd" / "BCCD" / "JPEGImages" / "BloodImage_00000.jpg")
-    image = inference.read_image(path)
-    assert image.shape == (480, 640, 3)
-    [dets] = inference.predict(model, path, image_size=128, score_threshold=0.0, max_detections=20)
-    # By hand: letterbox (scale 0.2), run the model's own decoder with the same settings, divide by 0.2.
-    canvas, scales = inference.letterbox(image, 128)
-    assert scales == (0.2, 0.2)
-    model.decoder.score_threshold, model.decoder.max_detections = 0.0, 20
-    raw = {k: np.asarray(v) for k, v in model.detect(canvas[None].astype(np.float32)).items()}
-    n = int(raw["num_detections"][0])
-    expected = np.clip(raw["boxes"][0, :n] / 0.2, 0, [640, 480, 640, 480])
-    keep = (expected[:, 2] > expected[:, 0]) & (expected[:, 3] > expected[:, 1])
-    assert len(dets) == keep.sum() > 0
-    order = np.argsort(-raw["scores"][0, :n], kind="stable")
-    order = order[keep[order]]
-    np.testing.assert_allclose(dets.boxes, expected[order], atol=1e-3)
-    np.testing.assert_allclose(dets.scores, raw["scores"][0, :n][order], atol=1e-6)
-    assert set(dets.names) <= set(CLASS_NAMES)
+    model = load_retinanet(detector_like["keras"])
+    assert model.input_size == (128, 128)
+    image = read_image(detector_like["images"][0])
+    assert image.shape == (120, 160, 3)  # letterboxed with scale 0.8 into 96 x 128, padding below
+    # Default settings: the model's input size and its own decoder (threshold 0.05, 100 detections).
+    [dets] = detectors.load_detector(detector_like["keras"]).detect([image])
+    expected = keras_detections_by_hand(model, image)
+    assert len(dets) == len(expected["scores"]) > 20
+    np.testing.assert_allclose(dets.boxes, expected["boxes"], atol=1e-3)
+    np.testing.assert_allclose(dets.scores, expected["scores"], atol=1e-5)  # graph vs eager: ~2e-6 apart
+    np.testing.assert_array_equal(dets.classes, expected["classes"])
+    assert dets.names == [detector_like["class_names"][c] for c in expected["classes"]]
+    assert dets.image_size == (120, 160)
+    # Settings given to the detector replace the decoder's for its predictions only.
+    [custom] = detectors.load_detector(model, score_threshold=0.5, max_detections=7).detect([image])
+    expected = keras_detections_by_hand(model, image, score_threshold=0.5, max_detections=7)
+    assert 0 < len(custom) == len(expected["scores"]) <= 7 and custom.scores.min() >= 0.5
+    np.testing.assert_allclose(custom.boxes, expected["boxes"], atol=1e-3)
+    np.testing.assert_array_equal(custom.classes, expected["classes"])
+    assert (model.decoder.score_threshold, model.decoder.max_detections) == (0.05, 100)
+
+
+def test_predict_name_is_the_one_call_function():
+    # keras_retinanet.detectors.predict must stay the function whatever was imported before: a submodule of
+    # the same name replaces the package attribute as soon as anything imports it.
+    from keras_retinanet.detectors import predict_paths  # noqa: F401 - imports the module defining it
+
+    assert callable(detectors.predict), detectors.predict
+    from keras_retinanet.detectors import predict
+
+    assert callable(predict) and predict.__name__ == "predict"
 
 
 def test_predict_command_on_folder_reports_corrupt_image(tiny_model_path, image_folder, tmp_path, capsys):
@@ -139,23 +152,37 @@ def test_predict_command_on_folder_reports_corrupt_image(tiny_model_path, image_
         assert 0 <= r["score"] <= 1
 
 
-def test_predict_command_all_good_returns_zero(tiny_model_path, image_folder, tmp_path):
-    (image_folder / "broken.jpg").unlink()
-    code = cli.main(
-        [
-            "predict",
-            tiny_model_path,
-            str(image_folder / "*.jpg"),
-            "--out",
-            str(tmp_path / "o"),
-            "--image-size",
-            "128",
-            "--no-progress",
-            "--no-draw",
-        ]
+def test_predict_command_writes_what_the_model_detects(detector_like, tmp_path):
+    # Default settings (the model's 128 px input, score threshold 0.3): every image read -> exit code 0, and
+    # detections.json holds exactly the detections of the Python API, as COCO [x, y, w, h] boxes.
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path in detector_like["images"]:
+        shutil.copy(path, folder)
+    out = tmp_path / "o"
+    assert (
+        cli.main(
+            ["predict", detector_like["keras"], str(folder / "*.jpg"), "--out", str(out), "--no-progress"]
+        )
+        == 0
     )
-    assert code == 0
-    assert json.loads((tmp_path / "o" / "detections.json").read_text()) == []  # untrained: scores ~0.01 < 0.3
+    paths = sorted(str(p) for p in folder.glob("*.jpg"))
+    expected = detectors.predict_paths(
+        detectors.load_detector(detector_like["keras"], score_threshold=0.3), paths
+    )
+    results = json.loads((out / "detections.json").read_text())
+    assert len(results) == sum(len(d) for d in expected) > 20
+    for image_id, (path, dets) in enumerate(zip(paths, expected, strict=True)):
+        rows = [r for r in results if r["image_id"] == image_id]
+        assert len(rows) == len(dets) > 0 and all(r["file_name"] == path for r in rows)
+        np.testing.assert_allclose([r["score"] for r in rows], dets.scores, atol=6e-6)  # 5 decimals
+        assert [r["category_id"] for r in rows] == dets.classes.tolist()
+        assert [r["category_name"] for r in rows] == dets.names
+        xywh = np.column_stack([dets.boxes[:, :2], dets.boxes[:, 2:] - dets.boxes[:, :2]])
+        np.testing.assert_allclose([r["bbox"] for r in rows], xywh, atol=2e-3)  # 3 decimals
+        assert min(r["score"] for r in rows) >= 0.3
+        drawn = cv2.imread(str(out / path.rsplit("/", 1)[-1]))
+        assert drawn.shape == (120, 160, 3) and not np.array_equal(drawn, cv2.imread(path))
 
 
 def _write_video(path, frames=5, size=(160, 120)):
@@ -233,54 +260,32 @@ def test_missing_input_is_reported(tiny_model_path, tmp_path, capsys):
 def test_wrong_model_file_kind(tmp_path, capsys):
     text = tmp_path / "model.keras"
     text.write_text("not a zip")
-    with pytest.raises(inference.ModelFileError, match="not a Keras archive"):
-        inference.load_detector(str(text))
+    with pytest.raises(detectors.ModelFileError, match="not a Keras archive"):
+        detectors.load_detector(str(text))
     fake_tflite = tmp_path / "model.tflite"
     fake_tflite.write_bytes(b"\x00" * 64)
-    with pytest.raises(inference.ModelFileError, match="not a TFLite flatbuffer"):
-        inference.load_detector(str(fake_tflite))
-    with pytest.raises(inference.ModelFileError, match="without saved_model.pb"):
-        inference.load_detector(str(tmp_path))
+    with pytest.raises(detectors.ModelFileError, match="not a TFLite flatbuffer"):
+        detectors.load_detector(str(fake_tflite))
+    with pytest.raises(detectors.ModelFileError, match="without saved_model.pb"):
+        detectors.load_detector(str(tmp_path))
     other = tmp_path / "weights.h5"
     other.write_bytes(b"\x89HDF\r\n\x1a\n")
-    with pytest.raises(inference.ModelFileError, match="HDF5"):
-        inference.load_detector(str(other))
-    with pytest.raises(inference.ModelFileError, match="model not found"):
-        inference.load_detector(str(tmp_path / "missing.keras"))
+    with pytest.raises(detectors.ModelFileError, match="HDF5"):
+        detectors.load_detector(str(other))
+    with pytest.raises(detectors.ModelFileError, match="model not found"):
+        detectors.load_detector(str(tmp_path / "missing.keras"))
     # A valid .keras file that is not a RetinaNet.
     import keras
 
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     plain.save(tmp_path / "plain.keras")
-    with pytest.raises(inference.ModelFileError, match="not a keras_retinanet RetinaNet"):
-        inference.load_detector(str(tmp_path / "plain.keras"))
+    with pytest.raises(detectors.ModelFileError, match="not a keras_retinanet RetinaNet"):
+        detectors.load_detector(str(tmp_path / "plain.keras"))
     # The command turns it into a clear message and exit code 2.
     image = tmp_path / "x.png"
     cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
     assert cli.main(["predict", str(text), str(image), "--out", str(tmp_path / "o")]) == 2
     assert "not a Keras archive" in capsys.readouterr().err
-
-
-def test_read_image_errors_and_orientation(tmp_path):
-    with pytest.raises(inference.ImageReadError, match="missing.png"):
-        inference.read_image(tmp_path / "missing.png")
-    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    with pytest.raises(inference.ImageReadError, match="bad.png"):
-        inference.read_image(tmp_path / "bad.png")
-    # RGB order: a pure red PNG reads as (255, 0, 0).
-    cv2.imwrite(
-        str(tmp_path / "red.png"), np.dstack([np.zeros((4, 6)), np.zeros((4, 6)), np.full((4, 6), 255)])
-    )
-    assert inference.read_image(tmp_path / "red.png")[0, 0].tolist() == [255, 0, 0]
-
-
-@pytest.mark.parametrize("orientation", range(1, 9))
-def test_orientation_matches_the_pipeline(orientation):
-    from keras_retinanet.data import augment
-
-    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
-    expected = np.asarray(augment.apply_exif_orientation(image, orientation))
-    np.testing.assert_array_equal(inference.apply_orientation(image, orientation), expected)
 
 
 def test_draw_detections_colours_and_labels():
@@ -318,13 +323,3 @@ def test_collect_inputs(tmp_path):
         for s in collect_inputs([str(tmp_path / "*.mp4"), str(tmp_path / "notes.txt"), "0", "nope*"])
     ]
     assert kinds == [("video", "v.mp4"), ("image", "notes.txt"), ("camera", "0"), ("missing", "nope*")]
-
-
-def test_tflite_runs_single_threaded_by_default():
-    # ai-edge-litert's TFLite_Detection_PostProcess drops whole classes with 2+ threads: on the BCCD-quick
-    # model a 2-thread evaluation lost every WBC detection (AP 0.158 instead of 0.371).
-    import inspect
-
-    from keras_retinanet.inference import TFLiteDetector
-
-    assert inspect.signature(TFLiteDetector.__init__).parameters["num_threads"].default == 1

@@ -2,10 +2,11 @@
 path (VOC reader, tf.data pipeline, label encoder, focal + box loss, AdamW with warm-up and cosine, PreciseBN,
 pycocotools evaluation on 12 held-out images).
 
-The bound: three runs of exactly this configuration on this 2-core machine (seeds 0, 1, 2; see the closing
-note of issue 4) reached held-out AP50 of 0.050, 0.029 and 0.061 (RBC carries it). An untrained model scores
-every anchor at the 0.01 prior, below the 0.05 detection threshold, so its AP50 is 0. The asserted bound is
-half the worst of the three runs: it fails when learning breaks (AP50 0), not on seed noise.
+What "learns" means here, with no bound taken from earlier runs: the training loss falls by half, and on the
+12 held-out images the trained model's loss (focal + box, the training objective) is less than half that of the
+same network untrained (same configuration and seed, so the same initial weights). 48 steps on 36 images
+cannot give a useful AP, so AP is only required to be defined and above zero: the untrained model scores every
+anchor at the 0.01 prior, below the decoder's 0.05 threshold, and detects nothing.
 """
 
 import csv
@@ -15,7 +16,35 @@ import pytest
 
 from keras_retinanet.cli import main
 
-AP50_BOUND = 0.0145
+
+def _held_out_batches(config, val_data, label_encoder) -> list:
+    """The validation images as training batches (unaugmented, at the training size): [(images, targets)]."""
+    from keras_retinanet.data.pipeline import make_training_dataset
+
+    dataset = make_training_dataset(
+        val_data,
+        label_encoder,
+        image_size=config.model.image_size,
+        batch_size=6,
+        augment=False,
+        shuffle=False,
+    )
+    return list(dataset)
+
+
+def _held_out_loss(model, config, batches) -> dict:
+    """Focal and box loss (the training objective, eagerly, inference-mode BatchNorm), averaged over batches."""
+    import numpy as np
+
+    losses = config.model.losses()
+    totals = {name: [] for name in losses}
+    for images, targets in batches:
+        outputs = model(images, training=False)
+        for name, loss in losses.items():
+            totals[name].append(float(loss(targets[name], outputs[name])))
+    result = {f"{name}_loss": float(np.mean(values)) for name, values in totals.items()}
+    result["loss"] = sum(result.values())
+    return result
 
 
 def test_short_bccd_training_learns(bccd_subset, tmp_path, shared_datasets):
@@ -41,7 +70,25 @@ def test_short_bccd_training_learns(bccd_subset, tmp_path, shared_datasets):
     summary = json.loads((output / "train_summary.json").read_text())
     losses = summary["history"]["loss"]
     assert losses[-1] < losses[0] / 2, losses
-    assert summary["final_metrics"]["AP50"] > AP50_BOUND, summary["final_metrics"]
+    # The held-out loss of the trained model against the same network untrained.
+    import keras
+
+    from keras_retinanet.data import load_dataset
+    from keras_retinanet.detectors import load_retinanet
+    from keras_retinanet.training import TrainConfig
+
+    config = TrainConfig.from_yaml(output / "config.yaml")
+    val_data = load_dataset(f"voc:{root}:val", skip_bad=True, class_names=["Platelets", "RBC", "WBC"])
+    trained_model = load_retinanet(output / "model.keras")
+    batches = _held_out_batches(config, val_data, trained_model.label_encoder())
+    keras.utils.set_random_seed(config.seed)
+    untrained = _held_out_loss(config.model.build(val_data.class_names), config, batches)
+    trained = _held_out_loss(trained_model, config, batches)
+    print("held-out loss, untrained:", untrained, "trained:", trained)
+    assert trained["loss"] < untrained["loss"] / 2, (trained, untrained)
+    assert trained["classification_loss"] < untrained["classification_loss"] / 2, (trained, untrained)
+    assert trained["box_regression_loss"] < untrained["box_regression_loss"], (trained, untrained)
+    assert summary["final_metrics"]["AP50"] > 0, summary["final_metrics"]
     for name in (
         "config.yaml",
         "class_names.txt",

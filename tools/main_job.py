@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from keras_retinanet.detectors import predict
     from keras_retinanet.evaluation import evaluate_model, format_metrics
     from keras_retinanet.export import export_model
-    from keras_retinanet.training import TrainConfig, train
+    from keras_retinanet.training import ModelConfig, TrainConfig, train
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -107,21 +107,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     train_data = data.load_dataset(train_spec, skip_bad=args.skip_bad)
     steps_per_epoch = -(-len(train_data) // args.batch_size)
-    config = TrainConfig(
-        data=train_spec,
-        val_data=val_spec,
-        output=str(output / "train"),
-        skip_bad=args.skip_bad,
+    model = ModelConfig(
         backbone=args.backbone,
         backbone_kwargs={"alpha": 0.5} if args.backbone.startswith("mobilenet_v2") else {},
         fpn_channels=32 if args.tiny else 96,
         head_depth=1 if args.tiny else 3,
         image_size=args.image_size,
+        # Objects down to 16 px: the pyramid's anchors start at 16 instead of the paper's 32.
+        anchor_sizes=(16.0, 32.0, 64.0, 128.0, 256.0) if not args.data else ModelConfig.anchor_sizes,
+    )
+    config = TrainConfig(
+        data=train_spec,
+        val_data=val_spec,
+        output=str(output / "train"),
+        skip_bad=args.skip_bad,
+        model=model,
         batch_size=args.batch_size,
         epochs=args.epochs,
         steps_per_epoch=steps_per_epoch,
-        # Objects down to 16 px: the pyramid's anchors start at 16 instead of the paper's 32.
-        anchor_sizes=(16.0, 32.0, 64.0, 128.0, 256.0) if not args.data else TrainConfig.anchor_sizes,
         optimizer="adamw",
         learning_rate=0.002,
         weight_decay=1e-4,

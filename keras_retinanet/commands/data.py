@@ -201,11 +201,16 @@ def check(args: argparse.Namespace) -> int:
             f"  suggested: scales {[round(s, 3) for s in scales]}, ratios {[round(r, 3) for r in ratios]}"
             + ("" if better else "  (no improvement found; keep the current anchors)")
         )
+        # retinanet train's own flag names (ModelConfig fields), so the line can be pasted after the command.
         out.append(
-            "  use: --anchor-scales "
+            f"  use: retinanet train --image-size {size[0]} {size[1]}"
+            + " --anchor-sizes "
+            + ",".join(f"{s:g}" for s in generator.sizes)
+            + " --anchor-scales "
             + ",".join(f"{s:.3f}" for s in scales)
-            + " --anchor-ratios "
+            + " --anchor-aspect-ratios "
             + ",".join(f"{r:.3f}" for r in ratios)
+            + f" --anchor-offset {generator.offset:g}"
         )
     print("\n".join(out))
 

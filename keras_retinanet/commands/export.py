@@ -59,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-steps", type=int, default=200, help="calibration images (200)")
     parser.add_argument("--parity-images", type=int, default=8, help="images for the parity figures (8)")
     parser.add_argument("--benchmark", action="store_true", help="measure TFLite latency into the report")
+    parser.add_argument(
+        "--no-metadata",
+        action="store_true",
+        help="write no TFLite Model Metadata (MediaPipe Tasks then refuses the files)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             parity_images=args.parity_images,
             benchmark=args.benchmark,
             overwrite=args.overwrite,
+            metadata=not args.no_metadata,
         )
     except (ExportError, ModelFileError, ValueError) as err:
         print(f"retinanet export: error: {err}", file=sys.stderr)

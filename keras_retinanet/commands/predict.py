@@ -44,6 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-detections", type=int, help="detections per image (default: the model's own)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
     parser.add_argument(
+        "--runtime",
+        choices=("litert", "mediapipe"),
+        default="litert",
+        help="for a .tflite: LiteRT's interpreter (default) or MediaPipe Tasks' ObjectDetector, as phone apps "
+        "run it",
+    )
+    parser.add_argument("--threads", type=int, help="TFLite interpreter threads (default: every core)")
+    parser.add_argument(
         "--image-size",
         metavar="N|HxW",
         help="letterbox size for .keras models (default: the size the model was trained at)",
@@ -164,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
             image_size=parse_image_size(args.image_size) if args.image_size else None,
             score_threshold=args.score_threshold,
             max_detections=args.max_detections,
+            num_threads=args.threads,
+            runtime=args.runtime,
         )
     except (detectors.ModelFileError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

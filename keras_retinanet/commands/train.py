@@ -1,6 +1,12 @@
-"""``retinanet train``: every ``TrainConfig`` field is a flag (``--image-size 384``) and a YAML key.
+"""``retinanet train``: every option of ``TrainConfig`` and of its ``ModelConfig`` is a flag and a YAML key.
 
-Precedence: defaults < ``--config FILE.yaml`` < flags < ``--set key=value``.
+Flags are made from the fields' types (``keras_retinanet.training.config.field_types``): ``--epochs 3``,
+``--mixed-precision`` / ``--no-mixed-precision`` for true/false options, ``--clip-norm none`` for the optional
+ones, ``--anchor-sizes 16 32 64 128 256`` or ``--anchor-sizes 16,32,64,128,256`` for lists, ``--optimizer
+{sgd,adamw}`` for choices. Precedence: defaults < ``--config FILE.yaml`` < flags < ``--set KEY=VALUE``
+(KEY flat, ``fpn_channels``, or nested, ``model.fpn_channels``; VALUE in YAML).
+
+Importing this module imports neither TensorFlow nor Keras; ``run`` does.
 """
 
 from __future__ import annotations
@@ -8,87 +14,161 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
+import types
+import typing
+from typing import Any, Literal, Union
 
 import yaml
 
-from keras_retinanet.training import TrainConfig
+from keras_retinanet.training.config import (
+    ModelConfig,
+    TrainConfig,
+    coerce,
+    describe,
+    field_types,
+    optional_inner,
+    split_list,
+)
 
-_SHORT_HELP = {
-    "data": "training data spec, e.g. voc:DIR:trainval (see `retinanet --help`)",
-    "val_data": "validation data spec; enables val_AP, best.keras and early stopping",
-    "output": "run folder: config.yaml, class_names.txt, model.keras, checkpoints/, backup/, log.csv",
-    "weights": "backbone weights: none, imagenet or a local file",
-    "backbone_kwargs": "JSON of extra backbone arguments, e.g. '{\"alpha\": 0.35}'",
-    "steps_per_epoch": "default: one pass over the training images",
-    "schedule": "step (the paper's 1x: x0.1 at lr_milestones) or cosine, after a linear warm-up",
-    "strategy": "auto | one_device | mirrored | multi_worker | tpu",
-    "mixed_precision": "mixed_float16 on GPU, mixed_bfloat16 on TPU/CPU; losses and box decoding stay float32",
-    "precise_bn_batches": "recompute BatchNorm statistics over this many batches after training (0: off)",
+_GROUPS = {
+    "data": "data and augmentation",
+    "model": "model (ModelConfig: config.yaml's model: section)",
+    "optimisation": "optimisation",
+    "hardware": "hardware",
+    "logging": "evaluation, checkpoints and logs",
 }
 
 
-def _value_type(field: dataclasses.Field):
-    annotation = str(field.type)
-    if "bool" in annotation:
-        return bool
-    for name, kind in (("tuple", tuple), ("dict", dict), ("int", int), ("float", float)):
-        if annotation.startswith(name) or f" {name}" in annotation or annotation.startswith(f"{name} "):
-            return kind
-    return str
+def _flag_fields() -> list[tuple[str, dataclasses.Field, Any]]:
+    """(help group, field, type) of every option that has a flag: TrainConfig's, then ModelConfig's."""
+    fields = []
+    for cls in (TrainConfig, ModelConfig):
+        hints = field_types(cls)
+        for field in dataclasses.fields(cls):
+            if field.name == "model":
+                continue
+            fields.append((field.metadata.get("group") or "model", field, hints[field.name]))
+    return fields
 
 
-def _number(text: str):
-    return float(text)
+def _is_list(hint: Any) -> bool:
+    """A tuple type, or a union with one (``image_size: int | tuple[int, int]``)."""
+    inner, _ = optional_inner(hint)
+    union = typing.get_origin(inner) in (Union, types.UnionType)
+    return any(typing.get_origin(a) is tuple for a in (typing.get_args(inner) if union else (inner,)))
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return " ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class _Converter:
+    """argparse ``type=`` for one option: the text checked and converted by ``coerce``."""
+
+    def __init__(self, hint: Any, name: str):
+        self.hint, self.name = hint, name
+        self.__name__ = describe(hint)  # argparse names it in "invalid ... value"
+
+    def __call__(self, text: str) -> Any:
+        try:
+            return coerce(text, self.hint, self.name)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+
+class _ListAction(argparse.Action):
+    """``--flag 1 2 3``, ``--flag 1,2,3`` (or a mix) -> a checked tuple; ``--flag none`` for optional lists;
+    a single value where the type also allows a scalar (``--image-size 512``)."""
+
+    def __init__(self, option_strings, dest, hint: Any = None, **kwargs):
+        self.hint = hint
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = [item for value in values for item in split_list(value)]
+        inner, _ = optional_inner(self.hint)
+        scalar_allowed = typing.get_origin(inner) is not tuple
+        value: Any = items[0] if len(items) == 1 and scalar_allowed else items
+        if len(items) == 1 and items[0].lower() == "none":
+            value = items[0]
+        try:
+            setattr(namespace, self.dest, coerce(value, self.hint, self.dest))
+        except ValueError as error:
+            raise argparse.ArgumentError(self, str(error)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML file of options (keys are the flag names with underscores)")
+    # argparse's own usage line would list all ~70 options before every error message.
+    parser.usage = "%(prog)s [--config FILE.yaml] [--set KEY=VALUE ...] [--OPTION VALUE ...]"
+    parser.add_argument(
+        "--config", help="YAML file of options, flat (keys are the flag names with underscores) or nested"
+    )
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one option (YAML value), repeatable",
+        help="override one option (VALUE in YAML; KEY e.g. clip_norm or model.fpn_channels), repeatable",
     )
-    for field in dataclasses.fields(TrainConfig):
+    groups = {name: parser.add_argument_group(title) for name, title in _GROUPS.items()}
+    for group, field, hint in _flag_fields():
         flag = "--" + field.name.replace("_", "-")
-        kind = _value_type(field)
-        help_text = _SHORT_HELP.get(field.name, "")
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        help_text = f"{help_text} (default: {default})".strip()
-        common = dict(dest=field.name, default=argparse.SUPPRESS, help=help_text)
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
-        elif kind is tuple:
-            parser.add_argument(flag, nargs="+", type=_number, **common)
-        elif kind is dict:
-            parser.add_argument(flag, type=json.loads, **common)
+        help_text = field.metadata.get("help", "")
+        help_text = f"{help_text} (default: {_show(default)})" if help_text else f"default: {_show(default)}"
+        # SUPPRESS: only the flags given reach the Namespace, so they override --config and nothing else.
+        common: dict[str, Any] = dict(dest=field.name, default=argparse.SUPPRESS, help=help_text)
+        inner, optional = optional_inner(hint)
+        if inner is bool and not optional:
+            groups[group].add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+        elif _is_list(hint):
+            groups[group].add_argument(flag, nargs="+", action=_ListAction, hint=hint, metavar="V", **common)
         else:
-            parser.add_argument(flag, type=kind, **common)
+            metavar = None
+            if typing.get_origin(inner) is Literal:
+                metavar = "{" + ",".join(map(str, typing.get_args(inner))) + "}"
+            groups[group].add_argument(flag, type=_Converter(hint, field.name), metavar=metavar, **common)
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    """defaults < ``--config`` < flags < ``--set``; raises ``ValueError`` naming a bad option or file."""
+    config = TrainConfig.from_yaml(args.config) if getattr(args, "config", None) else TrainConfig()
+    flags = {
+        field.name: getattr(args, field.name) for _, field, _ in _flag_fields() if hasattr(args, field.name)
+    }
     config = config.update(flags)
     overrides = {}
-    for item in args.set:
+    for item in getattr(args, "set", []):
         key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(f"--set {item}: the value is not valid YAML") from None
     return config.update(overrides)
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        config = resolve_config(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"retinanet train: error: {error}", file=sys.stderr)
+        return 2
     from keras_retinanet.data import DataError
     from keras_retinanet.training import train
 
     try:
-        config = resolve_config(args)
         summary = train(config)
     except (DataError, ValueError, FileNotFoundError) as error:
-        print(f"retinanet train: error: {error}")
+        print(f"retinanet train: error: {error}", file=sys.stderr)
         return 2
     if summary["stopped_on_nan"]:
         return 3

@@ -7,7 +7,8 @@ Training (:func:`make_training_dataset`)::
     -> batch -> label encoder (batched) -> prefetch
 
 Inference (:func:`make_inference_dataset`): decode -> resize keeping aspect -> pad to ``image_size`` (or to
-a multiple of 32, the coarsest backbone stride) -> batch, with per-image ``meta`` to map detections back (:func:`restore_boxes`).
+a multiple of 32, the coarsest backbone stride) -> batch, with per-image ``meta`` to map detections back
+(:func:`restore_boxes`).
 
 Images are placed at the top-left of the canvas and padded with zeros at the bottom / right, so mapping
 back is a division by the per-axis scale. Every random choice comes from a stateless seed derived from

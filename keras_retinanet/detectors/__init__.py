@@ -7,7 +7,9 @@ One small interface, :class:`Detector`, hides the model kind:
 - :class:`SavedModelDetector` (``saved_model.py``): a SavedModel written by ``keras_retinanet.export``; it
   takes encoded images of any size and returns boxes in original pixels.
 - :class:`TFLiteDetector` (``tflite.py``): a ``.tflite`` file with ``TFLite_Detection_PostProcess`` outputs,
-  run with LiteRT; batch size 1, fixed input size, letterboxed like the Keras path.
+  run with LiteRT; batch size 1, fixed input size, the image stretched to it exactly as MediaPipe does.
+- :class:`MediaPipeDetector` (``mediapipe.py``): the same file run by MediaPipe Tasks' ObjectDetector, as
+  Android, iOS and web apps run it.
 
 :func:`load_detector` (``loading.py``) picks the kind from a path and fails clearly on anything else;
 :func:`predict` (``predict.py``) is the one-call API. Images are (H, W, 3) uint8 RGB arrays or paths
@@ -25,10 +27,12 @@ __getattr__, __dir__ = lazy_namespace(
         "Detector": "base",
         "IMAGE_EXTENSIONS": "predict",
         "KerasDetector": "keras_model",
+        "MediaPipeDetector": "mediapipe",
         "LABELS_FILE": "base",
         "MODEL_KINDS": "loading",
         "ModelFileError": "base",
         "PredictionItem": "predict",
+        "RUNTIMES": "loading",
         "SavedModelDetector": "saved_model",
         "TFLiteDetector": "tflite",
         "find_labels": "base",

@@ -17,6 +17,10 @@ LABELS_FILE = "labels.txt"
 """Class names of an export, one a line (line i = class id i), beside the model file and in SavedModel assets."""
 
 
+MIN_BOX_SIDE = 1.0
+"""Detections narrower or lower than one pixel (after clipping to the image) are dropped."""
+
+
 class ModelFileError(ValueError):
     """The model path is missing, of an unsupported kind, or not a RetinaNet detector."""
 
@@ -100,8 +104,9 @@ class Detector:
         """One image's :class:`Detections` from raw rows with boxes already in original pixels.
 
         Drops padding (class < 0) and non-finite rows and rows under ``score_threshold``, sorts by score,
-        keeps ``max_detections``, clips boxes to the image and drops boxes that lie entirely in the letterbox
-        padding (they collapse to zero width or height on clipping).
+        keeps ``max_detections``, clips boxes to the image and drops boxes under ``MIN_BOX_SIDE`` wide or high
+        (boxes that lie in the letterbox padding or outside the image collapse so; MediaPipe, which reports
+        integer boxes, drops them the same way).
         """
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         scores = np.asarray(scores, np.float32).reshape(-1)
@@ -117,7 +122,7 @@ class Detector:
         boxes, scores, classes = boxes[order], scores[order], classes[order]
         height, width = (int(s) for s in image_size[:2])
         boxes = np.clip(boxes, 0.0, np.array([width, height, width, height], np.float32))
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        keep = (boxes[:, 2] - boxes[:, 0] >= MIN_BOX_SIDE) & (boxes[:, 3] - boxes[:, 1] >= MIN_BOX_SIDE)
         boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
         names = self.class_names
         labels = [names[c] if c < len(names) else str(c) for c in classes]

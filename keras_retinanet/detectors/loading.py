@@ -10,6 +10,7 @@ from typing import Any
 from keras_retinanet.detectors.base import Detector, ModelFileError
 
 MODEL_KINDS = ("keras", "saved_model", "tflite")
+RUNTIMES = ("litert", "mediapipe")
 _ACCEPTED = "a .keras file, a SavedModel directory (with saved_model.pb) or a .tflite file"
 
 
@@ -81,6 +82,7 @@ def load_detector(
     score_threshold: float | None = None,
     max_detections: int | None = None,
     num_threads: int | None = None,
+    runtime: str = "litert",
 ) -> Detector:
     """A :class:`Detector` for a model object or a model path.
 
@@ -90,7 +92,9 @@ def load_detector(
         image_size: letterbox size for Keras models (int or (H, W); default the model's ``input_size``).
             SavedModel and TFLite files carry their own.
         score_threshold, max_detections: None keeps the model's own decoder settings; see each detector.
-        num_threads: TFLite interpreter threads (default 1: see ``TFLiteDetector``).
+        num_threads: TFLite interpreter threads (default: every core).
+        runtime: for a ``.tflite``: ``"litert"`` (``TFLiteDetector``) or ``"mediapipe"`` (MediaPipe Tasks'
+            ObjectDetector, as apps run it: ``MediaPipeDetector``).
     Raises:
         ModelFileError: missing path, unsupported kind, or not a RetinaNet detector.
     """
@@ -102,10 +106,18 @@ def load_detector(
         return KerasDetector(model, image_size, score_threshold, max_detections)
     path = os.fspath(model)
     kind = model_kind(path)
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "mediapipe" and kind != "tflite":
+        raise ModelFileError(f"{path}: the mediapipe runtime runs .tflite files only, this is a {kind} model")
+    if kind == "tflite" and runtime == "mediapipe":
+        from keras_retinanet.detectors.mediapipe import MediaPipeDetector
+
+        return MediaPipeDetector(path, score_threshold, max_detections)
     if kind == "tflite":
         from keras_retinanet.detectors.tflite import TFLiteDetector
 
-        return TFLiteDetector(path, score_threshold, max_detections, num_threads=num_threads or 1)
+        return TFLiteDetector(path, score_threshold, max_detections, num_threads=num_threads)
     if kind == "saved_model":
         from keras_retinanet.detectors.saved_model import SavedModelDetector
 

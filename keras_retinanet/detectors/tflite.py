@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from keras_retinanet.detectors.base import Detections, Detector, ModelFileError, find_labels
-from keras_retinanet.imaging import boxes_to_original, letterbox
+from keras_retinanet.imaging import RESIZE_RULES, boxes_to_original
+
+logger = logging.getLogger(__name__)
 
 OUTPUT_FIELDS = ("boxes", "classes", "scores", "count")
-RESIZE_RULES = ("letterbox", "stretch")
 
 
 class TFLiteDetector(Detector):
     """A ``.tflite`` file written by ``keras_retinanet.export`` (contract: ``keras_retinanet.export.tflite``).
 
-    Input: one (1, H, W, 3) image (uint8, or float32 in [0, 255]); each image is letterboxed to (H, W) like the
-    Keras path. Outputs (the op's order): boxes (1, M, 4) normalised ``ymin, xmin, ymax, xmax`` of the input
-    tensor, classes (1, M), scores (1, M), count (1,). Class names: ``labels.txt`` next to the file.
+    Input: one (1, H, W, 3) image (uint8, or float32 in [0, 255]). Outputs (the op's order): boxes (1, M, 4)
+    normalised ``ymin, xmin, ymax, xmax`` of the input tensor, classes (1, M), scores (1, M), count (1,).
+    Class names: the file's metadata, else ``labels.txt`` next to the file.
 
     Args:
         path: the ``.tflite`` file.
         score_threshold, max_detections: filter the file's output (None: keep what it returns).
-        class_names: override the names found beside the file.
-        num_threads: interpreter threads (default 1). With ai-edge-litert 2.x and more than one thread, the
-            TFLite_Detection_PostProcess op's per-class NMS drops whole classes (see ``keras_retinanet.export``).
-        resize: ``"letterbox"`` (default, keeps the aspect ratio as in training) or ``"stretch"``.
+        class_names: override the names the file carries.
+        num_threads: interpreter threads; default every core. Files exported before 0.2 (one regular-NMS op
+            over more than two classes) run on one thread whatever is asked: LiteRT's kernel drops a class with
+            more (docs/tflite-threads.md).
+        resize: ``"stretch"`` (default): the whole image resized to the input, exactly as MediaPipe Tasks
+            does, so that this detector sees what a phone app sees (``keras_retinanet.imaging.stretch``);
+            ``"letterbox"``: keep the aspect ratio and pad, as the Keras model and the SavedModel do.
     """
 
     kind = "tflite"
@@ -39,14 +44,26 @@ class TFLiteDetector(Detector):
         score_threshold: float | None = None,
         max_detections: int | None = None,
         class_names: Sequence[str] | None = None,
-        num_threads: int = 1,
-        resize: str = "letterbox",
+        num_threads: int | None = None,
+        resize: str = "stretch",
     ):
         from ai_edge_litert.interpreter import Interpreter
+
+        from keras_retinanet.export.tflite import thread_safe
 
         path = os.fspath(path)
         if resize not in RESIZE_RULES:
             raise ValueError(f"resize must be one of {', '.join(RESIZE_RULES)}, got {resize!r}")
+        if not os.path.isfile(path):
+            raise ModelFileError(f"model not found: {path}")
+        num_threads = num_threads or os.cpu_count() or 1
+        if num_threads > 1 and not thread_safe(path):
+            logger.warning(
+                "%s was exported before keras_retinanet 0.2: its NMS drops classes on several threads; running "
+                "it on one thread (export it again to use more)",
+                path,
+            )
+            num_threads = 1
         try:
             self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
             self.interpreter.allocate_tensors()
@@ -63,7 +80,7 @@ class TFLiteDetector(Detector):
         self._input = inputs[0]
         self.image_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
         self._outputs = self._identify_outputs()
-        names = class_names or find_labels(os.path.dirname(os.path.abspath(path)))
+        names = class_names or _metadata_labels(path) or find_labels(os.path.dirname(os.path.abspath(path)))
         super().__init__(names, score_threshold, max_detections)
 
     def _identify_outputs(self) -> dict[str, int]:
@@ -136,22 +153,22 @@ class TFLiteDetector(Detector):
         boxes = np.stack([xmin * width, ymin * height, xmax * width, ymax * height], axis=1)
         return self.make_detections(boxes, raw["scores"], raw["classes"], self.image_size)
 
-    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-        """(canvas of the input size, (scale_y, scale_x)) by this detector's resize rule."""
-        if self.resize == "letterbox":
-            return letterbox(image, self.image_size)
-        import cv2
-
-        height, width = self.image_size
-        h, w = image.shape[:2]
-        interpolation = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
-        return cv2.resize(image, (width, height), interpolation=interpolation), (height / h, width / w)
-
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         results = []
         for image in images:
-            canvas, scale = self._prepare(image)
+            canvas, scale = RESIZE_RULES[self.resize](image, self.image_size)
             found = self.detect_canvas(canvas)
             boxes = boxes_to_original(found.boxes, scale, image.shape[:2])
             results.append(self.make_detections(boxes, found.scores, found.classes, image.shape))
         return results
+
+
+def _metadata_labels(path: str) -> list[str] | None:
+    """The label map packed into the file's TFLite Model Metadata, if it has one and it can be read."""
+    from keras_retinanet.export.metadata import read_detection_metadata
+
+    try:
+        metadata = read_detection_metadata(path)
+    except ImportError:  # metadata present, but the schema classes (mediapipe) are not installed
+        return None
+    return list(metadata["labels"]) if metadata and metadata.get("labels") else None

@@ -28,6 +28,8 @@ written: MediaPipe returns what the op returns, i.e. scores >= the export's scor
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
 import os
 import zipfile
@@ -64,16 +66,27 @@ class MetadataError(ValueError):
     """The model cannot carry detection metadata (wrong inputs or outputs), or its metadata is unreadable."""
 
 
+@functools.cache
 def _metadata_schema():
-    """The generated classes of metadata_schema.fbs (pure Python, in the mediapipe wheel)."""
-    try:
-        from mediapipe.tasks.metadata import metadata_schema_py_generated as schema
-    except ImportError as err:
-        raise ImportError(
-            "TFLite Model Metadata needs the metadata schema classes from the mediapipe package "
-            f"(pip install 'mediapipe>=1.2.2,<1.3'): {err}"
-        ) from err
-    return schema
+    """The generated classes of metadata_schema.fbs, from the mediapipe wheel.
+
+    They are loaded from their file: they need only ``flatbuffers``, while ``import mediapipe`` first runs the
+    package's ``__init__``, which imports TensorFlow, matplotlib and the native task library (seconds, and an
+    ImportError where matplotlib is missing), none of which writing or reading metadata needs.
+    """
+    hint = "TFLite Model Metadata needs the metadata schema classes from the mediapipe package (pip install mediapipe)"
+    spec = importlib.util.find_spec("mediapipe")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"{hint}: mediapipe is not installed")
+    path = Path(
+        list(spec.submodule_search_locations)[0], "tasks", "metadata", "metadata_schema_py_generated.py"
+    )
+    if not path.is_file():
+        raise ImportError(f"{hint}: {path} is missing from the installed mediapipe")
+    module_spec = importlib.util.spec_from_file_location("keras_retinanet_tflite_metadata_schema", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 def _tflite_schema():
@@ -86,27 +99,33 @@ def _text(value: Any) -> str | None:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def _postprocess_op(model: Any) -> Any:
-    """The ``TFLite_Detection_PostProcess`` operator of the main subgraph (object API), or None."""
+def _postprocess_ops(model: Any) -> list:
+    """The ``TFLite_Detection_PostProcess`` operators of the main subgraph (object API), in graph order."""
     schema = _tflite_schema()
+    found = []
     for op in model.subgraphs[0].operators or []:
         code = model.operatorCodes[op.opcodeIndex]
         builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
         if builtin == schema.BuiltinOperator.CUSTOM and _text(code.customCode) == DETECTION_POSTPROCESS_OP:
-            return op
-    return None
+            found.append(op)
+    return found
 
 
-def _check_model(model: Any) -> tuple[Any, list[int], dict[str, Any]]:
-    """Check the model is a detector MediaPipe can run; returns (input tensor, output roles, op options).
+def _check_model(model: Any) -> tuple[Any, list[int], int]:
+    """Check the model is a detector MediaPipe can run; returns (input tensor, output roles, class count).
 
-    ``roles[k]`` is the position in ``OUTPUT_NAMES`` of the model's k-th output.
+    ``roles[k]`` is the position in ``OUTPUT_NAMES`` of the model's k-th output. A model with one
+    ``TFLite_Detection_PostProcess`` op whose four outputs are the model's outputs may list them in any order;
+    a model that merges several such ops (``keras_retinanet.export.tflite``'s thread-safe per-class NMS) lists
+    them in the op's order: boxes [1, M, 4], classes [1, M], scores [1, M], count [1].
     """
     from flatbuffers import flexbuffers
 
     schema = _tflite_schema()
     if len(model.subgraphs or []) != 1:
-        raise MetadataError(f"MediaPipe needs a model with one subgraph, this one has {len(model.subgraphs or [])}")
+        raise MetadataError(
+            f"MediaPipe needs a model with one subgraph, this one has {len(model.subgraphs or [])}"
+        )
     subgraph = model.subgraphs[0]
     inputs = list(subgraph.inputs if subgraph.inputs is not None else [])
     if len(inputs) != 1:
@@ -116,23 +135,38 @@ def _check_model(model: Any) -> tuple[Any, list[int], dict[str, Any]]:
     if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or min(shape) <= 0:
         raise MetadataError(f"MediaPipe needs a static [1, H, W, 3] image input, this one is {shape}")
     if image.type not in (schema.TensorType.UINT8, schema.TensorType.FLOAT32):
-        raise MetadataError(f"MediaPipe needs a uint8 or float32 image input, this one has TFLite type {image.type}")
-    op = _postprocess_op(model)
-    if op is None:
-        raise MetadataError(f"the model has no {DETECTION_POSTPROCESS_OP} op: MediaPipe reads its four outputs")
-    op_outputs = [int(i) for i in op.outputs]
-    outputs = [int(i) for i in (subgraph.outputs if subgraph.outputs is not None else [])]
-    if len(op_outputs) != 4 or sorted(outputs) != sorted(op_outputs):
         raise MetadataError(
-            f"the model's outputs (tensors {outputs}) must be exactly the four outputs of {DETECTION_POSTPROCESS_OP} "
-            f"(tensors {op_outputs})"
+            f"MediaPipe needs a uint8 or float32 image input, this one has TFLite type {image.type}"
         )
+    ops = _postprocess_ops(model)
+    if not ops:
+        raise MetadataError(
+            f"the model has no {DETECTION_POSTPROCESS_OP} op: MediaPipe reads its four outputs"
+        )
+    outputs = [int(i) for i in (subgraph.outputs if subgraph.outputs is not None else [])]
     for index in outputs:
         if subgraph.tensors[index].type != schema.TensorType.FLOAT32:
             name = _text(subgraph.tensors[index].name)
             raise MetadataError(f"output {name!r} is not float32; MediaPipe reads float detection outputs")
-    options = flexbuffers.Loads(bytes(bytearray(op.customOptions))) if op.customOptions is not None else {}
-    return image, [op_outputs.index(i) for i in outputs], dict(options)
+    op_outputs = [int(i) for i in ops[0].outputs]
+    if len(ops) == 1 and len(op_outputs) == 4 and sorted(outputs) == sorted(op_outputs):
+        roles = [op_outputs.index(i) for i in outputs]
+    else:
+        shapes = [[int(d) for d in subgraph.tensors[i].shape] for i in outputs]
+        rows = shapes[0][1] if shapes and len(shapes[0]) == 3 else None
+        if shapes != [[1, rows, 4], [1, rows], [1, rows], [1]]:
+            raise MetadataError(
+                f"the model's outputs must be the four detection outputs boxes [1, M, 4], classes [1, M], "
+                f"scores [1, M], count [1] in that order; their shapes are {shapes}"
+            )
+        roles = [0, 1, 2, 3]
+    num_classes = 0
+    for op in ops:
+        options = (
+            flexbuffers.Loads(bytes(bytearray(op.customOptions))) if op.customOptions is not None else {}
+        )
+        num_classes += int(dict(options).get("num_classes", 0))
+    return image, roles, num_classes
 
 
 def _check_labels(labels: Sequence[str], num_classes: int | None) -> list[str]:
@@ -140,6 +174,12 @@ def _check_labels(labels: Sequence[str], num_classes: int | None) -> list[str]:
     for i, label in enumerate(labels):
         if not label.strip() or "\n" in label or "\r" in label:
             raise MetadataError(f"label {i} ({label!r}) must be a non-empty name on one line")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        # MediaPipe reports the name only (it drops the class id when there is a label map).
+        raise MetadataError(
+            f"labels must be distinct, MediaPipe reports classes by name: {duplicates} repeat"
+        )
     if num_classes is not None and len(labels) != num_classes:
         raise MetadataError(
             f"got {len(labels)} labels but {DETECTION_POSTPROCESS_OP} has num_classes={num_classes}"
@@ -218,7 +258,8 @@ def _build_metadata(
         image.processUnits = [unit]
         image.stats.min, image.stats.max = [(0.0 - mean) / std], [(255.0 - mean) / std]
 
-    # The writer's content range: the values run along dimension 2 of [1, N, 4] (and is copied to the others).
+    # Content.range {2, 2} (metadata_schema.fbs, table Content): every row of [1, N, 4] is one box, every
+    # element of [1, N] one class or score.
     def content_range() -> Any:
         value_range = md.ValueRangeT()
         value_range.min, value_range.max = 2, 2
@@ -229,11 +270,19 @@ def _build_metadata(
     box_properties.type = md.BoundingBoxType.BOUNDARIES
     box_properties.coordinateType = md.CoordinateType.RATIO
     location = _tensor_metadata(
-        md, OUTPUT_NAMES[0], OUTPUT_DESCRIPTIONS[0], box_properties, md.ContentProperties.BoundingBoxProperties
+        md,
+        OUTPUT_NAMES[0],
+        OUTPUT_DESCRIPTIONS[0],
+        box_properties,
+        md.ContentProperties.BoundingBoxProperties,
     )
     location.content.range = content_range()
     category = _tensor_metadata(
-        md, OUTPUT_NAMES[1], OUTPUT_DESCRIPTIONS[1], md.FeaturePropertiesT(), md.ContentProperties.FeatureProperties
+        md,
+        OUTPUT_NAMES[1],
+        OUTPUT_DESCRIPTIONS[1],
+        md.FeaturePropertiesT(),
+        md.ContentProperties.FeatureProperties,
     )
     category.content.range = content_range()
     label_file = md.AssociatedFileT()
@@ -242,12 +291,20 @@ def _build_metadata(
     label_file.type = md.AssociatedFileType.TENSOR_VALUE_LABELS
     category.associatedFiles = [label_file]
     score = _tensor_metadata(
-        md, OUTPUT_NAMES[2], OUTPUT_DESCRIPTIONS[2], md.FeaturePropertiesT(), md.ContentProperties.FeatureProperties
+        md,
+        OUTPUT_NAMES[2],
+        OUTPUT_DESCRIPTIONS[2],
+        md.FeaturePropertiesT(),
+        md.ContentProperties.FeatureProperties,
     )
     score.content.range = content_range()
     score.stats.min, score.stats.max = [0.0], [1.0]
     count = _tensor_metadata(
-        md, OUTPUT_NAMES[3], OUTPUT_DESCRIPTIONS[3], md.FeaturePropertiesT(), md.ContentProperties.FeatureProperties
+        md,
+        OUTPUT_NAMES[3],
+        OUTPUT_DESCRIPTIONS[3],
+        md.FeaturePropertiesT(),
+        md.ContentProperties.FeatureProperties,
     )
     by_role = (location, category, score, count)
 
@@ -337,19 +394,26 @@ def add_detection_metadata(
     """
     schema = _tflite_schema()
     model = _read_model(bytes(model_bytes))
-    image, roles, options = _check_model(model)
-    num_classes = int(options["num_classes"]) if "num_classes" in options else None
+    image, roles, num_classes = _check_model(model)
     labels = _check_labels(labels, num_classes)
     height, width = int(image.shape[1]), int(image.shape[2])
     dtype = "uint8" if image.type == schema.TensorType.UINT8 else "float32"
     if input_size is not None and tuple(int(s) for s in input_size) != (height, width):
-        raise MetadataError(f"input_size {tuple(input_size)} does not match the model's input {height}x{width}")
+        raise MetadataError(
+            f"input_size {tuple(input_size)} does not match the model's input {height}x{width}"
+        )
+    if input_dtype is not None and input_dtype not in INPUT_DTYPES:
+        raise MetadataError(f"input_dtype must be one of {', '.join(INPUT_DTYPES)}, got {input_dtype!r}")
     if input_dtype is not None and input_dtype != dtype:
         raise MetadataError(f"input_dtype {input_dtype!r} does not match the model's {dtype} input")
     if dtype == "float32" and normalization is None:
-        raise MetadataError("a float32 input needs normalization=(mean, std): MediaPipe refuses float input without")
+        raise MetadataError(
+            "a float32 input needs normalization=(mean, std): MediaPipe refuses float input without"
+        )
     if dtype == "uint8" and normalization is not None:
-        raise MetadataError("normalization applies to float32 input only; this model takes uint8 pixels as they are")
+        raise MetadataError(
+            "normalization applies to float32 input only; this model takes uint8 pixels as they are"
+        )
     for buffer in model.buffers or []:
         if buffer.offset:
             raise MetadataError("buffers stored outside the flatbuffer (models over 2 GB) are not supported")
@@ -411,7 +475,11 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
     Raises:
         MetadataError: the file is not a TFLite model, or its metadata or label file is broken (named).
     """
-    where = "model bytes" if isinstance(path_or_bytes, (bytes, bytearray, memoryview)) else os.fspath(path_or_bytes)
+    where = (
+        "model bytes"
+        if isinstance(path_or_bytes, (bytes, bytearray, memoryview))
+        else os.fspath(path_or_bytes)
+    )
     data = bytes(path_or_bytes) if where == "model bytes" else Path(where).read_bytes()
     try:
         model = _read_model(data)
@@ -422,10 +490,14 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
         return None
     md = _metadata_schema()
     if not md.ModelMetadata.ModelMetadataBufferHasIdentifier(raw, 0):
-        raise MetadataError(f"{where}: {METADATA_FIELD} is not a metadata flatbuffer (identifier {raw[4:8]!r})")
+        raise MetadataError(
+            f"{where}: {METADATA_FIELD} is not a metadata flatbuffer (identifier {raw[4:8]!r})"
+        )
     metadata = md.ModelMetadataT.InitFromObj(md.ModelMetadata.GetRootAs(raw, 0))
     if len(metadata.subgraphMetadata or []) != 1:
-        raise MetadataError(f"{where}: expected metadata for one subgraph, got {len(metadata.subgraphMetadata or [])}")
+        raise MetadataError(
+            f"{where}: expected metadata for one subgraph, got {len(metadata.subgraphMetadata or [])}"
+        )
     subgraph_md = metadata.subgraphMetadata[0]
     subgraph = model.subgraphs[0]
 
@@ -457,7 +529,10 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
         tensor_name = _text(subgraph.tensors[subgraph.outputs[position]].name)
         outputs.append({"name": _text(tensor_md.name), "tensor": tensor_name, "position": position})
         content = tensor_md.content
-        if content is not None and content.contentPropertiesType == md.ContentProperties.BoundingBoxProperties:
+        if (
+            content is not None
+            and content.contentPropertiesType == md.ContentProperties.BoundingBoxProperties
+        ):
             props = content.contentProperties
             box = {
                 "box_index": [int(i) for i in props.index] if props.index is not None else None,
@@ -468,7 +543,9 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
             if file.type == md.AssociatedFileType.TENSOR_VALUE_LABELS and labels is None:
                 file_name = _text(file.name)
                 if file_name not in packed:
-                    raise MetadataError(f"{where}: the label file {file_name!r} named in the metadata is not packed")
+                    raise MetadataError(
+                        f"{where}: the label file {file_name!r} named in the metadata is not packed"
+                    )
                 text = archive.read(file_name).decode("utf-8")  # type: ignore[union-attr]
                 labels = [line.rstrip("\r") for line in text.split("\n")]
                 if labels and labels[-1] == "":

@@ -13,10 +13,16 @@ Four float32 outputs, in this order (the outputs of the ``TFLite_Detection_PostP
     3  num_detections  [1]        number of valid rows, as float
 
 To get original pixels: ``x = xmin * W / sx`` with ``sx`` the letterbox scale of that axis, then clip.
-:class:`keras_retinanet.detectors.TFLiteDetector` does all of that. The op performs per-class NMS
-(``use_regular_nms=True``) over all anchors with score >= the decoder's score threshold, at most 100 boxes per
-class (a fixed limit of the op), then keeps the ``max_detections`` best. Unlike the Keras decoder it has no
-per-level top-k; detections above a reasonable threshold (0.3) are the same (checked by the parity tests).
+:class:`keras_retinanet.detectors.TFLiteDetector` does all of that. Per-class NMS (``use_regular_nms=True``)
+runs over all anchors with score >= the decoder's score threshold, at most 100 boxes per class (a fixed limit of
+the op), then the ``max_detections`` best are kept. Unlike the Keras decoder it has no per-level top-k;
+detections above a reasonable threshold (0.3) are the same (checked by the parity tests).
+
+Thread safety: LiteRT's regular-NMS kernel drops class T when the interpreter runs T threads, 1 < T < K
+(docs/tflite-threads.md). The file therefore runs one ``TFLite_Detection_PostProcess`` op per pair of classes
+(a pair is always processed correctly) and merges their outputs with builtin ops: the same detections, bit for
+bit, at any thread count and in MediaPipe. Every file also carries TFLite Model Metadata
+(``keras_retinanet.export.metadata``), so MediaPipe Tasks' ObjectDetector loads it as it is.
 
 Box coding: the model's deltas are (dx, dy, dw, dh) multiplied by weights (wx, wy, ww, wh) (torchvision's
 ``BoxCoder``); the op computes ``yc = ty / y_scale * ha + ya`` and ``h = exp(th / h_scale) * ha`` with the
@@ -28,6 +34,7 @@ runs in int8 (see ``convert_tflite``'s ``clip_boxes``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -47,6 +54,10 @@ logger = logging.getLogger(__name__)
 DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 # The op keeps at most this many boxes per class; the converter has no attribute for it (nms_utils.cc).
 TFLITE_DETECTIONS_PER_CLASS = 100
+# LiteRT's regular-NMS kernel is correct at every thread count only for the first two class columns of an op
+# (see _per_class_postprocess and docs/tflite-threads.md).
+CLASSES_PER_OP = 2
+_FLOAT_ONE_BITS = 0x3F800000  # the int32 bit pattern of float32 1.0
 
 
 def tflite_anchors(model: Any, image_size: Sequence[int]) -> np.ndarray:
@@ -124,6 +135,83 @@ def _detection_postprocess(encodings, scores, anchors, config: PostProcessConfig
     return postprocess(encodings, scores, anchors)
 
 
+def _per_class_postprocess(encodings, scores, anchors, config, num_classes: int, scales):
+    """Per-class NMS with ``TFLite_Detection_PostProcess`` ops that give the same result at any thread count.
+
+    LiteRT's regular NMS (``use_regular_nms=True``) splits the classes over the interpreter's threads, and
+    with T threads, 1 < T < num_classes, never processes class T: the worker loop advances with
+    ``col = (++next_col)`` from ``next_col = T``, so T itself is skipped (tflite/kernels/detection_postprocess.cc,
+    ``NonMaxSuppressionWorkerTask::Run``). Columns 0 and 1 are always processed (by the first two workers,
+    or by the single-thread path), so each op here gets at most two classes. With max_detections > 100 the
+    same threaded path also overflows its merge buffer; ops of at most two classes never exceed it.
+
+    The ops' outputs are merged into the op's four-output contract. The merge runs on int32 bit patterns:
+    the int8 converter quantises any quantisable op that reads a float tensor (a float CONCATENATION,
+    TOPK_V2 and GATHER of the boxes and scores would run in int8, rounding them to 1/255 of their range),
+    and never touches integer tensors. Scores are >= 0, and a non-negative float32 orders like its int32 bit
+    pattern, so TOPK_V2 on the bit patterns ranks exactly as on the scores. Each output's last op is the
+    BITCAST or CAST back to float32.
+
+    Args:
+        encodings: float32 (1, N, 4) box encodings (ty, tx, th, tw).
+        scores: float32 (1, N, K) sigmoid scores.
+        anchors: float32 (N, 4) (yc, xc, h, w) normalised.
+        config: post-processing settings (``max_detections`` = M; ``score_threshold`` must be > 0 so that
+            padding rows, score 0, rank after every detection).
+        num_classes: K.
+        scales: (y_scale, x_scale, h_scale, w_scale) of the encodings.
+    Returns:
+        boxes (1, M, 4) ymin, xmin, ymax, xmax; classes (1, M); scores (1, M) descending; num (1,); float32.
+        Bit for bit the one-op result at one thread: at most min(M, 100) boxes per class, the M best overall,
+        equal scores ordered by class, padding rows zero.
+    """
+    import tensorflow as tf
+
+    max_detections = config.max_detections
+    per_class = min(max_detections, TFLITE_DETECTIONS_PER_CLASS)
+    sizes = [CLASSES_PER_OP] * (num_classes // CLASSES_PER_OP)
+    if num_classes % CLASSES_PER_OP:
+        sizes.append(num_classes % CLASSES_PER_OP)
+    boxes, det_scores, det_classes, counts = [], [], [], []
+    first_class = 0
+    for size, group_scores in zip(sizes, tf.split(scores, sizes, axis=-1)):
+        slots = min(max_detections, size * per_class)
+        group_config = dataclasses.replace(config, max_detections=slots, class_agnostic=False)
+        b, c, s, n = _detection_postprocess(encodings, group_scores, anchors, group_config, size, scales)
+        n = tf.cast(n, tf.int32)
+        # Rows past the op's count are zero, whatever the op left there.
+        keep = tf.cast(tf.range(slots) < n, tf.int32)[None]  # (1, slots)
+        boxes.append(tf.bitcast(b, tf.int32) * keep[:, :, None])
+        det_scores.append(tf.bitcast(s, tf.int32) * keep)
+        det_classes.append((tf.cast(c, tf.int32) + first_class) * keep)
+        counts.append(n)
+        first_class += size
+    all_boxes = tf.concat(boxes, axis=1)[0]  # (S, 4), S = total slots
+    all_scores = tf.concat(det_scores, axis=1)  # (1, S)
+    all_classes = tf.concat(det_classes, axis=1)[0]  # (S,)
+    k = min(max_detections, int(all_scores.shape[1]))
+    # Sorted descending; equal values keep the lower index first, i.e. the lower class (ops in class order).
+    top_bits, index = tf.math.top_k(all_scores, k=k)
+    num = tf.minimum(tf.add_n(counts), max_detections)
+    valid = tf.cast(tf.range(k) < num, tf.int32)  # padding rows: class 0, as the op writes them
+    # Boxes clipped to the input, [0, 1], on their bit patterns: a float >= 0 orders like its int32 pattern and
+    # a negative float's pattern is negative. The int8 file's op sees unclipped boxes (no box arithmetic in
+    # int8), and MediaPipe does not clip: it would slide a box that starts outside the image inside it.
+    all_boxes = tf.clip_by_value(all_boxes, 0, _FLOAT_ONE_BITS)
+    out_boxes = tf.expand_dims(tf.gather(all_boxes, index[0]), 0)  # (1, k, 4)
+    out_classes = tf.expand_dims(tf.gather(all_classes, index[0]) * valid, 0)  # (1, k)
+    if k < max_detections:  # K * 100 < M: fewer slots than output rows
+        out_boxes = tf.pad(out_boxes, [[0, 0], [0, max_detections - k], [0, 0]])
+        out_classes = tf.pad(out_classes, [[0, 0], [0, max_detections - k]])
+        top_bits = tf.pad(top_bits, [[0, 0], [0, max_detections - k]])
+    return (
+        tf.bitcast(out_boxes, tf.float32),
+        tf.cast(out_classes, tf.float32),
+        tf.bitcast(top_bits, tf.float32),
+        tf.cast(num, tf.float32),
+    )
+
+
 def _tflite_function(
     model: Any, image_size: tuple[int, int], config: PostProcessConfig, nms: str, clip_boxes: bool = True
 ):
@@ -194,7 +282,11 @@ def _tflite_function(
         encodings_or_boxes, scores = frozen(images)
         if nms == "builtin":
             anchors = tf.constant(anchors_yxhw)
-            return _detection_postprocess(encodings_or_boxes, scores, anchors, config, num_classes, scales)
+            if config.class_agnostic:  # the op's fast NMS: one pass over all classes, no threaded code
+                return _detection_postprocess(
+                    encodings_or_boxes, scores, anchors, config, num_classes, scales
+                )
+            return _per_class_postprocess(encodings_or_boxes, scores, anchors, config, num_classes, scales)
         # "combined": tf.image.combined_non_max_suppression (a Flex op in TFLite).
         if config.class_agnostic:
             scores = tf.reduce_max(scores, axis=-1, keepdims=True)
@@ -268,6 +360,29 @@ def tflite_ops(path_or_bytes: str | os.PathLike | bytes) -> list[str]:
     return sorted(result)
 
 
+def thread_safe(path_or_bytes: str | os.PathLike | bytes) -> bool:
+    """Whether a .tflite gives the same detections at any interpreter thread count.
+
+    False for a file with one regular-NMS ``TFLite_Detection_PostProcess`` op over more than two classes, as
+    this package wrote before 0.2: LiteRT's kernel then drops a class when run with several threads.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from flatbuffers import flexbuffers
+
+    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    for subgraph in model.subgraphs or []:
+        for op in subgraph.operators or []:
+            code = model.operatorCodes[op.opcodeIndex]
+            custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+            if custom != DETECTION_POSTPROCESS_OP or op.customOptions is None:
+                continue
+            options = flexbuffers.Loads(bytes(bytearray(op.customOptions)))
+            if options.get("use_regular_nms") and int(options.get("num_classes", 0)) > CLASSES_PER_OP:
+                return False
+    return True
+
+
 def flex_ops(ops: Iterable[str]) -> list[str]:
     """The Flex (SELECT_TF_OPS) operators among ``ops``."""
     return [op for op in ops if op.startswith("Flex")]
@@ -310,6 +425,11 @@ def convert_tflite(
     config = config or PostProcessConfig.from_model(model)
     if clip_boxes is None:
         clip_boxes = variant != "int8"
+    if nms == "builtin" and not config.class_agnostic and config.score_threshold <= 0:
+        raise ExportError(
+            "TFLite export needs a score threshold > 0 (padding rows have score 0 and must rank after every "
+            f"detection); the model's decoder has {config.score_threshold}"
+        )
     function = _tflite_function(model, image_size, config, nms, clip_boxes)
     scratch = tempfile.mkdtemp(prefix="retinanet-tflite-")
     try:

@@ -57,6 +57,32 @@ from keras_retinanet.imaging import parse_image_size
 logger = logging.getLogger(__name__)
 
 
+def _with_metadata(data: bytes, model: Any, size: tuple[int, int], variant: str) -> bytes:
+    """The .tflite with TFLite Model Metadata, as MediaPipe Tasks' ObjectDetector requires."""
+    from keras_retinanet import __version__
+    from keras_retinanet.export.metadata import add_detection_metadata
+
+    names = class_names(model)
+    try:
+        return add_detection_metadata(
+            data,
+            labels=names,
+            name=f"RetinaNet {model.backbone_name or 'custom backbone'} ({variant})",
+            description=(
+                f"RetinaNet object detector, {len(names)} classes, {size[0]}x{size[1]} uint8 RGB input; "
+                f"exported by keras_retinanet {__version__}."
+            ),
+            version=__version__,
+            input_size=size,
+            input_dtype="uint8",
+            license="Apache-2.0",
+        )
+    except ImportError as err:
+        raise ExportError(
+            f"{err}; or export without metadata (--no-metadata; MediaPipe then refuses the file)"
+        ) from None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -102,6 +128,7 @@ def export_model(
     parity_images: int = 8,
     benchmark: bool = False,
     overwrite: bool = False,
+    metadata: bool = True,
 ) -> dict[str, Any]:
     """Export a RetinaNet to ``output_dir`` (layout in the module docstring); returns the report dict.
 
@@ -120,6 +147,8 @@ def export_model(
         parity_images: images for the parity figures (from ``calibration_data``; skipped without it).
         benchmark: also measure TFLite latency (``keras_retinanet.benchmark.latency``) into the report.
         overwrite: replace an existing ``output_dir``.
+        metadata: write TFLite Model Metadata (labels, input, output layout) into every .tflite, so that
+            MediaPipe Tasks' ObjectDetector loads it as it is (``keras_retinanet.export.metadata``).
     """
     output = Path(output_dir).resolve()
     tflite_variants = list(dict.fromkeys(tflite_variants))
@@ -196,6 +225,8 @@ def export_model(
                 representative_images=representative if variant == "int8" else None,
                 nms=nms,
             )
+            if metadata and nms == "builtin":
+                data = _with_metadata(data, model, size, variant)
             (staging / name).write_bytes(data)
             ops = tflite_ops(data)
             report["files"][name] = {

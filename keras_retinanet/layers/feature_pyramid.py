@@ -11,11 +11,16 @@ class FeaturePyramid(keras.layers.Layer):
     """C3, C4, C5 -> P3, P4, P5, P6, P7, all with ``channels`` channels.
 
     P5..P3: 1x1 lateral convs plus nearest-neighbour upsampled coarser levels, then a 3x3 conv. P6: 3x3
-    stride-2 conv on C5 (paper, detectron2) or on P5 (torchvision v1). P7: 3x3 stride-2 conv on ReLU(P6).
+    stride-2 conv on C5 (paper, detectron2, torchvision v2) or on P5 (torchvision v1). P7: 3x3 stride-2 conv on
+    ReLU(P6).
 
     Args:
         channels: width of every pyramid level (256).
         p6_source: ``"c5"`` or ``"p5"``.
+        padding: padding of the stride-2 P6 and P7 convs. ``"same"`` (Keras/TensorFlow): on an even-sized input
+            no pixel before and one after, so output cell ``i`` sees input rows ``2i .. 2i + 2``;
+            ``"symmetric"`` (PyTorch's ``padding=1``, torchvision): one pixel on each side, rows
+            ``2i - 1 .. 2i + 1``. Both give ``ceil(n / 2)`` cells; on odd sizes they agree.
 
     Call arguments:
         features: [C3, C4, C5], (B, Hl, Wl, Cl) each, strides 8, 16, 32.
@@ -24,19 +29,23 @@ class FeaturePyramid(keras.layers.Layer):
         level is cropped to the size of the finer one.
     """
 
-    def __init__(self, channels: int = 256, p6_source: str = "c5", **kwargs):
+    def __init__(self, channels: int = 256, p6_source: str = "c5", padding: str = "same", **kwargs):
         super().__init__(**kwargs)
         if p6_source not in ("c5", "p5"):
             raise ValueError(f"p6_source must be 'c5' or 'p5', got {p6_source!r}")
+        if padding not in ("same", "symmetric"):
+            raise ValueError(f"FeaturePyramid padding must be 'same' or 'symmetric', got {padding!r}")
         self.channels = int(channels)
         self.p6_source = p6_source
+        self.padding = padding
+        strided_padding = "same" if padding == "same" else "valid"  # "symmetric" pads in call()
         conv = dict(kernel_initializer="he_uniform")
         self.lateral = [keras.layers.Conv2D(channels, 1, name=f"lateral_c{i}", **conv) for i in (3, 4, 5)]
         self.output_convs = [
             keras.layers.Conv2D(channels, 3, padding="same", name=f"output_p{i}", **conv) for i in (3, 4, 5)
         ]
-        self.p6_conv = keras.layers.Conv2D(channels, 3, strides=2, padding="same", name="p6", **conv)
-        self.p7_conv = keras.layers.Conv2D(channels, 3, strides=2, padding="same", name="p7", **conv)
+        self.p6_conv = keras.layers.Conv2D(channels, 3, strides=2, padding=strided_padding, name="p6", **conv)
+        self.p7_conv = keras.layers.Conv2D(channels, 3, strides=2, padding=strided_padding, name="p7", **conv)
 
     def build(self, input_shape):
         for layer, shape in zip(self.lateral, input_shape):
@@ -59,9 +68,14 @@ class FeaturePyramid(keras.layers.Layer):
         m4 = self.lateral[1](c4) + self._upsample_to(m5, c4)
         m3 = self.lateral[0](c3) + self._upsample_to(m4, c3)
         p3, p4, p5 = (conv(m) for conv, m in zip(self.output_convs, (m3, m4, m5)))
-        p6 = self.p6_conv(c5 if self.p6_source == "c5" else p5)
-        p7 = self.p7_conv(ops.relu(p6))
+        p6 = self.p6_conv(self._pad(c5 if self.p6_source == "c5" else p5))
+        p7 = self.p7_conv(self._pad(ops.relu(p6)))
         return [p3, p4, p5, p6, p7]
+
+    def _pad(self, x):
+        if self.padding == "same":
+            return x
+        return ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
 
     def compute_output_shape(self, input_shape):
         batch = input_shape[0][0]
@@ -69,5 +83,5 @@ class FeaturePyramid(keras.layers.Layer):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(channels=self.channels, p6_source=self.p6_source)
+        config.update(channels=self.channels, p6_source=self.p6_source, padding=self.padding)
         return config

@@ -11,6 +11,9 @@ from keras import ops
 class _SharedHead(keras.layers.Layer):
     """``depth`` x (3x3 conv, ``channels``, [GroupNorm], ReLU), then a 3x3 conv to A * ``outputs_per_anchor``.
 
+    GroupNorm (``use_group_norm``) has min(32, ``channels``) groups of consecutive channels and epsilon
+    ``group_norm_epsilon``: with 256 channels and 1e-5 it is torchvision v2's ``nn.GroupNorm(32, 256)``.
+
     The same weights run on every level (paper section 4). Conv weights ~ N(0, 0.01), biases 0, except the
     last bias given by ``final_bias``.
 
@@ -29,6 +32,7 @@ class _SharedHead(keras.layers.Layer):
         depth: int = 4,
         channels: int = 256,
         use_group_norm: bool = False,
+        group_norm_epsilon: float = 1e-5,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -36,6 +40,7 @@ class _SharedHead(keras.layers.Layer):
         self.depth = int(depth)
         self.channels = int(channels)
         self.use_group_norm = bool(use_group_norm)
+        self.group_norm_epsilon = float(group_norm_epsilon)
         init = keras.initializers.RandomNormal(stddev=0.01)
         self.convs = []
         for i in range(self.depth):
@@ -43,7 +48,11 @@ class _SharedHead(keras.layers.Layer):
                 keras.layers.Conv2D(channels, 3, padding="same", kernel_initializer=init, name=f"conv{i}")
             )
             if self.use_group_norm:
-                self.convs.append(keras.layers.GroupNormalization(groups=min(32, channels), name=f"norm{i}"))
+                self.convs.append(
+                    keras.layers.GroupNormalization(
+                        groups=min(32, channels), epsilon=self.group_norm_epsilon, name=f"norm{i}"
+                    )
+                )
             self.convs.append(keras.layers.ReLU(name=f"relu{i}"))
         self.final = keras.layers.Conv2D(
             self.num_anchors * self.outputs_per_anchor,
@@ -84,6 +93,7 @@ class _SharedHead(keras.layers.Layer):
             depth=self.depth,
             channels=self.channels,
             use_group_norm=self.use_group_norm,
+            group_norm_epsilon=self.group_norm_epsilon,
         )
         return config
 

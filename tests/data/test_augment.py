@@ -11,7 +11,8 @@ import tensorflow as tf
 from data_testing import write_image
 
 from keras_retinanet.data import augment as aug
-from keras_retinanet.data.pipeline import decode_image, train_transform
+from keras_retinanet.data.pipeline import train_transform
+from keras_retinanet.imaging import apply_orientation_tensor, decode_image_tensor
 
 
 def test_flip_moves_pixels_and_boxes():
@@ -117,16 +118,16 @@ def test_exif_orientation_matches_opencv(tmp_path, orientation):
     stored = cv2.cvtColor(
         cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION), cv2.COLOR_BGR2RGB
     )
-    ours = aug.apply_exif_orientation(tf.constant(stored), orientation).numpy()
+    ours = apply_orientation_tensor(tf.constant(stored), orientation).numpy()
     np.testing.assert_array_equal(ours, expected)
 
 
 def test_decode_grey_and_rgba_png_to_rgb(tmp_path):
     grey = write_image(tmp_path / "g.png", 5, 7, channels=1)
     rgba = write_image(tmp_path / "c.png", 5, 7, channels=4)
-    g = decode_image(tf.io.read_file(str(grey))).numpy()
+    g = decode_image_tensor(tf.io.read_file(str(grey))).numpy()
     assert g.shape == (5, 7, 3) and np.array_equal(g[..., 0], cv2.imread(str(grey), cv2.IMREAD_GRAYSCALE))
     assert np.array_equal(g[..., 0], g[..., 2])
-    c = decode_image(tf.io.read_file(str(rgba))).numpy()
+    c = decode_image_tensor(tf.io.read_file(str(rgba))).numpy()
     bgra = cv2.imread(str(rgba), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(c, bgra[..., 2::-1])

@@ -88,10 +88,13 @@ def test_inference_meta_maps_boxes_back(tiny):
     np.testing.assert_allclose(restored[0], [[0, 0, 30, 40], [39, 9, 64, 30]])  # clipped to the image
 
 
-def test_inference_multiple_of_128(tiny):
+def test_inference_pads_to_a_multiple_of_the_model_stride(tiny):
+    from keras_retinanet.model import SIZE_DIVISOR
+
+    assert SIZE_DIVISOR == 32  # the coarsest backbone stride (C5); P6 and P7 come from stride-2 convolutions
     images, meta = next(iter(make_inference_dataset(tiny, image_size=None, min_side=200, max_side=1000)))
-    # 64x48 -> shorter side 200: 267x200 -> padded to 384x256.
-    assert images.shape[1:] == (256, 384, 3)
+    # 64x48 -> shorter side 200: 267x200 -> padded to 288x224.
+    assert images.shape[1:] == (224, 288, 3)
     np.testing.assert_allclose(meta["scale"].numpy()[0], [200 / 48, 267 / 64], rtol=1e-6)
 
 

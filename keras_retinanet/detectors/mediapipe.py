@@ -1,0 +1,102 @@
+"""A ``.tflite`` run through MediaPipe Tasks' ``ObjectDetector``: what an Android, iOS or web app will see.
+
+MediaPipe reads everything it needs from the file's TFLite Model Metadata (input normalisation, output order,
+box format, labels; ``keras_retinanet.export.metadata``), resizes the image to the model's input itself and
+maps the boxes back to the image. This detector only converts its results to :class:`Detections`, so
+evaluating it (``retinanet evaluate FILE.tflite --runtime mediapipe``) measures the phone's pipeline, not ours.
+
+Needs the ``mediapipe`` package (``make install`` puts it in the project's environment; see the README).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from keras_retinanet.detectors.base import Detections, Detector, ModelFileError
+
+MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe==1.2.3 matplotlib; see the README"
+
+
+def _import_mediapipe():
+    try:
+        import mediapipe
+        from mediapipe.tasks import python as tasks
+        from mediapipe.tasks.python import vision
+    except ImportError as err:
+        raise ModelFileError(
+            f"--runtime mediapipe needs the mediapipe package ({MEDIAPIPE_INSTALL}): {err}"
+        ) from None
+    return mediapipe, tasks, vision
+
+
+class MediaPipeDetector(Detector):
+    """A ``.tflite`` file with TFLite Model Metadata, run by MediaPipe Tasks' ``ObjectDetector`` (CPU).
+
+    Args:
+        path: the ``.tflite`` file (``retinanet export`` writes metadata into every file).
+        score_threshold: MediaPipe's ``score_threshold`` option (None: the file's own, from the export's decoder).
+        max_detections: MediaPipe's ``max_results`` (None: every detection the file returns).
+    Raises:
+        ModelFileError: mediapipe is not installed, or MediaPipe refuses the file (for example a file exported
+            before metadata existed: re-export it with ``retinanet export``).
+    """
+
+    kind = "mediapipe"
+    max_batch_size = 1
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        score_threshold: float | None = None,
+        max_detections: int | None = None,
+    ):
+        from keras_retinanet.export.metadata import read_detection_metadata
+
+        path = os.fspath(path)
+        metadata = read_detection_metadata(path)
+        if metadata is None:
+            raise ModelFileError(
+                f"{path} has no TFLite Model Metadata, which MediaPipe needs (a file exported before "
+                "keras_retinanet 0.2?): export it again with `retinanet export MODEL.keras`"
+            )
+        mediapipe, tasks, vision = _import_mediapipe()
+        options = vision.ObjectDetectorOptions(
+            base_options=tasks.BaseOptions(model_asset_path=path),
+            max_results=-1 if max_detections is None else int(max_detections),
+            score_threshold=0.0 if score_threshold is None else float(score_threshold),
+        )
+        try:
+            self._detector = vision.ObjectDetector.create_from_options(options)
+        except (ValueError, RuntimeError) as err:
+            raise ModelFileError(f"{path}: MediaPipe's ObjectDetector refuses this file: {err}") from None
+        self._mediapipe = mediapipe
+        self.path = path
+        self.image_size = tuple(metadata["input"]["size"])
+        super().__init__(metadata["labels"], score_threshold, max_detections)
+        self._ids = {name: i for i, name in enumerate(self.class_names)}
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        results = []
+        for image in images:
+            frame = self._mediapipe.Image(
+                image_format=self._mediapipe.ImageFormat.SRGB, data=np.ascontiguousarray(image, np.uint8)
+            )
+            boxes, scores, classes = [], [], []
+            # MediaPipe names the class but drops its id when the file has a label map, and merges detections
+            # of several classes whose integer boxes coincide into one with several categories: split them.
+            for found in self._detector.detect(frame).detections:
+                box = found.bounding_box
+                for category in found.categories:
+                    boxes.append(
+                        (box.origin_x, box.origin_y, box.origin_x + box.width, box.origin_y + box.height)
+                    )
+                    scores.append(category.score)
+                    classes.append(self._ids.get(category.category_name, -1))
+            results.append(self.make_detections(boxes, scores, classes, image.shape))
+        return results
+
+    def close(self) -> None:
+        self._detector.close()

@@ -1,0 +1,39 @@
+"""Training a RetinaNet: configuration, the training loop and its Keras callbacks.
+
+- ``config.py``: :class:`ModelConfig` (the model: backbone, pyramid, heads, anchors, box coding, matching,
+  decoding, losses, input size; ``build(class_names)``, ``losses()``) and :class:`TrainConfig` (data,
+  augmentation, optimisation, hardware, logging; contains a ``ModelConfig`` as ``config.model``). Imports
+  neither TensorFlow nor Keras.
+- ``loop.py``: :func:`train` (a whole run and its folder), :func:`build_optimizer`, :func:`build_callbacks`,
+  :func:`write_run_files`.
+- ``callbacks.py``: :class:`EvaluationCallback`, :class:`UnfreezeBackbone`, :class:`StopOnNaN`,
+  :class:`LearningRateLogger`, :class:`BestCheckpoint`, :class:`MetricsCSVLogger`,
+  :class:`PredictionImages`, :func:`freeze_batchnorm`.
+
+Names are imported on first use (PEP 562), so ``from keras_retinanet.training import TrainConfig`` does not
+import TensorFlow; ``train`` and the callbacks do.
+"""
+
+from keras_retinanet.lazy import lazy_namespace
+
+__getattr__, __dir__ = lazy_namespace(
+    __name__,
+    {
+        "BestCheckpoint": "callbacks",
+        "EvaluationCallback": "callbacks",
+        "LearningRateLogger": "callbacks",
+        "MetricsCSVLogger": "callbacks",
+        "ModelConfig": "config",
+        "NO_DECAY_NAMES": "loop",
+        "PredictionImages": "callbacks",
+        "StopOnNaN": "callbacks",
+        "TrainConfig": "config",
+        "UnfreezeBackbone": "callbacks",
+        "build_callbacks": "loop",
+        "build_optimizer": "loop",
+        "freeze_batchnorm": "callbacks",
+        "train": "loop",
+        "write_run_files": "loop",
+    },
+)
+__all__ = sorted(__dir__())
