@@ -27,6 +27,8 @@ __getattr__, __dir__ = lazy_namespace(
         "WarmupSchedule": "schedules",
         "available_backbones": "backbones",
         "build_backbone": "backbones",
+        "convert_torchvision_retinanet": "convert.torchvision",
+        "finetune_model": "finetune",
         "retinanet_from_preset": "presets",
     },
 )

@@ -212,6 +212,8 @@ def check(args: argparse.Namespace) -> int:
             + ",".join(f"{r:.3f}" for r in ratios)
             + f" --anchor-offset {generator.offset:g}"
         )
+    finetuning = _finetuning_recipe(args.spec, dataset, size)
+    out += [""] + finetuning["lines"]
     print("\n".join(out))
 
     if args.json:
@@ -226,11 +228,53 @@ def check(args: argparse.Namespace) -> int:
             "coverage": _as_dict(before),
             "suggested_anchors": suggestion,
             "suggested_coverage": _as_dict(after) if after else None,
+            "finetuning": {key: finetuning[key] for key in ("coco_matches", "convert", "train")},
             **stats,
         }
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
     return 1 if args.strict and len(dataset.skipped) else 0
+
+
+# torchvision's COCO v1 checkpoint (the user downloads it; this project never does) and the recipe's settings:
+# frozen BatchNorm, a learning rate 10x below training from scratch (0.01), a short schedule (docs/pretrained.md).
+COCO_CHECKPOINT = "retinanet_resnet50_fpn_coco-eeacb38b.pth"
+FINETUNE_LEARNING_RATE, FINETUNE_EPOCHS, FINETUNE_BATCH_SIZE, FINETUNE_MAX_WARMUP = 0.001, 12, 8, 500
+
+
+def _finetuning_recipe(spec: str, dataset, size: tuple[int, int]) -> dict:
+    """How to fine-tune from torchvision's COCO RetinaNet on this data: the two commands and the classes COCO
+    knows (those start from COCO's class weights, the others from the prior; ``keras_retinanet.finetune``).
+
+    Returns ``{"lines": printed lines, "coco_matches": {class: COCO class}, "convert": argv, "train": argv}``;
+    the argv lists start after ``retinanet`` and parse with its own parser (tests/test_finetune.py).
+    """
+    import math
+    import shlex
+
+    from keras_retinanet.convert.torchvision import COCO_CLASS_NAMES
+    from keras_retinanet.finetune import match_class_names
+
+    matches = match_class_names(COCO_CLASS_NAMES, dataset.class_names)
+    coco_matches = {dataset.class_names[j]: COCO_CLASS_NAMES[i] for j, i in sorted(matches.items())}
+    # One epoch of warm-up on a small set: the default 500 steps can outlast a 12-epoch fine-tuning.
+    warmup = max(1, min(FINETUNE_MAX_WARMUP, math.ceil(len(dataset) / FINETUNE_BATCH_SIZE)))
+    convert = ["convert", "torchvision", COCO_CHECKPOINT, "--output", "coco_r50.keras"]
+    train = [
+        "train", "--init", "coco_r50.keras", "--data", spec, "--image-size", str(size[0]), str(size[1]),
+        "--freeze-batchnorm", "--learning-rate", f"{FINETUNE_LEARNING_RATE:g}", "--epochs", str(FINETUNE_EPOCHS),
+        "--batch-size", str(FINETUNE_BATCH_SIZE), "--warmup-steps", str(warmup), "--output", "runs/finetune",
+    ]  # fmt: skip
+    known = ", ".join(f"{new} <- {old}" if new != old else new for new, old in coco_matches.items())
+    lines = [
+        "fine-tuning from a COCO model (docs/pretrained.md; download the checkpoint from torchvision yourself):",
+        "  retinanet " + shlex.join(convert),
+        "  retinanet " + shlex.join(train),
+        f"  classes COCO knows, starting from its weights: {len(coco_matches)}" + (f" ({known})" if known else ""),
+        f"  starting from the prior: {len(dataset.class_names) - len(coco_matches)}; the anchors are the COCO "
+        "model's (--init keeps its architecture, the suggestion above does not apply)",
+    ]
+    return {"lines": lines, "coco_matches": coco_matches, "convert": convert, "train": train}
 
 
 def _as_dict(cov) -> dict:

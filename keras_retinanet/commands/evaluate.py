@@ -12,9 +12,11 @@ import json
 import os
 import sys
 
+from keras_retinanet.commands.detector_options import add_detector_arguments, load_detector_from_args
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help=".keras file, SavedModel directory or .tflite file")
+    add_detector_arguments(parser)
     parser.add_argument(
         "--data",
         required=True,
@@ -23,28 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", metavar="OUT", help="write the metrics to this JSON file")
     parser.add_argument("--pr-curves", metavar="DIR", help="write a precision-recall PNG per class here")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
-    parser.add_argument(
-        "--runtime",
-        choices=("litert", "mediapipe"),
-        default="litert",
-        help="for a .tflite: LiteRT's interpreter (default) or MediaPipe Tasks' ObjectDetector, as phone apps "
-        "run it",
-    )
-    parser.add_argument("--threads", type=int, help="TFLite interpreter threads (default: every core)")
-    parser.add_argument(
-        "--image-size",
-        metavar="N|HxW",
-        help="letterbox size for .keras models (default: the size the model was trained at)",
-    )
-    parser.add_argument(
-        "--score-threshold",
-        type=float,
-        help="drop detections below this score (default: the model's own decoder setting, 0.05 as in the paper)",
-    )
-    parser.add_argument(
-        "--max-detections", type=int, help="detections per image (default: the model's own, 100 as in COCO)"
-    )
     parser.add_argument(
         "--skip-bad",
         action="store_true",
@@ -55,17 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from keras_retinanet import detectors, evaluation
-    from keras_retinanet.imaging import ImageReadError, parse_image_size
+    from keras_retinanet.imaging import ImageReadError
 
     try:
-        detector = detectors.load_detector(
-            args.model,
-            image_size=parse_image_size(args.image_size) if args.image_size else None,
-            score_threshold=args.score_threshold,
-            max_detections=args.max_detections,
-            num_threads=args.threads,
-            runtime=args.runtime,
-        )
+        detector = load_detector_from_args(args)
     except (detectors.ModelFileError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-size",
         help="network input size N or HxW: the SavedModel letterbox size and the fixed TFLite input "
-        "(default: the size the model was trained at)",
+        "(default: the size the model was trained at); 'data': the calibration images' aspect ratio at that "
+        "size, for phone apps (MediaPipe stretches each image to the input)",
     )
     parser.add_argument(
         "--tflite",

@@ -22,12 +22,14 @@ import os
 import sys
 from collections.abc import Sequence
 
+from keras_retinanet.commands.detector_options import add_detector_arguments, load_detector_from_args
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 GLOB_CHARS = "*?["
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help=".keras file, SavedModel directory or .tflite file")
+    add_detector_arguments(parser, score_threshold=0.3)
     parser.add_argument(
         "inputs",
         metavar="INPUT",
@@ -35,27 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image files, folders, globs (quote them), video files, or a webcam index (0)",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    parser.add_argument(
-        "--score-threshold",
-        type=float,
-        default=0.3,
-        help="keep detections with at least this score (default 0.3)",
-    )
-    parser.add_argument("--max-detections", type=int, help="detections per image (default: the model's own)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
-    parser.add_argument(
-        "--runtime",
-        choices=("litert", "mediapipe"),
-        default="litert",
-        help="for a .tflite: LiteRT's interpreter (default) or MediaPipe Tasks' ObjectDetector, as phone apps "
-        "run it",
-    )
-    parser.add_argument("--threads", type=int, help="TFLite interpreter threads (default: every core)")
-    parser.add_argument(
-        "--image-size",
-        metavar="N|HxW",
-        help="letterbox size for .keras models (default: the size the model was trained at)",
-    )
     parser.add_argument(
         "--recursive", action="store_true", help="also look into sub-folders of folder inputs"
     )
@@ -159,7 +140,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from keras_retinanet import detectors
-    from keras_retinanet.imaging import parse_image_size
     from keras_retinanet.visualize import draw_detections, rgb_to_bgr
 
     sources = collect_inputs(args.inputs, recursive=args.recursive)
@@ -167,14 +147,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: no images or videos found in the inputs", file=sys.stderr)
         return 2
     try:
-        detector = detectors.load_detector(
-            args.model,
-            image_size=parse_image_size(args.image_size) if args.image_size else None,
-            score_threshold=args.score_threshold,
-            max_detections=args.max_detections,
-            num_threads=args.threads,
-            runtime=args.runtime,
-        )
+        detector = load_detector_from_args(args)
     except (detectors.ModelFileError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -35,3 +35,25 @@ def calibration_paths(spec: str, limit: int, seed: int = 0) -> list[str]:
 def load_canvases(paths: Sequence[str], image_size: Sequence[int]) -> list[np.ndarray]:
     """Read and letterbox images to uint8 (H, W, 3) canvases (``imaging.ImageReadError`` names a bad file)."""
     return [letterbox(read_image(p), image_size)[0] for p in paths]
+
+
+def input_size_for_data(spec: str, longest_side: int, divisor: int = 32) -> tuple[int, int]:
+    """An input size with the typical aspect ratio of the images of dataset ``spec``: (H, W).
+
+    MediaPipe Tasks stretches every image to the model's input. A file whose input has the images' aspect ratio
+    sees them undistorted, exactly as the model saw them in training (letterboxed there, without the padding).
+    The longer side is ``longest_side``, the other the median aspect ratio times it, rounded to a multiple of
+    ``divisor``.
+    """
+    from keras_retinanet.data import load_dataset
+
+    try:
+        examples = load_dataset(spec, skip_bad=True).examples
+    except Exception as err:  # noqa: BLE001 - readers raise many types; all mean "cannot read the data"
+        raise ExportError(f"cannot read {spec!r} for the input size ({type(err).__name__}: {err})") from err
+    ratios = [e["width"] / e["height"] for e in examples if e.get("height") and e.get("width")]
+    if not ratios:
+        raise ExportError(f"{spec!r} has no image sizes to take the input size from")
+    ratio = float(np.median(ratios))
+    short = max(divisor, int(round(longest_side * min(ratio, 1 / ratio) / divisor)) * divisor)
+    return (short, longest_side) if ratio >= 1 else (longest_side, short)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from keras_retinanet.detectors import LABELS_FILE, load_retinanet
-from keras_retinanet.export.calibration import calibration_paths, load_canvases
+from keras_retinanet.export.calibration import calibration_paths, input_size_for_data, load_canvases
 from keras_retinanet.export.config import (
     REPORT_FILE,
     SAVED_MODEL_DIR,
@@ -136,8 +136,10 @@ def export_model(
         model_or_path: a RetinaNet or the path of a ``.keras`` file holding one.
         output_dir: the directory to create; refused if it exists unless ``overwrite``.
         image_size: network input size for the SavedModel letterbox and the fixed TFLite input (N or HxW);
-            default the model's ``input_size``, the size it was trained at. Another size is allowed (with a
-            warning), and the parity figures then show what it costs.
+            default the model's ``input_size``, the size it was trained at. ``"data"``: the calibration images'
+            aspect ratio with the model's longer side, for phone apps (MediaPipe stretches each image to the
+            input, so a file of the images' shape sees them as the model did in training). Another size is
+            allowed (with a warning), and the parity figures then show what it costs.
         saved_model: write ``saved_model/``.
         tflite_variants: any of "float32", "float16", "int8".
         tflite_nms: "builtin" (default) or "combined": also write ``model_float32_combined_nms.tflite``, which
@@ -164,15 +166,22 @@ def export_model(
             "int8 TFLite needs real calibration images: pass --calibration-data SPEC (e.g. the train set), "
             "or leave int8 out with --tflite float32,float16"
         )
-    if image_size is not None:
+    from_data = isinstance(image_size, str) and image_size.strip().lower() == "data"
+    if from_data and not calibration_data:
+        raise ExportError("--image-size data takes the images' aspect ratio from --calibration-data SPEC")
+    if image_size is not None and not from_data:
         image_size = parse_image_size(image_size)
     # Read the calibration data before any slow work, so a bad spec fails at once.
     calib_paths = (
         calibration_paths(calibration_data, max(calibration_steps, parity_images)) if calibration_data else []
     )
     model = load_retinanet(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path
-    size = image_size or model.input_size
-    if size != model.input_size:
+    if from_data:
+        size = input_size_for_data(calibration_data, max(model.input_size))
+        logger.info("input size %dx%d: the calibration images' aspect ratio", *size)
+    else:
+        size = image_size or model.input_size
+    if size != model.input_size and not from_data:
         logger.warning(
             "exporting at %dx%d, but the model was trained at %dx%d: expect lower accuracy (see the parity "
             "figures in %s)",
@@ -241,7 +250,9 @@ def export_model(
                 tflite_files[variant] = staging / name
 
         if calib_paths and parity_images > 0 and saved_model:
-            canvases = load_canvases(calib_paths[:parity_images], model.input_size)
+            # Real images at the model's input size, or for a file of the images' aspect ratio at that size, which
+            # the Keras model reads unscaled: where sizes agree, every model sees the same pixels.
+            canvases = load_canvases(calib_paths[:parity_images], size if from_data else model.input_size)
             report["parity"] = parity_report(model, staging / SAVED_MODEL_DIR, tflite_files, canvases)
             report["parity_data"] = calibration_data
         else:

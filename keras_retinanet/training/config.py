@@ -293,6 +293,12 @@ class TrainConfig(_Options):
     seed: int = option(0, "seed of the weights, the shuffling and the augmentation", group="data")
     # the model
     model: ModelConfig = option(help="the model trained", factory=ModelConfig)
+    init: str | None = option(
+        None,
+        "fine-tune from this trained RetinaNet .keras (e.g. a converted COCO model): its architecture, backbone, "
+        "pyramid and box head; the class head is rebuilt for the data's classes, same names keep their weights",
+        group="optimisation",
+    )
     # optimisation
     epochs: int = option(12, "", group="optimisation")
     steps_per_epoch: int | None = option(

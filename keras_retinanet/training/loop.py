@@ -108,7 +108,10 @@ def train(config: TrainConfig) -> dict:
     steps_per_epoch = config.steps_per_epoch or math.ceil(len(train_data) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     with strategy.scope():
-        model = config.model.build(class_names)
+        if config.init:
+            model = _initial_model(config, class_names)
+        else:
+            model = config.model.build(class_names)
         optimizer = build_optimizer(config, total_steps)
         if config.freeze_batchnorm:
             freeze_batchnorm(model)
@@ -219,3 +222,12 @@ def build_callbacks(
             )
             callbacks.append(PredictionImages(np.asarray(images), log_dir, class_names))
     return callbacks
+
+
+def _initial_model(config, class_names):
+    """``config.init``'s architecture and weights for ``class_names`` (the class head rebuilt)."""
+    from keras_retinanet.finetune import finetune_model, format_report
+
+    model, report = finetune_model(config.init, class_names, image_size=config.model.image_size)
+    print(format_report(report))
+    return model

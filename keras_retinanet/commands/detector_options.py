@@ -1,0 +1,48 @@
+"""The options that choose and run a model, shared by ``retinanet evaluate`` and ``retinanet predict``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_detector_arguments(parser: argparse.ArgumentParser, score_threshold: float | None = None) -> None:
+    """MODEL and the options of ``keras_retinanet.detectors.load_detector`` (``score_threshold``: a default
+    other than the model's own)."""
+    parser.add_argument("model", metavar="MODEL", help=".keras file, SavedModel directory or .tflite file")
+    default = "the model's own decoder setting" if score_threshold is None else str(score_threshold)
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=score_threshold,
+        help=f"drop detections below this score (default: {default})",
+    )
+    parser.add_argument("--max-detections", type=int, help="detections per image (default: the model's own)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
+    parser.add_argument(
+        "--image-size",
+        metavar="N|HxW",
+        help="letterbox size for .keras models (default: the size the model was trained at)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=("litert", "mediapipe"),
+        default="litert",
+        help="for a .tflite: LiteRT's interpreter (default) or MediaPipe Tasks' ObjectDetector, as phone apps "
+        "run it",
+    )
+    parser.add_argument("--threads", type=int, help="TFLite interpreter threads (default: every core)")
+
+
+def load_detector_from_args(args: argparse.Namespace):
+    """The detector the options of :func:`add_detector_arguments` describe (errors as in ``load_detector``)."""
+    from keras_retinanet.detectors import load_detector
+    from keras_retinanet.imaging import parse_image_size
+
+    return load_detector(
+        args.model,
+        image_size=parse_image_size(args.image_size) if args.image_size else None,
+        score_threshold=args.score_threshold,
+        max_detections=args.max_detections,
+        num_threads=args.threads,
+        runtime=args.runtime,
+    )
