@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -105,3 +107,216 @@ def test_transfer_refuses_another_architecture(source):
         finetune_model(source, ["dog"], fpn_channels=64)
     with pytest.raises(FileNotFoundError, match="--init model"):
         finetune_model("missing.keras", ["dog"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# `retinanet train --init MODEL.keras`, end to end on 4 real BCCD images
+
+BCCD_IDS = ["BloodImage_00001", "BloodImage_00004", "BloodImage_00005", "BloodImage_00008"]
+BCCD_CLASSES = ["Platelets", "RBC", "WBC"]  # the VOC reader's sorted names
+INIT_CLASSES = ["RBC", "dog", "cat"]
+PRIOR_BIAS = -math.log((1 - 0.01) / 0.01)
+
+
+def _trained_like(class_names, seed: int, **kwargs):
+    """A tiny RetinaNet whose every weight is moved off its initial value (so that a copy is recognisable and
+    differs from a model built with train's seed), with BatchNorm variances kept positive, so that it runs in
+    inference mode (--freeze-batchnorm) as a trained model would."""
+    model = tiny_retinanet(len(class_names), class_names=class_names, **kwargs)
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        value = np.asarray(variable)
+        if "moving_variance" in variable.path:
+            value = rng.uniform(0.5, 1.5, value.shape)
+        else:
+            value = value + rng.normal(0, 0.05, value.shape)
+        variable.assign(value.astype("float32"))
+    return model
+
+
+def _class_independent_weights(model) -> list:
+    """(path, array) of every weight outside the classification head's last conv, in a fixed order."""
+    head = model.get_layer("classification_head")
+    layers = [model.backbone, model.get_layer("feature_pyramid"), model.get_layer("box_head"), *head.convs]
+    return [(variable.path, np.array(variable)) for layer in layers for variable in layer.weights]
+
+
+class _StopBeforeTrainingError(Exception):
+    pass
+
+
+def _spy_on_finetune(monkeypatch, stop: bool = False) -> list:
+    """Records, at the moment ``train`` gets it, the model ``finetune_model`` builds (training changes it later);
+    ``stop``: then raises ``_StopBeforeTrainingError``, for tests about the model only."""
+    import keras_retinanet.finetune as finetune
+
+    real, calls = finetune.finetune_model, []
+
+    def spy(source, class_names, **overrides):
+        model, report = real(source, class_names, **overrides)
+        head = model.get_layer("classification_head")
+        calls.append(
+            {
+                "overrides": overrides,
+                "report": report,
+                "config": model.get_config(),
+                "class_independent": _class_independent_weights(model),
+                "kernel": np.array(head.final.kernel),
+                "bias": np.array(head.final.bias),
+            }
+        )
+        if stop:
+            raise _StopBeforeTrainingError
+        return model, report
+
+    monkeypatch.setattr(finetune, "finetune_model", spy)
+    return calls
+
+
+def _train_argv(init, root, output, *extra) -> list[str]:
+    return [
+        "train", "--init", str(init), "--data", f"voc:{root}:train", "--output", str(output),
+        "--image-size", "128", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
+        "--freeze-batchnorm", "--learning-rate", "0.001", "--warmup-steps", "1", "--no-tensorboard",
+        "--verbose", "0", *extra,
+    ]  # fmt: skip
+
+
+def test_train_init_end_to_end_on_bccd(bccd_subset, tmp_path, monkeypatch, capsys):
+    """`retinanet train --init` fine-tunes an RBC/dog/cat model on BCCD (Platelets, RBC, WBC): RBC starts from
+    the old RBC weights of every anchor, Platelets and WBC from the prior, the rest is the old model's."""
+    from keras_retinanet.cli import main
+    from keras_retinanet.training import TrainConfig
+
+    source = _trained_like(INIT_CLASSES, seed=3)
+    init = tmp_path / "init.keras"
+    source.save(init)
+    root = bccd_subset(BCCD_IDS)
+    output = tmp_path / "run"
+    calls = _spy_on_finetune(monkeypatch)
+
+    assert main(_train_argv(init, root, output)) == 0
+    printed = capsys.readouterr().out
+    assert "classes starting from the old model's: 1 (RBC)" in printed
+    assert "classes starting from the prior: 2 (Platelets, WBC)" in printed
+
+    # The model training started from: built once, from init.keras, at the run's image size.
+    assert len(calls) == 1
+    start = calls[0]
+    assert start["overrides"] == {"image_size": 128}
+    assert start["report"]["kept"] == {"RBC": "RBC"} and start["report"]["not_used"] == ["dog", "cat"]
+    old_weights = _class_independent_weights(source)
+    assert len(start["class_independent"]) == len(old_weights) > 100
+    for (path, old), (_, new) in zip(old_weights, start["class_independent"]):
+        np.testing.assert_array_equal(new, old, err_msg=path)
+    anchors, channels = 9, 32
+    old_head = source.get_layer("classification_head")
+    old_kernel = np.asarray(old_head.final.kernel).reshape(3, 3, channels, anchors, 3)
+    old_bias = np.asarray(old_head.final.bias).reshape(anchors, 3)
+    kernel = start["kernel"].reshape(3, 3, channels, anchors, 3)
+    bias = start["bias"].reshape(anchors, 3)
+    rbc_old, rbc_new = INIT_CLASSES.index("RBC"), BCCD_CLASSES.index("RBC")  # 0 -> 1
+    np.testing.assert_array_equal(kernel[..., rbc_new], old_kernel[..., rbc_old])
+    np.testing.assert_array_equal(bias[:, rbc_new], old_bias[:, rbc_old])
+    for name in ("Platelets", "WBC"):
+        np.testing.assert_allclose(bias[:, BCCD_CLASSES.index(name)], PRIOR_BIAS, rtol=1e-6)
+        # Keras' fresh N(0, 0.01) column, not a copy of any old class (those were moved by N(0, 0.05)).
+        assert 0.005 < kernel[..., BCCD_CLASSES.index(name)].std() < 0.02
+    assert math.isclose(PRIOR_BIAS, -4.59512, abs_tol=1e-5)  # -log(99)
+
+    # The run: finite losses, a model for the data's classes that trained from that start.
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["epochs_run"] == 1 and summary["stopped_on_nan"] is None
+    assert all(math.isfinite(value) for values in summary["history"].values() for value in values)
+    assert (output / "class_names.txt").read_text().split("\n")[:3] == BCCD_CLASSES
+    assert TrainConfig.from_yaml(output / "config.yaml").init == str(init)  # the run can be repeated
+    trained = keras.saving.load_model(output / "model.keras", compile=False)
+    assert trained.class_names == BCCD_CLASSES and trained.num_classes == 3 and trained.image_size == 128
+    trained_head = trained.get_layer("classification_head")
+    moved = np.abs(np.asarray(trained_head.final.kernel) - start["kernel"]).max()
+    assert 0 < moved < 0.1, moved
+    # --freeze-batchnorm: the backbone's BatchNorm statistics are still the old model's.
+    for old, new in zip(source.backbone.weights, trained.backbone.weights):
+        if "moving_" in old.path:
+            np.testing.assert_array_equal(np.asarray(new), np.asarray(old), err_msg=old.path)
+
+
+def test_train_init_refuses_model_options_it_would_ignore(bccd_subset, tmp_path, capsys):
+    """--init keeps the init model's architecture, anchors, matcher and decoder: a model option that would be
+    ignored is refused before anything is written, naming each one (nothing silently recorded as applied)."""
+    from keras_retinanet.cli import main
+
+    source = _trained_like(["RBC"], seed=4, head_depth=2)
+    init = tmp_path / "init.keras"
+    source.save(init)
+    argv = _train_argv(
+        init, bccd_subset(BCCD_IDS), tmp_path / "run", "--fpn-channels", "64", "--score-threshold", "0.3"
+    )
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "fpn_channels=64" in error and "score_threshold=0.3" in error and "--init" in error
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_data_check_prints_a_finetuning_recipe_that_parses(tmp_path, capsys):
+    """`retinanet data check` shows how to fine-tune from torchvision's COCO model: both printed commands parse
+    with retinanet's own parser into the recipe's options, and the classes COCO knows are named."""
+    import shlex
+
+    from keras_retinanet.cli import build_parser, main
+    from keras_retinanet.commands.train import resolve_config
+    from keras_retinanet.data.synthetic import make_synthetic_coco
+
+    spec = make_synthetic_coco(tmp_path / "my data", num_images=4, image_size=96, seed=1)
+    annotations = spec.split(":")[1]
+    content = json.loads(Path(annotations).read_text())
+    for category, name in zip(content["categories"], ["circle", "Stop_Sign", "person"]):
+        category["name"] = name
+    Path(annotations).write_text(json.dumps(content))
+    report = tmp_path / "check.json"
+    assert main(["data", "check", spec, "--no-optimize", "--image-size", "256", "--json", str(report)]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("fine-tuning from a COCO model"))
+    convert_line, train_line = lines[start + 1].strip(), lines[start + 2].strip()
+    assert convert_line.startswith("retinanet convert torchvision ")
+    assert train_line.startswith("retinanet train ")
+    build_parser().parse_args(shlex.split(convert_line)[1:])
+    config = resolve_config(build_parser().parse_args(shlex.split(train_line)[1:]))
+    assert config.init == "coco_r50.keras" and config.data == spec  # a path with a space survives quoting
+    assert config.freeze_batchnorm and config.learning_rate == 0.001 and config.epochs == 12
+    assert config.model.image_size == (256, 256) and config.batch_size == 8
+    assert config.warmup_steps == 1  # one epoch of 4 images at batch 8: the default 500 would outlast the run
+    # class order: the category ids' (circle, Stop_Sign, person); two of them are COCO's
+    assert (
+        "classes COCO knows, starting from its weights: 2 (Stop_Sign <- stop sign, person)"
+        in lines[start + 3]
+    )
+    saved = json.loads(report.read_text())["finetuning"]
+    assert saved["coco_matches"] == {"Stop_Sign": "stop sign", "person": "person"}
+    assert saved["train"] == shlex.split(train_line)[1:]
+
+
+def test_pretrained_doc_commands_parse():
+    """Every `retinanet ...` line of docs/pretrained.md's shell blocks parses with retinanet's own parser."""
+    import re
+    import shlex
+
+    from retinanet_testing import REPO
+
+    from keras_retinanet.cli import build_parser
+
+    text = (REPO / "docs" / "pretrained.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    lines = [
+        line.strip()
+        for block in blocks
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.strip().startswith("retinanet ")
+    ]
+    assert len(lines) >= 6 and any(line.startswith("retinanet train --init") for line in lines)
+    for line in lines:
+        try:
+            build_parser().parse_args(shlex.split(line, comments=True)[1:])
+        except SystemExit as error:
+            pytest.fail(f"docs/pretrained.md command does not parse ({error}): {line}")

@@ -1,21 +1,28 @@
 """``train(config)``: a whole training run from a :class:`~keras_retinanet.training.config.TrainConfig`.
 
-It builds the model (``config.model.build``), the optimiser and schedule, the input pipeline and the callbacks
-under the chosen ``tf.distribute`` strategy, runs ``model.fit`` and writes the run folder:
+It checks the run folder against the configuration (:func:`~keras_retinanet.training.run_folder.plan_run`),
+loads the data, builds the model (``config.model.build``), the optimiser and schedule, the input pipeline and
+the callbacks under the chosen ``tf.distribute`` strategy, runs ``model.fit`` and writes the run folder
+(layout in :mod:`keras_retinanet.training.run_folder`):
 
     DIR/config.yaml          the resolved configuration (nested: the model's options under ``model:``)
     DIR/class_names.txt      one class name per line
     DIR/model.keras          the final model
     DIR/checkpoints/         last.keras every epoch, best.keras by validation AP
-    DIR/backup/              BackupAndRestore state: rerunning the same command resumes here
+    DIR/backup/              the training state after each epoch: rerunning the same command resumes here
     DIR/log.csv, DIR/tensorboard/, DIR/train_summary.json
+
+Every file is written to a temporary name and renamed into place (:mod:`keras_retinanet.training.atomic`), so
+a kill at any instant leaves the previous good version; nothing is written before the data has loaded and the
+model is built.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,13 +31,16 @@ import numpy as np
 
 from keras_retinanet.batchnorm import recompute_batchnorm_statistics
 from keras_retinanet.schedules import WarmupSchedule
+from keras_retinanet.training import atomic, run_folder
 from keras_retinanet.training.callbacks import (
     BestCheckpoint,
     EvaluationCallback,
+    LastCheckpoint,
     LearningRateLogger,
     MetricsCSVLogger,
     PredictionImages,
     StopOnNaN,
+    TrainingBackup,
     UnfreezeBackbone,
     freeze_batchnorm,
 )
@@ -67,30 +77,42 @@ def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.O
 
 def write_run_files(config: TrainConfig, class_names: Sequence[str]) -> Path:
     """Creates the run folder with ``config.yaml`` (``TrainConfig.from_yaml`` reads it back) and
-    ``class_names.txt``; returns its path."""
+    ``class_names.txt``, each written atomically; returns its path."""
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "config.yaml").write_text(config.to_yaml())
-    (output / "class_names.txt").write_text("\n".join(class_names) + "\n")
+    atomic.write_text(output / run_folder.CONFIG, config.to_yaml())
+    atomic.write_text(output / run_folder.CLASS_NAMES, "\n".join(class_names) + "\n")
     return output
 
 
-def train(config: TrainConfig) -> dict:
+def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -> dict:
     """Runs a whole training from a configuration; returns a summary dict (also in DIR/train_summary.json):
-    ``epochs_run``, ``history`` (per-epoch logs), ``stopped_on_nan`` (None or the message),
-    ``steps_per_epoch``, and ``final_metrics`` (COCO metrics of the final model) with ``val_data``.
+    ``finished`` (True once the final model is written), ``epochs_run`` (in this call), ``epochs_done`` (in
+    the run folder), ``resumed_from_epoch`` (None or the epoch it continued after), ``changed`` (options
+    changed with ``allow_changes``), ``history`` (per-epoch logs of the whole run), ``stopped_on_nan`` (None
+    or the message), ``steps_per_epoch`` and ``final_metrics`` (COCO metrics of the final model) with
+    ``val_data``.
 
-    Rerunning the same command after a crash or a kill resumes from the last finished epoch (BackupAndRestore
-    keeps the weights, the optimiser state and the epoch counter in DIR/backup).
+    Rerunning the same configuration after a crash or a kill resumes from the newest intact training state in
+    DIR/backup (weights, optimiser state, epoch counter, best AP and early-stopping counters); a run that has
+    finished is not trained again (the summary then has ``already_finished``). A different configuration is
+    refused before anything is loaded or written (:class:`~keras_retinanet.training.run_folder.RunFolderError`
+    says which options differ), unless the options are named in ``allow_changes`` (``"epochs,learning_rate"``,
+    a list, or ``"all"``); the model's options can never change in a run folder. After a NaN / inf stop the
+    newest state is the last finite one, and the message says how to continue from it.
     """
+    plan = run_folder.plan_run(config, allow_changes)
+    if plan.finished:
+        return _already_finished(plan, config)
+    if not config.data:
+        raise ValueError("no training data: pass --data SPEC (e.g. voc:DIR:trainval)")
+
     import tensorflow as tf
 
     from keras_retinanet import data as data_lib
     from keras_retinanet.data.pipeline import make_training_dataset
     from keras_retinanet.distribute import get_strategy, mixed_precision_policy
 
-    if not config.data:
-        raise ValueError("no training data: pass --data SPEC (e.g. voc:DIR:trainval)")
     keras.utils.set_random_seed(config.seed)
     strategy = get_strategy(config.strategy, config.tpu_address)
     if config.mixed_precision:
@@ -98,12 +120,14 @@ def train(config: TrainConfig) -> dict:
 
     train_data = data_lib.load_dataset(config.data, skip_bad=config.skip_bad)
     _report_skipped(train_data)
+    if len(train_data) == 0:
+        raise ValueError(f"{config.data}: no training images (nothing to train on)")
     class_names = train_data.class_names
+    plan.check_class_names(class_names)
     val_data = None
     if config.val_data:
         val_data = data_lib.load_dataset(config.val_data, skip_bad=config.skip_bad, class_names=class_names)
         _report_skipped(val_data)
-    output = write_run_files(config, class_names)
 
     steps_per_epoch = config.steps_per_epoch or math.ceil(len(train_data) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -138,37 +162,116 @@ def train(config: TrainConfig) -> dict:
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = dataset.with_options(options)
 
-    stop_on_nan = StopOnNaN()
-    callbacks = build_callbacks(config, output, model, val_data, class_names, stop_on_nan)
-    history = model.fit(
-        dataset,
-        epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
-        verbose=config.verbose,
-        shuffle=False,  # the tf.data pipeline shuffles; Keras would only warn that it cannot
-    )
-    summary = {
-        "epochs_run": len(history.epoch),
-        "history": {k: [float(np.asarray(x).reshape(-1)[0]) for x in v] for k, v in history.history.items()},
-        "stopped_on_nan": stop_on_nan.message,
-        "steps_per_epoch": steps_per_epoch,
-    }
-    if stop_on_nan.message is None:
-        if config.precise_bn_batches and not config.freeze_batchnorm:
-            summary["precise_bn_batches"] = recompute_batchnorm_statistics(
-                model, dataset.take(config.precise_bn_batches), config.precise_bn_batches
-            )
-        model.save(output / "model.keras")
-        if val_data is not None:
-            from keras_retinanet.detectors import KerasDetector
-            from keras_retinanet.evaluation import evaluate_model
+    # In a multi-worker run only the chief writes the run folder; the other workers restore the same state
+    # from it (the folder is shared, as the README asks) and train.
+    writer = bool(getattr(strategy.extended, "should_checkpoint", True))
+    # Nothing is written before this point: a bad data set or model option leaves no run folder behind.
+    with (
+        run_folder.locked(config.output) if writer else contextlib.nullcontext(Path(config.output)) as output
+    ):
+        # Again, under the lock: another training may have used the folder since the first look.
+        plan = run_folder.plan_run(config, allow_changes)
+        if plan.finished:
+            return _already_finished(plan, config)
+        plan.check_class_names(class_names)
+        if writer:
+            atomic.remove_partial_files(output, output / run_folder.CHECKPOINTS, output / run_folder.BACKUP)
+            _announce(plan)
+            write_run_files(config, class_names)
 
-            summary["final_metrics"] = evaluate_model(
-                KerasDetector(model), val_data.examples, class_names=class_names, progress=False
-            )
-    (output / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        stop_on_nan = StopOnNaN(verbose=False)
+        callbacks = build_callbacks(config, output, model, val_data, class_names, stop_on_nan, write=writer)
+        backup = next(callback for callback in callbacks if isinstance(callback, TrainingBackup))
+        history = model.fit(
+            dataset,
+            epochs=config.epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            verbose=config.verbose,
+            shuffle=False,  # the tf.data pipeline shuffles; Keras would only warn that it cannot
+        )
+        records = backup.history + ([backup.unsaved] if backup.unsaved else [])
+        summary = {
+            "finished": False,
+            "epochs_run": len(history.epoch),
+            "epochs_done": backup.saved.epoch if backup.saved else 0,
+            "epochs": config.epochs,
+            "resumed_from_epoch": backup.restored.epoch if backup.restored else None,
+            "changed": {key: list(values) for key, values in plan.changes.items()} if not plan.fresh else {},
+            "history": _history(records),
+            "stopped_on_nan": None,
+            "steps_per_epoch": steps_per_epoch,
+        }
+        if stop_on_nan.stopped:
+            summary["stopped_on_nan"] = _nan_message(config, stop_on_nan, backup)
+            print(summary["stopped_on_nan"], file=sys.stderr)
+        elif not writer:
+            summary["finished"] = True
+            return summary
+        else:
+            if config.precise_bn_batches and not config.freeze_batchnorm:
+                summary["precise_bn_batches"] = recompute_batchnorm_statistics(
+                    model, dataset.take(config.precise_bn_batches), config.precise_bn_batches
+                )
+            atomic.save_model(model, output / run_folder.MODEL)
+            if val_data is not None:
+                from keras_retinanet.detectors import KerasDetector
+                from keras_retinanet.evaluation import evaluate_model
+
+                summary["final_metrics"] = evaluate_model(
+                    KerasDetector(model), val_data.examples, class_names=class_names, progress=False
+                )
+            summary["finished"] = True
+        if writer:
+            atomic.write_json(output / run_folder.SUMMARY, summary)
     return summary
+
+
+def _history(records: Sequence[dict]) -> dict[str, list]:
+    """Per-epoch records -> ``{key: [values of the epochs that logged it]}`` (as ``keras.callbacks.History``)."""
+    history: dict[str, list] = {}
+    for record in records:
+        for key, value in record.items():
+            if key != "epoch":
+                history.setdefault(key, []).append(value)
+    return history
+
+
+def _announce(plan: run_folder.RunPlan) -> None:
+    """Says what the run does with an existing folder (resuming itself is announced by ``TrainingBackup``)."""
+    if plan.fresh and plan.class_names is not None:
+        print(f"{plan.path} has no finished epoch to continue from: training starts from the beginning")
+    elif plan.changes and not plan.fresh:
+        print(f"continuing {plan.path} with changed settings: {run_folder.describe_changes(plan.changes)}")
+
+
+def _already_finished(plan: run_folder.RunPlan, config: TrainConfig) -> dict:
+    summary = dict(plan.summary or {})
+    done = summary.get("epochs_done", config.epochs)
+    print(
+        f"{plan.path} has already finished ({done} of {config.epochs} epochs, {plan.path / run_folder.MODEL}): "
+        "nothing to do. To train longer add --epochs N --allow-changes epochs; to start over use a new --output."
+    )
+    summary["already_finished"] = True
+    return summary
+
+
+def _nan_message(config: TrainConfig, stop: StopOnNaN, backup: TrainingBackup) -> str:
+    """The stop's message and exactly what a rerun continues from."""
+    lower = f"{config.learning_rate / 10:g}"
+    state = backup.saved
+    if state is None:
+        return (
+            f"{stop.message} No epoch finished with finite weights, so there is nothing to continue from: rerun "
+            f"with a lower learning rate (e.g. --learning-rate {lower}) and the same --output to start again "
+            "from the beginning."
+        )
+    return (
+        f"{stop.message} {config.output} keeps the last finite state, epoch {state.epoch} of {config.epochs} "
+        f"(checkpoint of {state.time_text()}): rerun with a lower learning rate and the same --output to "
+        f"continue from it (--learning-rate {lower} --allow-changes learning_rate), or with a new --output to "
+        "start over."
+    )
 
 
 def _report_skipped(dataset) -> None:
@@ -184,29 +287,36 @@ def build_callbacks(
     val_data,
     class_names: Sequence[str],
     stop_on_nan: StopOnNaN,
+    write: bool = True,
 ) -> list[keras.callbacks.Callback]:
-    """The callbacks of a run, in the order they must run (evaluation before what reads ``val_AP``)."""
+    """The callbacks of a run, in the order they must run: ``stop_on_nan`` first (the saving callbacks skip a
+    diverged epoch), the evaluation before what reads ``val_AP``, the log before the state that commits the
+    epoch, and :class:`TrainingBackup` last (it restores the other callbacks' state after their
+    ``on_train_begin``). ``write=False`` (a multi-worker run's other workers): nothing that writes files, and
+    a backup that only restores."""
     callbacks: list[keras.callbacks.Callback] = [stop_on_nan, LearningRateLogger()]
     if config.freeze_backbone_epochs > 0:
         callbacks.append(UnfreezeBackbone(config.freeze_backbone_epochs, config.freeze_batchnorm))
-    checkpoints = output / "checkpoints"
-    checkpoints.mkdir(exist_ok=True)
+    checkpoints = output / run_folder.CHECKPOINTS
+    if write:
+        checkpoints.mkdir(exist_ok=True)
     logged_later: list[str] = []
+    stateful: dict[str, keras.callbacks.Callback] = {}
     if val_data is not None:
         evaluation = EvaluationCallback(val_data, every_n_epochs=config.eval_every, verbose=config.verbose)
         logged_later = evaluation.logged_keys
         callbacks.append(evaluation)
-        callbacks.append(BestCheckpoint(str(checkpoints / "best.keras"), monitor="val_AP", mode="max"))
-        if config.early_stopping_patience:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor="val_AP", mode="max", patience=config.early_stopping_patience
-                )
+        if write:
+            stateful["best_checkpoint"] = BestCheckpoint(
+                checkpoints / "best.keras", monitor="val_AP", mode="max", guard=stop_on_nan
             )
-    callbacks.append(keras.callbacks.ModelCheckpoint(str(checkpoints / "last.keras")))
-    callbacks.append(keras.callbacks.BackupAndRestore(str(output / "backup"), delete_checkpoint=False))
-    callbacks.append(MetricsCSVLogger(str(output / "log.csv"), extra_keys=logged_later, append=True))
-    if config.tensorboard:
+            callbacks.append(stateful["best_checkpoint"])
+        if config.early_stopping_patience:
+            stateful["early_stopping"] = keras.callbacks.EarlyStopping(
+                monitor="val_AP", mode="max", patience=config.early_stopping_patience
+            )
+            callbacks.append(stateful["early_stopping"])
+    if config.tensorboard and write:
         log_dir = str(output / "tensorboard")
         callbacks.append(keras.callbacks.TensorBoard(log_dir))
         if val_data is not None and config.tensorboard_images:
@@ -221,13 +331,43 @@ def build_callbacks(
                 )
             )
             callbacks.append(PredictionImages(np.asarray(images), log_dir, class_names))
+    if write:
+        callbacks.append(MetricsCSVLogger(output / run_folder.LOG, extra_keys=logged_later, append=True))
+        callbacks.append(LastCheckpoint(checkpoints / "last.keras", guard=stop_on_nan))
+    callbacks.append(
+        TrainingBackup(
+            output / run_folder.BACKUP, guard=stop_on_nan, stateful=stateful, verbose=1, save=write
+        )
+    )
     return callbacks
 
 
-def _initial_model(config, class_names):
-    """``config.init``'s architecture and weights for ``class_names`` (the class head rebuilt)."""
-    from keras_retinanet.finetune import finetune_model, format_report
+# ModelConfig fields that still act with --init: the size trained at, and the losses (built from config.model).
+INIT_HONOURS = {"image_size", "focal_alpha", "focal_gamma", "box_loss", "box_loss_beta"}
 
+
+def _initial_model(config, class_names):
+    """``config.init``'s architecture and weights for ``class_names`` (the class head rebuilt).
+
+    The init model fixes the architecture, anchors, matcher and decoder; a model option that would be ignored
+    is refused rather than recorded in config.yaml as if it applied. The size trained at and the losses apply.
+    """
+    from keras_retinanet.finetune import finetune_model, format_report
+    from keras_retinanet.training.config import ModelConfig
+
+    defaults = ModelConfig()
+    ignored = [
+        f"{field.name}={getattr(config.model, field.name)!r}"
+        for field in dataclasses.fields(ModelConfig)
+        if field.name not in INIT_HONOURS
+        and getattr(config.model, field.name) != getattr(defaults, field.name)
+    ]
+    if ignored:
+        raise ValueError(
+            f"--init {config.init} keeps that model's architecture, anchors, matcher and decoder; these model "
+            f"options would be ignored: {', '.join(ignored)}. Remove them (with --init only --image-size and the "
+            "loss options apply)"
+        )
     model, report = finetune_model(config.init, class_names, image_size=config.model.image_size)
     print(format_report(report))
     return model
