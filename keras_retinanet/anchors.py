@@ -14,6 +14,38 @@ PAPER_ASPECT_RATIOS = (0.5, 1.0, 2.0)
 PAPER_SIZES = (32.0, 64.0, 128.0, 256.0, 512.0)
 
 
+def _positive_numbers(name: str, values) -> None:
+    """``values`` is a non-empty sequence of finite numbers > 0, or a ValueError naming ``name``."""
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"AnchorGenerator: {name} must be a list of positive numbers, got {values!r}"
+        ) from None
+    if not numbers or not all(math.isfinite(v) and v > 0 for v in numbers):
+        raise ValueError(
+            f"AnchorGenerator: {name} must be a non-empty list of positive numbers, got {values!r}"
+        )
+
+
+def _check_arguments(min_level, max_level, sizes, scales, aspect_ratios, offset) -> None:
+    """AnchorGenerator's arguments checked, with messages that name them."""
+    for name, level in (("min_level", min_level), ("max_level", max_level)):
+        if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
+            raise ValueError(f"AnchorGenerator: {name} must be an integer >= 0, got {level!r}")
+    if max_level < min_level:
+        raise ValueError(f"AnchorGenerator: max_level {max_level} is below min_level {min_level}")
+    for name, values in (("sizes", sizes), ("scales", scales), ("aspect_ratios", aspect_ratios)):
+        _positive_numbers(name, values)
+    if len(sizes) != max_level - min_level + 1:
+        raise ValueError(
+            f"AnchorGenerator needs one size per level {min_level}..{max_level} "
+            f"({max_level - min_level + 1} sizes), got {len(sizes)} sizes: {list(sizes)}"
+        )
+    if isinstance(offset, bool) or not isinstance(offset, (int, float, np.number)) or not 0 <= offset <= 1:
+        raise ValueError(f"AnchorGenerator: offset must be a number in [0, 1] (in strides), got {offset!r}")
+
+
 @keras.saving.register_keras_serializable(package="keras_retinanet")
 class AnchorGenerator(keras.layers.Layer):
     """Generates the anchors of every pyramid level for an image size.
@@ -49,10 +81,7 @@ class AnchorGenerator(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if len(sizes) != max_level - min_level + 1:
-            raise ValueError(
-                f"AnchorGenerator needs one size per level {min_level}..{max_level}, got {len(sizes)} sizes"
-            )
+        _check_arguments(min_level, max_level, sizes, scales, aspect_ratios, offset)
         self.min_level = int(min_level)
         self.max_level = int(max_level)
         self.sizes = [float(s) for s in sizes]

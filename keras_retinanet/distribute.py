@@ -20,7 +20,9 @@ def get_strategy(name: str = "auto", tpu_address: str | None = None) -> tf.distr
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
-    gpus = tf.config.list_logical_devices("GPU")
+    # Physical, not logical: listing logical devices initialises TensorFlow's context, after which
+    # MultiWorkerMirroredStrategy fails ("Collective ops must be configured at program startup").
+    gpus = tf.config.list_physical_devices("GPU")
     if name == "auto":
         cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
         if sum(len(tasks) for tasks in cluster.values()) > 1:

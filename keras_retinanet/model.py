@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_retinanet.anchors import AnchorGenerator
 from keras_retinanet.backbones import build_backbone
 from keras_retinanet.box_coder import BoxCoder
 from keras_retinanet.decode import DetectionDecoder
+from keras_retinanet.imaging import MIN_IMAGE_SIDE, parse_image_size
 from keras_retinanet.layers import BoxHead, ClassificationHead, FeaturePyramid
 from keras_retinanet.losses import BoxRegressionLoss, FocalLoss
 from keras_retinanet.matching import Matcher
@@ -115,9 +117,13 @@ class RetinaNet(keras.Model):
         image_size: int | Sequence[int] | None = None,
         **kwargs,
     ):
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"got {len(class_names)} class names for num_classes={num_classes}")
+        num_classes, class_names, image_size = _check_arguments(num_classes, class_names, image_size)
         anchor_generator = _deserialize(anchor_generator) or AnchorGenerator(name="anchor_generator")
+        if anchor_generator.levels != PYRAMID_LEVELS:
+            raise ValueError(
+                f"RetinaNet: anchor_generator levels must be the pyramid's P3..P7 ({PYRAMID_LEVELS}), got "
+                f"min_level={anchor_generator.min_level}, max_level={anchor_generator.max_level}"
+            )
         head_channels = head_channels or fpn_channels
         backbone_kwargs = dict(backbone_kwargs or {})
         backbone_name = backbone if isinstance(backbone, str) else None
@@ -266,7 +272,19 @@ class RetinaNet(keras.Model):
         """Runs the network and decodes: (B, H, W, 3) images -> detections (see ``decode``)."""
         images = ops.convert_to_tensor(images)
         if len(images.shape) == 3:
-            raise ValueError("detect() takes a batch (B, H, W, 3); use images[None] for a single image")
+            raise ValueError(
+                f"detect() takes a batch (B, H, W, 3), got one image of shape {tuple(images.shape)}; use "
+                "images[None] for a single image (model.predict accepts one (H, W, 3) image too)"
+            )
+        if len(images.shape) != 4 or images.shape[-1] not in (3, None):
+            raise ValueError(
+                f"detect() takes (B, H, W, 3) RGB images, got shape {tuple(images.shape)}; convert grey or RGBA "
+                "images to RGB first (keras_retinanet.imaging.read_image does)"
+            )
+        if 0 in images.shape[1:3]:
+            raise ValueError(
+                f"detect() got images of shape {tuple(images.shape)}: height and width must be >= 1"
+            )
         shape = images.shape[1:3] if _is_static(images.shape[1:3]) else ops.shape(images)[1:3]
         return self.decode(self(images, training=False), shape)
 
@@ -325,6 +343,43 @@ class RetinaNet(keras.Model):
         # Files saved before the option existed were built with Keras' GroupNormalization default.
         config = {"group_norm_epsilon": 1e-3, **config}
         return cls(**config)
+
+
+# The levels FeaturePyramid makes (P3..P7): the anchors must have one level per pyramid level.
+PYRAMID_LEVELS = [3, 4, 5, 6, 7]
+
+
+def _check_arguments(num_classes, class_names, image_size):
+    """RetinaNet's arguments checked, with messages that name them: (num_classes, class_names, image_size)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(
+            f"RetinaNet: num_classes must be an integer >= 1 (object classes, no background class), got "
+            f"{num_classes!r}"
+        )
+    num_classes = int(num_classes)
+    if class_names is not None:
+        if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Iterable):
+            raise ValueError(
+                f"RetinaNet: class_names must be a list of {num_classes} strings, got {class_names!r}"
+            )
+        class_names = list(class_names)
+        if len(class_names) != num_classes:
+            raise ValueError(
+                f"RetinaNet: got {len(class_names)} class_names for num_classes={num_classes}; give one name "
+                "per class"
+            )
+        bad = [name for name in class_names if not isinstance(name, str)]
+        if bad:
+            raise ValueError(f"RetinaNet: class_names must be strings, got {bad[0]!r}")
+    if image_size is not None:
+        try:
+            parse_image_size(image_size)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"RetinaNet: image_size must be an integer N or (H, W) with sides >= {MIN_IMAGE_SIDE} pixels, "
+                f"or None, got {image_size!r}"
+            ) from None
+    return num_classes, class_names, image_size
 
 
 def _is_static(shape) -> bool:

@@ -103,8 +103,8 @@ def keras_detections_by_hand(model, image, size: int = DETECTOR_LIKE_SIZE, **dec
     """Detections of a RetinaNet on one (H, W, 3) uint8 image computed without the detector classes.
 
     Letterbox to ``size`` x ``size``, the model's own eager ``detect`` (``decoder_settings`` set on its decoder
-    for this call only), boxes divided by the per-axis scale and clipped to the image, boxes left without area
-    dropped, sorted by score. Returns {"boxes" (D, 4) xyxy original pixels, "scores" (D,), "classes" (D,)}.
+    for this call only), boxes divided by the per-axis scale and clipped to the image, boxes under one pixel wide
+    or high dropped, sorted by score. Returns {"boxes" (D, 4) xyxy original pixels, "scores" (D,), "classes" (D,)}.
     """
     import numpy as np
 
@@ -125,22 +125,23 @@ def keras_detections_by_hand(model, image, size: int = DETECTOR_LIKE_SIZE, **dec
     )
 
 
-def tflite_detections_by_hand(path, image):
+def tflite_detections_by_hand(path, image, resize: str = "stretch"):
     """Detections of a keras_retinanet ``.tflite`` file on one image, run directly on a LiteRT interpreter.
 
-    Letterbox to the file's input size, one thread, outputs in the op's order (boxes normalised ymin, xmin,
-    ymax, xmax; classes; scores; count), boxes scaled to the input then divided by the letterbox scale.
+    The image resized to the file's input size by ``keras_retinanet.imaging.stretch`` (the whole image, as
+    MediaPipe does) or ``letterbox``, one thread, outputs in the op's order (boxes normalised ymin, xmin, ymax,
+    xmax; classes; scores; count), boxes scaled to the input then divided by the resize's per-axis scale.
     """
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    from keras_retinanet.imaging import letterbox
+    from keras_retinanet.imaging import letterbox, stretch
 
     interpreter = Interpreter(model_path=str(path), num_threads=1)
     interpreter.allocate_tensors()
     (inp,) = interpreter.get_input_details()
     height, width = (int(v) for v in inp["shape"][1:3])
-    canvas, scale = letterbox(image, (height, width))
+    canvas, scale = {"stretch": stretch, "letterbox": letterbox}[resize](image, (height, width))
     interpreter.set_tensor(inp["index"], canvas[None].astype(inp["dtype"]))
     interpreter.invoke()
     boxes, classes, scores, count = (
@@ -158,7 +159,8 @@ def _finish(boxes, scores, classes, scale, image):
     scale_y, scale_x = scale
     height, width = image.shape[:2]
     boxes = np.clip(boxes / [scale_x, scale_y, scale_x, scale_y], 0, [width, height, width, height])
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    # Detections under one pixel wide or high in the original image are dropped (detectors.base.MIN_BOX_SIDE).
+    keep = (boxes[:, 2] - boxes[:, 0] >= 1.0) & (boxes[:, 3] - boxes[:, 1] >= 1.0)
     order = np.argsort(-scores, kind="stable")
     order = order[keep[order]]
     return {

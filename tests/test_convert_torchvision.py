@@ -354,7 +354,7 @@ def test_convert_command_writes_a_model_that_reloads(tmp_path, capsys):
             np.asarray(value), np.asarray(expected(image, training=False)[key]), atol=1e-5
         )
     assert main(["convert", "torchvision", str(tmp_path / "v2.npz"), "--output", str(output)]) == 2
-    assert "exists; pass --overwrite" in capsys.readouterr().out
+    assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["convert", "torchvision", str(tmp_path / "v2.npz"), "--output", str(tmp_path / "m.h5")]) == 2
     assert (
         main(
@@ -370,4 +370,4 @@ def test_convert_command_writes_a_model_that_reloads(tmp_path, capsys):
         )
         == 2
     )
-    assert "the checkpoint is a torchvision RetinaNet v2" in capsys.readouterr().out
+    assert "the checkpoint is a torchvision RetinaNet v2" in capsys.readouterr().err

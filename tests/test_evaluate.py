@@ -1,11 +1,11 @@
-"""Tests for keras_retinanet.evaluate (pycocotools box metrics)."""
+"""Tests for keras_retinanet.evaluation (pycocotools box metrics)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from keras_retinanet import evaluate
+from keras_retinanet import evaluation
 
 
 def _example(image_id, boxes, classes, ignore=None, height=480, width=640):
@@ -42,9 +42,9 @@ def test_ground_truth_as_detections_gives_ap_one():
         _example(0, [[5, 5, 25, 35], [300, 300, 500, 470]], [2, 0]),
         _example(3, np.zeros((0, 4)), []),  # an image without boxes
     ]
-    metrics = evaluate.evaluate_detections(examples, _gt_as_detections(examples), ["a", "b", "c"])
+    metrics = evaluation.evaluate_detections(examples, _gt_as_detections(examples), ["a", "b", "c"])
     assert set(metrics) == {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "per_class"}
-    for key in evaluate.METRIC_KEYS:
+    for key in evaluation.METRIC_KEYS:
         assert metrics[key] == pytest.approx(1.0), key
     assert set(metrics["per_class"]) == {"a", "b", "c"}
     for values in metrics["per_class"].values():
@@ -82,7 +82,7 @@ def _chess_examples(shared_datasets):
 
 def test_real_ground_truth_as_detections_gives_ap_one(shared_datasets):
     examples, names = _chess_examples(shared_datasets)
-    metrics = evaluate.evaluate_detections(examples, _gt_as_detections(examples), names)
+    metrics = evaluation.evaluate_detections(examples, _gt_as_detections(examples), names)
     assert metrics["AP"] == pytest.approx(1.0)
     assert metrics["AP50"] == pytest.approx(1.0)
     assert metrics["AR100"] == pytest.approx(1.0)
@@ -113,7 +113,7 @@ def test_hand_made_detections_give_known_partial_ap():
     detections = [
         _det([[200, 200, 300, 300], [400, 400, 450, 450], [0, 0, 100, 62]], [0.9, 0.8, 0.7], [0, 0, 0])
     ]
-    metrics = evaluate.evaluate_detections(examples, detections, ["cell"])
+    metrics = evaluation.evaluate_detections(examples, detections, ["cell"])
     assert metrics["AP"] == pytest.approx(610 / 1010, abs=1e-6)
     assert metrics["AP50"] == pytest.approx((51 + 50 * 2 / 3) / 101, abs=1e-6)
     assert metrics["AP75"] == pytest.approx(51 / 101, abs=1e-6)
@@ -132,21 +132,21 @@ def test_difficult_boxes_are_ignored_like_coco_crowd():
     boxes = [[100, 100, 200, 200], [300, 100, 400, 200], [100, 300, 200, 400]]
     detections = [_det(boxes[:2][::-1], [0.95, 0.9], [0, 0])]
     with_difficult = [_example(1, boxes, [0, 0, 0], ignore=[False, True, True])]
-    metrics = evaluate.evaluate_detections(with_difficult, detections, ["cell"])
+    metrics = evaluation.evaluate_detections(with_difficult, detections, ["cell"])
     assert metrics["AP"] == pytest.approx(1.0)
     assert metrics["AR100"] == pytest.approx(1.0)
 
     all_normal = [_example(1, boxes, [0, 0, 0], ignore=[False, False, False])]
-    metrics = evaluate.evaluate_detections(all_normal, detections, ["cell"])
+    metrics = evaluation.evaluate_detections(all_normal, detections, ["cell"])
     assert metrics["AP"] == pytest.approx(67 / 101, abs=1e-6)
 
-    coco = evaluate.examples_to_coco(with_difficult, ["cell"])
+    coco = evaluation.examples_to_coco(with_difficult, ["cell"])
     assert [a["iscrowd"] for a in coco["annotations"]] == [0, 1, 1]
 
 
 def test_no_detections_and_padding_rows():
     examples = [_example(1, [[10, 10, 110, 110]], [0])]
-    metrics = evaluate.evaluate_detections(examples, [_det(np.zeros((0, 4)), [], [])], ["x"])
+    metrics = evaluation.evaluate_detections(examples, [_det(np.zeros((0, 4)), [], [])], ["x"])
     assert metrics["AP"] == 0.0 and metrics["AR100"] == 0.0
     # Padded decoder output: rows with class -1 and the num_detections count are honoured.
     padded = {
@@ -155,24 +155,24 @@ def test_no_detections_and_padding_rows():
         "classes": np.array([0, -1, -1], np.int32),
         "num_detections": np.array(1, np.int32),
     }
-    assert evaluate.evaluate_detections(examples, [padded], ["x"])["AP"] == pytest.approx(1.0)
+    assert evaluation.evaluate_detections(examples, [padded], ["x"])["AP"] == pytest.approx(1.0)
 
 
 def test_degenerate_ground_truth_box_is_ignored():
     # A zero-area box (BCCD has two) can never be matched; it must not make recall < 1.
     examples = [_example(1, [[10, 10, 110, 110], [50, 50, 50, 80]], [0, 0])]
-    metrics = evaluate.evaluate_detections(examples, [_det([[10, 10, 110, 110]], [0.9], [0])], ["x"])
+    metrics = evaluation.evaluate_detections(examples, [_det([[10, 10, 110, 110]], [0.9], [0])], ["x"])
     assert metrics["AP"] == pytest.approx(1.0)
 
 
 def test_bad_inputs_raise():
     examples = [_example(1, [[10, 10, 110, 110]], [0])]
     with pytest.raises(ValueError, match="1 examples but 2"):
-        evaluate.evaluate_detections(examples, [_det([], [], []), _det([], [], [])], ["x"])
+        evaluation.evaluate_detections(examples, [_det([], [], []), _det([], [], [])], ["x"])
     with pytest.raises(ValueError, match="class id"):
-        evaluate.evaluate_detections(examples, [_det([[0, 0, 5, 5]], [0.5], [3])], ["x"])
+        evaluation.evaluate_detections(examples, [_det([[0, 0, 5, 5]], [0.5], [3])], ["x"])
     with pytest.raises(ValueError, match="class id 2"):
-        evaluate.evaluate_detections([_example(1, [[0, 0, 5, 5]], [2])], [_det([], [], [])], ["x"])
+        evaluation.evaluate_detections([_example(1, [[0, 0, 5, 5]], [2])], [_det([], [], [])], ["x"])
 
 
 def test_format_metrics_and_pr_curves(tmp_path):
@@ -180,8 +180,8 @@ def test_format_metrics_and_pr_curves(tmp_path):
 
     examples = [_example(1, [[200, 200, 300, 300], [0, 0, 100, 100]], [0, 1])]
     detections = [_det([[200, 200, 300, 300], [0, 0, 100, 62]], [0.9, 0.7], [0, 1])]
-    metrics = evaluate.evaluate_detections(examples, detections, ["red cell", "wbc"], pr_curve_dir=tmp_path)
-    table = evaluate.format_metrics(metrics)
+    metrics = evaluation.evaluate_detections(examples, detections, ["red cell", "wbc"], pr_curve_dir=tmp_path)
+    table = evaluation.format_metrics(metrics)
     assert "AP50" in table and "red cell" in table and "n/a" in table  # APs undefined -> n/a
     json.dumps(metrics)  # plain Python types only
     for name in ("pr_red_cell.png", "pr_wbc.png"):
@@ -190,13 +190,13 @@ def test_format_metrics_and_pr_curves(tmp_path):
 
 
 def test_class_remapping():
-    assert evaluate.class_remapping(["a", "b"], ["a", "b"]) is None
-    assert evaluate.class_remapping(None, ["a", "b"]) is None
-    np.testing.assert_array_equal(evaluate.class_remapping(["b", "a", "z"], ["a", "b"]), [1, 0, -1])
+    assert evaluation.class_remapping(["a", "b"], ["a", "b"]) is None
+    assert evaluation.class_remapping(None, ["a", "b"]) is None
+    np.testing.assert_array_equal(evaluation.class_remapping(["b", "a", "z"], ["a", "b"]), [1, 0, -1])
 
 
 def test_results_json_format():
-    results = evaluate.detections_to_coco_results(
+    results = evaluation.detections_to_coco_results(
         [_det([[10, 20, 50, 80]], [0.5], [1])], [42], class_names=["a", "b"], file_names=["x.jpg"]
     )
     assert results == [

@@ -70,6 +70,30 @@ def test_letterbox_tensor_follows_the_same_rule(shape):
     assert difference.max() <= 1.0
 
 
+@pytest.mark.parametrize("shape, slope", [((7, 3), 30.0), ((5, 8), 30.0), ((120, 160), 1.5)])
+def test_stretch_samples_the_whole_image_with_corners_aligned(shape, slope):
+    # MediaPipe's rule, by an independent formula: canvas pixel (x, y) is the bilinear sample of the image at
+    # (x * w / W, y * h / H), the border replicated. On a ramp bilinear sampling is exact, so the only
+    # differences are the output's rounding (0.5) and OpenCV's 1/32-pixel fixed point (slope / 64): under one
+    # grey level for slopes up to 32. Sampling at pixel centres instead would be off by up to slope / 2.
+    h, w = shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    image = np.round(np.stack([slope * xs, slope * ys, slope * (xs + ys) / 2], -1)).astype(np.uint8)
+    canvas, scale = imaging.stretch(image, (128, 96))
+    assert canvas.shape == (128, 96, 3) and canvas.dtype == np.uint8
+    assert scale == pytest.approx((128 / h, 96 / w))
+    sample_y = np.arange(128) * h / 128
+    sample_x = np.arange(96) * w / 96
+    y0, x0 = np.floor(sample_y).astype(int), np.floor(sample_x).astype(int)
+    fy, fx = (sample_y - y0)[:, None, None], (sample_x - x0)[None, :, None]
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    pixels = image.astype(np.float64)
+    top = pixels[y0][:, x0] * (1 - fx) + pixels[y0][:, x1] * fx
+    bottom = pixels[y1][:, x0] * (1 - fx) + pixels[y1][:, x1] * fx
+    expected = top * (1 - fy) + bottom * fy
+    assert np.abs(canvas - expected).max() <= 1.0
+
+
 def test_boxes_map_back_by_the_per_axis_scale_and_are_clipped():
     # Canvas box (20, 10, 60, 50) at scale 0.2 -> (100, 50, 300, 250); (0, 100, 50, 200) -> y 500..1000,
     # clipped to the 480-row image.

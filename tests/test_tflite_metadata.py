@@ -47,11 +47,14 @@ def mediapipe():
 
 @pytest.fixture(scope="module")
 def files(detector_like) -> dict:
-    """The detector-like model as float32, float16 and int8 .tflite bytes (no metadata), its labels and canvases."""
+    """The detector-like model as float32, float16 and int8 .tflite bytes (no metadata), its labels and canvases;
+    and ``one_op``: a float32 file whose outputs are one TFLite_Detection_PostProcess op's own tensors (as exported
+    before the thread-safe merge, and as other exporters write them)."""
     from ai_edge_litert.interpreter import Interpreter
 
     from keras_retinanet.detectors import load_retinanet
     from keras_retinanet.export import convert_tflite
+    from keras_retinanet.export import tflite as tflite_export
     from keras_retinanet.imaging import letterbox, read_image
 
     model = load_retinanet(detector_like["keras"])
@@ -62,6 +65,9 @@ def files(detector_like) -> dict:
     canvases = [letterbox(read_image(p), size)[0] for p in detector_like["images"]]
     data["float16"] = convert_tflite(model, "float16", size)
     data["int8"] = convert_tflite(model, "int8", size, representative_images=lambda: canvases)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tflite_export, "_per_class_postprocess", tflite_export._detection_postprocess)
+        data["one_op"] = convert_tflite(model, "float32", size)
     return {"data": data, "labels": list(detector_like["class_names"]), "canvases": canvases, "size": size}
 
 
@@ -96,19 +102,43 @@ def _metadata_object(data: bytes, schema):
 
 
 def _op_roles(data: bytes) -> list[int]:
-    """For each model output, its position among TFLite_Detection_PostProcess's outputs (independent lookup)."""
+    """For each model output, which TFLite_Detection_PostProcess output it carries (0 boxes, 1 classes, 2 scores,
+    3 count), found from the data flow, independently of the metadata writer.
+
+    An output that is an op's own tensor carries that output. In the merged graph (one op per pair of classes,
+    keras_retinanet.export.tflite) the boxes are gathered from the ops' boxes in the order of their scores and
+    masked by their counts (sources 0, 2, 3), the classes likewise from their classes (1, 2, 3), the scores from
+    their scores (2, 3), and the count from their counts alone (3): the lowest source names the output.
+    """
     model = _tflite_model(data)
     subgraph = model.subgraphs[0]
-    for op in subgraph.operators:
-        if model.operatorCodes[op.opcodeIndex].customCode == b"TFLite_Detection_PostProcess":
-            outputs = [int(i) for i in op.outputs]
-            return [outputs.index(int(i)) for i in subgraph.outputs]
-    raise AssertionError("no TFLite_Detection_PostProcess op")
+    producer = {int(t): op for op in subgraph.operators for t in op.outputs}
+
+    def is_postprocess(op) -> bool:
+        return model.operatorCodes[op.opcodeIndex].customCode == b"TFLite_Detection_PostProcess"
+
+    roles = []
+    for output in subgraph.outputs:
+        sources, stack, seen = set(), [int(output)], set()
+        while stack:
+            tensor = stack.pop()
+            if tensor in seen or tensor not in producer:  # seen, or a graph input or constant
+                continue
+            seen.add(tensor)
+            op = producer[tensor]
+            if is_postprocess(op):
+                sources.add([int(t) for t in op.outputs].index(tensor))
+            else:
+                stack.extend(int(t) for t in op.inputs if int(t) >= 0)
+        assert sources, f"output {subgraph.tensors[int(output)].name} does not come from the op"
+        roles.append(min(sources))
+    return roles
 
 
-def _with_outputs_reversed(data: bytes) -> bytes:
+def _with_outputs(data: bytes, order: list[int]) -> bytes:
+    """The same model with its outputs listed in ``order`` (positions of the current outputs)."""
     model = _tflite_model(data)
-    model.subgraphs[0].outputs = np.asarray(model.subgraphs[0].outputs)[::-1].copy()
+    model.subgraphs[0].outputs = np.asarray(model.subgraphs[0].outputs)[order].copy()
     model.signatureDefs = []  # the signature would still list them in the old order
     return _pack(model)
 
@@ -125,6 +155,15 @@ def _with_float_input(data: bytes) -> bytes:
         if image in [int(i) for i in op.inputs] and hasattr(op.builtinOptions, "inDataType"):
             op.builtinOptions.inDataType = tfl.TensorType.FLOAT32
     return _pack(model)
+
+
+def _tflite_ops(data: bytes, custom_code: bytes) -> list:
+    model = _tflite_model(data)
+    return [
+        op
+        for op in model.subgraphs[0].operators
+        if model.operatorCodes[op.opcodeIndex].customCode == custom_code
+    ]
 
 
 def _run_litert(data: bytes, canvas: np.ndarray) -> list[np.ndarray]:
@@ -274,11 +313,46 @@ def test_deterministic_and_replaces_old_metadata(files, schema):
     assert _metadata_object(renamed, schema).version == b"2"
 
 
-def test_outputs_are_named_by_the_op_not_by_position(files, schema):
-    reversed_data = _with_outputs_reversed(files["data"]["float32"])
+def test_one_op_outputs_are_named_by_the_op_not_by_position(files, schema):
+    one_op = files["data"]["one_op"]
+    assert len(_tflite_ops(one_op, b"TFLite_Detection_PostProcess")) == 1
+    assert _op_roles(one_op) == [0, 1, 2, 3]
+    reversed_data = _with_outputs(one_op, [3, 2, 1, 0])
     assert _op_roles(reversed_data) == [3, 2, 1, 0]
     info = read_detection_metadata(_add(reversed_data, files["labels"]))
     assert [o["name"] for o in info["outputs"]] == ["number of detections", "score", "category", "location"]
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        [3, 2, 1, 0],
+        [0, 1, 3, 2],
+        pytest.param(
+            [0, 2, 1, 3],
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="_check_model tells the merged graph's outputs apart by shape only: classes and scores "
+                "(both [1, M]) swapped get each other's metadata",
+            ),
+        ),
+    ],
+)
+def test_merged_outputs_in_another_order_are_refused_or_named(files, schema, order):
+    """The exported graph merges one op per pair of classes: its outputs are not the ops' own tensors. Listed in
+    another order, they must be named right or refused, never named by position."""
+    merged = files["data"]["float32"]
+    assert len(_tflite_ops(merged, b"TFLite_Detection_PostProcess")) == 2  # 3 classes: a pair and one
+    assert _op_roles(merged) == [0, 1, 2, 3]
+    data = _with_outputs(merged, order)
+    assert _op_roles(data) == order
+    try:
+        info = read_detection_metadata(_add(data, files["labels"]))
+    except MetadataError as err:
+        assert "boxes [1, M, 4], classes [1, M], scores [1, M], count [1] in that order" in str(err)
+        return
+    names = ["location", "category", "score", "number of detections"]
+    assert [o["name"] for o in info["outputs"]] == [names[r] for r in order]
 
 
 def test_float_input_gets_normalization(files, schema):
@@ -325,7 +399,7 @@ def test_bad_arguments_are_refused_with_a_reason(files):
     cut = _tflite_model(plain)
     cut.subgraphs[0].outputs = cut.subgraphs[0].outputs[:3]
     with pytest.raises(
-        MetadataError, match="must be exactly the four outputs of TFLite_Detection_PostProcess"
+        MetadataError, match=r"outputs must be the four detection outputs .* their shapes are \[\[1, 100, 4\]"
     ):
         _add(_pack(cut), labels)
 
@@ -449,12 +523,17 @@ def test_mediapipe_object_detector_gives_litert_detections(mediapipe, files, rea
 def test_mediapipe_finds_outputs_by_metadata_name_and_reads_float_input(
     mediapipe, files, real_images, tmp_path
 ):
-    plain = files["data"]["float32"]
     image = real_images["landscape"]
-    want = _litert_detections(plain, image, files["size"])
+    # A one-op file with its outputs listed backwards: MediaPipe reads them by the metadata's names.
+    one_op = files["data"]["one_op"]
     reordered = tmp_path / "reordered.tflite"
-    reordered.write_bytes(_add(_with_outputs_reversed(plain), files["labels"]))
-    _assert_same_detections(_mediapipe_detections(str(reordered), image, files["labels"]), want)
+    reordered.write_bytes(_add(_with_outputs(one_op, [3, 2, 1, 0]), files["labels"]))
+    _assert_same_detections(
+        _mediapipe_detections(str(reordered), image, files["labels"]),
+        _litert_detections(one_op, image, files["size"]),
+    )
+    plain = files["data"]["float32"]
+    want = _litert_detections(plain, image, files["size"])
     # Float input: MediaPipe feeds (pixel - mean) / std; mean 0, std 1 gives the uint8 file's answers.
     float_input = tmp_path / "float_input.tflite"
     float_input.write_bytes(_add(_with_float_input(plain), files["labels"], normalization=(0.0, 1.0)))

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert import interpreter as litert
 
-from keras_retinanet.tflite_requantization import (
+from keras_retinanet.export.requantization import (
     XNNPACK_MAX_RATIO,
     fit_requantization_scales,
     requantization_ratios,

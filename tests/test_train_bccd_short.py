@@ -84,7 +84,6 @@ def test_short_bccd_training_learns(bccd_subset, tmp_path, shared_datasets):
     keras.utils.set_random_seed(config.seed)
     untrained = _held_out_loss(config.model.build(val_data.class_names), config, batches)
     trained = _held_out_loss(trained_model, config, batches)
-    print("held-out loss, untrained:", untrained, "trained:", trained)
     assert trained["loss"] < untrained["loss"] / 2, (trained, untrained)
     assert trained["classification_loss"] < untrained["classification_loss"] / 2, (trained, untrained)
     assert trained["box_regression_loss"] < untrained["box_regression_loss"], (trained, untrained)

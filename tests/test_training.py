@@ -72,68 +72,7 @@ def test_nan_loss_stops_training_with_a_message():
     )
 
 
-def _train_command(root, output, epochs):
-    return [
-        sys.executable,
-        "-m",
-        "keras_retinanet",
-        "train",
-        "--data",
-        f"voc:{root}:train",
-        "--output",
-        str(output),
-        "--backbone",
-        "mobilenet_v2",
-        "--backbone-kwargs",
-        '{"alpha": 0.35}',
-        "--fpn-channels",
-        "16",
-        "--head-depth",
-        "1",
-        "--image-size",
-        "128",
-        "--batch-size",
-        "2",
-        "--epochs",
-        str(epochs),
-        "--steps-per-epoch",
-        "2",
-        "--warmup-steps",
-        "0",
-        "--precise-bn-batches",
-        "0",
-        "--no-tensorboard",
-        "--verbose",
-        "2",
-    ]
-
-
-def test_resume_after_kill_continues_from_the_last_epoch(bccd_subset, tmp_path):
-    root = bccd_subset([f"BloodImage_0000{i}" for i in range(4)])
-    output = tmp_path / "run"
-    command = _train_command(root, output, epochs=3)
-    metadata = output / "backup" / "training_metadata.json"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        # Kill -9 as soon as the first epoch has been backed up.
-        for _ in range(600):
-            if metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", -1) >= 0:
-                break
-            if process.poll() is not None:
-                pytest.fail(f"training ended before it could be killed:\n{process.stdout.read()}")
-            subprocess.run(["sleep", "0.2"])
-        process.kill()
-    finally:
-        process.wait()
-    assert not (output / "model.keras").exists()
-
-    resumed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "Epoch 1/3" not in resumed.stdout and "Epoch 3/3" in resumed.stdout
-    model = keras.saving.load_model(output / "model.keras")
-    # The optimiser's step counter came back from the backup: 3 epochs x 2 steps in total.
-    assert int(model.optimizer.iterations.numpy()) == 6
+# Kill-and-resume, the NaN stop's state and guarded run folders: tests/test_kill.py and tests/test_resume.py.
 
 
 def test_mirrored_two_cpus_matches_one_device():

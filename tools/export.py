@@ -1,24 +1,19 @@
 """Export a trained RetinaNet: ``python tools/export.py MODEL.keras --output saved_models/NAME``.
 
-Same options as ``retinanet export`` (see ``keras_retinanet/commands/export.py``).
+The same command as ``retinanet export`` (options: ``retinanet export --help``), for a checkout without the
+``retinanet`` entry point on the PATH.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from keras_retinanet.commands.export import add_arguments, run  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tools/export.py", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    from keras_retinanet.cli import main as retinanet
+
+    return retinanet(["export", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

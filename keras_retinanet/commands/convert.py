@@ -75,21 +75,17 @@ def _image_size(text: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_retinanet.convert.checkpoints import CheckpointError
-
+    """Converts; returns 0. A bad checkpoint (``CheckpointError``), option or path raises; ``cli.run_command``
+    prints it in one line on stderr with exit code 2."""
     output = args.output
     suffix = os.path.splitext(output)[1].lower()
-    try:
-        if suffix not in (".keras", ".npz", ".safetensors"):
-            raise ValueError(f"--output must end in .keras, .npz or .safetensors, got {output!r}")
-        if os.path.exists(output) and not args.overwrite:
-            raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
-        if suffix == ".keras":
-            return _convert_retinanet(args)
-        return _resave(args)
-    except (CheckpointError, FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"retinanet convert: error: {error}")
-        return 2
+    if suffix not in (".keras", ".npz", ".safetensors"):
+        raise ValueError(f"--output must end in .keras, .npz or .safetensors, got {output!r}")
+    if os.path.exists(output) and not args.overwrite:
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    if suffix == ".keras":
+        return _convert_retinanet(args)
+    return _resave(args)
 
 
 def _resave(args: argparse.Namespace) -> int:

@@ -2,7 +2,9 @@
 
 check: images, boxes per class, box sizes, problems found (bad records are skipped and listed, never fatal),
 and anchor coverage per class and size with the anchors given (default: the paper's), plus scales / ratios
-found by :func:`keras_retinanet.data.anchor_stats.optimize_anchors`, shown before / after.
+found by :func:`keras_retinanet.data.anchor_stats.optimize_anchors`, shown before / after. Exit code: 0 when
+the data is clean, 1 when bad records were found (0 with ``--no-strict``), 2 when the data cannot be read at
+all (missing folder or split, bad spec, a file that is not JSON, a bad classes file: one line on stderr).
 
 show: PNG images at network resolution with the ground truth (green; ignore boxes grey), the anchors the label
 encoder makes positive (blue outlines and centres) and ignored (orange centre dots): what the model will be
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import sys
 
 
 def _floats(text: str) -> list[float]:
@@ -51,7 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--iterations", type=int, default=300, help="anchor search evaluations")
     check.add_argument("--seed", type=int, default=0)
     check.add_argument("--json", default=None, help="also write the statistics to this JSON file")
-    check.add_argument("--strict", action="store_true", help="exit with 1 when problems were found")
+    check.add_argument(
+        "--strict",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="exit with 1 when bad records were found (default), so that the check can gate a pipeline; "
+        "--no-strict: exit 0 whenever the data could be read",
+    )
 
     show = sub.add_parser("show", parents=[common], help="draw ground truth and matched anchors to PNGs")
     show.add_argument("--out", required=True, help="output directory")
@@ -116,12 +125,12 @@ def _coverage_table(title: str, before, after=None) -> list[str]:
 
 
 def check(args: argparse.Namespace) -> int:
+    dataset = _load(args)  # first: unreadable data fails before TensorFlow loads (seconds)
     import numpy as np
 
     from keras_retinanet.anchors import AnchorGenerator
     from keras_retinanet.data import anchor_stats as st
 
-    dataset = _load(args)
     size = (args.image_size, args.image_size)
     out = [f"dataset {dataset.name}: {len(dataset)} images, {dataset.num_classes} classes"]
     negatives = sum(len(ex["boxes"]) == 0 for ex in dataset.examples)
@@ -233,12 +242,20 @@ def check(args: argparse.Namespace) -> int:
         }
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
-    return 1 if args.strict and len(dataset.skipped) else 0
+    if len(dataset.skipped) and args.strict:
+        print(
+            f"retinanet data check: {len(dataset.skipped)} bad record(s) found (listed under 'problems'); "
+            "exit code 1",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 # torchvision's COCO v1 checkpoint (the user downloads it; this project never does) and the recipe's settings:
 # frozen BatchNorm, a learning rate 10x below training from scratch (0.01), a short schedule (docs/pretrained.md).
-COCO_CHECKPOINT = "retinanet_resnet50_fpn_coco-eeacb38b.pth"
+COCO_CHECKPOINT_URL = "https://download.pytorch.org/models/retinanet_resnet50_fpn_coco-eeacb38b.pth"
+COCO_CHECKPOINT = COCO_CHECKPOINT_URL.rsplit("/", 1)[1]
 FINETUNE_LEARNING_RATE, FINETUNE_EPOCHS, FINETUNE_BATCH_SIZE, FINETUNE_MAX_WARMUP = 0.001, 12, 8, 500
 
 
@@ -267,12 +284,13 @@ def _finetuning_recipe(spec: str, dataset, size: tuple[int, int]) -> dict:
     ]  # fmt: skip
     known = ", ".join(f"{new} <- {old}" if new != old else new for new, old in coco_matches.items())
     lines = [
-        "fine-tuning from a COCO model (docs/pretrained.md; download the checkpoint from torchvision yourself):",
+        f"fine-tuning from a COCO model (docs/pretrained.md), with {COCO_CHECKPOINT_URL} downloaded:",
         "  retinanet " + shlex.join(convert),
         "  retinanet " + shlex.join(train),
-        f"  classes COCO knows, starting from its weights: {len(coco_matches)}" + (f" ({known})" if known else ""),
-        f"  starting from the prior: {len(dataset.class_names) - len(coco_matches)}; the anchors are the COCO "
-        "model's (--init keeps its architecture, the suggestion above does not apply)",
+        f"  classes COCO knows, starting from its weights: {len(coco_matches)}"
+        + (f" ({known})" if known else ""),
+        f"  starting from the prior: {len(dataset.class_names) - len(coco_matches)}; anchors and architecture are "
+        "the COCO model's (anchor suggestions do not apply)",
     ]
     return {"lines": lines, "coco_matches": coco_matches, "convert": convert, "train": train}
 
@@ -354,8 +372,7 @@ def show(args: argparse.Namespace) -> int:
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         path = os.path.join(args.out, f"{index:04d}_{name[:60]}.png")
         if not cv2.imwrite(path, canvas):
-            print(f"error: cannot write {path}")
-            return 1
+            raise ValueError(f"cannot write {path} (OpenCV could not write the PNG there)")
         written += 1
         positives, ignored = int((cls >= 0).sum()), int((cls == aug.IGNORE_CLASS).sum())
         print(

@@ -34,50 +34,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_retinanet import detectors, evaluation
-    from keras_retinanet.imaging import ImageReadError
+    """Evaluates; returns 0. A bad model file, dataset or image raises; ``cli.run_command`` prints it in one
+    line on stderr with exit code 2."""
+    from keras_retinanet import evaluation
+    from keras_retinanet.data import DataError, load_dataset
 
-    try:
-        detector = load_detector_from_args(args)
-    except (detectors.ModelFileError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        from keras_retinanet.data import load_dataset
-
-        # The model's class list fixes the class ids, exactly as in training; classes the model does not know
-        # are bad records (reported; skipped with --skip-bad).
-        dataset = load_dataset(args.data, skip_bad=args.skip_bad, class_names=detector.class_names or None)
-    except Exception as err:  # noqa: BLE001 - the data module's errors name the bad record; show them plainly
-        print(f"error: cannot load dataset {args.data}: {err}", file=sys.stderr)
-        return 2
+    detector = load_detector_from_args(args)
+    # The model's class list fixes the class ids, exactly as in training; classes the model does not know are
+    # bad records (reported; skipped with --skip-bad).
+    dataset = load_dataset(args.data, skip_bad=args.skip_bad, class_names=detector.class_names or None)
     skipped = getattr(dataset, "skipped", None)
     if skipped is not None and hasattr(skipped, "summary") and len(skipped):
         print(skipped.summary(), file=sys.stderr)
     if not dataset.examples:
-        print(f"error: dataset {args.data} has no images", file=sys.stderr)
-        return 2
+        raise DataError(f"dataset {args.data} has no images")
     if any(not ex.get("image_path") for ex in dataset.examples):
-        print(f"error: {args.data}: evaluation needs image files (image_path)", file=sys.stderr)
-        return 2
+        raise DataError(f"{args.data}: evaluation needs image files (image_path)")
     print(
         f"evaluating {detector.kind} model {args.model} on {args.data} ({len(dataset.examples)} images)",
         file=sys.stderr,
     )
-    try:
-        metrics = evaluation.evaluate_model(
-            detector,
-            dataset,
-            batch_size=args.batch_size,
-            pr_curve_dir=args.pr_curves,
-            progress=not args.no_progress,
-        )
-    except ImageReadError as err:
-        print(
-            f"error: cannot read image {err.path}: {err.reason} (use the data tools to find bad images)",
-            file=sys.stderr,
-        )
-        return 1
+    metrics = evaluation.evaluate_model(
+        detector,
+        dataset,
+        batch_size=args.batch_size,
+        pr_curve_dir=args.pr_curves,
+        progress=not args.no_progress,
+    )
     print(evaluation.format_metrics(metrics))
     if args.json:
         directory = os.path.dirname(os.path.abspath(args.json))

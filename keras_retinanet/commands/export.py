@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 from keras_retinanet.export.config import TFLITE_NMS_CHOICES, TFLITE_VARIANTS
@@ -68,30 +67,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the export; returns 0 on success, 2 on a user error (message on stderr)."""
-    from keras_retinanet.detectors import ModelFileError
-    from keras_retinanet.export import ExportError, export_model
+    """Runs the export; returns 0. A user error (``ExportError``, ``ModelFileError``, a bad option) raises;
+    ``cli.run_command`` prints it in one line on stderr with exit code 2."""
+    from keras_retinanet.export import export_model
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     output = args.output or str(Path("saved_models") / Path(args.model).stem)
-    try:
-        report = export_model(
-            args.model,
-            output,
-            image_size=args.image_size,
-            saved_model=not args.no_saved_model,
-            tflite_variants=args.tflite,
-            tflite_nms=args.tflite_nms,
-            calibration_data=args.calibration_data,
-            calibration_steps=args.calibration_steps,
-            parity_images=args.parity_images,
-            benchmark=args.benchmark,
-            overwrite=args.overwrite,
-            metadata=not args.no_metadata,
-        )
-    except (ExportError, ModelFileError, ValueError) as err:
-        print(f"retinanet export: error: {err}", file=sys.stderr)
-        return 2
+    report = export_model(
+        args.model,
+        output,
+        image_size=args.image_size,
+        saved_model=not args.no_saved_model,
+        tflite_variants=args.tflite,
+        tflite_nms=args.tflite_nms,
+        calibration_data=args.calibration_data,
+        calibration_steps=args.calibration_steps,
+        parity_images=args.parity_images,
+        benchmark=args.benchmark,
+        overwrite=args.overwrite,
+        metadata=not args.no_metadata,
+    )
     summary = {name: info.get("size_bytes") for name, info in report["files"].items()}
     print(json.dumps({"output": report["output"], "files": summary}, indent=2))
     return 0

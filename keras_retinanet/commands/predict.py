@@ -9,7 +9,8 @@ Writes into DIR:
   ``category_name``, ``bbox`` ``[x, y, width, height]`` in original pixels, ``score``.
 
 Unreadable images are reported by name and skipped; the run goes on. Exit code: 0 when everything was read,
-1 when some input failed (the count is printed at the end), 2 for a bad model file or no inputs.
+1 when some input failed (the count is printed at the end), 2 for a bad model file, no inputs or an ``--out``
+that is not a folder (one line on stderr, from ``keras_retinanet.cli.run_command``).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class Source:
 
 
 def _is_image(path: str) -> bool:
-    from keras_retinanet.detectors.predict import IMAGE_EXTENSIONS
+    from keras_retinanet.detectors.running import IMAGE_EXTENSIONS
 
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
@@ -144,13 +145,11 @@ def run(args: argparse.Namespace) -> int:
 
     sources = collect_inputs(args.inputs, recursive=args.recursive)
     if not sources:
-        print("error: no images or videos found in the inputs", file=sys.stderr)
-        return 2
-    try:
-        detector = load_detector_from_args(args)
-    except (detectors.ModelFileError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise ValueError("no images or videos found in the inputs")
+    # Before the model loads (seconds): a file where the folder should be is the user's to move.
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} is a file, not a folder; name a folder (it is created)")
+    detector = load_detector_from_args(args)
     os.makedirs(args.out, exist_ok=True)
     names = _Names()
     names.used.add("detections.json")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import types
 import typing
 from typing import Any, Literal, Union
@@ -117,6 +116,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override one option (VALUE in YAML; KEY e.g. clip_norm or model.fpn_channels), repeatable",
     )
+    parser.add_argument(
+        "--allow-changes",
+        action="append",
+        default=[],
+        metavar="KEYS",
+        help="continue an existing run folder (--output) although these options differ from its config.yaml, "
+        "e.g. epochs,learning_rate, or all; the model's options can never change there",
+    )
     groups = {name: parser.add_argument_group(title) for name, title in _GROUPS.items()}
     for group, field, hint in _flag_fields():
         flag = "--" + field.name.replace("_", "-")
@@ -157,22 +164,20 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = resolve_config(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"retinanet train: error: {error}", file=sys.stderr)
-        return 2
-    from keras_retinanet.data import DataError
+    """Trains; returns 0, or 3 after a NaN / inf stop. Errors (bad config, data) reach ``cli.run_command``,
+    which prints them in one line on stderr with exit code 2."""
+    config = resolve_config(args)
+    allow_changes = getattr(args, "allow_changes", [])
+    from keras_retinanet.training.run_folder import plan_run
+
+    plan_run(config, allow_changes)  # a run folder made by another configuration: refused before TF loads
     from keras_retinanet.training import train
 
-    try:
-        summary = train(config)
-    except (DataError, ValueError, FileNotFoundError) as error:
-        print(f"retinanet train: error: {error}", file=sys.stderr)
-        return 2
-    if summary["stopped_on_nan"]:
+    summary = train(config, allow_changes=allow_changes)
+    if summary.get("stopped_on_nan"):
         return 3
-    print(f"model written to {config.output}/model.keras")
+    if not summary.get("already_finished"):
+        print(f"model written to {config.output}/model.keras")
     final = summary.get("final_metrics")
     if final:
         print(f"validation AP {final['AP']:.4f}  AP50 {final['AP50']:.4f}")

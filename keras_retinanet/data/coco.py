@@ -9,6 +9,11 @@
   the same class ids.
 - An annotation whose ``image_id`` is not in ``images`` is a bad record (``annotation_without_image``); an
   image without annotations is kept as a negative example.
+- Every field is checked for its JSON type: ids are non-negative integers, ``file_name`` a non-empty string,
+  ``width`` / ``height`` positive integers (or absent / null / 0: read from the image), ``bbox`` four numbers,
+  ``iscrowd`` 0 or 1. A bad image or annotation is a bad record (skipped with ``skip_bad``); a bad category, or
+  ``images`` / ``categories`` / ``annotations`` that are not lists, make the whole file unreadable (class ids
+  would silently shift otherwise).
 """
 
 from __future__ import annotations
@@ -21,14 +26,101 @@ from collections.abc import Sequence
 from keras_retinanet.data.dataset import ExampleBuilder, require_path
 from keras_retinanet.data.validation import DataError, SkipReport
 
+# JSON ids beyond int64 cannot travel through tf.data or pycocotools' numpy arrays.
+MAX_ID = 2**63 - 1
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_id(value) -> bool:
+    return _is_int(value) and 0 <= value <= MAX_ID
+
+
+def _size(value) -> int | None:
+    """A COCO image's ``width`` / ``height``: None when unknown (absent, null or 0), else a positive int.
+    Raises ValueError for anything else."""
+    if value is None or (_is_number(value) and value == 0):
+        return None
+    if _is_int(value) and 0 < value <= MAX_ID:
+        return value
+    if isinstance(value, float) and value.is_integer() and 0 < value <= MAX_ID:
+        return int(value)
+    raise ValueError(f"{value!r} is not a positive integer")
+
+
+def _categories(data: dict, annotation_file: str) -> list[dict]:
+    """The ``categories`` entries, checked: dicts with a unique id and a unique, non-empty string name."""
+    categories = data["categories"]
+    if not isinstance(categories, list):
+        raise DataError(f"{annotation_file}: 'categories' is {type(categories).__name__}, not a list")
+    ids, names = {}, {}
+    for k, category in enumerate(categories):
+        where = f"{annotation_file}: categories[{k}]"
+        if not isinstance(category, dict):
+            raise DataError(f"{where}: {category!r} is not an object")
+        cid, name = category.get("id"), category.get("name")
+        if not _is_id(cid):
+            raise DataError(f"{where}: id {cid!r} is not a non-negative integer")
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(f"{where} (id={cid}): name {name!r} is not a non-empty string")
+        if cid in ids:
+            raise DataError(f"{where}: id {cid} is used twice (also by categories[{ids[cid]}])")
+        if name in names:
+            raise DataError(
+                f"{where} (id={cid}): name {name!r} is used twice (also by categories[{names[name]}])"
+            )
+        ids[cid], names[name] = k, k
+    return categories
+
 
 def coco_class_names(data: dict) -> tuple[list[str], dict[int, str]]:
-    """(class names, {category_id: name}) following the rule in the module docstring."""
+    """(class names, {category_id: name}) following the rule in the module docstring; ``data["categories"]``
+    checked as by :func:`read_coco` (entries with an int ``id`` and a str ``name``)."""
     categories = sorted(data.get("categories", []), key=lambda c: c["id"])
-    used = {a.get("category_id") for a in data.get("annotations", [])}
-    parents = {c.get("supercategory") for c in categories}
+    annotations = data.get("annotations")
+    annotations = annotations if isinstance(annotations, list) else []
+    used = {a.get("category_id") for a in annotations if isinstance(a, dict) and _is_id(a.get("category_id"))}
+    parents = {c.get("supercategory") for c in categories if isinstance(c.get("supercategory"), str)}
     kept = [c for c in categories if not (c["name"] in parents and c["id"] not in used)]
     return [c["name"] for c in kept], {c["id"]: c["name"] for c in categories}
+
+
+def _image(img, image_dir: str) -> tuple[int, str, int | None, int | None]:
+    """(id, path, width, height) of an ``images`` entry; raises ValueError naming the bad field."""
+    if not isinstance(img, dict):
+        raise ValueError(f"{img!r} is not an object")
+    image_id, name = img.get("id"), img.get("file_name")
+    if not _is_id(image_id):
+        raise ValueError(f"id {image_id!r} is not a non-negative integer")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"file_name {name!r} is not a non-empty string")
+    try:
+        width = _size(img.get("width"))
+    except ValueError as e:
+        raise ValueError(f"width {e}") from None
+    try:
+        height = _size(img.get("height"))
+    except ValueError as e:
+        raise ValueError(f"height {e}") from None
+    return image_id, os.path.join(image_dir, name), width, height
+
+
+def _box(ann: dict) -> tuple[float, float, float, float]:
+    """xyxy of an annotation's ``bbox`` ``[x, y, w, h]``; raises ValueError when it is not four numbers."""
+    bbox = ann.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        raise ValueError(f"bbox {bbox!r} is not [x, y, width, height] (four numbers)")
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except OverflowError:  # an integer beyond float range: non-finite, as check_boxes reports it
+        x = y = w = h = float("inf")
+    return x, y, x + w, y + h
 
 
 def read_coco(
@@ -43,66 +135,101 @@ def read_coco(
 
     Returns:
         (common examples in the order of ``images``, class names).
+    Raises:
+        DataError: a bad record (unless ``report`` skips them), or a file that is not a COCO instances file.
     """
     require_path(annotation_file, "COCO annotation file")
     image_dir = image_dir or os.path.dirname(os.path.abspath(annotation_file))
     try:
-        with open(annotation_file) as f:
+        with open(annotation_file, encoding="utf-8") as f:
             data = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         # Nothing to skip to: the whole file is unreadable, whatever skip_bad says.
         raise DataError(f"{annotation_file}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DataError(
+            f"{annotation_file}: the top level is {type(data).__name__}, not a COCO instances object"
+        )
     for key in ("images", "categories"):
-        if not isinstance(data, dict) or key not in data:
+        if key not in data:
             raise DataError(f"{annotation_file}: no {key!r} list: not a COCO instances file")
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key, []), list):
+            raise DataError(f"{annotation_file}: {key!r} is {type(data[key]).__name__}, not a list")
+    _categories(data, annotation_file)
     default_names, category_names = coco_class_names(data)
     class_names = list(class_names) if class_names is not None else default_names
     builder = ExampleBuilder(class_names, report, verify, exif_orientation)
 
-    images = {img["id"]: img for img in data["images"]}
+    images, skipped_images = {}, set()
+    for k, img in enumerate(data["images"]):
+        image_id = img.get("id") if isinstance(img, dict) else None
+        record = f"image id={image_id}" if _is_id(image_id) else f"images[{k}]"
+        try:
+            image_id, path, width, height = _image(img, image_dir)
+        except ValueError as e:
+            if _is_id(image_id):
+                skipped_images.add(image_id)
+            report.bad("bad_image_record", annotation_file, record, str(e))
+            continue
+        if image_id in images or image_id in skipped_images:
+            skipped_images.add(image_id)
+            report.bad("bad_image_record", annotation_file, f"{record} (images[{k}])", "id used twice")
+            continue
+        images[image_id] = (path, width, height)
+
     per_image = collections.defaultdict(list)
     for k, ann in enumerate(data.get("annotations", [])):
-        record = f"annotation id={ann.get('id', k)}"
-        if ann.get("image_id") not in images:
+        if not isinstance(ann, dict):
+            report.bad(
+                "bad_annotation", annotation_file, f"annotations[{k}]", f"{ann!r} is not an object", "box"
+            )
+            continue
+        record = f"annotation id={ann['id']}" if _is_id(ann.get("id")) else f"annotations[{k}]"
+        image_id = ann.get("image_id")
+        if _is_id(image_id) and image_id in skipped_images:
+            continue  # its image is a bad record, already reported: its boxes go with it
+        if not _is_id(image_id) or image_id not in images:
             report.bad(
                 "annotation_without_image",
                 annotation_file,
                 record,
-                f"image_id {ann.get('image_id')} is not in 'images'",
+                f"image_id {image_id!r} is not in 'images'",
                 level="box",
             )
             continue
         category = ann.get("category_id")
-        if category not in category_names:
+        if not _is_id(category) or category not in category_names:
             report.bad(
                 "unknown_class",
                 annotation_file,
                 record,
-                f"category_id {category} is not in 'categories'",
+                f"category_id {category!r} is not in 'categories'",
                 level="box",
             )
             continue
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-            report.bad("bad_box", annotation_file, record, f"bbox {bbox} is not [x, y, w, h]", level="box")
+        try:
+            box = _box(ann)
+        except ValueError as e:
+            report.bad("bad_box", annotation_file, record, str(e), level="box")
             continue
-        x, y, w, h = (float(v) for v in bbox)
+        crowd = ann.get("iscrowd", 0)
+        if crowd not in (0, 1):  # also False / True
+            report.bad("bad_box", annotation_file, record, f"iscrowd {crowd!r} is not 0 or 1", level="box")
+            continue
         name = category_names[category]
-        per_image[ann["image_id"]].append(
-            (f"{record} ({name})", name, (x, y, x + w, y + h), bool(ann.get("iscrowd", 0)))
-        )
+        per_image[image_id].append((f"{record} ({name})", name, box, bool(crowd)))
 
     examples = []
-    for image_id, img in images.items():
-        path = os.path.join(image_dir, img.get("file_name", ""))
+    for image_id, (path, width, height) in images.items():
         example = builder.build(
             path,
             image_id,
             per_image.get(image_id, []),
             annotation_file,
             f"image id={image_id}",
-            img.get("width"),
-            img.get("height"),
+            width,
+            height,
         )
         if example is not None:
             examples.append(example)

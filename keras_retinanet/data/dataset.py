@@ -20,7 +20,7 @@ import numpy as np
 
 from keras_retinanet.data.images import ImageError, inspect_image
 from keras_retinanet.data.spec import DatasetSpec, parse_spec
-from keras_retinanet.data.validation import DEFAULT_OVERHANG_TOLERANCE, SkipReport, check_boxes
+from keras_retinanet.data.validation import DEFAULT_OVERHANG_TOLERANCE, DataError, SkipReport, check_boxes
 
 
 @dataclasses.dataclass
@@ -86,7 +86,7 @@ class ExampleBuilder:
         self.class_names = list(class_names)
         self.class_index = {name: k for k, name in enumerate(self.class_names)}
         if len(self.class_index) != len(self.class_names):
-            raise ValueError(f"duplicate class names in {self.class_names}")
+            raise DataError(f"duplicate class names in {self.class_names}")
         self.report = report
         self.verify = verify
         self.exif_orientation = exif_orientation
@@ -211,10 +211,12 @@ def load_dataset(
             ``"decode"`` (also fully decodes every image) or ``"none"``.
         exif_orientation: apply EXIF orientation to images whose annotation uses the displayed size.
     Returns:
-        :class:`Dataset`.
+        :class:`Dataset` with at least one class and one image.
     Raises:
-        DataError: the first bad record (unless ``skip_bad``).
+        DataError: the first bad record (unless ``skip_bad``); a file that cannot be read at all (not JSON, not
+            a COCO file, a bad classes file); no classes; no images (none listed, or every one skipped).
         FileNotFoundError: no annotation file or directory.
+        ValueError: a malformed spec.
     """
     spec = parse_spec(spec)
     report = SkipReport(skip_bad)
@@ -240,7 +242,29 @@ def load_dataset(
         examples, names, encoded = read_tfds(
             spec.path, spec.extra or "train", report, class_names, data_dir=data_dir, verify=verify
         )
+    _require_content(spec, names, examples, report)
     return Dataset(examples, list(names), report, str(spec), encoded)
+
+
+def _require_content(
+    spec: DatasetSpec, class_names: Sequence[str], examples: list, report: SkipReport
+) -> None:
+    """An empty dataset is an error here, in words, rather than a Keras one later ("Received filters=0")."""
+    if not examples and not report.problems:
+        raise DataError(f"{spec}: no images (the split, 'images' list or annotation file is empty)")
+    if not examples:
+        counts = ", ".join(f"{reason} {count}" for reason, count in sorted(report.counts().items()))
+        raise DataError(
+            f"{spec}: no images left: every image was skipped ({counts}; first: {report.problems[0]})"
+        )
+    if not class_names:
+        where = {
+            "voc": "no <object><name> in any Annotations/*.xml",
+            "coco": "'categories' is empty or holds only parent categories without annotations",
+            "csv": "the classes file lists none",
+            "tfds": "its objects/label feature has no names",
+        }[spec.kind]
+        raise DataError(f"{spec}: no classes ({where})")
 
 
 def require_path(path: str, what: str) -> None:

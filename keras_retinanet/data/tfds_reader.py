@@ -18,7 +18,7 @@ import numpy as np
 
 from keras_retinanet.data.dataset import ExampleBuilder
 from keras_retinanet.data.images import ImageError, inspect_image
-from keras_retinanet.data.validation import SkipReport
+from keras_retinanet.data.validation import DataError, SkipReport
 
 
 def _decode_str(value) -> str:
@@ -48,11 +48,11 @@ def read_tfds(
         if download:
             builder.download_and_prepare()
     except Exception as e:  # DatasetNotFoundError, registry errors: turn into a readable message
-        raise ValueError(f"TFDS dataset {name!r} cannot be loaded (data_dir={data_dir}): {e}") from None
+        raise DataError(f"TFDS dataset {name!r} cannot be loaded (data_dir={data_dir}): {e}") from None
     features = builder.info.features
     objects = features["objects"] if "objects" in features else None  # noqa: SIM401 (FeaturesDict has no .get)
     if objects is None or "bbox" not in objects or "label" not in objects or "image" not in features:
-        raise ValueError(
+        raise DataError(
             f"TFDS dataset {name!r} has no image + objects/bbox + objects/label features: "
             f"not a detection dataset"
         )
@@ -66,7 +66,7 @@ def read_tfds(
                 split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()}
             )
         except Exception as e:  # not prepared, unknown split
-            raise ValueError(
+            raise DataError(
                 f"TFDS dataset {name!r} split {split!r} cannot be read (data_dir={data_dir}; "
                 f"prepare it with `tfds build {name} --data_dir DIR`): {e}"
             ) from None

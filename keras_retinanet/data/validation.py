@@ -28,7 +28,16 @@ DEFAULT_OVERHANG_TOLERANCE = 0.1
 
 
 class DataError(ValueError):
-    """A dataset problem: names the file, the record and the problem."""
+    """A dataset problem: names the file, the record and the problem, in one line."""
+
+
+def printable(text: object) -> str:
+    """``str(text)`` with control characters (line breaks, tabs, NUL) escaped as in ``repr``: a name read from a
+    file must not break a one-line message."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclasses.dataclass
@@ -42,7 +51,7 @@ class Problem:
     level: str = "image"
 
     def __str__(self) -> str:
-        return f"{self.source}: {self.record}: {self.detail}"
+        return printable(f"{self.source}: {self.record}: {self.detail}")
 
 
 class SkipReport:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
 from keras_retinanet.data.dataset import ExampleBuilder, require_path
-from keras_retinanet.data.validation import SkipReport
+from keras_retinanet.data.validation import DataError, SkipReport
+
+# What ElementTree raises for a file that is not well-formed XML or declares an unknown encoding.
+XML_ERRORS = (ET.ParseError, ValueError, LookupError)
 
 
 def _image_ids(root: str, split: str | None) -> list[str]:
@@ -25,22 +29,44 @@ def _image_ids(root: str, split: str | None) -> list[str]:
         )
     split_file = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
     require_path(split_file, f"VOC split {split!r} (ImageSets/Main/{split}.txt)")
-    with open(split_file) as f:
-        # Class-specific split files have a second column ("-1"/"1"); the id is the first token.
-        return [line.split()[0] for line in f if line.strip()]
+    try:
+        with open(split_file, encoding="utf-8") as f:
+            # Class-specific split files have a second column ("-1"/"1"); the id is the first token.
+            return [line.split()[0] for line in f if line.strip()]
+    except UnicodeDecodeError as e:
+        raise DataError(f"{split_file}: not a text file of image ids ({e})") from None
+
+
+def _size(size, key: str) -> int:
+    """``<size><width>`` / ``<height>`` as an int; 0 when absent or empty (then read from the image)."""
+    text = (size.findtext(key) or "").strip() if size is not None else ""
+    if not text:
+        return 0
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"<size><{key}> {text!r} is not a number") from None
+    if not (value.is_integer() and 0 <= value < 2**63):
+        raise ValueError(f"<size><{key}> {text!r} is not a non-negative integer")
+    return int(value)
 
 
 def _parse(path: str):
-    """Returns (filename, width, height, [(name, difficult, (xmin, ymin, xmax, ymax) raw strings)])."""
+    """Returns (filename, width, height, [(name, difficult, (xmin, ymin, xmax, ymax) raw strings)]).
+
+    Raises:
+        ET.ParseError, ValueError, LookupError: not well-formed XML, or a size that is not an integer.
+    """
     tree = ET.parse(path).getroot()
     size = tree.find("size")
-    width = int(float(size.findtext("width", "0"))) if size is not None else 0
-    height = int(float(size.findtext("height", "0"))) if size is not None else 0
+    width, height = _size(size, "width"), _size(size, "height")
     objects = []
     for obj in tree.iter("object"):
         box = obj.find("bndbox")
         raw = tuple(box.findtext(k) if box is not None else None for k in ("xmin", "ymin", "xmax", "ymax"))
-        objects.append(((obj.findtext("name") or "").strip(), obj.findtext("difficult", "0").strip(), raw))
+        objects.append(
+            ((obj.findtext("name") or "").strip(), (obj.findtext("difficult") or "0").strip(), raw)
+        )
     return tree.findtext("filename"), width, height, objects
 
 
@@ -68,12 +94,12 @@ def read_voc(
             continue
         try:
             parsed[image_id] = _parse(xml_path)
-        except (ET.ParseError, ValueError) as e:
+        except XML_ERRORS as e:
             report.bad("bad_annotation", xml_path, f"image {image_id!r}", f"unreadable annotation ({e})")
     if class_names is None:
         names = set()
         for path in glob.glob(os.path.join(root, "Annotations", "*.xml")):
-            with contextlib.suppress(ET.ParseError):  # reported above if it is in the split
+            with contextlib.suppress(*XML_ERRORS):  # reported above if it is in the split
                 names.update(
                     (o.findtext("name") or "").strip() for o in ET.parse(path).getroot().iter("object")
                 )
@@ -97,9 +123,12 @@ def read_voc(
             try:
                 xmin, ymin, xmax, ymax = (float(v) for v in raw)
             except (TypeError, ValueError):
-                report.bad("bad_box", xml_path, record, f"bndbox {raw} is not four numbers", level="box")
+                report.bad(
+                    "bad_box", xml_path, record, f"bndbox {list(raw)} is not four numbers", level="box"
+                )
                 continue
-            if xmax == xmin or ymax == ymin:
+            # Non-finite values are left to check_boxes, which names them so (inf == inf is no zero area).
+            if all(map(math.isfinite, (xmin, ymin, xmax, ymax))) and (xmax == xmin or ymax == ymin):
                 report.bad(
                     "box_zero_area",
                     xml_path,

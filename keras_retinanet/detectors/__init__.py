@@ -12,7 +12,7 @@ One small interface, :class:`Detector`, hides the model kind:
   Android, iOS and web apps run it.
 
 :func:`load_detector` (``loading.py``) picks the kind from a path and fails clearly on anything else;
-:func:`predict` (``predict.py``) is the one-call API. Images are (H, W, 3) uint8 RGB arrays or paths
+:func:`predict` (``running.py``) is the one-call API. Images are (H, W, 3) uint8 RGB arrays or paths
 (read by ``keras_retinanet.imaging.read_image``). Each detector returns, per image, a :class:`Detections`:
 ``boxes`` (D, 4) float32 ``x1, y1, x2, y2`` in the original image's pixels, ``scores`` (D,) sorted high to
 low, ``classes`` (D,) int32 in 0..K-1, ``names``.
@@ -25,23 +25,23 @@ __getattr__, __dir__ = lazy_namespace(
     {
         "Detections": "base",
         "Detector": "base",
-        "IMAGE_EXTENSIONS": "predict",
+        "IMAGE_EXTENSIONS": "running",
         "KerasDetector": "keras_model",
         "MediaPipeDetector": "mediapipe",
         "LABELS_FILE": "base",
         "MODEL_KINDS": "loading",
         "ModelFileError": "base",
-        "PredictionItem": "predict",
+        "PredictionItem": "running",
         "RUNTIMES": "loading",
         "SavedModelDetector": "saved_model",
         "TFLiteDetector": "tflite",
         "find_labels": "base",
-        "iter_predictions": "predict",
+        "iter_predictions": "running",
         "load_detector": "loading",
         "load_retinanet": "loading",
         "model_kind": "loading",
-        "predict": "predict",
-        "predict_paths": "predict",
+        "predict": "running",
+        "predict_paths": "running",
     },
 )
 __all__ = sorted(__dir__())

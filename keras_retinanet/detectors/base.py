@@ -103,10 +103,10 @@ class Detector:
     def make_detections(self, boxes, scores, classes, image_size: Sequence[int]) -> Detections:
         """One image's :class:`Detections` from raw rows with boxes already in original pixels.
 
-        Drops padding (class < 0) and non-finite rows and rows under ``score_threshold``, sorts by score,
-        keeps ``max_detections``, clips boxes to the image and drops boxes under ``MIN_BOX_SIDE`` wide or high
-        (boxes that lie in the letterbox padding or outside the image collapse so; MediaPipe, which reports
-        integer boxes, drops them the same way).
+        Drops padding (class < 0), non-finite rows, rows under ``score_threshold`` and boxes under
+        ``MIN_BOX_SIDE`` wide or high once clipped to the image (boxes in the letterbox padding or outside the
+        image collapse so; MediaPipe, which reports integer boxes, drops them the same way), then sorts by
+        score and keeps ``max_detections``.
         """
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         scores = np.asarray(scores, np.float32).reshape(-1)
@@ -117,13 +117,12 @@ class Detector:
         keep = (classes >= 0) & np.isfinite(scores) & np.all(np.isfinite(boxes), 1)
         if self.score_threshold is not None:
             keep &= scores >= self.score_threshold
+        height, width = (int(s) for s in image_size[:2])
+        boxes = np.clip(boxes, 0.0, np.array([width, height, width, height], np.float32))
+        keep &= (boxes[:, 2] - boxes[:, 0] >= MIN_BOX_SIDE) & (boxes[:, 3] - boxes[:, 1] >= MIN_BOX_SIDE)
         boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
         order = np.argsort(-scores, kind="stable")[: self.max_detections]
         boxes, scores, classes = boxes[order], scores[order], classes[order]
-        height, width = (int(s) for s in image_size[:2])
-        boxes = np.clip(boxes, 0.0, np.array([width, height, width, height], np.float32))
-        keep = (boxes[:, 2] - boxes[:, 0] >= MIN_BOX_SIDE) & (boxes[:, 3] - boxes[:, 1] >= MIN_BOX_SIDE)
-        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
         names = self.class_names
         labels = [names[c] if c < len(names) else str(c) for c in classes]
         return Detections(boxes, scores, classes, labels, (height, width))

@@ -87,8 +87,9 @@ def load_detector(
     """A :class:`Detector` for a model object or a model path.
 
     Args:
-        model: a ``RetinaNet``, a :class:`Detector` (returned as it is), or a path to a ``.keras`` file, a
-            SavedModel directory (or an export folder holding ``saved_model/``) or a ``.tflite`` file.
+        model: a ``RetinaNet``, a :class:`Detector` (returned as it is: the other options are then refused), or
+            a path to a ``.keras`` file, a SavedModel directory (or an export folder holding ``saved_model/``) or
+            a ``.tflite`` file.
         image_size: letterbox size for Keras models (int or (H, W); default the model's ``input_size``).
             SavedModel and TFLite files carry their own.
         score_threshold, max_detections: None keeps the model's own decoder settings; see each detector.
@@ -101,6 +102,16 @@ def load_detector(
     from keras_retinanet.detectors.keras_model import KerasDetector
 
     if isinstance(model, Detector):
+        given = {
+            "image_size": image_size,
+            "score_threshold": score_threshold,
+            "max_detections": max_detections,
+        }
+        given = [name for name, value in given.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: set them when building the {type(model).__name__}, not here"
+            )
         return model
     if not isinstance(model, (str, os.PathLike)):
         return KerasDetector(model, image_size, score_threshold, max_detections)

@@ -145,21 +145,25 @@ class TFLiteDetector(Detector):
             "scores": np.asarray(get(self._outputs["scores"]), np.float32).reshape(-1)[:count],
         }
 
-    def detect_canvas(self, canvas: np.ndarray) -> Detections:
-        """Detections on one (H, W, 3) canvas of the input size, boxes xyxy in canvas pixels."""
+    def _canvas_boxes(self, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(boxes (n, 4) xyxy in canvas pixels, scores, classes): the file's valid rows, unfiltered."""
         raw = self.run_canvas(canvas)
         height, width = self.image_size
         ymin, xmin, ymax, xmax = raw["boxes"].T
         boxes = np.stack([xmin * width, ymin * height, xmax * width, ymax * height], axis=1)
-        return self.make_detections(boxes, raw["scores"], raw["classes"], self.image_size)
+        return boxes, raw["scores"], raw["classes"]
+
+    def detect_canvas(self, canvas: np.ndarray) -> Detections:
+        """Detections on one (H, W, 3) canvas of the input size, boxes xyxy in canvas pixels."""
+        return self.make_detections(*self._canvas_boxes(canvas), self.image_size)
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         results = []
         for image in images:
             canvas, scale = RESIZE_RULES[self.resize](image, self.image_size)
-            found = self.detect_canvas(canvas)
-            boxes = boxes_to_original(found.boxes, scale, image.shape[:2])
-            results.append(self.make_detections(boxes, found.scores, found.classes, image.shape))
+            boxes, scores, classes = self._canvas_boxes(canvas)
+            boxes = boxes_to_original(boxes, scale, image.shape[:2])
+            results.append(self.make_detections(boxes, scores, classes, image.shape))
         return results
 
 

@@ -7,8 +7,11 @@
 - ``loop.py``: :func:`train` (a whole run and its folder), :func:`build_optimizer`, :func:`build_callbacks`,
   :func:`write_run_files`.
 - ``callbacks.py``: :class:`EvaluationCallback`, :class:`UnfreezeBackbone`, :class:`StopOnNaN`,
-  :class:`LearningRateLogger`, :class:`BestCheckpoint`, :class:`MetricsCSVLogger`,
-  :class:`PredictionImages`, :func:`freeze_batchnorm`.
+  :class:`LearningRateLogger`, :class:`LastCheckpoint`, :class:`BestCheckpoint`, :class:`MetricsCSVLogger`,
+  :class:`TrainingBackup`, :class:`PredictionImages`, :func:`freeze_batchnorm`.
+- ``run_folder.py``: the run folder's layout and training states, :func:`plan_run` (may a configuration use
+  this folder?), :class:`RunFolderError`. No TensorFlow.
+- ``atomic.py``: atomic writes (temporary name, fsync, rename) of every file a run writes. No TensorFlow.
 
 Names are imported on first use (PEP 562), so ``from keras_retinanet.training import TrainConfig`` does not
 import TensorFlow; ``train`` and the callbacks do.
@@ -21,13 +24,16 @@ __getattr__, __dir__ = lazy_namespace(
     {
         "BestCheckpoint": "callbacks",
         "EvaluationCallback": "callbacks",
+        "LastCheckpoint": "callbacks",
         "LearningRateLogger": "callbacks",
         "MetricsCSVLogger": "callbacks",
         "ModelConfig": "config",
         "NO_DECAY_NAMES": "loop",
         "PredictionImages": "callbacks",
         "StopOnNaN": "callbacks",
+        "RunFolderError": "run_folder",
         "TrainConfig": "config",
+        "TrainingBackup": "callbacks",
         "UnfreezeBackbone": "callbacks",
         "build_callbacks": "loop",
         "build_optimizer": "loop",

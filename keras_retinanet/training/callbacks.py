@@ -3,10 +3,16 @@
 - :class:`EvaluationCallback`: COCO metrics (pycocotools) of the model being trained on a validation set,
   written into the epoch logs as ``val_AP``, ``val_AP50``, ... for checkpoints and early stopping.
 - :class:`UnfreezeBackbone`: trains only the pyramid and heads for the first epochs, then everything.
-- :class:`StopOnNaN`: stops at the first non-finite loss with a message that says what to try.
+- :class:`StopOnNaN`: stops at the first non-finite loss (or non-finite weights) with a message that says
+  what to try; the saving callbacks below save nothing after it.
 - :class:`LearningRateLogger`: the optimiser's learning rate in the epoch logs (CSV, TensorBoard).
-- :class:`BestCheckpoint`: ``ModelCheckpoint(save_best_only=True)`` that skips the epochs not evaluated.
-- :class:`MetricsCSVLogger`: ``CSVLogger`` whose columns include metrics first logged after epoch 1.
+- :class:`LastCheckpoint`: the model after every epoch, written atomically.
+- :class:`BestCheckpoint`: the model with the best validation AP, written atomically, skipping the epochs not
+  evaluated.
+- :class:`MetricsCSVLogger`: the epoch logs as CSV, rewritten atomically; columns include metrics first logged
+  after epoch 1; a resumed run continues the file without duplicate rows.
+- :class:`TrainingBackup`: the training state after every epoch, written atomically; a rerun resumes from the
+  newest intact, finite one.
 - :class:`PredictionImages`: a few validation images with their predicted boxes, in TensorBoard.
 
 :func:`freeze_batchnorm` puts a model's BatchNorm layers in inference mode (used by ``UnfreezeBackbone`` and
@@ -15,15 +21,20 @@ by ``train`` with ``freeze_batchnorm``).
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
 from keras_retinanet.batchnorm import batchnorm_layers
+from keras_retinanet.training import atomic, run_folder
 
 
 def freeze_batchnorm(model: keras.Model) -> int:
@@ -199,62 +210,353 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss with a message that says where and what to try.
+    """Stops training at the first non-finite loss, or at the end of an epoch whose weights are no longer
+    finite, with a message that says where and what to try.
+
+    The callbacks that save the model (:class:`LastCheckpoint`, :class:`BestCheckpoint`,
+    :class:`TrainingBackup`) take it as ``guard`` and save nothing once it has stopped training, so the last
+    saved state stays the last finite one. Place it first in the callback list.
+
+    Args:
+        verbose: print the message when it stops training (``train`` prints its own, longer one).
 
     Attributes:
-        message: None, or the message printed when training was stopped.
+        message: None, or why training was stopped.
+        epoch, step: 1-based epoch and step where the non-finite value was seen (None before).
     """
 
-    def __init__(self):
+    def __init__(self, verbose: bool = True):
         super().__init__()
+        self.verbose = verbose
         self.message: str | None = None
+        self.epoch: int | None = None
+        self.step: int | None = None
         self._epoch = 0
+
+    @property
+    def stopped(self) -> bool:
+        return self.message is not None
+
+    def on_train_begin(self, logs=None):
+        self.message, self.epoch, self.step = None, None, None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
+    def _stop(self, what: str, step: int | None) -> None:
+        self.epoch, self.step = self._epoch + 1, step
+        where = f"epoch {self.epoch}, step {step}" if step is not None else f"the end of epoch {self.epoch}"
+        self.message = (
+            f"training stopped: {what} at {where}. Lower the learning rate, keep gradient clipping on "
+            "(clip_norm), lengthen the warm-up, or check the data (`retinanet data check`)."
+        )
+        if self.verbose:
+            print(self.message)
+        self.model.stop_training = True
+
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(np.asarray(loss).reshape(-1)[0])):
-            self.message = (
-                f"training stopped: the loss became {float(np.asarray(loss).reshape(-1)[0])} at epoch "
-                f"{self._epoch + 1}, step {batch + 1}. Lower the learning rate, keep gradient clipping on "
-                "(clip_norm), lengthen the warm-up, or check the data (`retinanet data check`)."
-            )
-            print(self.message)
-            self.model.stop_training = True
-
-
-class BestCheckpoint(keras.callbacks.ModelCheckpoint):
-    """``ModelCheckpoint(save_best_only=True)`` that waits quietly for the epochs that were evaluated.
-
-    With ``eval_every > 1`` most epochs have no ``val_AP``; Keras' own callback warns on each of them.
-    """
-
-    def __init__(self, filepath: str, monitor: str = "val_AP", mode: str = "max", **kwargs):
-        super().__init__(filepath, monitor=monitor, mode=mode, save_best_only=True, **kwargs)
+        if self.message is None and loss is not None:
+            value = float(np.asarray(loss).reshape(-1)[0])
+            if not math.isfinite(value):
+                self._stop(f"the loss became {value}", batch + 1)
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs and self.monitor in logs:
-            super().on_epoch_end(epoch, logs)
+        # A step can leave non-finite weights behind a finite loss (the loss is computed before the update).
+        if self.message is None and not all_finite(self.model):
+            self._stop("the weights became non-finite", None)
 
 
-class MetricsCSVLogger(keras.callbacks.CSVLogger):
-    """``CSVLogger`` whose columns always include ``extra_keys`` (empty on the epochs that lack them).
+def all_finite(model: keras.Model) -> bool:
+    """True when every variable of ``model`` and of its optimiser is finite (NaN and infinities are not)."""
+    variables = list(model.weights)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and getattr(optimizer, "built", False):
+        variables += list(optimizer.variables)
+    for variable in variables:
+        value = keras.ops.convert_to_numpy(variable)
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            return False
+    return True
 
-    Keras fixes the columns at the first epoch, so metrics first logged later (validation AP every N epochs)
-    would never reach the file.
+
+def _guarded(guard: StopOnNaN | None) -> bool:
+    return guard is not None and guard.stopped
+
+
+class LastCheckpoint(keras.callbacks.Callback):
+    """Saves the model (a ``.keras`` file with the optimiser state) after every epoch, atomically
+    (:mod:`keras_retinanet.training.atomic`): a kill leaves the previous complete file. Nothing is saved once
+    ``guard`` (a :class:`StopOnNaN`) has stopped training."""
+
+    def __init__(self, filepath: str | os.PathLike, guard: StopOnNaN | None = None):
+        super().__init__()
+        self.filepath = os.fspath(filepath)
+        self.guard = guard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not _guarded(self.guard):
+            atomic.save_model(self.model, self.filepath)
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model when ``monitor`` improves, atomically, and waits quietly for the epochs that were
+    evaluated (with ``eval_every > 1`` most epochs have no ``val_AP``). Non-finite values never count as an
+    improvement; nothing is saved once ``guard`` (a :class:`StopOnNaN`) has stopped training.
+
+    Attributes:
+        best: the best value so far (None before the first); :class:`TrainingBackup` saves and restores it.
     """
 
-    def __init__(self, filename: str, extra_keys: Sequence[str] = (), **kwargs):
-        super().__init__(filename, **kwargs)
+    def __init__(
+        self,
+        filepath: str | os.PathLike,
+        monitor: str = "val_AP",
+        mode: str = "max",
+        guard: StopOnNaN | None = None,
+        verbose: int = 0,
+    ):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.filepath = os.fspath(filepath)
+        self.monitor, self.mode, self.guard, self.verbose = monitor, mode, guard, verbose
+        self.best: float | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not logs or self.monitor not in logs or _guarded(self.guard):
+            return
+        value = float(np.asarray(logs[self.monitor]).reshape(-1)[0])
+        if not math.isfinite(value):
+            return
+        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+            if self.verbose:
+                print(f"\nEpoch {epoch + 1}: {self.monitor} improved to {value:.4f}, saving {self.filepath}")
+            atomic.save_model(self.model, self.filepath)
+            self.best = value
+
+    def resume_state(self) -> dict:
+        return {"best": self.best}
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        self.best = state.get("best")
+
+
+class MetricsCSVLogger(keras.callbacks.Callback):
+    """The epoch logs in a CSV file, one row per epoch, rewritten atomically after every epoch.
+
+    Columns are ``epoch`` (0-based) then every key logged so far and ``extra_keys``, sorted (metrics first
+    logged after epoch 1, e.g. validation AP every N epochs, get their column; empty where missing). With
+    ``append`` the rows of an earlier run are kept, except those of the epoch training starts with and later:
+    a resumed run continues the file without duplicate or orphan rows.
+    """
+
+    def __init__(
+        self, filename: str | os.PathLike, extra_keys: Sequence[str] = (), append: bool = False, separator=","
+    ):
+        super().__init__()
+        self.filename = os.fspath(filename)
         self.extra_keys = list(extra_keys)
+        self.append = append
+        self.separator = separator
+        self.rows: list[dict[str, str]] = []
+        self._first_epoch: int | None = None
+
+    def on_train_begin(self, logs=None):
+        self.rows, self._first_epoch = [], None
+        if self.append and os.path.exists(self.filename):
+            with open(self.filename, newline="", encoding="utf-8") as file:
+                self.rows = [dict(row) for row in csv.DictReader(file, delimiter=self.separator)]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+            # Rows of this epoch and later come from an attempt that was killed or diverged: replaced now.
+            self.rows = [row for row in self.rows if _epoch_before(row, epoch)]
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = dict(logs or {})
-        for key in self.extra_keys:
-            logs.setdefault(key, "")
-        super().on_epoch_end(epoch, logs)
+        row = {"epoch": str(epoch)}
+        row.update({key: _csv_value(value) for key, value in (logs or {}).items()})
+        self.rows.append(row)
+        keys = {key for existing in self.rows for key in existing} | set(self.extra_keys)
+        columns = ["epoch", *sorted(keys - {"epoch"})]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, columns, restval="", delimiter=self.separator, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic.write_text(self.filename, text.getvalue())
+
+
+def _epoch_before(row: Mapping[str, str], start: int) -> bool:
+    """True for a row of an epoch before ``start`` (0-based); an unreadable epoch column counts as after."""
+    try:
+        return int(row.get("epoch", "")) < start
+    except ValueError:
+        return False
+
+
+def _csv_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    array = np.asarray(value)
+    if array.size == 1:
+        return repr(float(array.reshape(-1)[0])) if array.dtype.kind == "f" else str(array.reshape(-1)[0])
+    return "[" + ", ".join(str(v) for v in array.reshape(-1)) + "]"
+
+
+def _plain_logs(logs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Epoch logs as JSON values (floats; the strings some callbacks log stay strings)."""
+    plain = {}
+    for key, value in (logs or {}).items():
+        if isinstance(value, str):
+            plain[key] = value
+        else:
+            array = np.asarray(value)
+            plain[key] = float(array.reshape(-1)[0]) if array.size == 1 else array.tolist()
+    return plain
+
+
+def _callback_state(callback: keras.callbacks.Callback) -> dict:
+    if hasattr(callback, "resume_state"):
+        return callback.resume_state()
+    if isinstance(callback, keras.callbacks.EarlyStopping):
+        best = callback.best
+        return {
+            "wait": int(callback.wait),
+            "best": None if best is None else float(best),
+            "best_epoch": int(callback.best_epoch),
+        }
+    raise TypeError(f"{type(callback).__name__} has no state TrainingBackup knows how to save")
+
+
+def _restore_callback_state(callback: keras.callbacks.Callback, state: Mapping[str, Any]) -> None:
+    if hasattr(callback, "restore_state"):
+        callback.restore_state(state)
+    elif isinstance(callback, keras.callbacks.EarlyStopping):
+        callback.wait = int(state.get("wait", 0))
+        callback.best = state.get("best")
+        callback.best_epoch = int(state.get("best_epoch", 0))
+
+
+class TrainingBackup(keras.callbacks.Callback):
+    """Saves the training state after every epoch and resumes from the newest intact one when ``fit`` starts
+    again: ``keras.callbacks.BackupAndRestore`` made safe against kills and divergence.
+
+    After each epoch the weights and the optimiser state go to ``backup_dir/epoch-NNNN.weights.h5`` and then
+    a marker ``epoch-NNNN.json`` (size and SHA-256 of the weights, time, the logs of every epoch so far, the
+    state of the ``stateful`` callbacks) commits them, each file written atomically
+    (:mod:`keras_retinanet.training.run_folder` describes the format). The ``keep`` newest states stay.
+    Nothing is saved once ``guard`` (a :class:`StopOnNaN`) has stopped training, so the newest state is always
+    the last finite one.
+
+    When training begins, the newest state whose weights match their marker and load is restored (weights,
+    optimiser state, the epoch to start from, the ``stateful`` callbacks' state); a damaged one is skipped with
+    a warning on stderr. If states exist and none is intact, it raises
+    :class:`~keras_retinanet.training.run_folder.RunFolderError` rather than silently starting over. It reads
+    the ``latest.weights.h5`` that ``BackupAndRestore`` wrote too. Put it **last** in the callback list, so that
+    it restores the callbacks' state after their own ``on_train_begin`` has reset it.
+
+    Args:
+        backup_dir: its folder (only for its files).
+        guard: the run's :class:`StopOnNaN`.
+        keep: states kept (2: the previous good state survives damage to the newest).
+        stateful: callbacks whose state is saved, by name: :class:`BestCheckpoint`, ``EarlyStopping``, or any
+            callback with ``resume_state() -> dict`` and ``restore_state(dict)``.
+        verbose: 1 prints what it resumes from.
+        save: False only restores (the workers of a multi-worker run other than the chief, which saves).
+
+    Attributes:
+        restored: the :class:`~keras_retinanet.training.run_folder.TrainingState` resumed from, or None.
+        saved: the newest state this callback saved or restored, or None.
+        history: the logs of every finished epoch (restored ones included), dicts with ``epoch`` (0-based).
+        unsaved: the logs of the epoch not saved because ``guard`` had stopped training, or None.
+    """
+
+    def __init__(
+        self,
+        backup_dir: str | os.PathLike,
+        guard: StopOnNaN | None = None,
+        keep: int = 2,
+        stateful: Mapping[str, keras.callbacks.Callback] | None = None,
+        verbose: int = 1,
+        save: bool = True,
+    ):
+        super().__init__()
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.backup_dir = Path(backup_dir)
+        self.guard = guard
+        self.keep = int(keep)
+        self.stateful = dict(stateful or {})
+        self.verbose = verbose
+        self.save = save
+        self.restored: run_folder.TrainingState | None = None
+        self.saved: run_folder.TrainingState | None = None
+        self.history: list[dict] = []
+        self.unsaved: dict | None = None
+
+    def on_train_begin(self, logs=None):
+        self.unsaved = None
+        self.restored = self.restore()
+        self.saved = self.restored
+        self.history = list(self.restored.history) if self.restored else []
+        if self.restored is not None:
+            # What Keras' own BackupAndRestore sets: fit() starts from this epoch.
+            self.model._initial_epoch = self.restored.epoch
+            for name, callback in self.stateful.items():
+                if name in self.restored.callbacks:
+                    _restore_callback_state(callback, self.restored.callbacks[name])
+
+    def restore(self) -> run_folder.TrainingState | None:
+        """Loads the newest intact state into the model; returns it (None when there is none at all)."""
+        states, problems = run_folder.list_states(self.backup_dir)
+        for problem in problems:
+            print(f"warning: {problem}; ignored", file=sys.stderr)
+        damaged = []
+        for state in states:
+            problem = state.damage()
+            if problem is None:
+                try:
+                    optimizer = getattr(self.model, "optimizer", None)
+                    if optimizer is not None and not optimizer.built:
+                        optimizer.build(self.model.trainable_variables)
+                    self.model.load_weights(state.weights)
+                except Exception as error:  # h5py's OSError, Keras' ValueError on a mismatch, ...
+                    problem = f"its weights do not load ({type(error).__name__}: {error})"
+            if problem is None:
+                if self.verbose:
+                    total = (self.params or {}).get("epochs", state.epochs)
+                    print(
+                        f"resuming from epoch {state.epoch} of {total}, checkpoint of {state.time_text()} "
+                        f"({state.weights})"
+                    )
+                return state
+            damaged.append(f"{state.weights.name} (epoch {state.epoch}): {problem}")
+            print(f"warning: skipping the training state {state.weights}: {problem}", file=sys.stderr)
+        if damaged:
+            raise run_folder.RunFolderError(
+                f"no intact training state in {self.backup_dir} ({'; '.join(damaged)}): nothing to resume "
+                "from. Use a new --output to start over (or remove that folder's backup/ to restart there)."
+            )
+        return None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if _guarded(self.guard):
+            self.unsaved = {"epoch": epoch, **_plain_logs(logs)}
+            return
+        self.history.append({"epoch": epoch, **_plain_logs(logs)})
+        if not self.save:
+            return
+        weights, _ = run_folder.state_paths(self.backup_dir, epoch + 1)
+        atomic.save_weights(self.model, weights)
+        self.saved = run_folder.commit_state(
+            self.backup_dir,
+            epoch + 1,
+            (self.params or {}).get("epochs"),
+            self.history,
+            {name: _callback_state(callback) for name, callback in self.stateful.items()},
+            keep=self.keep,
+        )
 
 
 class PredictionImages(keras.callbacks.Callback):

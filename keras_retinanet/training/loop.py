@@ -166,9 +166,8 @@ def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -
     # from it (the folder is shared, as the README asks) and train.
     writer = bool(getattr(strategy.extended, "should_checkpoint", True))
     # Nothing is written before this point: a bad data set or model option leaves no run folder behind.
-    with (
-        run_folder.locked(config.output) if writer else contextlib.nullcontext(Path(config.output)) as output
-    ):
+    folder = run_folder.locked(config.output) if writer else contextlib.nullcontext(Path(config.output))
+    with folder as output:
         # Again, under the lock: another training may have used the folder since the first look.
         plan = run_folder.plan_run(config, allow_changes)
         if plan.finished:
@@ -205,22 +204,21 @@ def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -
         if stop_on_nan.stopped:
             summary["stopped_on_nan"] = _nan_message(config, stop_on_nan, backup)
             print(summary["stopped_on_nan"], file=sys.stderr)
-        elif not writer:
-            summary["finished"] = True
-            return summary
         else:
+            # Every worker recomputes the statistics (the same computation on each, as the training steps).
             if config.precise_bn_batches and not config.freeze_batchnorm:
                 summary["precise_bn_batches"] = recompute_batchnorm_statistics(
                     model, dataset.take(config.precise_bn_batches), config.precise_bn_batches
                 )
-            atomic.save_model(model, output / run_folder.MODEL)
-            if val_data is not None:
-                from keras_retinanet.detectors import KerasDetector
-                from keras_retinanet.evaluation import evaluate_model
+            if writer:
+                atomic.save_model(model, output / run_folder.MODEL)
+                if val_data is not None:
+                    from keras_retinanet.detectors import KerasDetector
+                    from keras_retinanet.evaluation import evaluate_model
 
-                summary["final_metrics"] = evaluate_model(
-                    KerasDetector(model), val_data.examples, class_names=class_names, progress=False
-                )
+                    summary["final_metrics"] = evaluate_model(
+                        KerasDetector(model), val_data.examples, class_names=class_names, progress=False
+                    )
             summary["finished"] = True
         if writer:
             atomic.write_json(output / run_folder.SUMMARY, summary)

@@ -71,7 +71,7 @@ def test_truncated_png_and_decode_verification(tmp_path):
 
 
 def test_annotation_without_image_file_and_without_annotation(tmp_path):
-    root = write_voc(tmp_path / "voc", {"a": []})
+    root = write_voc(tmp_path / "voc", {"a": [("cat", (1, 1, 10, 10), False)]})  # one class: a usable set
     (root / "ImageSets" / "Main" / "train.txt").write_text("a\nghost\n")
     with pytest.raises(DataError, match=r"ghost\.xml: image 'ghost': annotation file not found"):
         load_dataset(f"voc:{root}:train")

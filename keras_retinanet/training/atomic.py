@@ -1,0 +1,140 @@
+"""Atomic writes for the files of a run folder, so that a kill at any instant leaves the previous good file.
+
+Every writer here writes to a hidden temporary name in the destination's own folder
+(``.NAME.partial-PID.SUFFIX``, e.g. ``.last.partial-4242.keras``), flushes it to disk (``fsync``), then
+renames it over the destination with ``os.replace``, which POSIX makes atomic within one file system: a reader,
+or a rerun after a kill, sees either the whole old file or the whole new one, never a mix or a truncated file.
+The folder is fsynced after the rename so that the new name survives a power cut too.
+
+A kill leaves at most a temporary file behind; :func:`remove_partial_files` deletes them when the next run
+starts. An exception while writing removes the temporary file at once.
+
+:func:`kill_point` is the fault-injection hook the kill tests use (``tests/test_kill.py``): with the
+environment variable ``KERAS_RETINANET_KILL_AT=NAME`` (or ``NAME@N``: the N-th time), the process kills itself
+with SIGKILL when it reaches the point ``NAME``, e.g. ``last.keras:written`` (the temporary file is complete,
+the destination untouched) or ``last.keras:renamed`` (the new file is in place). Unset, it does nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+KILL_ENV = "KERAS_RETINANET_KILL_AT"
+PARTIAL_MARK = ".partial-"
+
+_reached: collections.Counter = collections.Counter()
+
+
+def kill_point(name: str) -> None:
+    """SIGKILLs this process if ``$KERAS_RETINANET_KILL_AT`` names this point (``NAME`` or ``NAME@N``)."""
+    target = os.environ.get(KILL_ENV)
+    if not target:
+        return
+    wanted, _, count = target.partition("@")
+    if wanted != name:
+        return
+    _reached[name] += 1
+    if _reached[name] == int(count or 1):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """The temporary name of ``path``: same folder and suffixes (Keras checks ``.keras`` / ``.weights.h5``),
+    hidden, marked with this process's id: ``dir/model.keras`` -> ``dir/.model.partial-4242.keras``."""
+    path = Path(path)
+    stem, dot, suffixes = path.name.partition(".")
+    return path.with_name(f".{stem}{PARTIAL_MARK}{os.getpid()}{dot}{suffixes}")
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Directories cannot be opened for fsync on Windows; the rename is still atomic there.
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """``with replacing("dir/x.keras") as temporary: model.save(temporary)``: whatever the block writes to
+    ``temporary`` replaces ``path`` atomically when the block ends without an exception."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = partial_path(path)
+    try:
+        yield temporary
+        _fsync_file(temporary)
+        kill_point(f"{path.name}:written")
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    _fsync_folder(path.parent)
+    kill_point(f"{path.name}:renamed")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Replaces ``path`` with ``text`` (UTF-8) atomically."""
+    with replacing(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:
+    """Replaces ``path`` with ``value`` as indented JSON, atomically (NaN and infinities as JSON5 words,
+    which Python's ``json`` reads back)."""
+    write_text(path, json.dumps(value, indent=2, default=_plain) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays, as ``json.dumps`` needs them."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def save_model(model, path: str | os.PathLike) -> None:
+    """``model.save(path)`` (a ``.keras`` file, optimiser state included), atomically."""
+    with replacing(path) as temporary:
+        model.save(temporary)
+
+
+def save_weights(model, path: str | os.PathLike) -> None:
+    """``model.save_weights(path)`` (a ``.weights.h5`` file: weights and optimiser state), atomically."""
+    with replacing(path) as temporary:
+        model.save_weights(temporary)
+
+
+def remove_partial_files(*folders: str | os.PathLike) -> list[Path]:
+    """Deletes the temporary files that killed writers left in ``folders`` (not recursive); returns them.
+
+    Call it only while no other process writes there (``train`` holds the run folder's lock).
+    """
+    removed = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(f".*{PARTIAL_MARK}*"):
+            if path.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                removed.append(path)
+    return removed

@@ -1,0 +1,435 @@
+"""A training run folder: what it holds, whether a new command may use it, and the states a rerun resumes from.
+
+Layout (``train`` writes it; every file through :mod:`keras_retinanet.training.atomic`, so a kill leaves the
+previous good version):
+
+    DIR/config.yaml              the configuration that made the run (the latest one allowed to continue it)
+    DIR/class_names.txt          one class name per line
+    DIR/backup/epoch-NNNN.weights.h5, epoch-NNNN.json
+                                 the training state after epoch NNNN (weights and optimiser state; its marker
+                                 file with the size and SHA-256 of the weights, the time, the epoch logs and
+                                 the state of the callbacks that have one); the two newest are kept
+    DIR/checkpoints/last.keras   the model after the last finished epoch; best.keras, by validation AP
+    DIR/model.keras              the final model
+    DIR/log.csv, DIR/train_summary.json, DIR/tensorboard/
+    DIR/.lock                    held (``flock``) by the training that uses the folder
+
+A state is committed when its marker ``epoch-NNNN.json`` is in place: the weights are renamed into place
+before it is written, so a marker always names complete weights, and weights without a marker are ignored.
+
+:func:`plan_run` compares a new configuration with the folder's ``config.yaml`` before anything is loaded or
+written (:data:`FREE_KEYS` may change freely; :func:`fixed_keys` never; the others only when the command
+names them in ``allow_changes``). This module needs only the standard library and PyYAML.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from keras_retinanet.training import atomic
+from keras_retinanet.training.config import ModelConfig, TrainConfig
+
+CONFIG = "config.yaml"
+CLASS_NAMES = "class_names.txt"
+MODEL = "model.keras"
+SUMMARY = "train_summary.json"
+LOG = "log.csv"
+CHECKPOINTS = "checkpoints"
+BACKUP = "backup"
+LOCK = ".lock"
+# What Keras' BackupAndRestore wrote (earlier versions of this package): read, never written.
+LEGACY_WEIGHTS = "latest.weights.h5"
+LEGACY_METADATA = "training_metadata.json"
+
+# Options that only change what is shown or where it is stored: a rerun may change them without asking.
+FREE_KEYS = frozenset({"output", "verbose", "tensorboard", "tensorboard_images", "cache"})
+# TrainConfig options that decide the model's variables or the optimiser's state (slots, loss scaling): the
+# saved state cannot be loaded into a run with other values. Every ModelConfig option is fixed as well.
+FIXED_TRAIN_KEYS = frozenset({"optimizer", "freeze_batchnorm", "mixed_precision", "init"})
+
+_STATE_NAME = re.compile(r"^epoch-(\d+)\.json$")
+
+
+class RunFolderError(ValueError):
+    """A run folder that the command must not use as it is; the message says why and what to do."""
+
+
+def fixed_keys() -> frozenset[str]:
+    """Options that can never change in an existing run folder: the model's and :data:`FIXED_TRAIN_KEYS`."""
+    return FIXED_TRAIN_KEYS | {field.name for field in dataclasses.fields(ModelConfig)}
+
+
+def flat_config(config: TrainConfig) -> dict[str, Any]:
+    """``config`` as one flat mapping of plain values (the model's options under their flag names)."""
+    values = config.to_dict()
+    model = values.pop("model")
+    return {**values, **model}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training states
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingState:
+    """One saved training state in ``DIR/backup``.
+
+    Attributes:
+        epoch: epochs finished when it was saved (training resumes with epoch ``epoch + 1``, 1-based).
+        epochs: the run's planned number of epochs then (None in the legacy format).
+        saved_at: POSIX time of the save.
+        weights: the ``.weights.h5`` file (model and optimiser variables).
+        marker: its ``epoch-NNNN.json`` (None in the legacy format).
+        size, sha256: of the weights file when it was written (None in the legacy format).
+        history: the logs of every epoch up to this one (dicts with ``epoch``, 0-based).
+        callbacks: saved state of the callbacks that have one, by name.
+    """
+
+    epoch: int
+    epochs: int | None
+    saved_at: float
+    weights: Path
+    marker: Path | None = None
+    size: int | None = None
+    sha256: str | None = None
+    history: tuple = ()
+    callbacks: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def legacy(self) -> bool:
+        return self.marker is None
+
+    def time_text(self) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.saved_at))
+
+    def damage(self) -> str | None:
+        """None when the weights file is the one the marker describes; otherwise what is wrong with it."""
+        try:
+            size = self.weights.stat().st_size
+        except FileNotFoundError:
+            return "its weights file is missing"
+        if size == 0:
+            return "its weights file is empty (0 bytes)"
+        if self.size is not None and size != self.size:
+            return f"its weights file has {size} bytes, {self.size} were written"
+        if self.sha256 is not None and file_sha256(self.weights) != self.sha256:
+            return "its weights file does not match the SHA-256 written with it"
+        return None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def state_paths(backup_dir: str | os.PathLike, epoch: int) -> tuple[Path, Path]:
+    """(weights, marker) of the state after ``epoch`` epochs."""
+    backup_dir = Path(backup_dir)
+    return backup_dir / f"epoch-{epoch:04d}.weights.h5", backup_dir / f"epoch-{epoch:04d}.json"
+
+
+def list_states(backup_dir: str | os.PathLike) -> tuple[list[TrainingState], list[str]]:
+    """The committed states in ``backup_dir``, newest first (a legacy Keras ``BackupAndRestore`` state
+    included), and a description of each marker that could not be read."""
+    backup_dir = Path(backup_dir)
+    states, problems = [], []
+    if not backup_dir.is_dir():
+        return states, problems
+    for marker in backup_dir.iterdir():
+        if not _STATE_NAME.match(marker.name):
+            continue
+        try:
+            values = json.loads(marker.read_text(encoding="utf-8"))
+            states.append(
+                TrainingState(
+                    epoch=int(values["epoch"]),
+                    epochs=values.get("epochs"),
+                    saved_at=float(values["saved_at"]),
+                    weights=backup_dir / values["weights"],
+                    marker=marker,
+                    size=int(values["size"]),
+                    sha256=str(values["sha256"]),
+                    history=tuple(values.get("history", ())),
+                    callbacks=dict(values.get("callbacks", {})),
+                )
+            )
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            problems.append(f"{marker}: unreadable ({error})")
+    legacy_weights, legacy_metadata = backup_dir / LEGACY_WEIGHTS, backup_dir / LEGACY_METADATA
+    if legacy_weights.exists():
+        try:
+            epoch = int(json.loads(legacy_metadata.read_text())["epoch"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            problems.append(f"{legacy_metadata}: unreadable ({error})")
+        else:
+            states.append(TrainingState(epoch, None, legacy_weights.stat().st_mtime, legacy_weights))
+    states.sort(key=lambda state: (state.epoch, not state.legacy), reverse=True)
+    return states, problems
+
+
+def commit_state(
+    backup_dir: str | os.PathLike,
+    epoch: int,
+    epochs: int | None,
+    history: Sequence[Mapping[str, Any]],
+    callbacks: Mapping[str, Any],
+    keep: int = 2,
+) -> TrainingState:
+    """Writes the marker of the state after ``epoch`` epochs, whose weights are already in place, then
+    deletes the states that are no longer needed (all but the ``keep`` newest, any newer one left from an
+    abandoned attempt, weights without a marker, the legacy files). Returns the new state."""
+    weights, marker = state_paths(backup_dir, epoch)
+    state = TrainingState(
+        epoch=epoch,
+        epochs=epochs,
+        saved_at=time.time(),
+        weights=weights,
+        marker=marker,
+        size=weights.stat().st_size,
+        sha256=file_sha256(weights),
+        history=tuple(history),
+        callbacks=dict(callbacks),
+    )
+    atomic.write_json(
+        marker,
+        {
+            "format": 1,
+            "epoch": state.epoch,
+            "epochs": state.epochs,
+            "saved_at": state.saved_at,
+            "saved": state.time_text(),
+            "weights": weights.name,
+            "size": state.size,
+            "sha256": state.sha256,
+            "history": list(state.history),
+            "callbacks": state.callbacks,
+        },
+    )
+    _prune(Path(backup_dir), epoch, keep)
+    return state
+
+
+def _prune(backup_dir: Path, newest: int, keep: int) -> None:
+    kept = set(range(newest - keep + 1, newest + 1))
+    markers, weights = [], []
+    for path in backup_dir.iterdir():
+        match = re.match(r"^epoch-(\d+)\.(json|weights\.h5)$", path.name)
+        if match and int(match.group(1)) not in kept:
+            (markers if match.group(2) == "json" else weights).append(path)
+        elif path.name.startswith(LEGACY_METADATA):
+            markers.append(path)
+        elif path.name.startswith(LEGACY_WEIGHTS):
+            weights.append(path)
+    # Markers first: a kill in between leaves weights without a marker (ignored), never the reverse.
+    for path in markers + weights:
+        path.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The folder as a whole
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """What :func:`plan_run` found.
+
+    Attributes:
+        path: the run folder.
+        fresh: nothing to continue (no folder, or no finished epoch and no model): start from the beginning.
+        finished: the run already finished with this configuration; there is nothing to do.
+        state: the newest committed state (None if none); ``train`` resumes from the newest *intact* one.
+        changes: ``{option: (old, new)}`` between ``config.yaml`` and the new configuration.
+        class_names: the classes the run was trained on (``class_names.txt``), or None.
+        summary: the previous ``train_summary.json`` (None if none).
+    """
+
+    path: Path
+    fresh: bool
+    finished: bool = False
+    state: TrainingState | None = None
+    changes: dict[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict)
+    class_names: list[str] | None = None
+    summary: dict | None = None
+
+    def check_class_names(self, class_names: Sequence[str]) -> None:
+        """Raises :class:`RunFolderError` if the run continues on data with other classes."""
+        if self.fresh or self.class_names is None or list(class_names) == self.class_names:
+            return
+        raise RunFolderError(
+            f"{self.path} was trained on the classes {self.class_names}; the data now gives "
+            f"{list(class_names)}: nothing was changed. Use a new --output to train on these classes."
+        )
+
+
+def _show(value: Any) -> str:
+    """A value as a user would type it: ``none``, ``true``, ``0.01``, ``[32, 64]``."""
+    if value is None or isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def describe_changes(changes: Mapping[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{key} {_show(old)} -> {_show(new)}" for key, (old, new) in changes.items())
+
+
+def parse_allow_changes(values: str | Iterable[str] | None) -> frozenset[str] | None:
+    """``"epochs,learning_rate"``, ``["epochs", "learning-rate"]`` or ``"all"`` (None) -> option names.
+
+    Returns None for ``all``. Unknown names and options that can never change are errors.
+    """
+    if values is None:
+        return frozenset()
+    if isinstance(values, str):
+        values = [values]
+    names = {part.strip().replace("-", "_") for value in values for part in re.split(r"[,\s]+", value)}
+    names.discard("")
+    if "all" in names:
+        return None
+    known = set(flat_config(TrainConfig()))
+    names = {name[len("model.") :] if name.startswith("model.") else name for name in names}
+    unknown = sorted(names - known)
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise RunFolderError(f"--allow-changes: unknown option(s) {', '.join(hints)}")
+    fixed = sorted(names & fixed_keys())
+    if fixed:
+        raise RunFolderError(
+            f"--allow-changes: {', '.join(fixed)} can never change in an existing run folder (they define the "
+            "model and the optimiser's state): use a new --output to train with other values"
+        )
+    return frozenset(names)
+
+
+def _training_files(path: Path) -> list[str]:
+    found = [name for name in (MODEL, SUMMARY, LOG) if (path / name).exists()]
+    found += [f"{CHECKPOINTS}/{p.name}" for p in sorted((path / CHECKPOINTS).glob("*.keras"))]
+    found += [f"{BACKUP}/{p.name}" for p in sorted((path / BACKUP).glob("*")) if not p.name.startswith(".")]
+    return found
+
+
+def plan_run(config: TrainConfig, allow_changes: str | Iterable[str] | None = ()) -> RunPlan:
+    """Checks ``config.output`` against ``config`` without writing anything.
+
+    Returns a :class:`RunPlan`, or raises :class:`RunFolderError` with what differs and how to proceed when the
+    folder was made by another configuration that may not continue it: options of :func:`fixed_keys` differ,
+    or options not in ``allow_changes`` (names, or ``"all"`` for every option that may change), or fewer
+    epochs than the run already trained.
+    """
+    allowed = parse_allow_changes(allow_changes)
+    path = Path(config.output)
+    if not (path / CONFIG).exists():
+        found = _training_files(path) if path.is_dir() else []
+        if found:
+            raise RunFolderError(
+                f"{path} holds training files ({', '.join(found[:4])}) but no {CONFIG}, so this command "
+                "cannot be checked against the one that made them: nothing was changed. Use a new --output."
+            )
+        return RunPlan(path, fresh=True)
+    try:
+        previous = TrainConfig.from_yaml(path / CONFIG)
+    except (OSError, ValueError) as error:
+        raise RunFolderError(
+            f"{path / CONFIG} cannot be read ({error}), so this command cannot be checked against the run "
+            "in that folder: nothing was changed. Use a new --output."
+        ) from None
+    old, new = flat_config(previous), flat_config(config)
+    changes = {key: (old[key], new[key]) for key in new if key not in FREE_KEYS and old.get(key) != new[key]}
+    states, _ = list_states(path / BACKUP)
+    state = states[0] if states else None
+    summary = _read_json(path / SUMMARY)
+    names_file = path / CLASS_NAMES
+    class_names = names_file.read_text(encoding="utf-8").splitlines() if names_file.exists() else None
+    plan = RunPlan(path, fresh=False, state=state, changes=changes, class_names=class_names, summary=summary)
+    has_model = (path / MODEL).exists()
+    if state is None and not has_model:
+        # Nothing finished to continue from or to protect (e.g. a NaN or a kill in the first epoch).
+        plan.fresh = True
+        return plan
+    if changes:
+        fixed = [key for key in changes if key in fixed_keys()]
+        refused = [key for key in changes if allowed is not None and key not in allowed]
+        if fixed:
+            raise RunFolderError(
+                f"{path} was made by a different configuration ({describe_changes(changes)}): "
+                f"{', '.join(fixed)} cannot change in an existing run folder (they define the model and the "
+                "optimiser's state), so nothing was changed. Use a new --output to train with these settings."
+            )
+        if refused:
+            raise RunFolderError(
+                f"{path} was made by a different configuration ({describe_changes(changes)}): nothing was "
+                f"changed. To continue this run with the new settings add --allow-changes {','.join(refused)}; "
+                "to start a new run use a new --output."
+            )
+    finished = bool(summary and summary.get("finished")) and has_model
+    if finished and not changes:
+        plan.finished = True
+        return plan
+    if state is None:
+        raise RunFolderError(
+            f"{path} holds a trained {MODEL} but no training state to continue from ({path / BACKUP} has "
+            "none): nothing was changed. Use a new --output, or move the model away to train again here."
+        )
+    if config.epochs < state.epoch:
+        raise RunFolderError(
+            f"{path} has already trained {state.epoch} epochs; --epochs {config.epochs} is fewer: nothing was "
+            "changed. Use a new --output for a shorter run."
+        )
+    return plan
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[Path]:
+    """Creates the run folder and holds its ``.lock`` (an exclusive ``flock``) for the block: a second
+    training into the same folder stops with :class:`RunFolderError`. The kernel releases the lock when the
+    process ends, killed or not. (No lock where ``fcntl`` is missing, i.e. on Windows.)"""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield path
+        return
+    with open(path / LOCK, "a+") as file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            owner = file.read().strip() or "unknown"
+            raise RunFolderError(
+                f"{path} is in use by another training (process {owner}): wait for it to end, or use a new "
+                "--output"
+            ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+        try:
+            yield path
+        finally:
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
