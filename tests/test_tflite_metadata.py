@@ -398,9 +398,7 @@ def test_bad_arguments_are_refused_with_a_reason(files):
         _add(b"\x00" * 64, labels)
     cut = _tflite_model(plain)
     cut.subgraphs[0].outputs = cut.subgraphs[0].outputs[:3]
-    with pytest.raises(
-        MetadataError, match=r"outputs must be the four detection outputs .* their shapes are \[\[1, 100, 4\]"
-    ):
+    with pytest.raises(MetadataError, match="outputs must be the four detection outputs"):
         _add(_pack(cut), labels)
 
 

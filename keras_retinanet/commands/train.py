@@ -170,7 +170,11 @@ def run(args: argparse.Namespace) -> int:
     allow_changes = getattr(args, "allow_changes", [])
     from keras_retinanet.training.run_folder import plan_run
 
-    plan_run(config, allow_changes)  # a run folder made by another configuration: refused before TF loads
+    # Before TensorFlow loads: a run folder made by another configuration is refused, a finished one is done.
+    plan = plan_run(config, allow_changes)
+    if plan.finished:
+        print(plan.finished_message())
+        return 0
     from keras_retinanet.training import train
 
     summary = train(config, allow_changes=allow_changes)

@@ -103,7 +103,7 @@ def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -
     """
     plan = run_folder.plan_run(config, allow_changes)
     if plan.finished:
-        return _already_finished(plan, config)
+        return _already_finished(plan)
     if not config.data:
         raise ValueError("no training data: pass --data SPEC (e.g. voc:DIR:trainval)")
 
@@ -171,7 +171,7 @@ def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -
         # Again, under the lock: another training may have used the folder since the first look.
         plan = run_folder.plan_run(config, allow_changes)
         if plan.finished:
-            return _already_finished(plan, config)
+            return _already_finished(plan)
         plan.check_class_names(class_names)
         if writer:
             atomic.remove_partial_files(output, output / run_folder.CHECKPOINTS, output / run_folder.BACKUP)
@@ -243,15 +243,9 @@ def _announce(plan: run_folder.RunPlan) -> None:
         print(f"continuing {plan.path} with changed settings: {run_folder.describe_changes(plan.changes)}")
 
 
-def _already_finished(plan: run_folder.RunPlan, config: TrainConfig) -> dict:
-    summary = dict(plan.summary or {})
-    done = summary.get("epochs_done", config.epochs)
-    print(
-        f"{plan.path} has already finished ({done} of {config.epochs} epochs, {plan.path / run_folder.MODEL}): "
-        "nothing to do. To train longer add --epochs N --allow-changes epochs; to start over use a new --output."
-    )
-    summary["already_finished"] = True
-    return summary
+def _already_finished(plan: run_folder.RunPlan) -> dict:
+    print(plan.finished_message())
+    return {**(plan.summary or {}), "already_finished": True}
 
 
 def _nan_message(config: TrainConfig, stop: StopOnNaN, backup: TrainingBackup) -> str:

@@ -264,6 +264,14 @@ class RunPlan:
     class_names: list[str] | None = None
     summary: dict | None = None
 
+    def finished_message(self) -> str:
+        """What a rerun of a finished run says."""
+        done = (self.summary or {}).get("epochs_done", self.state.epoch if self.state else "all")
+        return (
+            f"{self.path} has already finished ({done} epochs, {self.path / MODEL}): nothing to do. To train "
+            "longer add --epochs N --allow-changes epochs; to start over use a new --output."
+        )
+
     def check_class_names(self, class_names: Sequence[str]) -> None:
         """Raises :class:`RunFolderError` if the run continues on data with other classes."""
         if self.fresh or self.class_names is None or list(class_names) == self.class_names:
@@ -378,7 +386,10 @@ def plan_run(config: TrainConfig, allow_changes: str | Iterable[str] | None = ()
                 f"changed. To continue this run with the new settings add --allow-changes {','.join(refused)}; "
                 "to start a new run use a new --output."
             )
-    finished = bool(summary and summary.get("finished")) and has_model
+    # Earlier versions wrote the summary only at the end of a run, without "finished".
+    finished = has_model and bool(
+        summary and summary.get("finished", "stopped_on_nan" in summary and summary["stopped_on_nan"] is None)
+    )
     if finished and not changes:
         plan.finished = True
         return plan
