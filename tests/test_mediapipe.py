@@ -73,9 +73,9 @@ def photos(bccd_subset) -> dict:
 def _closing(detector):
     """Close a MediaPipeDetector however the test ends.
 
-    An ObjectDetector left open deadlocks the process when the cyclic garbage collector frees it (for example
-    through a failed test's traceback): its ``__del__`` submits the close call to its executor, whose worker
-    thread has already stopped (mediapipe 1.2.3, tasks/python/core/mediapipe_c_utils.py).
+    An ObjectDetector left open is closed by its ``__del__``, which waits for its own executor thread to run the
+    close call (mediapipe 1.2.3, tasks/python/core/mediapipe_c_utils.py). Run from a garbage-collection pass
+    after failed tests (their tracebacks kept the detectors), that wait once hung this file for 15 minutes.
     """
     return contextlib.closing(detector)
 
