@@ -8,7 +8,7 @@ The public names are imported on first use (PEP 562, :func:`keras_retinanet.lazy
 
 from keras_retinanet.lazy import lazy_namespace
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __getattr__, __dir__ = lazy_namespace(
     __name__,

@@ -36,10 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluates; returns 0. A bad model file, dataset or image raises; ``cli.run_command`` prints it in one
     line on stderr with exit code 2."""
+    with load_detector_from_args(args) as detector:
+        return _evaluate(args, detector)
+
+
+def _evaluate(args: argparse.Namespace, detector) -> int:
     from keras_retinanet import evaluation
     from keras_retinanet.data import DataError, load_dataset
 
-    detector = load_detector_from_args(args)
     # The model's class list fixes the class ids, exactly as in training; classes the model does not know are
     # bad records (reported; skipped with --skip-bad).
     dataset = load_dataset(args.data, skip_bad=args.skip_bad, class_names=detector.class_names or None)

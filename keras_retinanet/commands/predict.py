@@ -137,19 +137,24 @@ class _Results:
 
 
 def run(args: argparse.Namespace) -> int:
-    import cv2
-    from tqdm.auto import tqdm
-
-    from keras_retinanet import detectors
-    from keras_retinanet.visualize import draw_detections, rgb_to_bgr
-
+    """Predicts; returns 0, or 1 when some inputs failed (each reported). Bad arguments raise."""
     sources = collect_inputs(args.inputs, recursive=args.recursive)
     if not sources:
         raise ValueError("no images or videos found in the inputs")
     # Before the model loads (seconds): a file where the folder should be is the user's to move.
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ValueError(f"--out {args.out} is a file, not a folder; name a folder (it is created)")
-    detector = load_detector_from_args(args)
+    with load_detector_from_args(args) as detector:
+        return _predict(args, sources, detector)
+
+
+def _predict(args: argparse.Namespace, sources: list, detector) -> int:
+    import cv2
+    from tqdm.auto import tqdm
+
+    from keras_retinanet import detectors
+    from keras_retinanet.visualize import draw_detections, rgb_to_bgr
+
     os.makedirs(args.out, exist_ok=True)
     names = _Names()
     names.used.add("detections.json")

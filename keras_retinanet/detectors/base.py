@@ -100,13 +100,22 @@ class Detector:
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
         return self.detect(images)
 
+    def close(self) -> None:
+        """Release what the detector holds (MediaPipe's task runner); nothing for the other kinds."""
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def make_detections(self, boxes, scores, classes, image_size: Sequence[int]) -> Detections:
         """One image's :class:`Detections` from raw rows with boxes already in original pixels.
 
         Drops padding (class < 0), non-finite rows, rows under ``score_threshold`` and boxes under
         ``MIN_BOX_SIDE`` wide or high once clipped to the image (boxes in the letterbox padding or outside the
-        image collapse so; MediaPipe, which reports integer boxes, drops them the same way), then sorts by
-        score and keeps ``max_detections``.
+        image collapse so; MediaPipe reports such boxes with width or height 0, so its detections are filtered
+        the same way), then sorts by score and keeps ``max_detections``.
         """
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         scores = np.asarray(scores, np.float32).reshape(-1)

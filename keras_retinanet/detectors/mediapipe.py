@@ -99,4 +99,7 @@ class MediaPipeDetector(Detector):
         return results
 
     def close(self) -> None:
-        self._detector.close()
+        # Closed explicitly: left to garbage collection, MediaPipe's own __del__ fails at interpreter exit.
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from keras_retinanet.export.config import ExportError
-from keras_retinanet.imaging import letterbox, read_image
+from keras_retinanet.imaging import RESIZE_RULES, read_image
 
 
 def calibration_paths(spec: str, limit: int, seed: int = 0) -> list[str]:
@@ -32,9 +32,16 @@ def calibration_paths(spec: str, limit: int, seed: int = 0) -> list[str]:
     return [paths[i] for i in order]
 
 
-def load_canvases(paths: Sequence[str], image_size: Sequence[int]) -> list[np.ndarray]:
-    """Read and letterbox images to uint8 (H, W, 3) canvases (``imaging.ImageReadError`` names a bad file)."""
-    return [letterbox(read_image(p), image_size)[0] for p in paths]
+def load_canvases(
+    paths: Sequence[str], image_size: Sequence[int], resize: str = "letterbox"
+) -> list[np.ndarray]:
+    """Read images and resize them to uint8 (H, W, 3) canvases by ``resize`` (``imaging.RESIZE_RULES``:
+    "letterbox" as the Keras model and the SavedModel see images, "stretch" as MediaPipe feeds a .tflite).
+
+    Raises ``imaging.ImageReadError`` naming a file that cannot be read.
+    """
+    rule = RESIZE_RULES[resize]
+    return [rule(read_image(p), image_size)[0] for p in paths]
 
 
 def input_size_for_data(spec: str, longest_side: int, divisor: int = 32) -> tuple[int, int]:

@@ -111,13 +111,37 @@ def _postprocess_ops(model: Any) -> list:
     return found
 
 
+def _output_roles(subgraph: Any, ops: list, outputs: list[int]) -> list[int | None]:
+    """For each model output, the post-processing output it carries: 0 boxes, 1 classes, 2 scores, 3 count.
+
+    An op's own output tensor carries that output. The merged graph (one op per pair of classes) gathers boxes
+    from the ops' boxes, ordered by their scores and masked by their counts (sources 0, 2, 3), classes likewise
+    (1, 2, 3), scores from their scores (2, 3), the count from their counts (3): the lowest source names it.
+    """
+    producer = {int(t): op for op in subgraph.operators or [] for t in op.outputs}
+    op_outputs = {int(t): k for op in ops for k, t in enumerate(op.outputs)}
+    roles = []
+    for output in outputs:
+        sources, stack, seen = set(), [output], set()
+        while stack:
+            tensor = stack.pop()
+            if tensor in seen:
+                continue
+            seen.add(tensor)
+            if tensor in op_outputs:
+                sources.add(op_outputs[tensor])
+            elif tensor in producer:
+                stack.extend(int(t) for t in producer[tensor].inputs if int(t) >= 0)
+        roles.append(min(sources) if sources else None)
+    return roles
+
+
 def _check_model(model: Any) -> tuple[Any, list[int], int]:
     """Check the model is a detector MediaPipe can run; returns (input tensor, output roles, class count).
 
-    ``roles[k]`` is the position in ``OUTPUT_NAMES`` of the model's k-th output. A model with one
-    ``TFLite_Detection_PostProcess`` op whose four outputs are the model's outputs may list them in any order;
-    a model that merges several such ops (``keras_retinanet.export.tflite``'s thread-safe per-class NMS) lists
-    them in the op's order: boxes [1, M, 4], classes [1, M], scores [1, M], count [1].
+    ``roles[k]`` is the position in ``OUTPUT_NAMES`` of the model's k-th output, found by following the graph
+    back to the ``TFLite_Detection_PostProcess`` op(s): one op whose outputs are the model's, or the several ops
+    that ``keras_retinanet.export.tflite``'s thread-safe per-class NMS merges; any output order works.
     """
     from flatbuffers import flexbuffers
 
@@ -148,18 +172,18 @@ def _check_model(model: Any) -> tuple[Any, list[int], int]:
         if subgraph.tensors[index].type != schema.TensorType.FLOAT32:
             name = _text(subgraph.tensors[index].name)
             raise MetadataError(f"output {name!r} is not float32; MediaPipe reads float detection outputs")
-    op_outputs = [int(i) for i in ops[0].outputs]
-    if len(ops) == 1 and len(op_outputs) == 4 and sorted(outputs) == sorted(op_outputs):
-        roles = [op_outputs.index(i) for i in outputs]
-    else:
-        shapes = [[int(d) for d in subgraph.tensors[i].shape] for i in outputs]
-        rows = shapes[0][1] if shapes and len(shapes[0]) == 3 else None
-        if shapes != [[1, rows, 4], [1, rows], [1, rows], [1]]:
-            raise MetadataError(
-                f"the model's outputs must be the four detection outputs boxes [1, M, 4], classes [1, M], "
-                f"scores [1, M], count [1] in that order; their shapes are {shapes}"
-            )
-        roles = [0, 1, 2, 3]
+    roles = _output_roles(subgraph, ops, outputs)
+    if len(roles) != 4 or sorted(r for r in roles if r is not None) != [0, 1, 2, 3]:
+        raise MetadataError(
+            "the model's outputs must be the four detection outputs (boxes, classes, scores, count) computed from "
+            f"{DETECTION_POSTPROCESS_OP}; its outputs carry {roles} (0 boxes, 1 classes, 2 scores, 3 count)"
+        )
+    shapes = {role: [int(d) for d in subgraph.tensors[index].shape] for role, index in zip(roles, outputs)}
+    rows = shapes[0][1] if len(shapes[0]) == 3 else None
+    if [shapes[0], shapes[1], shapes[2], shapes[3]] != [[1, rows, 4], [1, rows], [1, rows], [1]]:
+        raise MetadataError(
+            f"detection outputs must be boxes [1, M, 4], classes [1, M], scores [1, M], count [1]; got {shapes}"
+        )
     num_classes = 0
     for op in ops:
         options = (

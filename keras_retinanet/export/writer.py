@@ -217,7 +217,8 @@ def export_model(
         def representative() -> Iterable[np.ndarray]:
             nonlocal calib_canvases
             if calib_canvases is None:
-                calib_canvases = load_canvases(calib_paths[:calibration_steps], size)
+                # As the file will be fed: MediaPipe and TFLiteDetector stretch the whole image to the input.
+                calib_canvases = load_canvases(calib_paths[:calibration_steps], size, resize="stretch")
             return calib_canvases
 
         tflite_files: dict[str, Path] = {}
