@@ -139,8 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = train(config)
     timings["train_s"] = time.perf_counter() - t0
     model_path = output / "train" / "model.keras"
-    if summary["stopped_on_nan"]:
-        print(summary["stopped_on_nan"])
+    if summary["stopped_on_nan"]:  # train has said why, and what a rerun continues from, on stderr
         return 3
 
     val_data = data.load_dataset(val_spec, skip_bad=args.skip_bad, class_names=train_data.class_names)
