@@ -16,6 +16,7 @@ from keras_retinanet.imaging import MIN_IMAGE_SIDE, parse_image_size
 from keras_retinanet.layers import BoxHead, ClassificationHead, FeaturePyramid
 from keras_retinanet.losses import BoxRegressionLoss, FocalLoss
 from keras_retinanet.matching import Matcher
+from keras_retinanet.schedules import WarmupSchedule  # noqa: F401 - registered for .keras optimisers
 from keras_retinanet.targets import LabelEncoder
 
 # The network input is padded to a multiple of the coarsest backbone stride, so that every pyramid level has

@@ -12,29 +12,9 @@ import textwrap
 
 import numpy as np
 import pytest
-from retinanet_testing import tiny_retinanet
+from retinanet_testing import make_detector_like, tiny_retinanet
 
 IMAGE_SIZE = 128
-
-
-def _make_detector_like(model, images: np.ndarray) -> None:
-    """Make an untrained model produce varied detections, so that parity is not checked on empty outputs.
-
-    A freshly initialised RetinaNet scores every anchor at the prior (~0.01, with a spread of ~1e-6), so no
-    detection passes any threshold and ties decide everything. We rescale the final convolution kernels of the
-    two heads so that, on these images, the logits spread with std 2 around -5.5 and the box deltas with
-    std 0.3.
-    The result is an arbitrary but deterministic detector whose scores and boxes vary widely from anchor to
-    anchor: it exercises exactly the graph a trained model has, with real NMS decisions to agree on.
-    """
-    outputs = model(images)
-    logit_std = float(np.asarray(outputs["classification"]).std())
-    delta_std = float(np.asarray(outputs["box_regression"]).std())
-    head = model.get_layer("classification_head").final
-    head.kernel.assign(head.kernel.numpy() * (2.0 / logit_std))
-    head.bias.assign(np.full(head.bias.shape, -5.5, np.float32))
-    box = model.get_layer("box_head").final
-    box.kernel.assign(box.kernel.numpy() * (0.3 / delta_std))
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +32,7 @@ def exported(tmp_path_factory):
     model = tiny_retinanet(3, class_names=["Platelets", "RBC", "WBC"], image_size=IMAGE_SIZE)
     paths = ex.calibration_paths(spec, 8)
     canvases = ex.load_canvases(paths, (IMAGE_SIZE, IMAGE_SIZE))
-    _make_detector_like(model, np.stack(canvases).astype(np.float32))
+    make_detector_like(model, np.stack(canvases).astype(np.float32))
     # The TFLite op has no per-level top-k; compare with the same NMS settings by lifting the cap in the Keras
     # decoder (at 128 px the cap of 1000 per level would otherwise bind on P3 with this synthetic detector).
     model.decoder.topk_per_level = 10**7

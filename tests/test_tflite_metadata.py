@@ -20,6 +20,7 @@ from keras_retinanet.export.metadata import (
     add_detection_metadata,
     read_detection_metadata,
 )
+from keras_retinanet.imaging import stretch
 
 BOXES, CLASSES, SCORES, COUNT = range(4)  # TFLite_Detection_PostProcess output positions
 
@@ -389,38 +390,6 @@ def test_bad_arguments_are_refused_with_a_reason(files):
 # MediaPipe Tasks
 
 
-def _mediapipe_stretch(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """MediaPipe ObjectDetector's input tensor for ``image``, bit for bit (independent reimplementation).
-
-    The task stretches the whole picture to the model's size (keep_aspect_ratio unset in
-    components/processors/image_preprocessing_graph.cc) with ``cv::warpPerspective(INTER_LINEAR,
-    BORDER_REPLICATE)`` (calculators/tensor/image_to_tensor_converter_opencv.cc) of the OpenCV linked into the
-    wheel, OpenCV's classic fixed-point warp: each tensor pixel (x, y) samples the picture at
-    (x * w / W, y * h / H) (corners aligned, not pixel centres) rounded to 1/32 pixel, in blocks of 64 columns,
-    through ``remap``'s fixed-point bilinear table. The positions are computed here as that code does; only the
-    remap is left to cv2, whose own warps round differently (cv2 5.0 and 5.1 differ from each other).
-    """
-    import cv2
-
-    out_h, out_w = size
-    height, width = image.shape[:2]
-    src = np.array([[0, height], [0, 0], [width, 0], [width, height]], np.float32)  # cv::boxPoints order
-    dst = np.array([[0, out_h], [0, 0], [out_w, 0], [out_w, out_h]], np.float32)
-    m = cv2.invert(cv2.getPerspectiveTransform(src, dst), flags=cv2.DECOMP_LU)[1].reshape(-1)
-    block = min(1024 // min(16, out_h), out_w)
-    xs = np.arange(out_w, dtype=np.float64)[None, :]
-    ys = np.arange(out_h, dtype=np.float64)[:, None]
-    start = (xs // block) * block
-    x1 = xs - start
-    scale = m[6] * start + m[7] * ys + m[8] + m[6] * x1
-    scale = np.where(scale != 0, 32.0 / scale, 0.0)
-    qx = np.rint((m[0] * start + m[1] * ys + m[2] + m[0] * x1) * scale).astype(np.int32)
-    qy = np.rint((m[3] * start + m[4] * ys + m[5] + m[3] * x1) * scale).astype(np.int32)
-    xy = np.stack([qx >> 5, qy >> 5], axis=-1).astype(np.int16)
-    fraction = ((qy & 31) * 32 + (qx & 31)).astype(np.uint16)
-    return cv2.remap(image, xy, fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
 def _mediapipe_pixel_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     """The op's (ymin, xmin, ymax, xmax) fractions as MediaPipe reports them: integer origin and size, each
     truncated and clamped to [0, size] (calculators/util/detection_transformation_calculator.cc)."""
@@ -459,7 +428,7 @@ def _mediapipe_detections(path: str, image: np.ndarray, labels: list[str]) -> li
 
 
 def _litert_detections(data: bytes, image: np.ndarray, size) -> list[tuple]:
-    boxes, classes, scores, count = _run_litert(data, _mediapipe_stretch(image, size))
+    boxes, classes, scores, count = _run_litert(data, stretch(image, size)[0])
     n = int(count.reshape(-1)[0])
     pixels = _mediapipe_pixel_boxes(boxes.reshape(-1, 4)[:n], *image.shape[:2])
     return sorted(

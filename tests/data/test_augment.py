@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import struct
-
 import cv2
 import numpy as np
-import pytest
 import tensorflow as tf
 from data_testing import write_image
 
 from keras_retinanet.data import augment as aug
 from keras_retinanet.data.pipeline import train_transform
-from keras_retinanet.imaging import apply_orientation_tensor, decode_image_tensor
+from keras_retinanet.imaging import decode_image_tensor
 
 
 def test_flip_moves_pixels_and_boxes():
@@ -96,30 +93,6 @@ def test_eager_and_tf_data_map_give_identical_results():
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     again = train_transform(example, tf.constant([3, 5], tf.int64), **kwargs)
     assert not np.array_equal(eager[0].numpy(), again[0].numpy())  # the seed matters
-
-
-def _with_orientation(path, orientation: int):
-    raw = path.read_bytes()
-    tiff = (
-        b"II*\x00"
-        + struct.pack("<I", 8)
-        + struct.pack("<H", 1)
-        + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0)
-    )
-    app1 = b"\xff\xe1" + struct.pack(">H", len(tiff) + 8) + b"Exif\x00\x00" + tiff
-    path.write_bytes(raw[:2] + app1 + raw[2:])
-
-
-@pytest.mark.parametrize("orientation", range(1, 9))
-def test_exif_orientation_matches_opencv(tmp_path, orientation):
-    path = write_image(tmp_path / "a.jpg", 6, 10)
-    _with_orientation(path, orientation)
-    expected = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)  # OpenCV applies EXIF orientation
-    stored = cv2.cvtColor(
-        cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION), cv2.COLOR_BGR2RGB
-    )
-    ours = apply_orientation_tensor(tf.constant(stored), orientation).numpy()
-    np.testing.assert_array_equal(ours, expected)
 
 
 def test_decode_grey_and_rgba_png_to_rgb(tmp_path):
