@@ -162,7 +162,14 @@ def test_torch_image_normalization_by_hand():
     np.testing.assert_allclose(np.asarray(ImageNormalization("torch")(pixels))[0, 0, 0], expected, rtol=1e-6)
 
 
-def test_backbone_weights_file_errors(tmp_path, resnet_weights):
+def test_backbone_weights_file_errors(tmp_path, resnet_weights, monkeypatch):
+    import keras
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a test must not download")
+
+    # "imagenet" must be refused with the file to fetch, before anything could try to download it.
+    monkeypatch.setattr(keras.utils, "get_file", no_download)
     with pytest.raises(ValueError, match=r"resnet50-0676ba61\.pth"):
         build_backbone("torchvision_resnet50", weights="imagenet")
     with pytest.raises(FileNotFoundError, match="missing.npz"):
