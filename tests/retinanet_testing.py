@@ -168,3 +168,13 @@ def _finish(boxes, scores, classes, scale, image):
         "scores": np.asarray(scores)[order],
         "classes": np.asarray(classes)[order].astype(np.int32),
     }
+
+
+def require_mediapipe(module: str):
+    """Import ``module`` (a part of mediapipe); skip without it, but fail in CI, which installs it."""
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs mediapipe (make install: pip install --no-deps mediapipe==1.2.3): {err}")
+        pytest.skip(f"mediapipe not installed: {err}")

@@ -9,32 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 
 import numpy as np
 import pytest
+from retinanet_testing import require_mediapipe
 
 VARIANTS = ("float32", "float16", "int8")
 BCCD_IDS = ["BloodImage_00000", "BloodImage_00001", "BloodImage_00002"]  # 640 x 480 photos
-
-
-def _require(module: str):
-    """Import ``module`` (a part of mediapipe); skip without it, but fail in CI, which installs it."""
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs mediapipe (make install: pip install --no-deps mediapipe==1.2.3): {err}")
-        pytest.skip(f"mediapipe not installed: {err}")
 
 
 @pytest.fixture(scope="module")
 def mediapipe():
     """(mediapipe, mediapipe.tasks.python.vision, BaseOptions)."""
     return (
-        _require("mediapipe"),
-        _require("mediapipe.tasks.python.vision"),
-        _require("mediapipe.tasks.python.core.base_options").BaseOptions,
+        require_mediapipe("mediapipe"),
+        require_mediapipe("mediapipe.tasks.python.vision"),
+        require_mediapipe("mediapipe.tasks.python.core.base_options").BaseOptions,
     )
 
 

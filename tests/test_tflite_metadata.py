@@ -8,12 +8,12 @@ The metadata schema classes ship in the mediapipe wheel. Without mediapipe these
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from retinanet_testing import require_mediapipe
 
 from keras_retinanet.export.metadata import (
     MetadataError,
@@ -25,25 +25,15 @@ from keras_retinanet.imaging import stretch
 BOXES, CLASSES, SCORES, COUNT = range(4)  # TFLite_Detection_PostProcess output positions
 
 
-def _require(module: str):
-    """Import ``module`` (a part of mediapipe); skip without it, but fail in CI, which must have it."""
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs mediapipe (pip install --no-deps 'mediapipe==1.2.*' matplotlib): {err}")
-        pytest.skip(f"mediapipe not installed: {err}")
-
-
 @pytest.fixture(scope="module")
 def schema():
-    return _require("mediapipe.tasks.metadata.metadata_schema_py_generated")
+    return require_mediapipe("mediapipe.tasks.metadata.metadata_schema_py_generated")
 
 
 @pytest.fixture(scope="module")
 def mediapipe():
     """MediaPipe Tasks' vision API (needs the wheel's native library, not only its schema classes)."""
-    return _require("mediapipe.tasks.python.vision")
+    return require_mediapipe("mediapipe.tasks.python.vision")
 
 
 @pytest.fixture(scope="module")
@@ -402,9 +392,9 @@ def _mediapipe_pixel_boxes(boxes: np.ndarray, height: int, width: int) -> np.nda
 
 def _mediapipe_detections(path: str, image: np.ndarray, labels: list[str]) -> list[tuple]:
     """(class id, score, x0, y0, x1, y1) with MediaPipe's default options, one row per (box, category)."""
-    mp = _require("mediapipe")
-    vision = _require("mediapipe.tasks.python.vision")
-    base = _require("mediapipe.tasks.python.core.base_options")
+    mp = require_mediapipe("mediapipe")
+    vision = require_mediapipe("mediapipe.tasks.python.vision")
+    base = require_mediapipe("mediapipe.tasks.python.core.base_options")
     options = vision.ObjectDetectorOptions(base_options=base.BaseOptions(model_asset_path=path))
     with vision.ObjectDetector.create_from_options(options) as detector:
         result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
