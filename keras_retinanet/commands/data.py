@@ -14,6 +14,7 @@ taught.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -41,7 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--anchor-scales", type=_floats, default=None, help="comma-separated, e.g. 1,1.26,1.587"
     )
     common.add_argument(
-        "--anchor-ratios", type=_floats, default=None, help="comma-separated h/w, e.g. 0.5,1,2"
+        "--anchor-aspect-ratios",
+        "--anchor-ratios",
+        dest="anchor_ratios",
+        type=_floats,
+        default=None,
+        help="comma-separated h/w, e.g. 0.5,1,2",
     )
     common.add_argument("--anchor-offset", type=float, default=None, help="anchor centre offset in strides")
     common.add_argument("--positive-threshold", type=float, default=0.5, help="matcher IoU for positives")
@@ -128,7 +134,6 @@ def check(args: argparse.Namespace) -> int:
     dataset = _load(args)  # first: unreadable data fails before TensorFlow loads (seconds)
     import numpy as np
 
-    from keras_retinanet.anchors import AnchorGenerator
     from keras_retinanet.data import anchor_stats as st
 
     size = (args.image_size, args.image_size)
@@ -173,7 +178,7 @@ def check(args: argparse.Namespace) -> int:
     )
     after, suggestion = None, None
     if args.optimize and len(boxes):
-        scales, ratios = st.optimize_anchors(
+        suggestion = st.optimize_anchors(
             boxes,
             classes,
             dataset.class_names,
@@ -183,16 +188,13 @@ def check(args: argparse.Namespace) -> int:
             args.iterations,
             args.seed,
         )
-        config = generator.get_config()
-        suggested = AnchorGenerator(**{**config, "scales": scales, "aspect_ratios": ratios, "name": None})
         after = st.coverage(
-            st.best_anchor_iou(boxes, suggested, size),
+            st.best_anchor_iou(boxes, suggestion.generator(generator), size),
             classes,
             boxes,
             dataset.class_names,
             args.positive_threshold,
         )
-        suggestion = {"scales": scales, "aspect_ratios": ratios}
     out.append("")
     out += _coverage_table(
         f"anchor coverage at {size[0]}x{size[1]} (share of boxes with best anchor IoU >= "
@@ -201,26 +203,28 @@ def check(args: argparse.Namespace) -> int:
         after,
     )
     out.append(
-        f"  anchors: sizes {generator.sizes}, scales {[round(s, 3) for s in generator.scales]}, "
-        f"ratios {[round(r, 3) for r in generator.aspect_ratios]}, offset {generator.offset}"
+        f"  anchors: {_shapes_text(generator.sizes, generator.scales, generator.aspect_ratios)}, "
+        f"offset {generator.offset}"
     )
     if suggestion:
         better = after.objective() > before.objective()
         out.append(
-            f"  suggested: scales {[round(s, 3) for s in scales]}, ratios {[round(r, 3) for r in ratios]}"
+            f"  suggested: {_shapes_text(suggestion.sizes, suggestion.scales, suggestion.aspect_ratios)}"
             + ("" if better else "  (no improvement found; keep the current anchors)")
         )
         # retinanet train's own flag names (ModelConfig fields), so the line can be pasted after the command.
         out.append(
             f"  use: retinanet train --image-size {size[0]} {size[1]}"
             + " --anchor-sizes "
-            + ",".join(f"{s:g}" for s in generator.sizes)
+            + ",".join(f"{s:.4g}" for s in suggestion.sizes)
             + " --anchor-scales "
-            + ",".join(f"{s:.3f}" for s in scales)
+            + ",".join(f"{s:.3f}" for s in suggestion.scales)
             + " --anchor-aspect-ratios "
-            + ",".join(f"{r:.3f}" for r in ratios)
+            + ",".join(f"{r:.3f}" for r in suggestion.aspect_ratios)
             + f" --anchor-offset {generator.offset:g}"
         )
+        if args.json:
+            out.append(f"   or: retinanet train --image-size {size[0]} {size[1]} --anchors {args.json}")
     finetuning = _finetuning_recipe(args.spec, dataset, size)
     out += [""] + finetuning["lines"]
     print("\n".join(out))
@@ -235,7 +239,9 @@ def check(args: argparse.Namespace) -> int:
             "problems": dataset.skipped.counts(),
             "clipped": dataset.skipped.clipped,
             "coverage": _as_dict(before),
-            "suggested_anchors": suggestion,
+            # retinanet train --anchors FILE reads "anchors" (keras_retinanet.training.anchors).
+            "anchors": dataclasses.asdict(suggestion) if suggestion else None,
+            "image_size": list(size),
             "suggested_coverage": _as_dict(after) if after else None,
             "finetuning": {key: finetuning[key] for key in ("coco_matches", "convert", "train")},
             **stats,
@@ -296,9 +302,14 @@ def _finetuning_recipe(spec: str, dataset, size: tuple[int, int]) -> dict:
 
 
 def _as_dict(cov) -> dict:
-    import dataclasses
-
     return dataclasses.asdict(cov)
+
+
+def _shapes_text(sizes, scales, ratios) -> str:
+    return (
+        f"sizes {[round(s, 1) for s in sizes]}, scales {[round(s, 3) for s in scales]}, "
+        f"ratios {[round(r, 3) for r in ratios]}"
+    )
 
 
 # BGR colours for OpenCV.

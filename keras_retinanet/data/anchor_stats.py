@@ -151,6 +151,28 @@ def coverage(
     )
 
 
+@dataclasses.dataclass
+class AnchorShapes:
+    """Anchor sizes per level (pixels), scales and aspect ratios (height / width): ``AnchorGenerator``'s."""
+
+    sizes: list[float]
+    scales: list[float]
+    aspect_ratios: list[float]
+
+    def generator(self, anchor_generator):
+        """A copy of ``anchor_generator`` (levels, offset, rounding kept) with these shapes."""
+        from keras_retinanet.anchors import AnchorGenerator
+
+        config = {**anchor_generator.get_config(), "name": None}
+        return AnchorGenerator(
+            **{**config, "sizes": self.sizes, "scales": self.scales, "aspect_ratios": self.aspect_ratios}
+        )
+
+
+# The size factor search of optimize_anchors: every level's size times 2^k, k in [-2, 1] in 1/16 octaves.
+SIZE_FACTOR_EXPONENTS = np.linspace(-2.0, 1.0, 49)
+
+
 def optimize_anchors(
     boxes: np.ndarray,
     classes: np.ndarray,
@@ -161,45 +183,59 @@ def optimize_anchors(
     iterations: int = 300,
     seed: int = 0,
     max_boxes: int = 5000,
-):
-    """Searches anchor scales and aspect ratios (same counts as now, so the heads keep their shapes) that
-    raise the class-balanced coverage. Sizes per level and the offset stay as they are.
+    fit_sizes: bool = True,
+) -> AnchorShapes:
+    """Searches anchor shapes that raise the class-balanced coverage (:meth:`Coverage.objective`). The
+    number of scales and ratios stays as it is, so the heads keep their shapes; levels and offset too.
 
-    Seeded random search in log space (scales in [2^-1, 2^2], ratios in [1/4, 4]) followed by coordinate
-    refinement with shrinking steps, on :func:`best_anchor_iou_fast`.
+    1. ``fit_sizes``: one factor for every level's size (their octave spacing kept), the best of
+       :data:`SIZE_FACTOR_EXPONENTS` (1/4x to 2x: a P3 anchor of 8 to 64 px instead of 32); ties go to the
+       factor nearest 1.
+    2. Scales and ratios: seeded random search in log space (scales in [2^-1, 2^2], ratios in [1/4, 4])
+       followed by coordinate refinement with shrinking steps.
+
+    Both steps score with :func:`best_anchor_iou_fast` and keep the current values unless a candidate is
+    strictly better.
 
     Returns:
-        ``(scales, aspect_ratios)`` sorted; the current ones if nothing better was found.
+        the best :class:`AnchorShapes` (sizes, scales and ratios sorted).
     """
-    from keras_retinanet.anchors import AnchorGenerator
-
     rng = np.random.default_rng(seed)
     if len(boxes) > max_boxes:
         pick = rng.choice(len(boxes), max_boxes, replace=False)
         boxes, classes = boxes[pick], classes[pick]
     config = anchor_generator.get_config()
-    n_scales, n_ratios = len(config["scales"]), len(config["aspect_ratios"])
+    sizes = [float(s) for s in config["sizes"]]
+    n_scales = len(config["scales"])
 
-    def score(log_params: np.ndarray) -> float:
-        params = np.exp2(log_params)
-        gen = AnchorGenerator(
-            **{
-                **config,
-                "scales": sorted(params[:n_scales]),
-                "aspect_ratios": sorted(params[n_scales:]),
-                "name": None,
-            }
-        )
-        best = best_anchor_iou_fast(boxes, gen, image_size)
+    def score(shapes: AnchorShapes) -> float:
+        best = best_anchor_iou_fast(boxes, shapes.generator(anchor_generator), image_size)
         return coverage(best, classes, boxes, class_names, threshold).objective()
 
-    low = np.array([-1.0] * n_scales + [-2.0] * n_ratios)
-    high = np.array([2.0] * n_scales + [2.0] * n_ratios)
+    def shapes_of(log_params: np.ndarray, level_sizes: list[float]) -> AnchorShapes:
+        params = np.exp2(log_params)
+        return AnchorShapes(
+            level_sizes,
+            sorted(float(v) for v in params[:n_scales]),
+            sorted(float(v) for v in params[n_scales:]),
+        )
+
     current = np.log2(np.array(list(config["scales"]) + list(config["aspect_ratios"]), np.float64))
-    best_params, best_score = current, score(current)
+    best_score = score(shapes_of(current, sizes))
+    if fit_sizes:
+        # Nearest to 1 first, so that on a tie the smallest change wins.
+        for exponent in sorted(SIZE_FACTOR_EXPONENTS, key=abs):
+            candidate = [s * float(2.0**exponent) for s in config["sizes"]]
+            s = score(shapes_of(current, candidate))
+            if s > best_score:
+                sizes, best_score = candidate, s
+
+    low = np.array([-1.0] * n_scales + [-2.0] * (len(current) - n_scales))
+    high = np.array([2.0] * len(current))
+    best_params = current
     for _ in range(iterations // 2):
         candidate = rng.uniform(low, high)
-        s = score(candidate)
+        s = score(shapes_of(candidate, sizes))
         if s > best_score:
             best_params, best_score = candidate, s
     step = 0.25
@@ -210,11 +246,10 @@ def optimize_anchors(
             for direction in (-1.0, 1.0):
                 candidate = best_params.copy()
                 candidate[i] = np.clip(candidate[i] + direction * step, low[i], high[i])
-                s = score(candidate)
+                s = score(shapes_of(candidate, sizes))
                 evaluations += 1
                 if s > best_score:
                     best_params, best_score, improved = candidate, s, True
         if not improved:
             step /= 2
-    params = np.exp2(best_params)
-    return [float(v) for v in sorted(params[:n_scales])], [float(v) for v in sorted(params[n_scales:])]
+    return shapes_of(best_params, sizes)

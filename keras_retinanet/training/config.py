@@ -36,7 +36,11 @@ from typing import Any, Literal, Union
 import yaml
 
 if typing.TYPE_CHECKING:
+    from keras_retinanet.anchors import AnchorGenerator
     from keras_retinanet.model import RetinaNet
+
+# The anchor options that ``--anchors auto`` or ``--anchors FILE`` set (keras_retinanet.training.anchors).
+FITTED_ANCHOR_FIELDS = ("anchor_sizes", "anchor_scales", "anchor_aspect_ratios")
 
 # The classes a ModelConfig field can set (metadata "target"), by name, so this module imports none of them.
 TARGET_CLASSES = {
@@ -231,7 +235,6 @@ class ModelConfig(_Options):
 
         Under a ``tf.distribute`` strategy, call it inside ``strategy.scope()``.
         """
-        from keras_retinanet.anchors import AnchorGenerator
         from keras_retinanet.box_coder import BoxCoder
         from keras_retinanet.decode import DetectionDecoder
         from keras_retinanet.matching import Matcher
@@ -242,12 +245,18 @@ class ModelConfig(_Options):
         return RetinaNet(
             num_classes=len(class_names),
             class_names=list(class_names),
-            anchor_generator=AnchorGenerator(name="anchor_generator", **self.arguments("AnchorGenerator")),
+            anchor_generator=self.build_anchor_generator(),
             box_coder=BoxCoder(**self.arguments("BoxCoder")),
             matcher=Matcher(**self.arguments("Matcher")),
             decoder=DetectionDecoder(**self.arguments("DetectionDecoder")),
             **self.arguments("RetinaNet"),
         )
+
+    def build_anchor_generator(self) -> AnchorGenerator:
+        """The ``AnchorGenerator`` these options describe (the one ``build`` gives the model)."""
+        from keras_retinanet.anchors import AnchorGenerator
+
+        return AnchorGenerator(name="anchor_generator", **self.arguments("AnchorGenerator"))
 
     def losses(self) -> dict:
         """``{"classification": FocalLoss, "box_regression": BoxRegressionLoss}`` for ``model.compile``."""
@@ -293,6 +302,12 @@ class TrainConfig(_Options):
     seed: int = option(0, "seed of the weights, the shuffling and the augmentation", group="data")
     # the model
     model: ModelConfig = option(help="the model trained", factory=ModelConfig)
+    anchors: str = option(
+        "paper",
+        "paper: the anchor options as given (the paper's unless set); auto: fit them to the training set when a "
+        "class has boxes no anchor covers; FILE: the anchors of a `retinanet data check --json` file",
+        group="data",
+    )
     init: str | None = option(
         None,
         "fine-tune from this trained RetinaNet .keras (e.g. a converted COCO model): its architecture, backbone, "

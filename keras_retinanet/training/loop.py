@@ -6,6 +6,7 @@ the callbacks under the chosen ``tf.distribute`` strategy, runs ``model.fit`` an
 (layout in :mod:`keras_retinanet.training.run_folder`):
 
     DIR/config.yaml          the resolved configuration (nested: the model's options under ``model:``)
+    DIR/anchors.json         with ``--anchors auto``: anchor coverage per class before / after the fit
     DIR/class_names.txt      one class name per line
     DIR/model.keras          the final model
     DIR/checkpoints/         last.keras every epoch, best.keras by validation AP
@@ -31,7 +32,7 @@ import numpy as np
 
 from keras_retinanet.batchnorm import recompute_batchnorm_statistics
 from keras_retinanet.schedules import WarmupSchedule
-from keras_retinanet.training import atomic, run_folder
+from keras_retinanet.training import anchors, atomic, run_folder
 from keras_retinanet.training.callbacks import (
     BestCheckpoint,
     EvaluationCallback,
@@ -124,6 +125,9 @@ def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -
         raise ValueError(f"{config.data}: no training images (nothing to train on)")
     class_names = train_data.class_names
     plan.check_class_names(class_names)
+    config, anchor_report = anchors.resolve_anchors(config, train_data, previous=plan.previous)
+    if anchor_report:
+        print(anchors.describe(anchor_report))
     val_data = None
     if config.val_data:
         val_data = data_lib.load_dataset(config.val_data, skip_bad=config.skip_bad, class_names=class_names)
@@ -177,6 +181,8 @@ def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -
             atomic.remove_partial_files(output, output / run_folder.CHECKPOINTS, output / run_folder.BACKUP)
             _announce(plan)
             write_run_files(config, class_names)
+            if anchor_report and not anchor_report.get("resumed"):
+                anchors.write_report(anchor_report, output)
 
         stop_on_nan = StopOnNaN(verbose=False)
         callbacks = build_callbacks(config, output, model, val_data, class_names, stop_on_nan, write=writer)

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_retinanet.training import atomic
-from keras_retinanet.training.config import ModelConfig, TrainConfig
+from keras_retinanet.training.config import FITTED_ANCHOR_FIELDS, ModelConfig, TrainConfig
 
 CONFIG = "config.yaml"
 CLASS_NAMES = "class_names.txt"
@@ -55,7 +55,7 @@ LEGACY_METADATA = "training_metadata.json"
 FREE_KEYS = frozenset({"output", "verbose", "tensorboard", "tensorboard_images", "cache"})
 # TrainConfig options that decide the model's variables or the optimiser's state (slots, loss scaling): the
 # saved state cannot be loaded into a run with other values. Every ModelConfig option is fixed as well.
-FIXED_TRAIN_KEYS = frozenset({"optimizer", "freeze_batchnorm", "mixed_precision", "init"})
+FIXED_TRAIN_KEYS = frozenset({"optimizer", "freeze_batchnorm", "mixed_precision", "init", "anchors"})
 
 _STATE_NAME = re.compile(r"^epoch-(\d+)\.json$")
 
@@ -254,6 +254,7 @@ class RunPlan:
         changes: ``{option: (old, new)}`` between ``config.yaml`` and the new configuration.
         class_names: the classes the run was trained on (``class_names.txt``), or None.
         summary: the previous ``train_summary.json`` (None if none).
+        previous: the configuration in ``config.yaml`` (None if none).
     """
 
     path: Path
@@ -263,6 +264,7 @@ class RunPlan:
     changes: dict[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict)
     class_names: list[str] | None = None
     summary: dict | None = None
+    previous: TrainConfig | None = None
 
     def finished_message(self) -> str:
         """What a rerun of a finished run says."""
@@ -360,12 +362,24 @@ def plan_run(config: TrainConfig, allow_changes: str | Iterable[str] | None = ()
         ) from None
     old, new = flat_config(previous), flat_config(config)
     changes = {key: (old[key], new[key]) for key in new if key not in FREE_KEYS and old.get(key) != new[key]}
+    if config.anchors != "paper" and previous.anchors == config.anchors:
+        # Fitted or read by the run (training.anchors), not given: the resumed run reuses config.yaml's.
+        for key in FITTED_ANCHOR_FIELDS:
+            changes.pop(key, None)
     states, _ = list_states(path / BACKUP)
     state = states[0] if states else None
     summary = _read_json(path / SUMMARY)
     names_file = path / CLASS_NAMES
     class_names = names_file.read_text(encoding="utf-8").splitlines() if names_file.exists() else None
-    plan = RunPlan(path, fresh=False, state=state, changes=changes, class_names=class_names, summary=summary)
+    plan = RunPlan(
+        path,
+        fresh=False,
+        state=state,
+        changes=changes,
+        class_names=class_names,
+        summary=summary,
+        previous=previous,
+    )
     has_model = (path / MODEL).exists()
     if state is None and not has_model:
         # Nothing finished to continue from or to protect (e.g. a NaN or a kill in the first epoch).

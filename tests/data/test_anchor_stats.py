@@ -35,8 +35,9 @@ def test_optimiser_raises_coverage_of_thin_small_boxes():
     classes = np.zeros(400, np.int32)
     generator = AnchorGenerator()
     before = st.coverage(st.best_anchor_iou(boxes, generator, (512, 512)), classes, boxes, ["pole"], 0.5)
-    scales, ratios = st.optimize_anchors(boxes, classes, ["pole"], generator, (512, 512), iterations=150)
-    after_gen = AnchorGenerator(scales=scales, aspect_ratios=ratios)
+    found = st.optimize_anchors(boxes, classes, ["pole"], generator, (512, 512), iterations=150)
+    scales, ratios = found.scales, found.aspect_ratios
+    after_gen = found.generator(generator)
     after = st.coverage(st.best_anchor_iou(boxes, after_gen, (512, 512)), classes, boxes, ["pole"], 0.5)
     assert before.overall < 0.5 and after.overall > before.overall + 0.3
     assert len(scales) == 3 and len(ratios) == 3 and max(ratios) > 1.5  # found a tall shape (h/w = ratio)

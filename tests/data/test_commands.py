@@ -23,7 +23,9 @@ def test_check_bccd_reports_problem_counts_and_coverage(bccd_subset, tmp_path, c
     assert report["class_names"] == ["Platelets", "RBC", "WBC"]
     assert sum(report["boxes_per_class"].values()) == sum(report["coverage"]["counts_per_class"].values())
     assert 0.9 < report["coverage"]["overall"] <= 1.0
-    assert report["suggested_anchors"] and len(report["suggested_anchors"]["scales"]) == 3
+    assert (
+        report["anchors"] and len(report["anchors"]["scales"]) == 3 and len(report["anchors"]["sizes"]) == 5
+    )
     text = capsys.readouterr().out
     assert "BloodImage_00338.xml: object 12 (RBC)" in text and "suggested" in text
 
