@@ -6,7 +6,7 @@ One job per module; ``tools/benchmark.py`` is the command that strings them toge
   library only: ``tools/peer_benchmarks.py`` imports it inside the peers' Python environment.
 - ``latency``: full-inference latency of a detector, and of a ``.tflite`` file's interpreter (on ``time_runs``).
 - ``machine``: CPU model, vendor, cores, clock, the CPU features that decide speed (AVX2, AVX-512, VNNI,
-  AVX512-BF16, AMX), FP32 peak FLOP/s.
+  AVX512-BF16, AMX), FP32 peak FLOP/s, and ``bf16_support`` (the check behind ``--precision bf16``).
 - ``flops``: analytic FLOP count of a traced graph (convolutions and matmuls), achieved fraction of peak.
 - ``project``: this project's measurements (forward, inference, decode, encode, training step, TFLite).
 - ``pipeline``: input-pipeline throughput (images/s).

@@ -11,7 +11,9 @@ features that decide convolution speed it has:
   vector rate for bfloat16 and int8 matmuls.
 
 The facts come from ``/proc/cpuinfo`` (first processor) and ``lscpu``; both are parsed from text so that tests can
-feed canned outputs. Nothing here imports TensorFlow except :func:`measure_matmul_gflops`.
+feed canned outputs. :func:`bf16_support` says whether bfloat16 inference is worth running here (the check behind
+``retinanet predict/evaluate --precision bf16``). Nothing here imports TensorFlow except
+:func:`measure_matmul_gflops` and the accelerator look-up of :func:`bf16_support`.
 """
 
 from __future__ import annotations
@@ -136,6 +138,61 @@ def bf16_hardware(machine: dict[str, Any]) -> str | None:
     if features.get("avx512_bf16"):
         return "AVX512-BF16"
     return None
+
+
+# GPUs compute bfloat16 natively from compute capability 8.0 (Ampere) on.
+BF16_MIN_GPU_CAPABILITY = (8, 0)
+
+
+def _accelerators() -> dict[str, list]:
+    """TensorFlow's visible GPUs as ``[(name, (major, minor))]`` and TPUs as ``[name]`` (imports TensorFlow)."""
+    import tensorflow as tf
+
+    gpus = []
+    for device in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(device)
+        gpus.append(
+            (details.get("device_name", device.name), tuple(details.get("compute_capability", (0, 0))))
+        )
+    return {"gpus": gpus, "tpus": [device.name for device in tf.config.list_physical_devices("TPU")]}
+
+
+def bf16_support(
+    machine: dict[str, Any] | None = None, accelerators: dict[str, list] | None = None
+) -> tuple[bool, str]:
+    """Whether this machine runs bfloat16 natively (so that ``--precision bf16`` is faster, not emulated).
+
+    The device TensorFlow runs the model on decides: a TPU (always bfloat16), else the GPUs (compute capability
+    >= 8.0, every one), else the CPU (AMX or AVX512-BF16, see :func:`bf16_hardware`).
+
+    Args:
+        machine: :func:`machine_info` (read from this machine when None).
+        accelerators: ``{"gpus": [(name, (major, minor))], "tpus": [name]}``; asked from TensorFlow when None.
+    Returns:
+        (supported, reason): the reason names the hardware either way, e.g. ``"CPU AMD EPYC has AVX512-BF16"``.
+    """
+    accelerators = _accelerators() if accelerators is None else accelerators
+    if accelerators.get("tpus"):
+        return True, f"TPU {accelerators['tpus'][0]}"
+    gpus = accelerators.get("gpus") or []
+    if gpus:
+        old = [
+            f"{name} (compute capability {'.'.join(map(str, cc))})"
+            for name, cc in gpus
+            if tuple(cc) < BF16_MIN_GPU_CAPABILITY
+        ]
+        if old:
+            return False, f"GPU {', '.join(old)} has no native bfloat16 (needs compute capability >= 8.0)"
+        name, capability = gpus[0]
+        return True, f"GPU {name} (compute capability {'.'.join(map(str, capability))})"
+    machine = machine_info(lscpu_text="") if machine is None else machine
+    hardware = bf16_hardware(machine)
+    if hardware:
+        return True, f"CPU {machine['cpu_model']} has {hardware}"
+    return False, (
+        f"CPU {machine['cpu_model']} has neither AMX nor AVX512-BF16 (cpuinfo flags amx_bf16, avx512_bf16), and "
+        "no GPU with compute capability >= 8.0 or TPU is visible: bfloat16 would be emulated, slower than float32"
+    )
 
 
 def describe_cpu(machine: dict[str, Any]) -> str:

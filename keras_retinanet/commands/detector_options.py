@@ -31,13 +31,22 @@ def add_detector_arguments(parser: argparse.ArgumentParser, score_threshold: flo
         "run it",
     )
     parser.add_argument("--threads", type=int, help="TFLite interpreter threads (default: every core)")
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bf16"),
+        default="float32",
+        help="for .keras models: float32 (default) or bf16 (bfloat16 compute, float32 decoding; refused "
+        "without bfloat16 hardware: AMX, AVX512-BF16, a GPU of compute capability >= 8.0 or a TPU)",
+    )
 
 
 def load_detector_from_args(args: argparse.Namespace):
     """The detector the options of :func:`add_detector_arguments` describe (errors as in ``load_detector``)."""
-    from keras_retinanet.detectors import load_detector
+    from keras_retinanet.detectors import load_detector, model_kind
     from keras_retinanet.imaging import parse_image_size
 
+    if args.precision != "float32" and model_kind(args.model) == "keras":
+        check_bf16_support()
     return load_detector(
         args.model,
         image_size=parse_image_size(args.image_size) if args.image_size else None,
@@ -45,4 +54,17 @@ def load_detector_from_args(args: argparse.Namespace):
         max_detections=args.max_detections,
         num_threads=args.threads,
         runtime=args.runtime,
+        precision=args.precision,
     )
+
+
+def check_bf16_support() -> None:
+    """Raises ``ValueError`` (one line from ``retinanet``) when this machine has no bfloat16 hardware."""
+    from keras_retinanet.benchmark import machine
+
+    supported, reason = machine.bf16_support()
+    if not supported:
+        raise ValueError(
+            f"--precision bf16 needs bfloat16 hardware, which this machine lacks: {reason}. Use --precision "
+            "float32 (the default)"
+        )

@@ -20,6 +20,14 @@ class KerasDetector(Detector):
             it was trained at). Every batch then has the same shape (one trace).
         score_threshold, max_detections: None (default) keeps the model's own decoder settings; a value
             replaces that setting for this detector only (the model is left unchanged).
+        precision: ``"float32"`` or ``"bf16"`` (computes in bfloat16, decodes in float32; fast only on hardware
+            with bfloat16 units: ``keras_retinanet.benchmark.machine.bf16_support``).
+        fold_batchnorm: run the inference graph of ``keras_retinanet.inference_graph`` (BatchNorm folded into
+            the convolutions; the same detections up to float rounding) instead of the model's own graph.
+
+    With ``fold_batchnorm`` or bf16 the detector runs a copy of a ``RetinaNet``'s weights, made on first use. It
+    follows a model that keeps training: the copy is refreshed when the model's optimiser has taken steps since;
+    after changing the weights otherwise (``set_weights``, ``load_weights``) call :meth:`refresh`.
     """
 
     kind = "keras"
@@ -30,13 +38,52 @@ class KerasDetector(Detector):
         image_size: int | Sequence[int] | None = None,
         score_threshold: float | None = None,
         max_detections: int | None = None,
+        precision: str = "float32",
+        fold_batchnorm: bool = True,
     ):
+        from keras_retinanet.inference_graph import dtype_policy
+
         if not hasattr(model, "detect") or not hasattr(model, "decoder"):
             raise ModelFileError(f"{type(model).__name__} is not a keras_retinanet RetinaNet (no detect())")
+        dtype_policy(precision)  # checks the name
         super().__init__(getattr(model, "class_names", None), score_threshold, max_detections)
         self.model = model
         self.image_size = parse_image_size(image_size) if image_size is not None else model.input_size
+        self.precision = precision
+        self.fold_batchnorm = bool(fold_batchnorm)
         self._function: Callable | None = None
+        self._inference: Any = None  # the copy that runs (the model itself when nothing is changed)
+        self._inference_step: int | None = None
+
+    def _optimizer_step(self) -> int | None:
+        """The model's optimiser step count (None without a built optimiser): it changes when training runs."""
+        iterations = getattr(getattr(self.model, "optimizer", None), "iterations", None)
+        return None if iterations is None else int(iterations.numpy())
+
+    def inference_model(self) -> Any:
+        """The model that runs: ``inference_graph.inference_model`` of ``model`` (made once), or ``model``
+        itself for float32 without folding or for objects that are not a ``RetinaNet``."""
+        from keras_retinanet.inference_graph import inference_model
+        from keras_retinanet.model import RetinaNet
+
+        if self._inference is None:
+            changed = self.fold_batchnorm or self.precision != "float32"
+            if changed and isinstance(self.model, RetinaNet):
+                self._inference = inference_model(self.model, self.precision, self.fold_batchnorm)
+            else:
+                self._inference = self.model
+            self._inference_step = self._optimizer_step()
+        elif self._inference is not self.model and self._optimizer_step() != self._inference_step:
+            self.refresh()
+        return self._inference
+
+    def refresh(self) -> None:
+        """Copies the model's current weights into the inference copy (no retrace)."""
+        from keras_retinanet.inference_graph import update_inference_weights
+
+        if self._inference is not None and self._inference is not self.model:
+            update_inference_weights(self._inference, self.model)
+        self._inference_step = self._optimizer_step()
 
     def _decoder(self):
         """The model's decoder, or a copy with this detector's threshold / detection count."""
@@ -53,7 +100,7 @@ class KerasDetector(Detector):
     def _build_function(self) -> Callable:
         import tensorflow as tf
 
-        model = self.model
+        model = self.inference_model()
         custom = self._decoder()
 
         @tf.function(reduce_retracing=True)
@@ -75,6 +122,8 @@ class KerasDetector(Detector):
             return []
         if self._function is None:
             self._function = self._build_function()
+        else:
+            self.inference_model()  # refreshes the copy after training steps
         canvases, scales = zip(*(letterbox(image, self.image_size) for image in images), strict=True)
         outputs = self._function(np.stack(canvases).astype(np.float32))
         outputs = {key: np.asarray(value) for key, value in outputs.items()}

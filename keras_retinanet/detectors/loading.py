@@ -84,6 +84,7 @@ def load_detector(
     max_detections: int | None = None,
     num_threads: int | None = None,
     runtime: str = "litert",
+    precision: str = "float32",
 ) -> Detector:
     """A :class:`Detector` for a model object or a model path.
 
@@ -97,8 +98,11 @@ def load_detector(
         num_threads: TFLite interpreter threads (default: every core).
         runtime: for a ``.tflite``: ``"litert"`` (``TFLiteDetector``) or ``"mediapipe"`` (MediaPipe Tasks'
             ObjectDetector, as apps run it: ``MediaPipeDetector``).
+        precision: ``"float32"`` or ``"bf16"``, for Keras models (see ``KerasDetector``); a SavedModel or
+            ``.tflite`` file computes in the precision it was exported with.
     Raises:
         ModelFileError: missing path, unsupported kind, or not a RetinaNet detector.
+        ValueError: ``precision`` other than float32 for a SavedModel or TFLite file.
     """
     from keras_retinanet.detectors.keras_model import KerasDetector
 
@@ -107,6 +111,7 @@ def load_detector(
             "image_size": image_size,
             "score_threshold": score_threshold,
             "max_detections": max_detections,
+            "precision": None if precision == "float32" else precision,
         }
         given = [name for name, value in given.items() if value is not None]
         if given:
@@ -115,9 +120,15 @@ def load_detector(
             )
         return model
     if not isinstance(model, (str, os.PathLike)):
-        return KerasDetector(model, image_size, score_threshold, max_detections)
+        return KerasDetector(model, image_size, score_threshold, max_detections, precision=precision)
     path = os.fspath(model)
     kind = model_kind(path)
+    if precision != "float32" and kind != "keras":
+        raise ValueError(
+            f"--precision {precision} applies to .keras models (run by Keras); {path} is a {kind} file, which "
+            "computes in the precision it was exported with (`retinanet export --precision bf16` writes a "
+            "bfloat16 SavedModel)"
+        )
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime == "mediapipe" and kind != "tflite":
@@ -136,4 +147,6 @@ def load_detector(
         if not os.path.isfile(os.path.join(path, "saved_model.pb")):
             path = os.path.join(path, "saved_model")
         return SavedModelDetector(path, score_threshold, max_detections)
-    return KerasDetector(load_retinanet(path), image_size, score_threshold, max_detections)
+    return KerasDetector(
+        load_retinanet(path), image_size, score_threshold, max_detections, precision=precision
+    )

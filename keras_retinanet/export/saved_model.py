@@ -20,7 +20,12 @@ All signatures return::
     num_detections  int32   [B]        number of valid rows
 
 with ``M = max_detections``. The loaded object also has ``class_names`` (a tf.string variable, [K]),
-``image_size`` (int32 [2], H, W) and ``labels_file`` (the asset).
+``image_size`` (int32 [2], H, W), ``precision`` (tf.string: ``float32`` or ``bf16``) and ``labels_file`` (the
+asset).
+
+The network is the inference graph (``keras_retinanet.inference_graph``: BatchNorm folded into the
+convolutions). With ``precision="bf16"`` it computes in bfloat16, for CPUs with AMX or AVX512-BF16 (and GPUs of
+compute capability >= 8.0); letterbox, decoding and NMS stay float32, and inputs and outputs are unchanged.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from keras_retinanet.imaging import (
 )
 
 
-def _build_serving_module(model: Any, image_size: tuple[int, int], labels_path: Path):
+def _build_serving_module(model: Any, image_size: tuple[int, int], labels_path: Path, precision: str):
     """tf.Module whose signatures follow the SavedModel contract in the module docstring."""
     import tensorflow as tf
 
@@ -57,6 +62,7 @@ def _build_serving_module(model: Any, image_size: tuple[int, int], labels_path: 
             self.labels_file = tf.saved_model.Asset(str(labels_path))
             self.class_names = tf.Variable(class_names(model), trainable=False, dtype=tf.string)
             self.image_size = tf.Variable([target_h, target_w], trainable=False, dtype=tf.int32)
+            self.precision = tf.Variable(precision, trainable=False, dtype=tf.string)
 
         def _detect_batch(self, images):
             """images: float32 (B, h, w, 3), all the same size."""
@@ -116,26 +122,42 @@ def _build_serving_module(model: Any, image_size: tuple[int, int], labels_path: 
     return RetinaNetServing()
 
 
-def build_saved_model(model: Any, path: str | os.PathLike, image_size: Sequence[int] | None = None) -> dict:
+def build_saved_model(
+    model: Any,
+    path: str | os.PathLike,
+    image_size: Sequence[int] | None = None,
+    precision: str = "float32",
+    fold_batchnorm: bool = True,
+) -> dict:
     """Write a SavedModel with the signatures of the module docstring to ``path`` (a new directory).
 
-    Returns {"signatures": [...], "size_bytes": int}.
+    Args:
+        model: a ``RetinaNet``.
+        path: the directory to write.
+        image_size: letterbox size (H, W); default the model's ``input_size``.
+        precision: ``"float32"`` or ``"bf16"`` (the network computes in bfloat16; see the module docstring).
+        fold_batchnorm: export the inference graph with BatchNorm folded (default) rather than the model's own.
+    Returns {"signatures": [...], "size_bytes": int, "precision": precision}.
     """
     import tensorflow as tf
 
+    from keras_retinanet.inference_graph import inference_model
+
     path = Path(path)
     image_size = parse_image_size(image_size) if image_size is not None else model.input_size
+    if fold_batchnorm or precision != "float32":
+        model = inference_model(model, precision, fold_batchnorm)
     with tempfile.TemporaryDirectory() as scratch:
         labels_path = Path(scratch) / LABELS_FILE
         labels_path.write_text("\n".join(class_names(model)) + "\n")
-        module = _build_serving_module(model, image_size, labels_path)
+        module = _build_serving_module(model, image_size, labels_path, precision)
         signatures = {
             "serving_default": module.serve_encoded.get_concrete_function(),
             "detect_float32": module.detect_float32.get_concrete_function(),
             "detect_uint8": module.detect_uint8.get_concrete_function(),
         }
         tf.saved_model.save(module, str(path), signatures=signatures)
-    return {"signatures": sorted(signatures), "size_bytes": _dir_size(path)}
+    return {"signatures": sorted(signatures), "size_bytes": _dir_size(path), "precision": precision}
 
 
 def _dir_size(path: Path) -> int:

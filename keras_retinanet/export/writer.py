@@ -129,6 +129,7 @@ def export_model(
     benchmark: bool = False,
     overwrite: bool = False,
     metadata: bool = True,
+    precision: str = "float32",
 ) -> dict[str, Any]:
     """Export a RetinaNet to ``output_dir`` (layout in the module docstring); returns the report dict.
 
@@ -151,7 +152,16 @@ def export_model(
         overwrite: replace an existing ``output_dir``.
         metadata: write TFLite Model Metadata (labels, input, output layout) into every .tflite, so that
             MediaPipe Tasks' ObjectDetector loads it as it is (``keras_retinanet.export.metadata``).
+        precision: what the SavedModel computes in: ``"float32"`` or ``"bf16"`` (bfloat16, for CPU serving on
+            AMX or AVX512-BF16; inputs and outputs unchanged). The TFLite files have their own variants.
     """
+    from keras_retinanet.inference_graph import dtype_policy
+
+    dtype_policy(precision)  # checks the name before any slow work
+    if precision != "float32" and not saved_model:
+        raise ExportError(
+            f"--precision {precision} sets the SavedModel's precision, but --no-saved-model skips it"
+        )
     output = Path(output_dir).resolve()
     tflite_variants = list(dict.fromkeys(tflite_variants))
     for variant in tflite_variants:
@@ -202,6 +212,7 @@ def export_model(
             "image_size": list(size),
             "model_input_size": list(model.input_size),
             "postprocess": dataclasses.asdict(config),
+            "saved_model_precision": precision if saved_model else None,
             "tflite_detections_per_class": TFLITE_DETECTIONS_PER_CLASS,
             "num_anchors": int(model.anchor_generator.num_anchors(size)),
             "files": {},
@@ -209,7 +220,7 @@ def export_model(
         (staging / LABELS_FILE).write_text("\n".join(class_names(model)) + "\n")
         if saved_model:
             logger.info("writing SavedModel")
-            info = build_saved_model(model, staging / SAVED_MODEL_DIR, size)
+            info = build_saved_model(model, staging / SAVED_MODEL_DIR, size, precision=precision)
             report["files"][SAVED_MODEL_DIR] = info
 
         calib_canvases: list[np.ndarray] | None = None
