@@ -1,4 +1,6 @@
-"""Assigns anchors to ground-truth boxes by IoU (positive / negative / ignored)."""
+"""Assigns anchors to ground-truth boxes (positive / negative / ignored): by fixed IoU thresholds (the paper) or
+by ATSS's adaptive ones (Zhang et al., "Bridging the Gap Between Anchor-based and Anchor-free Detection via
+Adaptive Training Sample Selection", CVPR 2020)."""
 
 from __future__ import annotations
 
@@ -19,10 +21,18 @@ class Matcher:
     ``allow_low_quality_matches`` (torchvision, detectron2), every anchor whose IoU equals the best IoU of some
     ground-truth box also becomes positive, so every box gets at least one anchor.
 
+    With ``kind="atss"`` the thresholds are ATSS's instead: for each box, the ``atss_topk`` anchors of every
+    level whose centres are nearest to its centre are candidates; those whose IoU reaches the mean + standard
+    deviation (unbiased) of the candidates' IoUs and whose centre lies inside the box are positive, every other
+    anchor negative (none ignored). An anchor positive for several boxes goes to the one it overlaps most.
+    Small boxes, whose best IoUs are low, thus still get positives. The fixed thresholds are then unused.
+
     Args:
         positive_threshold: IoU at or above which an anchor is positive (0.5).
         negative_threshold: IoU below which an anchor is negative (0.4).
         allow_low_quality_matches: promote each box's best anchors to positives.
+        kind: ``"iou"`` (fixed thresholds) or ``"atss"``.
+        atss_topk: candidates per level and box for ATSS (9 in the ATSS paper).
     """
 
     def __init__(
@@ -30,7 +40,15 @@ class Matcher:
         positive_threshold: float = 0.5,
         negative_threshold: float = 0.4,
         allow_low_quality_matches: bool = False,
+        kind: str = "iou",
+        atss_topk: int = 9,
     ):
+        if kind not in ("iou", "atss"):
+            raise ValueError(f"Matcher kind must be 'iou' or 'atss', got {kind!r}")
+        if isinstance(atss_topk, bool) or not isinstance(atss_topk, int) or atss_topk < 1:
+            raise ValueError(f"Matcher atss_topk must be an integer >= 1, got {atss_topk!r}")
+        self.kind = kind
+        self.atss_topk = atss_topk
         if negative_threshold > positive_threshold:
             raise ValueError(
                 f"negative_threshold ({negative_threshold}) must not exceed positive_threshold "
@@ -40,12 +58,14 @@ class Matcher:
         self.negative_threshold = float(negative_threshold)
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
 
-    def __call__(self, iou, valid):
+    def __call__(self, iou, valid, anchors=None, boxes=None, level_sizes=None):
         """Matches anchors to boxes.
 
         Args:
             iou: (..., N, M) IoU of N anchors with M ground-truth boxes.
             valid: (..., M) bool, False for padding boxes (they never match).
+            anchors, boxes, level_sizes: for ``kind="atss"`` only: the (N, 4) anchors and (..., M, 4) boxes,
+                xyxy, and the number of anchors of each pyramid level, in the anchors' order.
         Returns:
             matched_index: (..., N) int32 index of each anchor's best box (0 when there is no valid box).
             state: (..., N) int32, ``POSITIVE`` (1), ``NEGATIVE`` (0) or ``IGNORED`` (-1).
@@ -57,10 +77,12 @@ class Matcher:
         if isinstance(num_boxes, int) and num_boxes == 0:
             shape = ops.shape(iou)[:-1]
             return ops.zeros(shape, "int32"), ops.zeros(shape, "int32")
+        if self.kind == "atss":
+            if anchors is None or boxes is None or level_sizes is None:
+                raise ValueError("Matcher(kind='atss') needs the anchors, the boxes and the level sizes")
+            return self._match_atss(iou, valid, anchors, boxes, level_sizes)
         best_iou = ops.max(iou, axis=-1)
-        # The first box with the best IoU, as argmax would give, but 2-3x faster than argmax on CPU.
-        box_index = ops.arange(num_boxes, dtype="int32")
-        matched_index = ops.min(ops.where(iou == best_iou[..., None], box_index, num_boxes), axis=-1)
+        matched_index = _first_best(iou, best_iou)
         positive = best_iou >= self.positive_threshold
         if self.allow_low_quality_matches:
             best_iou_per_box = ops.max(iou, axis=-2, keepdims=True)
@@ -70,13 +92,50 @@ class Matcher:
         state = ops.where(positive, POSITIVE, ops.where(negative, NEGATIVE, IGNORED))
         return matched_index, ops.cast(state, "int32")
 
+    def _match_atss(self, iou, valid, anchors, boxes, level_sizes):
+        anchor_centres = (anchors[:, :2] + anchors[:, 2:]) / 2.0  # (N, 2)
+        box_centres = (boxes[..., :2] + boxes[..., 2:]) / 2.0  # (..., M, 2)
+        offsets = anchor_centres[:, None, :] - box_centres[..., None, :, :]  # (..., N, M, 2)
+        distance = ops.sqrt(ops.sum(offsets * offsets, axis=-1))  # (..., N, M)
+        candidates, start = [], 0
+        for size in level_sizes:
+            level = distance[..., start : start + size, :]
+            # The k-th smallest distance of each box on this level; ties at it are candidates too.
+            nearest, _ = ops.top_k(-ops.swapaxes(level, -1, -2), min(self.atss_topk, size))
+            candidates.append(level <= -nearest[..., -1][..., None, :])
+            start += size
+        candidate = ops.concatenate(candidates, axis=-2) & valid[..., None, :]
+        count = ops.sum(ops.cast(candidate, "float32"), axis=-2)  # (..., M)
+        mean = ops.sum(ops.where(candidate, iou, 0.0), axis=-2) / ops.maximum(count, 1.0)
+        squares = ops.where(candidate, ops.square(iou - mean[..., None, :]), 0.0)
+        std = ops.sqrt(ops.sum(squares, axis=-2) / ops.maximum(count - 1.0, 1.0))
+        x, y = anchor_centres[:, 0][:, None], anchor_centres[:, 1][:, None]  # (N, 1)
+        inside = (x > boxes[..., None, :, 0]) & (x < boxes[..., None, :, 2])
+        inside = inside & (y > boxes[..., None, :, 1]) & (y < boxes[..., None, :, 3])
+        chosen = candidate & inside & (iou >= (mean + std)[..., None, :])
+        chosen_iou = ops.where(chosen, iou, -1.0)
+        best_iou = ops.max(chosen_iou, axis=-1)
+        matched_index = _first_best(chosen_iou, best_iou)
+        state = ops.where(best_iou > -1.0, POSITIVE, NEGATIVE)
+        return matched_index, ops.cast(state, "int32")
+
     def get_config(self) -> dict:
         return {
             "positive_threshold": self.positive_threshold,
             "negative_threshold": self.negative_threshold,
             "allow_low_quality_matches": self.allow_low_quality_matches,
+            "kind": self.kind,
+            "atss_topk": self.atss_topk,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> Matcher:
         return cls(**config)
+
+
+def _first_best(values, best):
+    """(..., N) int32: the first index along the last axis of ``values`` (..., N, M) that equals ``best``
+    (..., N), as argmax would give, but 2-3x faster than argmax on CPU."""
+    num = ops.shape(values)[-1]
+    index = ops.arange(num, dtype="int32")
+    return ops.min(ops.where(values == best[..., None], index, num), axis=-1)

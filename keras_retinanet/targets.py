@@ -67,7 +67,13 @@ class LabelEncoder:
 
         valid = gt_classes != PADDING_CLASS
         iou = pairwise_iou(anchors if len(gt_boxes.shape) == 2 else anchors[None], gt_boxes)
-        matched_index, state = self.matcher(iou, valid)
+        matched_index, state = self.matcher(
+            iou,
+            valid,
+            anchors=anchors,
+            boxes=gt_boxes,
+            level_sizes=self.anchor_generator.level_sizes(image_shape),
+        )
 
         if len(gt_boxes.shape) == 2:
             matched_boxes = ops.take(gt_boxes, matched_index, axis=0)

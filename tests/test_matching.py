@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from keras_retinanet import Matcher
 from keras_retinanet.matching import IGNORED, NEGATIVE, POSITIVE
@@ -42,3 +43,86 @@ def test_batched_matching():
     iou = np.array([[[0.6], [0.1]], [[0.1], [0.6]]], dtype="float32")
     _, state = Matcher()(iou, np.array([[True], [True]]))
     np.testing.assert_array_equal(np.asarray(state), [[POSITIVE, NEGATIVE], [NEGATIVE, POSITIVE]])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ATSS
+
+
+def _atss_reference(anchors, boxes, level_sizes, topk):
+    """ATSS (Zhang et al. 2020, Algorithm 1) box by box, with numpy: (matched box or -1) per anchor."""
+    from keras_retinanet.boxes import pairwise_iou
+
+    iou = np.asarray(pairwise_iou(anchors, boxes), np.float64)
+    centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+    best = np.full(len(anchors), -1.0)
+    matched = np.full(len(anchors), -1)
+    for j, box in enumerate(boxes):
+        distance = np.linalg.norm(centres - (box[:2] + box[2:]) / 2, axis=1)
+        candidates, start = [], 0
+        for size in level_sizes:
+            order = np.argsort(distance[start : start + size], kind="stable")
+            candidates += list(start + order[: min(topk, size)])
+            start += size
+        threshold = iou[candidates, j].mean() + iou[candidates, j].std(ddof=1)
+        for i in candidates:
+            inside = box[0] < centres[i, 0] < box[2] and box[1] < centres[i, 1] < box[3]
+            if inside and iou[i, j] >= threshold and iou[i, j] > best[i]:
+                best[i], matched[i] = iou[i, j], j
+    return matched
+
+
+def test_atss_hand_made_case():
+    """One 10x10 box; level A: the box itself (IoU 1), a shifted copy (IoU 90/110), a copy whose centre is on the
+    box's edge (IoU 50/150); level B: two far anchors (IoU 0). k = 3, so all five are candidates: threshold =
+    mean + sample std of (1, 0.818, 0.333, 0, 0) = 0.430 + 0.462 = 0.893: only the box itself is positive."""
+    anchors = np.array(
+        [[0, 0, 10, 10], [1, 0, 11, 10], [5, 0, 15, 10], [40, 40, 50, 50], [60, 60, 70, 70]], np.float32
+    )
+    boxes = np.array([[0, 0, 10, 10]], np.float32)
+    values = np.array([1, 90 / 110, 50 / 150, 0, 0])
+    assert values.mean() + values.std(ddof=1) == pytest.approx(0.893, abs=1e-3)
+    from keras_retinanet.boxes import pairwise_iou
+
+    matcher = Matcher(kind="atss", atss_topk=3)
+    iou = pairwise_iou(anchors, boxes)
+    index, state = matcher(iou, np.array([True]), anchors=anchors, boxes=boxes, level_sizes=[3, 2])
+    np.testing.assert_array_equal(np.asarray(state), [POSITIVE, NEGATIVE, NEGATIVE, NEGATIVE, NEGATIVE])
+    # With k = 1 per level the candidates are the box itself and one far anchor: threshold 0.5 + 0.707.
+    _, state = Matcher(kind="atss", atss_topk=1)(iou, np.array([True]), anchors=anchors, boxes=boxes,
+                                                  level_sizes=[3, 2])  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(state), [NEGATIVE] * 5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_atss_equals_the_reference_on_random_boxes(seed):
+    from keras_retinanet.anchors import AnchorGenerator
+    from keras_retinanet.boxes import pairwise_iou
+
+    rng = np.random.default_rng(seed)
+    generator = AnchorGenerator()
+    size = (128, 160)
+    anchors = np.asarray(generator(image_shape=size))
+    level_sizes = generator.level_sizes(size)
+    batch = []
+    for _ in range(2):
+        xy = rng.uniform(0, 100, (6, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(6, 90, (6, 2))], -1).astype(np.float32)
+        batch.append(boxes)
+    boxes = np.stack(batch)  # (2, 6, 4)
+    valid = np.array([[True] * 6, [True] * 4 + [False] * 2])
+    iou = pairwise_iou(anchors[None], boxes)
+    index, state = Matcher(kind="atss")(iou, valid, anchors=anchors, boxes=boxes, level_sizes=level_sizes)
+    for b in range(2):
+        expected = _atss_reference(anchors, boxes[b][valid[b]], level_sizes, 9)
+        got = np.where(np.asarray(state[b]) == POSITIVE, np.asarray(index[b]), -1)
+        np.testing.assert_array_equal(got, expected)
+        assert (expected >= 0).sum() > 6  # every box has positives here: a real comparison
+    assert set(np.unique(np.asarray(state))) <= {POSITIVE, NEGATIVE}
+
+
+def test_atss_is_saved_with_the_matcher():
+    matcher = Matcher.from_config(Matcher(kind="atss", atss_topk=5).get_config())
+    assert (matcher.kind, matcher.atss_topk) == ("atss", 5)
+    with pytest.raises(ValueError, match="kind must be 'iou' or 'atss'"):
+        Matcher(kind="aTSS")

@@ -38,6 +38,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--tiny", action="store_true", help="a very small, fast configuration (tests, smoke runs)"
     )
     parser.add_argument("--skip-bad", action="store_true", help="skip (and report) bad records of --data")
+    parser.add_argument(
+        "--anchors",
+        default="auto",
+        help="auto (default: fitted to the data when a class is under-covered), paper, or a JSON file "
+        "(retinanet train --anchors)",
+    )
     return parser.parse_args(argv)
 
 
@@ -113,8 +119,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         fpn_channels=32 if args.tiny else 96,
         head_depth=1 if args.tiny else 3,
         image_size=args.image_size,
-        # Objects down to 16 px: the pyramid's anchors start at 16 instead of the paper's 32.
-        anchor_sizes=(16.0, 32.0, 64.0, 128.0, 256.0) if not args.data else ModelConfig.anchor_sizes,
     )
     config = TrainConfig(
         data=train_spec,
@@ -122,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         output=str(output / "train"),
         skip_bad=args.skip_bad,
         model=model,
+        anchors=args.anchors,
         batch_size=args.batch_size,
         epochs=args.epochs,
         steps_per_epoch=steps_per_epoch,
@@ -187,9 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n== keras model on the validation set ==")
     print(format_metrics(metrics["keras"]))
     rows = [("keras (.keras)", metrics["keras"]), ("TFLite int8", metrics["tflite_int8"])]
-    print("\n| model | AP | AP50 | AP75 |\n|---|---|---|---|")
+    keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    print(f"\n| model | {' | '.join(keys)} |\n|---|{'---|' * len(keys)}")
     for name, m in rows:
-        print(f"| {name} | {m['AP']:.3f} | {m['AP50']:.3f} | {m['AP75']:.3f} |")
+        print(f"| {name} | " + " | ".join(f"{m[key]:.3f}" for key in keys) + " |")
     print("\n| step | seconds |\n|---|---|")
     for name, seconds in timings.items():
         print(f"| {name[:-2]} | {seconds:.0f} |")

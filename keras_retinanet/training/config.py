@@ -183,6 +183,13 @@ class ModelConfig(_Options):
         "each box also keeps its best anchors (torchvision)",
         target=("Matcher", "allow_low_quality_matches"),
     )
+    matching: Literal["iou", "atss"] = option(
+        "iou",
+        "iou: the fixed thresholds above (paper); atss: ATSS's per-box thresholds (mean + std of the IoUs of "
+        "the nearest anchors), which give small boxes positives",
+        target=("Matcher", "kind"),
+    )
+    atss_topk: int = option(9, "ATSS candidates per level and box", target=("Matcher", "atss_topk"))
     # decoding (what the trained model's predict / detect return)
     score_threshold: float = option(
         0.05, "detections below this score are dropped", target=("DetectionDecoder", "score_threshold")
@@ -304,8 +311,9 @@ class TrainConfig(_Options):
     model: ModelConfig = option(help="the model trained", factory=ModelConfig)
     anchors: str = option(
         "paper",
-        "paper: the anchor options as given (the paper's unless set); auto: fit them to the training set when a "
-        "class has boxes no anchor covers; FILE: the anchors of a `retinanet data check --json` file",
+        "paper: the anchor options as given (the paper's unless set); auto: fit sizes, scales and ratios to the "
+        "training set when under 95% of a class's boxes reach the positive IoU with an anchor; FILE: the "
+        "anchors of a `retinanet data check --json` file or a run's anchors.json",
         group="data",
     )
     init: str | None = option(
