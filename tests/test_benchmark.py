@@ -633,3 +633,20 @@ def test_quick_compare_with_installed_peers(tmp_path):
         assert len(theirs["runs_ms"]) == full["config"]["runs"]
         ratio = theirs["median_ms"] / full["results"]["forward"]["median_ms"]
         assert full["ratios"][peer]["forward"] == pytest.approx(ratio, abs=1e-3)
+
+
+def test_markdown_reports_the_precision_variants():
+    full = _canned_report()
+    full["results"].update(forward_unfolded={"median_ms": 560.0}, forward_bf16={"median_ms": 210.0})
+    lines = report.markdown_report(full).splitlines()
+    assert (
+        "| precision variants: forward float32, inference graph (BatchNorm folded; the forward row above) "
+        "(ms/image) | 500.0 |" in lines
+    )
+    assert "| forward float32, training graph (BatchNorm not folded) (ms/image) | 560.0 |" in lines
+    assert "| forward bfloat16 (mixed_bfloat16, folded; AVX512-BF16) (ms/image) | 210.0 |" in lines
+    full["results"]["forward_bf16"] = {"skipped": "CPU X has neither AMX nor AVX512-BF16"}
+    assert (
+        "| forward bfloat16 (mixed_bfloat16, folded; AVX512-BF16) (ms/image) | skipped: CPU X has neither AMX "
+        "nor AVX512-BF16 |" in report.markdown_report(full).splitlines()
+    )

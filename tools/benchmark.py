@@ -73,6 +73,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--xla", action="store_true", help="also time forward and training step with jit_compile"
     )
+    parser.add_argument(
+        "--skip-bf16", action="store_true", help="no bfloat16 forward (timed only on bfloat16 hardware)"
+    )
     parser.add_argument("--skip-tflite", action="store_true")
     parser.add_argument("--tflite-variants", default="float32,float16,int8")
     parser.add_argument(
@@ -151,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=args.warmup,
         runs=args.runs,
         xla=args.xla,
+        bf16=False,
         tflite_variants=() if args.skip_tflite else tuple(args.tflite_variants),
         calibration_images=args.calibration_images,
     )
@@ -162,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine_facts = machine.machine_info()
     data = project.benchmark_inputs(args.image_size)
     results: dict = {}
+    bf16_supported, bf16_reason = machine.bf16_support(machine_facts)
+    settings.bf16 = bf16_supported and not args.skip_bf16
+    if not settings.bf16:
+        results["forward_bf16"] = {"skipped": "--skip-bf16" if bf16_supported else bf16_reason}
     model = project.build_phase(settings, results)
     summary = project.model_summary(model, args.image_size)
     project.measure_model(model, settings, data, results)

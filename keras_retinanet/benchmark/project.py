@@ -4,8 +4,11 @@ Every phase runs on the fixed inputs of :func:`benchmark_inputs` (the same pixel
 :func:`keras_retinanet.benchmark.timing.time_runs` inside :func:`~keras_retinanet.benchmark.timing.run_phase`,
 so each record has ``median_ms``, ``min_ms``, ``runs_ms`` (ms per image), ``peak_rss_mib`` and ``phase_s``:
 
-- ``forward``: ``model(images, training=False)`` in a ``tf.function``, batch 1 (backbone + FPN + heads);
-  ``forward_xla`` the same with ``jit_compile=True``.
+- ``forward``: ``model(images, training=False)`` in a ``tf.function``, batch 1 (backbone + FPN + heads), on the
+  inference graph that ``predict`` runs (``keras_retinanet.inference_graph``: BatchNorm folded into the
+  convolutions); ``forward_xla`` the same with ``jit_compile=True``; ``forward_unfolded`` the model's own
+  (training) graph; ``forward_bf16`` the inference graph in bfloat16 (``mixed_bfloat16``), only where
+  ``machine.bf16_support()`` finds bfloat16 hardware (else ``{"skipped": reason}``).
 - ``inference``: a :class:`keras_retinanet.detectors.KerasDetector` on one uint8 image
   (:func:`keras_retinanet.benchmark.latency.detector_latency`): letterbox, network, decode + per-class NMS,
   boxes mapped back to the image's pixels.
@@ -53,6 +56,7 @@ class ProjectSettings:
         inter_op_threads: TensorFlow inter-op threads when different from ``threads``.
         warmup, runs: untimed and timed calls per figure.
         xla: also time ``forward_xla`` and ``train_xla``.
+        bf16: also time ``forward_bf16`` (the caller checks the hardware: ``machine.bf16_support``).
         tflite_variants: TFLite files to convert and time (empty: none).
         calibration_images: random images for int8 calibration.
     """
@@ -69,6 +73,7 @@ class ProjectSettings:
     warmup: int = 2
     runs: int = 7
     xla: bool = False
+    bf16: bool = False
     tflite_variants: Sequence[str] = ("float32", "float16", "int8")
     calibration_images: int = 8
 
@@ -182,14 +187,21 @@ def measure_model(model, settings: ProjectSettings, data: dict[str, Any], result
     import tensorflow as tf
 
     from keras_retinanet.detectors import KerasDetector
+    from keras_retinanet.inference_graph import inference_model
 
     size, w, r = settings.image_size, settings.warmup, settings.runs
     image = tf.constant(data["images"][:1].astype(np.float32))
-    forward = _forward_function(model)
+    folded = inference_model(model)
+    forward = _forward_function(folded)
     run_phase(results, "forward", lambda: time_runs(lambda: forward(image), w, r))
     if settings.xla:
-        forward_xla = _forward_function(model, jit_compile=True)
+        forward_xla = _forward_function(folded, jit_compile=True)
         run_phase(results, "forward_xla", lambda: time_runs(lambda: forward_xla(image), w, r))
+    unfolded = _forward_function(model)
+    run_phase(results, "forward_unfolded", lambda: time_runs(lambda: unfolded(image), w, r))
+    if settings.bf16:
+        forward_bf16 = _forward_function(inference_model(model, "bf16"))
+        run_phase(results, "forward_bf16", lambda: time_runs(lambda: forward_bf16(image), w, r))
 
     def inference() -> dict[str, Any]:
         timing = detector_latency(KerasDetector(model, size), [data["images"][0]], 1, w, r)

@@ -155,6 +155,20 @@ def _other_figures(report: dict[str, Any]) -> list[str]:
     lines.append(f"| machine FP32 peak (GFLOP/s): {peak['formula']} | {peak['gflops'] or '-'} |")
     if peak.get("measured_matmul_gflops"):
         lines.append(f"| measured FP32 matmul (GFLOP/s) | {peak['measured_matmul_gflops']} |")
+    bf16 = res.get("forward_bf16")
+    if "forward_unfolded" in res or bf16:
+        lines.append(
+            f"| precision variants: forward float32, inference graph (BatchNorm folded; the forward row above) "
+            f"(ms/image) | {_ms(res.get('forward'))} |"
+        )
+    if "forward_unfolded" in res:
+        lines.append(
+            f"| forward float32, training graph (BatchNorm not folded) (ms/image) | {_ms(res['forward_unfolded'])} |"
+        )
+    if bf16:
+        hardware = report["machine"].get("bf16_hardware") or "no bfloat16 hardware"
+        value = f"skipped: {bf16['skipped']}" if "skipped" in bf16 else _ms(bf16)
+        lines.append(f"| forward bfloat16 (mixed_bfloat16, folded; {hardware}) (ms/image) | {value} |")
     for key, label in (
         ("forward", "forward"),
         ("forward_xla", "forward XLA"),
