@@ -164,3 +164,35 @@ def test_auto_is_recorded_in_the_run_folder_and_the_model_and_kept_on_resume(tmp
     assert summary["resumed_from_epoch"] == 1 and summary["finished"]
     assert TrainConfig.from_yaml(output / "config.yaml").model == saved.model
     keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("matching", ["iou", "atss"])
+def test_diagnosis_counts_the_positives_the_label_encoder_makes(tmp_path, capsys, matching):
+    """tools/diagnose_anchors.py on real BCCD images: positives per class add up to the label encoder's."""
+    import sys
+    from pathlib import Path
+
+    from retinanet_testing import copy_bccd_subset
+
+    from keras_retinanet.data import load_dataset
+    from keras_retinanet.imaging import letterbox_params
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import diagnose_anchors
+
+    root = copy_bccd_subset(tmp_path, ["BloodImage_00003", "BloodImage_00007"])
+    spec = f"voc:{root}:train"
+    assert diagnose_anchors.main(["--data", spec, "--image-size", "384", "--matching", matching]) == 0
+    rows = {line.split("|")[1].strip(): line.split("|") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "class" not in line}  # fmt: skip
+    config = TrainConfig().update({"image_size": 384, "matching": matching}).model
+    encoder = config.build(["Platelets", "RBC", "WBC"]).label_encoder()
+    expected = np.zeros(3, int)
+    for example in load_dataset(spec).examples:
+        _, _, sy, sx = letterbox_params(example["height"], example["width"], (384, 384))
+        boxes = example["boxes"] * np.array([sx, sy, sx, sy], np.float32)
+        targets = np.asarray(encoder.encode((384, 384), boxes, example["classes"])["classification"])
+        expected += np.bincount(targets[targets >= 0], minlength=3)
+    for k, name in enumerate(["Platelets", "RBC", "WBC"]):
+        boxes, per_box = int(rows[name][2]), float(rows[name][6])
+        assert per_box * boxes == pytest.approx(expected[k], abs=0.05 * boxes + 1e-9)

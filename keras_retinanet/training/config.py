@@ -37,6 +37,7 @@ import yaml
 
 if typing.TYPE_CHECKING:
     from keras_retinanet.anchors import AnchorGenerator
+    from keras_retinanet.matching import Matcher
     from keras_retinanet.model import RetinaNet
 
 # The anchor options that ``--anchors auto`` or ``--anchors FILE`` set (keras_retinanet.training.anchors).
@@ -244,7 +245,6 @@ class ModelConfig(_Options):
         """
         from keras_retinanet.box_coder import BoxCoder
         from keras_retinanet.decode import DetectionDecoder
-        from keras_retinanet.matching import Matcher
         from keras_retinanet.model import RetinaNet
 
         if not class_names:
@@ -254,7 +254,7 @@ class ModelConfig(_Options):
             class_names=list(class_names),
             anchor_generator=self.build_anchor_generator(),
             box_coder=BoxCoder(**self.arguments("BoxCoder")),
-            matcher=Matcher(**self.arguments("Matcher")),
+            matcher=self.build_matcher(),
             decoder=DetectionDecoder(**self.arguments("DetectionDecoder")),
             **self.arguments("RetinaNet"),
         )
@@ -264,6 +264,12 @@ class ModelConfig(_Options):
         from keras_retinanet.anchors import AnchorGenerator
 
         return AnchorGenerator(name="anchor_generator", **self.arguments("AnchorGenerator"))
+
+    def build_matcher(self) -> Matcher:
+        """The ``Matcher`` these options describe."""
+        from keras_retinanet.matching import Matcher
+
+        return Matcher(**self.arguments("Matcher"))
 
     def losses(self) -> dict:
         """``{"classification": FocalLoss, "box_regression": BoxRegressionLoss}`` for ``model.compile``."""

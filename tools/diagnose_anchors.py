@@ -1,0 +1,129 @@
+"""Where a class is lost: anchors matched per ground-truth box, and (with a model) the scores it gives them.
+
+    python tools/diagnose_anchors.py --data voc:BCCD:trainval --image-size 384 [--anchors FILE] [--matching atss]
+    python tools/diagnose_anchors.py --model runs/bccd_quick/model.keras --data voc:BCCD:test
+
+Per class: boxes, boxes with a positive anchor, with only ignored anchors, with none; positive anchors per box
+and the class's share of all positives (its weight in the loss). Without ``--model`` the anchors and matcher are
+the training options given here (``retinanet train``'s names); with it, the model's own. With a model, also: the
+median of each box's best score for its class over the anchors that overlap it (IoU >= 0.3), how many boxes have
+such a score above the decoder's threshold, and how many the decoded detections find (IoU >= 0.5, same class).
+Images are letterboxed to the network size as evaluation does.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="dataset spec, e.g. voc:DIR:test")
+    parser.add_argument("--model", help="a trained .keras model (its anchors, matcher, decoder)")
+    parser.add_argument("--image-size", type=int, default=512, help="without --model (default 512)")
+    parser.add_argument("--anchors", default="paper", help="without --model: paper or a JSON file (train's)")
+    parser.add_argument("--matching", choices=("iou", "atss"), default="iou", help="without --model")
+    parser.add_argument("--allow-low-quality-matches", action="store_true", help="without --model")
+    return parser.parse_args(argv)
+
+
+def _parts(args: argparse.Namespace):
+    """(anchor generator, matcher, model or None, network size)."""
+    if args.model:
+        from keras_retinanet.detectors import load_retinanet
+
+        model = load_retinanet(args.model)
+        return model.anchor_generator, model.matcher, model, model.input_size
+    from keras_retinanet.training import TrainConfig
+    from keras_retinanet.training.anchors import read_anchor_file
+
+    values = {"image_size": args.image_size, "matching": args.matching}
+    values["allow_low_quality_matches"] = args.allow_low_quality_matches
+    if args.anchors != "paper":
+        shapes = read_anchor_file(args.anchors)
+        values.update(anchor_sizes=shapes["sizes"], anchor_scales=shapes["scales"])
+        values["anchor_aspect_ratios"] = shapes["aspect_ratios"]
+    config = TrainConfig().update(values).model
+    return config.build_anchor_generator(), config.build_matcher(), None, (args.image_size, args.image_size)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _arguments(argv)
+    from keras_retinanet.boxes import pairwise_iou
+    from keras_retinanet.data import load_dataset
+    from keras_retinanet.imaging import letterbox, read_image
+    from keras_retinanet.matching import IGNORED, POSITIVE
+
+    generator, matcher, model, size = _parts(args)
+    dataset = load_dataset(args.data, skip_bad=True)
+    anchors = np.asarray(generator(image_shape=size))
+    level_sizes = generator.level_sizes(size)
+    rows = {
+        name: {"positives": [], "ignored_only": 0, "scores": [], "found": 0} for name in dataset.class_names
+    }
+    for example in dataset.examples:
+        keep = ~example["ignore"]
+        if not keep.any():
+            continue
+        image = read_image(example["image_path"], example["orientation"])
+        canvas, (scale_y, scale_x) = letterbox(image, size)
+        boxes = (example["boxes"][keep] * np.array([scale_x, scale_y, scale_x, scale_y])).astype("float32")
+        classes = example["classes"][keep]
+        iou = np.asarray(pairwise_iou(anchors, boxes))
+        matched, state = matcher(
+            iou, np.ones(len(boxes), bool), anchors=anchors, boxes=boxes, level_sizes=level_sizes
+        )
+        matched, state = np.asarray(matched), np.asarray(state)
+        if model is not None:
+            logits = np.asarray(model(canvas[None].astype("float32"), training=False)["classification"][0])
+            scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+            found = model.detect(canvas[None])
+            kept = np.asarray(found["scores"][0]) > 0
+            found_boxes = np.asarray(found["boxes"][0])[kept]
+            found_classes = np.asarray(found["classes"][0])[kept]
+        for j, (box, cls) in enumerate(zip(boxes, classes, strict=True)):
+            row = rows[dataset.class_names[cls]]
+            positives = int(((state == POSITIVE) & (matched == j)).sum())
+            row["positives"].append(positives)
+            row["ignored_only"] += positives == 0 and bool(((state == IGNORED) & (matched == j)).any())
+            if model is not None:
+                near = iou[:, j] >= 0.3
+                row["scores"].append(float(scores[near, cls].max()) if near.any() else 0.0)
+                same = found_classes == cls
+                row["found"] += bool(same.any()) and bool(
+                    (np.asarray(pairwise_iou(box[None], found_boxes[same])) >= 0.5).any()
+                )
+    total = sum(sum(row["positives"]) for row in rows.values()) or 1
+    shapes = [
+        [round(v, 3) for v in values]
+        for values in (generator.sizes, generator.scales, generator.aspect_ratios)
+    ]
+    print(f"{args.data} at {size[0]}x{size[1]}: anchor sizes {shapes[0]}, scales {shapes[1]}, ratios {shapes[2]}; "
+          f"matcher {matcher.get_config()}")  # fmt: skip
+    header = "| class | boxes | with a positive anchor | only ignored | none | positives per box | share of positives |"
+    if model is not None:
+        threshold = model.decoder.score_threshold
+        header += f" best score, IoU >= 0.3 (median) | boxes scoring >= {threshold:g} | found (IoU >= 0.5) |"
+    print(header + "\n|" + "---|" * (header.count("|") - 1))
+    for name, row in rows.items():
+        counts = np.array(row["positives"])
+        if not len(counts):
+            continue
+        with_positive = int((counts > 0).sum())
+        line = (
+            f"| {name} | {len(counts)} | {with_positive} ({100 * with_positive / len(counts):.1f}%) | "
+            f"{row['ignored_only']} | {len(counts) - with_positive - row['ignored_only']} | {counts.mean():.1f} | "
+            f"{100 * counts.sum() / total:.1f}% |"
+        )
+        if model is not None:
+            scores = np.array(row["scores"])
+            line += f" {np.median(scores):.3f} | {int((scores >= threshold).sum())} | {row['found']} |"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
