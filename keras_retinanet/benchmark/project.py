@@ -7,8 +7,9 @@ so each record has ``median_ms``, ``min_ms``, ``runs_ms`` (ms per image), ``peak
 - ``forward``: ``model(images, training=False)`` in a ``tf.function``, batch 1 (backbone + FPN + heads), on the
   inference graph that ``predict`` runs (``keras_retinanet.inference_graph``: BatchNorm folded into the
   convolutions); ``forward_xla`` the same with ``jit_compile=True``; ``forward_unfolded`` the model's own
-  (training) graph; ``forward_bf16`` the inference graph in bfloat16 (``mixed_bfloat16``), only where
-  ``machine.bf16_support()`` finds bfloat16 hardware (else ``{"skipped": reason}``).
+  (training) graph; ``forward_bf16`` the inference graph in bfloat16 (``mixed_bfloat16``) and ``train_bf16``
+  the training step of a model built under ``mixed_bfloat16`` (``--mixed-precision`` on a CPU), only where
+  ``machine.bf16_support()`` finds bfloat16 hardware (else ``forward_bf16`` is ``{"skipped": reason}``).
 - ``inference``: a :class:`keras_retinanet.detectors.KerasDetector` on one uint8 image
   (:func:`keras_retinanet.benchmark.latency.detector_latency`): letterbox, network, decode + per-class NMS,
   boxes mapped back to the image's pixels.
@@ -232,17 +233,29 @@ def measure_model(model, settings: ProjectSettings, data: dict[str, Any], result
     targets = {k: np.asarray(v) for k, v in encode(data["boxes"], data["classes"]).items()}
     images = tf.constant(data["images"].astype(np.float32))
 
-    def train(jit: bool) -> dict[str, Any]:
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit)
+    def train(trained, jit: bool) -> dict[str, Any]:
+        trained.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit)
         losses: list[float] = []
         timing = time_runs(
-            lambda: losses.append(float(np.sum(model.train_on_batch(images, targets)))), w, r, per=batch
+            lambda: losses.append(float(np.sum(trained.train_on_batch(images, targets)))), w, r, per=batch
         )
         return {**timing, "batch_size": batch, "loss_first_last": [losses[0], losses[-1]]}
 
-    run_phase(results, "train", lambda: train(False))
+    run_phase(results, "train", lambda: train(model, False))
     if settings.xla:
-        run_phase(results, "train_xla", lambda: train(True))
+        run_phase(results, "train_xla", lambda: train(model, True))
+    if settings.bf16:
+        # What `retinanet train --mixed-precision` trains on a CPU: the model built under mixed_bfloat16.
+        def train_bf16() -> dict[str, Any]:
+            previous = keras.config.dtype_policy()
+            keras.config.set_dtype_policy("mixed_bfloat16")
+            try:
+                bf16_model = build_model(settings)
+            finally:
+                keras.config.set_dtype_policy(previous)
+            return train(bf16_model, False)
+
+        run_phase(results, "train_bf16", train_bf16)
 
 
 def measure_tflite(model, settings: ProjectSettings) -> dict[str, Any]:

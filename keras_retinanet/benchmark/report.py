@@ -169,6 +169,11 @@ def _other_figures(report: dict[str, Any]) -> list[str]:
         hardware = report["machine"].get("bf16_hardware") or "no bfloat16 hardware"
         value = f"skipped: {bf16['skipped']}" if "skipped" in bf16 else _ms(bf16)
         lines.append(f"| forward bfloat16 (mixed_bfloat16, folded; {hardware}) (ms/image) | {value} |")
+    if res.get("train_bf16"):
+        lines.append(
+            f"| training step bfloat16 (mixed_bfloat16, as --mixed-precision on a CPU) (ms/image) | "
+            f"{_ms(res['train_bf16'])} |"
+        )
     for key, label in (
         ("forward", "forward"),
         ("forward_xla", "forward XLA"),
