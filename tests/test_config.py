@@ -109,6 +109,8 @@ def test_build_passes_every_field_to_its_class():
         positive_threshold=0.6,
         negative_threshold=0.3,
         allow_low_quality_matches=True,
+        matching="atss",
+        atss_topk=5,
         score_threshold=0.2,
         topk_per_level=50,
         nms_iou_threshold=0.6,
