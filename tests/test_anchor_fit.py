@@ -163,6 +163,7 @@ def test_auto_is_recorded_in_the_run_folder_and_the_model_and_kept_on_resume(tmp
     summary = train(longer, allow_changes="epochs")
     assert summary["resumed_from_epoch"] == 1 and summary["finished"]
     assert TrainConfig.from_yaml(output / "config.yaml").model == saved.model
+    assert json.loads((output / "anchors.json").read_text()) == report  # the fit's report, not overwritten
     keras.backend.clear_session()
 
 

@@ -155,9 +155,11 @@ def resolve_anchors(
         )
     if previous is not None and previous.anchors == mode:
         shapes = _shapes(previous)
+        # "resumed": the run folder's anchors.json (the fit's report) is kept.
         return _with_shapes(config, shapes), {
             "anchors": shapes,
-            "reason": f"resumed with {previous.output}'s",
+            "reason": "the run folder's",
+            "resumed": True,
         }
     if mode == "auto":
         shapes, report = fit_to_data(config, dataset, seed=config.seed)
