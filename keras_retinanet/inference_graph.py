@@ -18,7 +18,9 @@ that box decoding and NMS (``keras_retinanet.decode``) run in float32 as before.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -34,6 +36,17 @@ PRECISIONS = {"float32": "float32", "bf16": "mixed_bfloat16"}
 _FOLDABLE_CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 # Layers of the RetinaNet around the backbone whose weights the copy takes over unchanged.
 _HEAD_LAYERS = ("feature_pyramid", "classification_head", "box_head")
+
+
+@contextlib.contextmanager
+def global_dtype_policy(policy: str) -> Iterator[None]:
+    """Keras' global dtype policy set to ``policy`` (e.g. ``"mixed_bfloat16"``) inside the block, restored after."""
+    saved = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(saved)
 
 
 def dtype_policy(precision: str) -> str:
@@ -67,12 +80,8 @@ def inference_model(model: RetinaNet, precision: str = "float32", fold_batchnorm
         backbone = keras.Model.from_config(config)
     config = model.get_config()
     config.update(backbone=backbone, backbone_weights=None)
-    saved = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
+    with global_dtype_policy(policy):
         copy_model = RetinaNet.from_config(config)
-    finally:
-        keras.config.set_dtype_policy(saved)
     copy_model._inference_folds = folds
     update_inference_weights(copy_model, model)
     copy_model.trainable = False

@@ -24,13 +24,15 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, help="dataset spec, e.g. voc:DIR:test")
     parser.add_argument("--model", help="a trained .keras model (its anchors, matcher, decoder)")
     parser.add_argument("--image-size", type=int, default=512, help="without --model (default 512)")
-    parser.add_argument("--anchors", default="paper", help="without --model: paper or a JSON file (train's)")
+    parser.add_argument(
+        "--anchors", default="paper", help="without --model: paper, auto or a JSON file (train's --anchors)"
+    )
     parser.add_argument("--matching", choices=("iou", "atss"), default="iou", help="without --model")
     parser.add_argument("--allow-low-quality-matches", action="store_true", help="without --model")
     return parser.parse_args(argv)
 
 
-def _parts(args: argparse.Namespace):
+def _parts(args: argparse.Namespace, dataset):
     """(anchor generator, matcher, model or None, network size)."""
     if args.model:
         from keras_retinanet.detectors import load_retinanet
@@ -38,16 +40,15 @@ def _parts(args: argparse.Namespace):
         model = load_retinanet(args.model)
         return model.anchor_generator, model.matcher, model, model.input_size
     from keras_retinanet.training import TrainConfig
-    from keras_retinanet.training.anchors import read_anchor_file
+    from keras_retinanet.training.anchors import resolve_anchors
 
-    values = {"image_size": args.image_size, "matching": args.matching}
-    values["allow_low_quality_matches"] = args.allow_low_quality_matches
-    if args.anchors != "paper":
-        shapes = read_anchor_file(args.anchors)
-        values.update(anchor_sizes=shapes["sizes"], anchor_scales=shapes["scales"])
-        values["anchor_aspect_ratios"] = shapes["aspect_ratios"]
-    config = TrainConfig().update(values).model
-    return config.build_anchor_generator(), config.build_matcher(), None, (args.image_size, args.image_size)
+    config = TrainConfig(anchors=args.anchors).update(
+        {"image_size": args.image_size, "matching": args.matching,
+         "allow_low_quality_matches": args.allow_low_quality_matches}
+    )  # fmt: skip
+    model_config = resolve_anchors(config, dataset)[0].model
+    size = (args.image_size, args.image_size)
+    return model_config.build_anchor_generator(), model_config.build_matcher(), None, size
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from keras_retinanet.imaging import letterbox, read_image
     from keras_retinanet.matching import IGNORED, POSITIVE
 
-    generator, matcher, model, size = _parts(args)
     dataset = load_dataset(args.data, skip_bad=True)
+    generator, matcher, model, size = _parts(args, dataset)
     anchors = np.asarray(generator(image_shape=size))
     level_sizes = generator.level_sizes(size)
     rows = {

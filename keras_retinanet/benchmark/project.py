@@ -188,7 +188,7 @@ def measure_model(model, settings: ProjectSettings, data: dict[str, Any], result
     import tensorflow as tf
 
     from keras_retinanet.detectors import KerasDetector
-    from keras_retinanet.inference_graph import inference_model
+    from keras_retinanet.inference_graph import global_dtype_policy, inference_model
 
     size, w, r = settings.image_size, settings.warmup, settings.runs
     image = tf.constant(data["images"][:1].astype(np.float32))
@@ -247,12 +247,8 @@ def measure_model(model, settings: ProjectSettings, data: dict[str, Any], result
     if settings.bf16:
         # What `retinanet train --mixed-precision` trains on a CPU: the model built under mixed_bfloat16.
         def train_bf16() -> dict[str, Any]:
-            previous = keras.config.dtype_policy()
-            keras.config.set_dtype_policy("mixed_bfloat16")
-            try:
+            with global_dtype_policy("mixed_bfloat16"):
                 bf16_model = build_model(settings)
-            finally:
-                keras.config.set_dtype_policy(previous)
             return train(bf16_model, False)
 
         run_phase(results, "train_bf16", train_bf16)
