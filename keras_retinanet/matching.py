@@ -21,10 +21,11 @@ class Matcher:
     ``allow_low_quality_matches`` (torchvision, detectron2), every anchor whose IoU equals the best IoU of some
     ground-truth box also becomes positive, so every box gets at least one anchor.
 
-    With ``kind="atss"`` the thresholds are ATSS's instead: for each box, the ``atss_topk`` anchors of every
-    level whose centres are nearest to its centre are candidates; those whose IoU reaches the mean + standard
-    deviation (unbiased) of the candidates' IoUs and whose centre lies inside the box are positive, every other
-    anchor negative (none ignored). An anchor positive for several boxes goes to the one it overlaps most.
+    With ``kind="atss"`` the thresholds are ATSS's instead: for each box, every anchor at the ``atss_topk``
+    locations of each level whose centres are nearest to its centre is a candidate (``atss_topk`` x anchors per
+    location anchors per level, as the ATSS authors' code counts them for RetinaNet's 9 anchors); those whose
+    IoU reaches the mean + standard deviation (unbiased) of the candidates' IoUs and whose centre lies inside
+    the box are positive, every other anchor negative (none ignored). An anchor positive for several boxes goes to the one it overlaps most.
     Small boxes, whose best IoUs are low, thus still get positives. The fixed thresholds are then unused.
 
     Args:
@@ -32,7 +33,7 @@ class Matcher:
         negative_threshold: IoU below which an anchor is negative (0.4).
         allow_low_quality_matches: promote each box's best anchors to positives.
         kind: ``"iou"`` (fixed thresholds) or ``"atss"``.
-        atss_topk: candidates per level and box for ATSS (9 in the ATSS paper).
+        atss_topk: candidate locations per level and box for ATSS (9 in the ATSS paper).
     """
 
     def __init__(
@@ -58,14 +59,15 @@ class Matcher:
         self.negative_threshold = float(negative_threshold)
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
 
-    def __call__(self, iou, valid, anchors=None, boxes=None, level_sizes=None):
+    def __call__(self, iou, valid, anchors=None, boxes=None, level_sizes=None, anchors_per_location=1):
         """Matches anchors to boxes.
 
         Args:
             iou: (..., N, M) IoU of N anchors with M ground-truth boxes.
             valid: (..., M) bool, False for padding boxes (they never match).
-            anchors, boxes, level_sizes: for ``kind="atss"`` only: the (N, 4) anchors and (..., M, 4) boxes,
-                xyxy, and the number of anchors of each pyramid level, in the anchors' order.
+            anchors, boxes, level_sizes, anchors_per_location: for ``kind="atss"`` only: the (N, 4) anchors
+                and (..., M, 4) boxes, xyxy, the number of anchors of each pyramid level, in the anchors' order,
+                and the number of anchors at each location (the anchor generator's, e.g. 9).
         Returns:
             matched_index: (..., N) int32 index of each anchor's best box (0 when there is no valid box).
             state: (..., N) int32, ``POSITIVE`` (1), ``NEGATIVE`` (0) or ``IGNORED`` (-1).
@@ -80,7 +82,7 @@ class Matcher:
         if self.kind == "atss":
             if anchors is None or boxes is None or level_sizes is None:
                 raise ValueError("Matcher(kind='atss') needs the anchors, the boxes and the level sizes")
-            return self._match_atss(iou, valid, anchors, boxes, level_sizes)
+            return self._match_atss(iou, valid, anchors, boxes, level_sizes, anchors_per_location)
         best_iou = ops.max(iou, axis=-1)
         matched_index = _first_best(iou, best_iou)
         positive = best_iou >= self.positive_threshold
@@ -92,7 +94,7 @@ class Matcher:
         state = ops.where(positive, POSITIVE, ops.where(negative, NEGATIVE, IGNORED))
         return matched_index, ops.cast(state, "int32")
 
-    def _match_atss(self, iou, valid, anchors, boxes, level_sizes):
+    def _match_atss(self, iou, valid, anchors, boxes, level_sizes, anchors_per_location):
         anchor_centres = (anchors[:, :2] + anchors[:, 2:]) / 2.0  # (N, 2)
         box_centres = (boxes[..., :2] + boxes[..., 2:]) / 2.0  # (..., M, 2)
         offsets = anchor_centres[:, None, :] - box_centres[..., None, :, :]  # (..., N, M, 2)
@@ -100,8 +102,10 @@ class Matcher:
         candidates, start = [], 0
         for size in level_sizes:
             level = distance[..., start : start + size, :]
-            # The k-th smallest distance of each box on this level; ties at it are candidates too.
-            nearest, _ = ops.top_k(-ops.swapaxes(level, -1, -2), min(self.atss_topk, size))
+            # The k-th smallest distance of each box on this level; ties at it are candidates too. Counting
+            # anchors rather than locations would keep only the nearest location's shapes on each level.
+            count = min(self.atss_topk * anchors_per_location, size)
+            nearest, _ = ops.top_k(-ops.swapaxes(level, -1, -2), count)
             candidates.append(level <= -nearest[..., -1][..., None, :])
             start += size
         candidate = ops.concatenate(candidates, axis=-2) & valid[..., None, :]

@@ -73,6 +73,7 @@ class LabelEncoder:
             anchors=anchors,
             boxes=gt_boxes,
             level_sizes=self.anchor_generator.level_sizes(image_shape),
+            anchors_per_location=self.anchor_generator.num_anchors_per_location,
         )
 
         if len(gt_boxes.shape) == 2:

@@ -80,3 +80,24 @@ def test_tensorflow_startup_lines_hidden_unless_verbose():
     # The same command with --verbose shows them: the quiet run above did import TensorFlow.
     shown, _ = _startup_lines("--verbose", "train", "--epochs", "1")
     assert shown
+
+
+def _subparser_choices(parser) -> dict:
+    actions = [action for action in parser._actions if hasattr(action, "choices") and action.nargs == "A..."]
+    return actions[0].choices if actions else {}
+
+
+def test_every_help_page_formats(capsys):
+    """argparse formats help lazily: a stray % in one option's help only fails when --help is asked for."""
+    import pytest
+
+    from keras_retinanet.cli import SUBCOMMANDS, build_parser
+
+    pages = [[name] for name in SUBCOMMANDS]
+    pages += [["data", name] for name in _subparser_choices(_subparser_choices(build_parser())["data"])]
+    assert ["data", "check"] in pages
+    for words in [[]] + pages:
+        with pytest.raises(SystemExit) as stopped:
+            build_parser().parse_args([*words, "--help"])
+        assert stopped.value.code == 0, words
+        assert "--help" in capsys.readouterr().out, words

@@ -50,7 +50,8 @@ def test_batched_matching():
 
 
 def _atss_reference(anchors, boxes, level_sizes, topk):
-    """ATSS (Zhang et al. 2020, Algorithm 1) box by box, with numpy: (matched box or -1) per anchor."""
+    """ATSS (Zhang et al. 2020, Algorithm 1) box by box, with numpy: (matched box or -1) per anchor. The
+    candidates are every anchor at the ``topk`` nearest locations of each level, as in the authors' code."""
     from keras_retinanet.boxes import pairwise_iou
 
     iou = np.asarray(pairwise_iou(anchors, boxes), np.float64)
@@ -61,8 +62,12 @@ def _atss_reference(anchors, boxes, level_sizes, topk):
         distance = np.linalg.norm(centres - (box[:2] + box[2:]) / 2, axis=1)
         candidates, start = [], 0
         for size in level_sizes:
-            order = np.argsort(distance[start : start + size], kind="stable")
-            candidates += list(start + order[: min(topk, size)])
+            level_centres = np.round(centres[start : start + size], 3)  # one location, one centre
+            locations = np.unique(level_centres, axis=0)
+            nearest = np.argsort(np.linalg.norm(locations - (box[:2] + box[2:]) / 2, axis=1), kind="stable")
+            chosen = locations[nearest[:topk]]
+            at_chosen = (level_centres[:, None, :] == chosen[None]).all(-1).any(-1)
+            candidates += list(start + np.flatnonzero(at_chosen))
             start += size
         threshold = iou[candidates, j].mean() + iou[candidates, j].std(ddof=1)
         for i in candidates:
@@ -112,7 +117,10 @@ def test_atss_equals_the_reference_on_random_boxes(seed):
     boxes = np.stack(batch)  # (2, 6, 4)
     valid = np.array([[True] * 6, [True] * 4 + [False] * 2])
     iou = pairwise_iou(anchors[None], boxes)
-    index, state = Matcher(kind="atss")(iou, valid, anchors=anchors, boxes=boxes, level_sizes=level_sizes)
+    index, state = Matcher(kind="atss")(
+        iou, valid, anchors=anchors, boxes=boxes, level_sizes=level_sizes,
+        anchors_per_location=generator.num_anchors_per_location,
+    )  # fmt: skip
     for b in range(2):
         expected = _atss_reference(anchors, boxes[b][valid[b]], level_sizes, 9)
         got = np.where(np.asarray(state[b]) == POSITIVE, np.asarray(index[b]), -1)

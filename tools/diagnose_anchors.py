@@ -28,6 +28,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--anchors", default="paper", help="without --model: paper, auto or a JSON file (train's --anchors)"
     )
     parser.add_argument("--matching", choices=("iou", "atss"), default="iou", help="without --model")
+    parser.add_argument("--atss-topk", type=int, default=9, help="without --model: ATSS candidates per level")
     parser.add_argument("--allow-low-quality-matches", action="store_true", help="without --model")
     return parser.parse_args(argv)
 
@@ -43,7 +44,7 @@ def _parts(args: argparse.Namespace, dataset):
     from keras_retinanet.training.anchors import resolve_anchors
 
     config = TrainConfig(anchors=args.anchors).update(
-        {"image_size": args.image_size, "matching": args.matching,
+        {"image_size": args.image_size, "matching": args.matching, "atss_topk": args.atss_topk,
          "allow_low_quality_matches": args.allow_low_quality_matches}
     )  # fmt: skip
     model_config = resolve_anchors(config, dataset)[0].model
@@ -75,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         classes = example["classes"][keep]
         iou = np.asarray(pairwise_iou(anchors, boxes))
         matched, state = matcher(
-            iou, np.ones(len(boxes), bool), anchors=anchors, boxes=boxes, level_sizes=level_sizes
+            iou, np.ones(len(boxes), bool), anchors=anchors, boxes=boxes, level_sizes=level_sizes,
+            anchors_per_location=generator.num_anchors_per_location,
         )
         matched, state = np.asarray(matched), np.asarray(state)
         if model is not None:

@@ -318,7 +318,7 @@ class TrainConfig(_Options):
     anchors: str = option(
         "paper",
         "paper: the anchor options as given (the paper's unless set); auto: fit sizes, scales and ratios to the "
-        "training set when under 95% of a class's boxes reach the positive IoU with an anchor; FILE: the "
+        "training set when under 95%% of a class's boxes reach the positive IoU with an anchor; FILE: the "
         "anchors of a `retinanet data check --json` file or a run's anchors.json",
         group="data",
     )
