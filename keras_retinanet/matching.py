@@ -25,8 +25,9 @@ class Matcher:
     locations of each level whose centres are nearest to its centre is a candidate (``atss_topk`` x anchors per
     location anchors per level, as the ATSS authors' code counts them for RetinaNet's 9 anchors); those whose
     IoU reaches the mean + standard deviation (unbiased) of the candidates' IoUs and whose centre lies inside
-    the box are positive, every other anchor negative (none ignored). An anchor positive for several boxes goes to the one it overlaps most.
-    Small boxes, whose best IoUs are low, thus still get positives. The fixed thresholds are then unused.
+    the box are positive, every other anchor negative (none ignored). An anchor positive for several boxes
+    goes to the one it overlaps most. Small boxes, whose best IoUs are low, thus still get positives. The fixed
+    thresholds are then unused.
 
     Args:
         positive_threshold: IoU at or above which an anchor is positive (0.5).

@@ -59,7 +59,6 @@ def _atss_reference(anchors, boxes, level_sizes, topk):
     best = np.full(len(anchors), -1.0)
     matched = np.full(len(anchors), -1)
     for j, box in enumerate(boxes):
-        distance = np.linalg.norm(centres - (box[:2] + box[2:]) / 2, axis=1)
         candidates, start = [], 0
         for size in level_sizes:
             level_centres = np.round(centres[start : start + size], 3)  # one location, one centre

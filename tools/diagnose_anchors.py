@@ -76,7 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         classes = example["classes"][keep]
         iou = np.asarray(pairwise_iou(anchors, boxes))
         matched, state = matcher(
-            iou, np.ones(len(boxes), bool), anchors=anchors, boxes=boxes, level_sizes=level_sizes,
+            iou,
+            np.ones(len(boxes), bool),
+            anchors=anchors,
+            boxes=boxes,
+            level_sizes=level_sizes,
             anchors_per_location=generator.num_anchors_per_location,
         )
         matched, state = np.asarray(matched), np.asarray(state)
