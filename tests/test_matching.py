@@ -133,3 +133,13 @@ def test_atss_is_saved_with_the_matcher():
     assert (matcher.kind, matcher.atss_topk) == ("atss", 5)
     with pytest.raises(ValueError, match="kind must be 'iou' or 'atss'"):
         Matcher(kind="aTSS")
+
+
+def test_kth_smallest_counts_repeats_like_a_sort():
+    from keras_retinanet.matching import _kth_smallest
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 6, (2, 40, 5)).astype(np.float32)  # many repeats
+    for k in (1, 3, 9, 40):
+        expected = np.sort(values, axis=-2)[:, k - 1, :]
+        np.testing.assert_array_equal(np.asarray(_kth_smallest(values, k)), expected)

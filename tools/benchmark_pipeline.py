@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--cache", action="store_true", help="cache decoded images")
+    parser.add_argument("--matching", choices=("iou", "atss"), default="iou", help="label encoder's matcher")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"any of {', '.join(STAGES)}")
     args = parser.parse_args(argv)
     spec = args.spec or bccd_spec(REPO_ROOT)
@@ -40,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(stages) - set(STAGES):
         parser.error(f"unknown stages {sorted(set(stages) - set(STAGES))}; choose from {', '.join(STAGES)}")
     print(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
-    results = pipeline_throughput(spec, args.image_size, args.batch_size, args.epochs, args.cache, stages)
+    results = pipeline_throughput(
+        spec, args.image_size, args.batch_size, args.epochs, args.cache, stages, args.matching
+    )
     for name, rate in results.items():
         print(f"{name:<48} {rate:8.1f} images/s")
     return 0

@@ -49,6 +49,7 @@ def pipeline_throughput(
     epochs: int = 3,
     cache: bool = False,
     stages: Sequence[str] = STAGES,
+    matching: str = "iou",
 ) -> dict[str, float]:
     """Images/s of each requested stage of the training input pipeline.
 
@@ -61,6 +62,7 @@ def pipeline_throughput(
         cache: cache decoded images in the full stages.
         stages: any of :data:`STAGES`: ``decode`` (read + decode), ``augment`` (+ flip, jitter, crop, resize),
             ``full`` (``make_training_dataset`` with XLA-compiled label encoding), ``full-no-xla``.
+        matching: the label encoder's matcher kind, ``"iou"`` or ``"atss"`` (``Matcher``).
     Returns:
         ``{stage label: images/s}``; labels are ``decode``, ``decode+augment+resize``,
         ``full (flip+jitter+encode)``, ``full-no-xla (flip+jitter+encode)`` (``, cached`` added with ``cache``).
@@ -74,6 +76,7 @@ def pipeline_throughput(
 
     from keras_retinanet.data import load_dataset
     from keras_retinanet.data.pipeline import _decoded, make_training_dataset, train_transform
+    from keras_retinanet.matching import Matcher
     from keras_retinanet.targets import LabelEncoder
 
     dataset = load_dataset(spec, skip_bad=True)
@@ -89,7 +92,7 @@ def pipeline_throughput(
         results["decode+augment+resize"] = _rate(
             ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), batch_size, epochs
         )
-    encoder = LabelEncoder()
+    encoder = LabelEncoder(matcher=Matcher(kind=matching))
     for name, jit in (("full", True), ("full-no-xla", False)):
         if name in stages:
             ds = make_training_dataset(
