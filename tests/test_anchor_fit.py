@@ -197,3 +197,18 @@ def test_diagnosis_counts_the_positives_the_label_encoder_makes(tmp_path, capsys
     for k, name in enumerate(["Platelets", "RBC", "WBC"]):
         boxes, per_box = int(rows[name][2]), float(rows[name][6])
         assert per_box * boxes == pytest.approx(expected[k], abs=0.05 * boxes + 1e-9)
+
+
+def test_data_check_advises_atss_for_an_under_covered_class(tmp_path, capsys):
+    """A class under 95% covered gets the advice, in flags that `retinanet train` parses as printed."""
+    from keras_retinanet.cli import build_parser
+    from keras_retinanet.commands.train import resolve_config
+    from keras_retinanet.data.synthetic import make_synthetic_coco
+
+    spec = make_synthetic_coco(tmp_path / "data", num_images=6, image_size=128, min_size=4, seed=3)
+    main(["data", "check", spec, "--image-size", "128", "--no-optimize", "--no-strict"])
+    advice = [line for line in capsys.readouterr().out.splitlines() if "--matching atss" in line]
+    assert len(advice) == 1 and "under 95% covered" in advice[0]
+    flags = advice[0].split("train with ", 1)[1].split(",")[0].split()
+    config = resolve_config(build_parser().parse_args(["train", *flags]))
+    assert (config.anchors, config.model.matching) == ("auto", "atss")

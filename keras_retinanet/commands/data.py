@@ -135,6 +135,7 @@ def check(args: argparse.Namespace) -> int:
     import numpy as np
 
     from keras_retinanet.data import anchor_stats as st
+    from keras_retinanet.training.anchors import MIN_CLASS_COVERAGE
 
     size = (args.image_size, args.image_size)
     out = [f"dataset {dataset.name}: {len(dataset)} images, {dataset.num_classes} classes"]
@@ -225,6 +226,13 @@ def check(args: argparse.Namespace) -> int:
         )
         if args.json:
             out.append(f"   or: retinanet train --image-size {size[0]} {size[1]} --anchors {args.json}")
+    under_covered = [name for name, share in before.per_class.items() if share < MIN_CLASS_COVERAGE]
+    if under_covered:
+        # On BCCD fitted anchors alone covered the platelets but did not teach them (README, "Small objects").
+        out.append(
+            f"  {', '.join(under_covered)}: under {MIN_CLASS_COVERAGE:.0%} covered; train with --anchors auto "
+            "--matching atss, whose per-box thresholds give small boxes as many positives as large ones"
+        )
     finetuning = _finetuning_recipe(args.spec, dataset, size)
     out += [""] + finetuning["lines"]
     print("\n".join(out))
