@@ -280,3 +280,26 @@ def test_prediction_images_with_a_real_model(tmp_path):
     ((step, written),) = _read_images(tmp_path / "predictions")
     assert step == 0 and written.shape == (1, 64, 64, 3)
     assert (written[0] != images[0].astype(np.uint8)).any(axis=-1).mean() > 0.05
+
+
+def test_xla_training_step_equals_the_uncompiled_one():
+    """--jit-compile (the GPU path) compiles the whole step around the focal loss's own XLA function and its
+    hand-over gradient: the same loss and the same updated weights as the step TensorFlow runs op by op."""
+    keras.utils.set_random_seed(0)
+    reference = tiny_retinanet()
+    reference.build((None, 64, 64, 3))
+    images, targets = next(iter(_tiny_fit_data(reference)))
+    results = []
+    for jit in (False, True):
+        model = tiny_retinanet()
+        model.build((None, 64, 64, 3))
+        model.set_weights(reference.get_weights())
+        model.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=jit)
+        loss = model.train_on_batch(images, targets, return_dict=True)["loss"]
+        results.append((float(loss), model.get_weights()))
+    (loss, weights), (xla_loss, xla_weights) = results
+    assert loss > 0 and xla_loss == pytest.approx(loss, rel=1e-4)
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(weights, reference.get_weights(), strict=True))
+    assert moved > 1e-4
+    for a, b in zip(weights, xla_weights, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-3 * moved)
