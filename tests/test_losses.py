@@ -86,7 +86,7 @@ def _numpy_focal_gradient(class_targets, logits, alpha=0.25, gamma=2.0):
 
 
 def test_focal_loss_gradient_matches_the_hand_derived_one():
-    """The loss hands XLA's gradient to the backward pass itself: check it, with per-image upstream weights."""
+    """The gradient the training step sees, with per-image weights (as Keras and tf.distribute scale them)."""
     import tensorflow as tf
 
     rng = np.random.default_rng(5)

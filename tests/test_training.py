@@ -283,8 +283,8 @@ def test_prediction_images_with_a_real_model(tmp_path):
 
 
 def test_xla_training_step_equals_the_uncompiled_one():
-    """--jit-compile (the GPU path) compiles the whole step around the focal loss's own XLA function and its
-    hand-over gradient: the same loss and the same updated weights as the step TensorFlow runs op by op."""
+    """--jit-compile (the GPU path) compiles the whole step with XLA: the same loss and the same updated weights
+    as the step TensorFlow runs op by op."""
     keras.utils.set_random_seed(0)
     reference = tiny_retinanet()
     reference.build((None, 64, 64, 3))
