@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import keras_retinanet
 from keras_retinanet import training
 from keras_retinanet.cli import STARTUP_NOISE, filtered_stderr
@@ -89,8 +91,6 @@ def _subparser_choices(parser) -> dict:
 
 def test_every_help_page_formats(capsys):
     """argparse formats help lazily: a stray % in one option's help only fails when --help is asked for."""
-    import pytest
-
     from keras_retinanet.cli import SUBCOMMANDS, build_parser
 
     pages = [[name] for name in SUBCOMMANDS]

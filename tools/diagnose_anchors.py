@@ -28,7 +28,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--anchors", default="paper", help="without --model: paper, auto or a JSON file (train's --anchors)"
     )
     parser.add_argument("--matching", choices=("iou", "atss"), default="iou", help="without --model")
-    parser.add_argument("--atss-topk", type=int, default=9, help="without --model: ATSS candidates per level")
+    parser.add_argument(
+        "--atss-topk", type=int, default=9, help="without --model: ATSS candidate locations per level"
+    )
     parser.add_argument("--allow-low-quality-matches", action="store_true", help="without --model")
     return parser.parse_args(argv)
 

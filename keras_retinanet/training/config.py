@@ -190,7 +190,11 @@ class ModelConfig(_Options):
         "the nearest anchors), which give small boxes positives",
         target=("Matcher", "kind"),
     )
-    atss_topk: int = option(9, "ATSS candidates per level and box", target=("Matcher", "atss_topk"))
+    atss_topk: int = option(
+        9,
+        "ATSS candidate locations per level and box (all their anchors are candidates)",
+        target=("Matcher", "atss_topk"),
+    )
     # decoding (what the trained model's predict / detect return)
     score_threshold: float = option(
         0.05, "detections below this score are dropped", target=("DetectionDecoder", "score_threshold")
