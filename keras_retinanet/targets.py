@@ -57,24 +57,13 @@ class LabelEncoder:
             (zero for non-positive anchors) and the classification target again in [..., 4], so the box loss
             can find the positives without a second input.
         """
-        anchors = self.anchor_generator(image_shape=image_shape)
         gt_boxes = ops.cast(gt_boxes, "float32")
         gt_classes = ops.cast(gt_classes, "int32")
         # One always-invalid box keeps argmax defined for images without any box.
         batch_pad = [[0, 0]] * (len(gt_boxes.shape) - 2)
         gt_boxes = ops.pad(gt_boxes, batch_pad + [[0, 1], [0, 0]])
         gt_classes = ops.pad(gt_classes, batch_pad + [[0, 1]], constant_values=PADDING_CLASS)
-
-        valid = gt_classes != PADDING_CLASS
-        iou = pairwise_iou(anchors if len(gt_boxes.shape) == 2 else anchors[None], gt_boxes)
-        matched_index, state = self.matcher(
-            iou,
-            valid,
-            anchors=anchors,
-            boxes=gt_boxes,
-            level_sizes=self.anchor_generator.level_sizes(image_shape),
-            anchors_per_location=self.anchor_generator.num_anchors_per_location,
-        )
+        anchors, _, matched_index, state = self.match(image_shape, gt_boxes, gt_classes != PADDING_CLASS)
 
         if len(gt_boxes.shape) == 2:
             matched_boxes = ops.take(gt_boxes, matched_index, axis=0)
@@ -91,6 +80,27 @@ class LabelEncoder:
         deltas = ops.where(positive[..., None], deltas, 0.0)
         box_regression = ops.concatenate([deltas, ops.cast(classification, "float32")[..., None]], axis=-1)
         return {"classification": ops.cast(classification, "int32"), "box_regression": box_regression}
+
+    def match(self, image_shape: Sequence[int], gt_boxes, valid) -> tuple:
+        """The anchors of a ``image_shape`` = (H, W) network input, matched to its boxes by the matcher.
+
+        Args:
+            gt_boxes: (M, 4) or (B, M, 4) float32 xyxy boxes in network-input pixels, M >= 1.
+            valid: (M,) or (B, M) bool, False for padding boxes.
+        Returns:
+            ``(anchors (N, 4), iou (..., N, M), matched_index (..., N), state (..., N))``, see ``Matcher``.
+        """
+        anchors = self.anchor_generator(image_shape=image_shape)
+        iou = pairwise_iou(anchors if len(gt_boxes.shape) == 2 else anchors[None], gt_boxes)
+        matched_index, state = self.matcher(
+            iou,
+            valid,
+            anchors=anchors,
+            boxes=gt_boxes,
+            level_sizes=self.anchor_generator.level_sizes(image_shape),
+            anchors_per_location=self.anchor_generator.num_anchors_per_location,
+        )
+        return anchors, iou, matched_index, state
 
     def __call__(self, image_shape, gt_boxes, gt_classes) -> dict:
         return self.encode(image_shape, gt_boxes, gt_classes)

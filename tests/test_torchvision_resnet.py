@@ -162,17 +162,9 @@ def test_torch_image_normalization_by_hand():
     np.testing.assert_allclose(np.asarray(ImageNormalization("torch")(pixels))[0, 0, 0], expected, rtol=1e-6)
 
 
-def test_backbone_weights_file_errors(tmp_path, resnet_weights, monkeypatch):
-    import socket
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("a test must not reach the network")
-
-    # "imagenet" must be refused with the file to fetch, before anything could try to download it: any
-    # connection or name lookup (Keras' get_file, urllib, torch.hub) fails the test instead of going out.
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "getaddrinfo", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
+def test_backbone_weights_file_errors(tmp_path, resnet_weights):
+    # "imagenet" is refused with the file to fetch, before anything could try to download it; conftest's
+    # autouse `no_network` fails the test on any connection or name lookup that would go out.
     with pytest.raises(ValueError, match=r"resnet50-0676ba61\.pth"):
         build_backbone("torchvision_resnet50", weights="imagenet")
     with pytest.raises(FileNotFoundError, match="missing.npz"):

@@ -60,11 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from keras_retinanet.data import load_dataset
     from keras_retinanet.imaging import letterbox, read_image
     from keras_retinanet.matching import IGNORED, POSITIVE
+    from keras_retinanet.targets import LabelEncoder
 
     dataset = load_dataset(args.data, skip_bad=True)
     generator, matcher, model, size = _parts(args, dataset)
-    anchors = np.asarray(generator(image_shape=size))
-    level_sizes = generator.level_sizes(size)
+    encoder = LabelEncoder(generator, matcher=matcher)  # training's own matching
     rows = {
         name: {"positives": [], "ignored_only": 0, "scores": [], "found": 0} for name in dataset.class_names
     }
@@ -76,16 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         canvas, (scale_y, scale_x) = letterbox(image, size)
         boxes = (example["boxes"][keep] * np.array([scale_x, scale_y, scale_x, scale_y])).astype("float32")
         classes = example["classes"][keep]
-        iou = np.asarray(pairwise_iou(anchors, boxes))
-        matched, state = matcher(
-            iou,
-            np.ones(len(boxes), bool),
-            anchors=anchors,
-            boxes=boxes,
-            level_sizes=level_sizes,
-            anchors_per_location=generator.num_anchors_per_location,
+        _, iou, matched, state = (
+            np.asarray(a) for a in encoder.match(size, boxes, np.ones(len(boxes), bool))
         )
-        matched, state = np.asarray(matched), np.asarray(state)
         if model is not None:
             logits = np.asarray(model(canvas[None].astype("float32"), training=False)["classification"][0])
             scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
