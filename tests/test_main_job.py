@@ -2,6 +2,7 @@
 
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -27,6 +28,14 @@ def test_main_job_tiny_end_to_end(tmp_path):
             "per_class",
         }
     assert result["data"]["train_images"] == 48 and result["data"]["val_images"] == 16
+    # The job trains as `retinanet data check` advises for small objects, and the saved model keeps it.
+    assert (result["config"]["model"]["matching"], result["config"]["model"]["use_group_norm"]) == (
+        "atss",
+        True,
+    )
+    model_config = json.loads(zipfile.ZipFile(output / "train" / "model.keras").read("config.json"))["config"]
+    assert model_config["use_group_norm"] is True
+    assert model_config["matcher"]["config"]["kind"] == "atss"
     for name in ("model_float32.tflite", "model_float16.tflite", "model_int8.tflite", "export_report.json"):
         assert (output / "export" / name).stat().st_size > 0, name
         if name.endswith(".tflite"):

@@ -44,6 +44,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="auto (default: fitted to the data when a class is under-covered), paper, or a JSON file "
         "(retinanet train --anchors)",
     )
+    # What `retinanet data check` advises for under-covered classes, as the synthetic set's small shapes are.
+    parser.add_argument(
+        "--matching",
+        choices=("iou", "atss"),
+        default="atss",
+        help="retinanet train --matching (default: atss)",
+    )
+    parser.add_argument(
+        "--use-group-norm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="GroupNorm in the heads (retinanet train --use-group-norm; default: on)",
+    )
     return parser.parse_args(argv)
 
 
@@ -116,9 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = ModelConfig(
         backbone=args.backbone,
         backbone_kwargs={"alpha": 0.5} if args.backbone.startswith("mobilenet_v2") else {},
-        fpn_channels=32 if args.tiny else 96,
+        fpn_channels=64 if args.tiny else 96,
         head_depth=1 if args.tiny else 3,
         image_size=args.image_size,
+        matching=args.matching,
+        use_group_norm=args.use_group_norm,
     )
     config = TrainConfig(
         data=train_spec,
