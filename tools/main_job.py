@@ -129,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = ModelConfig(
         backbone=args.backbone,
         backbone_kwargs={"alpha": 0.5} if args.backbone.startswith("mobilenet_v2") else {},
+        # Not 32 for --tiny: GroupNorm(32) would have one-channel groups, which on a 128 px input's 1x1 P7 gave an
+        # int8 TFLite file that LiteRT aborted on.
         fpn_channels=64 if args.tiny else 96,
         head_depth=1 if args.tiny else 3,
         image_size=args.image_size,
