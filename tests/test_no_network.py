@@ -1,4 +1,8 @@
-"""conftest's autouse `no_network` guard: a test cannot go out, but loopback stays open."""
+"""conftest's autouse `no_network` guard: a test cannot go out, but loopback stays open.
+
+The targets are reserved so that nothing is reached even if the guard broke: a name under ``.invalid`` (RFC 6761)
+and an address of TEST-NET-1 (RFC 5737).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ import pytest
 
 
 def test_downloads_fail_the_test():
-    with pytest.raises(AssertionError, match="look up 'download.pytorch.org'"):
-        urllib.request.urlopen("https://download.pytorch.org/models/resnet50-0676ba61.pth", timeout=1)
+    with pytest.raises(AssertionError, match="look up 'weights.invalid'"):
+        urllib.request.urlopen("http://weights.invalid/resnet50.pth", timeout=1)
     with pytest.raises(AssertionError, match="reach the network"), socket.socket() as sock:
-        sock.connect(("93.184.216.34", 80))
+        sock.settimeout(1)
+        sock.connect(("192.0.2.1", 80))
 
 
 def test_loopback_stays_open():

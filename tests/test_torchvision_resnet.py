@@ -5,6 +5,7 @@ against PyTorch's definitions re-derived in numpy (convolution with symmetric pa
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import keras
 import numpy as np
@@ -162,9 +163,14 @@ def test_torch_image_normalization_by_hand():
     np.testing.assert_allclose(np.asarray(ImageNormalization("torch")(pixels))[0, 0, 0], expected, rtol=1e-6)
 
 
-def test_backbone_weights_file_errors(tmp_path, resnet_weights):
-    # "imagenet" is refused with the file to fetch, before anything could try to download it; conftest's
-    # autouse `no_network` fails the test on any connection or name lookup that would go out.
+def test_backbone_weights_file_errors(tmp_path, resnet_weights, monkeypatch):
+    # "imagenet" is refused with the file to fetch, before anything could try to download it. A download through
+    # Keras or urllib would fail here without going out (and conftest's `no_network` catches any other way).
+    def no_download(*args, **kwargs):
+        raise AssertionError("build_backbone tried to download weights")
+
+    monkeypatch.setattr(keras.utils, "get_file", no_download)
+    monkeypatch.setattr(urllib.request, "urlopen", no_download)
     with pytest.raises(ValueError, match=r"resnet50-0676ba61\.pth"):
         build_backbone("torchvision_resnet50", weights="imagenet")
     with pytest.raises(FileNotFoundError, match="missing.npz"):
