@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from keras_retinanet import BoxRegressionLoss, FocalLoss
 
@@ -85,17 +86,27 @@ def _numpy_focal_gradient(class_targets, logits, alpha=0.25, gamma=2.0):
     return grad / np.maximum((class_targets >= 0).sum(-1), 1)[:, None, None]
 
 
-def test_focal_loss_gradient_matches_the_hand_derived_one():
-    """The gradient the training step sees, with per-image weights (as Keras and tf.distribute scale them)."""
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "inside-xla"])
+def test_focal_loss_gradient_matches_the_hand_derived_one(jit_compile):
+    """The gradient the training step sees, with per-image weights (as Keras and tf.distribute scale them).
+
+    On TensorFlow the loss is one XLA function behind a custom gradient; "inside-xla" runs it in a training
+    step that is itself compiled (``compile(jit_compile=True)``)."""
     import tensorflow as tf
 
     rng = np.random.default_rng(5)
     targets = np.array([[0, -1, 2, -2, -1, 1], [-1, -1, -2, -1, -1, -1]])
     logits = tf.Variable(rng.normal(-1, 2, (2, 6, 3)).astype(np.float32))
     weights = np.array([0.5, 3.0], np.float32)
-    with tf.GradientTape() as tape:
-        loss = FocalLoss(reduction="sum")(targets, logits, sample_weight=weights)
+
+    @tf.function(jit_compile=jit_compile)
+    def loss_and_gradient():
+        with tf.GradientTape() as tape:
+            loss = FocalLoss(reduction="sum")(targets, logits, sample_weight=weights)
+        return loss, tape.gradient(loss, logits)
+
+    loss, gradient = loss_and_gradient()
     expected_loss = (weights * _numpy_focal(targets, logits.numpy())).sum()
     np.testing.assert_allclose(float(loss), expected_loss, rtol=1e-5)
     expected = weights[:, None, None] * _numpy_focal_gradient(targets, logits.numpy())
-    np.testing.assert_allclose(tape.gradient(loss, logits).numpy(), expected, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(gradient.numpy(), expected, rtol=1e-4, atol=1e-7)
