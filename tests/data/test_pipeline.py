@@ -75,6 +75,8 @@ def test_seed_makes_it_deterministic_and_epochs_differ(tiny):
     for a, b in zip(epoch1, again, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not all(np.array_equal(a, b) for a, b in zip(epoch1, epoch2, strict=True))
+    # Fixed parallelism instead of tf.data's autotuner, which left some epochs on one core (pipeline.py).
+    assert ds.options().autotune.enabled is False and ds.options().deterministic is True
 
 
 def test_inference_meta_maps_boxes_back(tiny):
