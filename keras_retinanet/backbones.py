@@ -231,10 +231,13 @@ def build_backbone(
     return keras.Model(images, features, name=name)
 
 
-def _build_torchvision_backbone(
-    name: str, weights: str | None, batchnorm_momentum: float | None, **kwargs
-) -> keras.Model:
-    """A ``torchvision_resnet*`` backbone, its weights read from a torchvision checkpoint file."""
+def check_torchvision_weights(name: str, weights: str | None) -> None:
+    """Refuses what a ``torchvision_resnet*`` backbone cannot load: it never downloads, and reads only files.
+
+    Raises:
+        ValueError: ``weights="imagenet"``, with the torchvision file to fetch instead.
+        FileNotFoundError: a path that is not a file.
+    """
     if weights == "imagenet":
         raise ValueError(
             f"backbone {name!r} takes torchvision's ImageNet weights from a file: download "
@@ -245,6 +248,13 @@ def _build_torchvision_backbone(
         )
     if weights is not None and not os.path.isfile(str(weights)):
         raise FileNotFoundError(f"backbone weights file {weights!r} does not exist")
+
+
+def _build_torchvision_backbone(
+    name: str, weights: str | None, batchnorm_momentum: float | None, **kwargs
+) -> keras.Model:
+    """A ``torchvision_resnet*`` backbone, its weights read from a torchvision checkpoint file."""
+    check_torchvision_weights(name, weights)
     model = build_torchvision_resnet(
         _TORCHVISION_BACKBONES[name], batchnorm_momentum=batchnorm_momentum, name=name, **kwargs
     )

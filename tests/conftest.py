@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -10,37 +9,19 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
-from retinanet_testing import copy_bccd_subset, make_detector_like_files, require_shared  # noqa: E402
-
-
-def _is_local(host) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode()
-    if host in ("localhost", "", None):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_unspecified
+from retinanet_testing import (  # noqa: E402
+    copy_bccd_subset,
+    make_detector_like_files,
+    network_guard,
+    require_shared,
+)
 
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """No test may download anything (CI has no network): a connection or name lookup of any host but this
     machine's loopback fails the test. Loopback stays open for the multi-worker training test's ports."""
-    connect, lookup = socket.socket.connect, socket.getaddrinfo
-
-    def guarded_connect(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):
-            raise AssertionError(f"a test tried to reach the network: {address}")
-        return connect(sock, address)
-
-    def guarded_lookup(host, *args, **kwargs):
-        if not _is_local(host):
-            raise AssertionError(f"a test tried to look up {host!r}")
-        return lookup(host, *args, **kwargs)
-
+    guarded_connect, guarded_lookup = network_guard(socket.socket.connect, socket.getaddrinfo)
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     monkeypatch.setattr(socket, "getaddrinfo", guarded_lookup)
 

@@ -1,13 +1,44 @@
 """Helpers shared by the tests (a module of its own: ``conftest`` names clash between test folders)."""
 
+import ipaddress
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("KERAS_RETINANET_DATASETS", REPO.parent / "shared" / "datasets"))
+
+
+def _is_local(host) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host in ("localhost", "", None):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def network_guard(connect, lookup):
+    """Wraps ``socket.socket.connect`` and ``socket.getaddrinfo``: any host but this machine's loopback fails the
+    test before the wrapped function is called. Returns ``(guarded_connect, guarded_lookup)``."""
+
+    def guarded_connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):
+            raise AssertionError(f"a test tried to reach the network: {address}")
+        return connect(sock, address)
+
+    def guarded_lookup(host, *args, **kwargs):
+        if not _is_local(host):
+            raise AssertionError(f"a test tried to look up {host!r}")
+        return lookup(host, *args, **kwargs)
+
+    return guarded_connect, guarded_lookup
 
 
 def require_shared() -> Path:
