@@ -8,6 +8,8 @@ over replicas: Keras divides each replica's mean by the number of replicas and s
 
 from __future__ import annotations
 
+import functools
+
 import keras
 from keras import ops
 
@@ -39,7 +41,19 @@ def focal_loss(class_targets, logits, alpha: float | None = 0.25, gamma: float =
     return per_image / _num_positives(class_targets)
 
 
-_value_and_gradient = {}  # (alpha, gamma) -> XLA-compiled tf.function
+@functools.cache
+def _value_and_gradient_function(alpha: float | None, gamma: float):
+    """An XLA-compiled ``(class_targets, logits) -> (per-image loss (B,), its gradient (B, N, K))``."""
+    import tensorflow as tf
+
+    def value_and_gradient(class_targets, logits):
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            per_image = focal_loss(class_targets, logits, alpha, gamma)
+        # Each image's loss depends only on its own logits, so the gradient of the sum holds all of them.
+        return per_image, tape.gradient(per_image, logits)
+
+    return tf.function(value_and_gradient, jit_compile=True, autograph=False)
 
 
 def _compiled_focal_loss(class_targets, logits, alpha: float | None, gamma: float):
@@ -52,18 +66,7 @@ def _compiled_focal_loss(class_targets, logits, alpha: float | None, gamma: floa
     """
     import tensorflow as tf
 
-    key = (alpha, gamma)
-    if key not in _value_and_gradient:
-
-        def value_and_gradient(class_targets, logits):
-            with tf.GradientTape() as tape:
-                tape.watch(logits)
-                per_image = focal_loss(class_targets, logits, alpha, gamma)
-            # Each image's loss depends only on its own logits, so the gradient of the sum holds all of them.
-            return per_image, tape.gradient(per_image, logits)
-
-        _value_and_gradient[key] = tf.function(value_and_gradient, jit_compile=True, autograph=False)
-    compiled = _value_and_gradient[key]
+    compiled = _value_and_gradient_function(alpha, gamma)
 
     @tf.custom_gradient
     def loss(logits):
