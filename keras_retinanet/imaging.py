@@ -63,6 +63,23 @@ def parse_image_size(value: int | str | Sequence[int]) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
+def median_aspect_ratio(examples: Sequence[dict]) -> float | None:
+    """The median width / height of dataset examples (their ``"width"`` and ``"height"``); None without sizes."""
+    ratios = [e["width"] / e["height"] for e in examples if e.get("height") and e.get("width")]
+    return float(np.median(ratios)) if ratios else None
+
+
+def shape_for_aspect_ratio(aspect_ratio: float, longest_side: int, divisor: int = 32) -> tuple[int, int]:
+    """(H, W) with ``longest_side`` on the longer side and ``aspect_ratio`` (W / H) kept as nearly as a multiple
+    of ``divisor`` allows on the other: 4:3 photos at 384 -> (288, 384), 3:4 -> (384, 288), 1:1 -> (384, 384).
+
+    This is the input a phone app feeds without distortion: MediaPipe Tasks stretches each image to the model's
+    input, so a model of its images' shape sees them whole, with no padding.
+    """
+    short = max(divisor, int(round(longest_side * min(aspect_ratio, 1 / aspect_ratio) / divisor)) * divisor)
+    return (short, longest_side) if aspect_ratio >= 1 else (longest_side, short)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Decoding
 

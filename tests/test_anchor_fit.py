@@ -210,5 +210,6 @@ def test_data_check_advises_atss_for_an_under_covered_class(tmp_path, capsys):
     advice = [line for line in capsys.readouterr().out.splitlines() if "--matching atss" in line]
     assert len(advice) == 1 and "under 95% covered" in advice[0]
     flags = advice[0].split("train with ", 1)[1].split(" (")[0].split()
-    config = resolve_config(build_parser().parse_args(["train", *flags]))
+    assert "the default recipe fits anchors and matches with ATSS" in advice[0]
+    config = resolve_config(build_parser().parse_args(["train", "--recipe", "paper", *flags]))
     assert (config.anchors, config.model.matching, config.model.use_group_norm) == ("auto", "atss", True)

@@ -56,6 +56,10 @@ def _parameters(cls) -> dict[str, inspect.Parameter]:
     }
 
 
+# Where the default recipe differs from the paper (the classes' defaults); --recipe paper restores them.
+RECIPE_DEFAULTS = {("Matcher", "kind"): ("iou", "atss"), ("RetinaNet", "use_group_norm"): (False, True)}
+
+
 def test_model_config_defaults_are_the_classes_defaults():
     classes = _classes()
     targeted = set()
@@ -68,6 +72,10 @@ def test_model_config_defaults_are_the_classes_defaults():
         theirs = parameters[argument].default
         if (class_name, argument) in SAME_MEANING:
             assert (theirs, ours) == SAME_MEANING[(class_name, argument)], field.name
+            continue
+        if (class_name, argument) in RECIPE_DEFAULTS:
+            assert (theirs, ours) == RECIPE_DEFAULTS[(class_name, argument)], field.name
+            assert getattr(TrainConfig.from_recipe("paper").model, field.name) == theirs, field.name
             continue
         if isinstance(theirs, (list, tuple)):
             theirs = tuple(theirs)
@@ -95,7 +103,7 @@ def test_build_passes_every_field_to_its_class():
         fpn_padding="symmetric",
         head_depth=1,
         head_channels=8,
-        use_group_norm=True,
+        use_group_norm=False,
         group_norm_epsilon=1e-3,
         prior_probability=0.02,
         image_size=(96, 128),
@@ -109,7 +117,7 @@ def test_build_passes_every_field_to_its_class():
         positive_threshold=0.6,
         negative_threshold=0.3,
         allow_low_quality_matches=True,
-        matching="atss",
+        matching="iou",
         atss_topk=5,
         score_threshold=0.2,
         topk_per_level=50,
@@ -192,10 +200,10 @@ skip_bad: true
 
 
 def test_bccd_quick_config_keeps_its_meaning(tmp_path):
-    expected = TrainConfig(
-        model=ModelConfig(
-            backbone="mobilenet_v2", weights=None, fpn_channels=128, head_depth=4, image_size=384
-        ),
+    """The protocol's file is the paper recipe with the protocol's schedule, as before the default recipe."""
+    expected = TrainConfig.from_recipe(
+        "paper",
+        model=dict(backbone="mobilenet_v2", weights=None, fpn_channels=128, head_depth=4, image_size=384),
         batch_size=8,
         epochs=30,
         steps_per_epoch=37,
@@ -214,10 +222,17 @@ def test_bccd_quick_config_keeps_its_meaning(tmp_path):
     assert TrainConfig.from_yaml(REPO / "configs" / "bccd_quick.yaml") == expected
     flat = tmp_path / "flat.yaml"
     flat.write_text(FLAT_BCCD_QUICK)
-    assert TrainConfig.from_yaml(flat) == expected
-    # Everything not in the file is a default: the paper's anchors, matcher and losses.
+    # A file of earlier versions (no recipe key) reads as the same run with --recipe paper.
+    assert TrainConfig.from_yaml(flat, recipe="paper") == expected
+    # Everything not in the file is the paper's: anchors, matcher, heads, square input, losses.
     assert expected.model.anchor_sizes == (32.0, 64.0, 128.0, 256.0, 512.0)
     assert expected.model.positive_threshold == 0.5 and expected.model.focal_gamma == 2.0
+    assert (expected.anchors, expected.model.matching, expected.model.use_group_norm) == (
+        "paper",
+        "iou",
+        False,
+    )
+    assert (expected.image_shape, expected.warmup_steps, expected.schedule) == ("square", 200, "cosine")
 
 
 def test_run_config_yaml_is_nested_and_reads_back(tmp_path):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from keras_retinanet.export.config import ExportError
-from keras_retinanet.imaging import RESIZE_RULES, read_image
+from keras_retinanet.imaging import RESIZE_RULES, median_aspect_ratio, read_image, shape_for_aspect_ratio
 
 
 def calibration_paths(spec: str, limit: int, seed: int = 0) -> list[str]:
@@ -45,22 +45,15 @@ def load_canvases(
 
 
 def input_size_for_data(spec: str, longest_side: int, divisor: int = 32) -> tuple[int, int]:
-    """An input size with the typical aspect ratio of the images of dataset ``spec``: (H, W).
-
-    MediaPipe Tasks stretches every image to the model's input. A file whose input has the images' aspect ratio
-    sees them undistorted, exactly as the model saw them in training (letterboxed there, without the padding).
-    The longer side is ``longest_side``, the other the median aspect ratio times it, rounded to a multiple of
-    ``divisor``.
-    """
+    """An input size with the median aspect ratio of the images of dataset ``spec``: (H, W), the longer side
+    ``longest_side`` (:func:`keras_retinanet.imaging.shape_for_aspect_ratio`)."""
     from keras_retinanet.data import load_dataset
 
     try:
         examples = load_dataset(spec, skip_bad=True).examples
     except Exception as err:  # noqa: BLE001 - readers raise many types; all mean "cannot read the data"
         raise ExportError(f"cannot read {spec!r} for the input size ({type(err).__name__}: {err})") from err
-    ratios = [e["width"] / e["height"] for e in examples if e.get("height") and e.get("width")]
-    if not ratios:
+    ratio = median_aspect_ratio(examples)
+    if ratio is None:
         raise ExportError(f"{spec!r} has no image sizes to take the input size from")
-    ratio = float(np.median(ratios))
-    short = max(divisor, int(round(longest_side * min(ratio, 1 / ratio) / divisor)) * divisor)
-    return (short, longest_side) if ratio >= 1 else (longest_side, short)
+    return shape_for_aspect_ratio(ratio, longest_side, divisor)

@@ -143,11 +143,12 @@ def resolve_anchors(
     """``config`` with the anchor shapes that ``config.anchors`` asks for, and the report (None for ``paper``).
 
     ``previous`` is the configuration of the run folder being resumed: with the same ``anchors`` setting its
-    shapes are reused, so a resumed model keeps the anchors it was trained with.
+    shapes are reused, so a resumed model keeps the anchors it was trained with. With ``--init``, ``auto``
+    (the default) keeps the init model's anchors and a FILE is refused.
     """
     mode = config.anchors
-    if mode == "paper":
-        return config, None
+    if mode == "paper" or (mode == "auto" and config.init):
+        return config, None  # with --init, auto means the init model's anchors: its box head learned them
     if config.init:
         raise ValueError(
             f"--anchors {mode} with --init {config.init}: the init model keeps its own anchors (the box head was "

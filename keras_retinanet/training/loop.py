@@ -31,8 +31,8 @@ import keras
 import numpy as np
 
 from keras_retinanet.batchnorm import recompute_batchnorm_statistics
-from keras_retinanet.schedules import WarmupSchedule
-from keras_retinanet.training import anchors, atomic, run_folder
+from keras_retinanet.schedules import WarmupSchedule, default_warmup_steps
+from keras_retinanet.training import anchors, atomic, image_shape, run_folder
 from keras_retinanet.training.callbacks import (
     BestCheckpoint,
     EvaluationCallback,
@@ -51,17 +51,23 @@ from keras_retinanet.training.config import TrainConfig
 NO_DECAY_NAMES = ("bias", "gamma", "beta")
 
 
-def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
-    """SGD with momentum (default) or AdamW, the warm-up schedule, decoupled weight decay that skips
-    normalisation parameters and biases, and global-norm clipping (``clip_norm``; None: off)."""
-    schedule = WarmupSchedule(
+def build_schedule(config: TrainConfig, total_steps: int) -> WarmupSchedule:
+    """The run's learning-rate schedule; ``warmup_steps=None`` is a tenth of the run, at most 500 steps."""
+    warmup = config.warmup_steps if config.warmup_steps is not None else default_warmup_steps(total_steps)
+    return WarmupSchedule(
         config.learning_rate,
         total_steps,
         decay=config.schedule,
-        warmup_steps=config.warmup_steps,
+        warmup_steps=warmup,
         warmup_factor=config.warmup_factor,
         milestones=config.lr_milestones,
     )
+
+
+def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """SGD with momentum (default) or AdamW, the warm-up schedule (:func:`build_schedule`), decoupled weight
+    decay that skips normalisation parameters and biases, and global-norm clipping (``clip_norm``; None: off)."""
+    schedule = build_schedule(config, total_steps)
     common = dict(
         learning_rate=schedule, weight_decay=config.weight_decay or None, global_clipnorm=config.clip_norm
     )
@@ -125,6 +131,7 @@ def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -
         raise ValueError(f"{config.data}: no training images (nothing to train on)")
     class_names = train_data.class_names
     plan.check_class_names(class_names)
+    config, shape_note = image_shape.resolve_image_shape(config, train_data, previous=plan.previous)
     config, anchor_report = anchors.resolve_anchors(config, train_data, previous=plan.previous)
     if anchor_report:
         print(anchors.describe(anchor_report))
@@ -135,6 +142,8 @@ def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -
 
     steps_per_epoch = config.steps_per_epoch or math.ceil(len(train_data) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
+    for line in describe_plan(config, steps_per_epoch, shape_note, anchor_report):
+        print(line)
     with strategy.scope():
         if config.init:
             model = _initial_model(config, class_names)
@@ -229,6 +238,48 @@ def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -
         if writer:
             atomic.write_json(output / run_folder.SUMMARY, summary)
     return summary
+
+
+# Under this many optimizer steps a detector trained from scratch learned nothing in our runs (README, "Recipes").
+MIN_LEARNING_STEPS = 100
+
+
+def describe_plan(
+    config: TrainConfig, steps_per_epoch: int, shape_note: str, anchor_report: dict | None
+) -> list[str]:
+    """The run's plan in one line (steps, warm-up, decay, input, anchors, matcher, heads), and a one-line warning
+    for a run too short to reach its base learning rate or to learn at all."""
+    total = steps_per_epoch * config.epochs
+    schedule = build_schedule(config, total)
+    if config.init:
+        anchor_text = f"the --init model's ({config.init})"
+    elif anchor_report is None:
+        anchor_text = "as given"
+    else:
+        anchor_text = "fitted to the data" if anchor_report.get("fitted") else anchor_report["reason"]
+    model = config.model
+    lines = [
+        f"plan: {total} steps ({config.epochs} epochs x {steps_per_epoch}), lr {config.learning_rate:g} with "
+        f"{schedule.describe()}; input {_size_text(model.image_size)} ({shape_note}); anchors {anchor_text}; "
+        f"matcher {model.matching}; heads {'GroupNorm' if model.use_group_norm else 'without normalisation'}"
+    ]
+    if not schedule.reaches_base_rate():
+        lines.append(
+            f"warning: the warm-up ({schedule.warmup_steps} steps) is not shorter than the run ({total} steps), "
+            f"so the learning rate never reaches {config.learning_rate:g}: leave --warmup-steps unset (a tenth "
+            "of the run) or train for more epochs"
+        )
+    if total < MIN_LEARNING_STEPS and not config.init:
+        lines.append(
+            f"warning: {total} optimizer steps is too short for a detector to learn from scratch (under "
+            f"{MIN_LEARNING_STEPS}); train for more epochs, or fine-tune with --init"
+        )
+    return lines
+
+
+def _size_text(size) -> str:
+    height, width = (size, size) if isinstance(size, int) else size
+    return f"{height}x{width}"
 
 
 def _history(records: Sequence[dict]) -> dict[str, list]:
@@ -353,12 +404,13 @@ def _initial_model(config, class_names):
     from keras_retinanet.finetune import finetune_model, format_report
     from keras_retinanet.training.config import ModelConfig
 
-    defaults = ModelConfig()
+    # Either recipe's model options are defaults here: the init model decides them.
+    defaults = [ModelConfig(), TrainConfig.from_recipe("paper").model]
     ignored = [
         f"{field.name}={getattr(config.model, field.name)!r}"
         for field in dataclasses.fields(ModelConfig)
         if field.name not in INIT_HONOURS
-        and getattr(config.model, field.name) != getattr(defaults, field.name)
+        and all(getattr(config.model, field.name) != getattr(d, field.name) for d in defaults)
     ]
     if ignored:
         raise ValueError(

@@ -38,6 +38,7 @@ from typing import Any
 
 from keras_retinanet.training import atomic
 from keras_retinanet.training.config import FITTED_ANCHOR_FIELDS, ModelConfig, TrainConfig
+from keras_retinanet.training.image_shape import same_requested_size
 
 CONFIG = "config.yaml"
 CLASS_NAMES = "class_names.txt"
@@ -52,7 +53,8 @@ LEGACY_WEIGHTS = "latest.weights.h5"
 LEGACY_METADATA = "training_metadata.json"
 
 # Options that only change what is shown or where it is stored: a rerun may change them without asking.
-FREE_KEYS = frozenset({"output", "verbose", "tensorboard", "tensorboard_images", "cache"})
+# image_shape acts only through the image_size it resolves to, which is compared as a model option.
+FREE_KEYS = frozenset({"output", "verbose", "tensorboard", "tensorboard_images", "cache", "image_shape"})
 # TrainConfig options that decide the model's variables or the optimiser's state (slots, loss scaling): the
 # saved state cannot be loaded into a run with other values. Every ModelConfig option is fixed as well.
 FIXED_TRAIN_KEYS = frozenset({"optimizer", "freeze_batchnorm", "mixed_precision", "init", "anchors"})
@@ -366,6 +368,8 @@ def plan_run(config: TrainConfig, allow_changes: str | Iterable[str] | None = ()
         # Fitted or read by the run (training.anchors), not given: the resumed run reuses config.yaml's.
         for key in FITTED_ANCHOR_FIELDS:
             changes.pop(key, None)
+    if same_requested_size(previous, config):
+        changes.pop("image_size", None)  # resolved from the data's shape by the run (training.image_shape)
     states, _ = list_states(path / BACKUP)
     state = states[0] if states else None
     summary = _read_json(path / SUMMARY)
