@@ -39,23 +39,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-bad", action="store_true", help="skip (and report) bad records of --data")
     parser.add_argument(
-        "--anchors",
-        default="auto",
-        help="auto (default: fitted to the data when a class is under-covered), paper, or a JSON file "
-        "(retinanet train --anchors)",
-    )
-    # What `retinanet data check` advises for under-covered classes, as the synthetic set's small shapes are.
-    parser.add_argument(
-        "--matching",
-        choices=("iou", "atss"),
-        default="atss",
-        help="retinanet train --matching (default: atss)",
-    )
-    parser.add_argument(
-        "--use-group-norm",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="GroupNorm in the heads (retinanet train --use-group-norm; default: on)",
+        "--recipe",
+        choices=("default", "paper"),
+        default="default",
+        help="retinanet train --recipe: default (fitted anchors, ATSS, GroupNorm heads, the data's input shape, "
+        "warm-up a tenth of the run) or paper",
     )
     return parser.parse_args(argv)
 
@@ -104,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from keras_retinanet.detectors import predict
     from keras_retinanet.evaluation import evaluate_model, format_metrics
     from keras_retinanet.export import export_model
-    from keras_retinanet.training import ModelConfig, TrainConfig, train
+    from keras_retinanet.training import TrainConfig, train
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -126,32 +114,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     train_data = data.load_dataset(train_spec, skip_bad=args.skip_bad)
     steps_per_epoch = -(-len(train_data) // args.batch_size)
-    model = ModelConfig(
-        backbone=args.backbone,
-        backbone_kwargs={"alpha": 0.5} if args.backbone.startswith("mobilenet_v2") else {},
-        # Not 32 for --tiny: GroupNorm(32) would have one-channel groups, which on a 128 px input's 1x1 P7 gave an
-        # int8 TFLite file that LiteRT aborted on.
-        fpn_channels=64 if args.tiny else 96,
-        head_depth=1 if args.tiny else 3,
-        image_size=args.image_size,
-        matching=args.matching,
-        use_group_norm=args.use_group_norm,
-    )
-    config = TrainConfig(
+    config = TrainConfig.from_recipe(
+        args.recipe,
         data=train_spec,
         val_data=val_spec,
         output=str(output / "train"),
         skip_bad=args.skip_bad,
-        model=model,
-        anchors=args.anchors,
+        model=dict(
+            backbone=args.backbone,
+            backbone_kwargs={"alpha": 0.5} if args.backbone.startswith("mobilenet_v2") else {},
+            # Not 32 for --tiny: GroupNorm(32) would have one-channel groups, which on a 128 px input's 1x1 P7
+            # gave an int8 TFLite file that LiteRT aborted on.
+            fpn_channels=64 if args.tiny else 96,
+            head_depth=1 if args.tiny else 3,
+            image_size=args.image_size,
+        ),
         batch_size=args.batch_size,
         epochs=args.epochs,
         steps_per_epoch=steps_per_epoch,
         optimizer="adamw",
         learning_rate=0.002,
         weight_decay=1e-4,
-        schedule="cosine",
-        warmup_steps=min(100, steps_per_epoch * args.epochs // 10),
         eval_every=max(args.epochs, 1),
         tensorboard=False,
         seed=args.seed,

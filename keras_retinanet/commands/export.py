@@ -33,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-size",
         help="network input size N or HxW: the SavedModel letterbox size and the fixed TFLite input "
-        "(default: the size the model was trained at); 'data': the calibration images' aspect ratio at that "
-        "size, for phone apps (MediaPipe stretches each image to the input)",
+        "(default: the shape the model was trained at, which the default recipe takes from the training images, "
+        "as a phone app feeds them); 'data': the calibration images' aspect ratio at that size. A shape that "
+        "differs from either is warned about (MediaPipe stretches each image to the input)",
     )
     parser.add_argument(
         "--tflite",
@@ -95,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         metadata=not args.no_metadata,
         precision=args.precision,
     )
+    from keras_retinanet.export.geometry import describe_geometry
+
     summary = {name: info.get("size_bytes") for name, info in report["files"].items()}
     print(json.dumps({"output": report["output"], "files": summary}, indent=2))
+    print(describe_geometry(report["geometry"]))  # its warnings were logged when the export began
     return 0

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from keras_retinanet.export.config import ExportError
-from keras_retinanet.imaging import RESIZE_RULES, median_aspect_ratio, read_image, shape_for_aspect_ratio
+from keras_retinanet.imaging import RESIZE_RULES, median_aspect_ratio, read_image
 
 
 def calibration_paths(spec: str, limit: int, seed: int = 0) -> list[str]:
@@ -44,9 +44,8 @@ def load_canvases(
     return [rule(read_image(p), image_size)[0] for p in paths]
 
 
-def input_size_for_data(spec: str, longest_side: int, divisor: int = 32) -> tuple[int, int]:
-    """An input size with the median aspect ratio of the images of dataset ``spec``: (H, W), the longer side
-    ``longest_side`` (:func:`keras_retinanet.imaging.shape_for_aspect_ratio`)."""
+def data_aspect_ratio(spec: str) -> float:
+    """The median width / height of the images of dataset ``spec``; ExportError if it cannot be read."""
     from keras_retinanet.data import load_dataset
 
     try:
@@ -56,4 +55,4 @@ def input_size_for_data(spec: str, longest_side: int, divisor: int = 32) -> tupl
     ratio = median_aspect_ratio(examples)
     if ratio is None:
         raise ExportError(f"{spec!r} has no image sizes to take the input size from")
-    return shape_for_aspect_ratio(ratio, longest_side, divisor)
+    return ratio

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from keras_retinanet.detectors import LABELS_FILE, load_retinanet
-from keras_retinanet.export.calibration import calibration_paths, input_size_for_data, load_canvases
+from keras_retinanet.export.calibration import calibration_paths, data_aspect_ratio, load_canvases
 from keras_retinanet.export.config import (
     REPORT_FILE,
     SAVED_MODEL_DIR,
@@ -44,6 +44,7 @@ from keras_retinanet.export.config import (
     PostProcessConfig,
     class_names,
 )
+from keras_retinanet.export.geometry import export_geometry
 from keras_retinanet.export.parity import parity_report
 from keras_retinanet.export.saved_model import build_saved_model
 from keras_retinanet.export.tflite import (
@@ -52,7 +53,7 @@ from keras_retinanet.export.tflite import (
     flex_ops,
     tflite_ops,
 )
-from keras_retinanet.imaging import parse_image_size
+from keras_retinanet.imaging import parse_image_size, shape_for_aspect_ratio
 
 logger = logging.getLogger(__name__)
 
@@ -186,19 +187,15 @@ def export_model(
         calibration_paths(calibration_data, max(calibration_steps, parity_images)) if calibration_data else []
     )
     model = load_retinanet(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path
+    aspect_ratio = data_aspect_ratio(calibration_data) if calibration_data else None
     if from_data:
-        size = input_size_for_data(calibration_data, max(model.input_size))
+        size = shape_for_aspect_ratio(aspect_ratio, max(model.input_size))
         logger.info("input size %dx%d: the calibration images' aspect ratio", *size)
     else:
         size = image_size or model.input_size
-    if size != model.input_size and not from_data:
-        logger.warning(
-            "exporting at %dx%d, but the model was trained at %dx%d: expect lower accuracy (see the parity "
-            "figures in %s)",
-            *size,
-            *model.input_size,
-            REPORT_FILE,
-        )
+    geometry = export_geometry(model.input_size, size, aspect_ratio)
+    for warning in geometry["warnings"]:
+        logger.warning("warning: %s", warning)
     config = PostProcessConfig.from_model(model)
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -211,6 +208,7 @@ def export_model(
             "class_names": class_names(model),
             "image_size": list(size),
             "model_input_size": list(model.input_size),
+            "geometry": geometry,
             "postprocess": dataclasses.asdict(config),
             "saved_model_precision": precision if saved_model else None,
             "tflite_detections_per_class": TFLITE_DETECTIONS_PER_CLASS,
