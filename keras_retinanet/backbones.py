@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_retinanet.batchnorm import FusedBatchNormalization
+from keras_retinanet.layers.normalization import ImageNormalization
 from keras_retinanet.torchvision_resnet import RESNET_BLOCKS, build_torchvision_resnet
 
 # name -> (keras.applications constructor, input normalisation the ImageNet weights expect)
@@ -37,42 +38,6 @@ _PROBE_SIZE = 256
 
 def available_backbones() -> list[str]:
     return sorted([*_BACKBONES, *_TORCHVISION_BACKBONES])
-
-
-@keras.saving.register_keras_serializable(package="keras_retinanet")
-class ImageNormalization(keras.layers.Layer):
-    """Maps RGB pixels in [0, 255] to what a backbone's ImageNet weights expect.
-
-    Modes: ``"caffe"`` (RGB -> BGR, minus the ImageNet mean; ResNet v1), ``"tf"`` (to [-1, 1]; MobileNetV2,
-    ResNet v2), ``"torch"`` (``(x / 255 - mean) / std`` with the ImageNet mean (0.485, 0.456, 0.406) and std
-    (0.229, 0.224, 0.225), RGB: torchvision's models), ``"none"`` (the backbone normalises itself).
-    """
-
-    def __init__(self, mode: str = "none", **kwargs):
-        super().__init__(**kwargs)
-        if mode not in ("caffe", "tf", "torch", "none"):
-            raise ValueError(
-                f"ImageNormalization mode must be 'caffe', 'tf', 'torch' or 'none', got {mode!r}"
-            )
-        self.mode = mode
-
-    def call(self, images):
-        images = ops.cast(images, self.compute_dtype)
-        if self.mode == "caffe":
-            mean = ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=self.compute_dtype)
-            return ops.flip(images, axis=-1) - mean
-        if self.mode == "tf":
-            return images / 127.5 - 1.0
-        if self.mode == "torch":
-            mean = ops.convert_to_tensor([0.485, 0.456, 0.406], dtype=self.compute_dtype)
-            std = ops.convert_to_tensor([0.229, 0.224, 0.225], dtype=self.compute_dtype)
-            return (images / 255.0 - mean) / std
-        return images
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(mode=self.mode)
-        return config
 
 
 def _feature_layer_indices(model: keras.Model) -> list[int]:
@@ -259,7 +224,7 @@ def _build_torchvision_backbone(
         _TORCHVISION_BACKBONES[name], batchnorm_momentum=batchnorm_momentum, name=name, **kwargs
     )
     if weights is not None:
-        from keras_retinanet.convert.torchvision import load_torchvision_resnet_weights
+        from keras_retinanet.torchvision_weights import load_torchvision_resnet_weights
 
         load_torchvision_resnet_weights(model, weights)
     return model

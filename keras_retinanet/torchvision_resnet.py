@@ -25,6 +25,7 @@ import keras
 from keras import ops
 
 from keras_retinanet.batchnorm import FusedBatchNormalization
+from keras_retinanet.layers.normalization import ImageNormalization
 
 # Bottleneck blocks per stage (layer1..layer4), as torchvision's resnet50 / resnet101 / resnet152.
 RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -136,7 +137,6 @@ def build_torchvision_resnet(
         give ceil(H / stride) as PyTorch does). Weights are random until loaded
         (``keras_retinanet.convert.torchvision.load_torchvision_resnet_weights``).
     """
-    from keras_retinanet.backbones import ImageNormalization
 
     if depth not in RESNET_BLOCKS:
         raise ValueError(f"torchvision ResNet depth must be one of {sorted(RESNET_BLOCKS)}, got {depth}")

@@ -249,8 +249,8 @@ def test_anchor_order_and_cell_anchors_are_torchvisions():
 
 
 def test_converter_errors_name_the_problem():
-    from keras_retinanet.convert.checkpoints import CheckpointError
     from keras_retinanet.convert.torchvision import convert_torchvision_retinanet, torchvision_variant
+    from keras_retinanet.state_dict import CheckpointError
 
     weights = reference_weights("v1")
     assert torchvision_variant(weights) == "v1"
@@ -278,7 +278,7 @@ def test_converter_errors_name_the_problem():
 
 
 def test_state_dict_files_without_torch(tmp_path):
-    from keras_retinanet.convert.checkpoints import CheckpointError, load_state_dict, save_state_dict
+    from keras_retinanet.state_dict import CheckpointError, load_state_dict, save_state_dict
 
     tensors = {
         "backbone.body.conv1.weight": np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3),
@@ -299,7 +299,7 @@ def test_state_dict_files_without_torch(tmp_path):
 
 
 def test_pth_without_torch_says_what_to_do(tmp_path):
-    from keras_retinanet.convert.checkpoints import CheckpointError, load_state_dict
+    from keras_retinanet.state_dict import CheckpointError, load_state_dict
 
     try:
         import torch  # noqa: F401
@@ -317,8 +317,8 @@ def test_convert_command_writes_a_model_that_reloads(tmp_path, capsys):
     import keras
 
     from keras_retinanet.cli import main
-    from keras_retinanet.convert.checkpoints import save_state_dict
     from keras_retinanet.convert.torchvision import convert_torchvision_retinanet
+    from keras_retinanet.state_dict import save_state_dict
 
     weights = reference_weights("v2")
     save_state_dict(weights, tmp_path / "v2.npz")

@@ -82,7 +82,7 @@ def resnet_weights():
 @pytest.fixture(scope="module")
 def backbone(resnet_weights):
     model = build_backbone("torchvision_resnet50")
-    from keras_retinanet.convert.torchvision import load_torchvision_resnet_weights
+    from keras_retinanet.torchvision_weights import load_torchvision_resnet_weights
 
     report = load_torchvision_resnet_weights(model, resnet_weights)
     assert report["layers"] == 53 + 53  # every conv and its BatchNorm
@@ -174,7 +174,7 @@ def test_backbone_weights_file_errors(tmp_path, resnet_weights):
         check_torchvision_weights("torchvision_resnet50", "imagenet")
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         build_backbone("torchvision_resnet50", weights=str(tmp_path / "missing.npz"))
-    from keras_retinanet.convert.checkpoints import CheckpointError, save_state_dict
+    from keras_retinanet.state_dict import CheckpointError, save_state_dict
 
     # A ResNet-101 state dict (23 blocks in layer3) does not fit a ResNet-50.
     deeper = dict(resnet_weights)
@@ -190,7 +190,7 @@ def test_backbone_weights_file_errors(tmp_path, resnet_weights):
 
 def test_backbone_weights_from_a_file_and_from_a_detection_checkpoint(tmp_path, resnet_weights, backbone):
     """--weights FILE: an ImageNet classifier's .npz, or the body of a torchvision detection checkpoint."""
-    from keras_retinanet.convert.checkpoints import save_state_dict
+    from keras_retinanet.state_dict import save_state_dict
 
     image = np.random.default_rng(2).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
     expected = [np.asarray(o) for o in backbone(image)]

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _resave(args: argparse.Namespace) -> int:
-    from keras_retinanet.convert.checkpoints import load_state_dict, save_state_dict
+    from keras_retinanet.state_dict import load_state_dict, save_state_dict
 
     tensors = load_state_dict(args.checkpoint)
     save_state_dict(tensors, args.output)

@@ -25,17 +25,22 @@ still convert correctly (today the permutation is the identity).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
 
-from keras_retinanet.convert.checkpoints import CheckpointError, load_state_dict
-from keras_retinanet.torchvision_resnet import (
-    RESNET_BLOCKS,
-    TORCH_BATCHNORM_EPSILON,
-    FrozenBatchNormalization,
+from keras_retinanet.state_dict import CheckpointError
+from keras_retinanet.torchvision_resnet import TORCH_BATCHNORM_EPSILON
+from keras_retinanet.torchvision_weights import (
+    TensorReader,
+    assign_weight,
+    load_conv,
+    load_norm,
+    load_resnet,
+    read_state_dict,
+    resnet_depth,
+    torch_kernel,
 )
 
 # torchvision.models.detection's COCO category names, indexed by COCO category id (torchvision's label).
@@ -63,173 +68,6 @@ TORCHVISION_DETECTIONS = dict(
 # image size // feature size, which is not 64 / 128 on other sizes), and close to torchvision's scale for 4:3
 # images (shorter side 800 -> 1067 x 800; letterboxed to 1024: 1024 x 768).
 DEFAULT_IMAGE_SIZE = 1024
-_IGNORED_LEAVES = ("num_batches_tracked",)
-
-
-class _Tensors:
-    """A state dict being consumed: every take is checked and recorded, so leftovers can be reported."""
-
-    def __init__(self, tensors: Mapping[str, np.ndarray], source: str):
-        self.tensors = dict(tensors)
-        self.source = source
-        self.used: set[str] = set()
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.tensors
-
-    def take(self, name: str, ndim: int | None = None) -> np.ndarray:
-        if name not in self.tensors:
-            raise CheckpointError(f"{self.source}: tensor {name!r} is missing")
-        value = np.asarray(self.tensors[name])
-        if ndim is not None and value.ndim != ndim:
-            raise CheckpointError(
-                f"{self.source}: tensor {name!r} has shape {value.shape}, expected {ndim} dims"
-            )
-        self.used.add(name)
-        return value.astype("float32")
-
-    def unused(self, prefix: str = "") -> list[str]:
-        return sorted(
-            name
-            for name in self.tensors
-            if name.startswith(prefix)
-            and name not in self.used
-            and name.rsplit(".", 1)[-1] not in _IGNORED_LEAVES
-        )
-
-
-def _strip_module_prefix(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Drops ``module.`` from every name of a checkpoint saved from a DistributedDataParallel model."""
-    if tensors and all(name.startswith("module.") for name in tensors):
-        return {name[len("module.") :]: value for name, value in tensors.items()}
-    return dict(tensors)
-
-
-def _read(source: str | os.PathLike | Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
-    if isinstance(source, Mapping):
-        return _strip_module_prefix(source), "state dict"
-    return _strip_module_prefix(load_state_dict(source)), os.fspath(source)
-
-
-def _assign(variable, value: np.ndarray, what: str) -> None:
-    if tuple(variable.shape) != value.shape:
-        raise CheckpointError(
-            f"{what}: shape {value.shape} does not fit the Keras weight {tuple(variable.shape)}"
-        )
-    variable.assign(value)
-
-
-def _torch_kernel(weight: np.ndarray) -> np.ndarray:
-    """(out, in, kh, kw) -> (kh, kw, in, out)."""
-    return np.transpose(weight, (2, 3, 1, 0))
-
-
-def _load_conv(
-    layer: keras.layers.Conv2D, tensors: _Tensors, prefix: str, allow_missing_bias: bool = False
-) -> None:
-    _assign(
-        layer.kernel,
-        _torch_kernel(tensors.take(f"{prefix}.weight", ndim=4)),
-        f"{tensors.source}: {prefix}.weight",
-    )
-    if not layer.use_bias:
-        return
-    if f"{prefix}.bias" in tensors or not allow_missing_bias:
-        _assign(layer.bias, tensors.take(f"{prefix}.bias", ndim=1), f"{tensors.source}: {prefix}.bias")
-    else:  # a conv followed by GroupNorm has no bias in torchvision v2
-        layer.bias.assign(np.zeros(layer.bias.shape, "float32"))
-
-
-def _load_norm(layer, tensors: _Tensors, prefix: str) -> None:
-    """BatchNorm (frozen or not) or GroupNorm from PyTorch's weight / bias [/ running_mean / running_var]."""
-    pairs = [("gamma", "weight"), ("beta", "bias")]
-    if not isinstance(layer, keras.layers.GroupNormalization):
-        pairs += [("moving_mean", "running_mean"), ("moving_variance", "running_var")]
-    for keras_name, torch_name in pairs:
-        name = f"{prefix}.{torch_name}"
-        _assign(getattr(layer, keras_name), tensors.take(name, ndim=1), f"{tensors.source}: {name}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# ImageNet ResNet (and the body of a detection checkpoint)
-
-
-def resnet_depth(tensors: Mapping[str, np.ndarray], prefix: str = "") -> int:
-    """50, 101 or 152 from the number of bottlenecks in ``layer3`` of a torchvision ResNet state dict."""
-    pattern = re.compile(re.escape(prefix) + r"layer3\.(\d+)\.")
-    blocks = {int(m.group(1)) for name in tensors if (m := pattern.match(name))}
-    for depth, stages in RESNET_BLOCKS.items():
-        if len(blocks) == stages[2]:
-            return depth
-    raise CheckpointError(
-        f"not a torchvision ResNet-50/101/152 state dict: {len(blocks)} blocks in {prefix}layer3 "
-        f"(expected {', '.join(str(s[2]) for s in RESNET_BLOCKS.values())})"
-    )
-
-
-def _resnet_prefix(tensors: Mapping[str, np.ndarray], source: str) -> str:
-    for prefix in ("", "backbone.body.", "body."):
-        if f"{prefix}conv1.weight" in tensors and f"{prefix}layer1.0.conv1.weight" in tensors:
-            return prefix
-    raise CheckpointError(
-        f"{source}: not a torchvision ResNet checkpoint (no conv1.weight / layer1.0.conv1.weight, nor under "
-        "backbone.body. as in a detection checkpoint)"
-    )
-
-
-def _load_resnet(model: keras.Model, tensors: _Tensors, prefix: str) -> int:
-    """Loads every conv and norm layer of a ``build_torchvision_resnet`` model; returns how many."""
-    count = 0
-    for layer in model.layers:
-        torch_prefix = prefix + layer.name.replace("_", ".")
-        if isinstance(layer, keras.layers.Conv2D):
-            _load_conv(layer, tensors, torch_prefix)
-        elif isinstance(layer, (FrozenBatchNormalization, keras.layers.BatchNormalization)):
-            _load_norm(layer, tensors, torch_prefix)
-        else:
-            if layer.weights:
-                raise TypeError(f"unexpected layer with weights in a torchvision ResNet: {layer.name}")
-            continue
-        count += 1
-    return count
-
-
-def load_torchvision_resnet_weights(
-    model: keras.Model, source: str | os.PathLike | Mapping[str, np.ndarray]
-) -> dict:
-    """Copies a torchvision ResNet state dict into a ``build_torchvision_resnet`` model (in place).
-
-    Args:
-        model: the Keras backbone (``build_backbone("torchvision_resnet50")``).
-        source: a checkpoint file (.pth/.pt with torch, .safetensors, .npz) or ``{name: array}``: an ImageNet
-            classifier (``resnet50-0676ba61.pth``; its ``fc`` is ignored) or a detection model, whose
-            ``backbone.body.`` part is used.
-    Returns:
-        ``{"source", "prefix", "layers", "ignored"}``: the layers loaded and the checkpoint's tensors not used
-        (the classifier, or the detection model's pyramid and heads).
-    Raises:
-        CheckpointError: a tensor is missing or has the wrong shape, or the ResNet has blocks this model lacks.
-    """
-    raw, name = _read(source)
-    prefix = _resnet_prefix(raw, name)
-    depth = resnet_depth(raw, prefix)
-    expected = sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers)
-    actual = sum(
-        name.startswith(prefix) and name.endswith(".weight") and np.ndim(value) == 4
-        for name, value in raw.items()
-    )
-    if actual != expected:
-        raise CheckpointError(
-            f"{name}: a ResNet-{depth} checkpoint ({actual} convolutions) does not fit the backbone "
-            f"{model.name!r} ({expected} convolutions)"
-        )
-    tensors = _Tensors(raw, name)
-    layers = _load_resnet(model, tensors, prefix)
-    leftover = tensors.unused(prefix)
-    leftover = [n for n in leftover if not n.startswith(f"{prefix}fc.")]
-    if leftover:
-        raise CheckpointError(f"{name}: tensors not used by {model.name!r}: {', '.join(leftover[:10])}")
-    return {"source": name, "prefix": prefix, "layers": layers, "ignored": tensors.unused()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -371,15 +209,15 @@ def build_torchvision_retinanet(
 
 
 def _load_head(
-    head, tensors: _Tensors, prefix: str, final_name: str, slots: list[int] | None, perm: np.ndarray
+    head, tensors: TensorReader, prefix: str, final_name: str, slots: list[int] | None, perm: np.ndarray
 ):
     """Loads a ClassificationHead / BoxHead from ``head.classification_head`` / ``head.regression_head``."""
     convs = [layer for layer in head.convs if isinstance(layer, keras.layers.Conv2D)]
     norms = [layer for layer in head.convs if isinstance(layer, keras.layers.GroupNormalization)]
     for i, conv in enumerate(convs):
-        _load_conv(conv, tensors, f"{prefix}.conv.{i}.0", allow_missing_bias=bool(norms))
+        load_conv(conv, tensors, f"{prefix}.conv.{i}.0", allow_missing_bias=bool(norms))
     for i, norm in enumerate(norms):
-        _load_norm(norm, tensors, f"{prefix}.conv.{i}.1")
+        load_norm(norm, tensors, f"{prefix}.conv.{i}.1")
     leftover = [n for n in tensors.unused(f"{prefix}.conv.") if int(n.split(".")[3]) >= len(convs)]
     if leftover:
         raise CheckpointError(
@@ -401,8 +239,8 @@ def _load_head(
         weight, bias = weight[:, slots], bias[:, slots]
     weight = weight.reshape(-1, *weight.shape[2:])
     what = f"{tensors.source}: {prefix}.{final_name}"
-    _assign(head.final.kernel, _torch_kernel(weight), what + ".weight")
-    _assign(head.final.bias, bias.reshape(-1), what + ".bias")
+    assign_weight(head.final.kernel, torch_kernel(weight), what + ".weight")
+    assign_weight(head.final.bias, bias.reshape(-1), what + ".bias")
 
 
 def convert_torchvision_retinanet(
@@ -435,7 +273,7 @@ def convert_torchvision_retinanet(
         CheckpointError: the file is not such a checkpoint, a tensor is missing or misshapen, or some tensor
             found no place in the model.
     """
-    raw, name = _read(source)
+    raw, name = read_state_dict(source)
     try:
         detected = torchvision_variant(raw)
     except CheckpointError as error:
@@ -462,15 +300,15 @@ def convert_torchvision_retinanet(
             f"{name}: {num_anchors} anchors per cell, torchvision's RetinaNet has {len(perm)}"
         )
 
-    tensors = _Tensors(raw, name)
-    _load_resnet(model.backbone, tensors, "backbone.body.")
+    tensors = TensorReader(raw, name)
+    load_resnet(model.backbone, tensors, "backbone.body.")
     pyramid = model.get_layer("feature_pyramid")
     for i, level in enumerate((3, 4, 5)):
-        _load_conv(pyramid.lateral[i], tensors, f"backbone.fpn.inner_blocks.{i}.0")
-        _load_conv(pyramid.output_convs[i], tensors, f"backbone.fpn.layer_blocks.{i}.0")
+        load_conv(pyramid.lateral[i], tensors, f"backbone.fpn.inner_blocks.{i}.0")
+        load_conv(pyramid.output_convs[i], tensors, f"backbone.fpn.layer_blocks.{i}.0")
         assert pyramid.lateral[i].name == f"lateral_c{level}"
-    _load_conv(pyramid.p6_conv, tensors, "backbone.fpn.extra_blocks.p6")
-    _load_conv(pyramid.p7_conv, tensors, "backbone.fpn.extra_blocks.p7")
+    load_conv(pyramid.p6_conv, tensors, "backbone.fpn.extra_blocks.p6")
+    load_conv(pyramid.p7_conv, tensors, "backbone.fpn.extra_blocks.p7")
     _load_head(
         model.get_layer("classification_head"), tensors, "head.classification_head", "cls_logits", slots, perm
     )
