@@ -107,8 +107,11 @@ def test_anchor_files_are_checked_with_the_file_named(tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(ValueError, match='no "anchors" mapping'):
         read_anchor_file(str(bad))
-    with pytest.raises(ValueError, match="--anchors auto with --init m.keras"):
-        resolve_anchors(TrainConfig(anchors="auto", init="m.keras"), None)
+    with pytest.raises(ValueError, match=f"--anchors {bad} with --init m.keras"):
+        resolve_anchors(TrainConfig(anchors=str(bad), init="m.keras"), None)
+    # auto, the default, keeps the init model's anchors: nothing is fitted, nothing refused.
+    config = TrainConfig(anchors="auto", init="m.keras")
+    assert resolve_anchors(config, None) == (config, None)
 
 
 def test_data_check_json_is_read_by_train_anchors_file(tmp_path, capsys):
