@@ -1,13 +1,15 @@
-"""Every example of README.md still works: the ```python blocks run, the `retinanet` command lines parse, and the
-`keras_retinanet.*` / `kr.*` names, scripts and files it mentions exist.
+"""Every example of README.md and of the docs/*.md pages still works: the ```python blocks of README.md and of the
+pages in PYTHON_PAGES run, the `retinanet` command lines of every page parse, the `keras_retinanet.*` / `kr.*` names,
+scripts and files they mention exist, every relative link points to an existing file (and heading), and README.md
+stays a short guide (at most README_MAX_LINES lines).
 
 The Python blocks run in this process, each in a fresh namespace, in a sandbox folder (the current directory)
-holding what the README takes for granted: ``BCCD/`` (a few real BCCD images with ``trainval``, ``val`` and
+holding what the pages take for granted: ``BCCD/`` (a few real BCCD images with ``trainval``, ``val`` and
 ``test`` splits, copied from the shared data sets), ``model.keras``, ``a.jpg``, ``b.jpg``, ``b.png`` and
 ``saved_models/bccd/`` (a SavedModel and a ``.tflite``). Where a block uses a name it leaves to the reader
 (``model``, ``train_ds``, ``dataset``, ``detections``, ``rgb_uint8_array``), a short prelude defines it
 (PRELUDES). Sizes are cut by exact text substitution only where a block as written would train for minutes
-(SUBSTITUTIONS); a substitution whose text is no longer in the README fails the test, so that an edited block
+(SUBSTITUTIONS); a substitution whose text is no longer in its block fails the test, so that an edited block
 is looked at again instead of silently running at full size.
 """
 
@@ -21,15 +23,30 @@ from pathlib import Path
 import pytest
 from retinanet_testing import REPO, copy_bccd_subset, tiny_retinanet
 
-README = (REPO / "README.md").read_text()
 BCCD_CLASSES = ["Platelets", "RBC", "WBC"]
+README_MAX_LINES = 300
+# Every page checked: README.md and the documentation pages.
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# The pages whose ```python blocks run. The others' blocks need what the sandbox has not (mobile.md: MediaPipe and
+# a photo); their commands, names and links are still checked.
+PYTHON_PAGES = ["README.md", "docs/guide.md", "docs/export.md"]
+TEXTS = {page.relative_to(REPO).as_posix(): page.read_text() for page in PAGES}
 
 
-def _fenced(language: str) -> list[str]:
-    return re.findall(rf"^```{language}\n(.*?)^```", README, flags=re.S | re.M)
+def _fenced(text: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.S | re.M)
 
 
-PYTHON_BLOCKS = _fenced("python")
+def _python_blocks() -> list[tuple[str, str]]:
+    """(page, block) for each distinct python block of PYTHON_PAGES (a block repeated on two pages runs once)."""
+    blocks: dict[str, str] = {}
+    for page in PYTHON_PAGES:
+        for block in _fenced(TEXTS[page], "python"):
+            blocks.setdefault(block, page)
+    return [(page, block) for block, page in blocks.items()]
+
+
+PYTHON_BLOCKS = _python_blocks()
 
 # (text in a block, what it becomes): only where the block would train for minutes as written. Training blocks
 # get the test suite's tiny network (MobileNetV2 x0.35, 32-channel pyramid, one-conv heads), 128 px and 1 epoch.
@@ -55,7 +72,7 @@ SUBSTITUTIONS = {
     ],
 }
 
-# Names a block uses without defining them: the README leaves them to the reader.
+# Names a block uses without defining them: the page leaves them to the reader.
 PRELUDES = {
     "evaluate_detections(dataset.examples, detections": """
 from keras_retinanet.data import load_dataset as _load
@@ -94,30 +111,29 @@ CHECKS = {
 
 def _find(table: dict, block: str):
     matches = [value for key, value in table.items() if key in block]
-    assert len(matches) <= 1, "two entries match one README block"
+    assert len(matches) <= 1, "two entries match one block"
     return matches[0] if matches else None
 
 
 def _prepared(block: str) -> str:
     for old, new in _find(SUBSTITUTIONS, block) or []:
-        assert old in block, (
-            f"README block changed, update SUBSTITUTIONS in {__file__}: {old!r} not in\n{block}"
-        )
+        assert old in block, f"block changed, update SUBSTITUTIONS in {__file__}: {old!r} not in\n{block}"
         block = block.replace(old, new)
     return (_find(PRELUDES, block) or "") + block
 
 
 def test_every_lookup_entry_matches_a_block():
-    # An entry that matches no block means the README changed under this test.
+    # An entry that matches no block means a page changed under this test.
     for table in (SUBSTITUTIONS, PRELUDES, CHECKS):
         for key in table:
-            assert any(key in block for block in PYTHON_BLOCKS), f"no README python block contains {key!r}"
-    assert len(PYTHON_BLOCKS) >= 6
+            assert any(key in block for _, block in PYTHON_BLOCKS), f"no python block contains {key!r}"
+    assert len(PYTHON_BLOCKS) >= 8
+    assert len(_fenced(TEXTS["README.md"], "python")) >= 2
 
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory, detector_like):
-    """A folder holding what the README's examples take for granted."""
+    """A folder holding what the pages' examples take for granted."""
     from keras_retinanet.export import build_saved_model
 
     root = tmp_path_factory.mktemp("readme")
@@ -138,50 +154,64 @@ def sandbox(tmp_path_factory, detector_like):
     export = root / "saved_models" / "bccd"
     build_saved_model(model, export / "saved_model")
     (export / "labels.txt").write_text("\n".join(BCCD_CLASSES) + "\n")
-    # The README's predict example loads model_int8.tflite; a float32 file under that name serves (quantisation
+    # The pages' predict example loads model_int8.tflite; a float32 file under that name serves (quantisation
     # is tests/test_export.py's subject, the loading API this test's).
     shutil.copy(detector_like["tflite"], export / "model_int8.tflite")
     return root
 
 
-@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
-def test_python_block_runs(index, sandbox, monkeypatch):
-    block = PYTHON_BLOCKS[index]
+@pytest.mark.parametrize(
+    ("page", "block"), PYTHON_BLOCKS, ids=[f"{page}-{i}" for i, (page, _) in enumerate(PYTHON_BLOCKS)]
+)
+def test_python_block_runs(page, block, sandbox, monkeypatch):
     monkeypatch.chdir(sandbox)
-    namespace = {"__name__": f"readme_block_{index}"}
-    exec(compile(_prepared(block), f"README.md python block {index + 1}", "exec"), namespace)  # noqa: S102
+    namespace = {"__name__": "page_block"}
+    exec(compile(_prepared(block), f"{page} python block", "exec"), namespace)  # noqa: S102
     check = _find(CHECKS, block)
     if check is not None:
         assert check(namespace), block
 
 
-def _command_lines() -> list[str]:
+def _command_lines() -> list[tuple[str, str]]:
+    """(page, line) for every `retinanet ...` line of every page's ```bash blocks (continuations joined)."""
     lines = []
-    for block in _fenced("bash"):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.strip()
-            if line.startswith("retinanet "):
-                lines.append(line)
+    for page, text in TEXTS.items():
+        for block in _fenced(text, "bash"):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.strip()
+                if line.startswith("retinanet "):
+                    lines.append((page, line))
     return lines
 
 
-@pytest.mark.parametrize("line", _command_lines())
-def test_command_line_parses(line):
+COMMAND_LINES = _command_lines()
+
+
+def test_every_page_with_commands_is_read():
+    pages = {page for page, _ in COMMAND_LINES}
+    assert {"README.md", "docs/guide.md", "docs/data.md", "docs/export.md", "docs/recipes.md"} <= pages
+    assert len(COMMAND_LINES) >= 30
+
+
+@pytest.mark.parametrize(("page", "line"), COMMAND_LINES)
+def test_command_line_parses(page, line):
     from keras_retinanet.cli import build_parser
 
     argv = shlex.split(line, comments=True)[1:]
     try:
         build_parser().parse_args(argv)
     except SystemExit as err:
-        pytest.fail(f"README command does not parse ({err}): {line}")
+        pytest.fail(f"{page}: command does not parse ({err}): {line}")
 
 
-def _mentioned(pattern: str) -> list[str]:
-    return sorted({name.rstrip(".") for name in re.findall(pattern, README)})
+def _mentioned(pattern: str) -> list[tuple[str, str]]:
+    return sorted(
+        {(page, name.rstrip(".")) for page, text in TEXTS.items() for name in re.findall(pattern, text)}
+    )
 
 
-@pytest.mark.parametrize("name", _mentioned(r"\bkeras_retinanet(?:\.\w+)+"))
-def test_package_name_exists(name):
+@pytest.mark.parametrize(("page", "name"), _mentioned(r"\bkeras_retinanet(?:\.\w+)+"))
+def test_package_name_exists(page, name):
     import importlib
 
     parts = name.split(".")
@@ -191,19 +221,81 @@ def test_package_name_exists(name):
         except ModuleNotFoundError:
             continue
         for attribute in parts[split:]:
-            assert hasattr(target, attribute), f"README names {name}, but {attribute} is not in {target}"
+            assert hasattr(target, attribute), f"{page} names {name}, but {attribute} is not in {target}"
             target = getattr(target, attribute)
         return
-    pytest.fail(f"README names {name}, which does not import")
+    pytest.fail(f"{page} names {name}, which does not import")
 
 
-@pytest.mark.parametrize("name", _mentioned(r"\bkr\.(\w+)"))
-def test_top_level_name_exists(name):
+@pytest.mark.parametrize(("page", "name"), _mentioned(r"\bkr\.(\w+)"))
+def test_top_level_name_exists(page, name):
     import keras_retinanet as kr
 
-    assert hasattr(kr, name), f"README uses kr.{name}"
+    assert hasattr(kr, name), f"{page} uses kr.{name}"
 
 
-@pytest.mark.parametrize("path", _mentioned(r"\b((?:tools|tests|configs|docs)/[\w/.-]+\.(?:py|yaml|md))"))
-def test_mentioned_file_exists(path):
-    assert (REPO / path).is_file(), f"README mentions {path}, which does not exist"
+@pytest.mark.parametrize(
+    ("page", "path"), _mentioned(r"\b((?:tools|tests|configs|docs)/[\w/.-]+\.(?:py|yaml|md))")
+)
+def test_mentioned_file_exists(page, path):
+    assert (REPO / path).is_file(), f"{page} mentions {path}, which does not exist"
+
+
+def test_readme_is_a_short_guide():
+    lines = TEXTS["README.md"].count("\n") + (not TEXTS["README.md"].endswith("\n"))
+    assert lines <= README_MAX_LINES, (
+        f"README.md has {lines} lines; move detail into docs/ (at most {README_MAX_LINES})"
+    )
+    for placeholder_or_section in ("## Install", "## Quick start", "## Exit codes", "docs/README.md"):
+        assert placeholder_or_section in TEXTS["README.md"]
+
+
+def _outside_fences(text: str) -> str:
+    """The page without its fenced code blocks (their `#` lines are comments, their brackets code)."""
+    return re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+
+
+def heading_slugs(text: str) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to dashes, -1, -2 ... for
+    repeats."""
+    slugs: dict[str, int] = {}
+    found = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", _outside_fences(text), flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        found.add(slug if slug not in slugs else f"{slug}-{slugs[slug]}")
+        slugs[slug] = slugs.get(slug, 0) + 1
+    return found
+
+
+def test_heading_slugs_follow_github():
+    # Worked out by hand from GitHub's rule, for headings like the pages' own.
+    text = "# A b\n## The main job: `make demo`\n```bash\n# not a heading\n```\n## A b\n### Don't (stop) 2\n"
+    assert heading_slugs(text) == {"a-b", "the-main-job-make-demo", "a-b-1", "dont-stop-2"}
+
+
+def _relative_links() -> list[tuple[str, str]]:
+    links = []
+    for page, text in TEXTS.items():
+        for target in re.findall(r"\]\(([^)\s]+)\)", _outside_fences(text)):
+            if not re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto: ... are not checked
+                links.append((page, target))
+    return sorted(set(links))
+
+
+RELATIVE_LINKS = _relative_links()
+
+
+def test_links_are_found():
+    pages = {page for page, _ in RELATIVE_LINKS}
+    assert {"README.md", "docs/README.md", "docs/guide.md"} <= pages
+
+
+@pytest.mark.parametrize(("page", "target"), RELATIVE_LINKS)
+def test_relative_link_points_to_a_file(page, target):
+    path, _, anchor = target.partition("#")
+    file = (REPO / page).parent / path if path else REPO / page
+    assert file.exists(), f"{page} links to {target}: {file} does not exist"
+    if anchor and file.suffix == ".md":
+        assert anchor in heading_slugs(file.read_text()), (
+            f"{page} links to {target}: no such heading in {path}"
+        )
