@@ -23,7 +23,8 @@ def default_warmup_steps(total_steps: int) -> int:
     """A tenth of the run, at most the paper's 500 steps: 10 for 100 steps, 100 for 1,000, 500 for 90k.
 
     Why a tenth: on a 360-step run the paper's 500 steps kept the rate climbing until the decay cut it (test
-    AP 0.059); two epochs of warm-up (36 steps) gave AP 0.149 (issue 23's measurement, README "Recipes").
+    AP 0.059); two epochs of warm-up (36 steps) gave AP 0.149 (measured by the session that filed issue 23;
+    docs/recipes.md has ours).
     """
     return max(1, min(PAPER_WARMUP_STEPS, math.ceil(WARMUP_FRACTION * total_steps)))
 

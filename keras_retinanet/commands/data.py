@@ -244,7 +244,7 @@ def check(args: argparse.Namespace) -> int:
     under_covered = [name for name, share in before.per_class.items() if share < MIN_CLASS_COVERAGE]
     if under_covered:
         # On BCCD fitted anchors alone covered the platelets but did not teach them; ATSS did, and GroupNorm in
-        # the heads made the model converge within the short schedule (README, "Small objects"). The default
+        # the heads made the model converge within the short schedule (docs/small-objects.md). The default
         # recipe does all three, so the advice is only for the paper's.
         out.append(
             f"  {', '.join(under_covered)}: under {MIN_CLASS_COVERAGE:.0%} covered; the default recipe fits "

@@ -203,7 +203,7 @@ def make_training_dataset(
     # tf.data's autotuner sometimes leaves a whole epoch on one core: on 2 AMD EPYC cores (BCCD, 512 px,
     # batch 8) 7 epochs of 30 ran at 104-109 images/s with about one core busy, the others at 142-235 with
     # 1.7. Without it, the parallel maps use every core (their AUTOTUNE means the thread pool's size), and
-    # none of 35 epochs was slow (README, "Pipeline speed").
+    # none of 35 epochs was slow (docs/data.md, "Pipeline speed").
     options.autotune.enabled = False
     return ds.with_options(options).prefetch(AUTOTUNE)
 

@@ -4,7 +4,7 @@ trained at, the shape it is exported at, and how each runtime brings an image to
 MediaPipe Tasks (and :class:`~keras_retinanet.detectors.TFLiteDetector`, which does as it does) stretches every
 image to the file's input, with no letterbox. A file whose input has the photos' aspect ratio sees them
 undistorted; a model trained at that same shape sees on the phone exactly what it learned on. Measured on
-BCCD-quick (README, "Phone"): 4:3 photos squeezed into a square file lost 8.5 AP points, and a model with
+BCCD-quick (docs/export.md): 4:3 photos squeezed into a square file lost 8.5 AP points, and a model with
 GroupNorm heads trained on square letterboxes (a quarter padding) lost a third of its AP at the unpadded
 288x384 shape, where heads without normalisation kept theirs.
 """

@@ -110,7 +110,7 @@ class ModelConfig(_Options):
     - ``image_size``: 512 here, where ``RetinaNet``'s ``None`` means "not recorded"; a trained model records
       the size it was trained at, and evaluation, prediction and export letterbox images to it;
     - ``matching="atss"`` and ``use_group_norm=True``: the default recipe, measured better than the paper's
-      on short runs (README "Recipes"); ``--recipe paper`` (:data:`RECIPES`) restores the paper's.
+      on short runs (docs/recipes.md); ``--recipe paper`` (:data:`RECIPES`) restores the paper's.
     """
 
     # backbone
@@ -484,7 +484,7 @@ class TrainConfig(_Options):
 
 def recipe_options(recipe: str) -> dict[str, Any]:
     """The flat options a named recipe sets: ``"paper"`` the paper's (:data:`PAPER_RECIPE`), ``"default"``
-    the same options at their defaults (the recipe measured best on short runs, README "Recipes")."""
+    the same options at their defaults (the recipe measured best on short runs, docs/recipes.md)."""
     if recipe == "paper":
         return dict(PAPER_RECIPE)
     if recipe == "default":

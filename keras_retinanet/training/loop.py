@@ -240,7 +240,7 @@ def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -
     return summary
 
 
-# Under this many optimizer steps a detector trained from scratch learned nothing in our runs (README, "Recipes").
+# Under this many optimizer steps a detector trained from scratch learned nothing in our runs (docs/recipes.md).
 MIN_LEARNING_STEPS = 100
 
 
