@@ -130,6 +130,7 @@ def export_model(
     overwrite: bool = False,
     metadata: bool = True,
     precision: str = "float32",
+    class_thresholds: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Export a RetinaNet to ``output_dir`` (layout in the module docstring); returns the report dict.
 
@@ -154,6 +155,8 @@ def export_model(
             MediaPipe Tasks' ObjectDetector loads it as it is (``keras_retinanet.export.metadata``).
         precision: what the SavedModel computes in: ``"float32"`` or ``"bf16"`` (bfloat16, for CPU serving on
             AMX or AVX512-BF16; inputs and outputs unchanged). The TFLite files have their own variants.
+        class_thresholds: a per-class thresholds file applied inside the SavedModel (not the TFLite files: see
+            docs/evaluation.md); written into the export folder as class_thresholds.json.
     """
     from keras_retinanet.inference_graph import dtype_policy
 
@@ -218,9 +221,17 @@ def export_model(
             "files": {},
         }
         (staging / LABELS_FILE).write_text("\n".join(class_names(model)) + "\n")
+        if class_thresholds is not None:
+            from keras_retinanet.detectors import class_thresholds as thresholds_file
+
+            values = thresholds_file.read_class_thresholds(class_thresholds)
+            thresholds_file.write_class_thresholds(staging / "class_thresholds.json", values)
+            report["class_thresholds"] = values
         if saved_model:
             logger.info("writing SavedModel")
-            info = build_saved_model(model, staging / SAVED_MODEL_DIR, size, precision=precision)
+            info = build_saved_model(
+                model, staging / SAVED_MODEL_DIR, size, precision=precision, class_thresholds=class_thresholds
+            )
             report["files"][SAVED_MODEL_DIR] = info
 
         calib_canvases: list[np.ndarray] | None = None
