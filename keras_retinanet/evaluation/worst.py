@@ -9,8 +9,9 @@ import numpy as np
 
 from keras_retinanet.evaluation.coco import detection_arrays
 
-MAX_SIDE = 800
-"""Each half of a picture is scaled down to at most this many pixels on its longer side."""
+MIN_SIDE, MAX_SIDE = 400, 800
+"""Each half of a picture is scaled so that its longer side is within these pixels (small images grow, so that
+labels stay readable; large ones shrink)."""
 
 
 def worst_indices(counts: np.ndarray, count: int) -> list[int]:
@@ -27,7 +28,7 @@ def side_by_side(
     score_threshold: float,
 ) -> np.ndarray:
     """(H', W', 3) uint8 RGB: the ground truth drawn on the left, the detections scored >= ``score_threshold`` on
-    the right, each half captioned and scaled to at most :data:`MAX_SIDE` pixels.
+    the right, each half captioned; the image is scaled first (longer side within ``MIN_SIDE``..``MAX_SIDE``).
 
     Args:
         image: (H, W, 3) uint8 RGB, the pixels the boxes refer to.
@@ -42,6 +43,11 @@ def side_by_side(
     gt_classes = np.asarray(example.get("classes", np.zeros(0)), np.int64).reshape(-1)
     boxes, scores, classes = detection_arrays(detection)
     keep = scores >= score_threshold
+    scale = float(np.clip(max(image.shape[:2]), MIN_SIDE, MAX_SIDE)) / max(image.shape[:2])
+    if scale != 1.0:
+        interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=interpolation)
+        gt_boxes, boxes = gt_boxes * scale, boxes * scale
     halves = [
         (
             draw_detections(image, gt_boxes, None, gt_classes, class_names),
@@ -54,9 +60,6 @@ def side_by_side(
     ]
     panels = []
     for drawn, caption in halves:
-        scale = min(1.0, MAX_SIDE / max(drawn.shape[:2]))
-        if scale < 1.0:
-            drawn = cv2.resize(drawn, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         header = np.full((28, drawn.shape[1], 3), 255, np.uint8)
         cv2.putText(header, caption, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
         panels.append(np.vstack([header, drawn]))
