@@ -15,6 +15,7 @@ background IoU 0.1):
 
 import json
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -162,6 +163,25 @@ def test_tide_only_the_best_scored_error_aimed_at_a_box_becomes_a_true_positive(
     assert breakdown.per_class_delta["cat"]["Loc"] == pytest.approx(fixed - base)
 
 
+def test_an_image_without_boxes_and_a_model_without_detections():
+    empty = _detections()
+    examples = [
+        {
+            "boxes": np.zeros((0, 4), np.float32),
+            "classes": np.zeros(0, np.int32),
+            "height": 200,
+            "width": 200,
+        },
+        _example([0, 0, 40, 40], CAT),
+    ]
+    for detections, bkg in (([empty, empty], 0), ([_detections(([0, 0, 40, 40], 0.9, DOG)), empty], 1)):
+        breakdown = evaluation.error_breakdown(examples, detections, NAMES)
+        assert breakdown.counts == {"Cls": 0, "Loc": 0, "Both": 0, "Dupe": 0, "Bkg": bkg, "Miss": 1}
+        assert breakdown.ap50 == 0.0  # cat has a box and no detection; dog has no box (undefined)
+        matrix = evaluation.confusion_matrix(examples, detections, 2).matrix
+        np.testing.assert_array_equal(matrix, [[0, 0, 1], [0, 0, 0], [0, bkg, 0]])
+
+
 def test_confusion_matrix_of_the_hand_built_set():
     examples, detections = hand_built()
     result = evaluation.confusion_matrix(examples, detections, 2, iou_threshold=0.5, score_threshold=0.25)
@@ -279,7 +299,8 @@ def _filtered(dets, thresholds):
 
 
 def test_class_thresholds_change_what_predict_returns(detector_like, tmp_path):
-    plain = detectors.predict(detector_like["keras"], detector_like["images"])
+    model = detectors.load_retinanet(detector_like["keras"])
+    plain = detectors.predict(model, detector_like["images"])
     classes = np.concatenate([d.classes for d in plain])
     scores = np.concatenate([d.scores for d in plain])
     names = detector_like["class_names"]
@@ -292,30 +313,41 @@ def test_class_thresholds_change_what_predict_returns(detector_like, tmp_path):
     path = tmp_path / "thresholds.json"
     write_class_thresholds(path, {names[busiest]: thresholds[busiest], names[other]: 1.0})
 
-    cut = detectors.predict(detector_like["keras"], detector_like["images"], class_thresholds=path)
+    cut = detectors.predict(model, detector_like["images"], class_thresholds=path)
     assert sum(len(d) for d in cut) < sum(len(d) for d in plain)
     for before, after in zip(plain, cut, strict=True):
         boxes, kept_scores, kept_classes = _filtered(before, thresholds)
         np.testing.assert_array_equal(after.classes, kept_classes)
         np.testing.assert_allclose(after.scores, kept_scores, rtol=1e-6)
         np.testing.assert_allclose(after.boxes, boxes, rtol=1e-5, atol=1e-3)
+    with pytest.raises(ClassThresholdsError, match="'zebra' is not one of the model's classes"):
+        detectors.load_detector(model, class_thresholds={"zebra": 0.5})
 
-    # The CLI: `retinanet predict --class-thresholds` (default --score-threshold 0.3) writes the same detections.
+
+@pytest.mark.slow
+def test_predict_command_applies_class_thresholds(detector_like, tmp_path):
+    names = detector_like["class_names"]
+    thresholds = np.array([0.0, 0.8, 1.0], np.float32)
+    path = tmp_path / "thresholds.json"
+    write_class_thresholds(path, dict(zip(names[1:], thresholds[1:].tolist(), strict=True)))
     out = tmp_path / "out"
     argv = ["predict", detector_like["keras"], *detector_like["images"], "--out", str(out), "--no-draw"]
     assert cli.main([*argv, "--class-thresholds", str(path), "--no-progress"]) == 0
     written = json.loads((out / "detections.json").read_text())
+    # The command's default --score-threshold 0.3 and the file both apply.
     expected = detectors.predict(detector_like["keras"], detector_like["images"], score_threshold=0.3)
     expected = [_filtered(d, thresholds) for d in expected]
     assert [item["score"] for item in written] == pytest.approx(
         np.concatenate([e[1] for e in expected]), abs=1e-5
     )
     assert [item["category_id"] for item in written] == np.concatenate([e[2] for e in expected]).tolist()
+    assert 2 not in [item["category_id"] for item in written]
 
     (tmp_path / "unknown.json").write_text('{"zebra": 0.5}')
     assert cli.main([*argv, "--class-thresholds", str(tmp_path / "unknown.json")]) == 2
 
 
+@pytest.mark.slow
 def test_evaluate_report_command_on_a_model(detector_like, tmp_path, capsys):
     out = tmp_path / "report"
     code = cli.main(
@@ -349,6 +381,7 @@ def test_evaluate_report_command_on_a_model(detector_like, tmp_path, capsys):
 @pytest.mark.slow
 def test_saved_model_export_applies_class_thresholds(detector_like, tmp_path):
     from keras_retinanet.export import build_saved_model, export_model
+    from keras_retinanet.export.metadata import read_detection_metadata
 
     names = detector_like["class_names"]
     plain_path = tmp_path / "plain"
@@ -362,10 +395,15 @@ def test_saved_model_export_applies_class_thresholds(detector_like, tmp_path):
     path = tmp_path / "thresholds.json"
     write_class_thresholds(path, {names[busiest]: thresholds[busiest]})
     out = tmp_path / "export"
-    export_model(detector_like["keras"], out, tflite_variants=[], class_thresholds=str(path), parity_images=0)
+    export_model(
+        detector_like["keras"], out, tflite_variants=["float32"], class_thresholds=str(path), parity_images=0
+    )
     assert read_class_thresholds(out / "class_thresholds.json") == pytest.approx(
         {names[busiest]: thresholds[busiest]}
     )
+    # The TFLite file carries them as MediaPipe score calibration.
+    tflite_thresholds = read_detection_metadata(out / "model_float32.tflite")["class_thresholds"]
+    np.testing.assert_allclose(tflite_thresholds, thresholds, atol=1e-6)  # the file keeps 6 decimals
     # The same graph with the filter inside: the rows kept, in the same order.
     exported = detectors.predict(str(out), detector_like["images"])
     assert sum(len(d) for d in exported) < sum(len(d) for d in plain)
@@ -374,3 +412,54 @@ def test_saved_model_export_applies_class_thresholds(detector_like, tmp_path):
         np.testing.assert_array_equal(after.classes, kept_classes)
         np.testing.assert_allclose(after.scores, kept_scores, rtol=1e-6)
         np.testing.assert_allclose(after.boxes, boxes, atol=1e-3)
+
+
+def test_tflite_metadata_carries_class_thresholds_as_mediapipe_score_calibration(detector_like, tmp_path):
+    pytest.importorskip("mediapipe")
+    from keras_retinanet.detectors.mediapipe import MediaPipeDetector
+    from keras_retinanet.detectors.tflite import TFLiteDetector
+    from keras_retinanet.export.metadata import add_detection_metadata, read_detection_metadata
+    from keras_retinanet.imaging import read_image
+
+    names = detector_like["class_names"]
+    data = Path(detector_like["tflite"]).read_bytes()
+    images = [read_image(p) for p in detector_like["images"]]
+    plain_path, calibrated_path = tmp_path / "plain.tflite", tmp_path / "calibrated.tflite"
+    plain_path.write_bytes(add_detection_metadata(data, labels=names, name="t", description="t", version="1"))
+    with MediaPipeDetector(plain_path) as detector:
+        plain = detector.detect(images)
+    classes = np.concatenate([d.classes for d in plain])
+    scores = np.concatenate([d.scores for d in plain])
+    thresholds = np.zeros(len(names), np.float32)
+    thresholds[0] = _cut(scores[classes == 0])
+    thresholds[1] = 1.0
+    calibrated_path.write_bytes(
+        add_detection_metadata(
+            data, labels=names, name="t", description="t", version="1", class_thresholds=thresholds
+        )
+    )
+    assert read_detection_metadata(calibrated_path)["class_thresholds"] == pytest.approx(thresholds.tolist())
+    assert read_detection_metadata(plain_path)["class_thresholds"] is None
+
+    with MediaPipeDetector(calibrated_path) as detector:
+        np.testing.assert_allclose(detector.class_thresholds, thresholds)
+        calibrated = detector.detect(images)
+        # MediaPipe itself applies the calibration: without the Python filter, the rows under their class's
+        # threshold come back with score 0 (the default score), the others unchanged.
+        detector.class_thresholds = None
+        raw = detector.detect(images)
+    for before, after, unfiltered in zip(plain, calibrated, raw, strict=True):
+        boxes, kept_scores, kept_classes = _filtered(before, thresholds)
+        assert len(kept_scores) < len(before)
+        np.testing.assert_array_equal(after.classes, kept_classes)
+        np.testing.assert_allclose(after.scores, kept_scores, atol=1e-5)
+        np.testing.assert_allclose(after.boxes, boxes, atol=1e-3)
+        assert int(np.sum(unfiltered.scores == 0)) == len(before) - len(kept_scores)
+
+    # LiteRT ignores metadata; TFLiteDetector reads the thresholds back and applies them.
+    litert_plain = TFLiteDetector(plain_path).detect(images)
+    litert_calibrated = TFLiteDetector(calibrated_path).detect(images)
+    for before, after in zip(litert_plain, litert_calibrated, strict=True):
+        _, kept_scores, kept_classes = _filtered(before, thresholds)
+        np.testing.assert_array_equal(after.classes, kept_classes)
+        np.testing.assert_allclose(after.scores, kept_scores)

@@ -68,8 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--class-thresholds",
         metavar="FILE",
-        help="per-class score thresholds (`retinanet evaluate --report` writes class_thresholds.json) applied "
-        "inside the SavedModel; the TFLite files cannot carry them (docs/evaluation.md): apply the file in the app",
+        help="per-class score thresholds (`retinanet evaluate --report` writes class_thresholds.json): applied "
+        "inside the SavedModel, and written into the TFLite metadata as MediaPipe score calibration "
+        "(docs/evaluation.md)",
     )
     parser.add_argument("--benchmark", action="store_true", help="measure TFLite latency into the report")
     parser.add_argument(

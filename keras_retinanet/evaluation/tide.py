@@ -23,7 +23,8 @@ and overall (mean over classes with ground truth), both AP50 from ``COCOeval`` o
   that box's class and coordinates (it becomes a true positive); the others aimed at it, and every error of the
   type aimed at an already matched box, are removed.
 - ``Dupe``, ``Bkg``, ``Both``: those detections are removed.
-- ``Miss``: those ground-truth boxes are removed.
+- ``Miss``: those ground-truth boxes are removed. A class whose every box is missed then has no AP (-1.0, shown
+  as n/a), and the overall mean is over the classes left.
 """
 
 from __future__ import annotations
