@@ -16,6 +16,12 @@ def add_detector_arguments(parser: argparse.ArgumentParser, score_threshold: flo
         default=score_threshold,
         help=f"drop detections below this score (default: {default})",
     )
+    parser.add_argument(
+        "--class-thresholds",
+        metavar="FILE",
+        help="per-class score thresholds (JSON/YAML {class: score}; `retinanet evaluate --report` writes "
+        "class_thresholds.json), applied on top of --score-threshold",
+    )
     parser.add_argument("--max-detections", type=int, help="detections per image (default: the model's own)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
     parser.add_argument(
@@ -55,6 +61,7 @@ def load_detector_from_args(args: argparse.Namespace):
         num_threads=args.threads,
         runtime=args.runtime,
         precision=args.precision,
+        class_thresholds=getattr(args, "class_thresholds", None),
     )
 
 

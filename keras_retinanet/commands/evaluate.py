@@ -2,7 +2,9 @@
 
 MODEL is a ``.keras`` file, an exported SavedModel directory (or export folder) or a ``.tflite`` file, so the
 same command shows what an export or a quantisation cost. Prints a table; ``--json`` writes the metrics
-(``AP, AP50, AP75, APs, APm, APl, AR100, per_class``; fractions, -1 where undefined).
+(``AP, AP50, AP75, APs, APm, APl, AR100, per_class``; fractions, -1 where undefined). ``--report DIR`` also
+writes where the model fails: ``report.md`` with a confusion matrix, the TIDE error breakdown, the worst images
+and per-class F1-optimal thresholds (``keras_retinanet.evaluation.report``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="OUT", help="write the metrics to this JSON file")
     parser.add_argument("--pr-curves", metavar="DIR", help="write a precision-recall PNG per class here")
     parser.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write an error analysis here: report.md, confusion_matrix.png, tide_errors.png, worst/, "
+        "class_thresholds.json (per-class F1-optimal score thresholds for --class-thresholds)",
+    )
+    parser.add_argument(
+        "--report-score",
+        type=float,
+        default=0.3,
+        metavar="S",
+        help="score threshold of the report's confusion matrix, precision / recall and worst images (0.3)",
+    )
+    parser.add_argument(
+        "--report-iou",
+        type=float,
+        default=0.5,
+        metavar="IOU",
+        help="IoU threshold of the report's confusion matrix and worst images (0.5)",
+    )
+    parser.add_argument(
+        "--worst", type=int, default=8, metavar="N", help="images per worst-images list in the report (8)"
+    )
+    parser.add_argument(
         "--skip-bad",
         action="store_true",
         help="skip bad dataset records (reported) instead of stopping at the first",
@@ -36,8 +61,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluates; returns 0. A bad model file, dataset or image raises; ``cli.run_command`` prints it in one
     line on stderr with exit code 2."""
+    _check_report_options(args)
     with load_detector_from_args(args) as detector:
         return _evaluate(args, detector)
+
+
+def _check_report_options(args: argparse.Namespace) -> None:
+    """Bad report options fail before the model runs."""
+    if not 0.0 <= args.report_score <= 1.0:
+        raise ValueError(f"--report-score {args.report_score} must be in [0, 1]")
+    if not 0.0 < args.report_iou <= 1.0:
+        raise ValueError(f"--report-iou {args.report_iou} must be in (0, 1]")
+    if args.worst < 0:
+        raise ValueError(f"--worst {args.worst} must be >= 0")
+    if args.report and os.path.exists(args.report) and not os.path.isdir(args.report):
+        raise ValueError(f"--report {args.report} is a file, not a folder; name a folder (it is created)")
 
 
 def _evaluate(args: argparse.Namespace, detector) -> int:
@@ -59,14 +97,23 @@ def _evaluate(args: argparse.Namespace, detector) -> int:
         f"{', bf16' if args.precision == 'bf16' else ''})",
         file=sys.stderr,
     )
-    metrics = evaluation.evaluate_model(
-        detector,
-        dataset,
-        batch_size=args.batch_size,
-        pr_curve_dir=args.pr_curves,
-        progress=not args.no_progress,
+    examples, detections, names = evaluation.collect_detections(
+        detector, dataset, batch_size=args.batch_size, progress=not args.no_progress
     )
+    metrics = evaluation.evaluate_detections(examples, detections, names, pr_curve_dir=args.pr_curves)
     print(evaluation.format_metrics(metrics))
+    if args.report:
+        evaluation.write_report(
+            args.report,
+            examples,
+            detections,
+            names,
+            score_threshold=args.report_score,
+            iou_threshold=args.report_iou,
+            worst_count=args.worst,
+            about={"model": args.model, "data": args.data},
+        )
+        print(f"report written to {os.path.join(args.report, 'report.md')}", file=sys.stderr)
     if args.json:
         directory = os.path.dirname(os.path.abspath(args.json))
         os.makedirs(directory, exist_ok=True)

@@ -66,6 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--calibration-steps", type=int, default=200, help="calibration images (200)")
     parser.add_argument("--parity-images", type=int, default=8, help="images for the parity figures (8)")
+    parser.add_argument(
+        "--class-thresholds",
+        metavar="FILE",
+        help="per-class score thresholds (`retinanet evaluate --report` writes class_thresholds.json): applied "
+        "inside the SavedModel, and written into the TFLite metadata as MediaPipe score calibration "
+        "(docs/evaluation.md)",
+    )
     parser.add_argument("--benchmark", action="store_true", help="measure TFLite latency into the report")
     parser.add_argument(
         "--no-metadata",
@@ -79,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
     ``cli.run_command`` prints it in one line on stderr with exit code 2."""
     from keras_retinanet.export import export_model
 
+    if args.class_thresholds is not None:
+        from keras_retinanet.detectors.class_thresholds import read_class_thresholds
+
+        read_class_thresholds(args.class_thresholds)  # a bad file fails before the slow export
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     output = args.output or str(Path("saved_models") / Path(args.model).stem)
     report = export_model(
@@ -95,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         metadata=not args.no_metadata,
         precision=args.precision,
+        class_thresholds=args.class_thresholds,
     )
     from keras_retinanet.export.geometry import describe_geometry
 

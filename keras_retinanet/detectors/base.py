@@ -78,6 +78,8 @@ class Detector:
         score_threshold: detections below it are dropped; None keeps every detection the model returns (its
             own decoder's threshold applies).
         max_detections: at most this many detections per image; None: as many as the model returns.
+        class_thresholds: (K,) float32 per-class score thresholds applied on top of ``score_threshold``, or None
+            (see :meth:`set_class_thresholds`).
     """
 
     kind = "base"
@@ -89,6 +91,19 @@ class Detector:
         self.class_names = [str(n) for n in (class_names or [])]
         self.score_threshold = None if score_threshold is None else float(score_threshold)
         self.max_detections = None if max_detections is None else int(max_detections)
+        self.class_thresholds: np.ndarray | None = None
+
+    def set_class_thresholds(self, thresholds) -> None:
+        """Keep a detection of class k only when its score is >= ``thresholds[k]``.
+
+        ``thresholds``: a ``{class name: score}`` mapping, the path of a thresholds file
+        (``keras_retinanet.detectors.class_thresholds``), or None to remove them.
+        """
+        from keras_retinanet.detectors.class_thresholds import class_threshold_array
+
+        self.class_thresholds = (
+            None if thresholds is None else class_threshold_array(thresholds, self.class_names)
+        )
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Detect objects in a batch of (H_i, W_i, 3) uint8 RGB images (sizes may differ).
@@ -112,9 +127,10 @@ class Detector:
     def make_detections(self, boxes, scores, classes, image_size: Sequence[int]) -> Detections:
         """One image's :class:`Detections` from raw rows with boxes already in original pixels.
 
-        Drops padding (class < 0), non-finite rows, rows under ``score_threshold`` and boxes under
-        ``MIN_BOX_SIDE`` wide or high once clipped to the image (boxes in the letterbox padding or outside the
-        image collapse so; MediaPipe reports such boxes with width or height 0, so its detections are filtered
+        Drops padding (class < 0), non-finite rows, rows under ``score_threshold`` or under their class's
+        ``class_thresholds`` value, and boxes under ``MIN_BOX_SIDE`` wide or high once clipped to the image
+        (boxes in the letterbox padding or outside the image collapse so; MediaPipe reports such boxes with
+        width or height 0, so its detections are filtered
         the same way), then sorts by score and keeps ``max_detections``.
         """
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -126,6 +142,9 @@ class Detector:
         keep = (classes >= 0) & np.isfinite(scores) & np.all(np.isfinite(boxes), 1)
         if self.score_threshold is not None:
             keep &= scores >= self.score_threshold
+        if self.class_thresholds is not None and len(self.class_thresholds):
+            per_class = self.class_thresholds[np.clip(classes, 0, len(self.class_thresholds) - 1)]
+            keep &= (classes >= len(self.class_thresholds)) | (scores >= per_class)
         height, width = (int(s) for s in image_size[:2])
         boxes = np.clip(boxes, 0.0, np.array([width, height, width, height], np.float32))
         keep &= (boxes[:, 2] - boxes[:, 0] >= MIN_BOX_SIDE) & (boxes[:, 3] - boxes[:, 1] >= MIN_BOX_SIDE)

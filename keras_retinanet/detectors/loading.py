@@ -85,6 +85,7 @@ def load_detector(
     num_threads: int | None = None,
     runtime: str = "litert",
     precision: str = "float32",
+    class_thresholds: Any = None,
 ) -> Detector:
     """A :class:`Detector` for a model object or a model path.
 
@@ -100,25 +101,43 @@ def load_detector(
             ObjectDetector, as apps run it: ``MediaPipeDetector``).
         precision: ``"float32"`` or ``"bf16"``, for Keras models (see ``KerasDetector``); a SavedModel or
             ``.tflite`` file computes in the precision it was exported with.
+        class_thresholds: per-class score thresholds applied on top of ``score_threshold``: a thresholds file
+            (``retinanet evaluate --report`` writes one) or ``{class name: score}``; see
+            ``Detector.set_class_thresholds``.
     Raises:
         ModelFileError: missing path, unsupported kind, or not a RetinaNet detector.
         ValueError: ``precision`` other than float32 for a SavedModel or TFLite file.
+        ClassThresholdsError: a thresholds file that cannot be read or names a class the model does not have.
     """
-    from keras_retinanet.detectors.keras_model import KerasDetector
-
     if isinstance(model, Detector):
         given = {
             "image_size": image_size,
             "score_threshold": score_threshold,
             "max_detections": max_detections,
             "precision": None if precision == "float32" else precision,
+            "class_thresholds": class_thresholds,
         }
         given = [name for name, value in given.items() if value is not None]
         if given:
             raise ValueError(
-                f"{', '.join(given)}: set them when building the {type(model).__name__}, not here"
+                f"{', '.join(given)}: set them when building the {type(model).__name__} (class thresholds: "
+                "its set_class_thresholds), not here"
             )
         return model
+    detector = _load(model, image_size, score_threshold, max_detections, num_threads, runtime, precision)
+    if class_thresholds is not None:
+        try:
+            detector.set_class_thresholds(class_thresholds)
+        except BaseException:
+            detector.close()
+            raise
+    return detector
+
+
+def _load(model, image_size, score_threshold, max_detections, num_threads, runtime, precision) -> Detector:
+    """The detector of :func:`load_detector` for a model object or path (arguments as there)."""
+    from keras_retinanet.detectors.keras_model import KerasDetector
+
     if not isinstance(model, (str, os.PathLike)):
         return KerasDetector(model, image_size, score_threshold, max_detections, precision=precision)
     path = os.fspath(model)

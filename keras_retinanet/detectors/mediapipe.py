@@ -38,6 +38,7 @@ class MediaPipeDetector(Detector):
     Args:
         path: the ``.tflite`` file (``retinanet export`` writes metadata into every file).
         score_threshold: MediaPipe's ``score_threshold`` option (None: the file's own, from the export's decoder).
+            Per-class thresholds in the file's metadata (``retinanet export --class-thresholds``) apply too.
         max_detections: MediaPipe's ``max_results`` (None: every detection the file returns).
     Raises:
         ModelFileError: mediapipe is not installed, or MediaPipe refuses the file (for example a file exported
@@ -76,6 +77,10 @@ class MediaPipeDetector(Detector):
         self.path = path
         self.image_size = tuple(metadata["input"]["size"])
         super().__init__(metadata["labels"], score_threshold, max_detections)
+        if metadata.get("class_thresholds"):
+            # MediaPipe turns a score under its class's threshold into 0 (score calibration) and keeps it when the
+            # score threshold is 0: drop those rows as an app with a threshold would.
+            self.class_thresholds = np.asarray(metadata["class_thresholds"], np.float32)
         self._ids = {name: i for i, name in enumerate(self.class_names)}
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:

@@ -126,6 +126,7 @@ def predict(
     score_threshold: float | None = None,
     max_detections: int | None = None,
     image_size: int | Sequence[int] | None = None,
+    class_thresholds: Any = None,
 ) -> list[Detections]:
     """Detect objects in images: the one-call Python API.
 
@@ -135,6 +136,8 @@ def predict(
             (B, H, W, 3) array).
         batch_size: images per model call.
         score_threshold, max_detections, image_size: see :func:`load_detector` (None: the model's own).
+        class_thresholds: per-class score thresholds, a file or ``{class name: score}`` (see
+            :func:`load_detector`).
     Returns:
         One :class:`Detections` per image: boxes (D, 4) ``x1, y1, x2, y2`` in the original image's pixels,
         scores (D,), class ids (D,) and class names.
@@ -147,7 +150,11 @@ def predict(
         for box, name, score in zip(dets[0].boxes, dets[0].names, dets[0].scores): ...
     """
     detector = load_detector(
-        model, image_size=image_size, score_threshold=score_threshold, max_detections=max_detections
+        model,
+        image_size=image_size,
+        score_threshold=score_threshold,
+        max_detections=max_detections,
+        class_thresholds=class_thresholds,
     )
     if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
         images = [images]

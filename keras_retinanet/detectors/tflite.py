@@ -21,7 +21,8 @@ class TFLiteDetector(Detector):
 
     Input: one (1, H, W, 3) image (uint8, or float32 in [0, 255]). Outputs (the op's order): boxes (1, M, 4)
     normalised ``ymin, xmin, ymax, xmax`` of the input tensor, classes (1, M), scores (1, M), count (1,).
-    Class names: the file's metadata, else ``labels.txt`` next to the file.
+    Class names: the file's metadata, else ``labels.txt`` next to the file. Per-class score thresholds in the
+    metadata (``retinanet export --class-thresholds``, written as MediaPipe score calibration) are applied.
 
     Args:
         path: the ``.tflite`` file.
@@ -80,8 +81,13 @@ class TFLiteDetector(Detector):
         self._input = inputs[0]
         self.image_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
         self._outputs = self._identify_outputs()
-        names = class_names or _metadata_labels(path) or find_labels(os.path.dirname(os.path.abspath(path)))
+        metadata = _metadata(path)
+        labels = list(metadata["labels"]) if metadata and metadata.get("labels") else None
+        names = class_names or labels or find_labels(os.path.dirname(os.path.abspath(path)))
         super().__init__(names, score_threshold, max_detections)
+        if metadata and metadata.get("class_thresholds"):
+            # Per-class thresholds written as MediaPipe score calibration; LiteRT ignores metadata, so apply them.
+            self.class_thresholds = np.asarray(metadata["class_thresholds"], np.float32)
 
     def _identify_outputs(self) -> dict[str, int]:
         """Tensor index of boxes / classes / scores / count, by signature names or by the op's order."""
@@ -167,12 +173,11 @@ class TFLiteDetector(Detector):
         return results
 
 
-def _metadata_labels(path: str) -> list[str] | None:
-    """The label map packed into the file's TFLite Model Metadata, if it has one and it can be read."""
+def _metadata(path: str) -> dict | None:
+    """The file's TFLite Model Metadata (``read_detection_metadata``), if it has one and it can be read."""
     from keras_retinanet.export.metadata import read_detection_metadata
 
     try:
-        metadata = read_detection_metadata(path)
+        return read_detection_metadata(path)
     except ImportError:  # metadata present, but the schema classes (mediapipe) are not installed
         return None
-    return list(metadata["labels"]) if metadata and metadata.get("labels") else None

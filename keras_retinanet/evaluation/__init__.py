@@ -4,6 +4,9 @@
 - ``run.py``: :func:`evaluate_model` runs a detector (``keras_retinanet.detectors``) over a data set and
   scores it.
 - ``pr_curves.py``: per-class precision-recall PNGs.
+- ``report.py``: :func:`write_report`, the report of where a model fails (``retinanet evaluate --report``), from
+  ``confusion.py`` (confusion matrix), ``tide.py`` (TIDE error breakdown), ``operating_points.py`` (per-class
+  precision / recall and F1-optimal thresholds), ``worst.py`` (worst images) and ``plots.py`` (charts).
 """
 
 from keras_retinanet.lazy import lazy_namespace
@@ -12,7 +15,13 @@ __getattr__, __dir__ = lazy_namespace(
     __name__,
     {
         "METRIC_KEYS": "coco",
+        "ERROR_TYPES": "tide",
         "class_remapping": "run",
+        "coco_evaluation": "coco",
+        "collect_detections": "run",
+        "confusion_matrix": "confusion",
+        "error_breakdown": "tide",
+        "operating_points": "operating_points",
         "detections_to_coco_results": "coco",
         "evaluate_detections": "coco",
         "evaluate_model": "run",
@@ -21,6 +30,7 @@ __getattr__, __dir__ = lazy_namespace(
         "resolve_examples": "run",
         "run_cocoeval": "coco",
         "write_pr_curves": "pr_curves",
+        "write_report": "report",
     },
 )
 __all__ = sorted(__dir__())

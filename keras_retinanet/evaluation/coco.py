@@ -54,7 +54,7 @@ def _field(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
-def _detection_arrays(det: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def detection_arrays(det: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return ``(boxes (D, 4) float64 xyxy, scores (D,), classes (D,) int64)`` with padding rows removed."""
     boxes = np.asarray(_field(det, "boxes", np.zeros((0, 4))), dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(_field(det, "scores", np.zeros((0,))), dtype=np.float64).reshape(-1)
@@ -167,7 +167,7 @@ def detections_to_coco_results(
     """
     results = []
     for i, (det, image_id) in enumerate(zip(detections, image_ids, strict=True)):
-        boxes, scores, classes = _detection_arrays(det)
+        boxes, scores, classes = detection_arrays(det)
         for box, score, cls in zip(_xywh(boxes), scores, classes, strict=True):
             item = {
                 "image_id": int(image_id),
@@ -183,7 +183,8 @@ def detections_to_coco_results(
     return results
 
 
-def _coco_from_dict(dataset: dict):
+def coco_from_dict(dataset: dict):
+    """A ``pycocotools.coco.COCO`` built from a dataset dict (no file), its index printed nowhere."""
     from pycocotools.coco import COCO
 
     coco = COCO()
@@ -193,12 +194,12 @@ def _coco_from_dict(dataset: dict):
     return coco
 
 
-def _results_coco(coco_gt, results: list[dict]):
+def results_to_coco(coco_gt, results: list[dict]):
     """COCO results object; like ``COCO.loadRes`` but also valid for an empty result list."""
     if results:
         with contextlib.redirect_stdout(io.StringIO()):
             return coco_gt.loadRes(results)
-    return _coco_from_dict(
+    return coco_from_dict(
         {
             "info": {},
             "images": list(coco_gt.dataset["images"]),
@@ -208,19 +209,30 @@ def _results_coco(coco_gt, results: list[dict]):
     )
 
 
-def run_cocoeval(coco_gt, coco_dt):
-    """Run ``COCOeval`` (bbox) with default parameters, capturing pycocotools' prints.
+def run_cocoeval(coco_gt, coco_dt, iou_thresholds: Sequence[float] | None = None):
+    """Run ``COCOeval`` (bbox), capturing pycocotools' prints.
+
+    Args:
+        iou_thresholds: None for COCO's ten (0.5:0.95); else only these, with area range "all" only and no
+            summary (for analyses that need one IoU, e.g. the error breakdown at 0.5).
 
     Returns:
-        ``(cocoeval, summary_text)``: the evaluated ``COCOeval`` object and what ``summarize()`` printed.
+        ``(cocoeval, summary_text)``: the evaluated ``COCOeval`` object and what ``summarize()`` printed ("" when
+        ``iou_thresholds`` is given).
     """
     from pycocotools.cocoeval import COCOeval
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         cocoeval = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        if iou_thresholds is not None:
+            cocoeval.params.iouThrs = np.asarray(iou_thresholds, np.float64)
+            cocoeval.params.areaRng = [cocoeval.params.areaRng[0]]
+            cocoeval.params.areaRngLbl = ["all"]
         cocoeval.evaluate()
         cocoeval.accumulate()
+    if iou_thresholds is not None:
+        return cocoeval, ""
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
         cocoeval.summarize()
@@ -233,11 +245,39 @@ def mean_defined(values: np.ndarray) -> float:
     return float(np.mean(values)) if values.size else -1.0
 
 
+def coco_evaluation(
+    examples: Sequence[Mapping[str, Any]],
+    detections: Sequence[Any],
+    class_names: Sequence[str],
+    iou_thresholds: Sequence[float] | None = None,
+):
+    """The evaluated ``COCOeval`` of ``detections`` against ``examples`` (arguments as in
+    :func:`evaluate_detections`; ``iou_thresholds`` as in :func:`run_cocoeval`).
+
+    Image ids are ``1..N`` in the order of ``examples``, category ids ``1..K`` for class ids ``0..K-1``; the
+    ground truth and the results are ``cocoeval.cocoGt`` and ``cocoeval.cocoDt``.
+    """
+    if len(examples) != len(detections):
+        raise ValueError(f"{len(examples)} examples but {len(detections)} detection entries")
+    gt_dict = examples_to_coco(examples, class_names)
+    coco_gt = coco_from_dict(gt_dict)
+    image_ids = [image["id"] for image in gt_dict["images"]]
+    results = detections_to_coco_results(detections, image_ids, category_offset=1)
+    for result in results:
+        if not 1 <= result["category_id"] <= len(class_names):
+            raise ValueError(
+                f"detection class id {result['category_id'] - 1} outside 0..{len(class_names) - 1}"
+            )
+    cocoeval, _ = run_cocoeval(coco_gt, results_to_coco(coco_gt, results), iou_thresholds)
+    return cocoeval
+
+
 def evaluate_detections(
     examples: Sequence[Mapping[str, Any]],
     detections: Sequence[Any],
     class_names: Sequence[str],
     pr_curve_dir: str | os.PathLike | None = None,
+    cocoeval: Any = None,
 ) -> dict:
     """COCO box metrics of ``detections`` against the ground truth in ``examples``.
 
@@ -246,25 +286,14 @@ def evaluate_detections(
         detections: N per-image detections in the same order, boxes (D, 4) absolute xyxy in original pixels.
         class_names: the K class names; class id k is ``class_names[k]``.
         pr_curve_dir: when given, a precision-recall PNG per class is written there (``pr_<class>.png``).
+        cocoeval: the result of :func:`coco_evaluation` for these arguments, when the caller has it already.
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR100": float, "per_class": {name: {"AP", "AP50"}}}``,
         fractions in [0, 1] or -1.0 where undefined (pycocotools' convention).
     """
-    if len(examples) != len(detections):
-        raise ValueError(f"{len(examples)} examples but {len(detections)} detection entries")
-    gt_dict = examples_to_coco(examples, class_names)
-    coco_gt = _coco_from_dict(gt_dict)
-    image_ids = [image["id"] for image in gt_dict["images"]]
-    results = detections_to_coco_results(detections, image_ids, category_offset=1)
-    for result in results:
-        if not 1 <= result["category_id"] <= len(class_names):
-            raise ValueError(
-                f"detection class id {result['category_id'] - 1} outside 0..{len(class_names) - 1}"
-            )
-    coco_dt = _results_coco(coco_gt, results)
-    cocoeval, _ = run_cocoeval(coco_gt, coco_dt)
-
+    if cocoeval is None:
+        cocoeval = coco_evaluation(examples, detections, class_names)
     metrics: dict[str, Any] = {key: float(cocoeval.stats[index]) for key, index in _STATS_INDEX.items()}
     # precision: [T iou thresholds, R recall thresholds, K categories, A area ranges, M max dets]
     precision = cocoeval.eval["precision"]
@@ -299,3 +328,24 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
             f"{name:<{width}} {fmt(values['AP'])} {fmt(values['AP50'])}" for name, values in per_class.items()
         ]
     return "\n".join(lines)
+
+
+def box_iou(boxes1: np.ndarray, boxes2: np.ndarray, boxes_format: str = "xywh") -> np.ndarray:
+    """IoU of every box in ``boxes1`` with every box in ``boxes2``, computed by pycocotools (as COCOeval does).
+
+    Args:
+        boxes1: (N, 4), boxes2: (M, 4), absolute pixels in ``boxes_format`` ("xywh" as COCO, or "xyxy").
+    Returns:
+        (N, M) float64 IoU in [0, 1].
+    """
+    from pycocotools import mask as mask_utils
+
+    boxes1 = np.asarray(boxes1, np.float64).reshape(-1, 4)
+    boxes2 = np.asarray(boxes2, np.float64).reshape(-1, 4)
+    if len(boxes1) == 0 or len(boxes2) == 0:
+        return np.zeros((len(boxes1), len(boxes2)))
+    if boxes_format == "xyxy":
+        boxes1, boxes2 = _xywh(boxes1), _xywh(boxes2)
+    return np.asarray(mask_utils.iou(boxes1, boxes2, [0] * len(boxes2)), np.float64).reshape(
+        len(boxes1), len(boxes2)
+    )

@@ -10,7 +10,8 @@ import numpy as np
 from keras_retinanet.evaluation.coco import mean_defined
 
 
-def _safe_name(name: str) -> str:
+def safe_file_name(name: str) -> str:
+    """``name`` with every character but letters, digits and ``-_.`` replaced by ``_`` (safe in paths and links)."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "class"
 
 
@@ -102,7 +103,7 @@ def write_pr_curves(cocoeval, class_names: Sequence[str], out_dir: str | os.Path
             )
             legend_y += 18
         cv2.putText(canvas, name, (margin, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
-        path = os.path.join(os.fspath(out_dir), f"pr_{_safe_name(name)}.png")
+        path = os.path.join(os.fspath(out_dir), f"pr_{safe_file_name(name)}.png")
         if not cv2.imwrite(path, canvas):
             raise OSError(f"could not write {path}")
         paths.append(path)

@@ -48,6 +48,24 @@ def evaluate_model(
     Detections are mapped to the data set's classes by name when the model's class names are a
     reordering of the data set's; otherwise class ids are used as they are.
     """
+    examples, detections, data_names = collect_detections(
+        model, data, class_names, batch_size, image_size, score_threshold, max_detections, progress
+    )
+    return evaluate_detections(examples, detections, data_names, pr_curve_dir=pr_curve_dir)
+
+
+def collect_detections(
+    model: Any,
+    data: Any,
+    class_names: Sequence[str] | None = None,
+    batch_size: int = 8,
+    image_size: tuple[int, int] | None = None,
+    score_threshold: float | None = None,
+    max_detections: int | None = None,
+    progress: bool = True,
+) -> tuple[list, list, list[str]]:
+    """Run a model over a data set: ``(examples, detections, class_names)``, detections in the data set's class
+    ids (arguments as in :func:`evaluate_model`)."""
     detector = load_detector(
         model,
         image_size=image_size,
@@ -74,7 +92,7 @@ def evaluate_model(
     )
     if remap is not None:
         detections = [det.remap_classes(remap) for det in detections]
-    return evaluate_detections(examples, detections, data_names, pr_curve_dir=pr_curve_dir)
+    return examples, detections, data_names
 
 
 def resolve_examples(

@@ -24,6 +24,15 @@ is rewritten with LiteRT's generated TFLite schema (``ai_edge_litert.schema_py_g
 
 MediaPipe ignores any score threshold in the metadata (its options always set one, default 0.0), so none is
 written: MediaPipe returns what the op returns, i.e. scores >= the export's score threshold.
+
+Per-class score thresholds (``class_thresholds``, from ``retinanet export --class-thresholds``) are written as
+MediaPipe's score calibration, which it applies to files with the NMS inside
+(``detection_postprocessing_graph.cc``, ``score_calibration_calculator.cc``): a ScoreCalibrationOptions process
+unit on ``score`` (transformation INVERSE_LOGISTIC, default score 0) and the associated file
+``score_calibration.txt`` (type TENSOR_AXIS_SCORE_CALIBRATION), line k ``1,1,0,t_k`` for class k:
+``sigmoid(1 * logit(s) + 0) = s``, so scores are unchanged, except that a score under its class's ``t_k``
+(``min_score``) becomes the default score 0. The app's ``score_threshold`` (any value above 0) then drops it.
+LiteRT ignores metadata: ``keras_retinanet.detectors`` read the thresholds back and apply them themselves.
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ METADATA_FIELD = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
 TFLITE_IDENTIFIER = b"TFL3"
 LABELS_FILE = "labels.txt"
+SCORE_CALIBRATION_FILE = "score_calibration.txt"
+"""Per-class thresholds as MediaPipe score calibration (module docstring), packed beside the label map."""
 DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
 # The op's outputs in order, and the metadata name MediaPipe looks each one up by.
@@ -251,8 +262,12 @@ def _build_metadata(
     version: str,
     author: str | None,
     license: str | None,
+    calibrated: bool = False,
 ) -> bytes:
-    """The metadata flatbuffer (identifier M001), laid out as MediaPipe's object detector writer does."""
+    """The metadata flatbuffer (identifier M001), laid out as MediaPipe's object detector writer does.
+
+    ``calibrated``: the score tensor gets the score calibration of the module docstring (its file packed apart).
+    """
     import flatbuffers
 
     md = _metadata_schema()
@@ -323,6 +338,20 @@ def _build_metadata(
     )
     score.content.range = content_range()
     score.stats.min, score.stats.max = [0.0], [1.0]
+    if calibrated:
+        unit = md.ProcessUnitT()
+        unit.optionsType = md.ProcessUnitOptions.ScoreCalibrationOptions
+        unit.options = md.ScoreCalibrationOptionsT()
+        unit.options.scoreTransformation = md.ScoreTransformationType.INVERSE_LOGISTIC
+        unit.options.defaultScore = 0.0
+        score.processUnits = [unit]
+        calibration_file = md.AssociatedFileT()
+        calibration_file.name = SCORE_CALIBRATION_FILE
+        calibration_file.description = (
+            "Per-class score thresholds as score calibration (min_score, identity)."
+        )
+        calibration_file.type = md.AssociatedFileType.TENSOR_AXIS_SCORE_CALIBRATION
+        score.associatedFiles = [calibration_file]
     count = _tensor_metadata(
         md,
         OUTPUT_NAMES[3],
@@ -391,6 +420,7 @@ def add_detection_metadata(
     normalization: tuple[Any, Any] | None = None,
     author: str | None = None,
     license: str | None = None,
+    class_thresholds: Sequence[float] | None = None,
 ) -> bytes:
     """A copy of a detection .tflite with TFLite Model Metadata and the label map packed in (for MediaPipe).
 
@@ -410,8 +440,11 @@ def add_detection_metadata(
             required for float32 input (MediaPipe refuses float input without it), refused for uint8 input
             (MediaPipe feeds uint8 pixels unchanged). One value each, or three equal values.
         author, license: optional ModelMetadata fields.
+        class_thresholds: None, or one score threshold per class (0: none), written as MediaPipe score
+            calibration (module docstring).
     Returns:
-        The new file contents: the rewritten flatbuffer followed by a zip holding ``labels.txt``.
+        The new file contents: the rewritten flatbuffer followed by a zip holding ``labels.txt`` (and
+        ``score_calibration.txt`` with ``class_thresholds``).
     Raises:
         MetadataError: the model or the arguments do not fit (the message says what).
         ImportError: the metadata schema classes (mediapipe package) are not installed.
@@ -438,6 +471,12 @@ def add_detection_metadata(
         raise MetadataError(
             "normalization applies to float32 input only; this model takes uint8 pixels as they are"
         )
+    if class_thresholds is not None:
+        class_thresholds = [float(t) for t in class_thresholds]
+        if len(class_thresholds) != len(labels) or not all(0.0 <= t <= 1.0 for t in class_thresholds):
+            raise MetadataError(
+                f"class_thresholds must be {len(labels)} scores in [0, 1], one per class; got {class_thresholds}"
+            )
     for buffer in model.buffers or []:
         if buffer.offset:
             raise MetadataError("buffers stored outside the flatbuffer (models over 2 GB) are not supported")
@@ -453,6 +492,7 @@ def add_detection_metadata(
         version=version,
         author=author,
         license=license,
+        calibrated=class_thresholds is not None,
     )
     import numpy as np
 
@@ -468,7 +508,12 @@ def add_detection_metadata(
         entry.name = METADATA_FIELD
         entry.buffer = len(model.buffers) - 1
         model.metadata = list(model.metadata or []) + [entry]
-    return _append_zip(_pack_model(model), {LABELS_FILE: ("\n".join(labels) + "\n").encode("utf-8")})
+    files = {LABELS_FILE: ("\n".join(labels) + "\n").encode("utf-8")}
+    if class_thresholds is not None:
+        # No newline after the last line: MediaPipe reads one sigmoid per line, an empty one included.
+        lines = [f"1.0,1.0,0.0,{t!r}" if t > 0 else "1.0,1.0,0.0" for t in class_thresholds]
+        files[SCORE_CALIBRATION_FILE] = "\n".join(lines).encode("utf-8")
+    return _append_zip(_pack_model(model), files)
 
 
 def _metadata_buffer(data: bytes) -> bytes | None:
@@ -494,7 +539,8 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
         "input": {"name", "tensor", "size": (H, W), "dtype", "color_space", "normalization": (mean, std) | None},
         "outputs": [{"name", "tensor", "position"}] in the model's output order,
         "box_index": [left, top, right, bottom positions], "box_type", "coordinate_type",
-        "labels": [...] (from the packed TENSOR_VALUE_LABELS file), "associated_files": [names in the zip]}``;
+        "labels": [...] (from the packed TENSOR_VALUE_LABELS file), "class_thresholds": [per class] or None (from
+        the score calibration file: each line's min_score, 0 without), "associated_files": [names in the zip]}``;
         box_type and coordinate_type are the schema's enum names (e.g. "BOUNDARIES", "RATIO").
     Raises:
         MetadataError: the file is not a TFLite model, or its metadata or label file is broken (named).
@@ -547,7 +593,7 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
     except zipfile.BadZipFile:
         archive = None
     packed = archive.namelist() if archive is not None else []
-    outputs, labels = [], None
+    outputs, labels, thresholds = [], None, None
     box: dict[str, Any] = {}
     for position, tensor_md in enumerate(outputs_md):
         tensor_name = _text(subgraph.tensors[subgraph.outputs[position]].name)
@@ -574,6 +620,13 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
                 labels = [line.rstrip("\r") for line in text.split("\n")]
                 if labels and labels[-1] == "":
                     labels.pop()
+            if file.type == md.AssociatedFileType.TENSOR_AXIS_SCORE_CALIBRATION and thresholds is None:
+                file_name = _text(file.name)
+                if file_name not in packed:
+                    raise MetadataError(f"{where}: the score calibration file {file_name!r} is not packed")
+                text = archive.read(file_name).decode("utf-8")  # type: ignore[union-attr]
+                rows = [line.split(",") for line in text.split("\n")]
+                thresholds = [float(row[3]) if len(row) == 4 else 0.0 for row in rows]
     return {
         "name": _text(metadata.name),
         "description": _text(metadata.description),
@@ -594,6 +647,7 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
         "outputs": outputs,
         **({"box_index": None, "box_type": None, "coordinate_type": None} | box),
         "labels": labels,
+        "class_thresholds": thresholds,
         "associated_files": packed,
     }
 
@@ -604,6 +658,7 @@ __all__ = [
     "METADATA_FIELD",
     "MetadataError",
     "OUTPUT_NAMES",
+    "SCORE_CALIBRATION_FILE",
     "add_detection_metadata",
     "read_detection_metadata",
 ]

@@ -19,9 +19,11 @@ All signatures return::
     classes         int32   [B, M]     class id 0..K-1 (line of labels.txt); -1 for padding
     num_detections  int32   [B]        number of valid rows
 
-with ``M = max_detections``. The loaded object also has ``class_names`` (a tf.string variable, [K]),
-``image_size`` (int32 [2], H, W), ``precision`` (tf.string: ``float32`` or ``bf16``) and ``labels_file`` (the
-asset).
+with ``M = max_detections``. Exported with per-class thresholds (``retinanet export --class-thresholds FILE``), a
+detection of class k is kept only when its score is >= ``class_thresholds[k]`` (the rows kept stay first and
+sorted); the loaded object then also has ``class_thresholds`` (float32 [K]). The loaded object also has
+``class_names`` (a tf.string variable, [K]), ``image_size`` (int32 [2], H, W), ``precision`` (tf.string:
+``float32`` or ``bf16``) and ``labels_file`` (the asset).
 
 The network is the inference graph (``keras_retinanet.inference_graph``: BatchNorm folded into the
 convolutions). With ``precision="bf16"`` it computes in bfloat16, for CPUs with AMX or AVX512-BF16 (and GPUs of
@@ -46,8 +48,17 @@ from keras_retinanet.imaging import (
 )
 
 
-def _build_serving_module(model: Any, image_size: tuple[int, int], labels_path: Path, precision: str):
-    """tf.Module whose signatures follow the SavedModel contract in the module docstring."""
+def _build_serving_module(
+    model: Any,
+    image_size: tuple[int, int],
+    labels_path: Path,
+    precision: str,
+    class_thresholds: Any = None,
+):
+    """tf.Module whose signatures follow the SavedModel contract in the module docstring.
+
+    ``class_thresholds``: None, or (K,) float32 per-class score thresholds applied after NMS.
+    """
     import tensorflow as tf
 
     target_h, target_w = image_size
@@ -63,6 +74,8 @@ def _build_serving_module(model: Any, image_size: tuple[int, int], labels_path: 
             self.class_names = tf.Variable(class_names(model), trainable=False, dtype=tf.string)
             self.image_size = tf.Variable([target_h, target_w], trainable=False, dtype=tf.int32)
             self.precision = tf.Variable(precision, trainable=False, dtype=tf.string)
+            if class_thresholds is not None:
+                self.class_thresholds = tf.Variable(class_thresholds, trainable=False, dtype=tf.float32)
 
         def _detect_batch(self, images):
             """images: float32 (B, h, w, 3), all the same size."""
@@ -86,6 +99,14 @@ def _build_serving_module(model: Any, image_size: tuple[int, int], labels_path: 
             num = tf.cast(detections["num_detections"], tf.int32)
             boxes = boxes_to_original_tensor(boxes, scales, original_sizes)
             valid = tf.sequence_mask(num, tf.shape(scores)[1])
+            if class_thresholds is not None:
+                # Drop rows under their class's threshold; a stable sort moves the rows kept to the front, in
+                # their (score) order.
+                valid &= scores >= tf.gather(self.class_thresholds, tf.maximum(classes, 0))
+                order = tf.argsort(tf.cast(valid, tf.int32), axis=1, direction="DESCENDING", stable=True)
+                boxes, scores, classes = (tf.gather(t, order, batch_dims=1) for t in (boxes, scores, classes))
+                num = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+                valid = tf.sequence_mask(num, tf.shape(scores)[1])
             return {
                 "boxes": tf.where(valid[..., None], boxes, 0.0),
                 "scores": tf.where(valid, scores, 0.0),
@@ -128,6 +149,7 @@ def build_saved_model(
     image_size: Sequence[int] | None = None,
     precision: str = "float32",
     fold_batchnorm: bool = True,
+    class_thresholds: Any = None,
 ) -> dict:
     """Write a SavedModel with the signatures of the module docstring to ``path`` (a new directory).
 
@@ -137,6 +159,8 @@ def build_saved_model(
         image_size: letterbox size (H, W); default the model's ``input_size``.
         precision: ``"float32"`` or ``"bf16"`` (the network computes in bfloat16; see the module docstring).
         fold_batchnorm: export the inference graph with BatchNorm folded (default) rather than the model's own.
+        class_thresholds: per-class score thresholds applied in the graph: a thresholds file or
+            ``{class name: score}`` (``keras_retinanet.detectors.class_thresholds``); None: none.
     Returns {"signatures": [...], "size_bytes": int, "precision": precision}.
     """
     import tensorflow as tf
@@ -145,12 +169,16 @@ def build_saved_model(
 
     path = Path(path)
     image_size = parse_image_size(image_size) if image_size is not None else model.input_size
+    if class_thresholds is not None:
+        from keras_retinanet.detectors.class_thresholds import class_threshold_array
+
+        class_thresholds = class_threshold_array(class_thresholds, class_names(model), model.num_classes)
     if fold_batchnorm or precision != "float32":
         model = inference_model(model, precision, fold_batchnorm)
     with tempfile.TemporaryDirectory() as scratch:
         labels_path = Path(scratch) / LABELS_FILE
         labels_path.write_text("\n".join(class_names(model)) + "\n")
-        module = _build_serving_module(model, image_size, labels_path, precision)
+        module = _build_serving_module(model, image_size, labels_path, precision, class_thresholds)
         signatures = {
             "serving_default": module.serve_encoded.get_concrete_function(),
             "detect_float32": module.detect_float32.get_concrete_function(),

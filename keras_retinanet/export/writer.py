@@ -58,7 +58,9 @@ from keras_retinanet.imaging import parse_image_size, shape_for_aspect_ratio
 logger = logging.getLogger(__name__)
 
 
-def _with_metadata(data: bytes, model: Any, size: tuple[int, int], variant: str) -> bytes:
+def _with_metadata(
+    data: bytes, model: Any, size: tuple[int, int], variant: str, class_thresholds: Any = None
+) -> bytes:
     """The .tflite with TFLite Model Metadata, as MediaPipe Tasks' ObjectDetector requires."""
     from keras_retinanet import __version__
     from keras_retinanet.export.metadata import add_detection_metadata
@@ -77,6 +79,7 @@ def _with_metadata(data: bytes, model: Any, size: tuple[int, int], variant: str)
             input_size=size,
             input_dtype="uint8",
             license="Apache-2.0",
+            class_thresholds=class_thresholds,
         )
     except ImportError as err:
         raise ExportError(
@@ -131,6 +134,7 @@ def export_model(
     overwrite: bool = False,
     metadata: bool = True,
     precision: str = "float32",
+    class_thresholds: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Export a RetinaNet to ``output_dir`` (layout in the module docstring); returns the report dict.
 
@@ -155,6 +159,9 @@ def export_model(
             MediaPipe Tasks' ObjectDetector loads it as it is (``keras_retinanet.export.metadata``).
         precision: what the SavedModel computes in: ``"float32"`` or ``"bf16"`` (bfloat16, for CPU serving on
             AMX or AVX512-BF16; inputs and outputs unchanged). The TFLite files have their own variants.
+        class_thresholds: a per-class thresholds file, applied inside the SavedModel, written into the TFLite
+            files' metadata as MediaPipe score calibration (``keras_retinanet.export.metadata``), and into the
+            export folder as class_thresholds.json.
     """
     from keras_retinanet.inference_graph import dtype_policy
 
@@ -216,9 +223,19 @@ def export_model(
             "files": {},
         }
         (staging / LABELS_FILE).write_text("\n".join(class_names(model)) + "\n")
+        thresholds_array = None
+        if class_thresholds is not None:
+            from keras_retinanet.detectors import class_thresholds as thresholds_file
+
+            values = thresholds_file.read_class_thresholds(class_thresholds)
+            thresholds_file.write_class_thresholds(staging / "class_thresholds.json", values)
+            thresholds_array = thresholds_file.class_threshold_array(values, class_names(model))
+            report["class_thresholds"] = values
         if saved_model:
             logger.info("writing SavedModel")
-            info = build_saved_model(model, staging / SAVED_MODEL_DIR, size, precision=precision)
+            info = build_saved_model(
+                model, staging / SAVED_MODEL_DIR, size, precision=precision, class_thresholds=class_thresholds
+            )
             report["files"][SAVED_MODEL_DIR] = info
 
         calib_canvases: list[np.ndarray] | None = None
@@ -245,7 +262,7 @@ def export_model(
                 nms=nms,
             )
             if metadata and nms == "builtin":
-                data = _with_metadata(data, model, size, variant)
+                data = _with_metadata(data, model, size, variant, thresholds_array)
             (staging / name).write_bytes(data)
             ops = tflite_ops(data)
             report["files"][name] = {

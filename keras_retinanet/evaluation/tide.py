@@ -1,0 +1,228 @@
+"""The TIDE error breakdown: how much AP50 each kind of detection error costs.
+
+Bolya, Foley, Hays, Hoffman, "TIDE: A General Toolbox for Identifying Object Detection Errors", ECCV 2020
+(section 2.2), following its reference implementation (``tidecv``) where the paper is silent. Thresholds as in
+the paper: foreground IoU ``t_f = 0.5``, background IoU ``t_b = 0.1``.
+
+A detection is a true positive when pycocotools' ``COCOeval`` matches it at IoU ``t_f`` (same class, greedy by
+score, at most 100 detections per image and class). Every other detection (crowd / ignore matches aside) gets
+the first of these types that fits, with IoU its largest overlap with a ground-truth box of the kind named:
+
+- ``Loc`` (localisation): ``t_b <= IoU <= t_f`` with a box of its own class;
+- ``Cls`` (classification): ``IoU >= t_f`` with a box of another class;
+- ``Dupe`` (duplicate): ``IoU >= t_f`` with a box of its class that a higher-scored detection matched;
+- ``Bkg`` (background): ``IoU <= t_b`` with every box (or the image has none);
+- ``Both`` (classification and localisation): anything else, i.e. ``t_b < IoU < t_f`` with another class's box.
+
+``Miss``: a ground-truth box that no detection matched and no ``Cls`` or ``Loc`` error could fix.
+
+The AP an error type costs is ``AP50(after fixing every error of that type, and only those) - AP50``, per class
+and overall (mean over classes with ground truth), both AP50 from ``COCOeval`` on the corrected sets:
+
+- ``Cls`` / ``Loc``: of the ``Cls`` and ``Loc`` errors aimed at an unmatched box, the highest-scored one takes
+  that box's class and coordinates (it becomes a true positive); the others aimed at it, and every error of the
+  type aimed at an already matched box, are removed.
+- ``Dupe``, ``Bkg``, ``Both``: those detections are removed.
+- ``Miss``: those ground-truth boxes are removed. A class whose every box is missed then has no AP (-1.0, shown
+  as n/a), and the overall mean is over the classes left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from keras_retinanet.evaluation.coco import (
+    box_iou,
+    coco_evaluation,
+    coco_from_dict,
+    mean_defined,
+    results_to_coco,
+    run_cocoeval,
+)
+
+ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
+"""The six main TIDE error types, in the paper's order."""
+
+ERROR_NAMES = {
+    "Cls": "classification",
+    "Loc": "localisation",
+    "Both": "classification and localisation",
+    "Dupe": "duplicate",
+    "Bkg": "background",
+    "Miss": "missed",
+}
+
+FOREGROUND_IOU = 0.5
+BACKGROUND_IOU = 0.1
+
+
+@dataclasses.dataclass
+class ErrorBreakdown:
+    """What :func:`error_breakdown` returns; AP values are fractions, -1.0 where undefined (no ground truth).
+
+    Attributes:
+        ap50: AP at IoU ``foreground_iou``, mean over classes with ground truth.
+        per_class_ap50: {class name: AP50}.
+        delta: {error type: AP50 after fixing that type - ap50}.
+        per_class_delta: {class name: {error type: AP50 gained by that class}}.
+        counts: {error type: number of errors}.
+        per_class_counts: {class name: {error type: count}} (a detection error counts for the detection's class,
+            ``Miss`` for the box's class).
+        detection_errors: {COCO detection id: error type} (ids of ``cocoeval.cocoDt``).
+        missed: COCO ids of the missed ground-truth boxes.
+    """
+
+    ap50: float
+    per_class_ap50: dict[str, float]
+    delta: dict[str, float]
+    per_class_delta: dict[str, dict[str, float]]
+    counts: dict[str, int]
+    per_class_counts: dict[str, dict[str, int]]
+    detection_errors: dict[int, str]
+    missed: list[int]
+    foreground_iou: float = FOREGROUND_IOU
+    background_iou: float = BACKGROUND_IOU
+
+
+def _ap50(cocoeval, class_names: Sequence[str]) -> tuple[float, dict[str, float]]:
+    """(mean AP at the run's single IoU threshold, {class: AP}) of a ``run_cocoeval(..., [iou])`` result."""
+    precision = cocoeval.eval["precision"]  # [T=1, R, K, A=1, M]
+    max_dets = list(cocoeval.params.maxDets).index(100)
+    per_class = {
+        str(class_names[cat_id - 1]): mean_defined(precision[0, :, k, 0, max_dets])
+        for k, cat_id in enumerate(cocoeval.params.catIds)
+    }
+    defined = [v for v in per_class.values() if v > -1]
+    return (float(np.mean(defined)) if defined else -1.0), per_class
+
+
+def error_breakdown(
+    examples: Sequence[Mapping[str, Any]],
+    detections: Sequence[Any],
+    class_names: Sequence[str],
+    foreground_iou: float = FOREGROUND_IOU,
+    background_iou: float = BACKGROUND_IOU,
+) -> ErrorBreakdown:
+    """TIDE's main error types and the AP50 each costs (definitions in the module docstring).
+
+    Args:
+        examples, detections, class_names: as for ``keras_retinanet.evaluation.evaluate_detections`` (ground
+            truth in common example dicts; per image ``boxes`` (D, 4) xyxy original pixels, ``scores``,
+            ``classes``).
+        foreground_iou, background_iou: TIDE's ``t_f`` and ``t_b``.
+    """
+    names = [str(n) for n in class_names]
+    base = coco_evaluation(examples, detections, names, iou_thresholds=[foreground_iou])
+    coco_gt, coco_dt = base.cocoGt, base.cocoDt
+    matched: dict[int, int] = {}  # detection id -> ground-truth id (true positives)
+    considered: set[int] = set()  # detections COCOeval looked at (top 100 per image and class), not ignored
+    for entry in base.evalImgs:
+        if entry is None:
+            continue
+        for j, dt_id in enumerate(entry["dtIds"]):
+            if entry["dtIgnore"][0, j]:
+                continue
+            considered.add(int(dt_id))
+            if entry["dtMatches"][0, j] > 0:
+                matched[int(dt_id)] = int(entry["dtMatches"][0, j])
+    used_gt = set(matched.values())
+
+    errors: dict[int, str] = {}
+    targets: dict[int, int] = {}  # Cls / Loc error -> the ground-truth box it was aimed at
+    best: dict[int, tuple[float, int]] = {}  # unmatched box -> (score, id) of the best error aimed at it
+    for image_id in coco_gt.getImgIds():
+        truths = [a for a in coco_gt.imgToAnns[image_id] if not a["iscrowd"]]
+        false_positives = [
+            d for d in coco_dt.imgToAnns.get(image_id, []) if d["id"] in considered and d["id"] not in matched
+        ]
+        if not false_positives:
+            continue
+        if not truths:
+            errors.update((d["id"], "Bkg") for d in false_positives)
+            continue
+        iou = box_iou([d["bbox"] for d in false_positives], [a["bbox"] for a in truths])
+        gt_class = np.array([a["category_id"] for a in truths])
+        gt_used = np.array([a["id"] in used_gt for a in truths])
+        for row, det in zip(iou, false_positives, strict=True):
+            same = row * (gt_class == det["category_id"])
+            other = row * (gt_class != det["category_id"])
+            if background_iou <= same.max() <= foreground_iou:
+                kind, target = "Loc", truths[int(same.argmax())]
+            elif other.max() >= foreground_iou:
+                kind, target = "Cls", truths[int(other.argmax())]
+            elif (same * gt_used).max() >= foreground_iou:
+                kind, target = "Dupe", None
+            elif row.max() <= background_iou:
+                kind, target = "Bkg", None
+            else:
+                kind, target = "Both", None
+            errors[det["id"]] = kind
+            if target is not None:
+                targets[det["id"]] = target["id"]
+                if target["id"] not in used_gt and best.get(target["id"], (-1.0, 0))[0] < det["score"]:
+                    best[target["id"]] = (det["score"], det["id"])
+    missed = [
+        a["id"]
+        for a in coco_gt.dataset["annotations"]
+        if not a["iscrowd"] and a["id"] not in used_gt | set(best)
+    ]
+
+    ap50, per_class_ap50 = _ap50(base, names)
+    delta, per_class_delta = {}, {name: {} for name in names}
+    for kind in ERROR_TYPES:
+        fixed_gt, fixed_results = _fix(coco_gt, coco_dt, kind, errors, targets, best, set(missed))
+        fixed_gt_coco = coco_from_dict(fixed_gt)
+        fixed, _ = run_cocoeval(
+            fixed_gt_coco, results_to_coco(fixed_gt_coco, fixed_results), iou_thresholds=[foreground_iou]
+        )
+        fixed_ap, fixed_per_class = _ap50(fixed, names)
+        delta[kind] = fixed_ap - ap50
+        for name in names:
+            before, after = per_class_ap50[name], fixed_per_class.get(name, -1.0)
+            per_class_delta[name][kind] = after - before if before > -1 and after > -1 else -1.0
+
+    category_name = {c["id"]: str(c["name"]) for c in coco_gt.dataset["categories"]}
+    counts = {kind: 0 for kind in ERROR_TYPES}
+    per_class_counts = {name: {kind: 0 for kind in ERROR_TYPES} for name in names}
+    for dt_id, kind in errors.items():
+        counts[kind] += 1
+        per_class_counts[category_name[coco_dt.anns[dt_id]["category_id"]]][kind] += 1
+    for gt_id in missed:
+        counts["Miss"] += 1
+        per_class_counts[category_name[coco_gt.anns[gt_id]["category_id"]]]["Miss"] += 1
+    return ErrorBreakdown(
+        ap50=ap50,
+        per_class_ap50=per_class_ap50,
+        delta=delta,
+        per_class_delta=per_class_delta,
+        counts=counts,
+        per_class_counts=per_class_counts,
+        detection_errors=errors,
+        missed=missed,
+        foreground_iou=foreground_iou,
+        background_iou=background_iou,
+    )
+
+
+def _fix(coco_gt, coco_dt, kind, errors, targets, best, missed) -> tuple[dict, list[dict]]:
+    """(ground-truth dataset dict, results list) with every error of ``kind`` fixed (module docstring)."""
+    results = []
+    for det in coco_dt.dataset["annotations"]:
+        result = {key: det[key] for key in ("image_id", "category_id", "bbox", "score")}
+        if errors.get(det["id"]) == kind:
+            if kind not in ("Cls", "Loc"):
+                continue
+            target = targets[det["id"]]
+            if best.get(target, (0.0, None))[1] != det["id"]:
+                continue  # aimed at a matched box, or a better-scored error takes this box
+            truth = coco_gt.anns[target]
+            result.update(category_id=truth["category_id"], bbox=list(truth["bbox"]))
+        results.append(result)
+    dataset = dict(coco_gt.dataset)
+    if kind == "Miss":
+        dataset["annotations"] = [a for a in dataset["annotations"] if a["id"] not in missed]
+    return dataset, results
