@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,7 +32,7 @@ def plot_confusion_matrix(
         normalised: the same, each row divided by its sum.
         class_names: the K class names.
     """
-    plt = _pyplot()
+    plt = pyplot()
     labels = [*map(str, class_names), "background"]
     size = len(labels)
     side = max(4.5, 0.55 * size + 2.5)
@@ -71,7 +72,7 @@ def plot_error_breakdown(
 ) -> None:
     """Bar charts of the AP50 each error type costs (in AP points): overall, and per class when there are at most
     12 classes."""
-    plt = _pyplot()
+    plt = pyplot()
     classes = list(per_class_delta)
     per_class = 0 < len(classes) <= 12
     figure, axes = plt.subplots(
