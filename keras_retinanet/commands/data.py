@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_argument(
         "spec",
         help="dataset: voc:DIR[:SPLIT], coco:ANNOTATIONS.json[:IMAGE_DIR], "
-        "csv:ANNOTATIONS.csv:CLASSES.csv or tfds:NAME[:SPLIT]",
+        "csv:ANNOTATIONS.csv:CLASSES.csv, yolo:DATA.yaml[:SPLIT] or tfds:NAME[:SPLIT]",
     )
     common.add_argument("--data-dir", default=None, help="TFDS data directory")
     common.add_argument(
