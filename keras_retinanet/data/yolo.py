@@ -45,6 +45,8 @@ SPLITS = ("train", "val", "test")
 # Ultralytics' IMG_FORMATS that may sit in an images folder; formats the pipeline cannot decode are listed
 # anyway, so that they are reported as bad records rather than silently left out.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".dng", ".mpo")
+# Normalised corners this close outside 0..1 are taken as on the edge (rounded label values, see read_yolo).
+ROUNDING = 1e-5
 
 
 def read_data_yaml(yaml_file: str) -> dict:
@@ -237,12 +239,11 @@ def read_yolo(
         if size is not None:
             width, height = size
             for record, name, (cx, cy, w, h) in objects:
-                box = (
-                    (cx - w / 2) * width,
-                    (cy - h / 2) * height,
-                    (cx + w / 2) * width,
-                    (cy + h / 2) * height,
-                )
+                corners = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+                # A box on the image edge written with 6 decimals (Roboflow, Ultralytics, data convert) can end
+                # 1e-6 past it: rounding, not an overhang to count as clipped.
+                corners = [min(max(v, 0.0), 1.0) if -ROUNDING < v < 1 + ROUNDING else v for v in corners]
+                box = (corners[0] * width, corners[1] * height, corners[2] * width, corners[3] * height)
                 records.append((record, name, box, False))
         # Without a size the image itself is bad: the builder reports it (its boxes go with it).
         example = builder.build(image_path, index, records, labels, f"image {os.path.basename(image_path)!r}")

@@ -154,3 +154,16 @@ def test_data_check_reads_yolo_and_unreadable_yaml_exits_2(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("names: [a\n")
     assert main(["data", "check", f"yolo:{tmp_path / 'bad.yaml'}", "--no-optimize"]) == 2
     assert "bad.yaml: not a readable YAML file" in capsys.readouterr().err
+
+
+def test_edge_boxes_rounded_past_the_edge_are_on_it(tmp_path):
+    """Six-decimal labels of a box on the right edge can end 1e-6 past it: on the edge, not a clipped overhang;
+    a real overhang (0.005) is clipped and counted."""
+    data_yaml = write_roboflow_yolo(tmp_path / "pets")
+    labels = tmp_path / "pets" / "train" / "labels" / "a_jpg.rf.1.txt"
+    labels.write_text("0 0.900000 0.500000 0.200001 0.200000\n1 0.905 0.5 0.2 0.2\n")
+    data = load_dataset(f"yolo:{data_yaml}")
+    np.testing.assert_allclose(
+        data.examples[0]["boxes"], [[51.2, 19.2, 64, 28.8], [51.52, 19.2, 64, 28.8]], atol=1e-4
+    )
+    assert data.skipped.clipped == 1
