@@ -50,7 +50,7 @@ class _Stub(Detector):
 
 def test_boxes_shift_by_tile_corner_and_merge_per_class():
     stub = _Stub()
-    tiled = TiledDetector(stub, 64, 0.25, batch_size=8)
+    tiled = TiledDetector(stub, 64, 0.25, batch_size=8, max_detections=1000)
     [dets] = tiled.detect([np.zeros((100, 150, 3), np.uint8)])
     # 6 tiles and the full image, in batches of at most the stub's max_batch_size (4).
     assert stub.calls == [[(64, 64)] * 4, [(64, 64)] * 2 + [(100, 150)]]
@@ -87,6 +87,7 @@ def test_bad_tile_options_are_refused():
     with pytest.raises(ValueError, match="tile size: image size must be N or HxW with sides >= 32"):
         TiledDetector(_Stub(), 0)
     assert TiledDetector(_Stub(), "480x640").tile_size == (480, 640)
+    assert TiledDetector(_Stub(), 64).max_detections == 100  # no setting anywhere: the paper's 100
     assert tile_windows(960, 1280, (480, 640), 0.2) == [
         (x, y, x + 640, y + 480) for y in (0, 384, 480) for x in (0, 512, 640)
     ]
@@ -112,7 +113,9 @@ def detector_like(tmp_path_factory):
 def test_one_tile_covering_the_image_gives_the_untiled_detections(detector_like):
     model, images, _ = detector_like
     plain = KerasDetector(model).detect(images)
-    tiled = TiledDetector(KerasDetector(model), tile_size=200).detect(images)
+    tiled_detector = TiledDetector(KerasDetector(model), tile_size=200)
+    assert tiled_detector.max_detections == model.decoder.max_detections
+    tiled = tiled_detector.detect(images)
     assert all(len(d) > 5 for d in plain)
     for a, b in zip(plain, tiled, strict=True):
         np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-3)

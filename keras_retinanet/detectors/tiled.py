@@ -32,6 +32,8 @@ import numpy as np
 from keras_retinanet.detectors.base import Detections, Detector
 from keras_retinanet.imaging import parse_image_size
 
+DEFAULT_MAX_DETECTIONS = 100
+
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
     """Start offsets of tiles of ``tile`` pixels along a side of ``length`` pixels, neighbours overlapping by
@@ -103,7 +105,9 @@ class TiledDetector(Detector):
         iou_threshold: per-class NMS threshold of the merge.
         full_image: also run the whole image (at the model's size) and merge its boxes.
         batch_size: images (tiles) per call of ``detector`` (capped by its ``max_batch_size``).
-        max_detections: detections kept per image after the merge (default: the wrapped detector's, else all).
+        max_detections: detections kept per image after the merge; default the wrapped detector's setting, else
+            its Keras model's decoder setting, else 100 (the paper's, and COCO's maxDets): a tiled image then
+            reports no more boxes than an untiled one, and AP compares under the same cap.
     """
 
     def __init__(
@@ -122,11 +126,12 @@ class TiledDetector(Detector):
             raise ValueError(f"tile size: {error}") from None
         if not 0.0 <= float(overlap) < 1.0:
             raise ValueError(f"tile overlap must be in [0, 1), got {overlap}")
-        super().__init__(
-            detector.class_names,
-            None,
-            max_detections if max_detections is not None else detector.max_detections,
-        )
+        if max_detections is None:
+            max_detections = detector.max_detections
+        if max_detections is None:
+            decoder = getattr(getattr(detector, "model", None), "decoder", None)
+            max_detections = getattr(decoder, "max_detections", None) or DEFAULT_MAX_DETECTIONS
+        super().__init__(detector.class_names, None, max_detections)
         self.detector = detector
         self.kind = detector.kind
         self.tile_size = tile
