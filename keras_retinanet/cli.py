@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retinanet",
         description="RetinaNet object detection for Keras 3. Datasets are named by a spec: voc:DIR[:SPLIT], "
-        "coco:ANNOTATIONS.json[:IMAGE_DIR], csv:ANNOTATIONS.csv:CLASSES.csv, tfds:NAME[:SPLIT].",
+        "coco:ANNOTATIONS.json[:IMAGE_DIR], csv:ANNOTATIONS.csv:CLASSES.csv, yolo:DATA.yaml[:SPLIT], "
+        "tfds:NAME[:SPLIT].",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(

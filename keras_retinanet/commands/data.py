@@ -1,4 +1,5 @@
-"""``retinanet data check SPEC`` and ``retinanet data show SPEC --out DIR``.
+"""``retinanet data check SPEC``, ``retinanet data show SPEC --out DIR`` and
+``retinanet data convert SPEC --to coco|yolo|voc OUT``.
 
 check: images, boxes per class, box sizes, problems found (bad records are skipped and listed, never fatal),
 and anchor coverage per class and size with the anchors given (default: the paper's), plus scales / ratios
@@ -9,6 +10,10 @@ all (missing folder or split, bad spec, a file that is not JSON, a bad classes f
 show: PNG images at network resolution with the ground truth (green; ignore boxes grey), the anchors the label
 encoder makes positive (blue outlines and centres) and ignored (orange centre dots): what the model will be
 taught.
+
+convert: writes the dataset in another format (:mod:`keras_retinanet.data.writers`, images copied) and prints the
+spec that reads it back. Bad records stop it (exit code 2) unless ``--skip-bad``, which leaves them out and
+reports them.
 """
 
 from __future__ import annotations
@@ -26,12 +31,12 @@ def _floats(text: str) -> list[float]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="data_command", metavar="{check,show}", required=True)
+    sub = parser.add_subparsers(dest="data_command", metavar="{check,show,convert}", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "spec",
         help="dataset: voc:DIR[:SPLIT], coco:ANNOTATIONS.json[:IMAGE_DIR], "
-        "csv:ANNOTATIONS.csv:CLASSES.csv or tfds:NAME[:SPLIT]",
+        "csv:ANNOTATIONS.csv:CLASSES.csv, yolo:DATA.yaml[:SPLIT] or tfds:NAME[:SPLIT]",
     )
     common.add_argument("--data-dir", default=None, help="TFDS data directory")
     common.add_argument(
@@ -81,6 +86,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--augment", action="store_true", help="apply the training augmentation first")
     show.add_argument("--seed", type=int, default=0)
 
+    convert = sub.add_parser(
+        "convert", help="write the dataset as COCO, YOLO or VOC (images copied); prints the spec to read it"
+    )
+    convert.add_argument("spec", help="source dataset spec (any file format: voc, coco, csv, yolo)")
+    convert.add_argument("out", help="output folder (created; several splits may be written into one folder)")
+    convert.add_argument("--to", required=True, choices=("coco", "yolo", "voc"), help="output format")
+    convert.add_argument(
+        "--split",
+        default=None,
+        help="split name written (default: the source's VOC / YOLO split, else 'train')",
+    )
+    convert.add_argument(
+        "--skip-bad", action="store_true", help="leave bad records out (reported) instead of stopping"
+    )
+
 
 def _anchor_generator(args):
     from keras_retinanet.anchors import AnchorGenerator
@@ -106,7 +126,36 @@ def _load(args):
 def run(args: argparse.Namespace) -> int:
     if args.data_command == "check":
         return check(args)
+    if args.data_command == "convert":
+        return convert(args)
     return show(args)
+
+
+def convert(args: argparse.Namespace) -> int:
+    from keras_retinanet.data import load_dataset, parse_spec, writers
+
+    source = parse_spec(args.spec)
+    split = args.split or (source.extra if source.kind in ("voc", "yolo") and source.extra else "train")
+    dataset = load_dataset(source, skip_bad=args.skip_bad)
+    boxes = sum(len(ex["boxes"]) for ex in dataset.examples)
+    print(f"read {dataset.name}: {len(dataset)} images, {boxes} boxes, {dataset.num_classes} classes")
+    if len(dataset.skipped):
+        print(dataset.skipped.summary())
+    if args.to == "coco":
+        spec = writers.write_coco(dataset, args.out, split)
+    elif args.to == "yolo":
+        spec, left_out = writers.write_yolo(dataset, args.out, split)
+        if left_out:
+            print(f"left out {left_out} ignore box(es) (VOC difficult / COCO crowd): YOLO has no ignore flag")
+    else:
+        spec, report = writers.write_voc(dataset, args.out, split, skip_bad=args.skip_bad)
+        if len(report):
+            print(report.summary())
+        empty = [name for name, count in dataset.boxes_per_class().items() if count == 0]
+        if empty:
+            print(f"classes without boxes, not kept (VOC has no class list): {', '.join(empty)}")
+    print(f"wrote {args.to} to {args.out}; read it with: {spec}")
+    return 0
 
 
 def _fmt(value: float) -> str:

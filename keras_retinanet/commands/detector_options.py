@@ -38,6 +38,19 @@ def add_detector_arguments(parser: argparse.ArgumentParser, score_threshold: flo
     )
     parser.add_argument("--threads", type=int, help="TFLite interpreter threads (default: every core)")
     parser.add_argument(
+        "--tile",
+        metavar="N|HxW",
+        help="tiled inference for small objects in large images: run the model on tiles of this size (pixels of "
+        "the image) and on the full image and merge by per-class NMS (keras_retinanet.detectors.tiled; tiles + 1 "
+        "model runs per image)",
+    )
+    parser.add_argument(
+        "--tile-overlap",
+        type=float,
+        default=0.2,
+        help="share of the tile side that neighbouring tiles share (default 0.2)",
+    )
+    parser.add_argument(
         "--precision",
         choices=("float32", "bf16"),
         default="float32",
@@ -53,7 +66,7 @@ def load_detector_from_args(args: argparse.Namespace):
 
     if args.precision != "float32" and model_kind(args.model) == "keras":
         check_bf16_support()
-    return load_detector(
+    detector = load_detector(
         args.model,
         image_size=parse_image_size(args.image_size) if args.image_size else None,
         score_threshold=args.score_threshold,
@@ -63,6 +76,15 @@ def load_detector_from_args(args: argparse.Namespace):
         precision=args.precision,
         class_thresholds=getattr(args, "class_thresholds", None),
     )
+    if args.tile is None:
+        return detector
+    from keras_retinanet.detectors.tiled import TiledDetector
+
+    try:
+        return TiledDetector(detector, args.tile, args.tile_overlap, batch_size=args.batch_size)
+    except ValueError:
+        detector.close()
+        raise
 
 
 def check_bf16_support() -> None:

@@ -1,19 +1,29 @@
 """COCO ``instances``-style JSON reader.
 
-- Boxes ``[x, y, w, h]`` (0-based pixels) become xyxy; ``iscrowd`` boxes are kept with ``ignore=True``.
+- Boxes ``[x, y, w, h]`` (0-based pixels) become xyxy.
+- An annotation without a box (``bbox`` absent, null or ``[]``) takes it from its ``segmentation``: the extent
+  of the polygon vertices (exact, as COCO's own boxes are), or ``pycocotools.mask.toBbox`` of an RLE
+  (compressed or not). Neither usable: a bad record (``bad_box``, skipped with ``skip_bad``).
+- ``iscrowd`` boxes are ignore regions, as in pycocotools: kept with ``ignore=True``, never positives.
+  Training ignores the anchors that would be positives for them (neither positive nor negative; detectron2 and
+  torchvision's references drop crowd annotations from training instead, which makes those anchors
+  negatives); evaluation passes them to pycocotools as ``iscrowd``, so a detection on a crowd is neither a true
+  nor a false positive. An ``ignore`` field (Label Studio writes ``"ignore": 0``) is not read: pycocotools
+  overwrites it with ``iscrowd`` too.
 - Image ids are the JSON's own ids (so pycocotools can evaluate against the same file).
-- Category ids become contiguous class ids in the order of their ids. A category that is only a parent
-  (another category names it as its ``supercategory``) and has no annotation of its own is a placeholder,
-  not a class: it is left out on purpose (Roboflow exports name the dataset this way, e.g. chess "pieces").
-  Every other category is a class, also with zero boxes in this file, so that all splits of a dataset share
-  the same class ids.
+- Category ids (0-based, 1-based or with gaps, as labelling tools write them) become contiguous class ids in the
+  order of their ids: the class order is stable across splits and is the one a trained model records. A
+  category that is only a parent (another category names it as its ``supercategory``) and has no annotation of
+  its own is a placeholder, not a class: it is left out on purpose (Roboflow exports name the dataset this way,
+  e.g. chess "pieces"). Every other category is a class, also with zero boxes in this file, so that all splits
+  of a dataset share the same class ids.
 - An annotation whose ``image_id`` is not in ``images`` is a bad record (``annotation_without_image``); an
   image without annotations is kept as a negative example.
 - Every field is checked for its JSON type: ids are non-negative integers, ``file_name`` a non-empty string,
-  ``width`` / ``height`` positive integers (or absent / null / 0: read from the image), ``bbox`` four numbers,
-  ``iscrowd`` 0 or 1. A bad image or annotation is a bad record (skipped with ``skip_bad``); a bad category, or
-  ``images`` / ``categories`` / ``annotations`` that are not lists, make the whole file unreadable (class ids
-  would silently shift otherwise).
+  ``width`` / ``height`` positive integers (or absent / null / 0: read from the image), ``bbox`` four numbers
+  (or absent / null / ``[]`` with a segmentation), ``iscrowd`` 0 or 1. A bad image or annotation is a bad
+  record (skipped with ``skip_bad``); a bad category, or ``images`` / ``categories`` / ``annotations`` that
+  are not lists, make the whole file unreadable (class ids would silently shift otherwise).
 """
 
 from __future__ import annotations
@@ -111,9 +121,46 @@ def _image(img, image_dir: str) -> tuple[int, str, int | None, int | None]:
     return image_id, os.path.join(image_dir, name), width, height
 
 
+def _segmentation_box(segmentation) -> tuple[float, float, float, float]:
+    """xyxy extent of a COCO ``segmentation``: polygons ``[[x1, y1, x2, y2, ...], ...]`` or an RLE
+    ``{"counts": str or [int], "size": [h, w]}``; raises ValueError for anything else."""
+    if isinstance(segmentation, list) and segmentation:
+        if not all(
+            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(_is_number(v) for v in p)
+            for p in segmentation
+        ):
+            raise ValueError(
+                "no bbox, and segmentation is not a list of polygons [x1, y1, x2, y2, x3, y3, ...]"
+            )
+        xs = [float(v) for p in segmentation for v in p[0::2]]
+        ys = [float(v) for p in segmentation for v in p[1::2]]
+        return min(xs), min(ys), max(xs), max(ys)
+    if isinstance(segmentation, dict) and {"counts", "size"} <= segmentation.keys():
+        from pycocotools import mask
+
+        size, counts = segmentation["size"], segmentation["counts"]
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
+            raise ValueError(f"no bbox, and the RLE size {size!r} is not [height, width]")
+        try:
+            if isinstance(counts, list):  # uncompressed RLE (CVAT writes masks so)
+                rle = mask.frPyObjects(segmentation, *size)
+            elif isinstance(counts, str):
+                rle = {"size": size, "counts": counts.encode()}
+            else:
+                raise TypeError(f"counts is {type(counts).__name__}")
+            x, y, w, h = (float(v) for v in mask.toBbox(rle))
+        except (TypeError, ValueError, OverflowError) as e:
+            raise ValueError(f"no bbox, and the RLE segmentation cannot be decoded ({e})") from None
+        return x, y, x + w, y + h
+    raise ValueError("no bbox, and no segmentation (polygons or RLE) to take it from")
+
+
 def _box(ann: dict) -> tuple[float, float, float, float]:
-    """xyxy of an annotation's ``bbox`` ``[x, y, w, h]``; raises ValueError when it is not four numbers."""
+    """xyxy of an annotation's ``bbox`` ``[x, y, w, h]``, or of its segmentation when it has no bbox; raises
+    ValueError when neither gives a box."""
     bbox = ann.get("bbox")
+    if bbox is None or bbox == []:
+        return _segmentation_box(ann.get("segmentation"))
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
         raise ValueError(f"bbox {bbox!r} is not [x, y, width, height] (four numbers)")
     try:

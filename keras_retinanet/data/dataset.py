@@ -200,8 +200,8 @@ def load_dataset(
     """Loads and validates a dataset named by a spec string.
 
     Args:
-        spec: ``voc:DIR[:SPLIT]``, ``coco:ANNOTATIONS.json[:IMAGE_DIR]``, ``csv:ANNOTATIONS.csv:CLASSES.csv``
-            or ``tfds:NAME[:SPLIT]`` (see :mod:`keras_retinanet.data.spec`).
+        spec: ``voc:DIR[:SPLIT]``, ``coco:ANNOTATIONS.json[:IMAGE_DIR]``, ``csv:ANNOTATIONS.csv:CLASSES.csv``,
+            ``yolo:DATA.yaml[:SPLIT]`` or ``tfds:NAME[:SPLIT]`` (see :mod:`keras_retinanet.data.spec`).
         skip_bad: skip bad records and report them in ``dataset.skipped`` instead of raising
             :class:`~keras_retinanet.data.validation.DataError`.
         class_names: fix the class list and order (e.g. a trained model's ``class_names``, so that an
@@ -236,6 +236,11 @@ def load_dataset(
 
         examples, names = read_csv(spec.path, spec.extra, report, class_names, **options)
         encoded = None
+    elif spec.kind == "yolo":
+        from keras_retinanet.data.yolo import read_yolo
+
+        examples, names = read_yolo(spec.path, spec.extra, report, class_names, **options)
+        encoded = None
     else:
         from keras_retinanet.data.tfds_reader import read_tfds
 
@@ -262,6 +267,7 @@ def _require_content(
             "voc": "no <object><name> in any Annotations/*.xml",
             "coco": "'categories' is empty or holds only parent categories without annotations",
             "csv": "the classes file lists none",
+            "yolo": "'names' is empty",
             "tfds": "its objects/label feature has no names",
         }[spec.kind]
         raise DataError(f"{spec}: no classes ({where})")

@@ -7,6 +7,9 @@
                                               (default: the JSON file's directory).
 ``csv:ANNOTATIONS.csv:CLASSES.csv``           fizyr keras-retinanet CSV (``path,x1,y1,x2,y2,class``)
                                               and its ``class_name,id`` file.
+``yolo:DATA.yaml[:SPLIT]``                    YOLO txt labels in the Ultralytics layout (``data.yaml``
+                                              with ``path``, ``train``/``val``/``test``, ``names``);
+                                              SPLIT defaults to train.
 ``tfds:NAME[:SPLIT]``                         TensorFlow Datasets name (``voc/2007``, ``coco/2017``,
                                               optionally ``NAME:VERSION``); SPLIT defaults to train and
                                               may be a slice (``train[:10%]``). ``data_dir`` is a
@@ -19,14 +22,14 @@ from __future__ import annotations
 import dataclasses
 import re
 
-KINDS = ("voc", "coco", "csv", "tfds")
+KINDS = ("voc", "coco", "csv", "yolo", "tfds")
 _VERSION = re.compile(r"^[\d*]+(\.[\d*]+){0,2}$")
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """A parsed spec. ``path`` is the directory / file / TFDS name; ``extra`` the optional second part
-    (VOC split, COCO image directory, CSV classes file, TFDS split) or None."""
+    (VOC split, COCO image directory, CSV classes file, YOLO split, TFDS split) or None."""
 
     kind: str
     path: str
@@ -46,7 +49,7 @@ def parse_spec(spec: str | DatasetSpec) -> DatasetSpec:
         return spec
     usage = (
         f"bad dataset spec {spec!r}; expected voc:DIR[:SPLIT], coco:ANNOTATIONS.json[:IMAGE_DIR], "
-        "csv:ANNOTATIONS.csv:CLASSES.csv or tfds:NAME[:SPLIT]"
+        "csv:ANNOTATIONS.csv:CLASSES.csv, yolo:DATA.yaml[:SPLIT] or tfds:NAME[:SPLIT]"
     )
     kind, sep, rest = str(spec).partition(":")
     if not sep or kind not in KINDS or not rest:

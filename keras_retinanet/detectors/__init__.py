@@ -10,6 +10,8 @@ One small interface, :class:`Detector`, hides the model kind:
   run with LiteRT; batch size 1, fixed input size, the image stretched to it exactly as MediaPipe does.
 - :class:`MediaPipeDetector` (``mediapipe.py``): the same file run by MediaPipe Tasks' ObjectDetector, as
   Android, iOS and web apps run it.
+- :class:`TiledDetector` (``tiled.py``): wraps any of these; runs overlapping tiles and the full image and
+  merges the boxes by per-class NMS (SAHI-style sliced inference for small objects in large images).
 
 :func:`load_detector` (``loading.py``) picks the kind from a path and fails clearly on anything else;
 :func:`predict` (``running.py``) is the one-call API. Images are (H, W, 3) uint8 RGB arrays or paths
@@ -35,6 +37,7 @@ __getattr__, __dir__ = lazy_namespace(
         "RUNTIMES": "loading",
         "SavedModelDetector": "saved_model",
         "TFLiteDetector": "tflite",
+        "TiledDetector": "tiled",
         "find_labels": "base",
         "iter_predictions": "running",
         "load_detector": "loading",

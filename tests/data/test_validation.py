@@ -134,6 +134,8 @@ def test_exif_orientation_from_header(tmp_path):
         ("voc:/d/VOC2007", "voc", "/d/VOC2007", None),
         ("coco:/a/instances_val2017.json:/a/val2017", "coco", "/a/instances_val2017.json", "/a/val2017"),
         ("csv:a.csv:classes.csv", "csv", "a.csv", "classes.csv"),
+        ("yolo:/d/data.yaml:val", "yolo", "/d/data.yaml", "val"),
+        ("yolo:data.yaml", "yolo", "data.yaml", None),
         ("tfds:voc/2007:test", "tfds", "voc/2007", "test"),
         ("tfds:coco/2017", "tfds", "coco/2017", None),
         ("tfds:voc/2007:train[:10%]", "tfds", "voc/2007", "train[:10%]"),
@@ -145,7 +147,9 @@ def test_parse_spec(spec, kind, path, extra):
     assert (parsed.kind, parsed.path, parsed.extra) == (kind, path, extra)
 
 
-@pytest.mark.parametrize("spec", ["voc", "foo:bar", "csv:only.csv", "coco:", "voc:a:b:c"])
+@pytest.mark.parametrize(
+    "spec", ["voc", "foo:bar", "csv:only.csv", "coco:", "voc:a:b:c", "yolo:a.yaml:val:x"]
+)
 def test_parse_spec_rejects(spec):
     with pytest.raises(ValueError, match="expected voc:DIR"):
         parse_spec(spec)
