@@ -9,7 +9,8 @@ Typical use::
     model.fit(ds, epochs=30)
 """
 
-from keras_retinanet.data.dataset import Dataset, load_dataset
+from keras_retinanet.data.dataset import Dataset
+from keras_retinanet.data.loading import load_dataset
 from keras_retinanet.data.spec import DatasetSpec, parse_spec
 from keras_retinanet.data.validation import DataError, SkipReport
 

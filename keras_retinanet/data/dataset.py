@@ -1,4 +1,5 @@
-"""The common dataset object every reader returns, and ``load_dataset(spec)``.
+"""The common dataset object every reader returns, and the builder of its examples (``load_dataset`` is in
+``loading.py``).
 
 Common example (one Python dict per image)::
 
@@ -19,7 +20,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from keras_retinanet.data.images import ImageError, inspect_image
-from keras_retinanet.data.spec import DatasetSpec, parse_spec
 from keras_retinanet.data.validation import DEFAULT_OVERHANG_TOLERANCE, DataError, SkipReport, check_boxes
 
 
@@ -187,90 +187,6 @@ class ExampleBuilder:
             "width": int(width),
             "orientation": int(orientation),
         }
-
-
-def load_dataset(
-    spec: str | DatasetSpec,
-    skip_bad: bool = False,
-    class_names: Sequence[str] | None = None,
-    data_dir: str | None = None,
-    verify: str = "header",
-    exif_orientation: bool = True,
-) -> Dataset:
-    """Loads and validates a dataset named by a spec string.
-
-    Args:
-        spec: ``voc:DIR[:SPLIT]``, ``coco:ANNOTATIONS.json[:IMAGE_DIR]``, ``csv:ANNOTATIONS.csv:CLASSES.csv``,
-            ``yolo:DATA.yaml[:SPLIT]`` or ``tfds:NAME[:SPLIT]`` (see :mod:`keras_retinanet.data.spec`).
-        skip_bad: skip bad records and report them in ``dataset.skipped`` instead of raising
-            :class:`~keras_retinanet.data.validation.DataError`.
-        class_names: fix the class list and order (e.g. a trained model's ``class_names``, so that an
-            evaluation split maps names exactly as training did). Default: the dataset's own list.
-        data_dir: TFDS data directory (ignored by the file formats).
-        verify: ``"header"`` (default; format, size and truncation from the file header, ~1 ms/image),
-            ``"decode"`` (also fully decodes every image) or ``"none"``.
-        exif_orientation: apply EXIF orientation to images whose annotation uses the displayed size.
-    Returns:
-        :class:`Dataset` with at least one class and one image.
-    Raises:
-        DataError: the first bad record (unless ``skip_bad``); a file that cannot be read at all (not JSON, not
-            a COCO file, a bad classes file); no classes; no images (none listed, or every one skipped).
-        FileNotFoundError: no annotation file or directory.
-        ValueError: a malformed spec.
-    """
-    spec = parse_spec(spec)
-    report = SkipReport(skip_bad)
-    options = {"verify": verify, "exif_orientation": exif_orientation}
-    if spec.kind == "voc":
-        from keras_retinanet.data.voc import read_voc
-
-        examples, names = read_voc(spec.path, spec.extra, report, class_names, **options)
-        encoded = None
-    elif spec.kind == "coco":
-        from keras_retinanet.data.coco import read_coco
-
-        examples, names = read_coco(spec.path, spec.extra, report, class_names, **options)
-        encoded = None
-    elif spec.kind == "csv":
-        from keras_retinanet.data.csv_reader import read_csv
-
-        examples, names = read_csv(spec.path, spec.extra, report, class_names, **options)
-        encoded = None
-    elif spec.kind == "yolo":
-        from keras_retinanet.data.yolo import read_yolo
-
-        examples, names = read_yolo(spec.path, spec.extra, report, class_names, **options)
-        encoded = None
-    else:
-        from keras_retinanet.data.tfds_reader import read_tfds
-
-        examples, names, encoded = read_tfds(
-            spec.path, spec.extra or "train", report, class_names, data_dir=data_dir, verify=verify
-        )
-    _require_content(spec, names, examples, report)
-    return Dataset(examples, list(names), report, str(spec), encoded)
-
-
-def _require_content(
-    spec: DatasetSpec, class_names: Sequence[str], examples: list, report: SkipReport
-) -> None:
-    """An empty dataset is an error here, in words, rather than a Keras one later ("Received filters=0")."""
-    if not examples and not report.problems:
-        raise DataError(f"{spec}: no images (the split, 'images' list or annotation file is empty)")
-    if not examples:
-        counts = ", ".join(f"{reason} {count}" for reason, count in sorted(report.counts().items()))
-        raise DataError(
-            f"{spec}: no images left: every image was skipped ({counts}; first: {report.problems[0]})"
-        )
-    if not class_names:
-        where = {
-            "voc": "no <object><name> in any Annotations/*.xml",
-            "coco": "'categories' is empty or holds only parent categories without annotations",
-            "csv": "the classes file lists none",
-            "yolo": "'names' is empty",
-            "tfds": "its objects/label feature has no names",
-        }[spec.kind]
-        raise DataError(f"{spec}: no classes ({where})")
 
 
 def require_path(path: str, what: str) -> None:
