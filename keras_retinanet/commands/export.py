@@ -102,7 +102,6 @@ def run(args: argparse.Namespace) -> int:
         calibration_data=args.calibration_data,
         calibration_steps=args.calibration_steps,
         parity_images=args.parity_images,
-        benchmark=args.benchmark,
         overwrite=args.overwrite,
         metadata=not args.no_metadata,
         precision=args.precision,
@@ -110,7 +109,25 @@ def run(args: argparse.Namespace) -> int:
     )
     from keras_retinanet.export.geometry import describe_geometry
 
+    if args.benchmark:
+        _add_latency(report)
+
     summary = {name: info.get("size_bytes") for name, info in report["files"].items()}
     print(json.dumps({"output": report["output"], "files": summary}, indent=2))
     print(describe_geometry(report["geometry"]))  # its warnings were logged when the export began
     return 0
+
+
+def _add_latency(report: dict) -> None:
+    """TFLite latency of each builtin-op file (``keras_retinanet.benchmark.latency``) into the export's report
+    and its ``export_report.json``: the command measures, so the exporter stays below the benchmark tools."""
+    from keras_retinanet.benchmark.latency import tflite_latency
+    from keras_retinanet.export.config import REPORT_FILE
+
+    output = Path(report["output"])
+    files = [name for name, info in report["files"].items() if info.get("runtime") == "LiteRT builtin ops"]
+    report["latency"] = {
+        name[len("model_") : -len(".tflite")]: tflite_latency(output / name) for name in files
+    }
+    saved = {key: value for key, value in report.items() if key != "output"}
+    (output / REPORT_FILE).write_text(json.dumps(saved, indent=2) + "\n")

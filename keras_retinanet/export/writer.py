@@ -130,7 +130,6 @@ def export_model(
     calibration_data: str | None = None,
     calibration_steps: int = 200,
     parity_images: int = 8,
-    benchmark: bool = False,
     overwrite: bool = False,
     metadata: bool = True,
     precision: str = "float32",
@@ -153,7 +152,6 @@ def export_model(
         calibration_data: dataset spec for int8 calibration and for the parity figures.
         calibration_steps: number of calibration images (a few hundred).
         parity_images: images for the parity figures (from ``calibration_data``; skipped without it).
-        benchmark: also measure TFLite latency (``keras_retinanet.benchmark.latency``) into the report.
         overwrite: replace an existing ``output_dir``.
         metadata: write TFLite Model Metadata (labels, input, output layout) into every .tflite, so that
             MediaPipe Tasks' ObjectDetector loads it as it is (``keras_retinanet.export.metadata``).
@@ -285,10 +283,6 @@ def export_model(
         else:
             report["parity"] = None
             report["parity_note"] = "no parity figures: needs --calibration-data images and the SavedModel"
-        if benchmark:
-            from keras_retinanet.benchmark.latency import tflite_latency
-
-            report["latency"] = {v: tflite_latency(p) for v, p in tflite_files.items()}
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
 
         # Move into place: an old export is only removed once the new one is complete.
