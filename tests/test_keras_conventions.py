@@ -162,8 +162,8 @@ def test_a_list_of_different_sizes_gives_one_row_per_image_as_single_calls_do(de
     for row, single in zip([0, 1, 2], [singles[0], singles[1], singles[0]], strict=True):
         _assert_same({k: v[row] for k, v in listed.items()}, single)
 
-    detected = model.detect([second, first])
-    for row, single in enumerate([singles[1], singles[0]]):
+    detected = model.detect([second, first, second])  # rows 0 and 2 run as one batch, row 1 as another
+    for row, single in enumerate([singles[1], singles[0], singles[1]]):
         _assert_same({k: v[row] for k, v in detected.items()}, single)
 
     one = model.predict([second], verbose=0)
