@@ -231,6 +231,10 @@ def stretch(image: np.ndarray, size: int | Sequence[int]) -> tuple[np.ndarray, t
 
     out_h, out_w = parse_image_size(size)
     height, width = image.shape[:2]
+    if height < 1 or width < 1:
+        raise ValueError(
+            f"cannot stretch an empty image of {height} x {width} pixels; images need >= 1 pixel"
+        )
     # The matrix as MediaPipe builds it (float32 corner points in cv::boxPoints order, LU solve), inverted as
     # warpPerspective inverts it.
     src = np.array([[0, height], [0, 0], [width, 0], [width, height]], np.float32)

@@ -17,6 +17,7 @@ from retinanet_testing import REPO, make_detector_like, tiny_retinanet
 import keras_retinanet
 from keras_retinanet import WarmupSchedule, detectors
 from keras_retinanet.batchnorm import batchnorm_layers
+from keras_retinanet.imaging import stretch
 from keras_retinanet.registration import KERAS_OBJECT_MODULES
 
 PACKAGE = Path(keras_retinanet.__file__).parent
@@ -210,6 +211,8 @@ def test_detectors_refuse_a_zero_sized_array(detector_model):
         detectors.predict(model, np.zeros((0, 10, 3), np.uint8))
     with pytest.raises(ValueError, match=r"cannot letterbox an empty image of 0 x 10 pixels"):
         detectors.KerasDetector(model).detect([np.zeros((0, 10, 3), np.uint8)])
+    with pytest.raises(ValueError, match=r"cannot stretch an empty image of 10 x 0 pixels"):
+        stretch(np.zeros((10, 0, 3), np.uint8), 64)  # how TFLite and MediaPipe inputs are made
 
 
 # ----------------------------------------------------------------------------------------------------------
