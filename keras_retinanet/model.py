@@ -332,9 +332,10 @@ class RetinaNet(keras.Model):
             images = images["images"]
         return self._detect_batch(images)
 
-    def inference_graph(self, precision: str = "float32") -> RetinaNet:
+    def inference_graph(self, precision: str | None = None) -> RetinaNet:
         """The copy of this model that ``predict`` and ``detect`` run: BatchNorm folded into the convolutions
-        (``keras_retinanet.inference_graph.inference_model``), in ``precision`` ("float32" or "bf16").
+        (``keras_retinanet.inference_graph.inference_model``), in ``precision`` ("float32" or "bf16"; None: the
+        model's own, "bf16" for a model built under Keras' ``mixed_bfloat16`` policy, else "float32").
 
         It is built on the first call (about as long as building the model) and kept while this model lives; it
         decodes with this model's ``decoder``, ``anchor_generator`` and ``box_coder``. Every call compares a
@@ -346,6 +347,8 @@ class RetinaNet(keras.Model):
             return self
         from keras_retinanet.inference_graph import cached_inference_model
 
+        if precision is None:
+            precision = "bf16" if self.compute_dtype == "bfloat16" else "float32"
         graph = cached_inference_model(self, precision)
         # The copy decodes with this model's own parts, so that a changed or replaced ``model.decoder`` (its
         # score threshold, say) applies to predict and detect as before.

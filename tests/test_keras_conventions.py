@@ -270,3 +270,18 @@ def test_the_saved_config_records_the_registered_names(saved):
         "keras_retinanet>RetinaNet",
         "keras_retinanet.model",
     )
+
+
+def test_a_mixed_bfloat16_model_keeps_computing_in_bfloat16():
+    """predict ran such a model in bfloat16 before it ran the folded copy; the copy keeps that precision."""
+    from keras_retinanet.inference_graph import global_dtype_policy
+
+    with global_dtype_policy("mixed_bfloat16"):
+        model = tiny_retinanet(3)
+    assert model.compute_dtype == "bfloat16"
+    graph = model.inference_graph()
+    assert graph.compute_dtype == "bfloat16" and batchnorm_layers(graph) == []
+    assert graph.get_layer("box_head").final.compute_dtype == "bfloat16"
+    out = model.predict(np.full((64, 64, 3), 100, np.uint8), verbose=0)
+    assert out["boxes"].dtype == np.float32 and out["boxes"].shape == (100, 4)  # decoded in float32
+    assert tiny_retinanet(3).inference_graph().compute_dtype == "float32"
