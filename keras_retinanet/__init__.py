@@ -4,9 +4,11 @@ The public names are imported on first use (PEP 562, :func:`keras_retinanet.lazy
 ``import keras_retinanet`` is instant and imports neither TensorFlow nor Keras; ``keras_retinanet.RetinaNet``
 (or ``from keras_retinanet import RetinaNet``) imports what that name needs. Subpackages: ``data``,
 ``detectors``, ``evaluation``, ``export``, ``training``, ``benchmark`` (``from keras_retinanet import data``).
+Importing the package is enough for ``keras.saving.load_model`` to load the models it saves.
 """
 
 from keras_retinanet.lazy import lazy_namespace
+from keras_retinanet.registration import register_when_keras_is_imported
 
 __version__ = "0.2.0"
 
@@ -33,3 +35,8 @@ __getattr__, __dir__ = lazy_namespace(
     },
 )
 __all__ = sorted(__dir__())
+
+# `keras.saving.load_model` finds every class a saved model holds once this package is imported, as with
+# KerasHub, yet `import keras_retinanet` stays free of TensorFlow until Keras itself is imported
+# (keras_retinanet/registration.py says how).
+register_when_keras_is_imported()

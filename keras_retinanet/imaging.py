@@ -182,6 +182,10 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] not in (3, 4):
         raise ValueError(f"an image must be (H, W), (H, W, 3) or (H, W, 4); got shape {image.shape}")
+    if 0 in image.shape[:2]:
+        raise ValueError(f"an image must be at least 1 x 1 pixel; got an empty array of shape {image.shape}")
+    if image.dtype.kind not in "uif":
+        raise ValueError(f"an image must hold numbers (uint8 or float pixels); got dtype {image.dtype}")
     return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
 
 
@@ -195,6 +199,10 @@ def letterbox_params(height: int, width: int, target: Sequence[int]) -> tuple[in
     Returns (new_height, new_width, scale_y, scale_x) with ``new = round(side * min(H / height, W / width))``,
     clamped to [1, target], and ``scale_y = new_height / height`` (original pixel -> network pixel, per axis).
     """
+    if height < 1 or width < 1:
+        raise ValueError(
+            f"cannot letterbox an empty image of {height} x {width} pixels; images need >= 1 pixel"
+        )
     scale = min(target[0] / height, target[1] / width)
     new_h = int(min(max(round(height * scale), 1), target[0]))
     new_w = int(min(max(round(width * scale), 1), target[1]))
@@ -240,6 +248,10 @@ def stretch(image: np.ndarray, size: int | Sequence[int]) -> tuple[np.ndarray, t
 
     out_h, out_w = parse_image_size(size)
     height, width = image.shape[:2]
+    if height < 1 or width < 1:
+        raise ValueError(
+            f"cannot stretch an empty image of {height} x {width} pixels; images need >= 1 pixel"
+        )
     # The matrix as MediaPipe builds it (float32 corner points in cv::boxPoints order, LU solve), inverted as
     # warpPerspective inverts it.
     src = np.array([[0, height], [0, 0], [width, 0], [width, height]], np.float32)

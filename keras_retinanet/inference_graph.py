@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -86,6 +87,67 @@ def inference_model(model: RetinaNet, precision: str = "float32", fold_batchnorm
     update_inference_weights(copy_model, model)
     copy_model.trainable = False
     return copy_model
+
+
+class _ModelGraphs:
+    """What :func:`cached_inference_model` keeps for one model: its weights' fingerprint function and the
+    copies made so far, each with the fingerprint of the weights it holds."""
+
+    def __init__(self, fingerprint: Callable[[], np.ndarray]):
+        self.fingerprint = fingerprint
+        self.graphs: dict[tuple[str, bool], tuple[RetinaNet, np.ndarray]] = {}
+
+
+# model -> its copies; an entry goes with its model (the entry holds the model's variables, not the model).
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def cached_inference_model(
+    model: RetinaNet, precision: str = "float32", fold_batchnorm: bool = True
+) -> RetinaNet:
+    """:func:`inference_model` of ``model``, made on the first call and kept while ``model`` lives.
+
+    Each call compares a fingerprint of ``model``'s weights with the one the copy was made from and, when they
+    differ (after ``fit``, ``set_weights``, ``load_weights`` or any assignment), copies the weights in again
+    with :func:`update_inference_weights` (in place: no retrace). The fingerprint is one pass over the weights.
+    """
+    dtype_policy(precision)  # checks the name
+    entry = _CACHE.get(model)
+    if entry is None:
+        entry = _CACHE[model] = _ModelGraphs(weights_fingerprint(model.weights))
+    fingerprint = entry.fingerprint()
+    key = (precision, bool(fold_batchnorm))
+    if key not in entry.graphs:
+        graph = inference_model(model, precision, fold_batchnorm)
+    else:
+        graph, seen = entry.graphs[key]
+        if np.array_equal(seen, fingerprint):
+            return graph
+        update_inference_weights(graph, model)
+    entry.graphs[key] = (graph, fingerprint)
+    return graph
+
+
+def weights_fingerprint(variables: list) -> Callable[[], np.ndarray]:
+    """A function returning, for each variable, the wrapping int32 sum of its values' bit patterns.
+
+    Any change of one value changes its sum; unlike a float sum, small changes are not lost to rounding.
+    """
+    import tensorflow as tf
+
+    variables = list(variables)
+
+    @tf.function
+    def fingerprint():
+        sums = []
+        for variable in variables:
+            value = tf.convert_to_tensor(variable.value)
+            if value.dtype.size == 4 and value.dtype != tf.int32:
+                value = tf.bitcast(value, tf.int32)
+            sums.append(tf.cast(tf.reduce_sum(tf.cast(value, tf.int32)), tf.int64))
+        return tf.stack(sums) if sums else tf.zeros((0,), tf.int64)
+
+    return lambda: fingerprint().numpy()
 
 
 def update_inference_weights(inference: RetinaNet, model: RetinaNet) -> None:

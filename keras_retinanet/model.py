@@ -270,48 +270,93 @@ class RetinaNet(keras.Model):
         )
 
     def detect(self, images) -> dict:
-        """Runs the network and decodes: (B, H, W, 3) images -> detections (see ``decode``)."""
+        """Runs the network and decodes: images -> detections (see ``decode``), as tensors.
+
+        ``images``: a (B, H, W, 3) batch, one (H, W, 3) image (its detections then have no batch axis) or a
+        list of (H, W, 3) images of any sizes (one row per image, in order; images of one size run as one
+        batch). Pixels are RGB, uint8 or float in [0, 255]; each image runs at its own size and its boxes are
+        in its own pixels (clipped to it). Anything else raises a one-line ``ValueError``.
+
+        Called eagerly, this runs the inference graph (:meth:`inference_graph`: BatchNorm folded); inside a
+        traced function (``tf.function``, an export, Keras' predict function) it builds this model's own graph.
+        """
+        batches, single = image_batches(images, "detect")
+        model = self if _is_symbolic(batches[0][1]) else self.inference_graph()
+        outputs = [model._detect_batch(batch) for _, batch in batches]
+        if len(outputs) == 1:
+            merged = outputs[0]
+        else:
+            # Rows back into the order the images came in.
+            order = np.argsort(np.concatenate([indices for indices, _ in batches]))
+            merged = {
+                key: ops.take(ops.concatenate([out[key] for out in outputs], axis=0), order, axis=0)
+                for key in outputs[0]
+            }
+        return {key: value[0] for key, value in merged.items()} if single else merged
+
+    def _detect_batch(self, images) -> dict:
+        """This model's own network and decoder on a checked (B, H, W, 3) batch."""
         images = ops.convert_to_tensor(images)
-        if len(images.shape) == 3:
-            raise ValueError(
-                f"detect() takes a batch (B, H, W, 3), got one image of shape {tuple(images.shape)}; use "
-                "images[None] for a single image (model.predict accepts one (H, W, 3) image too)"
-            )
-        if len(images.shape) != 4 or images.shape[-1] not in (3, None):
-            raise ValueError(
-                f"detect() takes (B, H, W, 3) RGB images, got shape {tuple(images.shape)}; convert grey or RGBA "
-                "images to RGB first (keras_retinanet.imaging.read_image does)"
-            )
-        if 0 in images.shape[1:3]:
-            raise ValueError(
-                f"detect() got images of shape {tuple(images.shape)}: height and width must be >= 1"
-            )
         shape = images.shape[1:3] if _is_static(images.shape[1:3]) else ops.shape(images)[1:3]
         return self.decode(self(images, training=False), shape)
 
     def predict(self, x, *args, **kwargs):
-        """``keras.Model.predict`` that always decodes: (B, H, W, 3) images -> detections (see ``decode``).
+        """``keras.Model.predict`` that always decodes: images -> detections as numpy arrays (see ``decode``).
 
-        A single (H, W, 3) image is accepted too; its detections then have no batch axis (``boxes`` (M, 4)).
-        Any sequence of image sizes works in one process (each new size retraces once).
+        ``x`` is what :meth:`detect` takes (a (B, H, W, 3) batch, one (H, W, 3) image, whose detections then
+        have no batch axis, or a list of (H, W, 3) images of any sizes: one row per image) or a
+        ``tf.data.Dataset`` / ``keras.utils.PyDataset`` of image batches; anything else raises a one-line
+        ``ValueError``. Each image runs at its own size and its boxes are in its own pixels. Any sequence of
+        image sizes works in one process (each new size retraces once). It runs the inference graph
+        (:meth:`inference_graph`: BatchNorm folded, the same detections up to float rounding).
         """
-        rank = getattr(x, "ndim", None)
-        if rank is None and hasattr(x, "shape"):
-            rank = len(x.shape)
-        if rank == 3:
-            outputs = super().predict(x[None], *args, **kwargs)
-            return {key: value[0] for key, value in outputs.items()}
-        if rank is not None and rank != 4:
-            raise ValueError(
-                f"predict() takes (B, H, W, 3) images or one (H, W, 3) image, got shape {x.shape}"
-            )
-        return super().predict(x, *args, **kwargs)
+        model = self.inference_graph()
+        if _is_dataset(x):
+            return keras.Model.predict(model, x, *args, **kwargs)
+        batches, single = image_batches(x, "predict")
+        outputs = [keras.Model.predict(model, np.asarray(batch), *args, **kwargs) for _, batch in batches]
+        if len(outputs) == 1:
+            merged = outputs[0]
+        else:
+            count = sum(len(indices) for indices, _ in batches)
+            merged = {}
+            for key in outputs[0]:
+                merged[key] = np.empty((count, *outputs[0][key].shape[1:]), outputs[0][key].dtype)
+                for (indices, _), out in zip(batches, outputs, strict=True):
+                    merged[key][indices] = out[key]
+        return {key: value[0] for key, value in merged.items()} if single else merged
 
     def predict_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         if isinstance(images, dict):
             images = images["images"]
-        return self.detect(images)
+        return self._detect_batch(images)
+
+    def inference_graph(self, precision: str | None = None) -> RetinaNet:
+        """The copy of this model that ``predict`` and ``detect`` run: BatchNorm folded into the convolutions
+        (``keras_retinanet.inference_graph.inference_model``), in ``precision`` ("float32" or "bf16"; None: the
+        model's own, "bf16" for a model built under Keras' ``mixed_bfloat16`` policy, else "float32").
+
+        It is built on the first call (about as long as building the model) and kept while this model lives; it
+        decodes with this model's ``decoder``, ``anchor_generator`` and ``box_coder``. Every call compares a
+        fingerprint of this model's weights (one pass over them) with the copy's and copies them in again,
+        folded, when they changed (``fit``, ``load_weights``, any assignment): the copy never runs stale
+        weights. A model that is itself such a copy returns itself.
+        """
+        if getattr(self, "_inference_folds", None) is not None:
+            return self
+        from keras_retinanet.inference_graph import cached_inference_model
+
+        if precision is None:
+            precision = "bf16" if self.compute_dtype == "bfloat16" else "float32"
+        graph = cached_inference_model(self, precision)
+        # The copy decodes with this model's own parts, so that a changed or replaced ``model.decoder`` (its
+        # score threshold, say) applies to predict and detect as before.
+        for part in ("anchor_generator", "box_coder", "decoder"):
+            if getattr(graph, part) is not getattr(self, part):
+                setattr(graph, part, getattr(self, part))
+                graph.predict_function = None  # Keras' traced predict read the old part: trace again
+        return graph
 
     def get_config(self) -> dict:
         return {
@@ -385,3 +430,83 @@ def _check_arguments(num_classes, class_names, image_size):
 
 def _is_static(shape) -> bool:
     return all(isinstance(size, int) for size in shape)
+
+
+def _is_symbolic(tensor) -> bool:
+    """True for a tensor of a graph being traced (tf.function, Keras functional), not an eager value."""
+    if isinstance(tensor, np.ndarray):
+        return False
+    import tensorflow as tf
+
+    return isinstance(tensor, keras.KerasTensor) or (tf.is_tensor(tensor) and not tf.executing_eagerly())
+
+
+def _is_dataset(x) -> bool:
+    if isinstance(x, keras.utils.PyDataset):
+        return True
+    import tensorflow as tf
+
+    return isinstance(x, tf.data.Dataset)
+
+
+IMAGES_ACCEPTED = (
+    "one (H, W, 3) RGB image, a (B, H, W, 3) batch or a list of (H, W, 3) images of any sizes "
+    "(uint8 or float pixels, H, W >= 1)"
+)
+
+
+def image_batches(images, caller: str) -> tuple[list[tuple[np.ndarray, object]], bool]:
+    """Checks what ``predict`` / ``detect`` were given and splits it into batches of one image size.
+
+    Args:
+        images: a (B, H, W, 3) or (H, W, 3) array or tensor, or a list / tuple of (H, W, 3) ones.
+        caller: the method's name, for the error message.
+    Returns:
+        ``(batches, single)``: ``batches`` is a list of ``(indices, batch)``, ``batch`` a (b, H, W, 3) array or
+        tensor holding the images at ``indices`` (int array) of the input, in order; one batch for an array
+        input. ``single``: the input was one (H, W, 3) image (its results lose the batch axis).
+    Raises:
+        ValueError: (one line) wrong rank, channels other than 3, an empty list or array, a zero-sized image,
+            non-numeric values.
+    """
+
+    def refuse(what: str):
+        raise ValueError(f"{caller}() got {what}; it takes {IMAGES_ACCEPTED}")
+
+    def checked(image, rank: int, name: str):
+        if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+            refuse(f"{name} an object of type {type(image).__name__}")
+        shape = tuple(None if size is None else int(size) for size in image.shape)
+        try:
+            dtype = keras.backend.standardize_dtype(image.dtype)
+        except ValueError:  # strings, objects
+            dtype = str(image.dtype)
+        if not dtype.startswith(("float", "int", "uint", "bfloat")):
+            refuse(f"{name} of dtype {dtype}")
+        if len(shape) != rank or shape[-1] not in (3, None):
+            refuse(f"{name} of shape {shape}")
+        if 0 in shape:
+            refuse(f"{name} of shape {shape}, which holds no pixels")
+        return image, shape
+
+    if isinstance(images, (list, tuple)):
+        if not images:
+            refuse(f"an empty {type(images).__name__}")
+        items = [checked(image, 3, f"a list whose item {i} is") for i, image in enumerate(images)]
+        if any(_is_symbolic(image) for image, _ in items):  # sizes unknown until run: one image a batch
+            return [(np.array([i]), ops.expand_dims(image, 0)) for i, (image, _) in enumerate(items)], False
+        by_size: dict = {}
+        for i, (_, shape) in enumerate(items):
+            by_size.setdefault(shape, []).append(i)
+        return [
+            (np.array(indices), np.stack([np.asarray(items[i][0]) for i in indices]))
+            for indices in by_size.values()
+        ], False
+    if not hasattr(images, "shape") or not hasattr(images, "dtype"):
+        refuse(f"an object of type {type(images).__name__}")
+    if len(images.shape) == 3:
+        image, _ = checked(images, 3, "an array")
+        batch = image[None] if isinstance(image, np.ndarray) else ops.expand_dims(image, 0)
+        return [(np.array([0]), batch)], True
+    image, shape = checked(images, 4, "an array")  # the message names the rank it got
+    return [(np.arange(shape[0] or 1), image)], False
