@@ -28,7 +28,6 @@ import keras
 import numpy as np
 
 from keras_retinanet.backbones import _inbound_layer_names
-from keras_retinanet.model import RetinaNet
 from keras_retinanet.torchvision_resnet import FrozenBatchNormalization
 
 # --precision name -> Keras dtype policy of the inference graph.
@@ -57,7 +56,9 @@ def dtype_policy(precision: str) -> str:
     return PRECISIONS[precision]
 
 
-def inference_model(model: RetinaNet, precision: str = "float32", fold_batchnorm: bool = True) -> RetinaNet:
+def inference_model(
+    model: keras.Model, precision: str = "float32", fold_batchnorm: bool = True
+) -> keras.Model:
     """An inference-only copy of ``model`` with BatchNorm folded into the convolutions (see the module doc).
 
     Args:
@@ -82,7 +83,7 @@ def inference_model(model: RetinaNet, precision: str = "float32", fold_batchnorm
     config = model.get_config()
     config.update(backbone=backbone, backbone_weights=None)
     with global_dtype_policy(policy):
-        copy_model = RetinaNet.from_config(config)
+        copy_model = type(model).from_config(config)  # RetinaNet (model.py uses this module: no import)
     copy_model._inference_folds = folds
     update_inference_weights(copy_model, model)
     copy_model.trainable = False
@@ -103,8 +104,8 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def cached_inference_model(
-    model: RetinaNet, precision: str = "float32", fold_batchnorm: bool = True
-) -> RetinaNet:
+    model: keras.Model, precision: str = "float32", fold_batchnorm: bool = True
+) -> keras.Model:
     """:func:`inference_model` of ``model``, made on the first call and kept while ``model`` lives.
 
     Each call compares a fingerprint of ``model``'s weights with the one the copy was made from and, when they
@@ -150,7 +151,7 @@ def weights_fingerprint(variables: list) -> Callable[[], np.ndarray]:
     return lambda: fingerprint().numpy()
 
 
-def update_inference_weights(inference: RetinaNet, model: RetinaNet) -> None:
+def update_inference_weights(inference: keras.Model, model: keras.Model) -> None:
     """Copies ``model``'s current weights into its :func:`inference_model` copy, folding BatchNorm again.
 
     For a copy that must follow a model that keeps training (e.g. a detector evaluated between epochs); the
