@@ -96,7 +96,7 @@ class _ModelGraphs:
 
     def __init__(self, fingerprint: Callable[[], np.ndarray]):
         self.fingerprint = fingerprint
-        self.graphs: dict[tuple[str, bool], tuple[RetinaNet, np.ndarray]] = {}
+        self.graphs: dict[tuple[str, bool], tuple[keras.Model, np.ndarray]] = {}
 
 
 # model -> its copies; an entry goes with its model (the entry holds the model's variables, not the model).
