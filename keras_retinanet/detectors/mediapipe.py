@@ -54,7 +54,7 @@ class MediaPipeDetector(Detector):
         score_threshold: float | None = None,
         max_detections: int | None = None,
     ):
-        from keras_retinanet.export.metadata import read_detection_metadata
+        from keras_retinanet.tflite_file import read_detection_metadata
 
         path = os.fspath(path)
         metadata = read_detection_metadata(path)

@@ -50,7 +50,7 @@ class TFLiteDetector(Detector):
     ):
         from ai_edge_litert.interpreter import Interpreter
 
-        from keras_retinanet.export.tflite import thread_safe
+        from keras_retinanet.tflite_file import thread_safe
 
         path = os.fspath(path)
         if resize not in RESIZE_RULES:
@@ -175,7 +175,7 @@ class TFLiteDetector(Detector):
 
 def _metadata(path: str) -> dict | None:
     """The file's TFLite Model Metadata (``read_detection_metadata``), if it has one and it can be read."""
-    from keras_retinanet.export.metadata import read_detection_metadata
+    from keras_retinanet.tflite_file import read_detection_metadata
 
     try:
         return read_detection_metadata(path)

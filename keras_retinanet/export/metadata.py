@@ -37,23 +37,28 @@ LiteRT ignores metadata: ``keras_retinanet.detectors`` read the thresholds back 
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import io
-import os
 import zipfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-METADATA_FIELD = "TFLITE_METADATA"
+from keras_retinanet.tflite_file import (
+    DETECTION_POSTPROCESS_OP,
+    METADATA_FIELD,
+    MetadataError,
+    as_text,
+    metadata_schema,
+    read_detection_metadata,
+    read_model,
+    tflite_schema,
+)
+
 """Name of the model metadata entry that holds the metadata flatbuffer (MediaPipe's ``kMetadataBufferName``)."""
 METADATA_IDENTIFIER = b"M001"
 TFLITE_IDENTIFIER = b"TFL3"
 LABELS_FILE = "labels.txt"
 SCORE_CALIBRATION_FILE = "score_calibration.txt"
 """Per-class thresholds as MediaPipe score calibration (module docstring), packed beside the label map."""
-DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
 # The op's outputs in order, and the metadata name MediaPipe looks each one up by.
 OUTPUT_NAMES = ("location", "category", "score", "number of detections")
@@ -73,51 +78,14 @@ MIN_PARSER_VERSION = "1.2.0"
 INPUT_DTYPES = ("uint8", "float32")
 
 
-class MetadataError(ValueError):
-    """The model cannot carry detection metadata (wrong inputs or outputs), or its metadata is unreadable."""
-
-
-@functools.cache
-def _metadata_schema():
-    """The generated classes of metadata_schema.fbs, from the mediapipe wheel.
-
-    They are loaded from their file: they need only ``flatbuffers``, while ``import mediapipe`` first runs the
-    package's ``__init__``, which imports TensorFlow, matplotlib and the native task library (seconds, and an
-    ImportError where matplotlib is missing), none of which writing or reading metadata needs.
-    """
-    hint = "TFLite Model Metadata needs the metadata schema classes from the mediapipe package (pip install mediapipe)"
-    spec = importlib.util.find_spec("mediapipe")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"{hint}: mediapipe is not installed")
-    path = Path(
-        list(spec.submodule_search_locations)[0], "tasks", "metadata", "metadata_schema_py_generated.py"
-    )
-    if not path.is_file():
-        raise ImportError(f"{hint}: {path} is missing from the installed mediapipe")
-    module_spec = importlib.util.spec_from_file_location("keras_retinanet_tflite_metadata_schema", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-def _tflite_schema():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
-
-
-def _text(value: Any) -> str | None:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
 def _postprocess_ops(model: Any) -> list:
     """The ``TFLite_Detection_PostProcess`` operators of the main subgraph (object API), in graph order."""
-    schema = _tflite_schema()
+    schema = tflite_schema()
     found = []
     for op in model.subgraphs[0].operators or []:
         code = model.operatorCodes[op.opcodeIndex]
         builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-        if builtin == schema.BuiltinOperator.CUSTOM and _text(code.customCode) == DETECTION_POSTPROCESS_OP:
+        if builtin == schema.BuiltinOperator.CUSTOM and as_text(code.customCode) == DETECTION_POSTPROCESS_OP:
             found.append(op)
     return found
 
@@ -156,7 +124,7 @@ def _check_model(model: Any) -> tuple[Any, list[int], int]:
     """
     from flatbuffers import flexbuffers
 
-    schema = _tflite_schema()
+    schema = tflite_schema()
     if len(model.subgraphs or []) != 1:
         raise MetadataError(
             f"MediaPipe needs a model with one subgraph, this one has {len(model.subgraphs or [])}"
@@ -181,7 +149,7 @@ def _check_model(model: Any) -> tuple[Any, list[int], int]:
     outputs = [int(i) for i in (subgraph.outputs if subgraph.outputs is not None else [])]
     for index in outputs:
         if subgraph.tensors[index].type != schema.TensorType.FLOAT32:
-            name = _text(subgraph.tensors[index].name)
+            name = as_text(subgraph.tensors[index].name)
             raise MetadataError(f"output {name!r} is not float32; MediaPipe reads float detection outputs")
     roles = _output_roles(subgraph, ops, outputs)
     if len(roles) != 4 or sorted(r for r in roles if r is not None) != [0, 1, 2, 3]:
@@ -270,7 +238,7 @@ def _build_metadata(
     """
     import flatbuffers
 
-    md = _metadata_schema()
+    md = metadata_schema()
     height, width = input_size
 
     image_properties = md.ImagePropertiesT()
@@ -382,13 +350,6 @@ def _build_metadata(
     return bytes(builder.Output())
 
 
-def _read_model(data: bytes) -> Any:
-    schema = _tflite_schema()
-    if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
-        raise MetadataError("not a TFLite flatbuffer (no TFL3 identifier)")
-    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
-
-
 def _pack_model(model: Any) -> bytes:
     import flatbuffers
 
@@ -449,8 +410,8 @@ def add_detection_metadata(
         MetadataError: the model or the arguments do not fit (the message says what).
         ImportError: the metadata schema classes (mediapipe package) are not installed.
     """
-    schema = _tflite_schema()
-    model = _read_model(bytes(model_bytes))
+    schema = tflite_schema()
+    model = read_model(bytes(model_bytes))
     image, roles, num_classes = _check_model(model)
     labels = _check_labels(labels, num_classes)
     height, width = int(image.shape[1]), int(image.shape[2])
@@ -498,7 +459,7 @@ def add_detection_metadata(
 
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(metadata, np.uint8)
-    entries = [m for m in (model.metadata or []) if _text(m.name) == METADATA_FIELD]
+    entries = [m for m in (model.metadata or []) if as_text(m.name) == METADATA_FIELD]
     if entries:
         # Replace in place: the old buffer index stays valid for every entry that points to it.
         model.buffers[entries[0].buffer] = buffer
@@ -514,142 +475,6 @@ def add_detection_metadata(
         lines = [f"1.0,1.0,0.0,{t!r}" if t > 0 else "1.0,1.0,0.0" for t in class_thresholds]
         files[SCORE_CALIBRATION_FILE] = "\n".join(lines).encode("utf-8")
     return _append_zip(_pack_model(model), files)
-
-
-def _metadata_buffer(data: bytes) -> bytes | None:
-    """The raw metadata flatbuffer of a .tflite, or None when the file has none."""
-    schema = _tflite_schema()
-    model = schema.Model.GetRootAsModel(data, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if _text(entry.Name()) == METADATA_FIELD:
-            buffer = model.Buffers(entry.Buffer())
-            if buffer is not None and buffer.DataLength():
-                return buffer.DataAsNumpy().tobytes()
-    return None
-
-
-def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[str, Any] | None:
-    """The detection metadata of a .tflite as plain Python, or None when the file has no TFLite Model Metadata.
-
-    Files exported before metadata existed give None, so that tools can say so instead of failing later.
-
-    Returns:
-        ``{"name", "description", "version", "author", "license", "min_parser_version",
-        "input": {"name", "tensor", "size": (H, W), "dtype", "color_space", "normalization": (mean, std) | None},
-        "outputs": [{"name", "tensor", "position"}] in the model's output order,
-        "box_index": [left, top, right, bottom positions], "box_type", "coordinate_type",
-        "labels": [...] (from the packed TENSOR_VALUE_LABELS file), "class_thresholds": [per class] or None (from
-        the score calibration file: each line's min_score, 0 without), "associated_files": [names in the zip]}``;
-        box_type and coordinate_type are the schema's enum names (e.g. "BOUNDARIES", "RATIO").
-    Raises:
-        MetadataError: the file is not a TFLite model, or its metadata or label file is broken (named).
-    """
-    where = (
-        "model bytes"
-        if isinstance(path_or_bytes, (bytes, bytearray, memoryview))
-        else os.fspath(path_or_bytes)
-    )
-    data = bytes(path_or_bytes) if where == "model bytes" else Path(where).read_bytes()
-    try:
-        model = _read_model(data)
-    except MetadataError as err:
-        raise MetadataError(f"{where}: {err}") from None
-    raw = _metadata_buffer(data)
-    if raw is None:
-        return None
-    md = _metadata_schema()
-    if not md.ModelMetadata.ModelMetadataBufferHasIdentifier(raw, 0):
-        raise MetadataError(
-            f"{where}: {METADATA_FIELD} is not a metadata flatbuffer (identifier {raw[4:8]!r})"
-        )
-    metadata = md.ModelMetadataT.InitFromObj(md.ModelMetadata.GetRootAs(raw, 0))
-    if len(metadata.subgraphMetadata or []) != 1:
-        raise MetadataError(
-            f"{where}: expected metadata for one subgraph, got {len(metadata.subgraphMetadata or [])}"
-        )
-    subgraph_md = metadata.subgraphMetadata[0]
-    subgraph = model.subgraphs[0]
-
-    def enum_name(enum: Any, value: int) -> str:
-        return next((k for k, v in vars(enum).items() if not k.startswith("_") and v == value), str(value))
-
-    inputs_md = subgraph_md.inputTensorMetadata or []
-    outputs_md = subgraph_md.outputTensorMetadata or []
-    if len(inputs_md) != len(subgraph.inputs) or len(outputs_md) != len(subgraph.outputs):
-        raise MetadataError(
-            f"{where}: metadata describes {len(inputs_md)} inputs / {len(outputs_md)} outputs, the model has "
-            f"{len(subgraph.inputs)} / {len(subgraph.outputs)}"
-        )
-    image_md, image = inputs_md[0], subgraph.tensors[subgraph.inputs[0]]
-    properties = image_md.content.contentProperties if image_md.content is not None else None
-    normalization = None
-    for unit in image_md.processUnits or []:
-        if unit.optionsType == md.ProcessUnitOptions.NormalizationOptions:
-            normalization = (float(unit.options.mean[0]), float(unit.options.std[0]))
-
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        archive = None
-    packed = archive.namelist() if archive is not None else []
-    outputs, labels, thresholds = [], None, None
-    box: dict[str, Any] = {}
-    for position, tensor_md in enumerate(outputs_md):
-        tensor_name = _text(subgraph.tensors[subgraph.outputs[position]].name)
-        outputs.append({"name": _text(tensor_md.name), "tensor": tensor_name, "position": position})
-        content = tensor_md.content
-        if (
-            content is not None
-            and content.contentPropertiesType == md.ContentProperties.BoundingBoxProperties
-        ):
-            props = content.contentProperties
-            box = {
-                "box_index": [int(i) for i in props.index] if props.index is not None else None,
-                "box_type": enum_name(md.BoundingBoxType, props.type),
-                "coordinate_type": enum_name(md.CoordinateType, props.coordinateType),
-            }
-        for file in tensor_md.associatedFiles or []:
-            if file.type == md.AssociatedFileType.TENSOR_VALUE_LABELS and labels is None:
-                file_name = _text(file.name)
-                if file_name not in packed:
-                    raise MetadataError(
-                        f"{where}: the label file {file_name!r} named in the metadata is not packed"
-                    )
-                text = archive.read(file_name).decode("utf-8")  # type: ignore[union-attr]
-                labels = [line.rstrip("\r") for line in text.split("\n")]
-                if labels and labels[-1] == "":
-                    labels.pop()
-            if file.type == md.AssociatedFileType.TENSOR_AXIS_SCORE_CALIBRATION and thresholds is None:
-                file_name = _text(file.name)
-                if file_name not in packed:
-                    raise MetadataError(f"{where}: the score calibration file {file_name!r} is not packed")
-                text = archive.read(file_name).decode("utf-8")  # type: ignore[union-attr]
-                rows = [line.split(",") for line in text.split("\n")]
-                thresholds = [float(row[3]) if len(row) == 4 else 0.0 for row in rows]
-    return {
-        "name": _text(metadata.name),
-        "description": _text(metadata.description),
-        "version": _text(metadata.version),
-        "author": _text(metadata.author),
-        "license": _text(metadata.license),
-        "min_parser_version": _text(metadata.minParserVersion),
-        "input": {
-            "name": _text(image_md.name),
-            "tensor": _text(image.name),
-            "size": (int(image.shape[1]), int(image.shape[2])),
-            "dtype": "uint8" if image.type == _tflite_schema().TensorType.UINT8 else "float32",
-            "color_space": enum_name(md.ColorSpaceType, properties.colorSpace)
-            if properties is not None and hasattr(properties, "colorSpace")
-            else None,
-            "normalization": normalization,
-        },
-        "outputs": outputs,
-        **({"box_index": None, "box_type": None, "coordinate_type": None} | box),
-        "labels": labels,
-        "class_thresholds": thresholds,
-        "associated_files": packed,
-    }
 
 
 __all__ = [

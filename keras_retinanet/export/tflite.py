@@ -36,11 +36,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,15 +46,17 @@ import numpy as np
 from keras_retinanet.export.config import TFLITE_NMS_CHOICES, TFLITE_VARIANTS, ExportError, PostProcessConfig
 from keras_retinanet.export.requantization import fit_requantization_scales
 from keras_retinanet.imaging import parse_image_size
+from keras_retinanet.tflite_file import (
+    CLASSES_PER_OP,
+    DETECTION_POSTPROCESS_OP,
+    flex_ops,
+    tflite_ops,
+)
 
 logger = logging.getLogger(__name__)
 
-DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 # The op keeps at most this many boxes per class; the converter has no attribute for it (nms_utils.cc).
 TFLITE_DETECTIONS_PER_CLASS = 100
-# LiteRT's regular-NMS kernel is correct at every thread count only for the first two class columns of an op
-# (see _per_class_postprocess and docs/tflite-threads.md).
-CLASSES_PER_OP = 2
 _FLOAT_ONE_BITS = 0x3F800000  # the int32 bit pattern of float32 1.0
 
 
@@ -335,57 +335,6 @@ def _order_outputs_by_signature(data: bytes) -> bytes:
     builder = flatbuffers.Builder(len(data) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
-
-
-def tflite_ops(path_or_bytes: str | os.PathLike | bytes) -> list[str]:
-    """Sorted distinct operator names in a .tflite file (builtins by name, custom ops by custom code)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    used: set[int] = set()
-    for subgraph in model.subgraphs or []:
-        for op in subgraph.operators or []:
-            used.add(op.opcodeIndex)
-    result = set()
-    for index in used:
-        code = model.operatorCodes[index]
-        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            custom = code.customCode
-            result.add(custom.decode() if isinstance(custom, bytes) else str(custom))
-        else:
-            result.add(names.get(builtin, f"BUILTIN_{builtin}"))
-    return sorted(result)
-
-
-def thread_safe(path_or_bytes: str | os.PathLike | bytes) -> bool:
-    """Whether a .tflite gives the same detections at any interpreter thread count.
-
-    False for a file with one regular-NMS ``TFLite_Detection_PostProcess`` op over more than two classes, as
-    this package wrote before 0.2: LiteRT's kernel then drops a class when run with several threads.
-    """
-    from ai_edge_litert import schema_py_generated as schema
-    from flatbuffers import flexbuffers
-
-    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
-    for subgraph in model.subgraphs or []:
-        for op in subgraph.operators or []:
-            code = model.operatorCodes[op.opcodeIndex]
-            custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
-            if custom != DETECTION_POSTPROCESS_OP or op.customOptions is None:
-                continue
-            options = flexbuffers.Loads(bytes(bytearray(op.customOptions)))
-            if options.get("use_regular_nms") and int(options.get("num_classes", 0)) > CLASSES_PER_OP:
-                return False
-    return True
-
-
-def flex_ops(ops: Iterable[str]) -> list[str]:
-    """The Flex (SELECT_TF_OPS) operators among ``ops``."""
-    return [op for op in ops if op.startswith("Flex")]
 
 
 def convert_tflite(

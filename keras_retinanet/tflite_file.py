@@ -1,0 +1,258 @@
+"""What a .tflite file holds, read without TensorFlow: its operators, its TFLite Model Metadata and whether its
+non-max suppression gives the same detections at any thread count.
+
+The detectors read files with it and the exporter checks what it wrote with it; both import it from here, so
+neither depends on the other. Writing metadata is :mod:`keras_retinanet.export.metadata`'s job.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import io
+import os
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+# LiteRT's regular-NMS kernel is correct at every thread count only for the first two class columns of an op
+# (see export/tflite.py, _per_class_postprocess, and docs/tflite-threads.md).
+CLASSES_PER_OP = 2
+# The name of the model-metadata entry that holds the TFLite Model Metadata flatbuffer.
+METADATA_FIELD = "TFLITE_METADATA"
+
+
+class MetadataError(ValueError):
+    """The model cannot carry detection metadata (wrong inputs or outputs), or its metadata is unreadable."""
+
+
+@functools.cache
+def metadata_schema():
+    """The generated classes of metadata_schema.fbs, from the mediapipe wheel.
+
+    They are loaded from their file: they need only ``flatbuffers``, while ``import mediapipe`` first runs the
+    package's ``__init__``, which imports TensorFlow, matplotlib and the native task library (seconds, and an
+    ImportError where matplotlib is missing), none of which writing or reading metadata needs.
+    """
+    hint = "TFLite Model Metadata needs the metadata schema classes from the mediapipe package (pip install mediapipe)"
+    spec = importlib.util.find_spec("mediapipe")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"{hint}: mediapipe is not installed")
+    path = Path(
+        list(spec.submodule_search_locations)[0], "tasks", "metadata", "metadata_schema_py_generated.py"
+    )
+    if not path.is_file():
+        raise ImportError(f"{hint}: {path} is missing from the installed mediapipe")
+    module_spec = importlib.util.spec_from_file_location("keras_retinanet_tflite_metadata_schema", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def tflite_schema():
+    """The generated classes of LiteRT's schema.fbs (the .tflite flatbuffer), from the ai-edge-litert wheel."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
+
+
+def as_text(value: Any) -> str | None:
+    """A flatbuffer string field (bytes) as str; None stays None."""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def read_model(data: bytes) -> Any:
+    """A .tflite's bytes as the schema's object API (``ModelT``); MetadataError if they are not a TFLite file."""
+    schema = tflite_schema()
+    if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
+        raise MetadataError("not a TFLite flatbuffer (no TFL3 identifier)")
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+
+
+def _metadata_buffer(data: bytes) -> bytes | None:
+    """The raw metadata flatbuffer of a .tflite, or None when the file has none."""
+    schema = tflite_schema()
+    model = schema.Model.GetRootAsModel(data, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if as_text(entry.Name()) == METADATA_FIELD:
+            buffer = model.Buffers(entry.Buffer())
+            if buffer is not None and buffer.DataLength():
+                return buffer.DataAsNumpy().tobytes()
+    return None
+
+
+def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[str, Any] | None:
+    """The detection metadata of a .tflite as plain Python, or None when the file has no TFLite Model Metadata.
+
+    Files exported before metadata existed give None, so that tools can say so instead of failing later.
+
+    Returns:
+        ``{"name", "description", "version", "author", "license", "min_parser_version",
+        "input": {"name", "tensor", "size": (H, W), "dtype", "color_space", "normalization": (mean, std) | None},
+        "outputs": [{"name", "tensor", "position"}] in the model's output order,
+        "box_index": [left, top, right, bottom positions], "box_type", "coordinate_type",
+        "labels": [...] (from the packed TENSOR_VALUE_LABELS file), "class_thresholds": [per class] or None (from
+        the score calibration file: each line's min_score, 0 without), "associated_files": [names in the zip]}``;
+        box_type and coordinate_type are the schema's enum names (e.g. "BOUNDARIES", "RATIO").
+    Raises:
+        MetadataError: the file is not a TFLite model, or its metadata or label file is broken (named).
+    """
+    where = (
+        "model bytes"
+        if isinstance(path_or_bytes, (bytes, bytearray, memoryview))
+        else os.fspath(path_or_bytes)
+    )
+    data = bytes(path_or_bytes) if where == "model bytes" else Path(where).read_bytes()
+    try:
+        model = read_model(data)
+    except MetadataError as err:
+        raise MetadataError(f"{where}: {err}") from None
+    raw = _metadata_buffer(data)
+    if raw is None:
+        return None
+    md = metadata_schema()
+    if not md.ModelMetadata.ModelMetadataBufferHasIdentifier(raw, 0):
+        raise MetadataError(
+            f"{where}: {METADATA_FIELD} is not a metadata flatbuffer (identifier {raw[4:8]!r})"
+        )
+    metadata = md.ModelMetadataT.InitFromObj(md.ModelMetadata.GetRootAs(raw, 0))
+    if len(metadata.subgraphMetadata or []) != 1:
+        raise MetadataError(
+            f"{where}: expected metadata for one subgraph, got {len(metadata.subgraphMetadata or [])}"
+        )
+    subgraph_md = metadata.subgraphMetadata[0]
+    subgraph = model.subgraphs[0]
+
+    def enum_name(enum: Any, value: int) -> str:
+        return next((k for k, v in vars(enum).items() if not k.startswith("_") and v == value), str(value))
+
+    inputs_md = subgraph_md.inputTensorMetadata or []
+    outputs_md = subgraph_md.outputTensorMetadata or []
+    if len(inputs_md) != len(subgraph.inputs) or len(outputs_md) != len(subgraph.outputs):
+        raise MetadataError(
+            f"{where}: metadata describes {len(inputs_md)} inputs / {len(outputs_md)} outputs, the model has "
+            f"{len(subgraph.inputs)} / {len(subgraph.outputs)}"
+        )
+    image_md, image = inputs_md[0], subgraph.tensors[subgraph.inputs[0]]
+    properties = image_md.content.contentProperties if image_md.content is not None else None
+    normalization = None
+    for unit in image_md.processUnits or []:
+        if unit.optionsType == md.ProcessUnitOptions.NormalizationOptions:
+            normalization = (float(unit.options.mean[0]), float(unit.options.std[0]))
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        archive = None
+    packed = archive.namelist() if archive is not None else []
+    outputs, labels, thresholds = [], None, None
+    box: dict[str, Any] = {}
+    for position, tensor_md in enumerate(outputs_md):
+        tensor_name = as_text(subgraph.tensors[subgraph.outputs[position]].name)
+        outputs.append({"name": as_text(tensor_md.name), "tensor": tensor_name, "position": position})
+        content = tensor_md.content
+        if (
+            content is not None
+            and content.contentPropertiesType == md.ContentProperties.BoundingBoxProperties
+        ):
+            props = content.contentProperties
+            box = {
+                "box_index": [int(i) for i in props.index] if props.index is not None else None,
+                "box_type": enum_name(md.BoundingBoxType, props.type),
+                "coordinate_type": enum_name(md.CoordinateType, props.coordinateType),
+            }
+        for file in tensor_md.associatedFiles or []:
+            if file.type == md.AssociatedFileType.TENSOR_VALUE_LABELS and labels is None:
+                file_name = as_text(file.name)
+                if file_name not in packed:
+                    raise MetadataError(
+                        f"{where}: the label file {file_name!r} named in the metadata is not packed"
+                    )
+                text = archive.read(file_name).decode("utf-8")  # type: ignore[union-attr]
+                labels = [line.rstrip("\r") for line in text.split("\n")]
+                if labels and labels[-1] == "":
+                    labels.pop()
+            if file.type == md.AssociatedFileType.TENSOR_AXIS_SCORE_CALIBRATION and thresholds is None:
+                file_name = as_text(file.name)
+                if file_name not in packed:
+                    raise MetadataError(f"{where}: the score calibration file {file_name!r} is not packed")
+                text = archive.read(file_name).decode("utf-8")  # type: ignore[union-attr]
+                rows = [line.split(",") for line in text.split("\n")]
+                thresholds = [float(row[3]) if len(row) == 4 else 0.0 for row in rows]
+    return {
+        "name": as_text(metadata.name),
+        "description": as_text(metadata.description),
+        "version": as_text(metadata.version),
+        "author": as_text(metadata.author),
+        "license": as_text(metadata.license),
+        "min_parser_version": as_text(metadata.minParserVersion),
+        "input": {
+            "name": as_text(image_md.name),
+            "tensor": as_text(image.name),
+            "size": (int(image.shape[1]), int(image.shape[2])),
+            "dtype": "uint8" if image.type == tflite_schema().TensorType.UINT8 else "float32",
+            "color_space": enum_name(md.ColorSpaceType, properties.colorSpace)
+            if properties is not None and hasattr(properties, "colorSpace")
+            else None,
+            "normalization": normalization,
+        },
+        "outputs": outputs,
+        **({"box_index": None, "box_type": None, "coordinate_type": None} | box),
+        "labels": labels,
+        "class_thresholds": thresholds,
+        "associated_files": packed,
+    }
+
+
+def tflite_ops(path_or_bytes: str | os.PathLike | bytes) -> list[str]:
+    """Sorted distinct operator names in a .tflite file (builtins by name, custom ops by custom code)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    used: set[int] = set()
+    for subgraph in model.subgraphs or []:
+        for op in subgraph.operators or []:
+            used.add(op.opcodeIndex)
+    result = set()
+    for index in used:
+        code = model.operatorCodes[index]
+        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            custom = code.customCode
+            result.add(custom.decode() if isinstance(custom, bytes) else str(custom))
+        else:
+            result.add(names.get(builtin, f"BUILTIN_{builtin}"))
+    return sorted(result)
+
+
+def thread_safe(path_or_bytes: str | os.PathLike | bytes) -> bool:
+    """Whether a .tflite gives the same detections at any interpreter thread count.
+
+    False for a file with one regular-NMS ``TFLite_Detection_PostProcess`` op over more than two classes, as
+    this package wrote before 0.2: LiteRT's kernel then drops a class when run with several threads.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from flatbuffers import flexbuffers
+
+    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    for subgraph in model.subgraphs or []:
+        for op in subgraph.operators or []:
+            code = model.operatorCodes[op.opcodeIndex]
+            custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+            if custom != DETECTION_POSTPROCESS_OP or op.customOptions is None:
+                continue
+            options = flexbuffers.Loads(bytes(bytearray(op.customOptions)))
+            if options.get("use_regular_nms") and int(options.get("num_classes", 0)) > CLASSES_PER_OP:
+                return False
+    return True
+
+
+def flex_ops(ops: Iterable[str]) -> list[str]:
+    """The Flex (SELECT_TF_OPS) operators among ``ops``."""
+    return [op for op in ops if op.startswith("Flex")]
