@@ -20,7 +20,7 @@ DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 # LiteRT's regular-NMS kernel is correct at every thread count only for the first two class columns of an op
 # (see export/tflite.py, _per_class_postprocess, and docs/tflite-threads.md).
 CLASSES_PER_OP = 2
-# The name of the model-metadata entry that holds the TFLite Model Metadata flatbuffer.
+# The model-metadata entry that holds the TFLite Model Metadata flatbuffer (MediaPipe's kMetadataBufferName).
 METADATA_FIELD = "TFLITE_METADATA"
 
 

@@ -48,12 +48,10 @@ from keras_retinanet.tflite_file import (
     MetadataError,
     as_text,
     metadata_schema,
-    read_detection_metadata,
     read_model,
     tflite_schema,
 )
 
-"""Name of the model metadata entry that holds the metadata flatbuffer (MediaPipe's ``kMetadataBufferName``)."""
 METADATA_IDENTIFIER = b"M001"
 TFLITE_IDENTIFIER = b"TFL3"
 LABELS_FILE = "labels.txt"
@@ -480,10 +478,7 @@ def add_detection_metadata(
 __all__ = [
     "DETECTION_GROUP",
     "LABELS_FILE",
-    "METADATA_FIELD",
-    "MetadataError",
     "OUTPUT_NAMES",
     "SCORE_CALIBRATION_FILE",
     "add_detection_metadata",
-    "read_detection_metadata",
 ]
