@@ -387,6 +387,10 @@ class TrainConfig(_Options):
     tensorboard_images: int = option(4, "validation images drawn with their predictions", group="logging")
     verbose: int = option(1, "Keras progress: 0 silent, 1 bar, 2 one line per epoch", group="logging")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_counts(self)
+
     def update(self, values: Mapping[str, Any]) -> TrainConfig:
         """A copy with ``values`` applied and checked.
 
@@ -438,6 +442,19 @@ class TrainConfig(_Options):
     def to_yaml(self) -> str:
         """The nested YAML that ``from_yaml`` reads back (``config.yaml`` of a run folder)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Counts that must be at least 1: a batch of 0 divides by zero, 0 epochs would write an untrained model marked
+# finished (issue 26). None (steps_per_epoch: one pass) stays allowed.
+AT_LEAST_ONE = ("batch_size", "epochs", "steps_per_epoch", "eval_every")
+
+
+def check_counts(config: TrainConfig) -> None:
+    """Raises ``ValueError`` naming the option and its flag when one of :data:`AT_LEAST_ONE` is below 1."""
+    for name in AT_LEAST_ONE:
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"option {name} (--{name.replace('_', '-')}): must be at least 1, got {value}")
 
 
 # ----------------------------------------------------------------------------------------------------------
