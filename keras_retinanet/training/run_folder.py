@@ -269,9 +269,15 @@ class RunPlan:
     def finished_message(self) -> str:
         """What a rerun of a finished run says."""
         done = (self.summary or {}).get("epochs_done", self.state.epoch if self.state else "all")
+        unused = (
+            f" The changed settings ({describe_changes(self.changes)}) act only on epochs still to train, so "
+            f"nothing was changed ({CONFIG} included)."
+            if self.changes
+            else ""
+        )
         return (
-            f"{self.path} has already finished ({done} epochs, {self.path / MODEL}): nothing to do. To train "
-            "longer add --epochs N --allow-changes epochs; to start over use a new --output."
+            f"{self.path} has already finished ({done} epochs, {self.path / MODEL}): nothing to do.{unused} To "
+            "train longer add --epochs N --allow-changes epochs; to start over use a new --output."
         )
 
     def check_class_names(self, class_names: Sequence[str]) -> None:
@@ -404,7 +410,9 @@ def plan_run(config: TrainConfig, allow_changes: str | Iterable[str] | None = ()
     finished = has_model and bool(
         summary and summary.get("finished", "stopped_on_nan" in summary and summary["stopped_on_nan"] is None)
     )
-    if finished and not changes:
+    # Changes act only on epochs still to train: with none left, the run stays as it is (config.yaml included,
+    # which must keep describing the model that was trained).
+    if finished and (not changes or (state is not None and config.epochs <= state.epoch)):
         plan.finished = True
         return plan
     if state is None:
