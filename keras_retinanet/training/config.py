@@ -309,6 +309,11 @@ class TrainConfig(_Options):
         group="data",
     )
     skip_bad: bool = option(False, "skip bad records (always reported) instead of stopping", group="data")
+    allow_outside_paths: bool = option(
+        False,
+        "read COCO images whose file_name leads outside the image folder (../x.jpg, /abs)",
+        group="data",
+    )
     batch_size: int = option(8, "images per step, over all replicas", group="data")
     flip_probability: float = option(0.5, "chance of a horizontal flip", group="data")
     scale_range: tuple[float, float] = option(
