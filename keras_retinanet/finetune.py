@@ -158,12 +158,11 @@ def finetune_model(
         ``transfer_weights``' report.
     """
     if not isinstance(source, RetinaNet):
-        path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"--init model {path!r} does not exist")
-        source = keras.saving.load_model(path, compile=False)
-        if not isinstance(source, RetinaNet):
-            raise ValueError(f"{path}: not a RetinaNet .keras file (got {type(source).__name__})")
+        from keras_retinanet.detectors.loading import load_retinanet
+
+        # The checked loader: a missing, truncated or corrupt file, a Lambda layer (Keras' safe mode) or a
+        # model of another kind is a ModelFileError naming the file, not a Keras traceback.
+        source = load_retinanet(source)
     fixed = sorted(set(overrides) & set(_ARCHITECTURE_KEYS))
     if fixed:
         raise ValueError(

@@ -19,6 +19,10 @@ Conventions:
 from __future__ import annotations
 
 import os
+import re
+import sys
+import tempfile
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,6 +38,43 @@ class ImageReadError(OSError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+# libjpeg's warnings about the entropy-coded data: the decoder then fills the rest of the image with grey and
+# returns success, so these lines on stderr (which name no file) are the only sign (libjpeg-turbo jerror.h:
+# JWRN_HIT_MARKER, JWRN_JPEG_EOF, JWRN_NOT_SEQUENTIAL, JWRN_MUST_RESYNC ...).
+_LIBJPEG_WARNING = re.compile(r"^(Corrupt JPEG data|Premature end of JPEG file|Warning: )", re.MULTILINE)
+_stderr_lock = threading.Lock()
+
+
+def jpeg_data_warnings(data: bytes) -> list[str]:
+    """The warnings libjpeg prints while decoding a JPEG's scans (``"Corrupt JPEG data: premature end of data
+    segment"``: a file cut short with its end marker still in place), as a list of lines; [] for a sound file.
+
+    The scans are decoded at 1/8 scale in greyscale (every coefficient is still read: ~1.3 ms for 640 x 480 on
+    a 2-core Xeon) while the process's stderr (file descriptor 2, where libjpeg writes) is captured; the
+    captured lines that are not libjpeg's are written back. A lock keeps two calls from interleaving.
+    """
+    import cv2
+
+    buffer = np.frombuffer(bytes(data), np.uint8)
+    with _stderr_lock:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                cv2.imdecode(buffer, cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode("utf-8", "replace").splitlines()
+    warnings = [line.strip() for line in lines if _LIBJPEG_WARNING.match(line)]
+    others = [line for line in lines if not _LIBJPEG_WARNING.match(line)]
+    if others:
+        sys.stderr.write("\n".join(others) + "\n")
+    return warnings
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -347,6 +388,7 @@ def boxes_to_original_tensor(boxes, scale, original_size):
 
 __all__ = [
     "ImageReadError",
+    "jpeg_data_warnings",
     "apply_orientation",
     "apply_orientation_tensor",
     "as_rgb",

@@ -105,7 +105,9 @@ def test_transfer_refuses_another_architecture(source):
         transfer_weights(source, other)
     with pytest.raises(ValueError, match="cannot change fpn_channels"):
         finetune_model(source, ["dog"], fpn_channels=64)
-    with pytest.raises(FileNotFoundError, match="--init model"):
+    from keras_retinanet.detectors import ModelFileError
+
+    with pytest.raises(ModelFileError, match=r"^model not found: missing\.keras \(expected a \.keras file"):
         finetune_model("missing.keras", ["dog"])
 
 

@@ -1,7 +1,7 @@
 """Kill tests: ``retinanet train`` and the run-folder writers SIGKILLed at chosen points, then rerun.
 
 The kills are real SIGKILLs of a subprocess, placed deterministically by the fault-injection hook of
-``keras_retinanet.training.atomic`` (``KERAS_RETINANET_KILL_AT=FILE:written`` kills once the temporary file
+``keras_retinanet.atomic`` (``KERAS_RETINANET_KILL_AT=FILE:written`` kills once the temporary file
 is complete and before the rename; ``FILE:renamed`` right after the rename; ``@N`` the N-th time).
 """
 
@@ -24,8 +24,8 @@ from helpers.train_runs import (
 )
 from helpers.train_runs import env as _env
 
+from keras_retinanet.atomic import remove_partial_files
 from keras_retinanet.data.synthetic import make_synthetic_coco
-from keras_retinanet.training.atomic import remove_partial_files
 
 # ----------------------------------------------------------------------------------------------------------
 # The writers alone
@@ -33,7 +33,7 @@ from keras_retinanet.training.atomic import remove_partial_files
 
 _WRITE_TEXT = """
 import sys
-from keras_retinanet.training import atomic
+from keras_retinanet import atomic
 atomic.write_text(sys.argv[1], "new contents\\n")
 """
 
@@ -59,7 +59,7 @@ _SAVE_MODEL = """
 import sys
 sys.path.insert(0, sys.argv[2])
 from retinanet_testing import tiny_retinanet
-from keras_retinanet.training import atomic
+from keras_retinanet import atomic
 model = tiny_retinanet(num_classes=2, fpn_channels=8)
 model.compile(optimizer="sgd")
 atomic.save_model(model, sys.argv[1])

@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     common.add_argument("--data-dir", default=None, help="TFDS data directory")
     common.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="read COCO images whose file_name leads outside the image folder (../x.jpg, absolute paths); "
+        "otherwise each is a bad record",
+    )
+    common.add_argument(
         "--image-size", type=int, default=512, help="network input size (the longer side), default 512"
     )
     common.add_argument(
@@ -120,7 +126,9 @@ def _anchor_generator(args):
 def _load(args):
     from keras_retinanet.data import load_dataset
 
-    return load_dataset(args.spec, skip_bad=True, data_dir=args.data_dir)
+    return load_dataset(
+        args.spec, skip_bad=True, data_dir=args.data_dir, allow_outside_paths=args.allow_outside_paths
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -64,6 +64,8 @@ def load_detector_from_args(args: argparse.Namespace):
     from keras_retinanet.detectors import load_detector, model_kind
     from keras_retinanet.imaging import parse_image_size
 
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.precision != "float32" and model_kind(args.model) == "keras":
         check_bf16_support()
     detector = load_detector(

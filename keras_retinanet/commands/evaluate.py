@@ -55,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip bad dataset records (reported) instead of stopping at the first",
     )
+    parser.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="read COCO images whose file_name leads outside the image folder (../x.jpg, absolute paths)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -84,7 +89,12 @@ def _evaluate(args: argparse.Namespace, detector) -> int:
 
     # The model's class list fixes the class ids, exactly as in training; classes the model does not know are
     # bad records (reported; skipped with --skip-bad).
-    dataset = load_dataset(args.data, skip_bad=args.skip_bad, class_names=detector.class_names or None)
+    dataset = load_dataset(
+        args.data,
+        skip_bad=args.skip_bad,
+        class_names=detector.class_names or None,
+        allow_outside_paths=args.allow_outside_paths,
+    )
     skipped = getattr(dataset, "skipped", None)
     if skipped is not None and hasattr(skipped, "summary") and len(skipped):
         print(skipped.summary(), file=sys.stderr)

@@ -134,6 +134,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue an existing run folder (--output) although these options differ from its config.yaml, "
         "e.g. epochs,learning_rate, or all; the model's options can never change there",
     )
+    parser.add_argument(
+        "--resume-from-epoch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="continue the run folder from its kept state of epoch N instead of the newest (0: from the "
+        "beginning), e.g. after a NaN stop whose last finite state has already diverged; the NaN message lists "
+        "the kept states",
+    )
     groups = {name: parser.add_argument_group(title) for name, title in _GROUPS.items()}
     for group, field, hint in _flag_fields():
         flag = "--" + field.name.replace("_", "-")
@@ -183,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
     which prints them in one line on stderr with exit code 2."""
     config = resolve_config(args)
     allow_changes = getattr(args, "allow_changes", [])
+    args.resume_from_epoch = getattr(args, "resume_from_epoch", None)
+    if args.resume_from_epoch is not None and args.resume_from_epoch < 0:
+        raise ValueError(f"--resume-from-epoch must be 0 or more, got {args.resume_from_epoch}")
     from keras_retinanet.training.run_folder import plan_run
 
     # Before TensorFlow loads: a run folder made by another configuration is refused, a finished one is done.
@@ -192,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from keras_retinanet.training import train
 
-    summary = train(config, allow_changes=allow_changes)
+    summary = train(config, allow_changes=allow_changes, resume_from_epoch=args.resume_from_epoch)
     if summary.get("stopped_on_nan"):
         return 3
     if not summary.get("already_finished"):

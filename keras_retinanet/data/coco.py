@@ -24,6 +24,9 @@
   (or absent / null / ``[]`` with a segmentation), ``iscrowd`` 0 or 1. A bad image or annotation is a bad
   record (skipped with ``skip_bad``); a bad category, or ``images`` / ``categories`` / ``annotations`` that
   are not lists, make the whole file unreadable (class ids would silently shift otherwise).
+- A ``file_name`` that leads outside the image folder (``../../x.jpg``, an absolute path) is a bad record
+  (``path_outside_image_dir``) unless ``allow_outside_paths``: a JSON file from elsewhere must not make the
+  reader open files anywhere on the machine without a word.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def coco_class_names(data: dict) -> tuple[list[str], dict[int, str]]:
     return [c["name"] for c in kept], {c["id"]: c["name"] for c in categories}
 
 
-def _image(img, image_dir: str) -> tuple[int, str, int | None, int | None]:
+def _image(img, image_dir: str, allow_outside_paths: bool = False) -> tuple[int, str, int | None, int | None]:
     """(id, path, width, height) of an ``images`` entry; raises ValueError naming the bad field."""
     if not isinstance(img, dict):
         raise ValueError(f"{img!r} is not an object")
@@ -118,7 +121,26 @@ def _image(img, image_dir: str) -> tuple[int, str, int | None, int | None]:
         height = _size(img.get("height"))
     except ValueError as e:
         raise ValueError(f"height {e}") from None
-    return image_id, os.path.join(image_dir, name), width, height
+    path = os.path.join(image_dir, name)
+    if not allow_outside_paths:
+        check_inside(path, image_dir, f"file_name {name!r}")
+    return image_id, path, width, height
+
+
+def check_inside(path: str, folder: str, what: str) -> None:
+    """Raises ``ValueError`` when ``path`` (``..`` resolved, symbolic links not followed: a linked image
+    folder is fine) lies outside ``folder``."""
+    folder = os.path.normpath(os.path.abspath(folder))
+    resolved = os.path.normpath(os.path.abspath(path))
+    if os.path.commonpath([folder, resolved]) != folder:
+        raise OutsidePathError(
+            f"{what} leads outside the image folder {folder} (to {resolved}); pass --allow-outside-paths to "
+            "read images there"
+        )
+
+
+class OutsidePathError(ValueError):
+    """An image path that leads outside the dataset's image folder."""
 
 
 def _segmentation_box(segmentation) -> tuple[float, float, float, float]:
@@ -177,8 +199,10 @@ def read_coco(
     class_names: Sequence[str] | None = None,
     verify: str = "header",
     exif_orientation: bool = True,
+    allow_outside_paths: bool = False,
 ) -> tuple[list[dict], list[str]]:
-    """Reads a COCO JSON file; images are looked up in ``image_dir`` (default: the JSON's directory).
+    """Reads a COCO JSON file; images are looked up in ``image_dir`` (default: the JSON's directory); a
+    ``file_name`` leading outside it is a bad record unless ``allow_outside_paths``.
 
     Returns:
         (common examples in the order of ``images``, class names).
@@ -213,11 +237,12 @@ def read_coco(
         image_id = img.get("id") if isinstance(img, dict) else None
         record = f"image id={image_id}" if _is_id(image_id) else f"images[{k}]"
         try:
-            image_id, path, width, height = _image(img, image_dir)
+            image_id, path, width, height = _image(img, image_dir, allow_outside_paths)
         except ValueError as e:
             if _is_id(image_id):
                 skipped_images.add(image_id)
-            report.bad("bad_image_record", annotation_file, record, str(e))
+            reason = "path_outside_image_dir" if isinstance(e, OutsidePathError) else "bad_image_record"
+            report.bad(reason, annotation_file, record, str(e))
             continue
         if image_id in images or image_id in skipped_images:
             skipped_images.add(image_id)

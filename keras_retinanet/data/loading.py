@@ -20,6 +20,7 @@ def load_dataset(
     data_dir: str | None = None,
     verify: str = "header",
     exif_orientation: bool = True,
+    allow_outside_paths: bool = False,
 ) -> Dataset:
     """Loads and validates a dataset named by a spec string.
 
@@ -34,6 +35,8 @@ def load_dataset(
         verify: ``"header"`` (default; format, size and truncation from the file header, ~1 ms/image),
             ``"decode"`` (also fully decodes every image) or ``"none"``.
         exif_orientation: apply EXIF orientation to images whose annotation uses the displayed size.
+        allow_outside_paths: read COCO images whose ``file_name`` leads outside the image folder
+            (``../x.jpg``, absolute paths); otherwise each is a bad record naming it.
     Returns:
         :class:`Dataset` with at least one class and one image.
     Raises:
@@ -53,7 +56,9 @@ def load_dataset(
     elif spec.kind == "coco":
         from keras_retinanet.data.coco import read_coco
 
-        examples, names = read_coco(spec.path, spec.extra, report, class_names, **options)
+        examples, names = read_coco(
+            spec.path, spec.extra, report, class_names, allow_outside_paths=allow_outside_paths, **options
+        )
         encoded = None
     elif spec.kind == "csv":
         from keras_retinanet.data.csv_reader import read_csv

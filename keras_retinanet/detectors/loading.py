@@ -77,6 +77,13 @@ def load_retinanet(path: str | os.PathLike) -> Any:
     return model
 
 
+def check_detector_options(max_detections: int | None, num_threads: int | None) -> None:
+    """Raises ``ValueError`` naming the option when ``max_detections`` or ``num_threads`` is below 1."""
+    for flag, value in (("--max-detections", max_detections), ("--threads", num_threads)):
+        if value is not None and int(value) < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+
+
 def load_detector(
     model: Any,
     image_size: int | Sequence[int] | None = None,
@@ -109,6 +116,7 @@ def load_detector(
         ValueError: ``precision`` other than float32 for a SavedModel or TFLite file.
         ClassThresholdsError: a thresholds file that cannot be read or names a class the model does not have.
     """
+    check_detector_options(max_detections, num_threads)
     if isinstance(model, Detector):
         given = {
             "image_size": image_size,

@@ -10,6 +10,28 @@ import numpy as np
 from keras_retinanet.detectors.base import Detections, Detector, ModelFileError, find_labels
 
 
+def load_saved_model(path: str):
+    """``tf.saved_model.load(path)`` with a :class:`ModelFileError` naming the folder for an incomplete,
+    truncated or corrupt SavedModel (TensorFlow's own errors there are an ``IndexError`` or a hint about
+    devices)."""
+    import tensorflow as tf
+
+    index = os.path.join(path, "variables", "variables.index")
+    if not os.path.isfile(index):
+        raise ModelFileError(
+            f"{path}: the SavedModel is incomplete: {index} is missing (copy the whole export folder, or export "
+            "again)"
+        )
+    try:
+        return tf.saved_model.load(path)
+    except Exception as err:  # noqa: BLE001 - IndexError, DataLossError, ...: all mean "not loadable"
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise ModelFileError(
+            f"{path}: TensorFlow cannot load this SavedModel ({type(err).__name__}: {first}): truncated or "
+            "corrupt; copy or export it again"
+        ) from err
+
+
 class SavedModelDetector(Detector):
     """A SavedModel exported by ``keras_retinanet.export`` (its contract: ``keras_retinanet.export.saved_model``).
 
@@ -35,7 +57,7 @@ class SavedModelDetector(Detector):
         import tensorflow as tf
 
         path = os.fspath(path)
-        loaded = tf.saved_model.load(path)
+        loaded = load_saved_model(path)
         self._loaded = loaded  # keep the object alive: signatures reference its variables
         signature, input_name = None, None
         for key in ["serving_default"] + sorted(loaded.signatures.keys()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,7 +59,7 @@ class TFLiteDetector(Detector):
         if not os.path.isfile(path):
             raise ModelFileError(f"model not found: {path}")
         num_threads = num_threads or os.cpu_count() or 1
-        if num_threads > 1 and not thread_safe(path):
+        if num_threads > 1 and not _parsed(path, thread_safe):
             logger.warning(
                 "%s was exported before keras_retinanet 0.2: its NMS drops classes on several threads; running "
                 "it on one thread (export it again to use more)",
@@ -81,7 +82,7 @@ class TFLiteDetector(Detector):
         self._input = inputs[0]
         self.image_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
         self._outputs = self._identify_outputs()
-        metadata = _metadata(path)
+        metadata = _parsed(path, _metadata)
         labels = list(metadata["labels"]) if metadata and metadata.get("labels") else None
         names = class_names or labels or find_labels(os.path.dirname(os.path.abspath(path)))
         super().__init__(names, score_threshold, max_detections)
@@ -171,6 +172,31 @@ class TFLiteDetector(Detector):
             boxes = boxes_to_original(boxes, scale, image.shape[:2])
             results.append(self.make_detections(boxes, scores, classes, image.shape))
         return results
+
+
+# What Python's flatbuffers reader raises on a truncated or corrupt file (it trusts the offsets it reads).
+_FLATBUFFER_ERRORS = (struct.error, IndexError, ValueError, TypeError, UnicodeDecodeError, RecursionError)
+
+
+def _error_name(err: BaseException) -> str:
+    module = type(err).__module__
+    return type(err).__qualname__ if module == "builtins" else f"{module}.{type(err).__qualname__}"
+
+
+def _parsed(path: str, read):
+    """``read(path)``, a reader of the file's flatbuffer, with a :class:`ModelFileError` naming the file when
+    the bytes are not a complete TFLite model (a truncated file made ``struct.error`` escape)."""
+    from keras_retinanet.tflite_file import MetadataError
+
+    try:
+        return read(path)
+    except (ModelFileError, MetadataError):
+        raise  # already one line naming the file
+    except _FLATBUFFER_ERRORS as err:
+        raise ModelFileError(
+            f"{path}: not a complete TFLite model (truncated or corrupt: {_error_name(err)}: "
+            f"{str(err)[:200]}); copy or export it again"
+        ) from err
 
 
 def _metadata(path: str) -> dict | None:

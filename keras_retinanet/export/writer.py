@@ -12,8 +12,12 @@
       model_float32_combined_nms.tflite   only with ``tflite_nms="combined"``: needs the Flex delegate
       export_report.json      sizes, op lists, settings and parity figures
 
-It is built in a temporary sibling directory and moved into place at the very end, so a failed export never
-leaves a directory that looks complete.
+It is built in a temporary sibling directory (``.OUTPUT.partial-PID-*``) and moved into place at the very end,
+so a failed export never leaves a directory that looks complete. With ``overwrite`` the old export is first
+renamed to ``.OUTPUT.old-PID``, then the new one into place, then the old one deleted. A kill between the two
+renames leaves no ``OUTPUT``; the next export to that path (or :func:`recover_interrupted_swap`) finishes the
+move when the new export is complete (its ``export_report.json``, written last, reads as JSON), else puts the
+old one back. Nothing is lost at any instant.
 
 The SavedModel's contract is in ``keras_retinanet.export.saved_model``, the TFLite files' in
 ``keras_retinanet.export.tflite``.
@@ -33,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_retinanet.atomic import kill_point
 from keras_retinanet.detectors import LABELS_FILE, load_retinanet
 from keras_retinanet.export.calibration import calibration_paths, data_aspect_ratio, load_canvases
 from keras_retinanet.export.config import (
@@ -97,17 +102,60 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_staging(output: Path) -> None:
-    """Delete what killed exports to ``output`` left behind: ``.NAME.partial-PID-*`` and ``.NAME.old-PID``
-    folders whose process is gone (a running export's folders are left alone)."""
+def _leftovers(output: Path) -> list[tuple[str, int, Path]]:
+    """(kind, pid, path) of the ``.NAME.partial-PID-*`` and ``.NAME.old-PID`` folders of exports to ``output``
+    whose process is gone (a running export's folders are left alone)."""
     if not output.parent.is_dir():
-        return
-    for path in output.parent.glob(f".{output.name}.*"):
+        return []
+    found = []
+    for path in sorted(output.parent.glob(f".{output.name}.*")):
         kind, _, rest = path.name[len(output.name) + 2 :].partition("-")
         pid = rest.split("-")[0]
         if kind in ("partial", "old") and pid.isdigit() and not _pid_alive(int(pid)):
-            logger.info("removing %s, left by an export that did not finish", path)
-            shutil.rmtree(path, ignore_errors=True)
+            found.append((kind, int(pid), path))
+    return found
+
+
+def _complete(staging: Path) -> bool:
+    """Whether a staging folder holds a whole export: its report, written last, is there and reads."""
+    try:
+        json.loads((staging / REPORT_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def recover_interrupted_swap(output: str | os.PathLike) -> str | None:
+    """Finishes or undoes an ``--overwrite`` swap that a kill interrupted between its two renames (no
+    ``output``, the old export in ``.NAME.old-PID``): the new export moves into place if it is complete, else
+    the old one is put back. Returns what was done (None: nothing to recover)."""
+    output = Path(output).resolve()
+    if output.exists():
+        return None
+    leftovers = _leftovers(output)
+    for kind, pid, old in leftovers:
+        if kind != "old":
+            continue
+        new = [path for k, p, path in leftovers if k == "partial" and p == pid and _complete(path)]
+        if new:
+            new[0].rename(output)
+            shutil.rmtree(old, ignore_errors=True)
+            done = f"{output}: finished the move of an export interrupted after it was complete"
+        else:
+            old.rename(output)
+            done = f"{output}: put back the previous export (the export that was replacing it did not finish)"
+        logger.warning("%s", done)
+        return done
+    return None
+
+
+def _remove_stale_staging(output: Path) -> None:
+    """Delete what killed exports to ``output`` left behind, after :func:`recover_interrupted_swap` has put
+    an interrupted swap right."""
+    recover_interrupted_swap(output)
+    for _, _, path in _leftovers(output):
+        logger.info("removing %s, left by an export that did not finish", path)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _apply_umask(folder: Path) -> None:
@@ -204,7 +252,10 @@ def export_model(
     config = PostProcessConfig.from_model(model)
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    backup: Path | None = None
     _remove_stale_staging(output)
+    if output.exists() and not overwrite:  # an interrupted swap put back just now
+        raise ExportError(f"output directory {output} exists; pass --overwrite to replace it")
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-{os.getpid()}-", dir=output.parent))
     try:
         report: dict[str, Any] = {
@@ -285,17 +336,24 @@ def export_model(
             report["parity_note"] = "no parity figures: needs --calibration-data images and the SavedModel"
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
 
-        # Move into place: an old export is only removed once the new one is complete.
+        # Move into place: an old export is only removed once the new one is in its place.
+        _apply_umask(staging)
         backup = None
         if output.exists():
             backup = output.parent / f".{output.name}.old-{os.getpid()}"
             output.rename(backup)
-        _apply_umask(staging)
+        kill_point(
+            "export:old-moved"
+        )  # the fault-injection hook of the kill test (tests/test_export_swap.py)
         staging.rename(output)
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
+    except BaseException as error:
+        if backup is not None and backup.exists() and not output.exists():
+            backup.rename(output)  # the new one did not make it: the old one stays
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+            raise OSError(error.errno, error.strerror, str(output)) from error  # a full disk names the export
         raise
     report["output"] = str(output)
     return report

@@ -199,6 +199,6 @@ def _percent(value: float) -> str:
 
 
 def write_report(report: dict, output: Path) -> None:
-    from keras_retinanet.training import atomic
+    from keras_retinanet import atomic
 
     atomic.write_json(Path(output) / "anchors.json", report)

@@ -33,8 +33,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_retinanet import atomic
 from keras_retinanet.batchnorm import batchnorm_layers
-from keras_retinanet.training import atomic, run_folder
+from keras_retinanet.training import run_folder
 
 
 def freeze_batchnorm(model: keras.Model) -> int:
@@ -286,7 +287,7 @@ def _guarded(guard: StopOnNaN | None) -> bool:
 
 class LastCheckpoint(keras.callbacks.Callback):
     """Saves the model (a ``.keras`` file with the optimiser state) after every epoch, atomically
-    (:mod:`keras_retinanet.training.atomic`): a kill leaves the previous complete file. Nothing is saved once
+    (:mod:`keras_retinanet.atomic`): a kill leaves the previous complete file. Nothing is saved once
     ``guard`` (a :class:`StopOnNaN`) has stopped training."""
 
     def __init__(self, filepath: str | os.PathLike, guard: StopOnNaN | None = None):
@@ -438,6 +439,19 @@ def _restore_callback_state(callback: keras.callbacks.Callback, state: Mapping[s
         callback.best_epoch = int(state.get("best_epoch", 0))
 
 
+def weights_max_abs(model: keras.Model) -> float:
+    """The largest absolute value among the model's floating-point weights, BatchNorm's moving statistics left
+    out (their variance is large by nature): what divergence blows up. ~30 ms for ResNet50's 25 M weights."""
+    largest = 0.0
+    for variable in model.weights:
+        if "moving_" in variable.path or "float" not in str(variable.dtype):
+            continue
+        value = np.asarray(keras.ops.convert_to_numpy(variable.value))
+        if value.size:
+            largest = max(largest, float(np.max(np.abs(value))))
+    return largest
+
+
 class TrainingBackup(keras.callbacks.Callback):
     """Saves the training state after every epoch and resumes from the newest intact one when ``fit`` starts
     again: ``keras.callbacks.BackupAndRestore`` made safe against kills and divergence.
@@ -464,6 +478,9 @@ class TrainingBackup(keras.callbacks.Callback):
             callback with ``resume_state() -> dict`` and ``restore_state(dict)``.
         verbose: 1 prints what it resumes from.
         save: False only restores (the workers of a multi-worker run other than the chief, which saves).
+        resume_from_epoch: resume from the kept state of this epoch instead of the newest (0: start from the
+            beginning); an epoch without a kept state is a ``RunFolderError`` listing the kept ones. Used after
+            a NaN stop whose last finite state has already diverged.
 
     Attributes:
         restored: the :class:`~keras_retinanet.training.run_folder.TrainingState` resumed from, or None.
@@ -480,8 +497,11 @@ class TrainingBackup(keras.callbacks.Callback):
         stateful: Mapping[str, keras.callbacks.Callback] | None = None,
         verbose: int = 1,
         save: bool = True,
+        resume_from_epoch: int | None = None,
     ):
         super().__init__()
+        if resume_from_epoch is not None and resume_from_epoch < 0:
+            raise ValueError(f"--resume-from-epoch must be 0 or more, got {resume_from_epoch}")
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.backup_dir = Path(backup_dir)
@@ -490,6 +510,8 @@ class TrainingBackup(keras.callbacks.Callback):
         self.stateful = dict(stateful or {})
         self.verbose = verbose
         self.save = save
+        self.resume_from_epoch = resume_from_epoch
+        self.initial_weights_max_abs: float | None = None
         self.restored: run_folder.TrainingState | None = None
         self.saved: run_folder.TrainingState | None = None
         self.history: list[dict] = []
@@ -500,6 +522,9 @@ class TrainingBackup(keras.callbacks.Callback):
         self.restored = self.restore()
         self.saved = self.restored
         self.history = list(self.restored.history) if self.restored else []
+        self.initial_weights_max_abs = (
+            self.restored.initial_weights_max_abs if self.restored else weights_max_abs(self.model)
+        )
         if self.restored is not None:
             # What Keras' own BackupAndRestore sets: fit() starts from this epoch.
             self.model._initial_epoch = self.restored.epoch
@@ -512,6 +537,10 @@ class TrainingBackup(keras.callbacks.Callback):
         states, problems = run_folder.list_states(self.backup_dir)
         for problem in problems:
             print(f"warning: {problem}; ignored", file=sys.stderr)
+        if self.resume_from_epoch is not None:
+            states = self._chosen_state(states)
+            if not states:
+                return None
         damaged = []
         for state in states:
             problem = state.damage()
@@ -540,6 +569,24 @@ class TrainingBackup(keras.callbacks.Callback):
             )
         return None
 
+    def _chosen_state(self, states: list) -> list:
+        """``[the state of --resume-from-epoch]``, or [] for epoch 0 (start from the beginning)."""
+        if self.resume_from_epoch == 0:
+            if self.verbose:
+                print(
+                    "starting from the beginning (--resume-from-epoch 0); the kept states are replaced as "
+                    "epochs finish"
+                )
+            return []
+        chosen = [state for state in states if state.epoch == self.resume_from_epoch]
+        if not chosen:
+            kept = "; ".join(state.describe() for state in states) or "none"
+            raise run_folder.RunFolderError(
+                f"--resume-from-epoch {self.resume_from_epoch}: {self.backup_dir} keeps no state of that epoch "
+                f"(kept: {kept}; 0 starts from the beginning)"
+            )
+        return chosen[:1]
+
     def on_epoch_end(self, epoch, logs=None):
         if _guarded(self.guard):
             self.unsaved = {"epoch": epoch, **_plain_logs(logs)}
@@ -556,6 +603,8 @@ class TrainingBackup(keras.callbacks.Callback):
             self.history,
             {name: _callback_state(callback) for name, callback in self.stateful.items()},
             keep=self.keep,
+            weights_max_abs=weights_max_abs(self.model),
+            initial_weights_max_abs=self.initial_weights_max_abs,
         )
 
 

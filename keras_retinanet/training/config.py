@@ -330,6 +330,11 @@ class TrainConfig(_Options):
         group="data",
     )
     skip_bad: bool = option(False, "skip bad records (always reported) instead of stopping", group="data")
+    allow_outside_paths: bool = option(
+        False,
+        "read COCO images whose file_name leads outside the image folder (../x.jpg, /abs)",
+        group="data",
+    )
     batch_size: int = option(8, "images per step, over all replicas", group="data")
     flip_probability: float = option(0.5, "chance of a horizontal flip", group="data")
     scale_range: tuple[float, float] = option(
@@ -422,6 +427,10 @@ class TrainConfig(_Options):
     tensorboard_images: int = option(4, "validation images drawn with their predictions", group="logging")
     verbose: int = option(1, "Keras progress: 0 silent, 1 bar, 2 one line per epoch", group="logging")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_counts(self)
+
     def update(self, values: Mapping[str, Any]) -> TrainConfig:
         """A copy with ``values`` applied and checked.
 
@@ -505,6 +514,19 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict:
     if not isinstance(values, Mapping):
         raise ValueError(f"{path}: a training config must be a mapping of option: value")
     return dict(values)
+
+
+# Counts that must be at least 1: a batch of 0 divides by zero, 0 epochs would write an untrained model marked
+# finished (issue 26). None (steps_per_epoch: one pass) stays allowed.
+AT_LEAST_ONE = ("batch_size", "epochs", "steps_per_epoch", "eval_every")
+
+
+def check_counts(config: TrainConfig) -> None:
+    """Raises ``ValueError`` naming the option and its flag when one of :data:`AT_LEAST_ONE` is below 1."""
+    for name in AT_LEAST_ONE:
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"option {name} (--{name.replace('_', '-')}): must be at least 1, got {value}")
 
 
 # ----------------------------------------------------------------------------------------------------------

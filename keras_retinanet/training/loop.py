@@ -13,7 +13,7 @@ the callbacks under the chosen ``tf.distribute`` strategy, runs ``model.fit`` an
     DIR/backup/              the training state after each epoch: rerunning the same command resumes here
     DIR/log.csv, DIR/tensorboard/, DIR/train_summary.json
 
-Every file is written to a temporary name and renamed into place (:mod:`keras_retinanet.training.atomic`), so
+Every file is written to a temporary name and renamed into place (:mod:`keras_retinanet.atomic`), so
 a kill at any instant leaves the previous good version; nothing is written before the data has loaded and the
 model is built.
 """
@@ -30,9 +30,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_retinanet import atomic
 from keras_retinanet.batchnorm import recompute_batchnorm_statistics
 from keras_retinanet.schedules import WarmupSchedule, default_warmup_steps
-from keras_retinanet.training import anchors, atomic, image_shape, run_folder
+from keras_retinanet.training import anchors, image_shape, run_folder
 from keras_retinanet.training.callbacks import (
     BestCheckpoint,
     EvaluationCallback,
@@ -92,7 +93,9 @@ def write_run_files(config: TrainConfig, class_names: Sequence[str]) -> Path:
     return output
 
 
-def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -> dict:
+def train(
+    config: TrainConfig, allow_changes: str | Sequence[str] | None = (), resume_from_epoch: int | None = None
+) -> dict:
     """Runs a whole training from a configuration; returns a summary dict (also in DIR/train_summary.json):
     ``finished`` (True once the final model is written), ``epochs_run`` (in this call), ``epochs_done`` (in
     the run folder), ``resumed_from_epoch`` (None or the epoch it continued after), ``changed`` (options
@@ -106,7 +109,8 @@ def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -
     refused before anything is loaded or written (:class:`~keras_retinanet.training.run_folder.RunFolderError`
     says which options differ), unless the options are named in ``allow_changes`` (``"epochs,learning_rate"``,
     a list, or ``"all"``); the model's options can never change in a run folder. After a NaN / inf stop the
-    newest state is the last finite one, and the message says how to continue from it.
+    newest state is the last finite one, and the message says how to continue: from it, or, when it has
+    already diverged, from an older kept state (``resume_from_epoch``; 0 starts from the beginning).
     """
     plan = run_folder.plan_run(config, allow_changes)
     if plan.finished:
@@ -125,7 +129,8 @@ def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy(mixed_precision_policy(strategy))
 
-    train_data = data_lib.load_dataset(config.data, skip_bad=config.skip_bad)
+    outside = {"allow_outside_paths": config.allow_outside_paths}
+    train_data = data_lib.load_dataset(config.data, skip_bad=config.skip_bad, **outside)
     _report_skipped(train_data)
     if len(train_data) == 0:
         raise ValueError(f"{config.data}: no training images (nothing to train on)")
@@ -137,7 +142,9 @@ def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -
         print(anchors.describe(anchor_report))
     val_data = None
     if config.val_data:
-        val_data = data_lib.load_dataset(config.val_data, skip_bad=config.skip_bad, class_names=class_names)
+        val_data = data_lib.load_dataset(
+            config.val_data, skip_bad=config.skip_bad, class_names=class_names, **outside
+        )
         _report_skipped(val_data)
 
     steps_per_epoch = config.steps_per_epoch or math.ceil(len(train_data) / config.batch_size)
@@ -189,12 +196,22 @@ def train(config: TrainConfig, allow_changes: str | Sequence[str] | None = ()) -
         if writer:
             atomic.remove_partial_files(output, output / run_folder.CHECKPOINTS, output / run_folder.BACKUP)
             _announce(plan)
+            _retire_final_model(plan)
             write_run_files(config, class_names)
             if anchor_report and not anchor_report.get("resumed"):
                 anchors.write_report(anchor_report, output)
 
         stop_on_nan = StopOnNaN(verbose=False)
-        callbacks = build_callbacks(config, output, model, val_data, class_names, stop_on_nan, write=writer)
+        callbacks = build_callbacks(
+            config,
+            output,
+            model,
+            val_data,
+            class_names,
+            stop_on_nan,
+            write=writer,
+            resume_from=resume_from_epoch,
+        )
         backup = next(callback for callback in callbacks if isinstance(callback, TrainingBackup))
         history = model.fit(
             dataset,
@@ -305,21 +322,53 @@ def _already_finished(plan: run_folder.RunPlan) -> dict:
     return {**(plan.summary or {}), "already_finished": True}
 
 
+def _retire_final_model(plan: run_folder.RunPlan) -> None:
+    """A run that trains on in a folder whose earlier run finished moves that run's model.keras aside, so that
+    the folder never holds a final model that is not this run's (beside ``"finished": false`` after a NaN stop
+    or a kill)."""
+    model = plan.path / run_folder.MODEL
+    if plan.fresh or not model.exists():
+        return
+    epochs = (plan.summary or {}).get("epochs_done") or (plan.state.epoch if plan.state else 0)
+    kept = plan.path / run_folder.CHECKPOINTS / f"final-epoch-{int(epochs):04d}.keras"
+    kept.parent.mkdir(exist_ok=True)
+    model.replace(kept)
+    print(
+        f"{model} (the earlier run's final model, epoch {epochs}) moved to {kept}; this run writes a new one"
+    )
+
+
 def _nan_message(config: TrainConfig, stop: StopOnNaN, backup: TrainingBackup) -> str:
-    """The stop's message and exactly what a rerun continues from."""
-    lower = f"{config.learning_rate / 10:g}"
+    """The stop's message and exactly what a rerun continues from: the last finite state, or, when that one
+    has already diverged (:meth:`~keras_retinanet.training.run_folder.TrainingState.divergence`), the newest
+    kept state that has not, or the beginning (``--resume-from-epoch``)."""
+    default = TrainConfig().learning_rate
+    lower = f"--learning-rate {min(config.learning_rate / 10, default):g} --allow-changes learning_rate"
     state = backup.saved
     if state is None:
         return (
             f"{stop.message} No epoch finished with finite weights, so there is nothing to continue from: rerun "
-            f"with a lower learning rate (e.g. --learning-rate {lower}) and the same --output to start again "
-            "from the beginning."
+            f"with a lower learning rate ({lower}) and the same --output to start again from the beginning."
         )
+    states = [s for s in run_folder.list_states(Path(config.output) / run_folder.BACKUP)[0] if not s.legacy]
+    kept = "; ".join(
+        s.describe() + (f": looks diverged, {s.divergence()}" if s.divergence() else "") for s in states
+    )
+    diverged = state.divergence()
+    if diverged is None:
+        return (
+            f"{stop.message} {config.output} keeps the last finite state, epoch {state.epoch} of {config.epochs} "
+            f"(checkpoint of {state.time_text()}): rerun with a lower learning rate and the same --output to "
+            f"continue from it ({lower}), or with a new --output to start over. Kept states: {kept}; "
+            "--resume-from-epoch N continues from another (0: from the beginning)."
+        )
+    sane = next((s for s in states if s.divergence() is None), None)
+    resume = sane.epoch if sane is not None else 0
+    where = f"the newest sane state, epoch {resume}" if sane is not None else "the beginning"
     return (
-        f"{stop.message} {config.output} keeps the last finite state, epoch {state.epoch} of {config.epochs} "
-        f"(checkpoint of {state.time_text()}): rerun with a lower learning rate and the same --output to "
-        f"continue from it (--learning-rate {lower} --allow-changes learning_rate), or with a new --output to "
-        "start over."
+        f"{stop.message} The last finite state, epoch {state.epoch} of {config.epochs}, has already diverged "
+        f"({diverged}), so a rerun from it would diverge again. Kept states: {kept}. Rerun with the same "
+        f"--output from {where}: {lower} --resume-from-epoch {resume}; or use a new --output to start over."
     )
 
 
@@ -337,12 +386,14 @@ def build_callbacks(
     class_names: Sequence[str],
     stop_on_nan: StopOnNaN,
     write: bool = True,
+    resume_from: int | None = None,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of a run, in the order they must run: ``stop_on_nan`` first (the saving callbacks skip a
     diverged epoch), the evaluation before what reads ``val_AP``, the log before the state that commits the
     epoch, and :class:`TrainingBackup` last (it restores the other callbacks' state after their
     ``on_train_begin``). ``write=False`` (a multi-worker run's other workers): nothing that writes files, and
-    a backup that only restores."""
+    a backup that only restores. ``resume_from``: the epoch whose kept state the backup restores (None: the
+    newest intact one; 0: none, start from the beginning)."""
     callbacks: list[keras.callbacks.Callback] = [stop_on_nan, LearningRateLogger()]
     if config.freeze_backbone_epochs > 0:
         callbacks.append(UnfreezeBackbone(config.freeze_backbone_epochs, config.freeze_batchnorm))
@@ -385,7 +436,12 @@ def build_callbacks(
         callbacks.append(LastCheckpoint(checkpoints / "last.keras", guard=stop_on_nan))
     callbacks.append(
         TrainingBackup(
-            output / run_folder.BACKUP, guard=stop_on_nan, stateful=stateful, verbose=1, save=write
+            output / run_folder.BACKUP,
+            guard=stop_on_nan,
+            stateful=stateful,
+            verbose=1,
+            save=write,
+            resume_from_epoch=resume_from,
         )
     )
     return callbacks

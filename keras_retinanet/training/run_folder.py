@@ -1,6 +1,6 @@
 """A training run folder: what it holds, whether a new command may use it, and the states a rerun resumes from.
 
-Layout (``train`` writes it; every file through :mod:`keras_retinanet.training.atomic`, so a kill leaves the
+Layout (``train`` writes it; every file through :mod:`keras_retinanet.atomic`, so a kill leaves the
 previous good version):
 
     DIR/config.yaml              the configuration that made the run (the latest one allowed to continue it)
@@ -29,6 +29,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -36,7 +37,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from keras_retinanet.training import atomic
+from keras_retinanet import atomic
 from keras_retinanet.training.config import FITTED_ANCHOR_FIELDS, ModelConfig, TrainConfig
 from keras_retinanet.training.image_shape import same_requested_size
 
@@ -60,6 +61,11 @@ FREE_KEYS = frozenset({"output", "verbose", "tensorboard", "tensorboard_images",
 FIXED_TRAIN_KEYS = frozenset({"optimizer", "freeze_batchnorm", "mixed_precision", "init", "anchors"})
 
 _STATE_NAME = re.compile(r"^epoch-(\d+)\.json$")
+# A kept state looks diverged (a rerun from it would likely diverge again) when its largest weight is this many
+# times the largest at the start of the run, or its epoch's loss this many times the highest epoch loss before
+# it (or than 1, whichever is higher).
+WEIGHT_GROWTH_LIMIT = 100.0
+LOSS_JUMP_LIMIT = 100.0
 
 
 class RunFolderError(ValueError):
@@ -95,6 +101,8 @@ class TrainingState:
         size, sha256: of the weights file when it was written (None in the legacy format).
         history: the logs of every epoch up to this one (dicts with ``epoch``, 0-based).
         callbacks: saved state of the callbacks that have one, by name.
+        weights_max_abs: the largest absolute weight of the model then (None in older formats).
+        initial_weights_max_abs: the same at the start of the run, before its first step (None if unknown).
     """
 
     epoch: int
@@ -106,10 +114,47 @@ class TrainingState:
     sha256: str | None = None
     history: tuple = ()
     callbacks: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    weights_max_abs: float | None = None
+    initial_weights_max_abs: float | None = None
 
     @property
     def legacy(self) -> bool:
         return self.marker is None
+
+    @property
+    def loss(self) -> float | None:
+        """The training loss of the epoch that ended in this state (None when not logged)."""
+        value = self.history[-1].get("loss") if self.history else None
+        return None if value is None else float(value)
+
+    def divergence(self) -> str | None:
+        """None when the state looks sane; otherwise why a rerun from it would likely diverge again: its loss
+        is not finite or jumped (:data:`LOSS_JUMP_LIMIT`), or its weights grew (:data:`WEIGHT_GROWTH_LIMIT`)."""
+        loss = self.loss
+        if loss is not None and not math.isfinite(loss):
+            return f"its loss was {loss}"
+        earlier = [float(r["loss"]) for r in self.history[:-1] if r.get("loss") is not None]
+        earlier = [value for value in earlier if math.isfinite(value)]
+        # The reference is at least 1: an epoch without positive anchors logs a tiny loss (~0.002) that the
+        # next, ordinary epoch's (~0.4) would otherwise appear to jump from.
+        limit = LOSS_JUMP_LIMIT * max([1.0, *earlier])
+        if loss is not None and earlier and loss > limit:
+            return (
+                f"its loss {loss:.3g} is over {limit:.3g} ({LOSS_JUMP_LIMIT:g} times the highest epoch loss before "
+                "it, or than 1)"
+            )
+        largest, start = self.weights_max_abs, self.initial_weights_max_abs
+        if largest is not None and start and largest > WEIGHT_GROWTH_LIMIT * start:
+            return (
+                f"its largest weight is {largest:.3g}, {largest / start:.3g} times the largest at the start"
+            )
+        return None
+
+    def describe(self) -> str:
+        """``epoch 2 (loss 0.84, largest weight 4.6, saved 2026-12-05 17:29:58)``."""
+        facts = [] if self.loss is None else [f"loss {self.loss:.3g}"]
+        facts += [] if self.weights_max_abs is None else [f"largest weight {self.weights_max_abs:.3g}"]
+        return f"epoch {self.epoch} ({', '.join([*facts, f'saved {self.time_text()}'])})"
 
     def time_text(self) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.saved_at))
@@ -166,6 +211,8 @@ def list_states(backup_dir: str | os.PathLike) -> tuple[list[TrainingState], lis
                     sha256=str(values["sha256"]),
                     history=tuple(values.get("history", ())),
                     callbacks=dict(values.get("callbacks", {})),
+                    weights_max_abs=values.get("weights_max_abs"),
+                    initial_weights_max_abs=values.get("initial_weights_max_abs"),
                 )
             )
         except (OSError, ValueError, KeyError, TypeError) as error:
@@ -189,10 +236,14 @@ def commit_state(
     history: Sequence[Mapping[str, Any]],
     callbacks: Mapping[str, Any],
     keep: int = 2,
+    weights_max_abs: float | None = None,
+    initial_weights_max_abs: float | None = None,
 ) -> TrainingState:
     """Writes the marker of the state after ``epoch`` epochs, whose weights are already in place, then
     deletes the states that are no longer needed (all but the ``keep`` newest, any newer one left from an
-    abandoned attempt, weights without a marker, the legacy files). Returns the new state."""
+    abandoned attempt, weights without a marker, the legacy files). Returns the new state.
+    ``weights_max_abs`` and ``initial_weights_max_abs`` let a NaN stop tell a sane state from a diverged one
+    (:meth:`TrainingState.divergence`)."""
     weights, marker = state_paths(backup_dir, epoch)
     state = TrainingState(
         epoch=epoch,
@@ -204,6 +255,8 @@ def commit_state(
         sha256=file_sha256(weights),
         history=tuple(history),
         callbacks=dict(callbacks),
+        weights_max_abs=weights_max_abs,
+        initial_weights_max_abs=initial_weights_max_abs,
     )
     atomic.write_json(
         marker,
@@ -218,6 +271,8 @@ def commit_state(
             "sha256": state.sha256,
             "history": list(state.history),
             "callbacks": state.callbacks,
+            "weights_max_abs": state.weights_max_abs,
+            "initial_weights_max_abs": state.initial_weights_max_abs,
         },
     )
     _prune(Path(backup_dir), epoch, keep)
@@ -271,9 +326,15 @@ class RunPlan:
     def finished_message(self) -> str:
         """What a rerun of a finished run says."""
         done = (self.summary or {}).get("epochs_done", self.state.epoch if self.state else "all")
+        unused = (
+            f" The changed settings ({describe_changes(self.changes)}) act only on epochs still to train, so "
+            f"nothing was changed ({CONFIG} included)."
+            if self.changes
+            else ""
+        )
         return (
-            f"{self.path} has already finished ({done} epochs, {self.path / MODEL}): nothing to do. To train "
-            "longer add --epochs N --allow-changes epochs; to start over use a new --output."
+            f"{self.path} has already finished ({done} epochs, {self.path / MODEL}): nothing to do.{unused} To "
+            "train longer add --epochs N --allow-changes epochs; to start over use a new --output."
         )
 
     def check_class_names(self, class_names: Sequence[str]) -> None:
@@ -408,7 +469,9 @@ def plan_run(config: TrainConfig, allow_changes: str | Iterable[str] | None = ()
     finished = has_model and bool(
         summary and summary.get("finished", "stopped_on_nan" in summary and summary["stopped_on_nan"] is None)
     )
-    if finished and not changes:
+    # Changes act only on epochs still to train: with none left, the run stays as it is (config.yaml included,
+    # which must keep describing the model that was trained).
+    if finished and (not changes or (state is not None and config.epochs <= state.epoch)):
         plan.finished = True
         return plan
     if state is None:

@@ -1,6 +1,6 @@
 """Tiny ``retinanet train`` runs in a subprocess, for the kill, resume and NaN tests.
 
-The kills are real SIGKILLs, placed by the fault-injection hook of ``keras_retinanet.training.atomic``
+The kills are real SIGKILLs, placed by the fault-injection hook of ``keras_retinanet.atomic``
 (``KERAS_RETINANET_KILL_AT=FILE:written``: the temporary file is complete, not yet renamed; ``FILE:renamed``:
 right after the rename; ``@N``: the N-th time).
 """
@@ -15,7 +15,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from keras_retinanet.training.atomic import KILL_ENV, PARTIAL_MARK
+from keras_retinanet.atomic import KILL_ENV, PARTIAL_MARK
 
 KILLED = -signal.SIGKILL
 

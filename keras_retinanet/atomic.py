@@ -6,6 +6,9 @@ renames it over the destination with ``os.replace``, which POSIX makes atomic wi
 or a rerun after a kill, sees either the whole old file or the whole new one, never a mix or a truncated file.
 The folder is fsynced after the rename so that the new name survives a power cut too.
 
+An OSError that names no file (a full disk: ``ENOSPC``, a read-only file system) is raised again naming the
+destination, so the one-line error says which path could not be written.
+
 A kill leaves at most a temporary file behind; :func:`remove_partial_files` deletes them when the next run
 starts. An exception while writing removes the temporary file at once.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -83,12 +87,27 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
         _fsync_file(temporary)
         kill_point(f"{path.name}:written")
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             temporary.unlink()
+        named = _naming(error, path)
+        if named is not None:
+            raise named from error
         raise
     _fsync_folder(path.parent)
     kill_point(f"{path.name}:renamed")
+
+
+def _naming(error: BaseException, path: Path) -> OSError | None:
+    """The error again with ``path`` named, for an OSError that names no file: a full disk (also h5py's, which
+    carries the errno only in its text), a read-only file system, a quota. None to re-raise as it is."""
+    if not isinstance(error, OSError) or error.filename is not None:
+        return None
+    if error.errno == errno.ENOSPC or "No space left on device" in str(error):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    if error.errno is not None:
+        return OSError(error.errno, error.strerror or os.strerror(error.errno), str(path))
+    return None
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
