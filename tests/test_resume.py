@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from helpers.train_runs import committed_epochs, run_train, train_command
 
+from keras_retinanet import atomic
 from keras_retinanet.data.synthetic import make_synthetic_coco
 from keras_retinanet.training import (
     BestCheckpoint,
@@ -22,7 +23,6 @@ from keras_retinanet.training import (
     StopOnNaN,
     TrainConfig,
     TrainingBackup,
-    atomic,
     run_folder,
     train,
 )

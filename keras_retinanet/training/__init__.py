@@ -11,7 +11,6 @@
   :class:`TrainingBackup`, :class:`PredictionImages`, :func:`freeze_batchnorm`.
 - ``run_folder.py``: the run folder's layout and training states, :func:`plan_run` (may a configuration use
   this folder?), :class:`RunFolderError`. No TensorFlow.
-- ``atomic.py``: atomic writes (temporary name, fsync, rename) of every file a run writes. No TensorFlow.
 
 Names are imported on first use (PEP 562), so ``from keras_retinanet.training import TrainConfig`` does not
 import TensorFlow; ``train`` and the callbacks do.
