@@ -202,10 +202,11 @@ def test_train_init_end_to_end_on_bccd(bccd_subset, tmp_path, monkeypatch, capsy
     assert "classes starting from the old model's: 1 (RBC)" in printed
     assert "classes starting from the prior: 2 (Platelets, WBC)" in printed
 
-    # The model training started from: built once, from init.keras, at the run's image size.
+    # The model training started from: built once, from init.keras, at the run's image size: 128 on the longer
+    # side of BCCD's 4:3 photos (the default --image-shape data).
     assert len(calls) == 1
     start = calls[0]
-    assert start["overrides"] == {"image_size": 128}
+    assert start["overrides"] == {"image_size": (96, 128)}
     assert start["report"]["kept"] == {"RBC": "RBC"} and start["report"]["not_used"] == ["dog", "cat"]
     old_weights = _class_independent_weights(source)
     assert len(start["class_independent"]) == len(old_weights) > 100
@@ -233,7 +234,7 @@ def test_train_init_end_to_end_on_bccd(bccd_subset, tmp_path, monkeypatch, capsy
     assert (output / "class_names.txt").read_text().split("\n")[:3] == BCCD_CLASSES
     assert TrainConfig.from_yaml(output / "config.yaml").init == str(init)  # the run can be repeated
     trained = keras.saving.load_model(output / "model.keras", compile=False)
-    assert trained.class_names == BCCD_CLASSES and trained.num_classes == 3 and trained.image_size == 128
+    assert trained.class_names == BCCD_CLASSES and trained.num_classes == 3 and trained.input_size == (96, 128)
     trained_head = trained.get_layer("classification_head")
     moved = np.abs(np.asarray(trained_head.final.kernel) - start["kernel"]).max()
     assert 0 < moved < 0.1, moved
