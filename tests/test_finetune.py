@@ -234,7 +234,9 @@ def test_train_init_end_to_end_on_bccd(bccd_subset, tmp_path, monkeypatch, capsy
     assert (output / "class_names.txt").read_text().split("\n")[:3] == BCCD_CLASSES
     assert TrainConfig.from_yaml(output / "config.yaml").init == str(init)  # the run can be repeated
     trained = keras.saving.load_model(output / "model.keras", compile=False)
-    assert trained.class_names == BCCD_CLASSES and trained.num_classes == 3 and trained.input_size == (96, 128)
+    assert (
+        trained.class_names == BCCD_CLASSES and trained.num_classes == 3 and trained.input_size == (96, 128)
+    )
     trained_head = trained.get_layer("classification_head")
     moved = np.abs(np.asarray(trained_head.final.kernel) - start["kernel"]).max()
     assert 0 < moved < 0.1, moved
