@@ -73,8 +73,8 @@ def test_short_runs_are_warned_about_in_one_line():
     )
     tiny = describe_plan(TrainConfig(epochs=2), 30, "square", None)
     assert tiny[1:] == [
-        "warning: 60 optimizer steps is too short for a detector to learn from scratch (under 100); train "
-        "for more epochs, or fine-tune with --init"
+        "warning: 60 optimizer steps is very short for a detector trained from scratch (under 100; the shortest "
+        "run measured, 260 steps, reached AP 0.16 on chess640); train for more epochs, or fine-tune with --init"
     ]
     assert len(describe_plan(TrainConfig(epochs=4), 30, "square", None)) == 1
 

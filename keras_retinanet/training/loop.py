@@ -257,7 +257,8 @@ def train(
     return summary
 
 
-# Under this many optimizer steps a detector trained from scratch learned nothing in our runs (docs/recipes.md).
+# A rule of thumb, not a measured limit: the shortest from-scratch run measured here, 260 steps, reached AP 0.16
+# on chess640 (docs/recipes.md); under 100 steps a detector has barely left its warm-up.
 MIN_LEARNING_STEPS = 100
 
 
@@ -288,8 +289,9 @@ def describe_plan(
         )
     if total < MIN_LEARNING_STEPS and not config.init:
         lines.append(
-            f"warning: {total} optimizer steps is too short for a detector to learn from scratch (under "
-            f"{MIN_LEARNING_STEPS}); train for more epochs, or fine-tune with --init"
+            f"warning: {total} optimizer steps is very short for a detector trained from scratch (under "
+            f"{MIN_LEARNING_STEPS}; the shortest run measured, 260 steps, reached AP 0.16 on chess640); train for "
+            "more epochs, or fine-tune with --init"
         )
     return lines
 
