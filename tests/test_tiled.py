@@ -150,3 +150,22 @@ def test_predict_takes_tile_flags(detector_like, tmp_path, capsys):
     assert outputs["grid"] != outputs["plain"]  # 3 x 3 tiles of 64 px and the full image
     assert cli.main([*common, "--out", str(tmp_path / "bad"), "--tile", "64", "--tile-overlap", "1.5"]) == 2
     assert "tile overlap must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_one_tile_covering_the_image_gives_the_untiled_detections_on_tflite(detector_like, tmp_path):
+    """The tiling runs any runtime: a .tflite (fixed input, one image per call) through the same wrapper."""
+    from keras_retinanet.detectors import TFLiteDetector
+    from keras_retinanet.export import convert_tflite
+
+    model, images, _ = detector_like
+    path = tmp_path / "model.tflite"
+    path.write_bytes(convert_tflite(model, "float32"))
+    plain = TFLiteDetector(str(path), class_names=["x", "y", "z"], num_threads=1).detect(images)
+    tiled = TiledDetector(
+        TFLiteDetector(str(path), class_names=["x", "y", "z"], num_threads=1), tile_size=200
+    ).detect(images)
+    assert all(len(d) > 5 for d in plain)
+    for a, b in zip(plain, tiled, strict=True):
+        np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-3)
+        np.testing.assert_allclose(b.scores, a.scores, atol=1e-6)
+        np.testing.assert_array_equal(b.classes, a.classes)
