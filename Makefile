@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	# MediaPipe Tasks, for TFLite metadata (its schema classes) and for checking exports the way apps run them.
 	# Without its dependencies: they would replace the headless OpenCV with a GUI build that needs libGL, and
-	# TensorFlow already brings the rest; matplotlib is the one module its package imports beyond them.
+	# TensorFlow and the package's own dependencies (matplotlib) bring the rest. Installed last, so that no later
+	# pip run reports its undeclared dependencies as broken.
 	$(PY) -m pip install --quiet --no-deps "mediapipe==1.2.3"
-	$(PY) -m pip install --quiet "matplotlib>=3.7"
 	touch $(STAMP)
 
 install: $(STAMP)
