@@ -269,17 +269,18 @@ def describe_plan(
     for a run too short to reach its base learning rate or to learn at all."""
     total = steps_per_epoch * config.epochs
     schedule = build_schedule(config, total)
-    if config.init:
-        anchor_text = f"the --init model's ({config.init})"
-    elif anchor_report is None:
-        anchor_text = "as given"
-    else:
-        anchor_text = "fitted to the data" if anchor_report.get("fitted") else anchor_report["reason"]
     model = config.model
+    if config.init:
+        parts = f"anchors, matcher and heads of the --init model ({config.init})"
+    else:
+        anchors = "as given" if anchor_report is None else anchor_report["reason"]
+        if anchor_report is not None and anchor_report.get("fitted"):
+            anchors = "fitted to the data"
+        heads = "GroupNorm" if model.use_group_norm else "without normalisation"
+        parts = f"anchors {anchors}; matcher {model.matching}; heads {heads}"
     lines = [
         f"plan: {total} steps ({config.epochs} epochs x {steps_per_epoch}), lr {config.learning_rate:g} with "
-        f"{schedule.describe()}; input {_size_text(model.image_size)} ({shape_note}); anchors {anchor_text}; "
-        f"matcher {model.matching}; heads {'GroupNorm' if model.use_group_norm else 'without normalisation'}"
+        f"{schedule.describe()}; input {_size_text(model.image_size)} ({shape_note}); {parts}"
     ]
     if not schedule.reaches_base_rate():
         lines.append(
