@@ -1,5 +1,9 @@
 """The main job, end to end: dataset -> train -> evaluate -> export -> evaluate int8 TFLite -> predict.
 
+The synthetic photos are 480x640, a phone camera's VGA frame, and the model's input is 192x256 (their shape
+with the longer side ``--image-size``). MediaPipe Tasks reports whole-pixel boxes in the photo's
+coordinates, so on photos as small as the model's input those pixels alone cost AP (docs/export.md).
+
     python tools/main_job.py                       # synthetic shapes made in-process (no network, no files)
     python tools/main_job.py --data voc:BCCD:trainval --val-data voc:BCCD:test --image-size 384
     python tools/main_job.py --tiny                # a minute-scale run, used by the tests
@@ -13,6 +17,7 @@ summary table.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -27,7 +32,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", default="runs/main_job")
     parser.add_argument("--data", help="training data spec (default: a synthetic set made in OUTPUT/data)")
     parser.add_argument("--val-data", help="validation spec (default: the synthetic validation split)")
-    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--image-size", type=int, default=256, help="the model input's longer side")
+    parser.add_argument(
+        "--photo-size",
+        type=int,
+        nargs=2,
+        default=(480, 640),
+        metavar=("H", "W"),
+        help="the synthetic photos' height and width (default 480 640, a phone camera's VGA frame)",
+    )
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--train-images", type=int, default=480, help="synthetic training images")
@@ -89,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from keras_retinanet import data
     from keras_retinanet.data.synthetic import make_synthetic_coco
-    from keras_retinanet.detectors import predict
+    from keras_retinanet.detectors import load_detector, predict
     from keras_retinanet.evaluation import evaluate_model, format_metrics
     from keras_retinanet.export import export_model
     from keras_retinanet.training import TrainConfig, train
@@ -101,14 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.tiny:
         args.train_images, args.val_images, args.epochs, args.image_size = 48, 16, 3, 128
+        args.photo_size = (96, 128)
     if args.data:
         train_spec, val_spec = args.data, args.val_data or args.data
     else:
-        train_spec = make_synthetic_coco(
-            output / "data" / "train", args.train_images, args.image_size, seed=args.seed
-        )
-        val_spec = make_synthetic_coco(
-            output / "data" / "val", args.val_images, args.image_size, seed=args.seed + 1
+        # The smallest object is 16 pixels at the model's input, whatever the photo's size.
+        min_size = round(16 * max(args.photo_size) / args.image_size)
+        train_spec, val_spec = (
+            make_synthetic_coco(
+                output / "data" / split, count, tuple(args.photo_size), min_size=min_size, seed=args.seed + i
+            )
+            for i, (split, count) in enumerate((("train", args.train_images), ("val", args.val_images)))
         )
     timings["dataset_s"] = time.perf_counter() - start
 
@@ -162,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     metrics["tflite_int8"] = evaluate_model(str(export_dir / "model_int8.tflite"), val_data, progress=False)
     timings["evaluate_int8_s"] = time.perf_counter() - t0
+    if importlib.util.find_spec("mediapipe"):  # `make install` has it; a plain `pip install` may not
+        with load_detector(str(export_dir / "model_int8.tflite"), runtime="mediapipe") as detector:
+            metrics["mediapipe_int8"] = evaluate_model(detector, val_data, progress=False)
 
     held_out = val_data.examples[:6]
     detections = predict(str(model_path), [e["image_path"] for e in held_out], score_threshold=0.3)
@@ -191,7 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print("\n== keras model on the validation set ==")
     print(format_metrics(metrics["keras"]))
-    rows = [("keras (.keras)", metrics["keras"]), ("TFLite int8", metrics["tflite_int8"])]
+    names = {
+        "keras": "keras (.keras)",
+        "tflite_int8": "int8 LiteRT",
+        "mediapipe_int8": "int8 MediaPipe Tasks",
+    }
+    rows = [(names[stage], stage_metrics) for stage, stage_metrics in metrics.items()]
     keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
     print(f"\n| model | {' | '.join(keys)} |\n|---|{'---|' * len(keys)}")
     for name, m in rows:
