@@ -36,7 +36,10 @@ def metadata_schema():
     package's ``__init__``, which imports TensorFlow, matplotlib and the native task library (seconds, and an
     ImportError where matplotlib is missing), none of which writing or reading metadata needs.
     """
-    hint = "TFLite Model Metadata needs the metadata schema classes from the mediapipe package (pip install mediapipe)"
+    hint = (
+        "TFLite Model Metadata needs the metadata schema classes from the mediapipe package "
+        "(pip install 'keras-retinanet[mobile]', or pip install --no-deps mediapipe==1.2.3)"
+    )
     spec = importlib.util.find_spec("mediapipe")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(f"{hint}: mediapipe is not installed")

@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_retinanet.detectors.base import Detections, Detector, ModelFileError
 
-MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe==1.2.3; see the README"
+MEDIAPIPE_INSTALL = "pip install 'keras-retinanet[mobile]', or pip install --no-deps mediapipe==1.2.3"
 
 
 def _import_mediapipe():
