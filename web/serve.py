@@ -65,8 +65,12 @@ def make_server(host: str, port: int, files_root: Path | None, verbose: bool = F
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="web/serve.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=Path, metavar="DIR", help="folder served under /files/ (models, images)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    parser.add_argument(
+        "--files", type=Path, metavar="DIR", help="folder served under /files/ (models, images)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: this machine only)"
+    )
     parser.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
