@@ -35,6 +35,7 @@ let modelName = settings.model;
 let lastImage = null; // redrawn when the threshold changes
 let cameraRunning = false;
 let runningMode = "IMAGE";
+const classColours = new Map(); // class name -> colour, in the order the classes first appear
 
 function setState(state, message) {
   document.body.dataset.state = state;
@@ -43,7 +44,8 @@ function setState(state, message) {
 
 function report(error) {
   console.error(error);
-  setState("error", `Error: ${error?.message ?? error}`);
+  const hint = detector ? "" : " Choose a model file (.tflite) above, or open the page with ?model=URL.";
+  setState("error", `Error: ${error?.message ?? error}.${hint}`);
 }
 
 async function loadDetector() {
@@ -83,10 +85,10 @@ function draw(source, width, height, detections) {
   context.lineWidth = line;
   context.font = `${6 * line + 4}px system-ui, sans-serif`;
   context.textBaseline = "bottom";
-  const names = [...new Set(detections.map((d) => d.name))].sort();
   // Lowest score first, so that the strongest boxes and labels end up on top.
   for (const d of [...detections].sort((a, b) => a.score - b.score)) {
-    const colour = COLOURS[names.indexOf(d.name) % COLOURS.length];
+    if (!classColours.has(d.name)) classColours.set(d.name, COLOURS[classColours.size % COLOURS.length]);
+    const colour = classColours.get(d.name);
     context.strokeStyle = colour;
     context.strokeRect(d.x, d.y, d.width, d.height);
     const label = `${d.name} ${d.score.toFixed(2)}`;
@@ -143,8 +145,13 @@ async function startCamera() {
     if (!cameraRunning) return;
     if (video.currentTime !== lastTime) {
       lastTime = video.currentTime;
-      const found = rows(detector.detectForVideo(video, performance.now()));
+      const started = performance.now();
+      const found = rows(detector.detectForVideo(video, started));
+      const milliseconds = performance.now() - started;
       draw(video, video.videoWidth, video.videoHeight, found);
+      statusLine.textContent =
+        `Camera ${video.videoWidth} × ${video.videoHeight} px: ${found.length} detections with score ≥ ` +
+        `${settings.threshold} in ${milliseconds.toFixed(0)} ms (${modelName}, ${settings.delegate}).`;
     }
     requestAnimationFrame(frame);
   };

@@ -46,7 +46,7 @@ async function main() {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
     args: FLAGS,
-    viewport: { width: 1000, height: 760 },
+    viewport: { width: 900, height: 600 },
   });
   const consoleErrors = [];
   const results = [];
