@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all lint demo benchmark
+.PHONY: install test test-all test-web web-deps lint demo benchmark
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,24 @@ test: $(STAMP)
 	$(PY) -m ruff check keras_retinanet tools tests
 	$(PY) -m pytest -m "not slow" -q -p no:cacheprovider --durations=15
 
-## make test-all: also the slow tests.
-test-all: $(STAMP)
+## make test-all: also the slow tests, the browser test among them (web-deps installs what it needs).
+test-all: $(STAMP) web-deps
 	$(PY) -m pytest -q -p no:cacheprovider
+
+## make test-web: the web page (web/) in headless Chromium against TFLiteDetector (tests/test_web.py).
+test-web: $(STAMP) web-deps
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_web.py
+
+# The web page's npm packages (pinned in web/package-lock.json) and Debian's Chromium for the browser test.
+# Not part of `make install`: only the web page and its test need them.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+web/node_modules/.package-lock.json: web/package-lock.json
+	@command -v npm >/dev/null || { echo "the web page needs Node.js 20+ with npm (https://nodejs.org)" >&2; exit 2; }
+	cd web && npm ci --no-audit --no-fund
+
+web-deps: web/node_modules/.package-lock.json
+	test -x $(CHROMIUM) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 
 lint: $(STAMP)
 	$(PY) -m ruff check keras_retinanet tools tests
