@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,7 +194,8 @@ def test_tflite_detector_decodes_raw_file_as_the_nms_file(raw_exports, photos):
 def test_raw_export_report_records_gpu_op_check(raw_exports):
     """export_report.json lists each raw file's ops against the GPU delegate's documented list, with the
     sources, and no op of the decoding or NMS."""
-    from keras_retinanet.export.gpu_ops import GPU_DOCUMENTED_OPS
+    from keras_retinanet.export.gpu_ops import GPU_DOCUMENTED_OPS, gpu_op_report
+    from keras_retinanet.tflite_file import tflite_ops
 
     report = json.loads((raw_exports["folder"] / "agnostic_raw" / "export_report.json").read_text())
     assert report["profile"] == "raw"
@@ -204,10 +206,19 @@ def test_raw_export_report_records_gpu_op_check(raw_exports):
         assert set(gpu["in_documented_list"]) | set(gpu["not_in_documented_list"]) == set(info["ops"])
         assert set(gpu["in_documented_list"]) <= set(GPU_DOCUMENTED_OPS)
         assert {"CONV_2D", "LOGISTIC", "EXP"} <= set(gpu["in_documented_list"]), name
-        # Integer and NMS ops of the 4-output files are gone; what remains outside the list is float math.
+        # Integer and NMS ops of the 4-output files are gone; what remains outside the list is float math
+        # that the delegate's own checks accept.
         assert not {"TFLite_Detection_PostProcess", "TOPK_V2", "BITCAST", "GATHER", "CAST"} & set(info["ops"])
+        assert gpu["unsupported"] == [] and "LOG" in gpu["in_delegate_checks"], name
         assert gpu["documentation"].startswith("https://") and "Analyzer" in gpu["analyzer"]["source"]
     assert "DEQUANTIZE" in report["files"]["model_float16_raw.tflite"]["ops"]  # float16 weights
+    # The same check finds the 4-output files' NMS op, uint8 input cast and the integer ops of per-class NMS.
+    nms_file = raw_exports["agnostic_nms"]["float32"]
+    unsupported = gpu_op_report(nms_file.read_bytes(), tflite_ops(nms_file))["unsupported"]
+    assert unsupported == ["CAST", "TFLite_Detection_PostProcess"]
+    per_class = Path(raw_exports["default_nms"])
+    unsupported = gpu_op_report(per_class.read_bytes(), tflite_ops(per_class))["unsupported"]
+    assert {"TFLite_Detection_PostProcess", "BITCAST", "TOPK_V2", "GATHER", "CAST"} <= set(unsupported)
 
 
 @pytest.mark.parametrize(

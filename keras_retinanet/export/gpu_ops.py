@@ -1,13 +1,17 @@
-"""Can a GPU delegate run a .tflite's ops? Two checks, written into ``export_report.json``.
+"""Can a GPU delegate run a .tflite's ops? Three checks, written into ``export_report.json``.
 
 1. LiteRT's GPU delegate documentation lists the ops it supports in float16 and float32 (page "GPU delegates
    for LiteRT", section "Supported ops"; the list below, checked 2026-12-05). The list has not grown with the
-   delegate: MEAN, RSQRT, LOG, SPLIT and others that the delegate's model builder accepts are missing from it.
-2. TensorFlow's model analyzer with ``gpu_compatibility=True`` (``tf.lite.experimental.Analyzer``, which runs
-   ``tensorflow/lite/tools/versioning/gpu_compatibility.cc``, the delegate's own op and version checks): its
-   verdict and any "GPU COMPATIBILITY WARNING" lines. This is the check that counts; the list is the document.
+   delegate: MEAN, RSQRT, LOG, SPLIT and others are missing from it.
+2. The delegate's own op checks, ``tensorflow/lite/tools/versioning/gpu_compatibility.cc``
+   (``CheckGpuDelegateCompatibility``: one case per op it accepts; read 2026-12-05): the ops of that switch
+   listed below, beyond the documented ones (their per-op conditions, e.g. STRIDED_SLICE on 3-D or 4-D tensors,
+   are not re-checked here).
+3. TensorFlow's model analyzer with ``gpu_compatibility=True`` (``tf.lite.experimental.Analyzer``): its verdict
+   and any "GPU COMPATIBILITY WARNING" lines. In TF 2.21 it also calls the 4-output files compatible, custom NMS
+   op, BITCAST and TOPK_V2 included, so its verdict alone proves nothing.
 
-Neither runs the file on a GPU: a delegate can still fall back to the CPU at run time (the analyzer says so).
+None runs the file on a GPU: a delegate can still fall back to the CPU at run time.
 """
 
 from __future__ import annotations
@@ -49,6 +53,51 @@ GPU_DOCUMENTED_OPS = (
     "SUB",
     "TRANSPOSE_CONV",
 )
+# Further ops with a case in gpu_compatibility.cc's CheckGpuDelegateCompatibility (CAST only from bool).
+GPU_CHECKER_OPS = (
+    "ABS",
+    "BATCH_MATMUL",
+    "COS",
+    "DEPTH_TO_SPACE",
+    "DEQUANTIZE",
+    "DIV",
+    "ELU",
+    "EQUAL",
+    "FLOOR",
+    "FLOOR_DIV",
+    "FLOOR_MOD",
+    "GREATER",
+    "GREATER_EQUAL",
+    "HARD_SWISH",
+    "LEAKY_RELU",
+    "LESS",
+    "LESS_EQUAL",
+    "LOG",
+    "MEAN",
+    "MIRROR_PAD",
+    "NEG",
+    "NOT_EQUAL",
+    "PACK",
+    "POW",
+    "REDUCE_MAX",
+    "REDUCE_MIN",
+    "REDUCE_PROD",
+    "RESIZE_NEAREST_NEIGHBOR",
+    "RSQRT",
+    "SIN",
+    "SLICE",
+    "SPACE_TO_DEPTH",
+    "SPLIT",
+    "SPLIT_V",
+    "SQRT",
+    "SQUARE",
+    "SQUARED_DIFFERENCE",
+    "SUM",
+    "TANH",
+    "TILE",
+    "TRANSPOSE",
+)
+GPU_CHECKER_SOURCE = "tensorflow/lite/tools/versioning/gpu_compatibility.cc (CheckGpuDelegateCompatibility)"
 _COMPATIBLE = "looks compatible with GPU delegate"
 _WARNING = "GPU COMPATIBILITY WARNING"
 
@@ -60,15 +109,21 @@ def gpu_op_report(data: bytes, ops: Sequence[str]) -> dict[str, Any]:
         data: the .tflite file contents.
         ops: its distinct op names (``keras_retinanet.tflite_file.tflite_ops``).
     Returns:
-        ``{"ops", "in_documented_list", "not_in_documented_list", "documentation", "analyzer": {"source",
-        "compatible" (bool, or None when the analyzer could not run), "warnings": [lines], "error"?}}``.
+        ``{"ops", "in_documented_list", "not_in_documented_list", "documentation", "in_delegate_checks" (the
+        undocumented ops that gpu_compatibility.cc accepts), "unsupported" (in neither: they run on the CPU),
+        "delegate_checks", "analyzer": {"source", "compatible" (bool, or None when the analyzer could not run),
+        "warnings": [lines], "error"?}}``.
     """
     ops = sorted(ops)
+    undocumented = [op for op in ops if op not in GPU_DOCUMENTED_OPS]
     report: dict[str, Any] = {
         "ops": ops,
         "in_documented_list": [op for op in ops if op in GPU_DOCUMENTED_OPS],
-        "not_in_documented_list": [op for op in ops if op not in GPU_DOCUMENTED_OPS],
+        "not_in_documented_list": undocumented,
         "documentation": GPU_DELEGATE_DOC,
+        "in_delegate_checks": [op for op in undocumented if op in GPU_CHECKER_OPS],
+        "unsupported": [op for op in undocumented if op not in GPU_CHECKER_OPS],
+        "delegate_checks": GPU_CHECKER_SOURCE,
         "analyzer": {"source": GPU_ANALYZER, "compatible": None, "warnings": []},
     }
     try:
