@@ -20,8 +20,8 @@ metadata says how to decode it, as MediaPipe Model Maker writes it for its own R
 
 Two more entries that MediaPipe reads where the app sets nothing itself, and our detectors read always:
 
-- a ScoreThresholdingOptions process unit on ``score`` with the model's score threshold (MediaPipe's Android,
-  iOS and web options use it when ``scoreThreshold`` is not set; its Python and C++ options always set one);
+- a ScoreThresholdingOptions process unit on ``score`` with the model's score threshold (MediaPipe's Android
+  and web options use it when ``scoreThreshold`` is not set; its Python and C++ options always set one);
 - a CustomMetadata named ``KERAS_RETINANET_DECODER``: the Keras decoder's NMS settings as JSON
   (``score_threshold``, ``nms_iou_threshold``, ``max_detections``, ``class_agnostic``), so that
   ``TFLiteDetector`` decodes a raw file as the Keras model does. MediaPipe ignores custom metadata of other

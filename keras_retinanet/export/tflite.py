@@ -34,8 +34,8 @@ runs in int8 (see ``convert_tflite``'s ``clip_boxes``).
 Output contract: raw TFLite (``retinanet export --profile raw``; MediaPipe Model Maker's ``omit_nms`` layout)
 --------------------------------------------------------------------------------------------------------------
 One input: ``images`` float32 ``[1, H, W, 3]`` RGB pixels 0..255 (metadata: normalisation mean 0, std 1).
-No decoding op and no NMS: every op is one a GPU delegate runs (``export_report.json`` lists them). Two float32
-outputs, in this order:
+No decoding op and no NMS: float ops that the GPU delegate's op checks accept (``export_report.json`` checks each
+file, ``keras_retinanet.export.gpu_ops``). Two float32 outputs, in this order:
 
     0  box encodings   [1, N, 4]  (ty, tx, th, tw) per anchor: ty = wy * (yc - ya) / ha, th = wh * log(h / ha),
                                   of the box decoded as the Keras decoder does and clipped to the input
@@ -236,7 +236,8 @@ def _per_class_postprocess(encodings, scores, anchors, config, num_classes: int,
 def _tflite_function(
     model: Any, image_size: tuple[int, int], config: PostProcessConfig, nms: str, clip_boxes: bool = True
 ):
-    """tf.function: uint8 (1, H, W, 3) -> (boxes, classes, scores, num_detections), TFLite output contract.
+    """tf.function: uint8 (1, H, W, 3) -> (boxes, classes, scores, num_detections), TFLite output contract;
+    with ``nms="raw"``: float32 (1, H, W, 3) -> (box encodings, scores), the raw contract.
 
     The network part (images -> box encodings and sigmoid scores) is frozen to constants first: the converter
     keeps Keras 3 variables as resource variables (VAR_HANDLE / READ_VARIABLE) otherwise, while freezing the
