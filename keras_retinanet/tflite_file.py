@@ -22,15 +22,31 @@ DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 CLASSES_PER_OP = 2
 # The model-metadata entry that holds the TFLite Model Metadata flatbuffer (MediaPipe's kMetadataBufferName).
 METADATA_FIELD = "TFLITE_METADATA"
+# Raw files (no NMS inside): MediaPipe's decoding options (its kDetectorMetadataName), our decoder's settings,
+# and the names of the two outputs' tensor metadata (keras_retinanet.export.raw_metadata).
+DETECTOR_METADATA_NAME = "DETECTOR_METADATA"
+DECODER_METADATA_NAME = "KERAS_RETINANET_DECODER"
+RAW_OUTPUT_NAMES = ("location", "score")
 
 
 class MetadataError(ValueError):
     """The model cannot carry detection metadata (wrong inputs or outputs), or its metadata is unreadable."""
 
 
-@functools.cache
 def metadata_schema():
-    """The generated classes of metadata_schema.fbs, from the mediapipe wheel.
+    """The generated classes of metadata_schema.fbs (TFLite Model Metadata), from the mediapipe wheel."""
+    return _wheel_schema("metadata_schema_py_generated.py")
+
+
+def object_detector_schema():
+    """The generated classes of object_detector_metadata_schema.fbs (MediaPipe's ``DETECTOR_METADATA``: anchors
+    and box decoding of a detector without NMS inside), from the mediapipe wheel."""
+    return _wheel_schema("object_detector_metadata_schema_py_generated.py")
+
+
+@functools.cache
+def _wheel_schema(file_name: str):
+    """A generated schema module of the mediapipe wheel's ``tasks/metadata`` folder.
 
     They are loaded from their file: they need only ``flatbuffers``, while ``import mediapipe`` first runs the
     package's ``__init__``, which imports TensorFlow, matplotlib and the native task library (seconds, and an
@@ -43,12 +59,10 @@ def metadata_schema():
     spec = importlib.util.find_spec("mediapipe")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(f"{hint}: mediapipe is not installed")
-    path = Path(
-        list(spec.submodule_search_locations)[0], "tasks", "metadata", "metadata_schema_py_generated.py"
-    )
+    path = Path(list(spec.submodule_search_locations)[0], "tasks", "metadata", file_name)
     if not path.is_file():
         raise ImportError(f"{hint}: {path} is missing from the installed mediapipe")
-    module_spec = importlib.util.spec_from_file_location("keras_retinanet_tflite_metadata_schema", path)
+    module_spec = importlib.util.spec_from_file_location(f"keras_retinanet_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
@@ -97,8 +111,11 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
         "input": {"name", "tensor", "size": (H, W), "dtype", "color_space", "normalization": (mean, std) | None},
         "outputs": [{"name", "tensor", "position"}] in the model's output order,
         "box_index": [left, top, right, bottom positions], "box_type", "coordinate_type",
-        "labels": [...] (from the packed TENSOR_VALUE_LABELS file), "class_thresholds": [per class] or None (from
-        the score calibration file: each line's min_score, 0 without), "associated_files": [names in the zip]}``;
+        "labels": [...] (from the packed TENSOR_VALUE_LABELS or TENSOR_AXIS_LABELS file), "class_thresholds":
+        [per class] or None (from the score calibration file: each line's min_score, 0 without), "score_threshold":
+        the ScoreThresholdingOptions' value or None, "raw_decoding" and "decoder" (a raw file's anchors, box
+        decoding and NMS settings, see ``_raw_decoding``; None for files with NMS inside), "associated_files":
+        [names in the zip]}``;
         box_type and coordinate_type are the schema's enum names (e.g. "BOUNDARIES", "RATIO").
     Raises:
         MetadataError: the file is not a TFLite model, or its metadata or label file is broken (named).
@@ -151,7 +168,7 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
     except zipfile.BadZipFile:
         archive = None
     packed = archive.namelist() if archive is not None else []
-    outputs, labels, thresholds = [], None, None
+    outputs, labels, thresholds, score_threshold = [], None, None, None
     box: dict[str, Any] = {}
     for position, tensor_md in enumerate(outputs_md):
         tensor_name = as_text(subgraph.tensors[subgraph.outputs[position]].name)
@@ -167,8 +184,12 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
                 "box_type": enum_name(md.BoundingBoxType, props.type),
                 "coordinate_type": enum_name(md.CoordinateType, props.coordinateType),
             }
+        for unit in tensor_md.processUnits or []:
+            if unit.optionsType == md.ProcessUnitOptions.ScoreThresholdingOptions:
+                score_threshold = float(unit.options.globalScoreThreshold)
+        label_types = (md.AssociatedFileType.TENSOR_VALUE_LABELS, md.AssociatedFileType.TENSOR_AXIS_LABELS)
         for file in tensor_md.associatedFiles or []:
-            if file.type == md.AssociatedFileType.TENSOR_VALUE_LABELS and labels is None:
+            if file.type in label_types and labels is None:
                 file_name = as_text(file.name)
                 if file_name not in packed:
                     raise MetadataError(
@@ -206,8 +227,61 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
         **({"box_index": None, "box_type": None, "coordinate_type": None} | box),
         "labels": labels,
         "class_thresholds": thresholds,
+        "score_threshold": score_threshold,
+        **_raw_decoding(subgraph_md, where),
         "associated_files": packed,
     }
+
+
+def _raw_decoding(subgraph_md: Any, where: str) -> dict[str, Any]:
+    """``{"raw_decoding", "decoder"}`` of a raw file's custom metadata (None for a file with NMS inside).
+
+    ``raw_decoding``: MediaPipe's DETECTOR_METADATA as ``{"anchors": (N, 4) float32 normalised (yc, xc, h, w),
+    "scales": (y, x, h, w), "num_classes", "num_boxes", "apply_exponential_on_box_size", "sigmoid_score"}``;
+    ``decoder``: the Keras decoder's settings written by ``retinanet export --profile raw`` (None in files of
+    other writers, e.g. MediaPipe Model Maker).
+    """
+    import json
+
+    import numpy as np
+
+    found: dict[str, Any] = {"raw_decoding": None, "decoder": None}
+    for custom in subgraph_md.customMetadata or []:
+        name, data = as_text(custom.name), bytes(bytearray(custom.data if custom.data is not None else []))
+        if name == DETECTOR_METADATA_NAME:
+            od = object_detector_schema()
+            if not od.ObjectDetectorOptions.ObjectDetectorOptionsBufferHasIdentifier(data, 0):
+                raise MetadataError(
+                    f"{where}: {DETECTOR_METADATA_NAME} is not an ObjectDetectorOptions flatbuffer"
+                )
+            options = od.ObjectDetectorOptions.GetRootAs(data, 0)
+            decoding = options.TensorsDecodingOptions()
+            fixed = options.SsdAnchorsOptions().FixedAnchorsSchema() if options.SsdAnchorsOptions() else None
+            if decoding is None or fixed is None:
+                raise MetadataError(
+                    f"{where}: {DETECTOR_METADATA_NAME} lacks its anchors or decoding options"
+                )
+            anchors = np.array(
+                [
+                    (a.YCenter(), a.XCenter(), a.Height(), a.Width())
+                    for a in (fixed.Anchors(i) for i in range(fixed.AnchorsLength()))
+                ],
+                np.float32,
+            ).reshape(-1, 4)
+            found["raw_decoding"] = {
+                "anchors": anchors,
+                "scales": (decoding.YScale(), decoding.XScale(), decoding.HScale(), decoding.WScale()),
+                "num_classes": int(decoding.NumClasses()),
+                "num_boxes": int(decoding.NumBoxes()),
+                "apply_exponential_on_box_size": bool(decoding.ApplyExponentialOnBoxSize()),
+                "sigmoid_score": bool(decoding.SigmoidScore()),
+            }
+        elif name == DECODER_METADATA_NAME:
+            try:
+                found["decoder"] = json.loads(data.decode("utf-8"))
+            except ValueError as err:
+                raise MetadataError(f"{where}: {DECODER_METADATA_NAME} is not JSON: {err}") from None
+    return found
 
 
 def tflite_ops(path_or_bytes: str | os.PathLike | bytes) -> list[str]:

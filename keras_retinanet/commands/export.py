@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from keras_retinanet.export.config import TFLITE_NMS_CHOICES, TFLITE_VARIANTS
+from keras_retinanet.export.config import EXPORT_PROFILES, RAW_VARIANTS, TFLITE_NMS_CHOICES, TFLITE_VARIANTS
 
 
 def _variants(text: str) -> list[str]:
@@ -40,8 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tflite",
         type=_variants,
-        default=list(TFLITE_VARIANTS),
-        help="comma-separated TFLite variants: float32,float16,int8 (default all) or 'none'",
+        default=None,
+        help="comma-separated TFLite variants: float32,float16,int8 (default all; --profile raw: "
+        f"{','.join(RAW_VARIANTS)}) or 'none'",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=EXPORT_PROFILES,
+        default="nms",
+        help="'nms' (default): TFLite files with NMS inside (4 outputs, any MediaPipe or LiteRT app, CPU); "
+        "'raw': model_float32_raw.tflite and model_float16_raw.tflite, 2 raw outputs (box encodings, scores) "
+        "with MediaPipe's detector metadata, which MediaPipe decodes outside the model: for GPU delegates "
+        "(docs/mobile.md)",
     )
     parser.add_argument("--no-saved-model", action="store_true", help="skip the SavedModel")
     parser.add_argument(
@@ -99,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         saved_model=not args.no_saved_model,
         tflite_variants=args.tflite,
         tflite_nms=args.tflite_nms,
+        profile=args.profile,
         calibration_data=args.calibration_data,
         calibration_steps=args.calibration_steps,
         parity_images=args.parity_images,

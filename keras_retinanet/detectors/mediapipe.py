@@ -37,9 +37,15 @@ class MediaPipeDetector(Detector):
 
     Args:
         path: the ``.tflite`` file (``retinanet export`` writes metadata into every file).
-        score_threshold: MediaPipe's ``score_threshold`` option (None: the file's own, from the export's decoder).
-            Per-class thresholds in the file's metadata (``retinanet export --class-thresholds``) apply too.
-        max_detections: MediaPipe's ``max_results`` (None: every detection the file returns).
+        score_threshold: MediaPipe's ``score_threshold`` option (None: the file's own, from the export's decoder:
+            inside the NMS op of a 4-output file, in the metadata of a raw file). Per-class thresholds in the
+            file's metadata (``retinanet export --class-thresholds``) apply too.
+        max_detections: MediaPipe's ``max_results`` (None: every detection a 4-output file returns; a raw file's
+            decoder's ``max_detections``).
+
+    A raw file (``retinanet export --profile raw``) is decoded by MediaPipe itself: one class per anchor and
+    class-agnostic NMS at IoU 0.3 (MediaPipe's defaults, which its Python options cannot change), whatever
+    NMS the Keras model uses.
     Raises:
         ModelFileError: mediapipe is not installed, or MediaPipe refuses the file (for example a file exported
             before metadata existed: re-export it with ``retinanet export``).
@@ -64,6 +70,11 @@ class MediaPipeDetector(Detector):
                 "keras_retinanet 0.2?): export it again with `retinanet export MODEL.keras`"
             )
         mediapipe, tasks, vision = _import_mediapipe()
+        raw_defaults = _raw_file_defaults(metadata)
+        if score_threshold is None:
+            score_threshold = raw_defaults.get("score_threshold")
+        if max_detections is None:
+            max_detections = raw_defaults.get("max_detections")
         options = vision.ObjectDetectorOptions(
             base_options=tasks.BaseOptions(model_asset_path=path),
             max_results=-1 if max_detections is None else int(max_detections),
@@ -108,3 +119,15 @@ class MediaPipeDetector(Detector):
         if self._detector is not None:
             self._detector.close()
             self._detector = None
+
+
+def _raw_file_defaults(metadata: dict) -> dict:
+    """A raw file's score threshold and maximum detections, which MediaPipe's Python options must be given
+    (they always override the metadata's): {} for a file with NMS inside, whose op applies its own."""
+    if metadata.get("raw_decoding") is None:
+        return {}
+    decoder = metadata.get("decoder") or {}
+    defaults = {"score_threshold": metadata.get("score_threshold", decoder.get("score_threshold"))}
+    if decoder.get("max_detections") is not None:
+        defaults["max_detections"] = int(decoder["max_detections"])
+    return defaults

@@ -1,4 +1,5 @@
-"""A ``.tflite`` detector with ``TFLite_Detection_PostProcess`` outputs, run by LiteRT (``ai_edge_litert``)."""
+"""A ``.tflite`` detector run by LiteRT (``ai_edge_litert``): files with ``TFLite_Detection_PostProcess`` outputs,
+and raw files (box encodings and scores, ``retinanet export --profile raw``) decoded outside the model."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from keras_retinanet.detectors.base import Detections, Detector, ModelFileError, find_labels
+from keras_retinanet.detectors.raw_decoding import RawDecoder
 from keras_retinanet.imaging import RESIZE_RULES, boxes_to_original
 
 logger = logging.getLogger(__name__)
@@ -21,7 +23,9 @@ class TFLiteDetector(Detector):
     """A ``.tflite`` file written by ``keras_retinanet.export`` (contract: ``keras_retinanet.export.tflite``).
 
     Input: one (1, H, W, 3) image (uint8, or float32 in [0, 255]). Outputs (the op's order): boxes (1, M, 4)
-    normalised ``ymin, xmin, ymax, xmax`` of the input tensor, classes (1, M), scores (1, M), count (1,).
+    normalised ``ymin, xmin, ymax, xmax`` of the input tensor, classes (1, M), scores (1, M), count (1,). A raw
+    file (box encodings (1, N, 4) and scores (1, N, K), with MediaPipe's detector metadata) is decoded with the
+    Keras decoder and the NMS settings its metadata stores (``keras_retinanet.detectors.raw_decoding``).
     Class names: the file's metadata, else ``labels.txt`` next to the file. Per-class score thresholds in the
     metadata (``retinanet export --class-thresholds``, written as MediaPipe score calibration) are applied.
 
@@ -81,14 +85,35 @@ class TFLiteDetector(Detector):
         self.resize = resize
         self._input = inputs[0]
         self.image_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
-        self._outputs = self._identify_outputs()
         metadata = _parsed(path, _metadata)
+        self._raw: RawDecoder | None = None
+        if metadata and metadata.get("raw_decoding") is not None:
+            self._raw = self._raw_decoder(metadata)
+        else:
+            self._outputs = self._identify_outputs()
         labels = list(metadata["labels"]) if metadata and metadata.get("labels") else None
         names = class_names or labels or find_labels(os.path.dirname(os.path.abspath(path)))
         super().__init__(names, score_threshold, max_detections)
         if metadata and metadata.get("class_thresholds"):
             # Per-class thresholds written as MediaPipe score calibration; LiteRT ignores metadata, so apply them.
             self.class_thresholds = np.asarray(metadata["class_thresholds"], np.float32)
+
+    def _raw_decoder(self, metadata: dict) -> RawDecoder:
+        """A raw file (``retinanet export --profile raw``): its two outputs and the decoder its metadata gives."""
+        details = self.interpreter.get_output_details()
+        decoding = metadata["raw_decoding"]
+        wanted = [(1, decoding["num_boxes"], 4), (1, decoding["num_boxes"], decoding["num_classes"])]
+        shapes = [tuple(int(d) for d in detail["shape"]) for detail in details]
+        if shapes != wanted:
+            raise ModelFileError(
+                f"{self.path}: its detector metadata describes outputs {wanted} (box encodings, scores), the "
+                f"model has {shapes}"
+            )
+        self._outputs = {"encodings": details[0]["index"], "scores": details[1]["index"]}
+        try:
+            return RawDecoder(metadata, self.image_size)
+        except ValueError as err:
+            raise ModelFileError(f"{self.path}: {err}") from None
 
     def _identify_outputs(self) -> dict[str, int]:
         """Tensor index of boxes / classes / scores / count, by signature names or by the op's order."""
@@ -140,11 +165,21 @@ class TFLiteDetector(Detector):
         """The file's raw outputs for one (H, W, 3) canvas of the input size.
 
         Returns {"boxes": (n, 4) normalised ymin, xmin, ymax, xmax, "classes": (n,) float, "scores": (n,)}, the
-        n valid rows in the op's order (scores descending).
+        n valid rows in the op's order (scores descending). A raw file's outputs are decoded first
+        (:class:`~keras_retinanet.detectors.raw_decoding.RawDecoder`), giving the same layout.
         """
         self.interpreter.set_tensor(self._input["index"], self._input_tensor(canvas))
         self.interpreter.invoke()
         get = self.interpreter.get_tensor
+        if self._raw is not None:
+            boxes, scores, classes = self._raw(get(self._outputs["encodings"]), get(self._outputs["scores"]))
+            height, width = self.image_size
+            x1, y1, x2, y2 = np.asarray(boxes, np.float32).reshape(-1, 4).T
+            return {
+                "boxes": np.stack([y1 / height, x1 / width, y2 / height, x2 / width], axis=1),
+                "classes": np.asarray(classes, np.float32),
+                "scores": np.asarray(scores, np.float32),
+            }
         count = int(np.asarray(get(self._outputs["count"])).reshape(-1)[0])
         return {
             "boxes": np.asarray(get(self._outputs["boxes"]), np.float32).reshape(-1, 4)[:count],

@@ -2,7 +2,10 @@
 
 - ``writer.py``: :func:`export_model`, the whole export folder (staged, then moved into place).
 - ``saved_model.py``: the SavedModel with letterbox, decoding and NMS inside, and its output contract.
-- ``tflite.py``: TFLite conversion with ``TFLite_Detection_PostProcess``, op checks, and its output contract.
+- ``tflite.py``: TFLite conversion with ``TFLite_Detection_PostProcess`` (or raw outputs, ``--profile raw``), op
+  checks, and the output contracts.
+- ``metadata.py`` / ``raw_metadata.py``: TFLite Model Metadata for MediaPipe, files with NMS inside / raw files.
+- ``gpu_ops.py``: which of a file's ops a GPU delegate runs (documentation and the delegate's own checks).
 - ``requantization.py``: int8 files made acceptable to XNNPACK.
 - ``calibration.py``: images for int8 calibration and parity.
 - ``parity.py``: do the files detect what the Keras model detects?

@@ -9,6 +9,11 @@ SAVED_MODEL_DIR = "saved_model"
 REPORT_FILE = "export_report.json"
 TFLITE_VARIANTS = ("float32", "float16", "int8")
 TFLITE_NMS_CHOICES = ("builtin", "combined")
+# ``retinanet export --profile``: "nms", the 4-output files with NMS inside (default); "raw", 2-output files
+# (box encodings, class scores) whose decoding and NMS the app runs, e.g. MediaPipe for a GPU delegate.
+EXPORT_PROFILES = ("nms", "raw")
+RAW_OUTPUTS = "raw"
+RAW_VARIANTS = ("float32", "float16")  # GPU delegates compute in float16 / float32
 
 
 class ExportError(RuntimeError):

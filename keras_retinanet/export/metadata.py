@@ -216,29 +216,9 @@ def _tensor_metadata(md: Any, name: str, description: str, content_properties: A
     return tensor
 
 
-def _build_metadata(
-    *,
-    labels: list[str],
-    roles: list[int],
-    input_size: tuple[int, int],
-    input_dtype: str,
-    normalization: tuple[float, float] | None,
-    name: str,
-    description: str,
-    version: str,
-    author: str | None,
-    license: str | None,
-    calibrated: bool = False,
-) -> bytes:
-    """The metadata flatbuffer (identifier M001), laid out as MediaPipe's object detector writer does.
-
-    ``calibrated``: the score tensor gets the score calibration of the module docstring (its file packed apart).
-    """
-    import flatbuffers
-
-    md = metadata_schema()
+def _image_metadata(md: Any, input_size: tuple[int, int], input_dtype: str, normalization) -> Any:
+    """The input tensor's metadata: RGB image of ``input_size``, normalisation for a float32 input."""
     height, width = input_size
-
     image_properties = md.ImagePropertiesT()
     image_properties.colorSpace = md.ColorSpaceType.RGB
     image_properties.defaultSize = md.ImageSizeT()
@@ -262,6 +242,31 @@ def _build_metadata(
         unit.options.mean, unit.options.std = [mean], [std]
         image.processUnits = [unit]
         image.stats.min, image.stats.max = [(0.0 - mean) / std], [(255.0 - mean) / std]
+    return image
+
+
+def _build_metadata(
+    *,
+    labels: list[str],
+    roles: list[int],
+    input_size: tuple[int, int],
+    input_dtype: str,
+    normalization: tuple[float, float] | None,
+    name: str,
+    description: str,
+    version: str,
+    author: str | None,
+    license: str | None,
+    calibrated: bool = False,
+) -> bytes:
+    """The metadata flatbuffer (identifier M001), laid out as MediaPipe's object detector writer does.
+
+    ``calibrated``: the score tensor gets the score calibration of the module docstring (its file packed apart).
+    """
+    import flatbuffers
+
+    md = metadata_schema()
+    image = _image_metadata(md, input_size, input_dtype, normalization)
 
     # Content.range {2, 2} (metadata_schema.fbs, table Content): every row of [1, N, 4] is one box, every
     # element of [1, N] one class or score.
@@ -436,10 +441,6 @@ def add_detection_metadata(
             raise MetadataError(
                 f"class_thresholds must be {len(labels)} scores in [0, 1], one per class; got {class_thresholds}"
             )
-    for buffer in model.buffers or []:
-        if buffer.offset:
-            raise MetadataError("buffers stored outside the flatbuffer (models over 2 GB) are not supported")
-
     metadata = _build_metadata(
         labels=labels,
         roles=roles,
@@ -453,8 +454,22 @@ def add_detection_metadata(
         license=license,
         calibrated=class_thresholds is not None,
     )
+    files = {LABELS_FILE: ("\n".join(labels) + "\n").encode("utf-8")}
+    if class_thresholds is not None:
+        # No newline after the last line: MediaPipe reads one sigmoid per line, an empty one included.
+        lines = [f"1.0,1.0,0.0,{t!r}" if t > 0 else "1.0,1.0,0.0" for t in class_thresholds]
+        files[SCORE_CALIBRATION_FILE] = "\n".join(lines).encode("utf-8")
+    return _with_metadata_buffer(model, metadata, files)
+
+
+def _with_metadata_buffer(model: Any, metadata: bytes, files: dict[str, bytes]) -> bytes:
+    """The model's bytes with ``metadata`` as its TFLITE_METADATA buffer (replacing any) and ``files`` packed."""
     import numpy as np
 
+    schema = tflite_schema()
+    for buffer in model.buffers or []:
+        if buffer.offset:
+            raise MetadataError("buffers stored outside the flatbuffer (models over 2 GB) are not supported")
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(metadata, np.uint8)
     entries = [m for m in (model.metadata or []) if as_text(m.name) == METADATA_FIELD]
@@ -467,11 +482,6 @@ def add_detection_metadata(
         entry.name = METADATA_FIELD
         entry.buffer = len(model.buffers) - 1
         model.metadata = list(model.metadata or []) + [entry]
-    files = {LABELS_FILE: ("\n".join(labels) + "\n").encode("utf-8")}
-    if class_thresholds is not None:
-        # No newline after the last line: MediaPipe reads one sigmoid per line, an empty one included.
-        lines = [f"1.0,1.0,0.0,{t!r}" if t > 0 else "1.0,1.0,0.0" for t in class_thresholds]
-        files[SCORE_CALIBRATION_FILE] = "\n".join(lines).encode("utf-8")
     return _append_zip(_pack_model(model), files)
 
 

@@ -30,6 +30,20 @@ anchors as normalised (yc, xc, h, w). The float files decode the boxes, clip the
 decoder does before NMS) and re-encode them with unit scales. The int8 file feeds the raw encodings
 (dy, dx, min(dh, clamp * wh), min(dw, clamp * ww)) with y/x/h/w_scale = wy/wx/wh/ww, so that no box arithmetic
 runs in int8 (see ``convert_tflite``'s ``clip_boxes``).
+
+Output contract: raw TFLite (``retinanet export --profile raw``; MediaPipe Model Maker's ``omit_nms`` layout)
+--------------------------------------------------------------------------------------------------------------
+One input: ``images`` float32 ``[1, H, W, 3]`` RGB pixels 0..255 (metadata: normalisation mean 0, std 1).
+No decoding op and no NMS: float ops that the GPU delegate's op checks accept (``export_report.json`` checks each
+file, ``keras_retinanet.export.gpu_ops``). Two float32 outputs, in this order:
+
+    0  box encodings   [1, N, 4]  (ty, tx, th, tw) per anchor: ty = wy * (yc - ya) / ha, th = wh * log(h / ha),
+                                  of the box decoded as the Keras decoder does and clipped to the input
+    1  class scores    [1, N, K]  sigmoid probabilities (the activation is inside)
+
+N anchors in the model's order, as normalised (yc, xc, h, w) in the metadata (``tflite_anchors``); the scales
+(y, x, h, w) = the box coder's weights (wy, wx, wh, ww) (``raw_box_scales``). MediaPipe decodes and runs its own
+NMS (class-agnostic, IoU 0.3, one class per anchor); ``TFLiteDetector`` decodes with the Keras decoder.
 """
 
 from __future__ import annotations
@@ -43,7 +57,14 @@ from typing import Any
 
 import numpy as np
 
-from keras_retinanet.export.config import TFLITE_NMS_CHOICES, TFLITE_VARIANTS, ExportError, PostProcessConfig
+from keras_retinanet.export.config import (
+    RAW_OUTPUTS,
+    RAW_VARIANTS,
+    TFLITE_NMS_CHOICES,
+    TFLITE_VARIANTS,
+    ExportError,
+    PostProcessConfig,
+)
 from keras_retinanet.export.requantization import fit_requantization_scales
 from keras_retinanet.imaging import parse_image_size
 from keras_retinanet.tflite_file import (
@@ -215,7 +236,8 @@ def _per_class_postprocess(encodings, scores, anchors, config, num_classes: int,
 def _tflite_function(
     model: Any, image_size: tuple[int, int], config: PostProcessConfig, nms: str, clip_boxes: bool = True
 ):
-    """tf.function: uint8 (1, H, W, 3) -> (boxes, classes, scores, num_detections), TFLite output contract.
+    """tf.function: uint8 (1, H, W, 3) -> (boxes, classes, scores, num_detections), TFLite output contract;
+    with ``nms="raw"``: float32 (1, H, W, 3) -> (box encodings, scores), the raw contract.
 
     The network part (images -> box encodings and sigmoid scores) is frozen to constants first: the converter
     keeps Keras 3 variables as resource variables (VAR_HANDLE / READ_VARIABLE) otherwise, while freezing the
@@ -234,8 +256,12 @@ def _tflite_function(
     anchors_yxhw = tflite_anchors(model, image_size)
     wx, wy, ww, wh = config.box_weights
     clamp = config.box_clamp
-    spec = tf.TensorSpec([1, height, width, 3], tf.uint8, name="images")
+    # The raw file takes float32 pixels: a GPU delegate has no uint8 -> float CAST (MediaPipe feeds it floats).
+    input_dtype = tf.float32 if nms == RAW_OUTPUTS else tf.uint8
+    spec = tf.TensorSpec([1, height, width, 3], input_dtype, name="images")
     unit_scales = (1.0, 1.0, 1.0, 1.0)
+    # The raw file's encodings carry the box coder's weights, declared as MediaPipe's scales (y, x, h, w).
+    encode_scales = raw_box_scales(config) if nms == RAW_OUTPUTS else unit_scales
 
     @tf.function(input_signature=[spec])
     def network(images):
@@ -259,22 +285,26 @@ def _tflite_function(
         x2 = tf.clip_by_value(xc + half_w, 0.0, 1.0)
         if nms == "combined":
             return tf.concat([y1, x1, y2, x2], axis=-1), scores
-        # Re-encode the clipped boxes with unit scales. A box clipped to nothing keeps a tiny positive size:
-        # its IoU with anything is ~0, as in the Keras decoder, where its area is 0.
+        # Re-encode the clipped boxes (unit scales; the raw file: the box coder's weights). A box clipped to
+        # nothing keeps a tiny positive size: its IoU with anything is ~0, as in the Keras decoder, where its
+        # area is 0.
         box_h = tf.maximum(y2 - y1, 1e-7)
         box_w = tf.maximum(x2 - x1, 1e-7)
+        scale_y, scale_x, scale_h, scale_w = encode_scales
         encodings = tf.concat(
             [
-                ((y1 + y2) * 0.5 - ya) / ha,
-                ((x1 + x2) * 0.5 - xa) / wa,
-                tf.math.log(box_h / ha),
-                tf.math.log(box_w / wa),
+                ((y1 + y2) * 0.5 - ya) / ha * scale_y,
+                ((x1 + x2) * 0.5 - xa) / wa * scale_x,
+                tf.math.log(box_h / ha) * scale_h,
+                tf.math.log(box_w / wa) * scale_w,
             ],
             axis=-1,
         )
         return encodings, scores
 
     frozen = convert_variables_to_constants_v2(network.get_concrete_function())
+    if nms == RAW_OUTPUTS:
+        return tf.function(lambda images: frozen(images), input_signature=[spec])
     scales = (wy, wx, wh, ww) if nms == "builtin" and not clip_boxes else unit_scales
 
     @tf.function(input_signature=[spec])
@@ -307,6 +337,17 @@ def _tflite_function(
         )
 
     return detect
+
+
+def raw_box_scales(config: PostProcessConfig) -> tuple[float, float, float, float]:
+    """(y_scale, x_scale, h_scale, w_scale) of the raw file's box encodings: the box coder's (wy, wx, wh, ww).
+
+    MediaPipe (``TensorsToDetectionsCalculator``, box format YXHW) decodes row ``(ty, tx, th, tw)`` as
+    ``yc = ty / y_scale * ha + ya``, ``h = exp(th / h_scale) * ha``, which is ``BoxCoder.decode`` with these
+    weights and the anchors as normalised (yc, xc, h, w).
+    """
+    wx, wy, ww, wh = config.box_weights
+    return (wy, wx, wh, ww)
 
 
 def _order_outputs_by_signature(data: bytes) -> bytes:
@@ -357,7 +398,9 @@ def convert_tflite(
         config: post-processing settings; default from ``model.decoder`` and ``model.box_coder``.
         representative_images: callable returning an iterable of uint8 (H, W, 3) letterboxed RGB canvases.
         nms: "builtin" (TFLite_Detection_PostProcess, builtin ops only; raises ExportError if a Flex op
-            appears) or "combined" (tf.image.combined_non_max_suppression as a Flex op; Flex runtime).
+            appears), "combined" (tf.image.combined_non_max_suppression as a Flex op; Flex runtime) or "raw"
+            (no NMS: float32 input, the two raw outputs of the module docstring's raw contract; float32 and
+            float16 only).
         clip_boxes: clip boxes to the input before NMS, as the Keras decoder does (see ``_tflite_function``).
             ``None`` (default): clip for float32 / float16, not for int8. In an int8 file the decode, clip and
             re-encode arithmetic would itself run in int8 and blur every box (the main job's model lost 8 AP
@@ -371,11 +414,18 @@ def convert_tflite(
 
     if variant not in TFLITE_VARIANTS:
         raise ExportError(f"unknown TFLite variant {variant!r}; choose from {', '.join(TFLITE_VARIANTS)}")
-    if nms not in TFLITE_NMS_CHOICES:
-        raise ExportError(f"unknown TFLite NMS {nms!r}; choose from {', '.join(TFLITE_NMS_CHOICES)}")
+    if nms not in (*TFLITE_NMS_CHOICES, RAW_OUTPUTS):
+        raise ExportError(
+            f"unknown TFLite NMS {nms!r}; choose from {', '.join((*TFLITE_NMS_CHOICES, RAW_OUTPUTS))}"
+        )
+    if nms == RAW_OUTPUTS and variant not in RAW_VARIANTS:
+        raise ExportError(
+            f"the raw profile is for GPU delegates, which compute in float: variants {', '.join(RAW_VARIANTS)}, "
+            f"not {variant!r}"
+        )
     image_size = parse_image_size(image_size) if image_size is not None else model.input_size
     config = config or PostProcessConfig.from_model(model)
-    if clip_boxes is None:
+    if clip_boxes is None or nms == RAW_OUTPUTS:
         clip_boxes = variant != "int8"
     if nms == "builtin" and not config.class_agnostic and config.score_threshold <= 0:
         raise ExportError(
@@ -411,6 +461,10 @@ def convert_tflite(
                 ", ".join(widened),
             )
     ops = tflite_ops(data)
+    if nms == RAW_OUTPUTS:
+        unwanted = [op for op in ops if op in (DETECTION_POSTPROCESS_OP, "VAR_HANDLE", "READ_VARIABLE")]
+        if flex_ops(ops) or unwanted:
+            raise ExportError(f"TFLite raw {variant} export contains {flex_ops(ops) + unwanted}; ops: {ops}")
     if nms == "builtin":
         if flex_ops(ops):
             raise ExportError(
@@ -433,7 +487,7 @@ def _convert_saved_model(
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-    if nms == "builtin":
+    if nms in ("builtin", RAW_OUTPUTS):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     else:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]

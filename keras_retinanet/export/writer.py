@@ -10,6 +10,8 @@
       model_float16.tflite    float16 weights (computes in float32 on CPU)
       model_int8.tflite       full-integer post-training quantisation; post-processing and outputs in float
       model_float32_combined_nms.tflite   only with ``tflite_nms="combined"``: needs the Flex delegate
+      model_float32_raw.tflite, model_float16_raw.tflite   instead of the model_*.tflite files with
+                              ``profile="raw"``: 2 raw outputs, no NMS inside, for GPU delegates (MediaPipe decodes)
       export_report.json      sizes, op lists, settings and parity figures
 
 It is built in a temporary sibling directory (``.OUTPUT.partial-PID-*``) and moved into place at the very end,
@@ -41,6 +43,9 @@ from keras_retinanet.atomic import kill_point
 from keras_retinanet.detectors import LABELS_FILE, load_retinanet
 from keras_retinanet.export.calibration import calibration_paths, data_aspect_ratio, load_canvases
 from keras_retinanet.export.config import (
+    EXPORT_PROFILES,
+    RAW_OUTPUTS,
+    RAW_VARIANTS,
     REPORT_FILE,
     SAVED_MODEL_DIR,
     TFLITE_NMS_CHOICES,
@@ -56,6 +61,8 @@ from keras_retinanet.export.tflite import (
     TFLITE_DETECTIONS_PER_CLASS,
     convert_tflite,
     flex_ops,
+    raw_box_scales,
+    tflite_anchors,
     tflite_ops,
 )
 from keras_retinanet.imaging import parse_image_size, shape_for_aspect_ratio
@@ -85,6 +92,35 @@ def _with_metadata(
             input_dtype="uint8",
             license="Apache-2.0",
             class_thresholds=class_thresholds,
+        )
+    except ImportError as err:
+        raise ExportError(
+            f"{err}; or export without metadata (--no-metadata; MediaPipe then refuses the file)"
+        ) from None
+
+
+def _with_raw_metadata(
+    data: bytes, model: Any, size: tuple[int, int], variant: str, config: PostProcessConfig
+) -> bytes:
+    """The raw .tflite with MediaPipe's detector metadata (anchors, box scales, labels, decoder settings)."""
+    from keras_retinanet import __version__
+    from keras_retinanet.export.raw_metadata import add_raw_detection_metadata
+
+    names = class_names(model)
+    try:
+        return add_raw_detection_metadata(
+            data,
+            labels=names,
+            anchors=tflite_anchors(model, size),
+            scales=raw_box_scales(config),
+            decoder=dataclasses.asdict(config),
+            name=f"RetinaNet {model.backbone_name or 'custom backbone'} ({variant}, raw outputs)",
+            description=(
+                f"RetinaNet object detector without NMS, {len(names)} classes, {size[0]}x{size[1]} float32 RGB "
+                f"input (pixels 0..255); exported by keras_retinanet {__version__}."
+            ),
+            version=__version__,
+            license="Apache-2.0",
         )
     except ImportError as err:
         raise ExportError(
@@ -173,8 +209,9 @@ def export_model(
     *,
     image_size: int | str | Sequence[int] | None = None,
     saved_model: bool = True,
-    tflite_variants: Sequence[str] = TFLITE_VARIANTS,
+    tflite_variants: Sequence[str] | None = None,
     tflite_nms: str = "builtin",
+    profile: str = "nms",
     calibration_data: str | None = None,
     calibration_steps: int = 200,
     parity_images: int = 8,
@@ -194,7 +231,8 @@ def export_model(
             input, so a file of the images' shape sees them as the model did in training). Another size is
             allowed (with a warning), and the parity figures then show what it costs.
         saved_model: write ``saved_model/``.
-        tflite_variants: any of "float32", "float16", "int8".
+        tflite_variants: any of "float32", "float16", "int8" (None: all three; with ``profile="raw"``: float32
+            and float16, the only ones it has).
         tflite_nms: "builtin" (default) or "combined": also write ``model_float32_combined_nms.tflite``, which
             needs the Flex runtime.
         calibration_data: dataset spec for int8 calibration and for the parity figures.
@@ -208,6 +246,11 @@ def export_model(
         class_thresholds: a per-class thresholds file, applied inside the SavedModel, written into the TFLite
             files' metadata as MediaPipe score calibration (``keras_retinanet.export.metadata``), and into the
             export folder as class_thresholds.json.
+        profile: ``"nms"`` (default): the TFLite files with NMS inside (4 outputs). ``"raw"``: the 2-output
+            files ``model_<variant>_raw.tflite`` (box encodings and scores; the raw contract of
+            ``keras_retinanet.export.tflite``) with MediaPipe's detector metadata
+            (``keras_retinanet.export.raw_metadata``), whose ops a GPU delegate runs; the report checks them
+            (``keras_retinanet.export.gpu_ops``).
     """
     from keras_retinanet.inference_graph import dtype_policy
 
@@ -217,10 +260,27 @@ def export_model(
             f"--precision {precision} sets the SavedModel's precision, but --no-saved-model skips it"
         )
     output = Path(output_dir).resolve()
+    if profile not in EXPORT_PROFILES:
+        raise ExportError(f"--profile must be one of {', '.join(EXPORT_PROFILES)}, got {profile!r}")
+    raw = profile == RAW_OUTPUTS
+    if tflite_variants is None:
+        tflite_variants = RAW_VARIANTS if raw else TFLITE_VARIANTS
     tflite_variants = list(dict.fromkeys(tflite_variants))
     for variant in tflite_variants:
         if variant not in TFLITE_VARIANTS:
             raise ExportError(f"unknown TFLite variant {variant!r}; choose from {', '.join(TFLITE_VARIANTS)}")
+        if raw and variant not in RAW_VARIANTS:
+            raise ExportError(
+                f"--profile raw writes {', '.join(RAW_VARIANTS)} files (GPU delegates compute in float), not "
+                f"{variant}; leave it out with --tflite {','.join(RAW_VARIANTS)}"
+            )
+    if raw and class_thresholds is not None:
+        raise ExportError(
+            "--class-thresholds is written as MediaPipe score calibration, which MediaPipe applies to files with "
+            "NMS inside only; export the raw profile without it"
+        )
+    if raw and tflite_nms != "builtin":
+        raise ExportError(f"--profile raw has no NMS inside; --tflite-nms {tflite_nms} does not apply")
     if tflite_nms not in TFLITE_NMS_CHOICES:
         raise ExportError(f"--tflite-nms must be one of {', '.join(TFLITE_NMS_CHOICES)}, got {tflite_nms!r}")
     if output.exists() and not overwrite:
@@ -269,8 +329,16 @@ def export_model(
             "saved_model_precision": precision if saved_model else None,
             "tflite_detections_per_class": TFLITE_DETECTIONS_PER_CLASS,
             "num_anchors": int(model.anchor_generator.num_anchors(size)),
+            "profile": profile,
             "files": {},
         }
+        if raw:
+            report["raw_outputs"] = {
+                "outputs": ["box encodings [1, N, 4] (ty, tx, th, tw)", "sigmoid scores [1, N, K]"],
+                "box_scales_yxhw": list(raw_box_scales(config)),
+                "mediapipe_nms": "MediaPipe decodes raw files with one class per anchor and class-agnostic NMS at "
+                "IoU 0.3 (its defaults); TFLiteDetector with this model's decoder settings (postprocess)",
+            }
         (staging / LABELS_FILE).write_text("\n".join(class_names(model)) + "\n")
         thresholds_array = None
         if class_thresholds is not None:
@@ -297,7 +365,10 @@ def export_model(
             return calib_canvases
 
         tflite_files: dict[str, Path] = {}
-        jobs = [(v, "builtin", f"model_{v}.tflite") for v in tflite_variants]
+        if raw:
+            jobs = [(v, RAW_OUTPUTS, f"model_{v}_raw.tflite") for v in tflite_variants]
+        else:
+            jobs = [(v, "builtin", f"model_{v}.tflite") for v in tflite_variants]
         if tflite_nms == "combined":
             jobs.append(("float32", "combined", "model_float32_combined_nms.tflite"))
         for variant, nms, name in jobs:
@@ -312,18 +383,26 @@ def export_model(
             )
             if metadata and nms == "builtin":
                 data = _with_metadata(data, model, size, variant, thresholds_array)
+            if metadata and nms == RAW_OUTPUTS:
+                data = _with_raw_metadata(data, model, size, variant, config)
             (staging / name).write_bytes(data)
             ops = tflite_ops(data)
             report["files"][name] = {
                 "size_bytes": len(data),
                 "ops": ops,
                 "flex_ops": flex_ops(ops),
-                "runtime": "LiteRT builtin ops"
-                if nms == "builtin"
-                else "needs the Flex delegate (SELECT_TF_OPS)",
+                "runtime": "needs the Flex delegate (SELECT_TF_OPS)"
+                if nms == "combined"
+                else "LiteRT builtin ops",
             }
+            if nms == RAW_OUTPUTS:
+                from keras_retinanet.export.gpu_ops import gpu_op_report
+
+                report["files"][name]["gpu_delegate"] = gpu_op_report(data, ops)
             if nms == "builtin":
                 tflite_files[variant] = staging / name
+            elif nms == RAW_OUTPUTS and metadata:  # TFLiteDetector decodes it from its metadata
+                tflite_files[f"{variant}_raw"] = staging / name
 
         if calib_paths and parity_images > 0 and saved_model:
             # Real images at the model's input size, or for a file of the images' aspect ratio at that size, which
