@@ -9,9 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# compat: the editable install is a plain .pth entry; setuptools' default for a package at the top level
-	# prints a notice about same-named folders on every install.
-	$(PY) -m pip install --quiet -e ".[test]" --config-settings editable_mode=compat
+	$(PY) -m pip install --quiet -e ".[test]"
 	# MediaPipe Tasks, for TFLite metadata (its schema classes) and for checking exports the way apps run them.
 	# Without its dependencies: they would replace the headless OpenCV with a GUI build that needs libGL, and
 	# TensorFlow and the package's own dependencies (matplotlib) bring the rest. Installed last, so that no later
