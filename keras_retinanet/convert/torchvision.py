@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
+from keras_retinanet.conventions import fallback_class_names
 from keras_retinanet.state_dict import CheckpointError
 from keras_retinanet.torchvision_resnet import TORCH_BATCHNORM_EPSILON
 from keras_retinanet.torchvision_weights import (
@@ -161,7 +162,7 @@ def slot_selection(
     """
     if class_names is None:
         class_names = (
-            COCO_91_SLOT_NAMES if num_slots == len(COCO_91_SLOT_NAMES) else [str(i) for i in range(num_slots)]
+            COCO_91_SLOT_NAMES if num_slots == len(COCO_91_SLOT_NAMES) else fallback_class_names(num_slots)
         )
     class_names = [str(name) for name in class_names]
     if len(class_names) != num_slots:
