@@ -25,6 +25,7 @@ __getattr__, __dir__ = lazy_namespace(
         "FocalLoss": "losses",
         "LabelEncoder": "targets",
         "Matcher": "matching",
+        "ModelConfig": "model_config",
         "RetinaNet": "model",
         "WarmupSchedule": "schedules",
         "available_backbones": "backbones",

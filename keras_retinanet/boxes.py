@@ -1,13 +1,13 @@
 """Box utilities. The package's one internal format is absolute ``xyxy`` float32 pixels.
 
 Thin wrappers over ``keras.utils.bounding_boxes`` so the rest of the package speaks one format and one
-dtype without repeating format arguments.
+dtype without repeating format arguments. Keras is imported inside the functions: :func:`clip_boxes` on NumPy
+arrays (the detectors, the data readers) needs NumPy alone.
 """
 
 from __future__ import annotations
 
-from keras import ops
-from keras.utils import bounding_boxes as kbb
+import numpy as np
 
 
 def convert_format(boxes, source: str, target: str, height=None, width=None):
@@ -19,6 +19,8 @@ def convert_format(boxes, source: str, target: str, height=None, width=None):
     Returns:
         (..., 4) float32 boxes in ``target`` format.
     """
+    from keras.utils import bounding_boxes as kbb
+
     return kbb.convert_format(
         boxes, source=source, target=target, height=height, width=width, dtype="float32"
     )
@@ -33,6 +35,9 @@ def pairwise_iou(boxes1, boxes2):
     Returns:
         (N, M) or (B, N, M) float32 IoU in [0, 1]; 0 where a box has no area.
     """
+    from keras import ops
+    from keras.utils import bounding_boxes as kbb
+
     boxes1 = ops.cast(boxes1, "float32")
     boxes2 = ops.cast(boxes2, "float32")
     return kbb.compute_iou(boxes1, boxes2, bounding_box_format="xyxy")
@@ -40,18 +45,31 @@ def pairwise_iou(boxes1, boxes2):
 
 def box_area(boxes):
     """Area of (..., 4) xyxy boxes, 0 for degenerate ones."""
+    from keras import ops
+
     width = ops.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
     height = ops.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
     return width * height
 
 
 def clip_boxes(boxes, height, width):
-    """Clips (..., 4) xyxy boxes to the image [0, width] x [0, height]."""
-    boxes = ops.cast(boxes, "float32")
+    """Clips (..., 4) xyxy boxes to the image [0, width] x [0, height]: the package's one box clipping.
+
+    Args:
+        boxes: (..., 4) absolute x1, y1, x2, y2; a NumPy array or a tensor.
+        height, width: the image size: numbers, or arrays that broadcast against ``boxes[..., 0]``, e.g.
+            (B, 1) each for the (B, M, 4) boxes of B images of different sizes.
+    Returns:
+        (..., 4) clipped boxes: for a NumPy array a NumPy array (float64 stays float64, other types become
+        float32), else a float32 tensor. NaN stays NaN.
+    """
+    if isinstance(boxes, np.ndarray):
+        dtype = np.float64 if boxes.dtype == np.float64 else np.float32
+        limit = np.stack(np.broadcast_arrays(width, height, width, height), axis=-1).astype(dtype)
+        return np.clip(boxes.astype(dtype, copy=False), dtype(0.0), limit)
+    from keras import ops
+
     height = ops.cast(height, "float32")
     width = ops.cast(width, "float32")
-    x1 = ops.clip(boxes[..., 0], 0.0, width)
-    y1 = ops.clip(boxes[..., 1], 0.0, height)
-    x2 = ops.clip(boxes[..., 2], 0.0, width)
-    y2 = ops.clip(boxes[..., 3], 0.0, height)
-    return ops.stack([x1, y1, x2, y2], axis=-1)
+    limit = ops.stack([width, height, width, height], axis=-1)
+    return ops.clip(ops.cast(boxes, "float32"), 0.0, limit)

@@ -9,6 +9,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_retinanet.box_coder import BoxCoder
+from keras_retinanet.boxes import clip_boxes
 
 
 @keras.saving.register_keras_serializable(package="keras_retinanet")
@@ -130,10 +131,7 @@ class DetectionDecoder:
         )
         boxes = box_coder.decode(cand_anchors, cand_deltas)
         if image_shape is not None:
-            height = ops.cast(image_shape[0], "float32")
-            width = ops.cast(image_shape[1], "float32")
-            limits = ops.stack([width, height, width, height])
-            boxes = ops.clip(boxes, 0.0, limits)
+            boxes = clip_boxes(boxes, image_shape[0], image_shape[1])
         if self.class_agnostic:
             return self._class_agnostic_nms(boxes, scores, classes)
         return self._per_class_nms(boxes, scores, classes, logits.shape[-1])

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_retinanet.boxes import clip_boxes
+
 MIN_IMAGE_SIDE = 32
 """The smallest network input side: the coarsest backbone stride."""
 
@@ -272,6 +274,17 @@ def letterbox(image: np.ndarray, size: int | Sequence[int]) -> tuple[np.ndarray,
     return canvas, (scale_y, scale_x)
 
 
+def rescale(image: np.ndarray, scale: float) -> np.ndarray:
+    """Resize an (h, w, C) image by ``scale`` on both axes (OpenCV; output ``round(h * scale) x round(w * scale)``).
+
+    Area averaging when shrinking (no aliasing in a picture for people), bilinear when enlarging.
+    """
+    import cv2
+
+    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=interpolation)
+
+
 def stretch(image: np.ndarray, size: int | Sequence[int]) -> tuple[np.ndarray, tuple[float, float]]:
     """Resize the whole image to (H, W) without keeping its aspect ratio, exactly as MediaPipe Tasks does.
 
@@ -334,7 +347,7 @@ def boxes_to_original(boxes: np.ndarray, scale: Sequence[float], original_size: 
     scale_y, scale_x = (float(s) for s in scale)
     height, width = (float(s) for s in original_size)
     boxes = np.asarray(boxes, np.float32) / np.array([scale_x, scale_y, scale_x, scale_y], np.float32)
-    return np.clip(boxes, 0.0, np.array([width, height, width, height], np.float32))
+    return clip_boxes(boxes, height, width)
 
 
 def letterbox_tensor(image, target: Sequence[int]):
@@ -358,13 +371,26 @@ def letterbox_tensor(image, target: Sequence[int]):
     new_w = tf.clip_by_value(tf.round(width * scale), 1.0, float(target_w))
     size = tf.cast(tf.stack([new_h, new_w]), tf.int32)
     resized = tf.cond(
-        tf.reduce_all(tf.equal(size, shape[:2])),
-        lambda: image,
-        lambda: tf.image.resize(image, size, method="bilinear"),
+        tf.reduce_all(tf.equal(size, shape[:2])), lambda: image, lambda: resize_tensor(image, size)
     )
     canvas = tf.image.pad_to_bounding_box(resized, 0, 0, target_h, target_w)
     canvas = tf.ensure_shape(canvas, (target_h, target_w, 3))
     return canvas, tf.stack([new_h / height, new_w / width])
+
+
+def resize_tensor(image, size):
+    """Bilinear resize as TensorFlow ops (``tf.data`` and exported graphs): the package's one tensor resize.
+
+    Args:
+        image: (h, w, C) or (B, h, w, C) tensor.
+        size: (2,) int (H, W), a tensor or a sequence.
+    Returns:
+        (H, W, C) or (B, H, W, C) float32; TensorFlow's half-pixel rule (as OpenCV's ``INTER_LINEAR``), no
+        antialiasing.
+    """
+    import tensorflow as tf
+
+    return tf.image.resize(image, size, method="bilinear")
 
 
 def boxes_to_original_tensor(boxes, scale, original_size):
@@ -382,8 +408,8 @@ def boxes_to_original_tensor(boxes, scale, original_size):
     scale = tf.cast(scale, tf.float32)
     size = tf.cast(original_size, tf.float32)
     scale_xyxy = tf.tile(tf.reverse(scale, axis=[1]), [1, 2])[:, None, :]
-    limit = tf.tile(tf.reverse(size, axis=[1]), [1, 2])[:, None, :]
-    return tf.clip_by_value(tf.cast(boxes, tf.float32) / scale_xyxy, 0.0, limit)
+    # (B, 1) heights and widths: each image's boxes clipped to its own size.
+    return clip_boxes(tf.cast(boxes, tf.float32) / scale_xyxy, size[:, 0:1], size[:, 1:2])
 
 
 __all__ = [
@@ -401,5 +427,7 @@ __all__ = [
     "letterbox_tensor",
     "parse_image_size",
     "read_image",
+    "rescale",
+    "resize_tensor",
     "stretch",
 ]

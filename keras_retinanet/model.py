@@ -11,6 +11,7 @@ from keras import ops
 from keras_retinanet.anchors import AnchorGenerator
 from keras_retinanet.backbones import build_backbone
 from keras_retinanet.box_coder import BoxCoder
+from keras_retinanet.conventions import DEFAULT_IMAGE_SIZE, fallback_class_names
 from keras_retinanet.decode import DetectionDecoder
 from keras_retinanet.imaging import MIN_IMAGE_SIDE, parse_image_size
 from keras_retinanet.layers import BoxHead, ClassificationHead, FeaturePyramid
@@ -23,9 +24,6 @@ from keras_retinanet.targets import LabelEncoder
 # exactly ceil(H / stride) cells whatever the backbone's padding rules: anchors then follow from the image
 # size alone, in the model and in the tf.data label encoder alike.
 SIZE_DIVISOR = 32
-
-# The input size of a model that does not record the size it was trained at (``image_size=None``).
-DEFAULT_IMAGE_SIZE = 512
 
 
 @keras.saving.register_keras_serializable(package="keras_retinanet")
@@ -89,7 +87,8 @@ class RetinaNet(keras.Model):
         prior_probability: initial foreground probability of the classification head (0.01).
         anchor_generator, box_coder, matcher, decoder: parts; ``None`` builds the paper's default.
         image_size: the (square int or (H, W)) input size the model is trained for; evaluation, prediction and
-            export letterbox images to it (``input_size``). ``None``: not recorded (they then use 512).
+            export letterbox images to it (``input_size``). ``None``: not recorded (they then use
+            ``conventions.DEFAULT_IMAGE_SIZE``).
 
     Images are (B, H, W, 3) RGB, uint8 or float in [0, 255], any size; the model normalises them for the
     backbone and pads them to a multiple of 32 at the bottom and right.
@@ -161,9 +160,7 @@ class RetinaNet(keras.Model):
         super().__init__(inputs=images, outputs=outputs, **kwargs)
 
         self.num_classes = int(num_classes)
-        self.class_names = (
-            list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
-        )
+        self.class_names = list(class_names) if class_names is not None else fallback_class_names(num_classes)
         self.backbone_name = backbone_name
         self.backbone_kwargs = backbone_kwargs
         self.backbone_batchnorm_momentum = backbone_batchnorm_momentum
@@ -187,7 +184,7 @@ class RetinaNet(keras.Model):
     @property
     def input_size(self) -> tuple[int, int]:
         """(H, W) that evaluation, prediction and export letterbox images to: the recorded ``image_size``
-        (the training size), else 512 x 512."""
+        (the training size), else ``conventions.DEFAULT_IMAGE_SIZE`` square."""
         size = DEFAULT_IMAGE_SIZE if self.image_size is None else self.image_size
         return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 

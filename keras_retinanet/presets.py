@@ -1,60 +1,83 @@
-"""Named configurations: the paper's RetinaNet and torchvision's conventions."""
+"""Named model conventions, each a :class:`~keras_retinanet.model_config.ModelConfig`: the paper's RetinaNet and
+torchvision's v1 and v2.
+
+A preset is the same vocabulary as a training run's ``model:`` options (``configs/*.yaml``), so
+``PRESETS["torchvision_v2"].update({"fpn_channels": 128}).build(class_names)`` and ``retinanet train`` speak of
+the same fields. No TensorFlow here: the CLI reads the presets' values (``TORCHVISION_IMAGE_SIZE``) cheaply.
+"""
 
 from __future__ import annotations
 
-from keras_retinanet.anchors import AnchorGenerator
-from keras_retinanet.box_coder import BoxCoder
-from keras_retinanet.matching import Matcher
-from keras_retinanet.model import RetinaNet
+from typing import TYPE_CHECKING
 
-PRESETS = {
-    # Lin et al. 2017 / Detectron: P6 from C5, anchors centred on their cells, no low-quality matches.
-    "paper": dict(
-        p6_source="c5",
-        anchor_offset=0.5,
-        round_sizes=False,
-        box_weights=(1.0, 1.0, 1.0, 1.0),
-        allow_low_quality_matches=False,
-    ),
-    # torchvision retinanet_resnet50_fpn (v1): P6 from P5 by a conv padded as PyTorch pads, anchors on the cell
-    # corner with rounded sizes, low-quality matches, box weights (1, 1, 1, 1).
-    "torchvision": dict(
-        p6_source="p5",
-        fpn_padding="symmetric",
-        anchor_offset=0.0,
-        round_sizes=True,
-        box_weights=(1.0, 1.0, 1.0, 1.0),
-        allow_low_quality_matches=True,
-    ),
-    # torchvision retinanet_resnet50_fpn_v2: v1's conventions with P6 from C5 and GroupNorm(32) in the heads.
-    "torchvision_v2": dict(
-        p6_source="c5",
-        fpn_padding="symmetric",
-        use_group_norm=True,
-        group_norm_epsilon=1e-5,
-        anchor_offset=0.0,
-        round_sizes=True,
-        box_weights=(1.0, 1.0, 1.0, 1.0),
-        allow_low_quality_matches=True,
-    ),
+from keras_retinanet.conventions import fallback_class_names
+from keras_retinanet.model_config import ModelConfig
+from keras_retinanet.options import field_names
+
+if TYPE_CHECKING:
+    from keras_retinanet.model import RetinaNet
+
+# torchvision's letterbox size, not this project's default (conventions.DEFAULT_IMAGE_SIZE): a multiple of 128,
+# so that P6 and P7 have strides 64 and 128 exactly (torchvision derives a level's stride as image size //
+# feature size, which is not 64 / 128 on other sizes), and close to torchvision's scale for 4:3 images (shorter
+# side 800 -> 1067 x 800; letterboxed to 1024: 1024 x 768).
+TORCHVISION_IMAGE_SIZE = 1024
+
+# Lin et al. 2017 / Detectron: P6 from C5, anchors centred on their cells, IoU matching without low-quality
+# matches, no GroupNorm in the heads; every other option is ModelConfig's default (the classes' own).
+PAPER = ModelConfig(matching="iou", use_group_norm=False)
+
+# torchvision retinanet_resnet50_fpn (v1): P6 from P5 by a conv padded as PyTorch pads, anchors on the cell corner
+# with rounded sizes, low-quality matches, box weights (1, 1, 1, 1), L1 box loss, 300 detections per image.
+TORCHVISION = PAPER.update(
+    {
+        "backbone": "torchvision_resnet50",
+        "p6_source": "p5",
+        "fpn_padding": "symmetric",
+        "image_size": TORCHVISION_IMAGE_SIZE,
+        "anchor_offset": 0.0,
+        "anchor_round_sizes": True,
+        "allow_low_quality_matches": True,
+        "max_detections": 300,
+        "box_loss": "l1",
+    }
+)
+
+# torchvision retinanet_resnet50_fpn_v2: v1's conventions with P6 from C5, GroupNorm(32) with epsilon 1e-5 in
+# the heads and the GIoU box loss.
+TORCHVISION_V2 = TORCHVISION.update(
+    {"p6_source": "c5", "use_group_norm": True, "group_norm_epsilon": 1e-5, "box_loss": "giou"}
+)
+
+PRESETS: dict[str, ModelConfig] = {
+    "paper": PAPER,
+    "torchvision": TORCHVISION,
+    "torchvision_v2": TORCHVISION_V2,
 }
-_PARTS = ("anchor_offset", "round_sizes", "box_weights", "allow_low_quality_matches")
+
+
+def preset_config(preset: str) -> ModelConfig:
+    """The :class:`ModelConfig` named ``preset``; ``ValueError`` listing the names for an unknown one."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
+    return PRESETS[preset]
 
 
 def retinanet_from_preset(preset: str, num_classes: int, **kwargs) -> RetinaNet:
-    """Builds a RetinaNet with one of ``PRESETS``' conventions; other ``RetinaNet`` arguments pass through and
-    take precedence over the preset's (e.g. ``p6_source``, ``anchor_generator``)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
-    conventions = PRESETS[preset]
-    model_arguments = {k: v for k, v in conventions.items() if k not in _PARTS}
-    parts = dict(
-        anchor_generator=AnchorGenerator(
-            offset=conventions["anchor_offset"],
-            round_sizes=conventions["round_sizes"],
-            name="anchor_generator",
-        ),
-        box_coder=BoxCoder(weights=conventions["box_weights"]),
-        matcher=Matcher(allow_low_quality_matches=conventions["allow_low_quality_matches"]),
-    )
-    return RetinaNet(num_classes, **{**model_arguments, **parts, **kwargs})
+    """Builds a RetinaNet with one of :data:`PRESETS`' conventions.
+
+    Args:
+        preset: a name of :data:`PRESETS`.
+        num_classes: K; the classes are named ``class_names`` if given, else ``"0"``, ``"1"``, ...
+        **kwargs: ``ModelConfig`` fields (``backbone``, ``fpn_channels``, ``p6_source`` ...) replace the
+            preset's values; any other ``RetinaNet`` argument (``class_names``, ``decoder``, ``name`` ...) is
+            passed on and replaces what the configuration builds.
+    """
+    options = {key: value for key, value in kwargs.items() if key in field_names(ModelConfig)}
+    arguments = {key: value for key, value in kwargs.items() if key not in options}
+    class_names = arguments.pop("class_names", None)
+    if class_names is None:
+        class_names = fallback_class_names(num_classes)
+    if len(class_names) != num_classes:
+        raise ValueError(f"num_classes is {num_classes} but {len(class_names)} class names were given")
+    return preset_config(preset).update(options).build(class_names, **arguments)

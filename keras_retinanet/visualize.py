@@ -11,6 +11,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from keras_retinanet.boxes import clip_boxes
+from keras_retinanet.conventions import class_name
+
 # 20 well separated colours (RGB): Tableau 10 plus its light variants, reordered so that neighbours differ.
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (31, 119, 180),
@@ -101,12 +104,12 @@ def draw_detections(
             continue
         if scores_arr is not None and scores_arr[i] < score_threshold:
             continue
-        x1, y1, x2, y2 = (round(float(v)) for v in boxes[i])
-        x1, x2 = np.clip([x1, x2], 0, width - 1)
-        y1, y2 = np.clip([y1, y2], 0, height - 1)
+        rounded = np.round(np.asarray(boxes[i], np.float64))
+        # Pixel indices: the last row and column are height - 1 and width - 1.
+        x1, y1, x2, y2 = (int(v) for v in clip_boxes(rounded, height - 1, width - 1))
         colour = class_colour(cls)
         cv2.rectangle(canvas, (int(x1), int(y1)), (int(x2), int(y2)), colour, thickness)
-        name = class_names[cls] if class_names is not None and cls < len(class_names) else str(cls)
+        name = class_name(cls, class_names)
         label = name if scores_arr is None else f"{name} {scores_arr[i]:.2f}"
         (text_w, text_h), baseline = cv2.getTextSize(label, font, font_scale, text_thickness)
         pad = max(1, thickness)

@@ -27,18 +27,28 @@ from pathlib import Path
 
 from keras_retinanet.benchmark.peers import PEER_PYTHON_ENV, PEERS, PeerPythonError, resolve_peer_python
 from keras_retinanet.benchmark.pipeline import STAGES, bccd_spec
+from keras_retinanet.benchmark.project import PROTOCOL_CLASSES, PROTOCOL_MODEL
+from keras_retinanet.conventions import DEFAULT_IMAGE_SIZE
+from keras_retinanet.model_config import ModelConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PEER_SCRIPT = REPO_ROOT / "tools" / "peer_benchmarks.py"
-# Flag defaults: (protocol, --quick). --quick is a smoke test: tiny model, size and runs.
+# The model measured: the protocol's (the paper preset, 512 px) or --quick's, a smoke test's tiny one. The model
+# flags (--image-size, --backbone, --fpn-channels, ...) are ModelConfig fields and change these.
+QUICK_MODEL = PROTOCOL_MODEL.update(
+    {
+        "image_size": 64,
+        "backbone": "mobilenet_v2",
+        "backbone_kwargs": {"alpha": 0.35},
+        "fpn_channels": 32,
+        "head_depth": 1,
+    }
+)
+MODEL_FLAGS = ("image_size", "backbone", "fpn_channels", "head_depth", "p6_source")
+# Other flag defaults: (protocol, --quick).
 DEFAULTS = {
     "runs": (7, 2),
     "warmup": (2, 1),
-    "image_size": (512, 64),
-    "backbone": ("resnet50", "mobilenet_v2"),
-    "backbone_alpha": (None, 0.35),
-    "fpn_channels": (256, 32),
-    "head_depth": (4, 1),
     "calibration_images": (8, 2),
     "pipeline_batch_size": (8, 4),
     "pipeline_epochs": (3, 1),
@@ -58,16 +68,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--inter-op-threads", type=int, default=None, help="default: --threads")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per figure (default 7; quick 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 2; quick 1)")
-    parser.add_argument("--image-size", type=int, default=None, help="default 512 (quick 64)")
-    parser.add_argument("--num-classes", type=int, default=80)
-    parser.add_argument("--backbone", default=None, help="default resnet50 (quick mobilenet_v2 x0.35)")
+    protocol, quick = PROTOCOL_MODEL, QUICK_MODEL
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help=f"default {protocol.image_size} (quick {quick.image_size})",
+    )
+    parser.add_argument("--num-classes", type=int, default=PROTOCOL_CLASSES)
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        help=f"default {protocol.backbone} (quick {quick.backbone} x{quick.backbone_kwargs['alpha']})",
+    )
     parser.add_argument("--backbone-alpha", type=float, default=None, help="width multiplier of MobileNets")
-    parser.add_argument("--fpn-channels", type=int, default=None, help="default 256 (quick 32)")
-    parser.add_argument("--head-depth", type=int, default=None, help="default 4 (quick 1)")
+    parser.add_argument(
+        "--fpn-channels",
+        type=int,
+        default=None,
+        help=f"default {protocol.fpn_channels} (quick {quick.fpn_channels})",
+    )
+    parser.add_argument(
+        "--head-depth",
+        type=int,
+        default=None,
+        help=f"default {protocol.head_depth} (quick {quick.head_depth})",
+    )
     parser.add_argument(
         "--p6-source",
         choices=("c5", "p5"),
-        default="c5",
+        default=None,
         help="c5: the paper (default); p5: the layout of the keras-hub and torchvision models compared",
     )
     parser.add_argument(
@@ -114,6 +144,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name, (full, small) in DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, small if args.quick else full)
+    args.model = model_config(args)
+    # The report shows the model flags as measured.
+    for name in MODEL_FLAGS:
+        setattr(args, name, getattr(args.model, name))
+    args.backbone_alpha = args.model.backbone_kwargs.get("alpha")
     if not args.quick and args.runs < 5:
         parser.error("the protocol needs --runs >= 5 (use --quick for a smoke test)")
     args.tflite_variants = [v for v in args.tflite_variants.split(",") if v]
@@ -134,6 +169,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def model_config(args: argparse.Namespace) -> ModelConfig:
+    """The measured model: the protocol's or ``--quick``'s, with the model flags that were given applied."""
+    model = QUICK_MODEL if args.quick else PROTOCOL_MODEL
+    model = model.update(
+        {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name) is not None}
+    )
+    if args.backbone_alpha is not None:
+        model = model.update({"backbone_kwargs": {**model.backbone_kwargs, "alpha": args.backbone_alpha}})
+    return model
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the benchmark; prints the Markdown report and writes ``--json`` / ``--markdown``."""
     args = parse_args(argv)
@@ -142,13 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from keras_retinanet.benchmark import machine, peers, pipeline, project, report
 
     settings = project.ProjectSettings(
-        image_size=args.image_size,
+        model=args.model,
         num_classes=args.num_classes,
-        backbone=args.backbone,
-        backbone_alpha=args.backbone_alpha,
-        fpn_channels=args.fpn_channels,
-        head_depth=args.head_depth,
-        p6_source=args.p6_source,
         threads=args.threads,
         inter_op_threads=args.inter_op_threads,
         warmup=args.warmup,
@@ -164,14 +205,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     import tensorflow as tf
 
     machine_facts = machine.machine_info()
-    data = project.benchmark_inputs(args.image_size)
+    data = project.benchmark_inputs(settings.image_size)
     results: dict = {}
     bf16_supported, bf16_reason = machine.bf16_support(machine_facts)
     settings.bf16 = bf16_supported and not args.skip_bf16
     if not settings.bf16:
         results["forward_bf16"] = {"skipped": "--skip-bf16" if bf16_supported else bf16_reason}
     model = project.build_phase(settings, results)
-    summary = project.model_summary(model, args.image_size)
+    summary = project.model_summary(model, settings.image_size)
     project.measure_model(model, settings, data, results)
     tflite = {"skipped": "--skip-tflite"} if args.skip_tflite else project.measure_tflite(model, settings)
     if args.skip_pipeline:
@@ -181,12 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipeline.measure_pipeline(
             results,
             spec,
-            args.image_size,
+            settings.model,
             args.pipeline_batch_size,
             args.pipeline_epochs,
             args.pipeline_stages,
             synthetic_images=16 if args.quick else 64,
-            synthetic_size=96 if args.quick else 512,
+            synthetic_size=96 if args.quick else DEFAULT_IMAGE_SIZE,
         )
 
     peer_reports: dict = {}
@@ -216,7 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command=command,
         machine=machine_facts,
         versions={"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
-        config={k: v for k, v in vars(args).items() if k not in ("json", "markdown")},
+        config={
+            **{k: v for k, v in vars(args).items() if k not in ("json", "markdown", "model")},
+            "model": args.model.to_dict(),
+        },
         model=summary,
         peak=machine.peak_flops(machine_facts, args.threads, args.peak_gflops, measured),
         results=results,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from keras_retinanet.benchmark.pipeline import STAGES, bccd_spec, pipeline_throughput
+from keras_retinanet.presets import PRESETS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--spec", default=None, help="dataset spec (default: BCCD trainval from ../shared/datasets)"
     )
-    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--image-size", type=int, default=PRESETS["paper"].image_size)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--cache", action="store_true", help="cache decoded images")
@@ -41,9 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(stages) - set(STAGES):
         parser.error(f"unknown stages {sorted(set(stages) - set(STAGES))}; choose from {', '.join(STAGES)}")
     print(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
-    results = pipeline_throughput(
-        spec, args.image_size, args.batch_size, args.epochs, args.cache, stages, args.matching
-    )
+    # The paper preset's anchors and box coding, at this size and with this matcher.
+    model = PRESETS["paper"].update({"image_size": args.image_size, "matching": args.matching})
+    results = pipeline_throughput(spec, model, args.batch_size, args.epochs, args.cache, stages)
     for name, rate in results.items():
         print(f"{name:<48} {rate:8.1f} images/s")
     return 0

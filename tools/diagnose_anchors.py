@@ -18,12 +18,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_retinanet.conventions import DEFAULT_IMAGE_SIZE
+
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="dataset spec, e.g. voc:DIR:test")
     parser.add_argument("--model", help="a trained .keras model (its anchors, matcher, decoder)")
-    parser.add_argument("--image-size", type=int, default=512, help="without --model (default 512)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=DEFAULT_IMAGE_SIZE,
+        help=f"without --model (default {DEFAULT_IMAGE_SIZE})",
+    )
     parser.add_argument(
         "--anchors", default="paper", help="without --model: paper, auto or a JSON file (train's --anchors)"
     )

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -183,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics["mediapipe_int8"] = evaluate_model(detector, val_data, progress=False)
 
     held_out = val_data.examples[:6]
-    detections = predict(str(model_path), [e["image_path"] for e in held_out], score_threshold=0.3)
+    detections = predict(
+        str(model_path), [e["image_path"] for e in held_out], score_threshold=DISPLAY_SCORE_THRESHOLD
+    )
     predictions = output / "predictions"
     predictions.mkdir(exist_ok=True)
     (predictions / "detections.json").write_text(

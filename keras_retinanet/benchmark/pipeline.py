@@ -1,7 +1,8 @@
 """Input-pipeline throughput (images/s): decode, decode + augment + resize, and the full training pipeline.
 
-Protocol: a detection dataset (BCCD trainval, 292 images, in the README), ``image_size`` canvas, horizontal flip
-+ scale jitter (0.75-1.25) with random crop, label encoding with the paper's anchors (49,104 per image at 512),
+Protocol: a detection dataset (BCCD trainval, 292 images, in the README), the model's ``image_size`` canvas,
+horizontal flip + scale jitter (0.75-1.25) with random crop, label encoding with the model's anchors and matcher
+(the paper preset's: 49,104 anchors per image at 512),
 ``batch_size`` 8. One warm-up epoch (tracing, XLA compilation, file cache), then the median of ``epochs`` epochs.
 The figure is CPU-bound: run it alone.
 """
@@ -17,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from keras_retinanet.benchmark.timing import run_phase
+from keras_retinanet.conventions import DEFAULT_IMAGE_SIZE
+from keras_retinanet.imaging import parse_image_size
+from keras_retinanet.model_config import ModelConfig
+from keras_retinanet.presets import PRESETS
 
 STAGES = ("decode", "augment", "full", "full-no-xla")
 # Where the BCCD dataset sits relative to a checkout of this repository (the README's pipeline figures).
@@ -44,25 +49,24 @@ def _rate(ds: Iterable, images_per_element: int, epochs: int) -> float:
 
 def pipeline_throughput(
     spec: str,
-    image_size: int = 512,
+    model: ModelConfig = PRESETS["paper"],
     batch_size: int = 8,
     epochs: int = 3,
     cache: bool = False,
     stages: Sequence[str] = STAGES,
-    matching: str = "iou",
 ) -> dict[str, float]:
     """Images/s of each requested stage of the training input pipeline.
 
     Args:
         spec: dataset spec for ``keras_retinanet.data.load_dataset`` (e.g. ``voc:DIR:trainval``); bad records
             are skipped.
-        image_size: square canvas side.
+        model: the model trained: its ``image_size`` is the canvas, its anchors, box coding and matcher
+            (``ModelConfig.build_label_encoder``) encode the labels.
         batch_size: images per batch (the augment and full stages).
         epochs: timed epochs (median), after one warm-up epoch.
         cache: cache decoded images in the full stages.
         stages: any of :data:`STAGES`: ``decode`` (read + decode), ``augment`` (+ flip, jitter, crop, resize),
             ``full`` (``make_training_dataset`` with XLA-compiled label encoding), ``full-no-xla``.
-        matching: the label encoder's matcher kind, ``"iou"`` or ``"atss"`` (``Matcher``).
     Returns:
         ``{stage label: images/s}``; labels are ``decode``, ``decode+augment+resize``,
         ``full (flip+jitter+encode)``, ``full-no-xla (flip+jitter+encode)`` (``, cached`` added with ``cache``).
@@ -76,11 +80,9 @@ def pipeline_throughput(
 
     from keras_retinanet.data import load_dataset
     from keras_retinanet.data.pipeline import _decoded, make_training_dataset, train_transform
-    from keras_retinanet.matching import Matcher
-    from keras_retinanet.targets import LabelEncoder
 
     dataset = load_dataset(spec, skip_bad=True)
-    size = (image_size, image_size)
+    size = parse_image_size(model.image_size)
     results = {}
     if "decode" in stages:
         results["decode"] = _rate(_decoded(dataset, tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), 1, epochs)
@@ -92,11 +94,11 @@ def pipeline_throughput(
         results["decode+augment+resize"] = _rate(
             ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), batch_size, epochs
         )
-    encoder = LabelEncoder(matcher=Matcher(kind=matching))
+    encoder = model.build_label_encoder()
     for name, jit in (("full", True), ("full-no-xla", False)):
         if name in stages:
             ds = make_training_dataset(
-                dataset, encoder, image_size, batch_size, seed=0, cache=cache, jit_encode=jit
+                dataset, encoder, size, batch_size, seed=0, cache=cache, jit_encode=jit
             )
             results[f"{name} (flip+jitter+encode{', cached' if cache else ''})"] = _rate(
                 ds, batch_size, epochs
@@ -107,12 +109,12 @@ def pipeline_throughput(
 def measure_pipeline(
     results: dict[str, Any],
     spec: str | None,
-    image_size: int,
+    model: ModelConfig,
     batch_size: int,
     epochs: int,
     stages: Sequence[str],
     synthetic_images: int = 64,
-    synthetic_size: int = 512,
+    synthetic_size: int = DEFAULT_IMAGE_SIZE,
 ) -> dict[str, Any]:
     """Runs :func:`pipeline_throughput` as the ``pipeline`` phase into ``results["pipeline"]``; returns it.
 
@@ -130,7 +132,7 @@ def measure_pipeline(
         spec = make_synthetic_coco(scratch, num_images=synthetic_images, image_size=synthetic_size)
 
     def run() -> dict[str, Any]:
-        rates = pipeline_throughput(spec, image_size, batch_size, epochs, stages=stages)
+        rates = pipeline_throughput(spec, model, batch_size, epochs, stages=stages)
         return {
             "images_per_s": {k: round(v, 1) for k, v in rates.items()},
             "spec": spec,

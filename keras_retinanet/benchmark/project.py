@@ -37,6 +37,10 @@ from typing import Any
 from keras_retinanet.benchmark.flops import graph_flops
 from keras_retinanet.benchmark.latency import detector_latency, tflite_latency
 from keras_retinanet.benchmark.timing import run_phase, time_runs
+from keras_retinanet.conventions import fallback_class_names
+from keras_retinanet.imaging import parse_image_size
+from keras_retinanet.model_config import ModelConfig
+from keras_retinanet.presets import PRESETS
 
 FLOPS_METHOD = (
     "analytic: 2 x MACs of every Conv2D/DepthwiseConv2d/MatMul in the traced forward graph "
@@ -45,14 +49,20 @@ FLOPS_METHOD = (
 TRAIN_BATCH = 2
 
 
+# The R50-512 protocol's model: the paper's RetinaNet (ResNet-50, 256-channel pyramid, 4-conv heads, P6 from C5,
+# 512 x 512 input), 80 classes.
+PROTOCOL_MODEL = PRESETS["paper"]
+PROTOCOL_CLASSES = 80
+
+
 @dataclasses.dataclass
 class ProjectSettings:
     """What is measured and how often. Defaults: the R50-512 protocol.
 
     Attributes:
-        image_size: square input side in pixels.
-        num_classes, backbone, backbone_alpha, fpn_channels, head_depth, p6_source: the ``RetinaNet``
-            (``backbone_alpha``: MobileNet width multiplier, None for the backbone's default).
+        model: the ``RetinaNet`` measured, as a :class:`~keras_retinanet.model_config.ModelConfig` (its
+            ``image_size`` is the square input side); built by :func:`build_model` with random weights.
+        num_classes: its number of classes.
         threads: TensorFlow intra- and inter-op threads, and LiteRT threads.
         inter_op_threads: TensorFlow inter-op threads when different from ``threads``.
         warmup, runs: untimed and timed calls per figure.
@@ -62,13 +72,8 @@ class ProjectSettings:
         calibration_images: random images for int8 calibration.
     """
 
-    image_size: int = 512
-    num_classes: int = 80
-    backbone: str = "resnet50"
-    backbone_alpha: float | None = None
-    fpn_channels: int = 256
-    head_depth: int = 4
-    p6_source: str = "c5"
+    model: ModelConfig = dataclasses.field(default_factory=lambda: PROTOCOL_MODEL)
+    num_classes: int = PROTOCOL_CLASSES
     threads: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
     inter_op_threads: int | None = None
     warmup: int = 2
@@ -77,6 +82,16 @@ class ProjectSettings:
     bf16: bool = False
     tflite_variants: Sequence[str] = ("float32", "float16", "int8")
     calibration_images: int = 8
+
+    @property
+    def image_size(self) -> int:
+        """The square input side of ``model``; ``ValueError`` for a model of another shape."""
+        height, width = parse_image_size(self.model.image_size)
+        if height != width:
+            raise ValueError(
+                f"the benchmark measures square inputs; the model's image_size is {height} x {width}"
+            )
+        return height
 
 
 def benchmark_inputs(
@@ -115,17 +130,8 @@ def configure_threads(threads: int, inter_op: int | None = None) -> None:
 
 
 def build_model(settings: ProjectSettings):
-    """The benchmarked ``RetinaNet`` with random weights."""
-    from keras_retinanet.model import RetinaNet
-
-    kwargs: dict[str, Any] = {
-        "fpn_channels": settings.fpn_channels,
-        "head_depth": settings.head_depth,
-        "p6_source": settings.p6_source,
-    }
-    if settings.backbone_alpha:
-        kwargs["backbone_kwargs"] = {"alpha": settings.backbone_alpha}
-    return RetinaNet(settings.num_classes, backbone=settings.backbone, **kwargs)
+    """The benchmarked ``RetinaNet`` with random weights: ``settings.model`` built for ``num_classes`` classes."""
+    return settings.model.build(fallback_class_names(settings.num_classes))
 
 
 def _forward_function(model, jit_compile: bool = False):

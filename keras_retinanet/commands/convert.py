@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from keras_retinanet.presets import TORCHVISION_IMAGE_SIZE
+
 _FRAMEWORKS = ("torchvision",)
 
 
@@ -44,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--image-size",
-        default="1024",
+        default=str(TORCHVISION_IMAGE_SIZE),
         help="letterbox size N or HxW recorded in the model for evaluation, prediction and export (default "
-        "1024: a multiple of 128, near torchvision's 800-px shorter side for 4:3 images)",
+        f"{TORCHVISION_IMAGE_SIZE}: a multiple of 128, near torchvision's 800-px shorter side for 4:3 images)",
     )
     parser.add_argument(
         "--batchnorm-epsilon",

@@ -25,6 +25,8 @@ import os
 import re
 import sys
 
+from keras_retinanet.conventions import DEFAULT_IMAGE_SIZE
+
 
 def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
@@ -46,7 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "otherwise each is a bad record",
     )
     common.add_argument(
-        "--image-size", type=int, default=512, help="network input size (the longer side), default 512"
+        "--image-size",
+        type=int,
+        default=DEFAULT_IMAGE_SIZE,
+        help=f"network input size (the longer side), default {DEFAULT_IMAGE_SIZE}",
     )
     common.add_argument(
         "--image-shape",

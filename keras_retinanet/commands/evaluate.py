@@ -15,6 +15,7 @@ import os
 import sys
 
 from keras_retinanet.commands.detector_options import add_detector_arguments, load_detector_from_args
+from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,9 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--report-score",
         type=float,
-        default=0.3,
+        default=DISPLAY_SCORE_THRESHOLD,
         metavar="S",
-        help="score threshold of the report's confusion matrix, precision / recall and worst images (0.3)",
+        help="score threshold of the report's confusion matrix, precision / recall and worst images "
+        f"({DISPLAY_SCORE_THRESHOLD})",
     )
     parser.add_argument(
         "--report-iou",

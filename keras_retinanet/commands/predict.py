@@ -24,13 +24,14 @@ import sys
 from collections.abc import Sequence
 
 from keras_retinanet.commands.detector_options import add_detector_arguments, load_detector_from_args
+from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 GLOB_CHARS = "*?["
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_detector_arguments(parser, score_threshold=0.3)
+    add_detector_arguments(parser, score_threshold=DISPLAY_SCORE_THRESHOLD)
     parser.add_argument(
         "inputs",
         metavar="INPUT",

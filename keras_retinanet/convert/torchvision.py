@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
+from keras_retinanet.conventions import fallback_class_names
+from keras_retinanet.presets import PRESETS, TORCHVISION_IMAGE_SIZE
 from keras_retinanet.state_dict import CheckpointError
 from keras_retinanet.torchvision_resnet import TORCH_BATCHNORM_EPSILON
 from keras_retinanet.torchvision_weights import (
@@ -58,16 +60,10 @@ COCO_91_SLOT_NAMES = (
 UNUSED_SLOT_NAMES = ("__background__", "N/A")
 COCO_CLASS_NAMES = tuple(name for name in COCO_91_SLOT_NAMES if name not in UNUSED_SLOT_NAMES)
 
-# torchvision RetinaNet's anchors (_default_anchorgen) and post-processing defaults.
+# torchvision RetinaNet's anchors (_default_anchorgen), by its own formula: the reference that
+# anchor_permutation checks our anchors against. The model's conventions are presets.PRESETS["torchvision"].
 TORCHVISION_ANCHOR_SIZES = (32, 64, 128, 256, 512)
 TORCHVISION_ASPECT_RATIOS = (0.5, 1.0, 2.0)
-TORCHVISION_DETECTIONS = dict(
-    score_threshold=0.05, topk_per_level=1000, nms_iou_threshold=0.5, max_detections=300
-)
-# A multiple of 128, so that P6 and P7 have strides 64 and 128 exactly (torchvision derives a level's stride as
-# image size // feature size, which is not 64 / 128 on other sizes), and close to torchvision's scale for 4:3
-# images (shorter side 800 -> 1067 x 800; letterboxed to 1024: 1024 x 768).
-DEFAULT_IMAGE_SIZE = 1024
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -161,7 +157,7 @@ def slot_selection(
     """
     if class_names is None:
         class_names = (
-            COCO_91_SLOT_NAMES if num_slots == len(COCO_91_SLOT_NAMES) else [str(i) for i in range(num_slots)]
+            COCO_91_SLOT_NAMES if num_slots == len(COCO_91_SLOT_NAMES) else fallback_class_names(num_slots)
         )
     class_names = [str(name) for name in class_names]
     if len(class_names) != num_slots:
@@ -184,28 +180,24 @@ def build_torchvision_retinanet(
     variant: str = "v1",
     class_names: Sequence[str] = COCO_CLASS_NAMES,
     depth: int = 50,
-    image_size: int | Sequence[int] | None = DEFAULT_IMAGE_SIZE,
+    image_size: int | Sequence[int] | None = TORCHVISION_IMAGE_SIZE,
     **kwargs,
 ):
-    """An (unloaded) RetinaNet with torchvision's architecture and conventions for ``variant`` "v1" or "v2".
+    """An (unloaded) RetinaNet with torchvision's architecture and conventions for ``variant`` "v1" or "v2":
+    ``presets.PRESETS["torchvision"]`` or ``["torchvision_v2"]`` with a ResNet of ``depth``.
 
     ``kwargs`` go to ``RetinaNet`` (e.g. ``backbone_kwargs={"trainable_layers": 3}``, a ``decoder``).
     """
-    from keras_retinanet.decode import DetectionDecoder
-    from keras_retinanet.presets import retinanet_from_preset
-
     if variant not in ("v1", "v2"):
         raise ValueError(f"variant must be 'v1' or 'v2', got {variant!r}")
-    kwargs.setdefault("decoder", DetectionDecoder(**TORCHVISION_DETECTIONS))
+    config = PRESETS["torchvision" if variant == "v1" else "torchvision_v2"]
+    config = config.update({"backbone": f"torchvision_resnet{depth}"})
+    if image_size is None:
+        kwargs["image_size"] = None  # a model that records no size
+    else:
+        config = config.update({"image_size": image_size})
     kwargs.setdefault("name", f"retinanet_resnet{depth}_fpn" + ("_v2" if variant == "v2" else ""))
-    return retinanet_from_preset(
-        "torchvision" if variant == "v1" else "torchvision_v2",
-        len(class_names),
-        class_names=list(class_names),
-        backbone=f"torchvision_resnet{depth}",
-        image_size=image_size,
-        **kwargs,
-    )
+    return config.build(class_names, **kwargs)
 
 
 def _load_head(
@@ -248,7 +240,7 @@ def convert_torchvision_retinanet(
     variant: str | None = None,
     class_names: Sequence[str] | None = None,
     keep_unused_slots: bool = False,
-    image_size: int | Sequence[int] | None = DEFAULT_IMAGE_SIZE,
+    image_size: int | Sequence[int] | None = TORCHVISION_IMAGE_SIZE,
     batchnorm_epsilon: float | None = None,
     **kwargs,
 ):
@@ -260,7 +252,8 @@ def convert_torchvision_retinanet(
         variant: ``"v1"`` / ``"v2"`` to insist on one; ``None`` detects it (v2: GroupNorm heads, P6 from C5).
         class_names: one per class slot of the checkpoint (default: COCO's 91 for a 91-slot checkpoint); slots
             named ``"__background__"`` or ``"N/A"`` are dropped unless ``keep_unused_slots``.
-        image_size: the letterbox size recorded in the model (default 1024, see ``DEFAULT_IMAGE_SIZE``).
+        image_size: the letterbox size recorded in the model (default 1024, ``presets.TORCHVISION_IMAGE_SIZE``;
+            ``None`` records none).
         batchnorm_epsilon: of the backbone's frozen BatchNorm. Default: 0 for v1, because torchvision runs its
             COCO v1 weights (``retinanet_resnet50_fpn_coco-eeacb38b.pth``) with ``overwrite_eps(model, 0.0)``
             (those weights predate its epsilon fix, pytorch/vision#2933); 1e-5 for v2. A v1 model built and

@@ -25,6 +25,9 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from keras_retinanet.boxes import clip_boxes
+from keras_retinanet.imaging import resize_tensor
+
 PADDING_CLASS = -1
 IGNORE_CLASS = -2
 DEFAULT_MIN_VISIBILITY = 0.5
@@ -112,7 +115,7 @@ def resize_crop_pad(
     # Exact per-axis factors of the resized pixel grid (rounding makes them differ slightly from `scale`).
     scale_y = tf.cast(new_h, tf.float32) / tf.cast(height, tf.float32)
     scale_x = tf.cast(new_w, tf.float32) / tf.cast(width, tf.float32)
-    image = tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear")
+    image = resize_tensor(image, tf.stack([new_h, new_w]))
     boxes = boxes * tf.stack([scale_x, scale_y, scale_x, scale_y])
 
     if jitter:
@@ -134,7 +137,7 @@ def _random_offset(excess, seed):
 def _crop_boxes(boxes, classes, height: int, width: int, min_visibility: float):
     """Clips boxes to the (height, width) window and applies the keep / ignore / drop rule."""
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    clipped = tf.clip_by_value(boxes, 0.0, tf.constant([width, height, width, height], tf.float32))
+    clipped = clip_boxes(boxes, height, width)
     box_w, box_h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
     visible = tf.math.divide_no_nan(box_w * box_h, area)
     real = classes != PADDING_CLASS

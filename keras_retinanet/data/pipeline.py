@@ -23,9 +23,15 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from keras_retinanet.conventions import DEFAULT_IMAGE_SIZE
 from keras_retinanet.data import augment as aug
 from keras_retinanet.data.dataset import Dataset
-from keras_retinanet.imaging import boxes_to_original_tensor, decode_image_tensor, parse_image_size
+from keras_retinanet.imaging import (
+    boxes_to_original_tensor,
+    decode_image_tensor,
+    parse_image_size,
+    resize_tensor,
+)
 from keras_retinanet.model import SIZE_DIVISOR
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -116,7 +122,7 @@ def train_transform(
 def make_training_dataset(
     dataset: Dataset,
     label_encoder,
-    image_size: int | Sequence[int] = 512,
+    image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE,
     batch_size: int = 8,
     augment: bool = True,
     shuffle: bool = True,
@@ -233,7 +239,7 @@ def inference_transform(
     s = tf.minimum(min_side / tf.minimum(height, width), max_side / tf.maximum(height, width))
     new_h = tf.maximum(1, tf.cast(tf.round(height * s), tf.int32))
     new_w = tf.maximum(1, tf.cast(tf.round(width * s), tf.int32))
-    image = tf.image.resize(image, tf.stack([new_h, new_w]))
+    image = resize_tensor(image, tf.stack([new_h, new_w]))
     pad_h = (new_h + size_divisor - 1) // size_divisor * size_divisor
     pad_w = (new_w + size_divisor - 1) // size_divisor * size_divisor
     image = tf.image.pad_to_bounding_box(image, 0, 0, pad_h, pad_w)
@@ -243,7 +249,7 @@ def inference_transform(
 
 def make_inference_dataset(
     dataset: Dataset,
-    image_size: int | Sequence[int] | None = 512,
+    image_size: int | Sequence[int] | None = DEFAULT_IMAGE_SIZE,
     batch_size: int = 8,
     min_side: int = 800,
     max_side: int = 1333,

@@ -23,6 +23,8 @@ import dataclasses
 
 import numpy as np
 
+from keras_retinanet.boxes import clip_boxes
+
 # Overhang (as a fraction of the image side) up to which a box is clipped rather than rejected.
 DEFAULT_OVERHANG_TOLERANCE = 0.1
 
@@ -155,18 +157,6 @@ def check_boxes(
             report.bad(problem[0], source, records[i], problem[1], level="box")
             keep[i] = False
     kept = boxes[keep]
-    clipped = (
-        np.stack(
-            [
-                np.clip(kept[:, 0], 0, width),
-                np.clip(kept[:, 1], 0, height),
-                np.clip(kept[:, 2], 0, width),
-                np.clip(kept[:, 3], 0, height),
-            ],
-            axis=-1,
-        )
-        if len(kept)
-        else kept
-    )
+    clipped = clip_boxes(kept, height, width) if len(kept) else kept
     report.clipped += int(np.sum(np.any(clipped != kept, axis=-1))) if len(kept) else 0
     return clipped.astype(np.float32).reshape(-1, 4), keep

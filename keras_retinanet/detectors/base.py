@@ -13,9 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-LABELS_FILE = "labels.txt"
-"""Class names of an export, one a line (line i = class id i), beside the model file and in SavedModel assets."""
-
+from keras_retinanet.boxes import clip_boxes
+from keras_retinanet.conventions import LABELS_FILE, class_name
 
 MIN_BOX_SIDE = 1.0
 """Detections narrower or lower than one pixel (after clipping to the image) are dropped."""
@@ -146,13 +145,13 @@ class Detector:
             per_class = self.class_thresholds[np.clip(classes, 0, len(self.class_thresholds) - 1)]
             keep &= (classes >= len(self.class_thresholds)) | (scores >= per_class)
         height, width = (int(s) for s in image_size[:2])
-        boxes = np.clip(boxes, 0.0, np.array([width, height, width, height], np.float32))
+        boxes = clip_boxes(boxes, height, width)
         keep &= (boxes[:, 2] - boxes[:, 0] >= MIN_BOX_SIDE) & (boxes[:, 3] - boxes[:, 1] >= MIN_BOX_SIDE)
         boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
         order = np.argsort(-scores, kind="stable")[: self.max_detections]
         boxes, scores, classes = boxes[order], scores[order], classes[order]
         names = self.class_names
-        labels = [names[c] if c < len(names) else str(c) for c in classes]
+        labels = [class_name(c, names) for c in classes]
         return Detections(boxes, scores, classes, labels, (height, width))
 
 

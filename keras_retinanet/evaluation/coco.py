@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from keras_retinanet.boxes import convert_format
+from keras_retinanet.conventions import class_name
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def detections_to_coco_results(
                 "score": round(float(score), 5),
             }
             if class_names is not None:
-                item["category_name"] = str(class_names[cls]) if cls < len(class_names) else str(cls)
+                item["category_name"] = class_name(int(cls), class_names)
             if file_names is not None:
                 item["file_name"] = str(file_names[i])
             results.append(item)

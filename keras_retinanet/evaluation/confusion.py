@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
 from keras_retinanet.evaluation.coco import box_iou, detection_arrays
 
 
@@ -68,7 +69,7 @@ def confusion_matrix(
     detections: Sequence[Any],
     num_classes: int,
     iou_threshold: float = 0.5,
-    score_threshold: float = 0.3,
+    score_threshold: float = DISPLAY_SCORE_THRESHOLD,
 ) -> ConfusionResult:
     """The confusion matrix of the module docstring.
 

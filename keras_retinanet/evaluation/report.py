@@ -21,6 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
 from keras_retinanet.evaluation.coco import METRIC_KEYS, coco_evaluation, evaluate_detections
 
 REPORT_FILE = "report.md"
@@ -49,7 +50,7 @@ def write_report(
     examples: Sequence[Mapping[str, Any]],
     detections: Sequence[Any],
     class_names: Sequence[str],
-    score_threshold: float = 0.3,
+    score_threshold: float = DISPLAY_SCORE_THRESHOLD,
     iou_threshold: float = 0.5,
     worst_count: int = 8,
     about: Mapping[str, str] | None = None,

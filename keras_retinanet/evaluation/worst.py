@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from keras_retinanet.evaluation.coco import detection_arrays
+from keras_retinanet.imaging import rescale
 
 MIN_SIDE, MAX_SIDE = 400, 800
 """Each half of a picture is scaled so that its longer side is within these pixels (small images grow, so that
@@ -45,8 +46,7 @@ def side_by_side(
     keep = scores >= score_threshold
     scale = float(np.clip(max(image.shape[:2]), MIN_SIDE, MAX_SIDE)) / max(image.shape[:2])
     if scale != 1.0:
-        interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=interpolation)
+        image = rescale(image, scale)
         gt_boxes, boxes = gt_boxes * scale, boxes * scale
     halves = [
         (

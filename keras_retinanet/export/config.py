@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from keras_retinanet.conventions import fallback_class_names
+
 SAVED_MODEL_DIR = "saved_model"
 REPORT_FILE = "export_report.json"
 TFLITE_VARIANTS = ("float32", "float16", "int8")
@@ -55,10 +57,6 @@ class PostProcessConfig:
 
 
 def class_names(model: Any) -> list[str]:
-    """The model's K class names (``class_<i>`` where it has none)."""
+    """The model's K class names (``conventions.fallback_class_names`` where it has not K of them)."""
     names = [str(n) for n in (getattr(model, "class_names", None) or [])]
-    return (
-        names
-        if len(names) == int(model.num_classes)
-        else [f"class_{i}" for i in range(int(model.num_classes))]
-    )
+    return names if len(names) == int(model.num_classes) else fallback_class_names(model.num_classes)

@@ -42,6 +42,7 @@ import zipfile
 from collections.abc import Sequence
 from typing import Any
 
+from keras_retinanet.conventions import LABELS_FILE
 from keras_retinanet.tflite_file import (
     DETECTION_POSTPROCESS_OP,
     METADATA_FIELD,
@@ -54,7 +55,6 @@ from keras_retinanet.tflite_file import (
 
 METADATA_IDENTIFIER = b"M001"
 TFLITE_IDENTIFIER = b"TFL3"
-LABELS_FILE = "labels.txt"
 SCORE_CALIBRATION_FILE = "score_calibration.txt"
 """Per-class thresholds as MediaPipe score calibration (module docstring), packed beside the label map."""
 

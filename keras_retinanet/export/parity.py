@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from keras_retinanet.boxes import pairwise_iou
+from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
 from keras_retinanet.detectors import Detections, TFLiteDetector
 
 
@@ -86,7 +87,7 @@ def parity_report(
     saved_model_dir: str | os.PathLike | None,
     tflite_files: dict[str, Path],
     images: Sequence[np.ndarray],
-    min_score: float = 0.3,
+    min_score: float = DISPLAY_SCORE_THRESHOLD,
 ) -> dict[str, Any]:
     """Compare the exported files' detections with the Keras model's on the same images.
 

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from keras_retinanet.detectors.base import LABELS_FILE
+from keras_retinanet.conventions import LABELS_FILE
 from keras_retinanet.export.config import class_names
 from keras_retinanet.imaging import (
     boxes_to_original_tensor,

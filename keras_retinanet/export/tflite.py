@@ -274,7 +274,9 @@ def _tflite_function(
         if nms == "builtin" and not clip_boxes:
             encodings = tf.concat([dy, dx, tf.minimum(dh, clamp * wh), tf.minimum(dw, clamp * ww)], axis=-1)
             return encodings, scores
-        # Decode exactly as BoxCoder.decode, in normalised coordinates, and clip to the input.
+        # Decode exactly as BoxCoder.decode, in normalised coordinates, and clip to the input. The clipping stays
+        # hand-written here: the coordinates are separate normalised yxyx tensors in the file's graph, which
+        # boxes.clip_boxes (xyxy pixels) would only reach through a stack and an unstack of extra ops.
         yc = dy / wy * ha + ya
         xc = dx / wx * wa + xa
         half_h = 0.5 * tf.exp(tf.minimum(dh / wh, clamp)) * ha

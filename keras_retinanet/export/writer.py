@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from keras_retinanet.atomic import kill_point
-from keras_retinanet.detectors import LABELS_FILE, load_retinanet
+from keras_retinanet.conventions import LABELS_FILE
+from keras_retinanet.detectors import load_retinanet
 from keras_retinanet.export.calibration import calibration_paths, data_aspect_ratio, load_canvases
 from keras_retinanet.export.config import (
     EXPORT_PROFILES,

@@ -35,6 +35,7 @@ import numpy as np
 
 from keras_retinanet import atomic
 from keras_retinanet.batchnorm import batchnorm_layers
+from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
 from keras_retinanet.training import run_folder
 
 
@@ -627,7 +628,7 @@ class PredictionImages(keras.callbacks.Callback):
         images: np.ndarray,
         log_dir: str | os.PathLike,
         class_names: Sequence[str],
-        score_threshold: float = 0.3,
+        score_threshold: float = DISPLAY_SCORE_THRESHOLD,
     ):
         super().__init__()
         images = np.asarray(images)
