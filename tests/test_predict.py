@@ -6,7 +6,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from retinanet_testing import keras_detections_by_hand, tiny_retinanet
+from retinanet_testing import bccd_source, keras_detections_by_hand, tiny_retinanet
 
 from keras_retinanet import cli, detectors
 from keras_retinanet.imaging import read_image
@@ -31,12 +31,12 @@ def tiny_model_path(tmp_path_factory):
 
 
 @pytest.fixture
-def image_folder(tmp_path, shared_datasets):
+def image_folder(tmp_path):
     """Three real BCCD images (640x480) and one corrupt file in a tmp folder."""
     folder = tmp_path / "images"
     folder.mkdir()
     for name in BCCD_IMAGES:
-        shutil.copy(shared_datasets / "bccd" / "BCCD" / "JPEGImages" / f"{name}.jpg", folder)
+        shutil.copy(bccd_source(BCCD_IMAGES) / "JPEGImages" / f"{name}.jpg", folder)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
     return folder
 
