@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,26 +199,65 @@ def test_saved_model_loads_with_tensorflow_only(exported, tmp_path):
         assert all(c == -1 for c in data["classes"][i][n:])
 
 
-def test_detection_postprocess_attributes():
+def _postprocess_options(path) -> list[dict]:
+    """The custom options of every TFLite_Detection_PostProcess op in a .tflite file, in graph order."""
+    from ai_edge_litert import schema_py_generated as schema
+    from flatbuffers import flexbuffers
+
+    data = Path(path).read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    return [
+        dict(flexbuffers.Loads(bytes(bytearray(op.customOptions))))
+        for op in model.subgraphs[0].operators
+        if model.operatorCodes[op.opcodeIndex].customCode == b"TFLite_Detection_PostProcess"
+    ]
+
+
+def test_detection_postprocess_attributes(exported):
     from keras_retinanet import export as ex
     from keras_retinanet.export.tflite import _implements_signature
 
-    config = ex.PostProcessConfig(0.05, 0.5, 100, False, (10.0, 10.0, 5.0, 5.0), 4.135)
-    text = _implements_signature(config, 3, (10.0, 10.0, 5.0, 5.0))
-    assert 'name: "TFLite_Detection_PostProcess"' in text
-    for key in (
-        "max_detections",
-        "max_classes_per_detection",
-        "num_classes",
-        "nms_score_threshold",
-        "nms_iou_threshold",
-        "y_scale",
-        "x_scale",
-        "h_scale",
-        "w_scale",
-    ):
-        assert f'key: "{key}"' in text
-    assert 'key: "use_regular_nms" value { b: true }' in text
+    # The signature text carries each setting to its own key (distinct values, so a swap shows).
+    config = ex.PostProcessConfig(0.07, 0.45, 37, False, (10.0, 10.0, 5.0, 5.0), 4.135)
+    text = _implements_signature(config, 3, (11.0, 12.0, 13.0, 14.0))
+    assert text == (
+        'name: "TFLite_Detection_PostProcess" '
+        'attr { key: "max_detections" value { i: 37 } } '
+        'attr { key: "max_classes_per_detection" value { i: 1 } } '
+        'attr { key: "num_classes" value { i: 3 } } '
+        'attr { key: "nms_score_threshold" value { f: 0.07 } } '
+        'attr { key: "nms_iou_threshold" value { f: 0.45 } } '
+        'attr { key: "y_scale" value { f: 11.0 } } '
+        'attr { key: "x_scale" value { f: 12.0 } } '
+        'attr { key: "h_scale" value { f: 13.0 } } '
+        'attr { key: "w_scale" value { f: 14.0 } } '
+        'attr { key: "use_regular_nms" value { b: true } }'
+    )
+    # In the exported files: the 3 classes split over ops of 2 and 1 classes (CLASSES_PER_OP), each with the
+    # model's thresholds, min(M, classes x 100) slots; the float files clip boxes before the op and re-encode
+    # them with unit scales, the int8 file hands the op the raw deltas with the box coder's (wy, wx, wh, ww).
+    model, out, _, _ = exported
+    decoder = model.decoder
+    wx, wy, ww, wh = (float(w) for w in model.box_coder.weights)
+    for variant in ("float32", "float16", "int8"):
+        scales = (wy, wx, wh, ww) if variant == "int8" else (1.0, 1.0, 1.0, 1.0)
+        expected = [
+            {
+                "max_detections": min(decoder.max_detections, classes * 100),
+                "max_classes_per_detection": 1,
+                "num_classes": classes,
+                "nms_score_threshold": pytest.approx(decoder.score_threshold),
+                "nms_iou_threshold": pytest.approx(decoder.nms_iou_threshold),
+                "y_scale": scales[0],
+                "x_scale": scales[1],
+                "h_scale": scales[2],
+                "w_scale": scales[3],
+                "use_regular_nms": True,
+            }
+            for classes in (2, 1)
+        ]
+        got = _postprocess_options(out / f"model_{variant}.tflite")
+        assert [{k: o[k] for k in expected[0]} for o in got] == expected, variant
 
 
 def test_tflite_anchor_convention():
