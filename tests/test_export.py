@@ -47,6 +47,23 @@ def exported(tmp_path_factory):
     return model, root / "out", report, canvases
 
 
+def _operator_names(path) -> list[str]:
+    """Sorted names of the operators a .tflite file uses: builtin names from the schema's enum, custom codes."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(Path(path).read_bytes(), 0))
+    codes = [model.operatorCodes[op.opcodeIndex] for graph in model.subgraphs for op in graph.operators]
+    return sorted(
+        {
+            code.customCode.decode()
+            if code.customCode
+            else names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+            for code in codes
+        }
+    )
+
+
 def test_layout_and_report(exported):
     _, out, report, _ = exported
     for name in (
@@ -62,6 +79,8 @@ def test_layout_and_report(exported):
     assert on_disk["image_size"] == [IMAGE_SIZE, IMAGE_SIZE]
     for name in ("model_float32.tflite", "model_float16.tflite", "model_int8.tflite"):
         info = on_disk["files"][name]
+        # The report lists the file's operators as read from the flatbuffer, here without this module's help.
+        assert info["ops"] == _operator_names(out / name)
         assert info["flex_ops"] == []
         assert "TFLite_Detection_PostProcess" in info["ops"]
         assert "VAR_HANDLE" not in info["ops"]
