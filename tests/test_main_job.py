@@ -19,16 +19,18 @@ def test_main_job_tiny_end_to_end(tmp_path):
     assert main_job.main(["--tiny", "--output", str(output)]) == 0
     result = json.loads((output / "metrics.json").read_text())
     keras_metrics, int8_metrics = result["metrics"]["keras"], result["metrics"]["tflite_int8"]
-    # The tiny run learns a little (measured: AR100 0.125, AP50 0.014, AP 0.004 on this machine): enough for the
-    # int8 file to have something to keep. It must keep it: each figure within half of the Keras model's (an
-    # int8 file that detects nothing, or only junk, scores 0 on all three).
+    # The tiny run learns a little (measured in two runs: AR100 0.125 / 0.11, AP50 0.014 / 0.021, AP 0.004 /
+    # 0.005): enough for the int8 file to have something to keep. It must keep it: AP50 and AR100 within half of
+    # the Keras model's, AP (a few thousandths) within 0.003; an int8 file calibrated on black images scored
+    # AP 0.0008, AP50 0.004 here.
     assert keras_metrics["AR100"] >= 0.05 and keras_metrics["AP50"] >= 0.005, keras_metrics
-    for key in ("AP", "AP50", "AR100"):
+    for key in ("AP50", "AR100"):
         assert int8_metrics[key] == pytest.approx(keras_metrics[key], rel=0.5), (
             key,
             keras_metrics,
             int8_metrics,
         )
+    assert int8_metrics["AP"] == pytest.approx(keras_metrics["AP"], abs=0.003), (keras_metrics, int8_metrics)
     assert result["data"]["train_images"] == 48 and result["data"]["val_images"] == 16
     # The job trains as `retinanet data check` advises for small objects, and the saved model keeps it.
     assert (result["config"]["model"]["matching"], result["config"]["model"]["use_group_norm"]) == (

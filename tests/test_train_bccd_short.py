@@ -104,7 +104,11 @@ def test_short_bccd_training_learns(bccd_subset, tmp_path):
     expected = evaluation.evaluate_detections(val_data.examples, reference, val_data.class_names)
     assert expected["AP50"] > 0, expected
     for key in ("AP", "AP50", "AR100"):
-        assert summary["final_metrics"][key] == pytest.approx(expected[key], abs=0.005), (key, expected)
+        # Not bit for bit: KerasDetector folds BatchNorm into the convolutions, which moves scores by ~1e-6.
+        assert summary["final_metrics"][key] == pytest.approx(expected[key], rel=0.01, abs=1e-4), (
+            key,
+            expected,
+        )
     for name in (
         "config.yaml",
         "class_names.txt",
