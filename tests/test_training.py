@@ -75,6 +75,7 @@ def test_nan_loss_stops_training_with_a_message():
 # Kill-and-resume, the NaN stop's state and guarded run folders: tests/test_kill.py and tests/test_resume.py.
 
 
+@pytest.mark.slow  # ~2 min; the multi-worker test below covers the same replica split of the loss (make test-all)
 def test_mirrored_two_cpus_matches_one_device():
     result = subprocess.run(
         [sys.executable, str(TESTS / "helpers" / "distributed_step.py"), str(TESTS)],
