@@ -123,11 +123,27 @@ def test_peak_memory_records_the_phase_peak():
 
 
 def test_run_phase_records_results_and_errors_without_raising(capsys):
+    def status_mib(field: str) -> float:
+        """VmRSS / VmHWM of this process from /proc/self/status, in MiB (read independently of timing.py)."""
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError(field)
+
+    held = {}
+
+    def phase():
+        held["rss"] = status_mib("VmRSS")
+        time.sleep(0.3)
+        return {"median_ms": 1.5, "extra": 3}
+
     results: dict = {}
-    good = timing.run_phase(results, "ok", lambda: {"median_ms": 1.5, "extra": 3})
+    good = timing.run_phase(results, "ok", phase)
     assert results["ok"] is good
     assert good["median_ms"] == 1.5 and good["extra"] == 3
-    assert good["peak_rss_mib"] > 0 and "phase_s" in good
+    # The peak is at least what the phase held and at most the process's high-water mark, in MiB.
+    assert held["rss"] - 1 <= good["peak_rss_mib"] <= status_mib("VmHWM") + 1, (held, good)
+    assert 0.3 <= good["phase_s"] <= 3.0, good
 
     def broken():
         raise RuntimeError("out of cheese\nsecond line")

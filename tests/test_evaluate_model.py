@@ -27,36 +27,59 @@ def tiny_model_path(tmp_path_factory):
     return str(path)
 
 
-def test_evaluate_command_writes_json_and_pr_curves(tiny_model_path, bccd_subset, tmp_path, capsys):
-    root = bccd_subset(IDS, split="test")
+def test_evaluate_command_writes_json_and_pr_curves(
+    tiny_model_path, detector_like, bccd_subset, tmp_path, capsys
+):
+    # A .keras model with decoder settings on the command line: the JSON holds the metrics of the model's
+    # detections computed by hand with the same settings (letterbox, model.detect, divide by the scale).
+    model = detectors.load_retinanet(detector_like["keras"])
+    names, paths = detector_like["class_names"], detector_like["images"]
+    reference = [
+        keras_detections_by_hand(model, read_image(p), score_threshold=0.1, max_detections=50) for p in paths
+    ]
+    examples = _examples_from(reference, paths, (120, 160))
+    expected = evaluation.evaluate_detections(examples, reference, names)
+    assert 0.2 < expected["AP"] < 0.9, expected
+    spec = _coco_spec(examples, names, paths, tmp_path)
     out = tmp_path / "metrics.json"
     code = cli.main(
         [
-            "evaluate",
-            tiny_model_path,
-            "--data",
-            f"voc:{root}:test",
-            "--json",
-            str(out),
-            "--pr-curves",
-            str(tmp_path / "pr"),
-            "--image-size",
-            "128",
-            "--score-threshold",
-            "0",
-            "--no-progress",
+            "evaluate", detector_like["keras"], "--data", spec, "--json", str(out), "--pr-curves",
+            str(tmp_path / "pr"), "--score-threshold", "0.1", "--max-detections", "50", "--no-progress",
         ]
-    )
+    )  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
     metrics = json.loads(out.read_text())
     assert set(metrics) == {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "per_class"}
-    assert set(metrics["per_class"]) == set(CLASS_NAMES)
-    assert all(-1 <= metrics[k] <= 1 for k in evaluation.METRIC_KEYS)
-    assert "AP50" in captured.out and "RBC" in captured.out
-    # These two images have no platelet: its AP is undefined (-1, "n/a") and it gets no PR curve.
+    for key in evaluation.METRIC_KEYS:
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-6), key
+    for name in names:
+        assert metrics["per_class"][name] == pytest.approx(expected["per_class"][name], abs=1e-6), name
+    assert f"AP50     {100 * expected['AP50']:6.2f}" in captured.out.splitlines()
+    assert sorted(p.name for p in (tmp_path / "pr").iterdir()) == sorted(f"pr_{n}.png" for n in names)
+    # BCCD, whose two images have no platelet: its AP is undefined (-1, "n/a") and it gets no PR curve.
+    root = bccd_subset(IDS, split="test")
+    out = tmp_path / "bccd.json"
+    code = cli.main(
+        [
+            "evaluate", tiny_model_path, "--data", f"voc:{root}:test", "--json", str(out), "--pr-curves",
+            str(tmp_path / "pr_bccd"), "--image-size", "128", "--score-threshold", "0", "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads(out.read_text())
     assert metrics["per_class"]["Platelets"] == {"AP": -1.0, "AP50": -1.0}
-    assert sorted(p.name for p in (tmp_path / "pr").iterdir()) == ["pr_RBC.png", "pr_WBC.png"]
+    assert sorted(p.name for p in (tmp_path / "pr_bccd").iterdir()) == ["pr_RBC.png", "pr_WBC.png"]
+
+
+def _coco_spec(examples, names, paths, folder) -> str:
+    """A COCO file of ``examples`` in ``folder`` and its dataset spec (images where ``paths`` are)."""
+    coco = evaluation.examples_to_coco(examples, names)
+    for image in coco["images"]:
+        image["file_name"] = os.path.basename(image["file_name"])
+    (folder / "gt.json").write_text(json.dumps(coco))
+    return f"coco:{folder / 'gt.json'}:{os.path.dirname(paths[0])}"
 
 
 def test_evaluate_command_bad_model_and_bad_data(tiny_model_path, tmp_path, capsys):
@@ -283,11 +306,7 @@ def test_tflite_file_evaluates_and_predicts(detector_like, tmp_path, capsys):
     examples = _examples_from(reference, paths, (120, 160))
     expected = evaluation.evaluate_detections(examples, reference, names)
     assert 0.2 < expected["AP"] < 0.9, expected
-    coco = evaluation.examples_to_coco(examples, names)
-    for image in coco["images"]:
-        image["file_name"] = os.path.basename(image["file_name"])
-    (tmp_path / "gt.json").write_text(json.dumps(coco))
-    spec = f"coco:{tmp_path / 'gt.json'}:{os.path.dirname(paths[0])}"
+    spec = _coco_spec(examples, names, paths, tmp_path)
     out = tmp_path / "m.json"
     code = cli.main(["evaluate", path, "--data", spec, "--json", str(out), "--no-progress"])
     assert code == 0, capsys.readouterr().err

@@ -9,10 +9,11 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
-from retinanet_testing import make_detector_like, tiny_retinanet
+from retinanet_testing import keras_detections_by_hand, make_detector_like, tiny_retinanet
 
 IMAGE_SIZE = 128
 
@@ -46,6 +47,23 @@ def exported(tmp_path_factory):
     return model, root / "out", report, canvases
 
 
+def _operator_names(path) -> list[str]:
+    """Sorted names of the operators a .tflite file uses: builtin names from the schema's enum, custom codes."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(Path(path).read_bytes(), 0))
+    codes = [model.operatorCodes[op.opcodeIndex] for graph in model.subgraphs for op in graph.operators]
+    return sorted(
+        {
+            code.customCode.decode()
+            if code.customCode
+            else names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+            for code in codes
+        }
+    )
+
+
 def test_layout_and_report(exported):
     _, out, report, _ = exported
     for name in (
@@ -61,6 +79,8 @@ def test_layout_and_report(exported):
     assert on_disk["image_size"] == [IMAGE_SIZE, IMAGE_SIZE]
     for name in ("model_float32.tflite", "model_float16.tflite", "model_int8.tflite"):
         info = on_disk["files"][name]
+        # The report lists the file's operators as read from the flatbuffer, here without this module's help.
+        assert info["ops"] == _operator_names(out / name)
         assert info["flex_ops"] == []
         assert "TFLite_Detection_PostProcess" in info["ops"]
         assert "VAR_HANDLE" not in info["ops"]
@@ -82,8 +102,14 @@ def test_int8_leaves_box_decoding_to_the_float_op(exported):
 
 
 def test_saved_model_matches_keras(exported):
-    _, _, report, _ = exported
-    assert report["parity"]["keras_detections"] > 0
+    model, _, report, canvases = exported
+    # The parity figures count the Keras model's detections on the 4 calibration canvases: the counts of its
+    # detections worked out by hand (model.detect, boxes under a pixel dropped), in all and above 0.3.
+    reference = [keras_detections_by_hand(model, canvas, size=IMAGE_SIZE) for canvas in canvases]
+    assert report["parity"]["images"] == len(canvases) == 4
+    assert report["parity"]["keras_detections"] == sum(len(r["scores"]) for r in reference)
+    above = sum(int((r["scores"] > 0.3).sum()) for r in reference)
+    assert report["parity"]["keras_detections_above_min_score"] == above
     strict = report["parity"]["saved_model_vs_keras_above_min_score"]
     assert strict["checked"] > 0 and strict["missing"] == 0, str(strict)
     assert strict["min_iou"] >= 0.99 and strict["max_score_diff"] <= 1e-4
@@ -198,26 +224,65 @@ def test_saved_model_loads_with_tensorflow_only(exported, tmp_path):
         assert all(c == -1 for c in data["classes"][i][n:])
 
 
-def test_detection_postprocess_attributes():
+def _postprocess_options(path) -> list[dict]:
+    """The custom options of every TFLite_Detection_PostProcess op in a .tflite file, in graph order."""
+    from ai_edge_litert import schema_py_generated as schema
+    from flatbuffers import flexbuffers
+
+    data = Path(path).read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    return [
+        dict(flexbuffers.Loads(bytes(bytearray(op.customOptions))))
+        for op in model.subgraphs[0].operators
+        if model.operatorCodes[op.opcodeIndex].customCode == b"TFLite_Detection_PostProcess"
+    ]
+
+
+def test_detection_postprocess_attributes(exported):
     from keras_retinanet import export as ex
     from keras_retinanet.export.tflite import _implements_signature
 
-    config = ex.PostProcessConfig(0.05, 0.5, 100, False, (10.0, 10.0, 5.0, 5.0), 4.135)
-    text = _implements_signature(config, 3, (10.0, 10.0, 5.0, 5.0))
-    assert 'name: "TFLite_Detection_PostProcess"' in text
-    for key in (
-        "max_detections",
-        "max_classes_per_detection",
-        "num_classes",
-        "nms_score_threshold",
-        "nms_iou_threshold",
-        "y_scale",
-        "x_scale",
-        "h_scale",
-        "w_scale",
-    ):
-        assert f'key: "{key}"' in text
-    assert 'key: "use_regular_nms" value { b: true }' in text
+    # The signature text carries each setting to its own key (distinct values, so a swap shows).
+    config = ex.PostProcessConfig(0.07, 0.45, 37, False, (10.0, 10.0, 5.0, 5.0), 4.135)
+    text = _implements_signature(config, 3, (11.0, 12.0, 13.0, 14.0))
+    assert text == (
+        'name: "TFLite_Detection_PostProcess" '
+        'attr { key: "max_detections" value { i: 37 } } '
+        'attr { key: "max_classes_per_detection" value { i: 1 } } '
+        'attr { key: "num_classes" value { i: 3 } } '
+        'attr { key: "nms_score_threshold" value { f: 0.07 } } '
+        'attr { key: "nms_iou_threshold" value { f: 0.45 } } '
+        'attr { key: "y_scale" value { f: 11.0 } } '
+        'attr { key: "x_scale" value { f: 12.0 } } '
+        'attr { key: "h_scale" value { f: 13.0 } } '
+        'attr { key: "w_scale" value { f: 14.0 } } '
+        'attr { key: "use_regular_nms" value { b: true } }'
+    )
+    # In the exported files: the 3 classes split over ops of 2 and 1 classes (CLASSES_PER_OP), each with the
+    # model's thresholds, min(M, classes x 100) slots; the float files clip boxes before the op and re-encode
+    # them with unit scales, the int8 file hands the op the raw deltas with the box coder's (wy, wx, wh, ww).
+    model, out, _, _ = exported
+    decoder = model.decoder
+    wx, wy, ww, wh = (float(w) for w in model.box_coder.weights)
+    for variant in ("float32", "float16", "int8"):
+        scales = (wy, wx, wh, ww) if variant == "int8" else (1.0, 1.0, 1.0, 1.0)
+        expected = [
+            {
+                "max_detections": min(decoder.max_detections, classes * 100),
+                "max_classes_per_detection": 1,
+                "num_classes": classes,
+                "nms_score_threshold": pytest.approx(decoder.score_threshold),
+                "nms_iou_threshold": pytest.approx(decoder.nms_iou_threshold),
+                "y_scale": scales[0],
+                "x_scale": scales[1],
+                "h_scale": scales[2],
+                "w_scale": scales[3],
+                "use_regular_nms": True,
+            }
+            for classes in (2, 1)
+        ]
+        got = _postprocess_options(out / f"model_{variant}.tflite")
+        assert [{k: o[k] for k in expected[0]} for o in got] == expected, variant
 
 
 def test_tflite_anchor_convention():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,10 +35,11 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-@pytest.fixture
-def killed_swap(detector_like, tmp_path):
-    """An export (float16) replaced by another (float32) with ``--overwrite``, killed between the renames."""
-    output = tmp_path / "export"
+@pytest.fixture(scope="module")
+def killed_swap_once(detector_like, tmp_path_factory):
+    """An export (float16) replaced by another (float32) with ``--overwrite``, killed between the renames: made
+    once (an export and a killed export in a subprocess), copied for each test by ``killed_swap``."""
+    output = tmp_path_factory.mktemp("killed_swap") / "export"
     export_model(
         detector_like["keras"], output, saved_model=False, tflite_variants=["float16"], metadata=False
     )
@@ -48,10 +50,19 @@ def killed_swap(detector_like, tmp_path):
     )
     assert result.returncode == KILLED, result.stderr
     assert not output.exists()  # killed between the renames
-    (old_folder,) = tmp_path.glob(".export.old-*")
-    (new_folder,) = tmp_path.glob(".export.partial-*")
+    (old_folder,) = output.parent.glob(".export.old-*")
+    (new_folder,) = output.parent.glob(".export.partial-*")
     assert _files(old_folder) == old and "model_float32.tflite" in _files(new_folder)
     return output, old, _files(new_folder)
+
+
+@pytest.fixture
+def killed_swap(killed_swap_once, tmp_path):
+    """A copy of ``killed_swap_once``'s folder (no ``export``, its ``.export.old-*`` and ``.export.partial-*``)
+    in this test's tmp_path: ``(output, old files, new files)``."""
+    output, old, new = killed_swap_once
+    shutil.copytree(output.parent, tmp_path / "swap")
+    return tmp_path / "swap" / output.name, old, new
 
 
 def test_the_next_export_finishes_an_interrupted_swap(killed_swap, detector_like):

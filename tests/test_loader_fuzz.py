@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from retinanet_testing import bccd_source
 
 from keras_retinanet.cli import error_message, is_known_error
 from keras_retinanet.data.images import ImageError, inspect_image
@@ -51,10 +52,10 @@ def assert_one_line_error(error: BaseException, path) -> None:
 
 
 @pytest.fixture(scope="module")
-def image_files(tmp_path_factory, shared_datasets) -> dict[str, bytes]:
+def image_files(tmp_path_factory) -> dict[str, bytes]:
     import cv2
 
-    jpeg = (shared_datasets / "bccd" / "BCCD" / "JPEGImages" / "BloodImage_00000.jpg").read_bytes()
+    jpeg = (bccd_source(["BloodImage_00000"]) / "JPEGImages" / "BloodImage_00000.jpg").read_bytes()
     image = decode_image(jpeg)
     ok, png = cv2.imencode(".png", cv2.cvtColor(image[:120, :160], cv2.COLOR_RGB2BGR))
     assert ok

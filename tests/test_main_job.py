@@ -5,6 +5,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 import main_job  # noqa: E402
@@ -16,17 +18,19 @@ def test_main_job_tiny_end_to_end(tmp_path):
     output = tmp_path / "job"
     assert main_job.main(["--tiny", "--output", str(output)]) == 0
     result = json.loads((output / "metrics.json").read_text())
-    for stage in ("keras", "tflite_int8"):
-        assert set(result["metrics"][stage]) >= {
-            "AP",
-            "AP50",
-            "AP75",
-            "APs",
-            "APm",
-            "APl",
-            "AR100",
-            "per_class",
-        }
+    keras_metrics, int8_metrics = result["metrics"]["keras"], result["metrics"]["tflite_int8"]
+    # The tiny run learns a little (measured in two runs: AR100 0.125 / 0.11, AP50 0.014 / 0.021, AP 0.004 /
+    # 0.005): enough for the int8 file to have something to keep. It must keep it: AP50 and AR100 within half of
+    # the Keras model's, AP (a few thousandths) within 0.003; an int8 file calibrated on black images scored
+    # AP 0.0008, AP50 0.004 here.
+    assert keras_metrics["AR100"] >= 0.05 and keras_metrics["AP50"] >= 0.005, keras_metrics
+    for key in ("AP50", "AR100"):
+        assert int8_metrics[key] == pytest.approx(keras_metrics[key], rel=0.5), (
+            key,
+            keras_metrics,
+            int8_metrics,
+        )
+    assert int8_metrics["AP"] == pytest.approx(keras_metrics["AP"], abs=0.003), (keras_metrics, int8_metrics)
     assert result["data"]["train_images"] == 48 and result["data"]["val_images"] == 16
     # The job trains as `retinanet data check` advises for small objects, and the saved model keeps it.
     assert (result["config"]["model"]["matching"], result["config"]["model"]["use_group_norm"]) == (

@@ -49,11 +49,61 @@ def test_predict_returns_decoded_detections(images):
 
 
 def test_config_round_trip_keeps_every_option():
-    model = tiny_retinanet(num_classes=2, class_names=["cat", "dog"], p6_source="p5", use_group_norm=True)
-    config = model.get_config()
-    clone = RetinaNet.from_config(config)
-    assert clone.get_config() == config
-    assert clone.class_names == ["cat", "dog"] and clone.p6_source == "p5"
+    import inspect
+
+    from keras_retinanet import AnchorGenerator, BoxCoder, DetectionDecoder, Matcher
+
+    # Every constructor option at a value other than its default, written out here (not read from the model).
+    parts = {
+        "anchor_generator": dict(
+            min_level=3,
+            max_level=7,
+            sizes=[24.0, 48.0, 96.0, 192.0, 384.0],
+            scales=[1.0, 1.5],
+            aspect_ratios=[0.5, 1.0],
+            offset=0.0,
+            round_sizes=True,
+        ),
+        "box_coder": dict(weights=[10.0, 10.0, 5.0, 5.0], clamp=3.5),
+        "matcher": dict(
+            positive_threshold=0.55,
+            negative_threshold=0.35,
+            allow_low_quality_matches=True,
+            kind="atss",
+            atss_topk=7,
+        ),
+        "decoder": dict(
+            score_threshold=0.11,
+            topk_per_level=321,
+            nms_iou_threshold=0.42,
+            max_detections=37,
+            class_agnostic=True,
+        ),
+    }
+    options = dict(
+        num_classes=2, backbone="mobilenet_v2", backbone_weights=None, backbone_kwargs={"alpha": 0.35},
+        backbone_batchnorm_momentum=0.97, class_names=["cat", "dog"], fpn_channels=24, p6_source="p5",
+        fpn_padding="symmetric", head_depth=1, head_channels=16, use_group_norm=True, group_norm_epsilon=2e-5,
+        prior_probability=0.02, image_size=[96, 128],
+    )  # fmt: skip
+    # A new constructor option must be added here, or this test no longer covers every option.
+    signature = set(inspect.signature(RetinaNet.__init__).parameters) - {"self", "kwargs"}
+    assert signature == set(options) | set(parts)
+    classes = {
+        "anchor_generator": AnchorGenerator, "box_coder": BoxCoder, "matcher": Matcher, "decoder": DetectionDecoder,
+    }  # fmt: skip
+    built = {name: classes[name](**values) for name, values in parts.items()}
+    model = RetinaNet(**options, **built)
+    clone = RetinaNet.from_config(model.get_config())
+    # The clone's config holds every value (a key dropped by get_config or ignored by __init__ would not).
+    config = clone.get_config()
+
+    def plain(value):
+        return list(value) if isinstance(value, tuple) else value
+
+    assert {name: plain(config[name]) for name in options} == options
+    for name, values in parts.items():
+        assert {k: plain(config[name]["config"][k]) for k in values} == values, name
     assert clone.count_params() == model.count_params()
 
 

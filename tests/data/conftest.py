@@ -8,16 +8,31 @@ from pathlib import Path
 
 import pytest
 from data_testing import CHESS_NEGATIVE_TEST_IMAGE_ID
+from retinanet_testing import CHESS_FIXTURES, require_shared
+
+
+def _chess_source(split: str, limit: int | None) -> Path:
+    """The vendored split (tests/fixtures) when it holds the first ``limit`` images, else the shared full set."""
+    fixture = CHESS_FIXTURES / split / "_annotations.coco.json"
+    if limit is not None and fixture.is_file():
+        images = json.loads(fixture.read_text())["images"]
+        vendored = [
+            image for image in images if image["id"] != CHESS_NEGATIVE_TEST_IMAGE_ID or split != "test"
+        ]
+        if limit <= len(vendored):
+            return fixture.parent
+    return require_shared() / "chess640" / split
 
 
 @pytest.fixture
-def chess_split(tmp_path, shared_datasets):
+def chess_split(tmp_path):
     """Factory: ``chess_split("test", limit=None)`` copies a chess640 split (JSON + images) into tmp_path and
     returns the JSON path. With ``limit``, only the first ``limit`` images (and their annotations) are kept,
-    plus always the negative image of the test split."""
+    plus always the negative image of the test split. Up to 4 test and 2 valid images come from the vendored
+    fixtures; more (or the whole split) need the shared full set."""
 
     def copy(split: str = "test", limit: int | None = None) -> Path:
-        source = shared_datasets / "chess640" / split
+        source = _chess_source(split, limit)
         data = json.loads((source / "_annotations.coco.json").read_text())
         if limit is not None:
             keep = {img["id"] for img in data["images"][:limit]}

@@ -36,7 +36,12 @@ rng = np.random.default_rng(0)
 images = rng.uniform(0, 255, (8, 64, 64, 3)).astype("float32")
 boxes = rng.uniform(0, 24, (8, 2, 2)).astype("float32")
 boxes = np.concatenate([boxes, boxes + rng.uniform(20, 40, (8, 2, 2)).astype("float32")], axis=-1)
-targets = encoder.encode((64, 64), boxes, rng.integers(0, 3, (8, 2)).astype("int32"))
+classes = rng.integers(0, 3, (8, 2)).astype("int32")
+# Different numbers of boxes per image (2, none, one), so that the per-image loss normalisers differ between the
+# replicas: image 2 (worker 1's first image) has none, image 5 (worker 0's second) one (-1 marks padding).
+classes[2] = -1
+classes[5, 1] = -1
+targets = encoder.encode((64, 64), boxes, classes)
 # Global batches alternate images 0-3 and 4-7; the multi-worker run splits each into two halves of 2.
 dataset = tf.data.Dataset.from_tensor_slices((images, targets)).batch(GLOBAL_BATCH).repeat()
 options = tf.data.Options()
