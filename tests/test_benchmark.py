@@ -666,3 +666,24 @@ def test_markdown_reports_the_precision_variants():
         "| forward bfloat16 (mixed_bfloat16, folded; AVX512-BF16) (ms/image) | skipped: CPU X has neither AMX "
         "nor AVX512-BF16 |" in report.markdown_report(full).splitlines()
     )
+
+
+def test_files_mode_times_each_file_through_each_runtime(detector_like, tmp_path, capsys):
+    """`tools/benchmark.py --files`: one row per file with its size and a time per runtime asked for."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in detector_like["images"][:2]:
+        (photos / Path(path).name).write_bytes(Path(path).read_bytes())
+    tflite = detector_like["tflite"]
+    out = tmp_path / "files.json"
+    argv = ["--files", str(tflite), "--images", str(photos), "--runtimes", "litert", "--runs", "5"]
+    assert benchmark_tool.main([*argv, "--warmup", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["file"] for row in rows] == [Path(tflite).name]
+    assert rows[0]["size_bytes"] == Path(tflite).stat().st_size
+    assert rows[0]["invoke_ms"] > 0 and rows[0]["litert_ms_per_image"] > 0
+    assert set(rows[0]) == {"file", "size_bytes", "invoke_ms", "litert_ms_per_image"}
+    table = capsys.readouterr().out
+    assert f"| {Path(tflite).name} |" in table and "litert ms/image" in table
+    with pytest.raises(SystemExit, match="--images FOLDER"):
+        benchmark_tool.main(["--files", str(tflite), "--images", str(tmp_path / "none")])

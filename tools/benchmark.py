@@ -140,6 +140,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", default=None, help="write the full report here")
     parser.add_argument("--markdown", default=None, help="write the Markdown tables here")
     parser.add_argument("--quick", action="store_true", help="tiny model, size and runs (CI smoke test)")
+    parser.add_argument(
+        "--files",
+        nargs="+",
+        metavar="TFLITE",
+        help="instead of the protocol: time these exported .tflite files (invoke, and per image through LiteRT "
+        "and MediaPipe Tasks) on --images",
+    )
+    parser.add_argument("--images", help="with --files: a folder of photos (the first 10 are timed)")
+    parser.add_argument(
+        "--runtimes", default="litert,mediapipe", help="with --files: the runtimes to time (litert,mediapipe)"
+    )
     args = parser.parse_args(argv)
     for name, (full, small) in DEFAULTS.items():
         if getattr(args, name) is None:
@@ -180,11 +191,43 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
     return model
 
 
+def time_files(args: argparse.Namespace, command: str) -> int:
+    """``--files``: a Markdown table of each file's latency on this machine; ``--json`` keeps the rows."""
+    from keras_retinanet.benchmark import latency, machine
+    from keras_retinanet.detectors.running import IMAGE_EXTENSIONS
+    from keras_retinanet.imaging import read_image
+
+    photos = sorted(p for p in Path(args.images or "").glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not args.images or not photos:
+        raise SystemExit(
+            f"tools/benchmark.py: --files needs --images FOLDER holding photos, got {args.images}"
+        )
+    images = [read_image(path) for path in photos[:10]]
+    runtimes = [name.strip() for name in args.runtimes.split(",") if name.strip()]
+    rows = latency.file_latencies(args.files, images, runtimes, warmup=args.warmup, runs=args.runs)
+    cpu = machine.describe_cpu(machine.machine_info())
+    header = ["file", "MiB", "invoke ms", *(f"{name} ms/image" for name in runtimes)]
+    lines = [f"`{command}` on {cpu}, {len(images)} photos", "", "| " + " | ".join(header) + " |"]
+    lines.append("|---" * len(header) + "|")
+    for row in rows:
+        cells = [row["file"], f"{row['size_bytes'] / 2**20:.1f}", f"{row['invoke_ms']:.1f}"]
+        cells += [f"{row[f'{name}_ms_per_image']:.1f}" for name in runtimes]
+        lines.append("| " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"command": command, "cpu": cpu, "rows": rows}, indent=2) + "\n"
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the benchmark; prints the Markdown report and writes ``--json`` / ``--markdown``."""
     args = parse_args(argv)
     command = "python tools/benchmark.py " + shlex.join(list(argv) if argv is not None else sys.argv[1:])
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.files:
+        return time_files(args, command)
     from keras_retinanet.benchmark import machine, peers, pipeline, project, report
 
     settings = project.ProjectSettings(

@@ -54,3 +54,29 @@ def detector_latency(
 
     timing = time_runs(once, warmup, runs, per=len(images))
     return {**timing, "images": len(images), "batch_size": batch_size}
+
+
+def file_latencies(
+    paths: Sequence[str | os.PathLike],
+    images: Sequence[np.ndarray],
+    runtimes: Sequence[str] = ("litert", "mediapipe"),
+    warmup: int = 2,
+    runs: int = 5,
+) -> list[dict[str, Any]]:
+    """Per exported ``.tflite`` file: the bare invoke on a random canvas and the full inference per image
+    through each runtime (``load_detector(path, runtime=...)``: resize, model, decoding, boxes mapped back).
+
+    Returns one row per file: ``{"file", "size_bytes", "invoke_ms", "<runtime>_ms_per_image"...}`` (medians).
+    """
+    from keras_retinanet.detectors import load_detector
+
+    rows = []
+    for path in paths:
+        invoke = tflite_latency(path, runs=max(runs, 10), warmup=warmup)
+        row = {"file": Path(path).name, "size_bytes": invoke["size_bytes"], "invoke_ms": invoke["median_ms"]}
+        for runtime in runtimes:
+            with load_detector(str(path), runtime=runtime) as detector:
+                timing = detector_latency(detector, images, warmup=warmup, runs=runs)
+            row[f"{runtime}_ms_per_image"] = timing["median_ms"]
+        rows.append(row)
+    return rows
