@@ -6,14 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test test-all test-web web-deps lint demo benchmark
 
+# MediaPipe Tasks (the `mobile` extra), for TFLite metadata (its schema classes) and for checking exports the way
+# apps run them. Without its dependencies: they would add a GUI build of OpenCV that needs libGL beside the
+# headless one, and TensorFlow and the package's own dependencies (matplotlib) bring the rest. Installed last, so
+# that no later pip run reports its undeclared dependencies as broken.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
-	# MediaPipe Tasks, for TFLite metadata (its schema classes) and for checking exports the way apps run them.
-	# Without its dependencies: they would replace the headless OpenCV with a GUI build that needs libGL, and
-	# TensorFlow and the package's own dependencies (matplotlib) bring the rest. Installed last, so that no later
-	# pip run reports its undeclared dependencies as broken.
 	$(PY) -m pip install --quiet --no-deps "mediapipe==1.2.3"
 	touch $(STAMP)
 
