@@ -239,6 +239,13 @@ def test_thresholds_file_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.json").write_text('{"thresholds": {"cat": 1.5}}')
     with pytest.raises(ClassThresholdsError, match=r"bad.json: class 'cat': threshold 1.5 is not a number"):
         read_class_thresholds(tmp_path / "bad.json")
+    # `evaluate --report` on a model without a true positive writes no class: no extra filtering, not an error.
+    write_class_thresholds(tmp_path / "none.json", {}, without_threshold=["cat", "dog"])
+    assert read_class_thresholds(tmp_path / "none.json") == {}
+    np.testing.assert_array_equal(class_threshold_array(tmp_path / "none.json", ["cat", "dog"]), [0.0, 0.0])
+    (tmp_path / "empty.yaml").write_text("{}\n")  # a bare empty mapping is a mistake
+    with pytest.raises(ClassThresholdsError, match=r"empty.yaml: expected a mapping of class name to score"):
+        read_class_thresholds(tmp_path / "empty.yaml")
 
 
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
@@ -280,6 +287,7 @@ def test_report_renders_with_every_picture(tmp_path):
     delta = summary["tide"]["delta_ap50"]
     assert "| dAP50 overall | " + " | ".join(f"{100 * delta[k]:+.2f}" for k in evaluation.ERROR_TYPES) in text
     assert read_class_thresholds(out / "class_thresholds.json") == pytest.approx({"cat": 0.9, "dog": 0.2})
+    assert json.loads((out / "class_thresholds.json").read_text())["without_threshold"] == []
     json.loads((out / "report.json").read_text())
     # A broken link is caught.
     (out / "tide_errors.png").unlink()

@@ -48,9 +48,12 @@ def read_class_thresholds(path: str | os.PathLike) -> dict[str, float]:
         raise ClassThresholdsError(f"class thresholds file {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
         raise ClassThresholdsError(f"class thresholds file {path} is not JSON or YAML: {err}") from None
-    if isinstance(content, Mapping) and "thresholds" in content:
+    # A written file may hold no class at all (`evaluate --report` on a model without a true positive): that
+    # is "no extra filtering"; a bare empty mapping is more likely a mistake.
+    written = isinstance(content, Mapping) and "thresholds" in content
+    if written:
         content = content["thresholds"]
-    if not isinstance(content, Mapping) or not content:
+    if not isinstance(content, Mapping) or not (content or written):
         raise ClassThresholdsError(
             f"class thresholds file {path}: expected a mapping of class name to score under 'thresholds'"
         )

@@ -117,6 +117,8 @@ def write_report(
         os.path.join(out_dir, THRESHOLDS_FILE),
         thresholds,
         chosen_by="F1 at IoU 0.5 on the evaluated data set",
+        # No true positive at any score: these classes keep the global score threshold.
+        without_threshold=[name for name in names if name not in thresholds],
         data=(about or {}).get("data", ""),
         model=(about or {}).get("model", ""),
     )
