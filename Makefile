@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# pytest-xdist workers, one test file each at a time (--dist loadfile keeps a file's fixtures in one process): most
+# tests keep one core busy, so two workers halve the suite on CI's two cores (docs/test-durations.md).
+TEST_WORKERS ?= 2
 
 .PHONY: install test test-all test-web web-deps lint demo benchmark
 
@@ -22,11 +25,11 @@ install: $(STAMP)
 ## make test: create .venv, install the package with its test extra, lint, run the CI test suite.
 test: $(STAMP)
 	$(PY) -m ruff check keras_retinanet tools tests
-	$(PY) -m pytest -m "not slow" -q -p no:cacheprovider --durations=15
+	$(PY) -m pytest -m "not slow" -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 ## make test-all: also the slow tests, the browser test among them (web-deps installs what it needs).
 test-all: $(STAMP) web-deps
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 ## make test-web: the web page (web/) in headless Chromium against TFLiteDetector (tests/test_web.py).
 test-web: $(STAMP) web-deps

@@ -54,7 +54,6 @@ def test_the_commands_are_found():
     assert len(commands) >= 10
 
 
-@pytest.mark.slow
 def test_quick_start_runs_as_written(tmp_path, monkeypatch, capsys):
     require_mediapipe("mediapipe.tasks.python.vision")  # the quick start evaluates through MediaPipe Tasks
     for split, count, seed in (("train", 24, 0), ("valid", 8, 1), ("test", 8, 2)):
