@@ -14,7 +14,6 @@ import shlex
 import shutil
 from pathlib import Path
 
-import pytest
 from retinanet_testing import REPO, require_mediapipe
 
 from keras_retinanet import cli
