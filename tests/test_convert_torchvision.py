@@ -1,6 +1,7 @@
 """torchvision RetinaNet checkpoints -> Keras, checked without torch against torchvision's own outputs.
 
-``shared/reference`` holds torchvision 0.29.1's raw head outputs of retinanet_resnet50_fpn (v1) and _v2 on one
+``tests/fixtures/torchvision_reference`` (a copy of ``shared/reference``, 4.5 MB) holds torchvision 0.29.1's raw
+head outputs of retinanet_resnet50_fpn (v1) and _v2 on one
 BCCD image, both filled with weights that numpy rebuilds from a recipe (``make_weights`` of
 ``tv_converter_reference.py``: one generator per tensor seeded by the crc32 of its name). Rebuilding them here
 (independently of the converter), converting them and running the Keras model must give the same numbers.
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from retinanet_testing import REPO
 
-REFERENCE = REPO.parent / "shared" / "reference"
+REFERENCE = REPO / "tests" / "fixtures" / "torchvision_reference"
 VARIANTS = {"v1": "retinanet_resnet50_fpn", "v2": "retinanet_resnet50_fpn_v2"}
 TOLERANCE = 1e-4  # absolute, on raw deltas and logits (issue 15)
 
@@ -24,7 +25,7 @@ TOLERANCE = 1e-4  # absolute, on raw deltas and logits (issue 15)
 def require_reference():
     if not (REFERENCE / "torchvision_retinanet_state_dict.json").is_file():
         if os.environ.get("CI"):
-            pytest.fail(f"CI needs the torchvision reference data at {REFERENCE}")
+            pytest.fail(f"the torchvision reference data is missing from {REFERENCE}")
         pytest.skip(f"torchvision reference data not found at {REFERENCE}")
     return REFERENCE
 
