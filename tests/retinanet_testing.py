@@ -221,3 +221,23 @@ def require_mediapipe(module: str):
         if os.environ.get("CI"):
             pytest.fail(f"CI needs mediapipe (make install: pip install --no-deps mediapipe==1.2.3): {err}")
         pytest.skip(f"mediapipe not installed: {err}")
+
+
+def assert_rows_match_one_to_one(
+    got_rows, wanted_rows, box_tolerance: float, where: str, names=("got", "wanted")
+):
+    """Each ``(class, score, four box numbers)`` row of ``got_rows`` matches a distinct row of ``wanted_rows``:
+    same class, score within 1e-4, every box number within ``box_tolerance`` (the closest such row is taken,
+    highest scores first), and the two lists are as long."""
+    assert len(got_rows) == len(wanted_rows) > 0, where
+    unmatched = list(wanted_rows)
+    for got in sorted(got_rows, key=lambda r: -r[1]):
+        candidates = [
+            want
+            for want in unmatched
+            if want[0] == got[0]
+            and abs(want[1] - got[1]) <= 1e-4
+            and max(abs(a - b) for a, b in zip(got[2:], want[2:])) <= box_tolerance + 1e-3
+        ]
+        assert candidates, f"{where}: {names[0]}'s {got} is not among {names[1]}'s detections"
+        unmatched.remove(min(candidates, key=lambda w: max(abs(a - b) for a, b in zip(got[2:], w[2:]))))

@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 import pytest
-from retinanet_testing import require_mediapipe
+from retinanet_testing import assert_rows_match_one_to_one, require_mediapipe
 
 VARIANTS = ("float32", "float16", "int8")
 BCCD_IDS = ["BloodImage_00000", "BloodImage_00001", "BloodImage_00002"]  # 640 x 480 photos
@@ -113,18 +113,7 @@ def _assert_same_detections(mediapipe_rows: list[tuple], litert_rows: list[tuple
     # MediaPipe also reports boxes whose integer width or height is 0 (boxes that the graph clipped to the
     # image edge); TFLiteDetector, like every detector here, drops boxes under 1 px (detectors.base.MIN_BOX_SIDE).
     mediapipe_rows = [row for row in mediapipe_rows if row[4] >= 1 and row[5] >= 1]
-    assert len(mediapipe_rows) == len(litert_rows) > 0, where
-    unmatched = list(litert_rows)
-    for got in sorted(mediapipe_rows, key=lambda r: -r[1]):
-        candidates = [
-            want
-            for want in unmatched
-            if want[0] == got[0]
-            and abs(want[1] - got[1]) <= 1e-4
-            and max(abs(a - b) for a, b in zip(got[2:], want[2:])) <= 1.0 + 1e-3
-        ]
-        assert candidates, f"{where}: MediaPipe's {got} is not among LiteRT's detections"
-        unmatched.remove(min(candidates, key=lambda w: max(abs(a - b) for a, b in zip(got[2:], w[2:]))))
+    assert_rows_match_one_to_one(mediapipe_rows, litert_rows, 1.0, where, ("MediaPipe", "LiteRT"))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

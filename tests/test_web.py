@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from retinanet_testing import REPO
+from retinanet_testing import REPO, assert_rows_match_one_to_one
 
 WEB = REPO / "web"
 BCCD_IDS = ["BloodImage_00000", "BloodImage_00001"]  # 640 x 480 photos
@@ -84,18 +84,7 @@ def _assert_same_detections(page_rows: list[tuple], detections, where: str) -> N
         (int(c), float(s), *map(float, box))
         for c, s, box in zip(detections.classes, detections.scores, detections.boxes)
     ]
-    assert len(page_rows) == len(wanted) > 0, where
-    unmatched = list(wanted)
-    for got in sorted(page_rows, key=lambda r: -r[1]):
-        candidates = [
-            want
-            for want in unmatched
-            if want[0] == got[0]
-            and abs(want[1] - got[1]) <= 1e-4
-            and max(abs(a - b) for a, b in zip(got[2:], want[2:])) <= 2.0 + 1e-3
-        ]
-        assert candidates, f"{where}: the page's {got} is not among TFLiteDetector's detections"
-        unmatched.remove(min(candidates, key=lambda w: max(abs(a - b) for a, b in zip(got[2:], w[2:]))))
+    assert_rows_match_one_to_one(page_rows, wanted, 2.0, where, ("the page", "TFLiteDetector"))
 
 
 def _box_colour_pixels(image: np.ndarray) -> int:

@@ -263,7 +263,6 @@ def _build_metadata(
 
     ``calibrated``: the score tensor gets the score calibration of the module docstring (its file packed apart).
     """
-    import flatbuffers
 
     md = metadata_schema()
     image = _image_metadata(md, input_size, input_dtype, normalization)
@@ -339,6 +338,31 @@ def _build_metadata(
     group.name = DETECTION_GROUP
     group.tensorNames = list(OUTPUT_NAMES[:3])
     subgraph.outputTensorGroups = [group]
+    return pack_model_metadata(
+        md,
+        subgraph,
+        MIN_PARSER_VERSION,
+        name=name,
+        description=description,
+        version=version,
+        author=author,
+        license=license,
+    )
+
+
+def pack_model_metadata(
+    md: Any,
+    subgraph: Any,
+    min_parser_version: str,
+    *,
+    name: str,
+    description: str,
+    version: str,
+    author: str | None,
+    license: str | None,
+) -> bytes:
+    """The metadata flatbuffer (identifier M001) of a model with one subgraph (``md.SubGraphMetadataT``)."""
+    import flatbuffers
 
     metadata = md.ModelMetadataT()
     metadata.name = name
@@ -346,7 +370,7 @@ def _build_metadata(
     metadata.version = version
     metadata.author = author
     metadata.license = license
-    metadata.minParserVersion = MIN_PARSER_VERSION
+    metadata.minParserVersion = min_parser_version
     metadata.subgraphMetadata = [subgraph]
     builder = flatbuffers.Builder(1024)
     builder.Finish(metadata.Pack(builder), METADATA_IDENTIFIER)

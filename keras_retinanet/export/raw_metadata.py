@@ -41,11 +41,11 @@ import numpy as np
 
 from keras_retinanet.export.metadata import (
     LABELS_FILE,
-    METADATA_IDENTIFIER,
     _check_labels,
     _image_metadata,
     _tensor_metadata,
     _with_metadata_buffer,
+    pack_model_metadata,
 )
 from keras_retinanet.tflite_file import (
     DECODER_METADATA_NAME,
@@ -152,7 +152,6 @@ def add_raw_detection_metadata(
         MetadataError: the model or the arguments do not fit (the message says what).
         ImportError: the schema classes (mediapipe package) are not installed.
     """
-    import flatbuffers
 
     md = metadata_schema()
     anchors = np.asarray(anchors, np.float32)
@@ -210,18 +209,18 @@ def add_raw_detection_metadata(
     subgraph.inputTensorMetadata = [image]
     subgraph.outputTensorMetadata = [location, score]
     subgraph.customMetadata = [detector_metadata, decoder_metadata]
-    metadata = md.ModelMetadataT()
-    metadata.name = name
-    metadata.description = description
-    metadata.version = version
-    metadata.author = author
-    metadata.license = license
-    metadata.minParserVersion = RAW_MIN_PARSER_VERSION
-    metadata.subgraphMetadata = [subgraph]
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(metadata.Pack(builder), METADATA_IDENTIFIER)
+    packed = pack_model_metadata(
+        md,
+        subgraph,
+        RAW_MIN_PARSER_VERSION,
+        name=name,
+        description=description,
+        version=version,
+        author=author,
+        license=license,
+    )
     files = {LABELS_FILE: ("\n".join(labels) + "\n").encode("utf-8")}
-    return _with_metadata_buffer(model, bytes(builder.Output()), files)
+    return _with_metadata_buffer(model, packed, files)
 
 
 __all__ = ["RAW_MIN_PARSER_VERSION", "add_raw_detection_metadata"]
