@@ -73,5 +73,8 @@ def test_export_warns_where_the_phone_would_not_see_the_training_geometry():
     reshaped = export_geometry((384, 384), (288, 384), 640 / 480)
     assert len(reshaped["warnings"]) == 1
     assert reshaped["warnings"][0].startswith("exporting at 288x384, but the model was trained at 384x384")
+    assert "GroupNorm heads lost a third" in reshaped["warnings"][0]
+    plain_heads = export_geometry((384, 384), (288, 384), 640 / 480, use_group_norm=False)["warnings"][0]
+    assert "heads without GroupNorm lost 0.2 AP points" in plain_heads and "a third" not in plain_heads
     # BCCD's 640x480 photos at 416: the shorter side rounds to 320 (1.30 against 1.33) and is not warned about.
     assert export_geometry((320, 416), (320, 416), 640 / 480)["warnings"] == []

@@ -46,7 +46,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--train-images", type=int, default=480, help="synthetic training images")
-    parser.add_argument("--val-images", type=int, default=96, help="synthetic validation images")
+    parser.add_argument(
+        "--val-images",
+        type=int,
+        default=480,
+        help="synthetic validation images (480: on 96, moving the resize by a third of a pixel moved AP by a point)",
+    )
     parser.add_argument("--backbone", default="mobilenet_v2")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

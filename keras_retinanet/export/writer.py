@@ -307,7 +307,7 @@ def export_model(
         logger.info("input size %dx%d: the calibration images' aspect ratio", *size)
     else:
         size = image_size or model.input_size
-    geometry = export_geometry(model.input_size, size, aspect_ratio)
+    geometry = export_geometry(model.input_size, size, aspect_ratio, model.use_group_norm)
     for warning in geometry["warnings"]:
         logger.warning("warning: %s", warning)
     config = PostProcessConfig.from_model(model)
