@@ -88,13 +88,8 @@ def test_recipe_flag_comes_before_the_config_file_and_the_flags(tmp_path):
     assert (default.anchors, default.image_shape, default.schedule, default.warmup_steps) == (
         "auto", "data", "cosine", None,
     )  # fmt: skip
-    assert (default.model.matching, default.model.use_group_norm, default.subpixel_shift) == (
-        "atss",
-        True,
-        True,
-    )
+    assert (default.model.matching, default.model.use_group_norm) == ("atss", True)
     paper = _train_config("--recipe", "paper", "--matching", "atss")
-    assert paper.subpixel_shift is False  # the paper resizes on one fixed grid
     assert (paper.anchors, paper.image_shape, paper.schedule, paper.warmup_steps) == (
         "paper",
         "square",
