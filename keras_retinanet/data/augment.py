@@ -92,9 +92,9 @@ def resize_crop_pad(
     Boxes follow, with the keep / ignore / drop rule in the module docstring.
 
     ``subpixel_shift`` moves the resized image by a random fraction of a pixel, up to half an output pixel
-    each way. Runtimes align their resize's pixel grid differently (MediaPipe samples corners-aligned,
-    0.3 px of the model's input away from this half-pixel resize at a 2.5x downscale); a model that saw every
-    phase in training does not depend on one.
+    each way, so that training meets every alignment of the pixel grid (runtimes differ: MediaPipe samples
+    corners-aligned, 0.3 px of the input away from this half-pixel resize at a 2.5x downscale). Off by
+    default: it helped on rendered shapes and cost on real photos (docs/recipes.md).
 
     Args:
         image: (h, w, 3) uint8 or float.
