@@ -121,6 +121,21 @@ def describe(hint: Any) -> str:
 _PLURALS = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
 
 
+def _number(value: Any, kind: type) -> int | float | None:
+    """``value`` as ``kind`` (int or float): numbers and numeric text, an int only from a whole number; None
+    for anything else (booleans included)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, int) or (isinstance(value, float) and (kind is float or value.is_integer())):
+        return kind(value)
+    return None
+
+
 def coerce(value: Any, hint: Any, name: str) -> Any:
     """``value`` as the type ``hint`` describes, or a ``ValueError`` that names the option ``name``."""
     inner, optional = optional_inner(hint)
@@ -169,26 +184,12 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
         raise ValueError(f"option {name}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ValueError(f"option {name}: expected an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ValueError(f"option {name}: expected a number, got {value!r}")
+    if hint in (int, float):
+        number = _number(value, hint)
+        if number is None:
+            expected = "an integer" if hint is int else "a number"
+            raise ValueError(f"option {name}: expected {expected}, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, str):
             return value
