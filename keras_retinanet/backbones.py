@@ -1,4 +1,10 @@
-"""``keras.applications`` backbones that return the C3, C4, C5 feature maps (strides 8, 16, 32)."""
+"""``keras.applications`` backbones that return the C3, C4, C5 feature maps (strides 8, 16, 32).
+
+Backbones start from ImageNet weights by default (``weights="imagenet"``), as ``keras.applications`` and every
+detection library do: Keras downloads them once into its cache (``$KERAS_HOME/models``, ``~/.keras/models``
+unless set); torchvision's ResNets read torchvision's file from torch's cache
+(``$TORCH_HOME/hub/checkpoints``). ``weights=None`` trains from scratch; a path loads a local file.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +40,17 @@ _TORCHVISION_BACKBONES = {f"torchvision_resnet{depth}": depth for depth in RESNE
 FEATURE_STRIDES = (8, 16, 32)
 # Size of the image used once to find which layers produce the stride-8/16/32 features.
 _PROBE_SIZE = 256
+# torchvision's ImageNet checkpoints (ResNet*_Weights.IMAGENET1K_V1), as torch.hub names them in its cache.
+TORCHVISION_IMAGENET_FILES = {
+    50: "resnet50-0676ba61.pth",
+    101: "resnet101-63fe2227.pth",
+    152: "resnet152-394f9c45.pth",
+}
+_FROM_SCRATCH_OR_FILE = "pass --weights PATH (a local weights file) or --weights none (train from scratch)"
+
+
+class BackboneWeightsError(ValueError):
+    """The backbone's weights cannot be had: ImageNet weights neither cached nor downloadable, or a bad file."""
 
 
 def available_backbones() -> list[str]:
@@ -141,15 +158,29 @@ def streamline_batchnorm(model: keras.Model) -> keras.Model:
     return rebuilt
 
 
+def describe_weights(name: str, weights: str | None) -> str:
+    """The weights a backbone starts from, in words, for the training plan."""
+    if weights is None:
+        return "random (from scratch)"
+    if weights != "imagenet":
+        return str(weights)
+    if name in _TORCHVISION_BACKBONES:
+        return f"ImageNet (torchvision's {TORCHVISION_IMAGENET_FILES[_TORCHVISION_BACKBONES[name]]})"
+    from keras.src.backend.config import keras_home
+
+    return f"ImageNet (Keras' cache {os.path.join(keras_home(), 'models')})"
+
+
 def build_backbone(
-    name: str = "resnet50", weights: str | None = None, batchnorm_momentum: float | None = 0.9, **kwargs
+    name: str = "resnet50", weights: str | None = "imagenet", batchnorm_momentum: float | None = 0.9, **kwargs
 ) -> keras.Model:
     """Builds a backbone that maps (B, H, W, 3) RGB pixels in [0, 255] to [C3, C4, C5].
 
     Args:
         name: one of ``available_backbones()``.
-        weights: ``None`` (random init), ``"imagenet"`` (downloaded by Keras; needs network or Keras' cache)
-            or the path of a local weights file for the ``keras.applications`` model without its top.
+        weights: ``"imagenet"`` (the default, as in ``keras.applications``: Keras' cached file, downloaded on
+            first use), ``None`` (random init) or the path of a local weights file for the
+            ``keras.applications`` model without its top.
         batchnorm_momentum: momentum of every BatchNorm moving average (0.9, PyTorch's 0.1). The applications
             use 0.99-0.999 (MobileNets 0.999): after a few hundred steps their moving statistics are still mostly
             the initial ones, and inference-mode outputs are wrong. ``None`` keeps the application's values.
@@ -165,8 +196,7 @@ def build_backbone(
     if name not in _BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
     constructor, normalization = _BACKBONES[name]
-    if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
-        raise FileNotFoundError(f"backbone weights file {weights!r} does not exist")
+    _check_weights_file(weights)
     probe = constructor(include_top=False, weights=None, input_shape=(_PROBE_SIZE, _PROBE_SIZE, 3), **kwargs)
     layer_indices = _feature_layer_indices(probe)
     del probe
@@ -174,13 +204,15 @@ def build_backbone(
     try:
         base = constructor(include_top=False, weights=weights, input_shape=(None, None, 3), **kwargs)
     except Exception as error:  # Keras raises several kinds for a failed download or a wrong file.
+        reason = " ".join(f"{type(error).__name__}: {error}".split())
         if weights == "imagenet":
-            raise RuntimeError(
-                f"could not load ImageNet weights for backbone {name!r} ({type(error).__name__}: {error}). "
-                "They are downloaded on first use: check the network, or download them elsewhere and pass the "
-                "file with weights=PATH (--weights PATH), or train from scratch with weights=None."
+            raise BackboneWeightsError(
+                f"the ImageNet weights of backbone {name!r} are not in Keras' cache and could not be downloaded "
+                f"({reason}); {_FROM_SCRATCH_OR_FILE}"
             ) from None
-        raise ValueError(f"could not load backbone weights from {weights!r} for {name!r}: {error}") from None
+        raise BackboneWeightsError(
+            f"could not load backbone weights from {weights!r} for {name!r}: {reason}"
+        ) from None
     base = streamline_batchnorm(base)
 
     if batchnorm_momentum is not None:
@@ -196,30 +228,44 @@ def build_backbone(
     return keras.Model(images, features, name=name)
 
 
-def check_torchvision_weights(name: str, weights: str | None) -> None:
-    """Refuses what a ``torchvision_resnet*`` backbone cannot load: it never downloads, and reads only files.
+def _check_weights_file(weights: str | None) -> None:
+    if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
+        raise FileNotFoundError(f"backbone weights file {weights!r} does not exist")
+
+
+def torch_cache_dir() -> str:
+    """torch.hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``), found without importing torch."""
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    return os.path.join(os.environ.get("TORCH_HOME", os.path.join(cache, "torch")), "hub", "checkpoints")
+
+
+def resolve_torchvision_weights(name: str, weights: str | None) -> str | None:
+    """The file a ``torchvision_resnet*`` backbone loads: ``weights`` itself, or for ``"imagenet"`` torchvision's
+    ImageNet checkpoint in torch's cache (the backbone never downloads).
 
     Raises:
-        ValueError: ``weights="imagenet"``, with the torchvision file to fetch instead.
+        BackboneWeightsError: ``weights="imagenet"`` and the file is not in torch's cache: says where to get it.
         FileNotFoundError: a path that is not a file.
     """
-    if weights == "imagenet":
-        raise ValueError(
-            f"backbone {name!r} takes torchvision's ImageNet weights from a file: download "
-            "https://download.pytorch.org/models/resnet50-0676ba61.pth (torchvision's ResNet50_Weights.IMAGENET1K_V1; "
-            "resnet101-63fe2227.pth for ResNet-101) and pass its path with weights=PATH (--weights PATH). "
-            ".pth/.pt files need torch installed (pip install 'keras-retinanet[torch]'); "
-            "`retinanet convert torchvision FILE.pth --output FILE.npz` turns one into a torch-free .npz."
-        )
-    if weights is not None and not os.path.isfile(str(weights)):
-        raise FileNotFoundError(f"backbone weights file {weights!r} does not exist")
+    if weights != "imagenet":
+        _check_weights_file(weights)
+        return weights
+    file_name = TORCHVISION_IMAGENET_FILES[_TORCHVISION_BACKBONES[name]]
+    cached = os.path.join(torch_cache_dir(), file_name)
+    if os.path.isfile(cached):
+        return cached
+    raise BackboneWeightsError(
+        f"backbone {name!r} starts from torchvision's ImageNet file {file_name}, which is not in torch's cache "
+        f"({cached}): download https://download.pytorch.org/models/{file_name} there (.pth files need "
+        f"pip install 'keras-retinanet[torch]'), or {_FROM_SCRATCH_OR_FILE}"
+    )
 
 
 def _build_torchvision_backbone(
     name: str, weights: str | None, batchnorm_momentum: float | None, **kwargs
 ) -> keras.Model:
     """A ``torchvision_resnet*`` backbone, its weights read from a torchvision checkpoint file."""
-    check_torchvision_weights(name, weights)
+    weights = resolve_torchvision_weights(name, weights)
     model = build_torchvision_resnet(
         _TORCHVISION_BACKBONES[name], batchnorm_momentum=batchnorm_momentum, name=name, **kwargs
     )

@@ -72,7 +72,9 @@ class RetinaNet(keras.Model):
         num_classes: number of object classes K (no background class).
         backbone: a name from ``keras_retinanet.backbones.available_backbones()`` or a ``keras.Model`` that maps
             (B, H, W, 3) RGB pixels in [0, 255] to [C3, C4, C5] (strides 8, 16, 32).
-        backbone_weights: ``None``, ``"imagenet"`` or a local weights file, for a named backbone.
+        backbone_weights: for a named backbone, ``"imagenet"`` (the default, as in ``keras.applications``: from
+            Keras' cache, downloaded on first use; torchvision's ResNets from torch's cache), ``None`` (random
+            init, from scratch) or a local weights file.
         backbone_kwargs: extra arguments of the ``keras.applications`` constructor (e.g. ``{"alpha": 0.35}``).
         backbone_batchnorm_momentum: BatchNorm momentum of a named backbone (see ``build_backbone``).
         class_names: K names, saved with the model.
@@ -98,7 +100,7 @@ class RetinaNet(keras.Model):
         self,
         num_classes: int,
         backbone: str | keras.Model = "resnet50",
-        backbone_weights: str | None = None,
+        backbone_weights: str | None = "imagenet",
         backbone_kwargs: dict | None = None,
         backbone_batchnorm_momentum: float | None = 0.9,
         class_names: Sequence[str] | None = None,

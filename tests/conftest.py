@@ -8,6 +8,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from retinanet_testing import seeded_keras_home  # noqa: E402
+
+# Before anything imports Keras, which reads KERAS_HOME once.
+os.environ["KERAS_HOME"] = seeded_keras_home()
+
 import pytest  # noqa: E402
 from retinanet_testing import (  # noqa: E402
     copy_bccd_subset,

@@ -1,9 +1,11 @@
 """Helpers shared by the tests (a module of its own: ``conftest`` names clash between test folders)."""
 
+import atexit
 import ipaddress
 import os
 import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,22 @@ SHARED_DATASETS = Path(os.environ.get("KERAS_RETINANET_DATASETS", REPO.parent / 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BCCD_FIXTURES = FIXTURES / "bccd" / "BCCD"
 CHESS_FIXTURES = FIXTURES / "chess640"
+# The shared ImageNet MobileNetV2 backbone file (its SOURCE.md), and Keras' name for it in its cache (alpha 1.0,
+# 224, no top), under which Keras' weights="imagenet" finds it without downloading.
+SHARED_MOBILENET_V2 = SHARED_DATASETS.parent / "weights" / "mobilenet_v2_imagenet_no_top.h5"
+KERAS_MOBILENET_V2_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+def seeded_keras_home() -> str:
+    """A Keras cache folder of the test session's own (for ``KERAS_HOME``; child processes inherit it) holding
+    the shared ImageNet MobileNetV2 file under Keras' name: ``weights="imagenet"`` then runs Keras' real code
+    path with no download. Any other ImageNet file is missing, and the network guard stops its download."""
+    home = tempfile.mkdtemp(prefix="keras-home-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    if SHARED_MOBILENET_V2.is_file():
+        (Path(home) / "models").mkdir()
+        shutil.copyfile(SHARED_MOBILENET_V2, Path(home) / "models" / KERAS_MOBILENET_V2_FILE)
+    return home
 
 
 def _is_local(host) -> bool:
@@ -55,10 +73,17 @@ def require_shared() -> Path:
 
 
 def tiny_retinanet(num_classes: int = 3, **kwargs):
-    """A small RetinaNet for fast tests: MobileNetV2 x0.35, 32-channel pyramid and heads of one conv."""
+    """A small RetinaNet for fast tests: MobileNetV2 x0.35 from scratch, 32-channel pyramid and heads of one
+    conv."""
     from keras_retinanet import RetinaNet
 
-    options = dict(backbone="mobilenet_v2", backbone_kwargs={"alpha": 0.35}, fpn_channels=32, head_depth=1)
+    options = dict(
+        backbone="mobilenet_v2",
+        backbone_weights=None,
+        backbone_kwargs={"alpha": 0.35},
+        fpn_channels=32,
+        head_depth=1,
+    )
     options.update(kwargs)
     return RetinaNet(num_classes, **options)
 

@@ -149,7 +149,7 @@ def test_auto_is_recorded_in_the_run_folder_and_the_model_and_kept_on_resume(tmp
     config = TrainConfig(
         data=spec, output=str(output), anchors="auto", epochs=1, steps_per_epoch=1, batch_size=2,
         warmup_steps=0, precise_bn_batches=0, tensorboard=False, verbose=0,
-    ).update({"backbone": "mobilenet_v2", "backbone_kwargs": {"alpha": 0.35}, "fpn_channels": 16,
+    ).update({"backbone": "mobilenet_v2", "weights": None, "backbone_kwargs": {"alpha": 0.35}, "fpn_channels": 16,
               "head_depth": 1, "image_size": 64})  # fmt: skip
     assert train(config)["finished"]
     assert "anchors (under-covered:" in capsys.readouterr().out

@@ -38,7 +38,8 @@ def test_groupnorm_model_detects_on_the_phones_input_what_it_detects_in_evaluati
         data=spec, output=str(tmp_path / "run"), epochs=1, steps_per_epoch=2, batch_size=2, image_shape=image_shape,
         precise_bn_batches=0, tensorboard=False, verbose=0,
     ).update(dict(
-        backbone="mobilenet_v2", backbone_kwargs={"alpha": 0.35}, fpn_channels=16, head_depth=1, image_size=128,
+        backbone="mobilenet_v2", weights=None, backbone_kwargs={"alpha": 0.35}, fpn_channels=16, head_depth=1,
+        image_size=128,
         score_threshold=0.0, max_detections=20,
     ))  # fmt: skip
     train(config)

@@ -53,14 +53,14 @@ PYTHON_BLOCKS = _python_blocks()
 TINY = 'backbone_kwargs={"alpha": 0.35}, fpn_channels=32, head_depth=1'
 SUBSTITUTIONS = {
     "model.fit(dataset, epochs=30)": [
-        ('backbone="mobilenet_v2")', f'backbone="mobilenet_v2", {TINY})'),
+        ('backbone="mobilenet_v2")', f'backbone="mobilenet_v2", backbone_weights=None, {TINY})'),
         ("image_size=384, batch_size=8", "image_size=128, batch_size=2"),
         ("model.fit(dataset, epochs=30)", "model.fit(dataset, epochs=1)"),
     ],
     "TrainConfig(data=": [
         (
             'ModelConfig(backbone="mobilenet_v2", fpn_channels=128, image_size=384)',
-            f'ModelConfig(backbone="mobilenet_v2", {TINY}, image_size=128)',
+            f'ModelConfig(backbone="mobilenet_v2", weights=None, {TINY}, image_size=128)',
         ),
         ("epochs=30,", "epochs=1, precise_bn_batches=1, tensorboard=False,"),
     ],

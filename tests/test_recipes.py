@@ -155,8 +155,8 @@ def test_subpixel_shift_reaches_the_training_pipeline(tmp_path, monkeypatch, fla
     monkeypatch.setattr(pipeline, "make_training_dataset", capture)
     spec = make_synthetic_coco(tmp_path / "data", num_images=2, image_size=(64, 64), seed=0)
     config = _train_config(
-        "--data", spec, "--output", str(tmp_path / "run"), "--backbone", "mobilenet_v2", "--image-size", "64",
-        "--fpn-channels", "16", "--head-depth", "1", *flags,
+        "--data", spec, "--output", str(tmp_path / "run"), "--backbone", "mobilenet_v2", "--weights", "none",
+        "--image-size", "64", "--fpn-channels", "16", "--head-depth", "1", *flags,
     )  # fmt: skip
     with pytest.raises(_StopBeforeTrainingError):
         train(config)

@@ -54,7 +54,7 @@ def test_temporary_names_keep_the_suffixes_keras_checks(tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 # Run folders (no TensorFlow needed)
 
-SMALL = dict(backbone="mobilenet_v2", fpn_channels=16, head_depth=1, image_size=64)
+SMALL = dict(backbone="mobilenet_v2", weights=None, fpn_channels=16, head_depth=1, image_size=64)
 
 
 def _config(output: Path, **values) -> TrainConfig:

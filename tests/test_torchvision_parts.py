@@ -74,6 +74,7 @@ def test_models_saved_before_group_norm_epsilon_keep_kerass_default():
     config = {
         "num_classes": 2,
         "backbone": "mobilenet_v2",
+        "backbone_weights": None,
         "backbone_kwargs": {"alpha": 0.35},
         "fpn_channels": 32,
     }
@@ -128,7 +129,9 @@ def test_giou_loss_equals_pixel_giou_with_any_anchor_and_box_weights():
 
 
 def test_torchvision_presets():
-    small = dict(backbone="mobilenet_v2", backbone_kwargs={"alpha": 0.35}, fpn_channels=32, head_depth=1)
+    small = dict(
+        backbone="mobilenet_v2", weights=None, backbone_kwargs={"alpha": 0.35}, fpn_channels=32, head_depth=1
+    )
     v1 = retinanet_from_preset("torchvision", 3, **small)
     assert (v1.p6_source, v1.fpn_padding, v1.use_group_norm) == ("p5", "symmetric", False)
     assert (

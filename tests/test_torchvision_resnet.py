@@ -12,10 +12,11 @@ import pytest
 from test_convert_torchvision import make_weights, require_reference
 
 from keras_retinanet.backbones import (
+    BackboneWeightsError,
     ImageNormalization,
     available_backbones,
     build_backbone,
-    check_torchvision_weights,
+    resolve_torchvision_weights,
 )
 from keras_retinanet.torchvision_resnet import FrozenBatchNormalization, build_torchvision_resnet
 
@@ -81,7 +82,7 @@ def resnet_weights():
 
 @pytest.fixture(scope="module")
 def backbone(resnet_weights):
-    model = build_backbone("torchvision_resnet50")
+    model = build_backbone("torchvision_resnet50", weights=None)
     from keras_retinanet.torchvision_weights import load_torchvision_resnet_weights
 
     report = load_torchvision_resnet_weights(model, resnet_weights)
@@ -167,11 +168,21 @@ def test_torch_image_normalization_by_hand():
     np.testing.assert_allclose(np.asarray(ImageNormalization("torch")(pixels))[0, 0, 0], expected, rtol=1e-6)
 
 
+def test_imagenet_weights_come_from_torch_cache(tmp_path, monkeypatch):
+    # A torchvision backbone never downloads: "imagenet" (the default) is torchvision's file in torch's cache,
+    # and without it the error says where to put it and how to do without it.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(BackboneWeightsError, match=r"resnet50-0676ba61\.pth.*--weights none") as error:
+        resolve_torchvision_weights("torchvision_resnet50", "imagenet")
+    assert str(tmp_path / "torch" / "hub" / "checkpoints") in str(error.value)
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet101-63fe2227.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    assert resolve_torchvision_weights("torchvision_resnet101", "imagenet") == str(cached)
+    assert resolve_torchvision_weights("torchvision_resnet50", None) is None
+
+
 def test_backbone_weights_file_errors(tmp_path, resnet_weights):
-    # "imagenet" is refused with the file to fetch: a torchvision backbone never downloads. The check is called
-    # on its own so that nothing here could try; the missing file below goes through build_backbone.
-    with pytest.raises(ValueError, match=r"resnet50-0676ba61\.pth"):
-        check_torchvision_weights("torchvision_resnet50", "imagenet")
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         build_backbone("torchvision_resnet50", weights=str(tmp_path / "missing.npz"))
     from keras_retinanet.state_dict import CheckpointError, save_state_dict

@@ -62,7 +62,8 @@ def test_short_bccd_training_learns(bccd_subset, tmp_path):
     code = main(
         [
             "train", "--data", f"voc:{root}:train", "--val-data", f"voc:{root}:val", "--output", str(output),
-            "--backbone", "mobilenet_v2", "--backbone-kwargs", '{"alpha": 0.35}', "--fpn-channels", "64",
+            "--backbone", "mobilenet_v2", "--weights", "none", "--backbone-kwargs", '{"alpha": 0.35}',
+            "--fpn-channels", "64",
             "--head-depth", "2", "--image-size", "256", "--batch-size", "6", "--epochs", "8",
             "--steps-per-epoch", "6", "--optimizer", "adamw", "--learning-rate", "0.002", "--weight-decay", "0.0001",
             "--schedule", "cosine", "--warmup-steps", "6", "--eval-every", "8", "--no-tensorboard", "--skip-bad",

@@ -83,7 +83,9 @@ def test_the_torchvision_v2_training_config_uses_the_v2_preset_model():
 
 
 def test_retinanet_from_preset_builds_the_preset_with_the_given_options():
-    small = dict(backbone="mobilenet_v2", backbone_kwargs={"alpha": 0.35}, fpn_channels=16, head_depth=1)
+    small = dict(
+        backbone="mobilenet_v2", weights=None, backbone_kwargs={"alpha": 0.35}, fpn_channels=16, head_depth=1
+    )
     model = retinanet_from_preset("torchvision", 2, name="tiny", **small)
     config = PRESETS["torchvision"].update(small)
     assert model.name == "tiny" and model.class_names == ["0", "1"]
@@ -130,7 +132,13 @@ def test_the_benchmark_builds_exactly_its_model_config():
     from keras_retinanet.benchmark.project import ProjectSettings, build_model
 
     config = PRESETS["paper"].update(
-        {"image_size": 64, "backbone": "mobilenet_v2", "backbone_kwargs": {"alpha": 0.35}, "fpn_channels": 16}
+        {
+            "image_size": 64,
+            "backbone": "mobilenet_v2",
+            "weights": None,
+            "backbone_kwargs": {"alpha": 0.35},
+            "fpn_channels": 16,
+        }
     )
     model = build_model(ProjectSettings(model=config, num_classes=3))
     built, expected = model.get_config(), config.build(["0", "1", "2"]).get_config()

@@ -145,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         skip_bad=args.skip_bad,
         model=dict(
             backbone=args.backbone,
+            # Offline and deterministic: the job must run on a machine that never downloaded ImageNet weights.
+            weights=None,
             backbone_kwargs={"alpha": 0.5} if args.backbone.startswith("mobilenet_v2") else {},
             # Not 32 for --tiny: GroupNorm(32) would have one-channel groups, which on a 128 px input's 1x1 P7
             # gave an int8 TFLite file that LiteRT aborted on.

@@ -131,7 +131,7 @@ def configure_threads(threads: int, inter_op: int | None = None) -> None:
 
 def build_model(settings: ProjectSettings):
     """The benchmarked ``RetinaNet`` with random weights: ``settings.model`` built for ``num_classes`` classes."""
-    return settings.model.build(fallback_class_names(settings.num_classes))
+    return settings.model.update({"weights": None}).build(fallback_class_names(settings.num_classes))
 
 
 def _forward_function(model, jit_compile: bool = False):

@@ -191,7 +191,8 @@ def build_torchvision_retinanet(
     if variant not in ("v1", "v2"):
         raise ValueError(f"variant must be 'v1' or 'v2', got {variant!r}")
     config = PRESETS["torchvision" if variant == "v1" else "torchvision_v2"]
-    config = config.update({"backbone": f"torchvision_resnet{depth}"})
+    # Every weight comes from the checkpoint: no ImageNet start to load first.
+    config = config.update({"backbone": f"torchvision_resnet{depth}", "weights": None})
     if image_size is None:
         kwargs["image_size"] = None  # a model that records no size
     else:

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from keras_retinanet import atomic
+from keras_retinanet.backbones import describe_weights
 from keras_retinanet.batchnorm import recompute_batchnorm_statistics
 from keras_retinanet.schedules import WarmupSchedule, default_warmup_steps
 from keras_retinanet.training import anchors, image_shape, run_folder
@@ -272,13 +273,17 @@ def describe_plan(
     schedule = build_schedule(config, total)
     model = config.model
     if config.init:
-        parts = f"anchors, matcher and heads of the --init model ({config.init})"
+        parts = f"weights, anchors, matcher and heads of the --init model ({config.init})"
     else:
         anchors = "as given" if anchor_report is None else anchor_report["reason"]
         if anchor_report is not None and anchor_report.get("fitted"):
             anchors = "fitted to the data"
         heads = "GroupNorm" if model.use_group_norm else "without normalisation"
-        parts = f"anchors {anchors}; matcher {model.matching}; heads {heads}"
+        weights = describe_weights(model.backbone, model.weights)
+        parts = (
+            f"backbone {model.backbone}, weights {weights}; anchors {anchors}; matcher {model.matching}; "
+            f"heads {heads}"
+        )
     lines = [
         f"plan: {total} steps ({config.epochs} epochs x {steps_per_epoch}), lr {config.learning_rate:g} with "
         f"{schedule.describe()}; input {_size_text(model.image_size)} ({shape_note}); {parts}"

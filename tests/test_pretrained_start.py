@@ -1,0 +1,126 @@
+"""Training starts from ImageNet weights by default, through Keras' own cache, as ``keras.applications`` does.
+
+The test session's Keras cache (``KERAS_HOME``, set by conftest) holds the shared ImageNet MobileNetV2 file under
+Keras' own name, so ``weights="imagenet"`` runs Keras' real loading code with no download; every other ImageNet
+file is missing from it, which is what a machine without network and without that file looks like.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from retinanet_testing import KERAS_MOBILENET_V2_FILE, SHARED_MOBILENET_V2, require_shared
+
+from keras_retinanet import RetinaNet
+from keras_retinanet.backbones import BackboneWeightsError, build_backbone
+from keras_retinanet.cli import build_parser, main
+from keras_retinanet.commands.train import resolve_config
+from keras_retinanet.data.synthetic import make_synthetic_coco
+from keras_retinanet.model_config import ModelConfig
+from keras_retinanet.training import TrainConfig
+from keras_retinanet.training.loop import describe_plan
+
+SHARED_WEIGHTS = SHARED_MOBILENET_V2
+
+
+def _first_conv_kernel(model: keras.Model) -> np.ndarray:
+    """MobileNetV2's stem convolution kernel, (3, 3, 3, 32): the only kernel of that shape."""
+    (kernel,) = [w for w in model.weights if tuple(w.shape) == (3, 3, 3, 32)]
+    return np.asarray(kernel)
+
+
+def _stem_kernel_in_file(path: Path) -> np.ndarray:
+    """The same kernel read straight from the HDF5 file, without Keras."""
+    found = []
+    with h5py.File(path, "r") as weights_file:
+        weights_file.visititems(
+            lambda name, item: (
+                found.append(np.asarray(item))
+                if isinstance(item, h5py.Dataset) and item.shape == (3, 3, 3, 32)
+                else None
+            )
+        )
+    (kernel,) = found
+    return kernel
+
+
+@pytest.fixture(scope="module")
+def imagenet_kernel() -> np.ndarray:
+    require_shared()
+    return _stem_kernel_in_file(SHARED_WEIGHTS)
+
+
+def test_defaults_are_imagenet_everywhere():
+    assert ModelConfig().weights == "imagenet"
+    assert TrainConfig().model.weights == "imagenet"
+    assert resolve_config(build_parser().parse_args(["train"])).model.weights == "imagenet"
+
+
+def test_default_model_starts_from_keras_cached_imagenet_weights(imagenet_kernel):
+    cached = Path(keras.src.backend.config.keras_home()) / "models" / KERAS_MOBILENET_V2_FILE
+    assert cached.is_file()  # what conftest seeded; the network guard would have failed a download
+    model = RetinaNet(2, backbone="mobilenet_v2", fpn_channels=16, head_depth=1)
+    np.testing.assert_array_equal(_first_conv_kernel(model.backbone), imagenet_kernel)
+    scratch = RetinaNet(2, backbone="mobilenet_v2", backbone_weights=None, fpn_channels=16, head_depth=1)
+    assert not np.allclose(_first_conv_kernel(scratch.backbone), imagenet_kernel)
+
+
+def test_weights_path_loads_that_file(imagenet_kernel):
+    backbone = build_backbone("mobilenet_v2", weights=str(SHARED_WEIGHTS))
+    np.testing.assert_array_equal(_first_conv_kernel(backbone), imagenet_kernel)
+
+
+def _offline(monkeypatch) -> None:
+    """What a machine without network does: every name lookup fails (instead of the test guard's assertion)."""
+
+    def no_lookup(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_lookup)
+
+
+def test_offline_without_cached_file_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    # MobileNetV2 x0.35's ImageNet file is not in the test session's Keras cache.
+    _offline(monkeypatch)
+    spec = make_synthetic_coco(tmp_path / "data", num_images=2, image_size=(64, 64), seed=0)
+    output = tmp_path / "run"
+    code = main(
+        [
+            "train", "--data", spec, "--output", str(output), "--backbone", "mobilenet_v2",
+            "--backbone-kwargs", '{"alpha": 0.35}', "--image-size", "64", "--epochs", "1",
+        ]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(
+        "retinanet train: error: the ImageNet weights of backbone 'mobilenet_v2' are not in "
+    )
+    assert "--weights PATH" in err and "--weights none" in err and "Name or service not known" in err
+    assert not output.exists()  # nothing written
+
+
+def test_offline_error_in_python_names_the_way_out(monkeypatch):
+    _offline(monkeypatch)
+    with pytest.raises(BackboneWeightsError, match=r"--weights none \(train from scratch\)"):
+        RetinaNet(2, backbone="mobilenet_v2", backbone_kwargs={"alpha": 0.35})
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ([], "weights ImageNet (Keras' cache {home}/models)"),
+        (["--weights", "none"], "weights random (from scratch)"),
+        (["--weights", str(SHARED_WEIGHTS)], f"weights {SHARED_WEIGHTS}"),
+    ],
+)
+def test_plan_line_says_which_weights(flags, expected):
+    config = resolve_config(build_parser().parse_args(["train", "--backbone", "mobilenet_v2", *flags]))
+    (plan, *_) = describe_plan(config, 10, "as given", None)
+    home = keras.src.backend.config.keras_home()
+    assert f"backbone mobilenet_v2, {expected.format(home=home)};" in plan
