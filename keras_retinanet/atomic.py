@@ -157,3 +157,39 @@ def remove_partial_files(*folders: str | os.PathLike) -> list[Path]:
                     path.unlink()
                 removed.append(path)
     return removed
+
+
+class FolderInUseError(RuntimeError):
+    """Another process holds the folder's lock (a second run into the same output folder)."""
+
+
+@contextlib.contextmanager
+def locked_folder(path: str | os.PathLike, lock_name: str, what: str) -> Iterator[Path]:
+    """Creates ``path`` and holds ``path/lock_name`` (an exclusive ``flock``) for the block; a second process
+    asking for the same lock gets :class:`FolderInUseError` naming ``what`` holds it (e.g. "another retinanet
+    data convert") and its process id. The kernel releases the lock when the process ends, killed or not. (No
+    lock where ``fcntl`` is missing, i.e. on Windows.)"""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield path
+        return
+    with open(path / lock_name, "a+") as file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            owner = file.read().strip() or "unknown"
+            raise FolderInUseError(
+                f"{path} is in use by {what} (process {owner}): wait for it to end, or choose another output folder"
+            ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+        try:
+            yield path
+        finally:
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)

@@ -9,6 +9,7 @@ unless set); torchvision's ResNets read torchvision's file from torch's cache
 from __future__ import annotations
 
 import os
+import warnings
 
 import keras
 from keras import ops
@@ -202,7 +203,10 @@ def build_backbone(
     del probe
 
     try:
-        base = constructor(include_top=False, weights=weights, input_shape=(None, None, 3), **kwargs)
+        with warnings.catch_warnings():
+            # Without a top the ImageNet weights fit any input size; Keras warns about 224x224 all the same.
+            warnings.filterwarnings("ignore", message=".*input_shape. is undefined or non-square")
+            base = constructor(include_top=False, weights=weights, input_shape=(None, None, 3), **kwargs)
     except Exception as error:  # Keras raises several kinds for a failed download or a wrong file.
         reason = " ".join(f"{type(error).__name__}: {error}".split())
         if weights == "imagenet":

@@ -64,8 +64,8 @@ class ModelConfig(Options):
     weights: str | None = option(
         "imagenet",
         "backbone weights: imagenet (Keras' cache, downloaded on first use; torchvision ResNets: torch's cache), "
-        "none (from scratch) or a local file. Default imagenet: on 142 held-out COCO photos it took test AP "
-        "0.30 -> 0.51",
+        "none (from scratch) or a local file. Small data sets need the ImageNet start: the measurements are in "
+        "docs/recipes.md",
         target=("RetinaNet", "backbone_weights"),
     )
     backbone_kwargs: dict = option(

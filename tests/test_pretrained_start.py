@@ -124,3 +124,24 @@ def test_plan_line_says_which_weights(flags, expected):
     (plan, *_) = describe_plan(config, 10, "as given", None)
     home = keras.src.backend.config.keras_home()
     assert f"backbone mobilenet_v2, {expected.format(home=home)};" in plan
+
+
+def test_data_check_says_where_training_starts(tmp_path, capsys):
+    import shlex
+
+    spec = make_synthetic_coco(tmp_path / "my data", num_images=2, image_size=(64, 64), seed=0)
+    assert main(["data", "check", spec, "--no-optimize", "--image-size", "256"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("training starts from"))
+    assert "--weights imagenet" in lines[start] and keras.src.backend.config.keras_home() in lines[start]
+    config = resolve_config(build_parser().parse_args(shlex.split(lines[start + 1].strip())[1:]))
+    assert config.data == spec and config.model.weights == "imagenet"  # a path with a space survives quoting
+    assert "--weights none" in lines[start + 2]
+
+
+def test_train_help_shows_the_imagenet_default(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    weights_help = help_text[help_text.index("--weights") :][:400]
+    assert "imagenet" in weights_help and "none" in weights_help

@@ -14,6 +14,7 @@ import tensorflow as tf
 from helpers.train_runs import committed_epochs, run_train, train_command
 
 from keras_retinanet import atomic
+from keras_retinanet.atomic import FolderInUseError
 from keras_retinanet.data.synthetic import make_synthetic_coco
 from keras_retinanet.training import (
     BestCheckpoint,
@@ -184,7 +185,7 @@ def test_a_second_training_cannot_use_a_locked_folder(tmp_path):
     held.__enter__()
     try:
         with (
-            pytest.raises(RunFolderError, match="in use by another training"),
+            pytest.raises(FolderInUseError, match="in use by another training"),
             run_folder.locked(tmp_path / "run"),
         ):
             pass

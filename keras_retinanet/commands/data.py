@@ -111,6 +111,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     convert.add_argument(
         "--skip-bad", action="store_true", help="leave bad records out (reported) instead of stopping"
     )
+    convert.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files of the same names already in the output folder (by default a file with other "
+        "content is an error; identical files are kept)",
+    )
 
 
 def _anchor_generator(args):
@@ -148,20 +154,24 @@ def convert(args: argparse.Namespace) -> int:
     from keras_retinanet.data import load_dataset, parse_spec, writers
 
     source = parse_spec(args.spec)
-    split = args.split or (source.extra if source.kind in ("voc", "yolo") and source.extra else "train")
+    split = writers.check_split_name(
+        args.split or (source.extra if source.kind in ("voc", "yolo") and source.extra else "train")
+    )
     dataset = load_dataset(source, skip_bad=args.skip_bad)
     boxes = sum(len(ex["boxes"]) for ex in dataset.examples)
     print(f"read {dataset.name}: {len(dataset)} images, {boxes} boxes, {dataset.num_classes} classes")
     if len(dataset.skipped):
         print(dataset.skipped.summary())
     if args.to == "coco":
-        spec = writers.write_coco(dataset, args.out, split)
+        spec = writers.write_coco(dataset, args.out, split, overwrite=args.overwrite)
     elif args.to == "yolo":
-        spec, left_out = writers.write_yolo(dataset, args.out, split)
+        spec, left_out = writers.write_yolo(dataset, args.out, split, overwrite=args.overwrite)
         if left_out:
             print(f"left out {left_out} ignore box(es) (VOC difficult / COCO crowd): YOLO has no ignore flag")
     else:
-        spec, report = writers.write_voc(dataset, args.out, split, skip_bad=args.skip_bad)
+        spec, report = writers.write_voc(
+            dataset, args.out, split, skip_bad=args.skip_bad, overwrite=args.overwrite
+        )
         if len(report):
             print(report.summary())
         empty = [name for name, count in dataset.boxes_per_class().items() if count == 0]
@@ -226,6 +236,10 @@ def check(args: argparse.Namespace) -> int:
     for name, count in counts.items():
         note = "  <- no boxes" if count == 0 else ("  <- very few boxes" if count < 5 else "")
         out.append(f"  {name:<24}{count:>7}{note}")
+    without = [name for name, count in dataset.boxes_per_class(include_ignored=False).items() if count == 0]
+    if without:
+        what = "no class has a box" if len(without) == len(counts) else f"no boxes for {', '.join(without)}"
+        out.append(f"  {what}: retinanet train refuses this unless --allow-empty-classes")
 
     all_boxes = np.concatenate([ex["boxes"] for ex in dataset.examples] or [np.zeros((0, 4), np.float32)])
     w, h = all_boxes[:, 2] - all_boxes[:, 0], all_boxes[:, 3] - all_boxes[:, 1]
@@ -314,6 +328,7 @@ def check(args: argparse.Namespace) -> int:
             "--matching atss --use-group-norm (ATSS's per-box thresholds give small boxes as many positives as "
             "large ones; GroupNorm in the heads trains them faster)"
         )
+    out += ["", *_starting_point_lines(args.spec, size)]
     finetuning = _finetuning_recipe(args.spec, dataset, size)
     out += [""] + finetuning["lines"]
     print("\n".join(out))
@@ -345,6 +360,22 @@ def check(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _starting_point_lines(spec: str, size: tuple[int, int]) -> list[str]:
+    """Where ``retinanet train`` starts on this data: the backbone's ImageNet weights unless told otherwise."""
+    import shlex
+
+    from keras.src.backend.config import keras_home
+
+    train = ["train", "--data", spec, "--image-size", str(size[0]), str(size[1]), "--output", "runs/mine"]
+    return [
+        "training starts from the backbone's ImageNet weights (the default, --weights imagenet; Keras keeps them "
+        f"in {os.path.join(keras_home(), 'models')} after the first download):",
+        "  retinanet " + shlex.join(train),
+        "  --weights none trains from scratch (much lower AP on small sets: docs/recipes.md); --weights PATH loads "
+        "a local file",
+    ]
 
 
 # torchvision's COCO v1 checkpoint (the user downloads it; this project never does) and the recipe's settings:

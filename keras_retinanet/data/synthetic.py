@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -51,8 +52,31 @@ def make_synthetic_coco(
     the shorter image side (log-uniform, so small objects are common),
     may overlap each other (an object is redrawn only when it would hide more than half of an earlier one),
     and boxes are the exact extents of what was drawn (COCO ``[x, y, w, h]`` pixels).
+    Every class gets a box where ``max_objects`` allows (``retinanet train`` refuses a class without boxes): a
+    set where chance left one out is written again with its first objects made a circle, a square and a triangle
+    (larger sets, where every class turns up by chance, are written once and never change).
     Returns ``"coco:OUTPUT/annotations.json:OUTPUT/images"`` for ``keras_retinanet.data.load_dataset``.
     """
+    arguments = (output_dir, num_images, image_size, min_size, max_objects, empty_fraction, seed)
+    spec, labels = _write(*arguments, first_labels=())
+    if labels and set(labels) != set(range(len(CLASS_NAMES))):
+        spec, labels = _write(*arguments, first_labels=range(len(CLASS_NAMES)))
+    return spec
+
+
+def _write(
+    output_dir: str | Path,
+    num_images: int,
+    image_size: int | tuple[int, int],
+    min_size: int,
+    max_objects: int,
+    empty_fraction: float,
+    seed: int,
+    first_labels: Sequence[int],
+) -> tuple[str, list[int]]:
+    """The set of :func:`make_synthetic_coco`, the first objects labelled ``first_labels``; returns its spec
+    and every object's label."""
+    first_labels = list(first_labels)
     output = Path(output_dir)
     (output / "images").mkdir(parents=True, exist_ok=True)
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
@@ -62,6 +86,8 @@ def make_synthetic_coco(
         image = _background(rng, height, width)
         boxes: list[list[int]] = []
         count = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_objects + 1))
+        if count:  # room for the labels still to give, as far as max_objects allows
+            count = min(max_objects, max(count, len(first_labels) - len(annotations)))
         for _ in range(count):
             for _attempt in range(10):
                 size = int(
@@ -76,7 +102,9 @@ def make_synthetic_coco(
                     break
             else:
                 continue
-            label = int(rng.integers(0, len(CLASS_NAMES)))
+            label = int(rng.integers(0, len(CLASS_NAMES)))  # drawn always: the random stream stays the same
+            if len(annotations) < len(first_labels):
+                label = first_labels[len(annotations)]
             colour = tuple(int(c) for c in rng.integers(130, 256, 3))
             _draw(image, CLASS_NAMES[label], x1, y1, size, colour)
             boxes.append(box)
@@ -100,7 +128,7 @@ def make_synthetic_coco(
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASS_NAMES)]
     path = output / "annotations.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
-    return f"coco:{path}:{output / 'images'}"
+    return f"coco:{path}:{output / 'images'}", [a["category_id"] - 1 for a in annotations]
 
 
 def _covered_share(box: list[int], earlier: list[int]) -> float:

@@ -30,11 +30,19 @@ def _image_ids(root: str, split: str | None) -> list[str]:
     split_file = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
     require_path(split_file, f"VOC split {split!r} (ImageSets/Main/{split}.txt)")
     try:
-        with open(split_file, encoding="utf-8") as f:
-            # Class-specific split files have a second column ("-1"/"1"); the id is the first token.
-            return [line.split()[0] for line in f if line.strip()]
+        with open(split_file, encoding="utf-8-sig") as f:
+            lines = [line.strip() for line in f if line.strip()]
     except UnicodeDecodeError as e:
         raise DataError(f"{split_file}: not a text file of image ids ({e})") from None
+    return [_image_id(root, line) for line in lines]
+
+
+def _image_id(root: str, line: str) -> str:
+    """The image id of one split-file line: the whole line when an annotation has that name (ids may hold
+    spaces), else its first word (class-specific split files add a column: ``000005 -1``)."""
+    if os.path.isfile(os.path.join(root, "Annotations", f"{line}.xml")):
+        return line
+    return line.split()[0]
 
 
 def _size(size, key: str) -> int:

@@ -20,23 +20,67 @@ Layouts (``SPLIT`` is one split of the dataset; more splits can be written into 
 Images are copied as they are (EXIF and all); annotation sizes are those of the image as the model sees it, which
 is what every reader here (and Ultralytics) uses. File names stay the source's, made unique by an index prefix
 when two images share a name or stem.
+
+Nothing the user has is lost, and a kill leaves nothing half-written (docs/reliability.md):
+
+- every file goes first into a hidden staging folder ``out/.retinanet-convert-SPLIT/`` with the same layout, then
+  a manifest of the files is written there, then each file is moved into place with ``os.replace``, the split's
+  index (annotation JSON, ``data.yaml``, split file) last;
+- a file already in ``out`` is never replaced unless ``overwrite``: an identical one (the same photo written by
+  another split, or the source image itself) is kept as it is, any other is an error naming it;
+- a rerun after a kill finishes the moves of a complete staging, or removes an incomplete one and starts again;
+- ``out/.convert.lock`` refuses a second convert into the same folder while one runs.
 """
 
 from __future__ import annotations
 
+import filecmp
+import functools
 import json
 import os
+import re
 import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
 import yaml
 
+from keras_retinanet import atomic
 from keras_retinanet.data.dataset import Dataset
 from keras_retinanet.data.images import ImageError, inspect_image
 from keras_retinanet.data.validation import DataError, SkipReport
 
 FORMATS = ("coco", "yolo", "voc")
+STAGING_PREFIX = ".retinanet-convert-"
+MANIFEST = "manifest.json"
+LOCK = ".convert.lock"
+# A split name becomes a file and folder name: letters, digits and . _ - only, not starting with a dot.
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+class _Files:
+    """The files one convert writes, relative to ``out``: image copies and text, in the order they are moved
+    into place (the split's index file last)."""
+
+    def __init__(self) -> None:
+        # (relative path, "copy" | "text", source path | text, whether it may replace an existing file)
+        self.entries: list[tuple[str, str, str, bool]] = []
+
+    def copy(self, relative: str, source: str) -> None:
+        self.entries.append((relative, "copy", source, False))
+
+    def text(self, relative: str, text: str, merged: bool = False) -> None:
+        """``merged``: the text already holds the existing file's content (``data.yaml`` with a split added)."""
+        self.entries.append((relative, "text", text, merged))
+
+
+def check_split_name(split: str) -> str:
+    if not _SPLIT_NAME.fullmatch(split):
+        raise ValueError(
+            f"--split {split!r}: a split name is one file name of letters, digits, '.', '_' or '-' (e.g. train, "
+            "val2017); it may not hold a path"
+        )
+    return split
 
 
 def _unique_names(paths: Sequence[str]) -> list[str]:
@@ -49,19 +93,10 @@ def _unique_names(paths: Sequence[str]) -> list[str]:
     ]
 
 
-def _copy_images(dataset: Dataset, folder: str) -> list[str]:
+def _image_names(dataset: Dataset) -> list[str]:
     if dataset.encoded_images is not None:
         raise DataError(f"{dataset.name}: images without files (TFDS) cannot be converted; use a file format")
-    os.makedirs(folder, exist_ok=True)
-    names = _unique_names([ex["image_path"] for ex in dataset.examples])
-    for ex, name in zip(dataset.examples, names, strict=True):
-        shutil.copyfile(ex["image_path"], os.path.join(folder, name))
-    return names
-
-
-def _refuse_existing(path: str) -> None:
-    if os.path.exists(path):
-        raise FileExistsError(f"{path} already exists: choose another split name or output folder")
+    return _unique_names([ex["image_path"] for ex in dataset.examples])
 
 
 def _number(value: float, decimals: int) -> float | int:
@@ -70,14 +105,96 @@ def _number(value: float, decimals: int) -> float | int:
     return int(value) if value.is_integer() else value
 
 
-def write_coco(dataset: Dataset, out: str, split: str) -> str:
+def _same_content(path: str, kind: str, payload: str) -> bool:
+    if kind == "copy":
+        return filecmp.cmp(payload, path, shallow=False)
+    with open(path, "rb") as f:
+        return f.read() == payload.encode("utf-8")
+
+
+def _write_staged(out: str, split: str, request: dict, files: _Files, overwrite: bool) -> None:
+    """Stages ``files`` in ``out/.retinanet-convert-SPLIT/`` and moves them into ``out`` (module docstring)."""
+    staging = os.path.join(out, STAGING_PREFIX + split)
+    manifest_path = os.path.join(staging, MANIFEST)
+    if os.path.isfile(manifest_path):
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        if manifest["request"] != request:
+            raise FileExistsError(
+                f"{staging} holds a convert that was interrupted ({manifest['request']['source']} to "
+                f"{manifest['request']['format']}): rerun that command to finish it, or delete that folder"
+            )
+        print(
+            f"finishing the convert that was interrupted: {len(manifest['files'])} files staged in {staging}"
+        )
+        _move_into_place(out, staging, manifest["files"])
+        return
+    if os.path.isdir(staging):
+        print(f"removing {staging}: the incomplete staging of a convert killed before it finished")
+        shutil.rmtree(staging)
+    entries = []
+    for relative, kind, payload, merged in files.entries:
+        destination = os.path.join(out, relative)
+        if os.path.isfile(destination) and _same_content(destination, kind, payload):
+            continue  # the same photo from another split, the source image itself, or a finished rerun
+        if os.path.lexists(destination) and not (overwrite or merged):
+            raise FileExistsError(
+                f"{destination} already exists with other content (this convert did not write it): choose "
+                "another output folder or split name, or pass --overwrite to replace it"
+            )
+        entries.append((relative, kind, payload, merged))
+    for relative, kind, payload, _ in entries:
+        target = os.path.join(staging, relative)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if kind == "copy":
+            shutil.copyfile(payload, target)
+        else:
+            with open(target, "w", encoding="utf-8") as f:
+                f.write(payload)
+    moved = [relative for relative, *_ in entries]
+    if not moved:
+        print(f"nothing to write: {out} already holds this split, file for file")
+    atomic.write_json(manifest_path, {"request": request, "files": moved})
+    atomic.kill_point("convert:staged")
+    _move_into_place(out, staging, moved)
+
+
+def _move_into_place(out: str, staging: str, files: Sequence[str]) -> None:
+    for relative in files:
+        source = os.path.join(staging, relative)
+        if os.path.exists(source):  # else moved before a kill
+            os.makedirs(os.path.dirname(os.path.join(out, relative)), exist_ok=True)
+            os.replace(source, os.path.join(out, relative))
+            atomic.kill_point("convert:moved")
+    shutil.rmtree(staging)
+
+
+def _under_lock(writer):
+    """Runs ``writer(dataset, out, ...)`` holding ``out``'s convert lock: what it reads there (an existing
+    ``data.yaml``) cannot change before it has written."""
+
+    @functools.wraps(writer)
+    def locked_writer(dataset: Dataset, out: str, *args, **kwargs):
+        with atomic.locked_folder(out, LOCK, "another retinanet data convert"):
+            return writer(dataset, out, *args, **kwargs)
+
+    return locked_writer
+
+
+def _request(dataset: Dataset, format_name: str, split: str) -> dict:
+    return {"source": dataset.name, "format": format_name, "split": split, "images": len(dataset)}
+
+
+@_under_lock
+def write_coco(dataset: Dataset, out: str, split: str, overwrite: bool = False) -> str:
     """Writes ``out/annotations/instances_SPLIT.json`` and ``out/SPLIT/``; returns the spec that reads it."""
-    annotation_file = os.path.join(out, "annotations", f"instances_{split}.json")
-    _refuse_existing(annotation_file)
-    image_dir = os.path.join(out, split)
-    names = _copy_images(dataset, image_dir)
+    check_split_name(split)
+    annotation_file = os.path.join("annotations", f"instances_{split}.json")
+    names = _image_names(dataset)
+    files = _Files()
     images, annotations = [], []
     for ex, name in zip(dataset.examples, names, strict=True):
+        files.copy(os.path.join(split, name), ex["image_path"])
         images.append({"id": ex["image_id"], "file_name": name, "width": ex["width"], "height": ex["height"]})
         for (x1, y1, x2, y2), cls, ignore in zip(ex["boxes"], ex["classes"], ex["ignore"], strict=True):
             w, h = float(x2) - float(x1), float(y2) - float(y1)
@@ -94,10 +211,11 @@ def write_coco(dataset: Dataset, out: str, split: str) -> str:
             )
     # supercategory "" names no category, so no class is taken for a parent placeholder on reading.
     categories = [{"id": k + 1, "name": n, "supercategory": ""} for k, n in enumerate(dataset.class_names)]
-    os.makedirs(os.path.dirname(annotation_file), exist_ok=True)
-    with open(annotation_file, "w", encoding="utf-8") as f:
-        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
-    return f"coco:{annotation_file}:{image_dir}"
+    files.text(
+        annotation_file, json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
+    _write_staged(out, split, _request(dataset, "coco", split), files, overwrite)
+    return f"coco:{os.path.join(out, annotation_file)}:{os.path.join(out, split)}"
 
 
 def _check_yolo_orientation(ex: dict) -> None:
@@ -116,12 +234,14 @@ def _check_yolo_orientation(ex: dict) -> None:
         )
 
 
-def write_yolo(dataset: Dataset, out: str, split: str) -> tuple[str, int]:
+@_under_lock
+def write_yolo(dataset: Dataset, out: str, split: str, overwrite: bool = False) -> tuple[str, int]:
     """Writes ``out/images/SPLIT``, ``out/labels/SPLIT`` and adds SPLIT to ``out/data.yaml``.
 
     Returns:
         (the spec that reads it, the number of ignore boxes left out).
     """
+    check_split_name(split)
     data_yaml = os.path.join(out, "data.yaml")
     config = {"names": dict(enumerate(dataset.class_names))}
     if os.path.exists(data_yaml):
@@ -132,18 +252,24 @@ def write_yolo(dataset: Dataset, out: str, split: str) -> tuple[str, int]:
             raise DataError(
                 f"{data_yaml}: its names {existing['names']} differ from this dataset's {dataset.class_names}"
             )
-        if existing.get(split):
-            raise FileExistsError(f"{data_yaml} already has a {split!r} split: choose another split name")
         with open(data_yaml, encoding="utf-8") as f:
             config = yaml.safe_load(f)
-    label_dir = os.path.join(out, "labels", split)
-    _refuse_existing(label_dir)
+    names = _image_names(dataset)
+    label_names = [os.path.splitext(name)[0] + ".txt" for name in names]
+    if config.get(split) and not overwrite:
+        # data.yaml is merged, not replaced: a split written before from other images would silently mix.
+        label_dir = os.path.join(out, "labels", split)
+        if set(os.listdir(label_dir) if os.path.isdir(label_dir) else []) != set(label_names):
+            raise FileExistsError(
+                f"{data_yaml} already has a {split!r} split with other images: choose another split name, or "
+                "pass --overwrite to write over it"
+            )
     for ex in dataset.examples:
         _check_yolo_orientation(ex)
-    names = _copy_images(dataset, os.path.join(out, "images", split))
-    os.makedirs(label_dir)
+    files = _Files()
     left_out = 0
-    for ex, name in zip(dataset.examples, names, strict=True):
+    for ex, name, label_name in zip(dataset.examples, names, label_names, strict=True):
+        files.copy(os.path.join("images", split, name), ex["image_path"])
         width, height = ex["width"], ex["height"]
         lines = []
         for (x1, y1, x2, y2), cls, ignore in zip(ex["boxes"], ex["classes"], ex["ignore"], strict=True):
@@ -153,15 +279,18 @@ def write_yolo(dataset: Dataset, out: str, split: str) -> tuple[str, int]:
             cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
             w, h = (x2 - x1) / width, (y2 - y1) / height
             lines.append(f"{int(cls)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n")
-        with open(os.path.join(label_dir, os.path.splitext(name)[0] + ".txt"), "w", encoding="utf-8") as f:
-            f.writelines(lines)  # an empty file: an image without objects
+        # an empty file: an image without objects
+        files.text(os.path.join("labels", split, label_name), "".join(lines))
     config[split] = f"images/{split}"
-    with open(data_yaml, "w", encoding="utf-8") as f:
-        yaml.safe_dump(config, f, sort_keys=False, allow_unicode=True)
+    files.text("data.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True), merged=True)
+    _write_staged(out, split, _request(dataset, "yolo", split), files, overwrite)
     return f"yolo:{data_yaml}:{split}", left_out
 
 
-def write_voc(dataset: Dataset, out: str, split: str, skip_bad: bool = False) -> tuple[str, SkipReport]:
+@_under_lock
+def write_voc(
+    dataset: Dataset, out: str, split: str, skip_bad: bool = False, overwrite: bool = False
+) -> tuple[str, SkipReport]:
     """Writes ``out/Annotations``, ``out/JPEGImages`` and ``out/ImageSets/Main/SPLIT.txt``.
 
     Returns:
@@ -169,13 +298,12 @@ def write_voc(dataset: Dataset, out: str, split: str, skip_bad: bool = False) ->
     Raises:
         DataError: a box 1 px wide or high or less (unless ``skip_bad``).
     """
-    split_file = os.path.join(out, "ImageSets", "Main", f"{split}.txt")
-    _refuse_existing(split_file)
-    names = _unique_names([ex["image_path"] for ex in dataset.examples])
-    for name in names:
-        _refuse_existing(os.path.join(out, "Annotations", os.path.splitext(name)[0] + ".xml"))
+    check_split_name(split)
+    split_file = os.path.join("ImageSets", "Main", f"{split}.txt")
+    names = _image_names(dataset)
     report = SkipReport(skip_bad)
-    documents = []
+    files = _Files()
+    stems = []
     for ex, name in zip(dataset.examples, names, strict=True):
         root = ET.Element("annotation")
         ET.SubElement(root, "folder").text = "JPEGImages"
@@ -205,13 +333,11 @@ def write_voc(dataset: Dataset, out: str, split: str, skip_bad: bool = False) ->
             bndbox = ET.SubElement(obj, "bndbox")
             for key, value in (("xmin", x1 + 1), ("ymin", y1 + 1), ("xmax", x2), ("ymax", y2)):
                 ET.SubElement(bndbox, key).text = f"{_number(value, 3)}"
-        documents.append((os.path.splitext(name)[0], root))
-    _copy_images(dataset, os.path.join(out, "JPEGImages"))
-    os.makedirs(os.path.join(out, "Annotations"), exist_ok=True)
-    for stem, root in documents:
+        stem = os.path.splitext(name)[0]
+        stems.append(stem)
         ET.indent(root)
-        ET.ElementTree(root).write(os.path.join(out, "Annotations", f"{stem}.xml"), encoding="utf-8")
-    os.makedirs(os.path.dirname(split_file), exist_ok=True)
-    with open(split_file, "w", encoding="utf-8") as f:
-        f.writelines(f"{stem}\n" for stem, _ in documents)
+        files.copy(os.path.join("JPEGImages", name), ex["image_path"])
+        files.text(os.path.join("Annotations", f"{stem}.xml"), ET.tostring(root, encoding="unicode") + "\n")
+    files.text(split_file, "".join(f"{stem}\n" for stem in stems))
+    _write_staged(out, split, _request(dataset, "voc", split), files, overwrite)
     return f"voc:{out}:{split}", report

@@ -90,6 +90,11 @@ class TrainConfig(Options):
         "read COCO images whose file_name leads outside the image folder (../x.jpg, /abs)",
         group="data",
     )
+    allow_empty_classes: bool = option(
+        False,
+        "train even if a class, or the whole training set, has no boxes (negatives-only training)",
+        group="data",
+    )
     batch_size: int = option(8, "images per step, over all replicas", group="data")
     flip_probability: float = option(0.5, "chance of a horizontal flip", group="data")
     scale_range: tuple[float, float] = option(

@@ -135,6 +135,8 @@ def train(
     _report_skipped(train_data)
     if len(train_data) == 0:
         raise ValueError(f"{config.data}: no training images (nothing to train on)")
+    if not config.allow_empty_classes:
+        check_every_class_has_boxes(config.data, train_data)
     class_names = train_data.class_names
     plan.check_class_names(class_names)
     config, shape_note = image_shape.resolve_image_shape(config, train_data, previous=plan.previous)
@@ -262,6 +264,25 @@ def train(
 # A rule of thumb, not a measured limit: the shortest from-scratch run measured here, 260 steps, reached AP 0.16
 # on chess640 (docs/recipes.md); under 100 steps a detector has barely left its warm-up.
 MIN_LEARNING_STEPS = 100
+
+
+def check_every_class_has_boxes(spec: str, dataset) -> None:
+    """Raises DataError when the training set has no box at all, or a class has none (ignore boxes do not
+    count): such a run would finish with exit 0 and a model that cannot find what it was asked to."""
+    from keras_retinanet.data.validation import DataError
+
+    counts = dataset.boxes_per_class(include_ignored=False)
+    if not any(counts.values()):
+        raise DataError(
+            f"{spec}: none of its {len(dataset)} training images has a box (a missing or empty labels folder? an "
+            'empty "annotations" list?): nothing to learn; pass --allow-empty-classes to train on negatives only'
+        )
+    empty = [name for name, count in counts.items() if count == 0]
+    if empty:
+        raise DataError(
+            f"{spec}: class(es) {', '.join(map(repr, empty))} have no boxes in the training set, so the model "
+            "cannot learn them: add boxes or drop them from the class list (--allow-empty-classes trains anyway)"
+        )
 
 
 def describe_plan(

@@ -33,7 +33,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -495,33 +495,7 @@ def _read_json(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-@contextlib.contextmanager
-def locked(path: str | os.PathLike) -> Iterator[Path]:
-    """Creates the run folder and holds its ``.lock`` (an exclusive ``flock``) for the block: a second
-    training into the same folder stops with :class:`RunFolderError`. The kernel releases the lock when the
-    process ends, killed or not. (No lock where ``fcntl`` is missing, i.e. on Windows.)"""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:
-        yield path
-        return
-    with open(path / LOCK, "a+") as file:
-        try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            file.seek(0)
-            owner = file.read().strip() or "unknown"
-            raise RunFolderError(
-                f"{path} is in use by another training (process {owner}): wait for it to end, or use a new "
-                "--output"
-            ) from None
-        file.seek(0)
-        file.truncate()
-        file.write(f"{os.getpid()}\n")
-        file.flush()
-        try:
-            yield path
-        finally:
-            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+def locked(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
+    """Creates the run folder and holds its ``.lock`` for the block: a second training into the same folder
+    stops with :class:`~keras_retinanet.atomic.FolderInUseError` (see :func:`atomic.locked_folder`)."""
+    return atomic.locked_folder(path, LOCK, "another training")

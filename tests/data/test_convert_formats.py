@@ -101,16 +101,19 @@ def test_chain_through_every_format(tmp_path, capsys):
     assert len(set(paths)) == 3 and all("/out3/images/train/" in p for p in paths)
 
 
-def test_yolo_splits_share_one_yaml_and_existing_outputs_are_refused(tmp_path, capsys):
+def test_yolo_splits_share_one_yaml_and_changed_outputs_are_refused(tmp_path, capsys):
     spec = write_source(tmp_path)
     convert(spec, "yolo", tmp_path / "y", capsys, "--split", "train")
     convert(spec, "yolo", tmp_path / "y", capsys, "--split", "val")
     assert len(load_dataset(f"yolo:{tmp_path / 'y' / 'data.yaml'}:val")) == 3
-    assert main(["data", "convert", spec, "--to", "yolo", str(tmp_path / "y"), "--split", "val"]) == 2
-    assert "already has a 'val' split" in capsys.readouterr().err
+    assert len(load_dataset(f"yolo:{tmp_path / 'y' / 'data.yaml'}:train")) == 3
     assert main(["data", "convert", spec, "--to", "coco", str(tmp_path / "c")]) == 0
+    # The same split from changed annotations: the annotation file differs, and is not replaced.
+    annotations = json.loads((tmp_path / "src" / "ann.json").read_text())
+    annotations["annotations"][0]["bbox"][0] += 1
+    (tmp_path / "src" / "ann.json").write_text(json.dumps(annotations))
     assert main(["data", "convert", spec, "--to", "coco", str(tmp_path / "c")]) == 2
-    assert "instances_train.json already exists" in capsys.readouterr().err
+    assert "instances_train.json already exists with other content" in capsys.readouterr().err
 
 
 def test_voc_refuses_boxes_of_one_pixel(tmp_path):
