@@ -43,6 +43,12 @@ class DetectionDecoder:
         self.nms_iou_threshold = float(nms_iou_threshold)
         self.max_detections = int(max_detections)
         self.class_agnostic = bool(class_agnostic)
+        for name in ("score_threshold", "nms_iou_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} {getattr(self, name):g} is not from 0 to 1")
+        for name in ("topk_per_level", "max_detections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} {getattr(self, name)} must be at least 1")
 
     def select_candidates(self, logits, deltas, anchors, level_sizes: Sequence[int]):
         """Per-level top-k of the flattened (anchor, class) scores.

@@ -305,3 +305,15 @@ def test_xla_training_step_equals_the_uncompiled_one():
     assert moved > 1e-4
     for a, b in zip(weights, xla_weights, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-3 * moved)
+
+
+def test_a_finite_but_diverged_loss_stops_training():
+    guard = StopOnNaN(verbose=False)
+    guard.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    guard.on_train_begin()
+    guard.on_epoch_begin(1)
+    guard.on_train_batch_end(0, {"loss": 1e5})  # large, but a run can come back from it
+    assert not guard.stopped
+    guard.on_train_batch_end(6, {"loss": 3e13})
+    assert guard.stopped and guard.model.stop_training
+    assert "the loss diverged to 3e+13 (above 1e+06) at epoch 2, step 7" in guard.message

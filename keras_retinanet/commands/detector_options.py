@@ -5,6 +5,14 @@ from __future__ import annotations
 import argparse
 
 
+def _score(text: str) -> float:
+    """A score threshold: a number from 0 to 1 (argparse turns the ValueError into a usage error, exit 2)."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a score from 0 to 1")
+    return value
+
+
 def add_detector_arguments(parser: argparse.ArgumentParser, score_threshold: float | None = None) -> None:
     """MODEL and the options of ``keras_retinanet.detectors.load_detector`` (``score_threshold``: a default
     other than the model's own)."""
@@ -12,7 +20,7 @@ def add_detector_arguments(parser: argparse.ArgumentParser, score_threshold: flo
     default = "the model's own decoder setting" if score_threshold is None else str(score_threshold)
     parser.add_argument(
         "--score-threshold",
-        type=float,
+        type=_score,
         default=score_threshold,
         help=f"drop detections below this score (default: {default})",
     )

@@ -89,6 +89,8 @@ def inspect_image(source: str | os.PathLike | bytes, verify: str = "header") -> 
     with f:
         if verify == "none":
             return ImageInfo("unknown", 0, 0)
+        if size == 0:
+            raise ImageError("unsupported_format", "empty file (0 bytes): not an image")
         head = f.read(32)
         fmt = sniff_format(head)
         if fmt is None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Sequence
 
 import yaml
@@ -49,6 +50,20 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".d
 ROUNDING = 1e-5
 
 
+class _Yaml12BoolLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans: only true/false, so that classes named no, off, yes or on
+    stay names (YAML 1.1, PyYAML's default, reads them as False/True)."""
+
+
+_Yaml12BoolLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12BoolLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def read_data_yaml(yaml_file: str) -> dict:
     """The YAML as a mapping, with ``names`` checked and turned into a list (``names[k]`` is class ``k``).
 
@@ -58,8 +73,8 @@ def read_data_yaml(yaml_file: str) -> dict:
     """
     require_path(yaml_file, "YOLO data YAML")
     try:
-        with open(yaml_file, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        with open(yaml_file, encoding="utf-8-sig") as f:
+            data = yaml.load(f, Loader=_Yaml12BoolLoader)  # noqa: S506 - a SafeLoader
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise DataError(f"{yaml_file}: not a readable YAML file ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
@@ -77,8 +92,14 @@ def read_data_yaml(yaml_file: str) -> dict:
         raise DataError(
             f"{yaml_file}: 'names' is {type(names).__name__}, not a list or an id -> name mapping"
         )
-    names = [str(n).strip() if isinstance(n, (str, int, float)) else n for n in names]
+    names = [
+        str(n).strip() if isinstance(n, (str, int, float)) and not isinstance(n, bool) else n for n in names
+    ]
     for k, name in enumerate(names):
+        if isinstance(name, bool):
+            raise DataError(
+                f"{yaml_file}: names[{k}] is the YAML boolean {name}: quote it ('{name}') for a name"
+            )
         if not isinstance(name, str) or not name:
             raise DataError(f"{yaml_file}: names[{k}] {name!r} is not a non-empty name")
     if len(set(names)) != len(names):
@@ -152,7 +173,7 @@ def label_path(image_path: str) -> str:
 def _label_lines(path: str, names: Sequence[str], report: SkipReport) -> list[tuple]:
     """``(record, class_name, (cx, cy, w, h) normalised)`` per good line; bad lines go to ``report``."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a BOM, as Windows editors write it, is not a class id
             lines = f.read().splitlines()
     except UnicodeDecodeError as e:
         report.bad("bad_annotation", path, "label file", f"not a text file ({e})")

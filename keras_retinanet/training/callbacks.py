@@ -211,9 +211,14 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
+# The focal and box losses are normalised by the number of positive anchors: about 1 at the start, and far
+# below 1e3 on any data seen; a loss above this is a run that has diverged while staying finite.
+DIVERGED_LOSS = 1e6
+
+
 class StopOnNaN(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss, or at the end of an epoch whose weights are no longer
-    finite, with a message that says where and what to try.
+    """Stops training at the first non-finite loss or one above ``DIVERGED_LOSS``, or at the end of an epoch whose
+    weights are no longer finite, with a message that says where and what to try.
 
     The callbacks that save the model (:class:`LastCheckpoint`, :class:`BestCheckpoint`,
     :class:`TrainingBackup`) take it as ``guard`` and save nothing once it has stopped training, so the last
@@ -262,6 +267,8 @@ class StopOnNaN(keras.callbacks.Callback):
             value = float(np.asarray(loss).reshape(-1)[0])
             if not math.isfinite(value):
                 self._stop(f"the loss became {value}", batch + 1)
+            elif value > DIVERGED_LOSS:
+                self._stop(f"the loss diverged to {value:.3g} (above {DIVERGED_LOSS:.0e})", batch + 1)
 
     def on_epoch_end(self, epoch, logs=None):
         # A step can leave non-finite weights behind a finite loss (the loss is computed before the update).
