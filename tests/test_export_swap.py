@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_retinanet.atomic import KILL_ENV
+from keras_retinanet.atomic import KILL_ENV, FolderInUseError, locked_folder
 from keras_retinanet.export import ExportError
 from keras_retinanet.export.writer import export_model, recover_interrupted_swap
 
@@ -73,7 +73,7 @@ def test_the_next_export_finishes_an_interrupted_swap(killed_swap, detector_like
         export_model(detector_like["keras"], output, saved_model=False, tflite_variants=["float32"])
     assert _files(output) == new
     assert json.loads(new["export_report.json"])["files"].keys() == {"model_float32.tflite"}
-    assert sorted(p.name for p in output.parent.iterdir()) == ["export"]  # no leftovers
+    assert sorted(p.name for p in output.parent.iterdir()) == [".export.lock", "export"]  # no leftovers
 
 
 def test_an_incomplete_new_export_puts_the_old_one_back(killed_swap):
@@ -99,4 +99,34 @@ def test_an_ordinary_overwrite_leaves_only_the_new_export(detector_like, tmp_pat
         overwrite=True,
     )
     assert sorted(_files(output)) == ["export_report.json", "labels.txt", "model_float32.tflite"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".export.lock", "export"]
+
+
+def test_a_second_export_to_the_same_path_is_refused_while_one_runs(detector_like, tmp_path):
+    output = tmp_path / "export"
+    with (
+        locked_folder(tmp_path, ".export.lock", "another retinanet export to export"),
+        pytest.raises(
+            FolderInUseError,
+            match=f"in use by another retinanet export to export \\(process {os.getpid()}\\)",
+        ),
+    ):
+        export_model(
+            detector_like["keras"], output, saved_model=False, tflite_variants=["float32"], metadata=False
+        )
+    assert not output.exists()
+
+
+def test_a_kill_during_tflite_conversion_leaves_nothing_in_the_system_temp_folder(detector_like, tmp_path):
+    temp, output = tmp_path / "temp", tmp_path / "out" / "export"
+    temp.mkdir()
+    env = {**os.environ, KILL_ENV: "tflite:scratch-written", "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(temp)}
+    command = _export_command(detector_like["keras"], output, "float32")
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert result.returncode == KILLED, result.stderr
+    assert not [p.name for p in temp.iterdir() if "tflite" in p.name or "retinanet" in p.name]
+    (staging,) = output.parent.glob(".export.partial-*")
+    assert list(staging.glob(".tflite-scratch-*"))  # the converter's scratch went with the staging folder
+    env.pop(KILL_ENV)
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    assert sorted(p.name for p in output.parent.iterdir()) == [".export.lock", "export"]

@@ -175,7 +175,9 @@ def build_saved_model(
         class_thresholds = class_threshold_array(class_thresholds, class_names(model), model.num_classes)
     if fold_batchnorm or precision != "float32":
         model = inference_model(model, precision, fold_batchnorm)
-    with tempfile.TemporaryDirectory() as scratch:
+    # Beside the SavedModel (inside export_model's staging folder), so that what a kill leaves goes with it.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".labels-", dir=path.parent) as scratch:
         labels_path = Path(scratch) / LABELS_FILE
         labels_path.write_text("\n".join(class_names(model)) + "\n")
         module = _build_serving_module(model, image_size, labels_path, precision, class_thresholds)

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -57,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_retinanet.atomic import kill_point
 from keras_retinanet.export.config import (
     RAW_OUTPUTS,
     RAW_VARIANTS,
@@ -389,6 +391,7 @@ def convert_tflite(
     nms: str = "builtin",
     clip_boxes: bool | None = None,
     fold_batchnorm: bool = True,
+    scratch_parent: str | os.PathLike | None = None,
 ) -> bytes:
     """Convert ``model`` to a .tflite flatbuffer (see the TFLite contract in the module docstring).
 
@@ -409,6 +412,7 @@ def convert_tflite(
             points that way: 0.657 instead of 0.738); unclipped, the op decodes the raw deltas in float.
         fold_batchnorm: convert the inference graph (``keras_retinanet.inference_graph``, BatchNorm folded into
             the convolutions) rather than the model's own.
+        scratch_parent: folder for the converter's temporary SavedModel (default: the system's temp folder).
     Returns:
         The .tflite file contents.
     """
@@ -440,12 +444,14 @@ def convert_tflite(
     # calibration and the float files start from the graph every other runtime runs.
     network = inference_model(model) if fold_batchnorm else model
     function = _tflite_function(network, image_size, config, nms, clip_boxes)
-    scratch = tempfile.mkdtemp(prefix="retinanet-tflite-")
+    # export_model passes its staging folder, so that what a kill leaves here goes with it.
+    scratch = tempfile.mkdtemp(prefix=".tflite-scratch-", dir=scratch_parent)
     try:
         # Through a SavedModel, as tensorflow/models does: from_concrete_functions inlines the placeholder.
         holder = tf.Module()
         holder.detect = function
         tf.saved_model.save(holder, scratch, signatures={"serving_default": function.get_concrete_function()})
+        kill_point("tflite:scratch-written")  # for the kill test (tests/test_export_swap.py)
         data = _convert_saved_model(scratch, variant, nms, representative_images)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

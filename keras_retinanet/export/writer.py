@@ -19,7 +19,9 @@ so a failed export never leaves a directory that looks complete. With ``overwrit
 renamed to ``.OUTPUT.old-PID``, then the new one into place, then the old one deleted. A kill between the two
 renames leaves no ``OUTPUT``; the next export to that path (or :func:`recover_interrupted_swap`) finishes the
 move when the new export is complete (its ``export_report.json``, written last, reads as JSON), else puts the
-old one back. Nothing is lost at any instant.
+old one back. Nothing is lost at any instant. The converters' temporary files live inside the staging folder, so
+they go with it. A second export to the same path while one runs is refused: the first holds ``.OUTPUT.lock``
+beside it (``flock``, released when the process ends, killed or not).
 
 The SavedModel's contract is in ``keras_retinanet.export.saved_model``, the TFLite files' in
 ``keras_retinanet.export.tflite``.
@@ -39,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_retinanet.atomic import kill_point
+from keras_retinanet.atomic import kill_point, locked_folder
 from keras_retinanet.conventions import LABELS_FILE
 from keras_retinanet.detectors import load_retinanet
 from keras_retinanet.export.calibration import calibration_paths, data_aspect_ratio, load_canvases
@@ -312,128 +314,138 @@ def export_model(
         logger.warning("warning: %s", warning)
     config = PostProcessConfig.from_model(model)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    backup: Path | None = None
-    _remove_stale_staging(output)
-    if output.exists() and not overwrite:  # an interrupted swap put back just now
-        raise ExportError(f"output directory {output} exists; pass --overwrite to replace it")
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-{os.getpid()}-", dir=output.parent))
-    try:
-        report: dict[str, Any] = {
-            "model": str(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model.name,
-            "num_classes": int(model.num_classes),
-            "class_names": class_names(model),
-            "image_size": list(size),
-            "model_input_size": list(model.input_size),
-            "geometry": geometry,
-            "postprocess": dataclasses.asdict(config),
-            "saved_model_precision": precision if saved_model else None,
-            "tflite_detections_per_class": TFLITE_DETECTIONS_PER_CLASS,
-            "num_anchors": int(model.anchor_generator.num_anchors(size)),
-            "profile": profile,
-            "files": {},
-        }
-        if raw:
-            report["raw_outputs"] = {
-                "outputs": ["box encodings [1, N, 4] (ty, tx, th, tw)", "sigmoid scores [1, N, K]"],
-                "box_scales_yxhw": list(raw_box_scales(config)),
-                "mediapipe_nms": "MediaPipe decodes raw files with one class per anchor and class-agnostic NMS at "
-                "IoU 0.3 (its defaults); TFLiteDetector with this model's decoder settings (postprocess)",
+    # One export to a path at a time: a second one started meanwhile would silently replace the first's files.
+    with locked_folder(output.parent, f".{output.name}.lock", f"another retinanet export to {output.name}"):
+        backup: Path | None = None
+        _remove_stale_staging(output)
+        if output.exists() and not overwrite:  # an interrupted swap put back just now
+            raise ExportError(f"output directory {output} exists; pass --overwrite to replace it")
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-{os.getpid()}-", dir=output.parent))
+        try:
+            report: dict[str, Any] = {
+                "model": str(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model.name,
+                "num_classes": int(model.num_classes),
+                "class_names": class_names(model),
+                "image_size": list(size),
+                "model_input_size": list(model.input_size),
+                "geometry": geometry,
+                "postprocess": dataclasses.asdict(config),
+                "saved_model_precision": precision if saved_model else None,
+                "tflite_detections_per_class": TFLITE_DETECTIONS_PER_CLASS,
+                "num_anchors": int(model.anchor_generator.num_anchors(size)),
+                "profile": profile,
+                "files": {},
             }
-        (staging / LABELS_FILE).write_text("\n".join(class_names(model)) + "\n")
-        thresholds_array = None
-        if class_thresholds is not None:
-            from keras_retinanet.detectors import class_thresholds as thresholds_file
+            if raw:
+                report["raw_outputs"] = {
+                    "outputs": ["box encodings [1, N, 4] (ty, tx, th, tw)", "sigmoid scores [1, N, K]"],
+                    "box_scales_yxhw": list(raw_box_scales(config)),
+                    "mediapipe_nms": "MediaPipe decodes raw files with one class per anchor and class-agnostic NMS at "
+                    "IoU 0.3 (its defaults); TFLiteDetector with this model's decoder settings (postprocess)",
+                }
+            (staging / LABELS_FILE).write_text("\n".join(class_names(model)) + "\n")
+            thresholds_array = None
+            if class_thresholds is not None:
+                from keras_retinanet.detectors import class_thresholds as thresholds_file
 
-            values = thresholds_file.read_class_thresholds(class_thresholds)
-            thresholds_file.write_class_thresholds(staging / "class_thresholds.json", values)
-            thresholds_array = thresholds_file.class_threshold_array(values, class_names(model))
-            report["class_thresholds"] = values
-        if saved_model:
-            logger.info("writing SavedModel")
-            info = build_saved_model(
-                model, staging / SAVED_MODEL_DIR, size, precision=precision, class_thresholds=class_thresholds
-            )
-            report["files"][SAVED_MODEL_DIR] = info
+                values = thresholds_file.read_class_thresholds(class_thresholds)
+                thresholds_file.write_class_thresholds(staging / "class_thresholds.json", values)
+                thresholds_array = thresholds_file.class_threshold_array(values, class_names(model))
+                report["class_thresholds"] = values
+            if saved_model:
+                logger.info("writing SavedModel")
+                info = build_saved_model(
+                    model,
+                    staging / SAVED_MODEL_DIR,
+                    size,
+                    precision=precision,
+                    class_thresholds=class_thresholds,
+                )
+                report["files"][SAVED_MODEL_DIR] = info
 
-        calib_canvases: list[np.ndarray] | None = None
+            calib_canvases: list[np.ndarray] | None = None
 
-        def representative() -> Iterable[np.ndarray]:
-            nonlocal calib_canvases
-            if calib_canvases is None:
-                # As the file will be fed: MediaPipe and TFLiteDetector stretch the whole image to the input.
-                calib_canvases = load_canvases(calib_paths[:calibration_steps], size, resize="stretch")
-            return calib_canvases
+            def representative() -> Iterable[np.ndarray]:
+                nonlocal calib_canvases
+                if calib_canvases is None:
+                    # As the file will be fed: MediaPipe and TFLiteDetector stretch the whole image to the input.
+                    calib_canvases = load_canvases(calib_paths[:calibration_steps], size, resize="stretch")
+                return calib_canvases
 
-        tflite_files: dict[str, Path] = {}
-        if raw:
-            jobs = [(v, RAW_OUTPUTS, f"model_{v}_raw.tflite") for v in tflite_variants]
-        else:
-            jobs = [(v, "builtin", f"model_{v}.tflite") for v in tflite_variants]
-        if tflite_nms == "combined":
-            jobs.append(("float32", "combined", "model_float32_combined_nms.tflite"))
-        for variant, nms, name in jobs:
-            logger.info("converting %s", name)
-            data = convert_tflite(
-                model,
-                variant,
-                size,
-                config,
-                representative_images=representative if variant == "int8" else None,
-                nms=nms,
-            )
-            if metadata and nms == "builtin":
-                data = _with_metadata(data, model, size, variant, thresholds_array)
-            if metadata and nms == RAW_OUTPUTS:
-                data = _with_raw_metadata(data, model, size, variant, config)
-            (staging / name).write_bytes(data)
-            ops = tflite_ops(data)
-            report["files"][name] = {
-                "size_bytes": len(data),
-                "ops": ops,
-                "flex_ops": flex_ops(ops),
-                "runtime": "needs the Flex delegate (SELECT_TF_OPS)"
-                if nms == "combined"
-                else "LiteRT builtin ops",
-            }
-            if nms == RAW_OUTPUTS:
-                from keras_retinanet.export.gpu_ops import gpu_op_report
+            tflite_files: dict[str, Path] = {}
+            if raw:
+                jobs = [(v, RAW_OUTPUTS, f"model_{v}_raw.tflite") for v in tflite_variants]
+            else:
+                jobs = [(v, "builtin", f"model_{v}.tflite") for v in tflite_variants]
+            if tflite_nms == "combined":
+                jobs.append(("float32", "combined", "model_float32_combined_nms.tflite"))
+            for variant, nms, name in jobs:
+                logger.info("converting %s", name)
+                data = convert_tflite(
+                    model,
+                    variant,
+                    size,
+                    config,
+                    representative_images=representative if variant == "int8" else None,
+                    nms=nms,
+                    scratch_parent=staging,
+                )
+                if metadata and nms == "builtin":
+                    data = _with_metadata(data, model, size, variant, thresholds_array)
+                if metadata and nms == RAW_OUTPUTS:
+                    data = _with_raw_metadata(data, model, size, variant, config)
+                (staging / name).write_bytes(data)
+                ops = tflite_ops(data)
+                report["files"][name] = {
+                    "size_bytes": len(data),
+                    "ops": ops,
+                    "flex_ops": flex_ops(ops),
+                    "runtime": "needs the Flex delegate (SELECT_TF_OPS)"
+                    if nms == "combined"
+                    else "LiteRT builtin ops",
+                }
+                if nms == RAW_OUTPUTS:
+                    from keras_retinanet.export.gpu_ops import gpu_op_report
 
-                report["files"][name]["gpu_delegate"] = gpu_op_report(data, ops)
-            if nms == "builtin":
-                tflite_files[variant] = staging / name
-            elif nms == RAW_OUTPUTS and metadata:  # TFLiteDetector decodes it from its metadata
-                tflite_files[f"{variant}_raw"] = staging / name
+                    report["files"][name]["gpu_delegate"] = gpu_op_report(data, ops)
+                if nms == "builtin":
+                    tflite_files[variant] = staging / name
+                elif nms == RAW_OUTPUTS and metadata:  # TFLiteDetector decodes it from its metadata
+                    tflite_files[f"{variant}_raw"] = staging / name
 
-        if calib_paths and parity_images > 0 and saved_model:
-            # Real images at the model's input size, or for a file of the images' aspect ratio at that size, which
-            # the Keras model reads unscaled: where sizes agree, every model sees the same pixels.
-            canvases = load_canvases(calib_paths[:parity_images], size if from_data else model.input_size)
-            report["parity"] = parity_report(model, staging / SAVED_MODEL_DIR, tflite_files, canvases)
-            report["parity_data"] = calibration_data
-        else:
-            report["parity"] = None
-            report["parity_note"] = "no parity figures: needs --calibration-data images and the SavedModel"
-        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+            if calib_paths and parity_images > 0 and saved_model:
+                # Real images at the model's input size, or for a file of the images' aspect ratio at that size, which
+                # the Keras model reads unscaled: where sizes agree, every model sees the same pixels.
+                canvases = load_canvases(calib_paths[:parity_images], size if from_data else model.input_size)
+                report["parity"] = parity_report(model, staging / SAVED_MODEL_DIR, tflite_files, canvases)
+                report["parity_data"] = calibration_data
+            else:
+                report["parity"] = None
+                report["parity_note"] = (
+                    "no parity figures: needs --calibration-data images and the SavedModel"
+                )
+            (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
 
-        # Move into place: an old export is only removed once the new one is in its place.
-        _apply_umask(staging)
-        backup = None
-        if output.exists():
-            backup = output.parent / f".{output.name}.old-{os.getpid()}"
-            output.rename(backup)
-        kill_point(
-            "export:old-moved"
-        )  # the fault-injection hook of the kill test (tests/test_export_swap.py)
-        staging.rename(output)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    except BaseException as error:
-        if backup is not None and backup.exists() and not output.exists():
-            backup.rename(output)  # the new one did not make it: the old one stays
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(error, OSError) and error.filename is None and error.errno is not None:
-            raise OSError(error.errno, error.strerror, str(output)) from error  # a full disk names the export
-        raise
-    report["output"] = str(output)
-    return report
+            # Move into place: an old export is only removed once the new one is in its place.
+            _apply_umask(staging)
+            backup = None
+            if output.exists():
+                backup = output.parent / f".{output.name}.old-{os.getpid()}"
+                output.rename(backup)
+            kill_point(
+                "export:old-moved"
+            )  # the fault-injection hook of the kill test (tests/test_export_swap.py)
+            staging.rename(output)
+            if backup is not None:
+                shutil.rmtree(backup, ignore_errors=True)
+        except BaseException as error:
+            if backup is not None and backup.exists() and not output.exists():
+                backup.rename(output)  # the new one did not make it: the old one stays
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+                raise OSError(
+                    error.errno, error.strerror, str(output)
+                ) from error  # a full disk names the export
+            raise
+        report["output"] = str(output)
+        return report
