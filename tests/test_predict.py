@@ -334,3 +334,28 @@ def test_collect_inputs(tmp_path):
         for s in collect_inputs([str(tmp_path / "*.mp4"), str(tmp_path / "notes.txt"), "0", "nope*"])
     ]
     assert kinds == [("video", "v.mp4"), ("image", "notes.txt"), ("camera", "0"), ("missing", "nope*")]
+
+
+def test_a_second_run_into_the_same_folder_keeps_the_first_runs_results(detector_like, tmp_path, capsys):
+    from keras_retinanet.atomic import locked_folder
+    from keras_retinanet.cli import main
+    from keras_retinanet.commands.predict import LOCK
+
+    out = tmp_path / "out"
+    image = detector_like["images"][0]
+    assert main(["predict", detector_like["keras"], image, "--out", str(out), "--no-progress"]) == 0
+    first = (out / "detections.json").read_bytes()
+    code = main(["predict", detector_like["keras"], image, "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--out {out} already holds 2 file(s) (e.g. " in err and "--overwrite" in err
+    assert (out / "detections.json").read_bytes() == first
+    assert (
+        main(["predict", detector_like["keras"], image, "--out", str(out), "--no-progress", "--overwrite"])
+        == 0
+    )
+    # Concurrent runs: the second is refused while the first holds the folder.
+    with locked_folder(out, LOCK, "another retinanet predict"):
+        code = main(
+            ["predict", detector_like["keras"], image, "--out", str(out), "--overwrite", "--no-progress"]
+        )
+    assert code == 2 and "is in use by another retinanet predict" in capsys.readouterr().err

@@ -23,11 +23,14 @@ import os
 import sys
 from collections.abc import Sequence
 
+from keras_retinanet import atomic
+from keras_retinanet.atomic import locked_folder
 from keras_retinanet.commands.detector_options import add_detector_arguments, load_detector_from_args
 from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 GLOB_CHARS = "*?["
+LOCK = ".predict.lock"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +41,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         help="image files, folders, globs (quote them), video files, or a webcam index (0)",
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder: created, or an empty one (see --overwrite)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a folder that already holds files (a previous run's): files of the same names are "
+        "replaced",
+    )
     parser.add_argument(
         "--recursive", action="store_true", help="also look into sub-folders of folder inputs"
     )
@@ -145,8 +159,25 @@ def run(args: argparse.Namespace) -> int:
     # Before the model loads (seconds): a file where the folder should be is the user's to move.
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ValueError(f"--out {args.out} is a file, not a folder; name a folder (it is created)")
-    with load_detector_from_args(args) as detector:
+    _check_out_is_free(args)
+    # One run per folder: a second one would interleave its images and replace detections.json.
+    with (
+        load_detector_from_args(args) as detector,
+        locked_folder(args.out, LOCK, "another retinanet predict"),
+    ):
+        _check_out_is_free(args)
         return _predict(args, sources, detector)
+
+
+def _check_out_is_free(args: argparse.Namespace) -> None:
+    """--out must be new or empty unless --overwrite: annotated copies and detections.json would replace files
+    of the same names (a previous run's, or the user's own photos)."""
+    held = sorted(name for name in os.listdir(args.out) if name != LOCK) if os.path.isdir(args.out) else []
+    if held and not args.overwrite:
+        raise FileExistsError(
+            f"--out {args.out} already holds {len(held)} file(s) (e.g. {held[0]}) that this run could replace: "
+            "choose a new folder, or pass --overwrite"
+        )
 
 
 def _predict(args: argparse.Namespace, sources: list, detector) -> int:
@@ -203,8 +234,7 @@ def _predict(args: argparse.Namespace, sources: list, detector) -> int:
             fail(source.path if source.kind == "video" else f"camera {source.camera_index}", error)
 
     json_path = os.path.join(args.out, "detections.json")
-    with open(json_path, "w", encoding="utf-8") as f:
-        json.dump(results.items, f, indent=1)
+    atomic.write_text(json_path, json.dumps(results.items, indent=1))
     print(
         f"{results.next_id} images/frames, {len(results.items)} detections -> {json_path}"
         + (f"; {written} annotated images in {args.out}" if written else ""),
