@@ -25,6 +25,7 @@ Cost: about ``tiles + 1`` model runs per image (a 1280 x 960 photo in 512 px til
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,6 +34,9 @@ from keras_retinanet.detectors.base import Detections, Detector
 from keras_retinanet.imaging import parse_image_size
 
 DEFAULT_MAX_DETECTIONS = 100
+# Tiles per image above which a run is refused: 16 x 16 tiles already mean 257 model runs per image. The
+# absurd settings this catches (32 px tiles at 0.95 overlap: tens of thousands) would run for hours unannounced.
+MAX_TILES_PER_IMAGE = 256
 
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
@@ -139,6 +143,28 @@ class TiledDetector(Detector):
         self.iou_threshold = float(iou_threshold)
         self.full_image = bool(full_image)
         self.batch_size = max(1, min(int(batch_size), detector.max_batch_size or int(batch_size)))
+        self._announced: set[tuple[int, int]] = set()
+
+    def plan(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """The tile windows of an image of ``height`` x ``width`` (:func:`tile_windows`), announced on stderr the
+        first time each image size is seen. Raises ValueError above ``MAX_TILES_PER_IMAGE`` tiles."""
+        windows = tile_windows(height, width, self.tile_size, self.overlap)
+        if (height, width) in self._announced:
+            return windows
+        tile = f"{self.tile_size[1]}x{self.tile_size[0]}"
+        if len(windows) > MAX_TILES_PER_IMAGE:
+            raise ValueError(
+                f"--tile {tile} with --tile-overlap {self.overlap:g} cuts a {width}x{height} image into "
+                f"{len(windows)} tiles (at most {MAX_TILES_PER_IMAGE}): use larger tiles or less overlap"
+            )
+        runs = len(windows) + int(self.full_image)
+        print(
+            f"tiled inference: a {width}x{height} image is cut into {len(windows)} tiles of {tile} (overlap "
+            f"{self.overlap:g}){' + the full image' if self.full_image else ''}: {runs} model runs per image",
+            file=sys.stderr,
+        )
+        self._announced.add((height, width))
+        return windows
 
     def _run(self, crops: list[np.ndarray]) -> list[Detections]:
         results = []
@@ -151,7 +177,7 @@ class TiledDetector(Detector):
         crops, owners = [], []  # owners: (image index, x offset, y offset) per crop
         for index, image in enumerate(images):
             height, width = image.shape[:2]
-            for x1, y1, x2, y2 in tile_windows(height, width, self.tile_size, self.overlap):
+            for x1, y1, x2, y2 in self.plan(height, width):
                 crops.append(image[y1:y2, x1:x2])
                 owners.append((index, x1, y1))
             if self.full_image:
