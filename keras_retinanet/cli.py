@@ -223,7 +223,11 @@ def is_known_error(error: BaseException) -> bool:
 
 def error_message(error: BaseException) -> str:
     """The error's message on one line (line breaks joined with "; "; no "[Errno N]" prefix)."""
-    if isinstance(error, OSError) and error.errno is not None and error.strerror:
+    if _out_of_memory(error) and "No space left on device" in str(error):
+        # TensorFlow reports a full disk while writing (a SavedModel, a checkpoint) as ResourceExhausted.
+        first = str(error).strip().splitlines()[0]
+        text = f"the disk is full ({first[:200]}); free space where the output is written, or write elsewhere"
+    elif isinstance(error, OSError) and error.errno is not None and error.strerror:
         text = error.strerror + (f": {error.filename}" if error.filename is not None else "")
         text += f" -> {error.filename2}" if error.filename2 is not None else ""
     elif _out_of_memory(error):

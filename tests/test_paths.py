@@ -130,3 +130,23 @@ def test_h5py_s_disk_full_error_is_named_too(tmp_path):
         atomic.save_weights(FakeModel(), target)
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
     assert "errno = 28" in str(caught.value.__cause__)
+
+
+def test_tensorflow_s_disk_full_is_not_called_out_of_memory(capsys):
+    """TensorFlow raises ResourceExhaustedError for a full disk while writing a SavedModel, as for memory."""
+    exhausted = type("ResourceExhaustedError", (Exception,), {})  # matched by name, as TF's
+    full = exhausted(
+        "export/saved_model/variables/variables.data-00000-of-00001.tempstate; No space left on device"
+    )
+    assert error_message(full).startswith("the disk is full (export/saved_model/variables/")
+    assert "free space where the output is written" in error_message(full) and "memory" not in error_message(
+        full
+    )
+    memory = exhausted("OOM when allocating tensor with shape[8,256,96,128]")
+    assert error_message(memory).startswith("out of memory (OOM when allocating")
+
+    def export(_):
+        raise full
+
+    assert run_command(argparse.Namespace(run=export, command="export", debug=False)) == 2
+    assert capsys.readouterr().err.startswith("retinanet export: error: the disk is full (")
