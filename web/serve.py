@@ -63,6 +63,13 @@ def make_server(host: str, port: int, files_root: Path | None, verbose: bool = F
     return ThreadingHTTPServer((host, port), handler)
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (0-65535)")
+    return port
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="web/serve.py", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -71,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: this machine only)"
     )
-    parser.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
+    parser.add_argument("--port", type=_port, default=8000, help="port, 1-65535 (0: any free port)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     if not MEDIAPIPE_PACKAGE.is_dir():
@@ -80,7 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.files is not None and not args.files.is_dir():
         print(f"error: --files {args.files}: not a folder", file=sys.stderr)
         return 2
-    server = make_server(args.host, args.port, args.files.resolve() if args.files else None, args.verbose)
+    try:
+        server = make_server(args.host, args.port, args.files.resolve() if args.files else None, args.verbose)
+    except OSError as error:  # the port is taken, or needs privileges; the host is not this machine's
+        reason = error.strerror or str(error)
+        print(
+            f"error: cannot listen on {args.host}:{args.port}: {reason}; pick another --port", file=sys.stderr
+        )
+        return 2
     host, port = server.server_address[:2]
     print(f"http://{host}:{port}/", flush=True)
     try:
