@@ -54,19 +54,32 @@ def jpeg_data_warnings(data: bytes) -> list[str]:
     segment"``: a file cut short with its end marker still in place), as a list of lines; [] for a sound file.
 
     The scans are decoded at 1/8 scale in greyscale (every coefficient is still read: ~1.3 ms for 640 x 480 on
-    a 2-core Xeon) while the process's stderr (file descriptor 2, where libjpeg writes) is captured; the
-    captured lines that are not libjpeg's are written back. A lock keeps two calls from interleaving.
+    a 2-core Xeon); see :func:`decode_with_libjpeg_warnings`.
     """
     import cv2
 
     buffer = np.frombuffer(bytes(data), np.uint8)
+    return decode_with_libjpeg_warnings(
+        buffer, cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION
+    )[1]
+
+
+def decode_with_libjpeg_warnings(buffer: np.ndarray, flags: int) -> tuple[np.ndarray | None, list[str]]:
+    """``cv2.imdecode(buffer, flags)`` and the warning lines libjpeg printed meanwhile.
+
+    libjpeg writes them to the process's stderr (file descriptor 2), naming no file: it is captured for the
+    call, and the captured lines that are not libjpeg's are written back. A lock keeps two calls from
+    interleaving, so a decode in another thread of this module cannot lend its warnings to this one.
+    """
+    import cv2
+
     with _stderr_lock:
         sys.stderr.flush()
         saved = os.dup(2)
         with tempfile.TemporaryFile() as capture:
             os.dup2(capture.fileno(), 2)
             try:
-                cv2.imdecode(buffer, cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION)
+                image = cv2.imdecode(buffer, flags)
             finally:
                 os.dup2(saved, 2)
                 os.close(saved)
@@ -76,7 +89,7 @@ def jpeg_data_warnings(data: bytes) -> list[str]:
     others = [line for line in lines if not _LIBJPEG_WARNING.match(line)]
     if others:
         sys.stderr.write("\n".join(others) + "\n")
-    return warnings
+    return image, warnings
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -162,7 +175,15 @@ def decode_image(
 
     flags = cv2.IMREAD_COLOR if orientation is None else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     buffer = np.frombuffer(bytes(data) if not isinstance(data, np.ndarray) else data, np.uint8)
-    image = cv2.imdecode(buffer, flags) if buffer.size else None
+    if buffer[:2].tobytes() == b"\xff\xd8":
+        # A JPEG cut short decodes "successfully", the rest grey: libjpeg's warning is the only sign.
+        image, warnings = decode_with_libjpeg_warnings(buffer, flags)
+        if warnings:
+            raise ImageReadError(
+                name, f"truncated or corrupt JPEG data (libjpeg: {'; '.join(dict.fromkeys(warnings))})"
+            )
+    else:
+        image = cv2.imdecode(buffer, flags) if buffer.size else None
     if image is None:
         raise ImageReadError(name, "not a readable image (corrupt, truncated or unsupported format)")
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -137,3 +137,19 @@ def test_allowed_changes_on_a_finished_run_change_nothing(tmp_path, capsys):
     # Training longer with the change still continues the run.
     longer = plan_run(lower.update({"epochs": 3}), allow_changes="learning_rate,epochs")
     assert not longer.finished and longer.state.epoch == 2
+
+
+def test_predict_names_a_cut_jpeg_and_exits_1(bccd_subset, detector_like, tmp_path, capsys):
+    root = bccd_subset(BCCD_IDS[:2])
+    bad = root / "JPEGImages" / f"{BCCD_IDS[1]}.jpg"
+    cut_jpeg(bad)
+    out = tmp_path / "out"
+    code = main(
+        ["predict", detector_like["keras"], str(root / "JPEGImages"), "--out", str(out), "--no-progress"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"error: {bad}: truncated or corrupt JPEG data (libjpeg: {LIBJPEG})" in err
+    assert "1 input(s) failed" in err
+    detections = json.loads((out / "detections.json").read_text())
+    assert {Path(d["file_name"]).name for d in detections} <= {f"{BCCD_IDS[0]}.jpg"}  # the sound photo's only
