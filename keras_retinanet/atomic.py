@@ -25,6 +25,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
@@ -193,3 +194,61 @@ def locked_folder(path: str | os.PathLike, lock_name: str, what: str) -> Iterato
             yield path
         finally:
             fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+
+
+def require_free_folder(path: str | os.PathLike, option: str, ignore: tuple[str, ...] = ()) -> None:
+    """Raises FileExistsError if ``path`` holds files (other than ``ignore``): the command's output would
+    replace some of them. ``option`` names the flag in the message (``--out``)."""
+    path = Path(path)
+    held = sorted(p.name for p in path.iterdir() if p.name not in ignore) if path.is_dir() else []
+    if held:
+        raise FileExistsError(
+            f"{option} {path} already holds {len(held)} file(s) (e.g. {held[0]}) that this run could replace: "
+            "choose a new folder, or pass --overwrite"
+        )
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """``with staged_folder("out/report") as staging: write(staging)``: the block writes into a hidden sibling
+    ``.report.partial-PID``, which then becomes ``path`` in one rename (an empty ``path`` is replaced; a
+    folder with files gets the new files moved over its own). A kill leaves ``path`` as it was; the next call
+    removes the staging folders of processes that are gone."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}{PARTIAL_MARK}*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+        kill_point(f"{path.name}:staged")
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        if not path.exists():
+            os.replace(staging, path)
+        else:
+            for source in sorted(staging.rglob("*")):
+                target = path / source.relative_to(staging)
+                if source.is_dir():
+                    target.mkdir(exist_ok=True)
+                else:
+                    os.replace(source, target)
+            shutil.rmtree(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+from keras_retinanet import atomic
 from keras_retinanet.commands.detector_options import add_detector_arguments, load_detector_from_args
 from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
 
@@ -32,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--report",
         metavar="DIR",
         help="write an error analysis here: report.md, confusion_matrix.png, tide_errors.png, worst/, "
-        "class_thresholds.json (per-class F1-optimal score thresholds for --class-thresholds)",
+        "class_thresholds.json (per-class F1-optimal score thresholds for --class-thresholds); a new or "
+        "empty folder unless --overwrite",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write the report into a folder that already holds files"
     )
     parser.add_argument(
         "--report-score",
@@ -83,6 +88,8 @@ def _check_report_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--worst {args.worst} must be >= 0")
     if args.report and os.path.exists(args.report) and not os.path.isdir(args.report):
         raise ValueError(f"--report {args.report} is a file, not a folder; name a folder (it is created)")
+    if args.report and not args.overwrite:
+        atomic.require_free_folder(args.report, "--report")
 
 
 def _evaluate(args: argparse.Namespace, detector) -> int:
@@ -115,16 +122,18 @@ def _evaluate(args: argparse.Namespace, detector) -> int:
     metrics = evaluation.evaluate_detections(examples, detections, names, pr_curve_dir=args.pr_curves)
     print(evaluation.format_metrics(metrics))
     if args.report:
-        evaluation.write_report(
-            args.report,
-            examples,
-            detections,
-            names,
-            score_threshold=args.report_score,
-            iou_threshold=args.report_iou,
-            worst_count=args.worst,
-            about={"model": args.model, "data": args.data},
-        )
+        # Written beside the folder and renamed into place: a kill leaves the folder as it was.
+        with atomic.staged_folder(args.report) as staging:
+            evaluation.write_report(
+                staging,
+                examples,
+                detections,
+                names,
+                score_threshold=args.report_score,
+                iou_threshold=args.report_iou,
+                worst_count=args.worst,
+                about={"model": args.model, "data": args.data},
+            )
         print(f"report written to {os.path.join(args.report, 'report.md')}", file=sys.stderr)
     if args.json:
         directory = os.path.dirname(os.path.abspath(args.json))

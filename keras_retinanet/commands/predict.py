@@ -172,12 +172,8 @@ def run(args: argparse.Namespace) -> int:
 def _check_out_is_free(args: argparse.Namespace) -> None:
     """--out must be new or empty unless --overwrite: annotated copies and detections.json would replace files
     of the same names (a previous run's, or the user's own photos)."""
-    held = sorted(name for name in os.listdir(args.out) if name != LOCK) if os.path.isdir(args.out) else []
-    if held and not args.overwrite:
-        raise FileExistsError(
-            f"--out {args.out} already holds {len(held)} file(s) (e.g. {held[0]}) that this run could replace: "
-            "choose a new folder, or pass --overwrite"
-        )
+    if not args.overwrite:
+        atomic.require_free_folder(args.out, "--out", ignore=(LOCK,))
 
 
 def _predict(args: argparse.Namespace, sources: list, detector) -> int:

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_retinanet.atomic import kill_point, locked_folder
+from keras_retinanet.atomic import kill_point, locked_folder, process_alive
 from keras_retinanet.conventions import LABELS_FILE
 from keras_retinanet.detectors import load_retinanet
 from keras_retinanet.export.calibration import calibration_paths, data_aspect_ratio, load_canvases
@@ -131,16 +131,6 @@ def _with_raw_metadata(
         ) from None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _leftovers(output: Path) -> list[tuple[str, int, Path]]:
     """(kind, pid, path) of the ``.NAME.partial-PID-*`` and ``.NAME.old-PID`` folders of exports to ``output``
     whose process is gone (a running export's folders are left alone)."""
@@ -150,7 +140,7 @@ def _leftovers(output: Path) -> list[tuple[str, int, Path]]:
     for path in sorted(output.parent.glob(f".{output.name}.*")):
         kind, _, rest = path.name[len(output.name) + 2 :].partition("-")
         pid = rest.split("-")[0]
-        if kind in ("partial", "old") and pid.isdigit() and not _pid_alive(int(pid)):
+        if kind in ("partial", "old") and pid.isdigit() and not process_alive(int(pid)):
             found.append((kind, int(pid), path))
     return found
 
