@@ -64,8 +64,7 @@ class ModelConfig(Options):
     weights: str | None = option(
         "imagenet",
         "backbone weights: imagenet (Keras' cache, downloaded on first use; torchvision ResNets: torch's cache), "
-        "none (from scratch) or a local file. Small data sets need the ImageNet start: the measurements are in "
-        "docs/recipes.md",
+        "none (from scratch) or a local file (measured against each other in docs/recipes.md)",
         target=("RetinaNet", "backbone_weights"),
     )
     backbone_kwargs: dict = option(

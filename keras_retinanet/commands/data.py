@@ -373,8 +373,8 @@ def _starting_point_lines(spec: str, size: tuple[int, int]) -> list[str]:
         "training starts from the backbone's ImageNet weights (the default, --weights imagenet; Keras keeps them "
         f"in {os.path.join(keras_home(), 'models')} after the first download):",
         "  retinanet " + shlex.join(train),
-        "  --weights none trains from scratch (much lower AP on small sets: docs/recipes.md); --weights PATH loads "
-        "a local file",
+        "  --weights none trains from scratch (docs/recipes.md compares the two); --weights PATH loads a local "
+        "file",
     ]
 
 
