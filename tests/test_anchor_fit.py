@@ -189,7 +189,7 @@ def test_diagnosis_counts_the_positives_the_label_encoder_makes(tmp_path, capsys
     assert diagnose_anchors.main(["--data", spec, "--image-size", "384", "--matching", matching]) == 0
     rows = {line.split("|")[1].strip(): line.split("|") for line in capsys.readouterr().out.splitlines()
             if line.startswith("| ") and "class" not in line}  # fmt: skip
-    config = TrainConfig().update({"image_size": 384, "matching": matching}).model
+    config = TrainConfig().update({"image_size": 384, "matching": matching, "weights": None}).model
     encoder = config.build(["Platelets", "RBC", "WBC"]).label_encoder()
     expected = np.zeros(3, int)
     for example in load_dataset(spec).examples:

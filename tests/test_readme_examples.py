@@ -52,6 +52,10 @@ PYTHON_BLOCKS = _python_blocks()
 # get the test suite's tiny network (MobileNetV2 x0.35, 32-channel pyramid, one-conv heads), 128 px and 1 epoch.
 TINY = 'backbone_kwargs={"alpha": 0.35}, fpn_channels=32, head_depth=1'
 SUBSTITUTIONS = {
+    # No download in a test: the same model from random weights.
+    'backbone="resnet50")\nimages = ': [
+        ('backbone="resnet50")', 'backbone="resnet50", backbone_weights=None)')
+    ],
     "model.fit(dataset, epochs=30)": [
         ('backbone="mobilenet_v2")', f'backbone="mobilenet_v2", backbone_weights=None, {TINY})'),
         ("image_size=384, batch_size=8", "image_size=128, batch_size=2"),

@@ -55,11 +55,12 @@ def test_step_schedule_of_a_short_run_decays_only_after_its_warmup(total, decays
 
 
 def test_plan_line_names_steps_warmup_decay_input_anchors_matcher():
-    config = TrainConfig(epochs=20, model={"image_size": (288, 384)})
+    config = TrainConfig(epochs=20, model={"image_size": (288, 384), "weights": None})
     lines = describe_plan(config, 18, "the data's", {"fitted": True, "reason": "x"})
     assert lines == [
         "plan: 360 steps (20 epochs x 18), lr 0.01 with warm-up 36 steps (10%), cosine to 0 at step 360; "
-        "input 288x384 (the data's); anchors fitted to the data; matcher atss; heads GroupNorm"
+        "input 288x384 (the data's); backbone resnet50, weights random (from scratch); anchors fitted to the "
+        "data; matcher atss; heads GroupNorm"
     ]
 
 
