@@ -284,6 +284,19 @@ def test_backbone_batchnorm_momentum_is_set_and_saved(tmp_path):
     assert {layer.momentum for layer in batchnorm_layers(original.backbone)} == {0.999}
 
 
+def _sorted_detections(detections: dict, image: int, count: int) -> np.ndarray:
+    """Rows (class, score, y1, x1, y2, x2) of one image's first ``count`` detections, in a fixed order."""
+    rows = np.concatenate(
+        [
+            np.asarray(detections["classes"])[image, :count, None].astype("float64"),
+            np.asarray(detections["scores"])[image, :count, None],
+            np.asarray(detections["boxes"])[image, :count],
+        ],
+        axis=1,
+    )
+    return rows[np.lexsort(np.round(rows, 2).T[::-1])]
+
+
 def test_predict_takes_any_sequence_of_sizes_and_a_single_image():
     """A second image size retraces ``predict`` with unknown dimensions; the decoder must still give exactly
     what ``detect`` gives on that size with static shapes (it failed with a symbolic-bool error before)."""
@@ -298,11 +311,16 @@ def test_predict_takes_any_sequence_of_sizes_and_a_single_image():
     static = {k: np.asarray(v) for k, v in model.detect(second).items()}
     assert dynamic["num_detections"][0] == static["num_detections"][0] > 0
     n = int(static["num_detections"][0])
-    np.testing.assert_allclose(dynamic["boxes"][0, :n], static["boxes"][0, :n], atol=1e-4)
-    np.testing.assert_allclose(dynamic["scores"][0, :n], static["scores"][0, :n], atol=1e-6)
+    # Near-equal scores may come out of top-k in either order: compare the detections as sorted sets.
+    np.testing.assert_allclose(
+        _sorted_detections(dynamic, 0, n), _sorted_detections(static, 0, n), atol=1e-4
+    )
     single = model.predict(second[0], verbose=0)
     assert single["boxes"].shape == (100, 4) and single["num_detections"].shape == ()
-    np.testing.assert_allclose(single["scores"][:n], static["scores"][0, :n], atol=1e-6)
+    single_batch = {key: np.asarray(value)[None] for key, value in single.items()}
+    np.testing.assert_allclose(
+        _sorted_detections(single_batch, 0, n), _sorted_detections(static, 0, n), atol=1e-4
+    )
     with pytest.raises(
         ValueError, match=r"predict\(\) got an array of shape \(160, 3\); it takes one \(H, W, 3\)"
     ):
