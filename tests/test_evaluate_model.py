@@ -71,6 +71,20 @@ def test_evaluate_command_writes_json_and_pr_curves(
     metrics = json.loads(out.read_text())
     assert metrics["per_class"]["Platelets"] == {"AP": -1.0, "AP50": -1.0}
     assert sorted(p.name for p in (tmp_path / "pr_bccd").iterdir()) == ["pr_RBC.png", "pr_WBC.png"]
+    # The curves' folder, as the report's, is written whole beside it; one that holds files needs --overwrite.
+    again = [
+        "evaluate",
+        tiny_model_path,
+        "--data",
+        f"voc:{root}:test",
+        "--pr-curves",
+        str(tmp_path / "pr_bccd"),
+    ]
+    assert cli.main([*again, "--image-size", "128", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"--pr-curves {tmp_path / 'pr_bccd'} already holds 2 file(s)" in err and "--overwrite" in err
+    assert cli.main([*again, "--image-size", "128", "--no-progress", "--overwrite"]) == 0
+    assert not list(tmp_path.glob(".pr_bccd*"))
 
 
 def _coco_spec(examples, names, paths, folder) -> str:

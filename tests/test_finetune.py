@@ -123,7 +123,7 @@ PRIOR_BIAS = -math.log((1 - 0.01) / 0.01)
 def _trained_like(class_names, seed: int, **kwargs):
     """A tiny RetinaNet whose every weight is moved off its initial value (so that a copy is recognisable and
     differs from a model built with train's seed), with BatchNorm variances kept positive, so that it runs in
-    inference mode (--freeze-batchnorm) as a trained model would."""
+    inference mode (frozen BatchNorm) as a trained model would."""
     model = tiny_retinanet(len(class_names), class_names=class_names, **kwargs)
     rng = np.random.default_rng(seed)
     for variable in model.weights:
@@ -179,7 +179,7 @@ def _train_argv(init, root, output, *extra) -> list[str]:
     return [
         "train", "--init", str(init), "--data", f"voc:{root}:train", "--output", str(output),
         "--image-size", "128", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
-        "--freeze-batchnorm", "--learning-rate", "0.001", "--warmup-steps", "1", "--no-tensorboard",
+        "--learning-rate", "0.001", "--warmup-steps", "1", "--no-tensorboard",
         "--verbose", "0", *extra,
     ]  # fmt: skip
 
@@ -240,7 +240,7 @@ def test_train_init_end_to_end_on_bccd(bccd_subset, tmp_path, monkeypatch, capsy
     trained_head = trained.get_layer("classification_head")
     moved = np.abs(np.asarray(trained_head.final.kernel) - start["kernel"]).max()
     assert 0 < moved < 0.1, moved
-    # --freeze-batchnorm: the backbone's BatchNorm statistics are still the old model's.
+    # BatchNorm is frozen by default from --init: the backbone's statistics are still the old model's.
     for old, new in zip(source.backbone.weights, trained.backbone.weights):
         if "moving_" in old.path:
             np.testing.assert_array_equal(np.asarray(new), np.asarray(old), err_msg=old.path)
@@ -289,7 +289,7 @@ def test_data_check_prints_a_finetuning_recipe_that_parses(tmp_path, capsys):
     build_parser().parse_args(shlex.split(convert_line)[1:])
     config = resolve_config(build_parser().parse_args(shlex.split(train_line)[1:]))
     assert config.init == "coco_r50.keras" and config.data == spec  # a path with a space survives quoting
-    assert config.freeze_batchnorm and config.learning_rate == 0.001 and config.epochs == 12
+    assert config.batchnorm_frozen and config.learning_rate == 0.001 and config.epochs == 12
     assert config.model.image_size == (256, 256) and config.batch_size == 8
     assert config.warmup_steps == 1  # one epoch of 4 images at batch 8: the default 500 would outlast the run
     # class order: the category ids' (circle, Stop_Sign, person); two of them are COCO's

@@ -312,9 +312,7 @@ def test_predict_takes_any_sequence_of_sizes_and_a_single_image():
     assert dynamic["num_detections"][0] == static["num_detections"][0] > 0
     n = int(static["num_detections"][0])
     # Near-equal scores may come out of top-k in either order: compare the detections as sorted sets.
-    np.testing.assert_allclose(
-        _sorted_detections(dynamic, 0, n), _sorted_detections(static, 0, n), atol=1e-4
-    )
+    np.testing.assert_allclose(_sorted_detections(dynamic, 0, n), _sorted_detections(static, 0, n), atol=1e-4)
     single = model.predict(second[0], verbose=0)
     assert single["boxes"].shape == (100, 4) and single["num_detections"].shape == ()
     single_batch = {key: np.asarray(value)[None] for key, value in single.items()}

@@ -359,3 +359,42 @@ def test_a_second_run_into_the_same_folder_keeps_the_first_runs_results(detector
             ["predict", detector_like["keras"], image, "--out", str(out), "--overwrite", "--no-progress"]
         )
     assert code == 2 and "is in use by another retinanet predict" in capsys.readouterr().err
+
+
+def test_a_killed_run_leaves_the_folder_as_it_was_and_a_rerun_finishes(
+    tiny_model_path, image_folder, tmp_path
+):
+    """Everything is written beside --out and renamed into place: a kill before the rename leaves --out without a
+    single annotated image, and the rerun (no --overwrite needed) cleans the leftovers and writes it all."""
+    import subprocess
+    import sys
+
+    from helpers.train_runs import KILLED
+    from helpers.train_runs import env as kill_env
+
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "keras_retinanet.cli",
+        "predict",
+        str(tiny_model_path),
+        str(image_folder),
+    ]
+    command += ["--out", str(out), "--no-progress"]
+    killed = subprocess.run(command, env=kill_env("out:staged"), capture_output=True, text=True)
+    assert killed.returncode == KILLED, killed.stderr
+    assert not out.exists() or [p.name for p in out.iterdir()] in ([], [".predict.lock"])
+    (leftover,) = tmp_path.glob(".out.partial-*")
+    assert (leftover / "detections.json").is_file()  # the killed run had written everything there
+
+    finished = subprocess.run(command, env=kill_env(), capture_output=True, text=True)
+    assert finished.returncode == 1, (
+        finished.stderr
+    )  # the folder's corrupt image is reported, the rest written
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([image_folder.name, "out"])
+    written = sorted(p.name for p in out.iterdir() if p.name != ".predict.lock")
+    assert written == sorted(["detections.json", *(f"{name}.jpg" for name in BCCD_IMAGES)])
+    assert {entry["file_name"] for entry in json.loads((out / "detections.json").read_text())} <= {
+        f"{name}.jpg" for name in BCCD_IMAGES
+    }

@@ -114,16 +114,54 @@ def test_offline_error_in_python_names_the_way_out(monkeypatch):
 @pytest.mark.parametrize(
     "flags, expected",
     [
-        ([], "weights ImageNet (Keras' cache {home}/models)"),
-        (["--weights", "none"], "weights random (from scratch)"),
-        (["--weights", str(SHARED_WEIGHTS)], f"weights {SHARED_WEIGHTS}"),
+        ([], "weights ImageNet (Keras' cache {home}/models), BatchNorm frozen"),
+        (["--weights", "none"], "weights random (from scratch), BatchNorm trained"),
+        (["--weights", str(SHARED_WEIGHTS)], f"weights {SHARED_WEIGHTS}, BatchNorm frozen"),
+        (["--no-freeze-batchnorm"], "weights ImageNet (Keras' cache {home}/models), BatchNorm trained"),
+        (["--weights", "none", "--freeze-batchnorm"], "weights random (from scratch), BatchNorm frozen"),
     ],
 )
-def test_plan_line_says_which_weights(flags, expected):
+def test_plan_line_says_which_weights_and_batchnorm(flags, expected):
     config = resolve_config(build_parser().parse_args(["train", "--backbone", "mobilenet_v2", *flags]))
     (plan, *_) = describe_plan(config, 10, "as given", None)
     home = keras.src.backend.config.keras_home()
     assert f"backbone mobilenet_v2, {expected.format(home=home)};" in plan
+
+
+def test_batchnorm_is_frozen_exactly_when_the_start_is_pretrained():
+    assert TrainConfig().freeze_batchnorm is None and TrainConfig().batchnorm_frozen
+    assert not TrainConfig(model={"weights": None}).batchnorm_frozen
+    assert TrainConfig(model={"weights": "backbone.h5"}).batchnorm_frozen
+    assert TrainConfig(init="coco.keras", model={"weights": None}).batchnorm_frozen
+    assert not TrainConfig(freeze_batchnorm=False).batchnorm_frozen
+    assert TrainConfig(freeze_batchnorm=True, model={"weights": None}).batchnorm_frozen
+    assert TrainConfig().update({"freeze_batchnorm": "none"}).freeze_batchnorm is None
+
+
+@pytest.mark.parametrize("weights", ["imagenet", "none"])
+def test_training_keeps_imagenet_batchnorm_statistics_and_learns_them_from_scratch(tmp_path, weights):
+    require_shared()
+    spec = make_synthetic_coco(tmp_path / "data", num_images=4, image_size=(64, 64), seed=0)
+    output = tmp_path / "run"
+    argv = [
+        "train", "--data", spec, "--output", str(output), "--backbone", "mobilenet_v2", "--weights", weights,
+        "--fpn-channels", "16", "--head-depth", "1", "--image-size", "64", "--epochs", "1", "--batch-size", "2",
+        "--no-tensorboard", "--verbose", "0",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    trained = keras.saving.load_model(output / "model.keras", compile=False)
+    start = build_backbone("mobilenet_v2", weights=None if weights == "none" else "imagenet")
+    moving = [
+        (a.path, np.asarray(a), np.asarray(b))
+        for a, b in zip(start.weights, trained.backbone.weights)
+        if "moving_" in a.path
+    ]
+    assert len(moving) == 2 * 52  # MobileNetV2's 52 BatchNorm layers
+    if weights == "imagenet":
+        for path, before, after in moving:
+            np.testing.assert_array_equal(after, before, err_msg=path)
+    else:  # trained (and recomputed after training): no layer keeps Keras' zeros and ones
+        assert all(not np.array_equal(before, after) for _, before, after in moving)
 
 
 def test_data_check_says_where_training_starts(tmp_path, capsys):

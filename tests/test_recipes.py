@@ -59,8 +59,8 @@ def test_plan_line_names_steps_warmup_decay_input_anchors_matcher():
     lines = describe_plan(config, 18, "the data's", {"fitted": True, "reason": "x"})
     assert lines == [
         "plan: 360 steps (20 epochs x 18), lr 0.01 with warm-up 36 steps (10%), cosine to 0 at step 360; "
-        "input 288x384 (the data's); backbone resnet50, weights random (from scratch); anchors fitted to the "
-        "data; matcher atss; heads GroupNorm"
+        "input 288x384 (the data's); backbone resnet50, weights random (from scratch), BatchNorm trained; anchors "
+        "fitted to the data; matcher atss; heads GroupNorm"
     ]
 
 

@@ -370,8 +370,8 @@ def _starting_point_lines(spec: str, size: tuple[int, int]) -> list[str]:
 
     train = ["train", "--data", spec, "--image-size", str(size[0]), str(size[1]), "--output", "runs/mine"]
     return [
-        "training starts from the backbone's ImageNet weights (the default, --weights imagenet; Keras keeps them "
-        f"in {os.path.join(keras_home(), 'models')} after the first download):",
+        "training starts from the backbone's ImageNet weights with its BatchNorm frozen (the defaults, --weights "
+        f"imagenet; Keras keeps them in {os.path.join(keras_home(), 'models')} after the first download):",
         "  retinanet " + shlex.join(train),
         "  --weights none trains from scratch (docs/recipes.md compares the two); --weights PATH loads a local "
         "file",
@@ -379,7 +379,8 @@ def _starting_point_lines(spec: str, size: tuple[int, int]) -> list[str]:
 
 
 # torchvision's COCO v1 checkpoint (the user downloads it; this project never does) and the recipe's settings:
-# frozen BatchNorm, a learning rate 10x below training from scratch (0.01), a short schedule (docs/pretrained.md).
+# frozen BatchNorm (the default with --init), a learning rate 10x below training from scratch (0.01), a short
+# schedule (docs/pretrained.md).
 COCO_CHECKPOINT_URL = "https://download.pytorch.org/models/retinanet_resnet50_fpn_coco-eeacb38b.pth"
 COCO_CHECKPOINT = COCO_CHECKPOINT_URL.rsplit("/", 1)[1]
 FINETUNE_LEARNING_RATE, FINETUNE_EPOCHS, FINETUNE_BATCH_SIZE, FINETUNE_MAX_WARMUP = 0.001, 12, 8, 500
@@ -405,7 +406,7 @@ def _finetuning_recipe(spec: str, dataset, size: tuple[int, int]) -> dict:
     convert = ["convert", "torchvision", COCO_CHECKPOINT, "--output", "coco_r50.keras"]
     train = [
         "train", "--init", "coco_r50.keras", "--data", spec, "--image-size", str(size[0]), str(size[1]),
-        "--freeze-batchnorm", "--learning-rate", f"{FINETUNE_LEARNING_RATE:g}", "--epochs", str(FINETUNE_EPOCHS),
+        "--learning-rate", f"{FINETUNE_LEARNING_RATE:g}", "--epochs", str(FINETUNE_EPOCHS),
         "--batch-size", str(FINETUNE_BATCH_SIZE), "--warmup-steps", str(warmup), "--output", "runs/finetune",
     ]  # fmt: skip
     known = ", ".join(f"{new} <- {old}" if new != old else new for new, old in coco_matches.items())

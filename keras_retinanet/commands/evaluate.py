@@ -28,7 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dataset spec, e.g. voc:DIR:test or coco:ANNOTATIONS.json[:IMAGE_DIR]",
     )
     parser.add_argument("--json", metavar="OUT", help="write the metrics to this JSON file")
-    parser.add_argument("--pr-curves", metavar="DIR", help="write a precision-recall PNG per class here")
+    parser.add_argument(
+        "--pr-curves",
+        metavar="DIR",
+        help="write a precision-recall PNG per class here (a new or empty folder unless --overwrite)",
+    )
     parser.add_argument(
         "--report",
         metavar="DIR",
@@ -37,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "empty folder unless --overwrite",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="write the report into a folder that already holds files"
+        "--overwrite",
+        action="store_true",
+        help="write the report or the curves into a folder that already holds files",
     )
     parser.add_argument(
         "--report-score",
@@ -86,10 +92,11 @@ def _check_report_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--report-iou {args.report_iou} must be in (0, 1]")
     if args.worst < 0:
         raise ValueError(f"--worst {args.worst} must be >= 0")
-    if args.report and os.path.exists(args.report) and not os.path.isdir(args.report):
-        raise ValueError(f"--report {args.report} is a file, not a folder; name a folder (it is created)")
-    if args.report and not args.overwrite:
-        atomic.require_free_folder(args.report, "--report")
+    for option, folder in (("--report", args.report), ("--pr-curves", args.pr_curves)):
+        if folder and os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"{option} {folder} is a file, not a folder; name a folder (it is created)")
+        if folder and not args.overwrite:
+            atomic.require_free_folder(folder, option)
 
 
 def _evaluate(args: argparse.Namespace, detector) -> int:
@@ -119,7 +126,12 @@ def _evaluate(args: argparse.Namespace, detector) -> int:
     examples, detections, names = evaluation.collect_detections(
         detector, dataset, batch_size=args.batch_size, progress=not args.no_progress
     )
-    metrics = evaluation.evaluate_detections(examples, detections, names, pr_curve_dir=args.pr_curves)
+    if args.pr_curves:
+        # Written beside the folder and renamed into place, as the report.
+        with atomic.staged_folder(args.pr_curves) as staging:
+            metrics = evaluation.evaluate_detections(examples, detections, names, pr_curve_dir=staging)
+    else:
+        metrics = evaluation.evaluate_detections(examples, detections, names)
     print(evaluation.format_metrics(metrics))
     if args.report:
         # Written beside the folder and renamed into place: a kill leaves the folder as it was.
@@ -136,10 +148,8 @@ def _evaluate(args: argparse.Namespace, detector) -> int:
             )
         print(f"report written to {os.path.join(args.report, 'report.md')}", file=sys.stderr)
     if args.json:
-        directory = os.path.dirname(os.path.abspath(args.json))
-        os.makedirs(directory, exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(metrics, f, indent=2)
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        atomic.write_text(args.json, json.dumps(metrics, indent=2))
         print(f"metrics written to {args.json}", file=sys.stderr)
     if args.pr_curves:
         print(f"precision-recall curves written to {args.pr_curves}", file=sys.stderr)

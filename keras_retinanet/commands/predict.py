@@ -166,7 +166,9 @@ def run(args: argparse.Namespace) -> int:
         locked_folder(args.out, LOCK, "another retinanet predict"),
     ):
         _check_out_is_free(args)
-        return _predict(args, sources, detector)
+        # Written beside --out and renamed into place: a killed run leaves --out as it was.
+        with atomic.staged_folder(args.out) as staging:
+            return _predict(args, sources, detector, staging)
 
 
 def _check_out_is_free(args: argparse.Namespace) -> None:
@@ -176,14 +178,14 @@ def _check_out_is_free(args: argparse.Namespace) -> None:
         atomic.require_free_folder(args.out, "--out", ignore=(LOCK,))
 
 
-def _predict(args: argparse.Namespace, sources: list, detector) -> int:
+def _predict(args: argparse.Namespace, sources: list, detector, folder: str | os.PathLike) -> int:
+    """Writes the annotated images and videos and detections.json into ``folder``; messages name --out."""
     import cv2
     from tqdm.auto import tqdm
 
     from keras_retinanet import detectors
     from keras_retinanet.visualize import draw_detections, rgb_to_bgr
 
-    os.makedirs(args.out, exist_ok=True)
     names = _Names()
     names.used.add("detections.json")
     results = _Results()
@@ -215,9 +217,9 @@ def _predict(args: argparse.Namespace, sources: list, detector) -> int:
                     detector.class_names or None,
                 )
                 stem = os.path.splitext(os.path.basename(item.name))[0]
-                target = os.path.join(args.out, names.get(stem, _output_extension(item.name)))
-                if not cv2.imwrite(target, rgb_to_bgr(drawn)):
-                    fail(item.name, f"cannot write {target}")
+                file_name = names.get(stem, _output_extension(item.name))
+                if not cv2.imwrite(os.path.join(folder, file_name), rgb_to_bgr(drawn)):
+                    fail(item.name, f"cannot write {os.path.join(args.out, file_name)}")
                     continue
                 written += 1
 
@@ -225,12 +227,12 @@ def _predict(args: argparse.Namespace, sources: list, detector) -> int:
     for source in sources:
         if source.kind not in ("video", "camera"):
             continue
-        error = _run_video(source, detector, args, names, results)
+        error = _run_video(source, detector, args, names, results, folder)
         if error:
             fail(source.path if source.kind == "video" else f"camera {source.camera_index}", error)
 
     json_path = os.path.join(args.out, "detections.json")
-    atomic.write_text(json_path, json.dumps(results.items, indent=1))
+    atomic.write_text(os.path.join(folder, "detections.json"), json.dumps(results.items, indent=1))
     print(
         f"{results.next_id} images/frames, {len(results.items)} detections -> {json_path}"
         + (f"; {written} annotated images in {args.out}" if written else ""),
@@ -242,8 +244,10 @@ def _predict(args: argparse.Namespace, sources: list, detector) -> int:
     return 0
 
 
-def _run_video(source: Source, detector, args, names: _Names, results: _Results) -> str | None:
-    """Annotate one video file or webcam; returns an error message, or None on success."""
+def _run_video(
+    source: Source, detector, args, names: _Names, results: _Results, folder: str | os.PathLike
+) -> str | None:
+    """Annotate one video file or webcam into ``folder``; returns an error message, or None on success."""
     import cv2
     from tqdm.auto import tqdm
 
@@ -265,7 +269,8 @@ def _run_video(source: Source, detector, args, names: _Names, results: _Results)
     )
     label = source.path if source.kind == "video" else f"camera{source.camera_index}"
     writer = None
-    out_path = os.path.join(args.out, names.get(f"{stem}_detections", ".mp4"))
+    file_name = names.get(f"{stem}_detections", ".mp4")
+    out_path = os.path.join(folder, file_name)
     frame_index = 0
     progress = tqdm(total=total or None, desc=stem, unit="frame", disable=args.no_progress)
     batch_size = max(1, min(args.batch_size, detector.max_batch_size or args.batch_size))
@@ -293,7 +298,7 @@ def _run_video(source: Source, detector, args, names: _Names, results: _Results)
                             out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
                         )
                         if not writer.isOpened():
-                            return f"cannot write video {out_path}"
+                            return f"cannot write video {os.path.join(args.out, file_name)}"
                     drawn = draw_detections(
                         frame,
                         detections.boxes,

@@ -152,7 +152,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         # SUPPRESS: only the flags given reach the Namespace, so they override --config and nothing else.
         common: dict[str, Any] = dict(dest=field.name, default=argparse.SUPPRESS, help=help_text)
         inner, optional = optional_inner(hint)
-        if inner is bool and not optional:
+        if inner is bool:
             groups[group].add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif _is_list(hint):
             groups[group].add_argument(flag, nargs="+", action=_ListAction, hint=hint, metavar="V", **common)

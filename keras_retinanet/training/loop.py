@@ -160,7 +160,7 @@ def train(
         else:
             model = config.model.build(class_names)
         optimizer = build_optimizer(config, total_steps)
-        if config.freeze_batchnorm:
+        if config.batchnorm_frozen:
             freeze_batchnorm(model)
         # Known to the optimiser before any freezing, so that unfreezing later needs no new slots.
         optimizer.build(model.trainable_variables)
@@ -242,7 +242,7 @@ def train(
             print(summary["stopped_on_nan"], file=sys.stderr)
         else:
             # Every worker recomputes the statistics (the same computation on each, as the training steps).
-            if config.precise_bn_batches and not config.freeze_batchnorm:
+            if config.precise_bn_batches and not config.batchnorm_frozen:
                 summary["precise_bn_batches"] = recompute_batchnorm_statistics(
                     model, dataset.take(config.precise_bn_batches), config.precise_bn_batches
                 )
@@ -293,8 +293,9 @@ def describe_plan(
     total = steps_per_epoch * config.epochs
     schedule = build_schedule(config, total)
     model = config.model
+    batchnorm = "BatchNorm frozen" if config.batchnorm_frozen else "BatchNorm trained"
     if config.init:
-        parts = f"weights, anchors, matcher and heads of the --init model ({config.init})"
+        parts = f"weights, anchors, matcher and heads of the --init model ({config.init}); {batchnorm}"
     else:
         anchors = "as given" if anchor_report is None else anchor_report["reason"]
         if anchor_report is not None and anchor_report.get("fitted"):
@@ -302,8 +303,8 @@ def describe_plan(
         heads = "GroupNorm" if model.use_group_norm else "without normalisation"
         weights = describe_weights(model.backbone, model.weights)
         parts = (
-            f"backbone {model.backbone}, weights {weights}; anchors {anchors}; matcher {model.matching}; "
-            f"heads {heads}"
+            f"backbone {model.backbone}, weights {weights}, {batchnorm}; anchors {anchors}; matcher "
+            f"{model.matching}; heads {heads}"
         )
     lines = [
         f"plan: {total} steps ({config.epochs} epochs x {steps_per_epoch}), lr {config.learning_rate:g} with "
@@ -426,7 +427,7 @@ def build_callbacks(
     newest intact one; 0: none, start from the beginning)."""
     callbacks: list[keras.callbacks.Callback] = [stop_on_nan, LearningRateLogger()]
     if config.freeze_backbone_epochs > 0:
-        callbacks.append(UnfreezeBackbone(config.freeze_backbone_epochs, config.freeze_batchnorm))
+        callbacks.append(UnfreezeBackbone(config.freeze_backbone_epochs, config.batchnorm_frozen))
     checkpoints = output / run_folder.CHECKPOINTS
     if write:
         checkpoints.mkdir(exist_ok=True)

@@ -81,6 +81,8 @@ def flat_config(config: TrainConfig) -> dict[str, Any]:
     """``config`` as one flat mapping of plain values (the model's options under their flag names)."""
     values = config.to_dict()
     model = values.pop("model")
+    # Compared by effect: an unset freeze_batchnorm is the choice it resolves to.
+    values["freeze_batchnorm"] = config.batchnorm_frozen
     return {**values, **model}
 
 
