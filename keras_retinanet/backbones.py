@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 
 import keras
 from keras import ops
 
 from keras_retinanet.batchnorm import FusedBatchNormalization
 from keras_retinanet.layers.normalization import ImageNormalization
+from keras_retinanet.mobilenet_multi_avg import FEATURE_LAYERS as MULTI_AVG_FEATURE_LAYERS
+from keras_retinanet.mobilenet_multi_avg import build_mobilenet_multi_avg
 from keras_retinanet.torchvision_resnet import RESNET_BLOCKS, build_torchvision_resnet
 
 # name -> (keras.applications constructor, input normalisation the ImageNet weights expect)
@@ -34,7 +37,12 @@ _BACKBONES = {
         f"efficientnet_v2_{v}": (getattr(keras.applications, f"EfficientNetV2{v.upper()}"), "none")
         for v in ("b0", "b1", "b2", "b3", "s", "m", "l")
     },
+    # TF Model Garden's MobileNet-MultiHW-AVG (MediaPipe Model Maker's detector); its weights come from a
+    # converted Model Garden checkpoint, trained on ImageNet mean/std pixels.
+    "mobilenet_multi_avg": (lambda **kwargs: _mobilenet_multi_avg(**kwargs), "torch"),
 }
+# Backbones whose C3, C4, C5 are not the last layer of each stride: their layer names.
+_FEATURE_LAYERS = {"mobilenet_multi_avg": MULTI_AVG_FEATURE_LAYERS}
 # torchvision's ResNets (stride on the 3x3 conv, PyTorch padding, frozen BatchNorm with epsilon 1e-5, ImageNet
 # mean/std input normalisation), for torchvision checkpoints: see keras_retinanet.torchvision_resnet.
 _TORCHVISION_BACKBONES = {f"torchvision_resnet{depth}": depth for depth in RESNET_BLOCKS}
@@ -173,7 +181,12 @@ def describe_weights(name: str, weights: str | None) -> str:
 
 
 def build_backbone(
-    name: str = "resnet50", weights: str | None = "imagenet", batchnorm_momentum: float | None = 0.9, **kwargs
+    name: str = "resnet50",
+    weights: str | None = "imagenet",
+    batchnorm_momentum: float | None = 0.9,
+    feature_layers: Sequence[str] | None = None,
+    normalization: str | None = None,
+    **kwargs,
 ) -> keras.Model:
     """Builds a backbone that maps (B, H, W, 3) RGB pixels in [0, 255] to [C3, C4, C5].
 
@@ -185,6 +198,12 @@ def build_backbone(
         batchnorm_momentum: momentum of every BatchNorm moving average (0.9, PyTorch's 0.1). The applications
             use 0.99-0.999 (MobileNets 0.999): after a few hundred steps their moving statistics are still mostly
             the initial ones, and inference-mode outputs are wrong. ``None`` keeps the application's values.
+        feature_layers: names of the three layers whose outputs are C3, C4, C5 (e.g. MobileNetV2's
+            ``block_5_add``, ``block_12_add``, ``block_16_project_BN``, TF Model Garden's choice); ``None``: the
+            last layer of each stride 8, 16 and 32 (``block_6_expand_relu``, ``block_13_expand_relu``,
+            ``out_relu``). Layers after the last one are left out of the model.
+        normalization: ``ImageNormalization`` mode in front of the backbone; ``None``: what its ImageNet
+            weights expect.
         **kwargs: passed to the ``keras.applications`` constructor (e.g. ``alpha`` for MobileNet).
     Returns:
         A functional ``keras.Model`` with input (None, None, None, 3) and outputs C3 (stride 8), C4 (stride 16)
@@ -193,20 +212,31 @@ def build_backbone(
         fused kernel (``streamline_batchnorm``).
     """
     if name in _TORCHVISION_BACKBONES:
+        if feature_layers or normalization:
+            raise ValueError(f"backbone {name!r} fixes its feature layers and input normalisation")
         return _build_torchvision_backbone(name, weights, batchnorm_momentum, **kwargs)
     if name not in _BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
-    constructor, normalization = _BACKBONES[name]
+    constructor, weights_normalization = _BACKBONES[name]
+    normalization = normalization or weights_normalization
     _check_weights_file(weights)
-    probe = constructor(include_top=False, weights=None, input_shape=(_PROBE_SIZE, _PROBE_SIZE, 3), **kwargs)
-    layer_indices = _feature_layer_indices(probe)
-    del probe
+    feature_layers = feature_layers or _FEATURE_LAYERS.get(name)
+    if feature_layers is None:
+        probe = constructor(
+            include_top=False, weights=None, input_shape=(_PROBE_SIZE, _PROBE_SIZE, 3), **kwargs
+        )
+        layer_indices = _feature_layer_indices(probe)
+        del probe
+    elif len(feature_layers) != len(FEATURE_STRIDES):
+        raise ValueError(f"feature_layers names C3, C4 and C5: three layers, got {list(feature_layers)}")
 
     try:
         with warnings.catch_warnings():
             # Without a top the ImageNet weights fit any input size; Keras warns about 224x224 all the same.
             warnings.filterwarnings("ignore", message=".*input_shape. is undefined or non-square")
             base = constructor(include_top=False, weights=weights, input_shape=(None, None, 3), **kwargs)
+    except BackboneWeightsError:
+        raise
     except Exception as error:  # Keras raises several kinds for a failed download or a wrong file.
         reason = " ".join(f"{type(error).__name__}: {error}".split())
         if weights == "imagenet":
@@ -226,10 +256,35 @@ def build_backbone(
 
     images = keras.Input((None, None, 3), name="images")
     normalized = ImageNormalization(normalization, name="image_normalization")(images)
-    features = keras.Model(
-        base.inputs, [base.layers[i].output for i in layer_indices], name=f"{name}_features"
-    )(normalized)
+    if feature_layers is None:
+        outputs = [base.layers[i].output for i in layer_indices]
+    else:
+        outputs = [_layer(base, layer_name).output for layer_name in feature_layers]
+    features = keras.Model(base.inputs, outputs, name=f"{name}_features")(normalized)
     return keras.Model(images, features, name=name)
+
+
+def _mobilenet_multi_avg(
+    include_top: bool = False, weights: str | None = None, input_shape=(None, None, 3)
+) -> keras.Model:
+    """``build_mobilenet_multi_avg`` with the ``keras.applications`` constructor's arguments."""
+    if weights == "imagenet":
+        raise BackboneWeightsError(
+            "backbone 'mobilenet_multi_avg' has no ImageNet weights in Keras: start from a converted Model Garden "
+            "checkpoint (`retinanet convert model-garden`, then `retinanet train --init MODEL.keras`), or pass "
+            "--weights PATH or --weights none (train from scratch)"
+        )
+    model = build_mobilenet_multi_avg(input_shape)
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def _layer(model: keras.Model, name: str) -> keras.layers.Layer:
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        raise ValueError(f"backbone {model.name} has no layer {name!r} (feature_layers)") from None
 
 
 def _check_weights_file(weights: str | None) -> None:

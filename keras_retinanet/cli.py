@@ -44,7 +44,8 @@ SUBCOMMANDS = {
     "predict": "detect objects in images, folders or videos and draw them",
     "export": "export a SavedModel (TF Serving) and builtin-op TFLite files (float32, float16, int8)",
     "data": "check a dataset (statistics, problems, anchor coverage) or show its ground truth and anchors",
-    "convert": "torchvision RetinaNet (v1, v2) checkpoints to .keras models; state dicts to torch-free .npz",
+    "convert": "torchvision RetinaNets (v1, v2) and TF Model Garden mobile RetinaNets (MediaPipe Model Maker's "
+    "COCO starts) to .keras models; state dicts to torch-free .npz",
 }
 
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_BAD_INPUT, EXIT_NAN_STOP, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 70, 130

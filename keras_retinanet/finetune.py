@@ -2,11 +2,11 @@
 
 Everything that does not depend on the class list is kept: the backbone (with its BatchNorm statistics), the
 feature pyramid, the box head and the classification head's conv tower. The classification head's last conv
-is rebuilt for the new classes: its (3, 3, C, A * K) kernel holds, for each of the A anchors of a cell, one
-column per class (channel ``anchor * K + class``), so a new class whose name the old model knows (``"person"``
-from a COCO model) gets that class's column of every anchor, and its bias; a class it does not know keeps the
-new layer's random N(0, 0.01) column and starts at the prior probability (bias ``-log((1 - p) / p)``), as a
-model trained from scratch does.
+is rebuilt for the new classes: its (3, 3, C, A * K) kernel (a separable conv's (1, 1, C, A * K) pointwise
+kernel) holds, for each of the A anchors of a cell, one column per class (channel ``anchor * K + class``), so a
+new class whose name the old model knows (``"person"`` from a COCO model) gets that class's column of every
+anchor, and its bias; a class it does not know keeps the new layer's random N(0, 0.01) column and starts at the
+prior probability (bias ``-log((1 - p) / p)``), as a model trained from scratch does.
 
 Names match exactly, else after lower-casing and treating ``_``, ``-`` and runs of spaces as one space
 (``"traffic_light"`` finds ``"traffic light"``).
@@ -34,6 +34,12 @@ _ARCHITECTURE_KEYS = (
     "head_channels",
     "use_group_norm",
     "group_norm_epsilon",
+    "backbone_feature_layers",
+    "input_normalization",
+    "fpn_batchnorm",
+    "head_batchnorm",
+    "separable_convs",
+    "activation",
 )
 
 
@@ -103,22 +109,35 @@ def transfer_weights(source: RetinaNet, target: RetinaNet) -> dict:
     target_head = target.get_layer("classification_head")
     if len(source_head.convs) != len(target_head.convs):
         raise ValueError("classification_head: the two models' heads have different depths or norms")
-    for source_layer, target_layer in zip(source_head.convs, target_head.convs):
+    if len(source_head.level_norms) != len(target_head.level_norms):
+        raise ValueError("classification_head: one model has BatchNorm per level in its head, the other not")
+    for source_layer, target_layer in zip(
+        [*source_head.convs, *source_head.level_norms], [*target_head.convs, *target_head.level_norms]
+    ):
         copied += _copy_layer_weights(source_layer, target_layer, f"classification_head/{source_layer.name}")
 
     old_names, new_names = list(source.class_names), list(target.class_names)
     old_k, new_k = len(old_names), len(new_names)
     matches = match_class_names(old_names, new_names)
-    source_kernel = np.asarray(source_head.final.kernel.value).reshape(3, 3, -1, target_anchors, old_k)
-    source_bias = np.asarray(source_head.final.bias.value).reshape(target_anchors, old_k)
-    kernel = np.asarray(target_head.final.kernel.value).reshape(3, 3, -1, target_anchors, new_k)
+    # The last conv's (..., A * K) kernel: a Conv2D's, or a separable conv's pointwise one (its depthwise
+    # kernel does not depend on the classes).
+    source_final, target_final = source_head.final, target_head.final
+    if isinstance(target_final, keras.layers.SeparableConv2D):
+        target_final.depthwise_kernel.assign(source_final.depthwise_kernel.value)
+        copied += 1
+    kernel_name = "pointwise_kernel" if isinstance(target_final, keras.layers.SeparableConv2D) else "kernel"
+    source_kernel = np.asarray(getattr(source_final, kernel_name).value)
+    source_kernel = source_kernel.reshape(*source_kernel.shape[:-1], target_anchors, old_k)
+    target_variable = getattr(target_final, kernel_name)
+    kernel = np.asarray(target_variable.value).reshape(*source_kernel.shape[:-2], target_anchors, new_k)
+    source_bias = np.asarray(source_final.bias.value).reshape(target_anchors, old_k)
     prior = target.prior_probability
     bias = np.full((target_anchors, new_k), -math.log((1.0 - prior) / prior), "float32")
     for new_index, old_index in matches.items():
         kernel[..., new_index] = source_kernel[..., old_index]
         bias[:, new_index] = source_bias[:, old_index]
-    target_head.final.kernel.assign(kernel.reshape(target_head.final.kernel.shape))
-    target_head.final.bias.assign(bias.reshape(-1))
+    target_variable.assign(kernel.reshape(target_variable.shape))
+    target_final.bias.assign(bias.reshape(-1))
 
     warnings = []
     for part in ("anchor_generator", "box_coder"):

@@ -77,13 +77,21 @@ class RetinaNet(keras.Model):
             init, from scratch) or a local weights file.
         backbone_kwargs: extra arguments of the ``keras.applications`` constructor (e.g. ``{"alpha": 0.35}``).
         backbone_batchnorm_momentum: BatchNorm momentum of a named backbone (see ``build_backbone``).
+        backbone_feature_layers: names of the named backbone's layers that give C3, C4, C5 (``None``: the
+            last layer of each stride 8, 16, 32).
+        input_normalization: the pixel normalisation in front of a named backbone, ``"caffe"``, ``"tf"``,
+            ``"torch"`` or ``"none"`` (see ``ImageNormalization``; ``None``: what its ImageNet weights expect).
         class_names: K names, saved with the model.
         fpn_channels: width of the pyramid levels (256).
         p6_source: ``"c5"`` (paper, torchvision v2) or ``"p5"`` (torchvision v1).
         fpn_padding: padding of the stride-2 P6/P7 convs: ``"same"`` (Keras) or ``"symmetric"`` (PyTorch,
             torchvision); see ``FeaturePyramid``.
+        fpn_batchnorm: a BatchNorm on each pyramid level (TF Model Garden's mobile FPN).
         head_depth, head_channels: convs per subnet (4) and their width (default: ``fpn_channels``).
         use_group_norm: GroupNorm after each subnet conv (torchvision v2).
+        head_batchnorm: instead, a BatchNorm per pyramid level after each subnet conv (TF Model Garden).
+        separable_convs: depthwise-separable convolutions in the pyramid and the subnets (mobile models).
+        activation: ``"relu"`` or ``"relu6"``, in the subnets and before the P7 conv.
         group_norm_epsilon: its epsilon (1e-5, PyTorch's; models saved before this option used Keras' 1e-3 and
             keep it when loaded).
         prior_probability: initial foreground probability of the classification head (0.01).
@@ -103,14 +111,20 @@ class RetinaNet(keras.Model):
         backbone_weights: str | None = "imagenet",
         backbone_kwargs: dict | None = None,
         backbone_batchnorm_momentum: float | None = 0.9,
+        backbone_feature_layers: Sequence[str] | None = None,
+        input_normalization: str | None = None,
         class_names: Sequence[str] | None = None,
         fpn_channels: int = 256,
         p6_source: str = "c5",
         fpn_padding: str = "same",
+        fpn_batchnorm: bool = False,
         head_depth: int = 4,
         head_channels: int | None = None,
         use_group_norm: bool = False,
         group_norm_epsilon: float = 1e-5,
+        head_batchnorm: bool = False,
+        separable_convs: bool = False,
+        activation: str = "relu",
         prior_probability: float = 0.01,
         anchor_generator: AnchorGenerator | None = None,
         box_coder: BoxCoder | None = None,
@@ -134,6 +148,8 @@ class RetinaNet(keras.Model):
                 backbone,
                 weights=backbone_weights,
                 batchnorm_momentum=backbone_batchnorm_momentum,
+                feature_layers=backbone_feature_layers,
+                normalization=input_normalization,
                 **backbone_kwargs,
             )
             if isinstance(backbone, str)
@@ -141,7 +157,13 @@ class RetinaNet(keras.Model):
         )
         num_anchors = anchor_generator.num_anchors_per_location
         feature_pyramid = FeaturePyramid(
-            fpn_channels, p6_source=p6_source, padding=fpn_padding, name="feature_pyramid"
+            fpn_channels,
+            p6_source=p6_source,
+            padding=fpn_padding,
+            separable=separable_convs,
+            batchnorm=fpn_batchnorm,
+            activation=activation,
+            name="feature_pyramid",
         )
         head_args = dict(
             num_anchors=num_anchors,
@@ -149,6 +171,9 @@ class RetinaNet(keras.Model):
             channels=head_channels,
             use_group_norm=use_group_norm,
             group_norm_epsilon=group_norm_epsilon,
+            batchnorm_per_level=head_batchnorm,
+            separable=separable_convs,
+            activation=activation,
         )
         classification_head = ClassificationHead(
             num_classes, prior_probability=prior_probability, name="classification_head", **head_args
@@ -166,14 +191,20 @@ class RetinaNet(keras.Model):
         self.backbone_name = backbone_name
         self.backbone_kwargs = backbone_kwargs
         self.backbone_batchnorm_momentum = backbone_batchnorm_momentum
+        self.backbone_feature_layers = list(backbone_feature_layers) if backbone_feature_layers else None
+        self.input_normalization = input_normalization
         self.backbone = backbone_model
         self.fpn_channels = fpn_channels
         self.p6_source = p6_source
         self.fpn_padding = fpn_padding
+        self.fpn_batchnorm = bool(fpn_batchnorm)
         self.head_depth = head_depth
         self.head_channels = head_channels
         self.use_group_norm = use_group_norm
         self.group_norm_epsilon = float(group_norm_epsilon)
+        self.head_batchnorm = bool(head_batchnorm)
+        self.separable_convs = bool(separable_convs)
+        self.activation = activation
         self.prior_probability = prior_probability
         self.anchor_generator = anchor_generator
         self.box_coder = _deserialize(box_coder) or BoxCoder()
@@ -367,14 +398,20 @@ class RetinaNet(keras.Model):
             "backbone_weights": None,
             "backbone_kwargs": self.backbone_kwargs,
             "backbone_batchnorm_momentum": self.backbone_batchnorm_momentum,
+            "backbone_feature_layers": self.backbone_feature_layers,
+            "input_normalization": self.input_normalization,
             "class_names": self.class_names,
             "fpn_channels": self.fpn_channels,
             "p6_source": self.p6_source,
             "fpn_padding": self.fpn_padding,
+            "fpn_batchnorm": self.fpn_batchnorm,
             "head_depth": self.head_depth,
             "head_channels": self.head_channels,
             "use_group_norm": self.use_group_norm,
             "group_norm_epsilon": self.group_norm_epsilon,
+            "head_batchnorm": self.head_batchnorm,
+            "separable_convs": self.separable_convs,
+            "activation": self.activation,
             "prior_probability": self.prior_probability,
             "anchor_generator": _serialize(self.anchor_generator),
             "box_coder": _serialize(self.box_coder),

@@ -77,6 +77,17 @@ class ModelConfig(Options):
         "BatchNorm momentum of the backbone (none: Keras' own)",
         target=("RetinaNet", "backbone_batchnorm_momentum"),
     )
+    backbone_feature_layers: tuple[str, ...] | None = option(
+        None,
+        "names of the backbone layers that give C3, C4, C5 (none: the last layer of each stride 8, 16, 32)",
+        target=("RetinaNet", "backbone_feature_layers"),
+    )
+    input_normalization: Literal["caffe", "tf", "torch", "none"] | None = option(
+        None,
+        "pixel normalisation before the backbone: caffe, tf ([-1, 1]), torch (ImageNet mean/std) or none "
+        "(none: what the backbone's ImageNet weights expect)",
+        target=("RetinaNet", "input_normalization"),
+    )
     # pyramid and heads
     fpn_channels: int = option(256, "width of the pyramid levels", target=("RetinaNet", "fpn_channels"))
     p6_source: Literal["c5", "p5"] = option(
@@ -86,6 +97,11 @@ class ModelConfig(Options):
         "same",
         "padding of the stride-2 P6/P7 convs: same (Keras) or symmetric (PyTorch, torchvision)",
         target=("RetinaNet", "fpn_padding"),
+    )
+    fpn_batchnorm: bool = option(
+        False,
+        "a BatchNorm on each pyramid level (TF Model Garden's mobile FPN)",
+        target=("RetinaNet", "fpn_batchnorm"),
     )
     head_depth: int = option(4, "3x3 convs in each head", target=("RetinaNet", "head_depth"))
     head_channels: int | None = option(
@@ -99,6 +115,20 @@ class ModelConfig(Options):
     )
     group_norm_epsilon: float = option(
         1e-5, "epsilon of those GroupNorms (PyTorch's)", target=("RetinaNet", "group_norm_epsilon")
+    )
+    head_batchnorm: bool = option(
+        False,
+        "a BatchNorm per pyramid level after each head conv, instead of GroupNorm (TF Model Garden)",
+        target=("RetinaNet", "head_batchnorm"),
+    )
+    separable_convs: bool = option(
+        False,
+        "depthwise-separable convs in the pyramid and the heads (the mobile models': about 8x fewer "
+        "multiply-adds per 3x3 conv at 128 channels)",
+        target=("RetinaNet", "separable_convs"),
+    )
+    activation: Literal["relu", "relu6"] = option(
+        "relu", "activation of the heads and before the P7 conv", target=("RetinaNet", "activation")
     )
     prior_probability: float = option(
         0.01, "initial foreground probability of the classifier", target=("RetinaNet", "prior_probability")

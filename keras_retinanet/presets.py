@@ -1,5 +1,5 @@
-"""Named model conventions, each a :class:`~keras_retinanet.model_config.ModelConfig`: the paper's RetinaNet and
-torchvision's v1 and v2.
+"""Named model conventions, each a :class:`~keras_retinanet.model_config.ModelConfig`: the paper's RetinaNet,
+torchvision's v1 and v2, and TF Model Garden's mobile RetinaNet (MediaPipe Model Maker's detectors).
 
 A preset is the same vocabulary as a training run's ``model:`` options (``configs/*.yaml``), so
 ``PRESETS["torchvision_v2"].update({"fpn_channels": 128}).build(class_names)`` and ``retinanet train`` speak of
@@ -49,10 +49,34 @@ TORCHVISION_V2 = TORCHVISION.update(
     {"p6_source": "c5", "use_group_norm": True, "group_norm_epsilon": 1e-5, "box_loss": "giou"}
 )
 
+# TF Model Garden's mobile RetinaNet, as MediaPipe Model Maker builds its MOBILENET_V2 object detector (and its
+# COCO-trained start, mobilenetv2_ssd_i256_ckpt): MobileNetV2 features from block_5_add, block_12_add and
+# block_16_project_BN, a 128-channel FPN and 4 x 128 heads of separable convs with BatchNorm (per level in the
+# heads) and ReLU6, P6 from P5, anchors 24-384 px (3 x the stride), 256 px input, ImageNet mean/std pixels (the
+# COCO checkpoints'; Model Maker's own fine-tuned models use [-1, 1], input_normalization "tf"). Matching and the
+# losses stay this project's defaults: they only shape training.
+MODEL_GARDEN_MOBILENET_V2 = ModelConfig(
+    backbone="mobilenet_v2",
+    backbone_feature_layers=("block_5_add", "block_12_add", "block_16_project_BN"),
+    input_normalization="torch",
+    batchnorm_momentum=0.99,
+    fpn_channels=128,
+    p6_source="p5",
+    fpn_batchnorm=True,
+    head_depth=4,
+    use_group_norm=False,
+    head_batchnorm=True,
+    separable_convs=True,
+    activation="relu6",
+    image_size=256,
+    anchor_sizes=(24.0, 48.0, 96.0, 192.0, 384.0),
+)
+
 PRESETS: dict[str, ModelConfig] = {
     "paper": PAPER,
     "torchvision": TORCHVISION,
     "torchvision_v2": TORCHVISION_V2,
+    "model_garden_mobilenet_v2": MODEL_GARDEN_MOBILENET_V2,
 }
 
 

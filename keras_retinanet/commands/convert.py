@@ -1,4 +1,5 @@
-"""``retinanet convert torchvision CHECKPOINT --output MODEL.keras``: torchvision weights as Keras models.
+"""``retinanet convert torchvision|model-garden CHECKPOINT --output MODEL.keras``: other frameworks' weights as
+Keras models.
 
 - A ``retinanet_resnet50_fpn`` (v1) or ``retinanet_resnet50_fpn_v2`` state dict -> a ``.keras`` RetinaNet that
   computes the same function (see :mod:`keras_retinanet.convert.torchvision`); COCO's 91 class slots become its
@@ -6,6 +7,9 @@
 - Any torchvision state dict -> ``.npz`` (or ``.safetensors``) with the same names, read later without torch:
   e.g. an ImageNet ``resnet50-0676ba61.pth`` for ``retinanet train --backbone torchvision_resnet50 --weights
   resnet50.npz``.
+- A TF Model Garden mobile RetinaNet checkpoint (MediaPipe Model Maker's COCO-trained ``mobilenetv2_ssd_i256_ckpt``
+  and ``mobilenetv3.5_ssd_i256_ckpt``) -> a ``.keras`` RetinaNet that computes the same function (see
+  :mod:`keras_retinanet.convert.model_garden`), with COCO's 80 classes.
 
 ``.pth``/``.pt`` inputs need torch (``pip install 'keras-retinanet[torch]'``); ``.safetensors`` and ``.npz`` do not.
 """
@@ -15,14 +19,20 @@ from __future__ import annotations
 import argparse
 import os
 
+from keras_retinanet import atomic
 from keras_retinanet.presets import TORCHVISION_IMAGE_SIZE
 
-_FRAMEWORKS = ("torchvision",)
+_FRAMEWORKS = ("torchvision", "model-garden")
+_MODEL_GARDEN_SPECS = ("mobilenet_v2", "mobilenet_multi_avg", "mobilenet_multi_avg_i384")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("framework", choices=_FRAMEWORKS, help="where the checkpoint comes from")
-    parser.add_argument("checkpoint", help="state dict file: .pth/.pt (needs torch), .safetensors or .npz")
+    parser.add_argument(
+        "checkpoint",
+        help="torchvision: state dict file, .pth/.pt (needs torch), .safetensors or .npz; model-garden: the "
+        "TensorFlow checkpoint (PREFIX such as ckpt-277200, or its folder)",
+    )
     parser.add_argument(
         "--output",
         "-o",
@@ -32,7 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variant",
         choices=("v1", "v2"),
-        help="insist on retinanet_resnet50_fpn (v1) or _v2; default: detected from the tensors",
+        help="torchvision: insist on retinanet_resnet50_fpn (v1) or _v2; default: detected from the tensors",
+    )
+    parser.add_argument(
+        "--spec",
+        choices=_MODEL_GARDEN_SPECS,
+        help="model-garden: MediaPipe Model Maker's MOBILENET_V2, MOBILENET_MULTI_AVG or its 384-px sibling; "
+        "default: the backbone found in the checkpoint, at 256 px",
     )
     parser.add_argument(
         "--class-names",
@@ -46,9 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--image-size",
-        default=str(TORCHVISION_IMAGE_SIZE),
-        help="letterbox size N or HxW recorded in the model for evaluation, prediction and export (default "
-        f"{TORCHVISION_IMAGE_SIZE}: a multiple of 128, near torchvision's 800-px shorter side for 4:3 images)",
+        help="letterbox size N or HxW recorded in the model for evaluation, prediction and export (default: "
+        f"torchvision {TORCHVISION_IMAGE_SIZE}, a multiple of 128 near torchvision's 800-px shorter side for 4:3 "
+        "images; model-garden the size the checkpoint was trained at)",
     )
     parser.add_argument(
         "--batchnorm-epsilon",
@@ -85,6 +101,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--output must end in .keras, .npz or .safetensors, got {output!r}")
     if os.path.exists(output) and not args.overwrite:
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    if args.framework == "model-garden":
+        if suffix != ".keras":
+            raise ValueError(f"--output of a model-garden conversion must end in .keras, got {output!r}")
+        return _convert_model_garden(args)
+    if args.spec:
+        raise ValueError("--spec is for model-garden checkpoints")
     if suffix == ".keras":
         return _convert_retinanet(args)
     return _resave(args)
@@ -108,15 +130,39 @@ def _convert_retinanet(args: argparse.Namespace) -> int:
         variant=args.variant,
         class_names=class_names,
         keep_unused_slots=args.keep_unused_slots,
-        image_size=_image_size(args.image_size),
+        image_size=_image_size(args.image_size or str(TORCHVISION_IMAGE_SIZE)),
         batchnorm_epsilon=args.batchnorm_epsilon,
     )
-    model.save(args.output)
+    atomic.save_model(model, args.output)
     dropped = report["dropped_slots"]
     print(
         f"torchvision RetinaNet {report['variant']} (ResNet-{report['depth']}, {report['tensors']} tensors, "
         f"BatchNorm epsilon {report['batchnorm_epsilon']:g}) -> "
         f"{args.output}: {len(report['class_names'])} classes"
         + (f", class slots {dropped} (__background__ / N/A) dropped" if dropped else "")
+    )
+    return 0
+
+
+def _convert_model_garden(args: argparse.Namespace) -> int:
+    from keras_retinanet.convert.model_garden import convert_model_garden_retinanet
+
+    if args.variant or args.batchnorm_epsilon is not None:
+        raise ValueError("--variant and --batchnorm-epsilon are for torchvision checkpoints")
+    class_names = _read_class_names(args.class_names) if args.class_names else None
+    overrides = {"image_size": _image_size(args.image_size)} if args.image_size else {}
+    model, report = convert_model_garden_retinanet(
+        args.checkpoint,
+        spec=args.spec,
+        class_names=class_names,
+        keep_unused_slots=args.keep_unused_slots,
+        **overrides,
+    )
+    atomic.save_model(model, args.output)
+    dropped = report["dropped_slots"]
+    print(
+        f"TF Model Garden RetinaNet {report['spec']} ({report['variables']} variables of {report['source']}) -> "
+        f"{args.output}: {len(report['class_names'])} classes, input {model.input_size[0]}x{model.input_size[1]}"
+        + (f", class channels {dropped} (__background__ / N/A) dropped" if dropped else "")
     )
     return 0

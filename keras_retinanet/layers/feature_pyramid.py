@@ -14,6 +14,11 @@ class FeaturePyramid(keras.layers.Layer):
     stride-2 conv on C5 (paper, detectron2, torchvision v2) or on P5 (torchvision v1). P7: 3x3 stride-2 conv on
     ReLU(P6).
 
+    The mobile variant (TF Model Garden's FPN with ``use_separable_conv``, as in MediaPipe Model Maker's
+    detectors): ``separable`` makes every conv depthwise-separable (the 1x1 laterals too, with a bias), and
+    ``batchnorm`` adds a BatchNorm (epsilon 1e-3) to each output level, with no activation after it; P6 and P7
+    are computed from the levels before their BatchNorm.
+
     Args:
         channels: width of every pyramid level (256).
         p6_source: ``"c5"`` or ``"p5"``.
@@ -21,6 +26,9 @@ class FeaturePyramid(keras.layers.Layer):
             no pixel before and one after, so output cell ``i`` sees input rows ``2i .. 2i + 2``;
             ``"symmetric"`` (PyTorch's ``padding=1``, torchvision): one pixel on each side, rows
             ``2i - 1 .. 2i + 1``. Both give ``ceil(n / 2)`` cells; on odd sizes they agree.
+        separable: ``SeparableConv2D`` (depth multiplier 1) instead of ``Conv2D`` everywhere.
+        batchnorm: a BatchNorm on each output level.
+        activation: ``"relu"`` or ``"relu6"``, applied to P6 before the P7 conv.
 
     Call arguments:
         features: [C3, C4, C5], (B, Hl, Wl, Cl) each, strides 8, 16, 32.
@@ -29,7 +37,16 @@ class FeaturePyramid(keras.layers.Layer):
         level is cropped to the size of the finer one.
     """
 
-    def __init__(self, channels: int = 256, p6_source: str = "c5", padding: str = "same", **kwargs):
+    def __init__(
+        self,
+        channels: int = 256,
+        p6_source: str = "c5",
+        padding: str = "same",
+        separable: bool = False,
+        batchnorm: bool = False,
+        activation: str = "relu",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if p6_source not in ("c5", "p5"):
             raise ValueError(f"p6_source must be 'c5' or 'p5', got {p6_source!r}")
@@ -38,14 +55,34 @@ class FeaturePyramid(keras.layers.Layer):
         self.channels = int(channels)
         self.p6_source = p6_source
         self.padding = padding
+        self.separable = bool(separable)
+        self.batchnorm = bool(batchnorm)
+        self.activation = check_activation(activation)
         strided_padding = "same" if padding == "same" else "valid"  # "symmetric" pads in call()
-        conv = dict(kernel_initializer="he_uniform")
-        self.lateral = [keras.layers.Conv2D(channels, 1, name=f"lateral_c{i}", **conv) for i in (3, 4, 5)]
-        self.output_convs = [
-            keras.layers.Conv2D(channels, 3, padding="same", name=f"output_p{i}", **conv) for i in (3, 4, 5)
-        ]
-        self.p6_conv = keras.layers.Conv2D(channels, 3, strides=2, padding=strided_padding, name="p6", **conv)
-        self.p7_conv = keras.layers.Conv2D(channels, 3, strides=2, padding=strided_padding, name="p7", **conv)
+
+        def conv(kernel_size: int, name: str, **options) -> keras.layers.Layer:
+            if self.separable:
+                return keras.layers.SeparableConv2D(
+                    channels,
+                    kernel_size,
+                    depthwise_initializer="he_uniform",
+                    pointwise_initializer="he_uniform",
+                    name=name,
+                    **options,
+                )
+            return keras.layers.Conv2D(
+                channels, kernel_size, kernel_initializer="he_uniform", name=name, **options
+            )
+
+        self.lateral = [conv(1, f"lateral_c{i}") for i in (3, 4, 5)]
+        self.output_convs = [conv(3, f"output_p{i}", padding="same") for i in (3, 4, 5)]
+        self.p6_conv = conv(3, "p6", strides=2, padding=strided_padding)
+        self.p7_conv = conv(3, "p7", strides=2, padding=strided_padding)
+        self.norms = (
+            [keras.layers.BatchNormalization(epsilon=1e-3, name=f"norm_p{i}") for i in range(3, 8)]
+            if self.batchnorm
+            else []
+        )
 
     def build(self, input_shape):
         for layer, shape in zip(self.lateral, input_shape):
@@ -55,6 +92,8 @@ class FeaturePyramid(keras.layers.Layer):
         c5_channels = input_shape[2][-1] if self.p6_source == "c5" else self.channels
         self.p6_conv.build((None, None, None, c5_channels))
         self.p7_conv.build((None, None, None, self.channels))
+        for norm in self.norms:
+            norm.build((None, None, None, self.channels))
 
     @staticmethod
     def _upsample_to(coarse, fine):
@@ -69,8 +108,11 @@ class FeaturePyramid(keras.layers.Layer):
         m3 = self.lateral[0](c3) + self._upsample_to(m4, c3)
         p3, p4, p5 = (conv(m) for conv, m in zip(self.output_convs, (m3, m4, m5)))
         p6 = self.p6_conv(self._pad(c5 if self.p6_source == "c5" else p5))
-        p7 = self.p7_conv(self._pad(ops.relu(p6)))
-        return [p3, p4, p5, p6, p7]
+        p7 = self.p7_conv(self._pad(activate(p6, self.activation)))
+        levels = [p3, p4, p5, p6, p7]
+        if self.norms:
+            levels = [norm(level) for norm, level in zip(self.norms, levels)]
+        return levels
 
     def _pad(self, x):
         if self.padding == "same":
@@ -83,5 +125,27 @@ class FeaturePyramid(keras.layers.Layer):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(channels=self.channels, p6_source=self.p6_source, padding=self.padding)
+        config.update(
+            channels=self.channels,
+            p6_source=self.p6_source,
+            padding=self.padding,
+            separable=self.separable,
+            batchnorm=self.batchnorm,
+            activation=self.activation,
+        )
         return config
+
+
+ACTIVATIONS = ("relu", "relu6")
+
+
+def check_activation(name: str) -> str:
+    """``name`` if it is one of :data:`ACTIVATIONS`, else a ``ValueError``."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+    return name
+
+
+def activate(x, name: str):
+    """ReLU, or ReLU6 (``min(max(x, 0), 6)``, MobileNet's)."""
+    return ops.relu6(x) if name == "relu6" else ops.relu(x)
