@@ -229,3 +229,38 @@ def test_converter_errors_name_the_problem(tmp_path, capsys):
     )
     assert "not a readable TensorFlow checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "m.keras").exists()
+
+
+def test_converted_model_exports_to_int8_and_mediapipe_finds_what_litert_finds(tmp_path, bccd_subset):
+    """The converted model is a model like any other: int8 export (calibrated on BCCD photos), with the metadata
+    MediaPipe Tasks reads; MediaPipe's ObjectDetector with default options reports LiteRT's detections."""
+    from retinanet_testing import require_mediapipe
+    from test_mediapipe import _assert_same_detections, _detector_rows, _mediapipe_rows
+
+    from keras_retinanet.cli import main
+    from keras_retinanet.convert.model_garden import convert_model_garden_retinanet
+    from keras_retinanet.detectors import TFLiteDetector
+    from keras_retinanet.imaging import read_image
+
+    mediapipe = (
+        require_mediapipe("mediapipe"),
+        require_mediapipe("mediapipe.tasks.python.vision"),
+        require_mediapipe("mediapipe.tasks.python.core.base_options").BaseOptions,
+    )
+    shapes, _ = reference("mobilenet_v2")
+    prefix = write_checkpoint(make_values(shapes), tmp_path / "ckpt" / "ckpt-277200")
+    model, _ = convert_model_garden_retinanet(prefix)
+    # Random weights score every anchor near 0.5: a lower class bias leaves a few dozen detections to compare.
+    head = model.get_layer("classification_head").final
+    head.bias.assign(np.asarray(head.bias) - 3.0)
+    model.save(tmp_path / "coco.keras")
+    root = bccd_subset(["BloodImage_00000", "BloodImage_00001", "BloodImage_00002"])
+    export = ["export", str(tmp_path / "coco.keras"), "-o", str(tmp_path / "export"), "--no-saved-model"]
+    calibration = ["--tflite", "int8", "--calibration-data", f"voc:{root}:train", "--calibration-steps", "3"]
+    assert main([*export, *calibration, "--parity-images", "0"]) == 0
+    path = tmp_path / "export" / "model_int8.tflite"
+    image = read_image(root / "JPEGImages" / "BloodImage_00000.jpg")
+    (found,) = TFLiteDetector(path).detect([image])
+    assert len(found.classes) >= 5
+    rows = _mediapipe_rows(mediapipe, path, image, list(model.class_names))
+    _assert_same_detections(rows, _detector_rows(found), "int8")
