@@ -82,6 +82,17 @@ def test_the_torchvision_v2_training_config_uses_the_v2_preset_model():
     assert dataclasses.replace(model, backbone_kwargs={}) == PRESETS["torchvision_v2"]
 
 
+def test_the_model_garden_config_uses_the_preset_model_with_keras_imagenet_pixels():
+    """configs/model_garden_mobilenet_v2.yaml trains the preset's architecture from Keras' ImageNet weights, whose
+    pixels are [-1, 1]; the preset keeps the COCO checkpoints' ImageNet mean/std."""
+    model = TrainConfig.from_yaml(REPO / "configs" / "model_garden_mobilenet_v2.yaml").model
+    assert (
+        model.input_normalization is None
+        and PRESETS["model_garden_mobilenet_v2"].input_normalization == "torch"
+    )
+    assert dataclasses.replace(model, input_normalization="torch") == PRESETS["model_garden_mobilenet_v2"]
+
+
 def test_retinanet_from_preset_builds_the_preset_with_the_given_options():
     small = dict(
         backbone="mobilenet_v2", weights=None, backbone_kwargs={"alpha": 0.35}, fpn_channels=16, head_depth=1
