@@ -130,3 +130,12 @@ def test_a_kill_during_tflite_conversion_leaves_nothing_in_the_system_temp_folde
     env.pop(KILL_ENV)
     subprocess.run(command, env=env, check=True, capture_output=True)
     assert sorted(p.name for p in output.parent.iterdir()) == [".export.lock", "export"]
+    # The rerun's output is an uninterrupted export's: the same files, the same model bytes.
+    uninterrupted = tmp_path / "clean" / "export"
+    subprocess.run(_export_command(detector_like["keras"], uninterrupted, "float32"), env=env, check=True)
+    files = sorted(p.relative_to(output).as_posix() for p in output.rglob("*") if p.is_file())
+    assert files == sorted(
+        p.relative_to(uninterrupted).as_posix() for p in uninterrupted.rglob("*") if p.is_file()
+    )
+    tflite = [name for name in files if name.endswith(".tflite")]
+    assert tflite and all((output / n).read_bytes() == (uninterrupted / n).read_bytes() for n in tflite)
