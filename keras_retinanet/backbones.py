@@ -21,6 +21,23 @@ from keras_retinanet.mobilenet_multi_avg import FEATURE_LAYERS as MULTI_AVG_FEAT
 from keras_retinanet.mobilenet_multi_avg import build_mobilenet_multi_avg
 from keras_retinanet.torchvision_resnet import RESNET_BLOCKS, build_torchvision_resnet
 
+
+def _mobilenet_multi_avg(
+    include_top: bool = False, weights: str | None = None, input_shape=(None, None, 3)
+) -> keras.Model:
+    """``build_mobilenet_multi_avg`` with the ``keras.applications`` constructor's arguments."""
+    if weights == "imagenet":
+        raise BackboneWeightsError(
+            "backbone 'mobilenet_multi_avg' has no ImageNet weights in Keras: start from a converted Model Garden "
+            "checkpoint (`retinanet convert model-garden`, then `retinanet train --init MODEL.keras`), or pass "
+            "--weights PATH or --weights none (train from scratch)"
+        )
+    model = build_mobilenet_multi_avg(input_shape)
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
 # name -> (keras.applications constructor, input normalisation the ImageNet weights expect)
 _BACKBONES = {
     "resnet50": (keras.applications.ResNet50, "caffe"),
@@ -39,7 +56,7 @@ _BACKBONES = {
     },
     # TF Model Garden's MobileNet-MultiHW-AVG (MediaPipe Model Maker's detector); its weights come from a
     # converted Model Garden checkpoint, trained on ImageNet mean/std pixels.
-    "mobilenet_multi_avg": (lambda **kwargs: _mobilenet_multi_avg(**kwargs), "torch"),
+    "mobilenet_multi_avg": (_mobilenet_multi_avg, "torch"),
 }
 # Backbones whose C3, C4, C5 are not the last layer of each stride: their layer names.
 _FEATURE_LAYERS = {"mobilenet_multi_avg": MULTI_AVG_FEATURE_LAYERS}
@@ -262,22 +279,6 @@ def build_backbone(
         outputs = [_layer(base, layer_name).output for layer_name in feature_layers]
     features = keras.Model(base.inputs, outputs, name=f"{name}_features")(normalized)
     return keras.Model(images, features, name=name)
-
-
-def _mobilenet_multi_avg(
-    include_top: bool = False, weights: str | None = None, input_shape=(None, None, 3)
-) -> keras.Model:
-    """``build_mobilenet_multi_avg`` with the ``keras.applications`` constructor's arguments."""
-    if weights == "imagenet":
-        raise BackboneWeightsError(
-            "backbone 'mobilenet_multi_avg' has no ImageNet weights in Keras: start from a converted Model Garden "
-            "checkpoint (`retinanet convert model-garden`, then `retinanet train --init MODEL.keras`), or pass "
-            "--weights PATH or --weights none (train from scratch)"
-        )
-    model = build_mobilenet_multi_avg(input_shape)
-    if weights is not None:
-        model.load_weights(weights)
-    return model
 
 
 def _layer(model: keras.Model, name: str) -> keras.layers.Layer:

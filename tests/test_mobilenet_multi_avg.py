@@ -263,3 +263,13 @@ def test_matches_model_garden_backbone_endpoints():
         assert got.shape == want.shape, level
         worst = float(np.abs(got - want).max())
         assert worst < TOLERANCE, f"level {level}: max abs diff {worst:.3g}"
+
+
+def test_the_registered_backbone_gives_c3_c4_c5_and_names_its_missing_imagenet_weights():
+    from keras_retinanet.backbones import BackboneWeightsError, build_backbone
+
+    backbone = build_backbone("mobilenet_multi_avg", weights=None)
+    features = backbone(np.zeros((1, 256, 256, 3), "float32"))
+    assert [tuple(f.shape[1:]) for f in features] == [(32, 32, 64), (16, 16, 160), (8, 8, 192)]
+    with pytest.raises(BackboneWeightsError, match="has no ImageNet weights in Keras: .* --weights none"):
+        build_backbone("mobilenet_multi_avg")
