@@ -82,13 +82,16 @@ def test_config_round_trip_keeps_every_option():
     }
     options = dict(
         num_classes=2, backbone="mobilenet_v2", backbone_weights=None, backbone_kwargs={"alpha": 0.35},
-        backbone_batchnorm_momentum=0.97, class_names=["cat", "dog"], fpn_channels=24, p6_source="p5",
-        fpn_padding="symmetric", head_depth=1, head_channels=16, use_group_norm=True, group_norm_epsilon=2e-5,
-        prior_probability=0.02, image_size=[96, 128],
+        backbone_batchnorm_momentum=0.97, backbone_feature_layers=["block_5_add", "block_12_add", "out_relu"],
+        input_normalization="torch", class_names=["cat", "dog"], fpn_channels=24, p6_source="p5",
+        fpn_padding="symmetric", fpn_batchnorm=True, head_depth=1, head_channels=16, use_group_norm=True,
+        group_norm_epsilon=2e-5, separable_convs=True, activation="relu6", prior_probability=0.02,
+        image_size=[96, 128],
     )  # fmt: skip
-    # A new constructor option must be added here, or this test no longer covers every option.
+    # A new constructor option must be added here, or this test no longer covers every option. head_batchnorm
+    # excludes GroupNorm: the second model below.
     signature = set(inspect.signature(RetinaNet.__init__).parameters) - {"self", "kwargs"}
-    assert signature == set(options) | set(parts)
+    assert signature == set(options) | set(parts) | {"head_batchnorm"}
     classes = {
         "anchor_generator": AnchorGenerator, "box_coder": BoxCoder, "matcher": Matcher, "decoder": DetectionDecoder,
     }  # fmt: skip
@@ -105,6 +108,9 @@ def test_config_round_trip_keeps_every_option():
     for name, values in parts.items():
         assert {k: plain(config[name]["config"][k]) for k in values} == values, name
     assert clone.count_params() == model.count_params()
+    per_level = {**options, "use_group_norm": False, "head_batchnorm": True}
+    config = RetinaNet.from_config(RetinaNet(**per_level, **built).get_config()).get_config()
+    assert config["head_batchnorm"] is True and config["use_group_norm"] is False
 
 
 def test_keras_file_round_trip_gives_identical_outputs(tmp_path, images):

@@ -204,7 +204,7 @@ class TrainConfig(Options):
     def batchnorm_frozen(self) -> bool:
         """Whether training freezes BatchNorm: ``freeze_batchnorm``, or when it is None, whether the backbone
         starts pretrained. Statistics learned on millions of images beat those of batches of a few images:
-        frozen, the ImageNet start gained 5-6 AP points on BCCD and chess640 (docs/recipes.md)."""
+        frozen, the ImageNet start gained 0.7 to 6 AP points on BCCD and chess640 (docs/recipes.md)."""
         if self.freeze_batchnorm is not None:
             return self.freeze_batchnorm
         return bool(self.init) or self.model.weights is not None
