@@ -209,9 +209,8 @@ def _assign(layer: keras.layers.Layer, name: str, value: np.ndarray, what: str) 
 def _load_layer(layer: keras.layers.Layer, variables: _Variables, prefix: str) -> None:
     """Every weight of a SeparableConv2D or BatchNorm ``layer`` from ``prefix/NAME`` (same names)."""
     for weight in layer.weights:
-        _assign(
-            layer, weight.name, variables.take(f"{prefix}/{weight.name}"), f"{variables.source}: {prefix}"
-        )
+        value = variables.take(f"{prefix}/{weight.name}").astype("float32")
+        assign_weight(weight, value, f"{variables.source}: {prefix}")
 
 
 def _load_backbone(backbone: keras.Model, variables: _Variables, spec: str) -> None:
