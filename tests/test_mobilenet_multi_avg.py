@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 
 import keras
 import numpy as np
 import pytest
 from retinanet_testing import REPO
+from test_convert_model_garden import make_values
 
 from keras_retinanet.mobilenet_multi_avg import (
     FEATURE_LAYERS,
@@ -216,28 +216,10 @@ def require_reference():
         pytest.skip(f"Model Garden reference fixture not found: {', '.join(missing)} in {REFERENCE}")
 
 
-def recipe_value(key: str, shape: tuple[int, ...]) -> np.ndarray:
-    """The reference's recipe: per checkpoint variable, default_rng(crc32(key)); by the key's last name."""
-    rng = np.random.default_rng(zlib.crc32(key.encode()))
-    leaf = key.removesuffix("/.ATTRIBUTES/VARIABLE_VALUE").rsplit("/", 1)[-1]
-    if leaf == "moving_mean":
-        value = rng.normal(0, 0.2, shape)
-    elif leaf in ("moving_variance", "gamma"):
-        value = rng.uniform(0.5, 1.5, shape)
-    elif leaf in ("beta", "bias"):
-        value = rng.normal(0, 0.1, shape)
-    elif leaf == "depthwise_kernel":
-        value = rng.normal(0, 1 / np.sqrt(shape[0] * shape[1]), shape)
-    elif leaf in ("kernel", "pointwise_kernel"):
-        value = rng.normal(0, 1 / np.sqrt(np.prod(shape[:-1])), shape)
-    else:
-        raise ValueError(key)
-    return value.astype(np.float32)
-
-
 def test_matches_model_garden_backbone_endpoints():
     require_reference()
     shapes = json.loads(VARIABLES_FILE.read_text())
+    values = make_values(shapes)  # the reference's recipe (tests/test_convert_model_garden.py)
     reference = np.load(OUTPUTS_FILE)
     model = build_mobilenet_multi_avg()
     weights = {w.path: w for w in model.weights}
@@ -247,7 +229,7 @@ def test_matches_model_garden_backbone_endpoints():
         if name is None:
             continue
         assert tuple(weights[name].shape) == tuple(shape), key
-        weights[name].assign(recipe_value(key, tuple(shape)))
+        weights[name].assign(values[key])
         filled.append(name)
     assert sorted(filled) == sorted(weights), "every weight filled exactly once"
 
