@@ -1,43 +1,58 @@
 """keras_retinanet: RetinaNet object detection for Keras 3 on TensorFlow.
 
-The public names are imported on first use (PEP 562, :func:`keras_retinanet.lazy.lazy_namespace`):
+The public names are imported on first use (PEP 562, :func:`keras_retinanet._lazy.lazy_namespace`):
 ``import keras_retinanet`` is instant and imports neither TensorFlow nor Keras; ``keras_retinanet.RetinaNet``
-(or ``from keras_retinanet import RetinaNet``) imports what that name needs. Subpackages: ``data``,
-``detectors``, ``evaluation``, ``export``, ``training``, ``benchmark`` (``from keras_retinanet import data``).
+(or ``from keras_retinanet import RetinaNet``) imports what that name needs.
+
+The rooms, from the bottom up (tests/test_import_graph.py keeps every import pointing down):
+
+- ``model/``: the RetinaNet, its config and presets, anchors, matching, box coding, targets, decoding, losses,
+  the inference graph, and its layers (pyramid and heads);
+- ``backbones/``: the backbone registry, input normalisation, BatchNorm folding, MobileNet-MultiAVG and
+  ``torchvision/`` (ResNet, its weights, state-dict reading);
+- ``data/``: dataset formats, augmentation, the ``tf.data`` pipeline;
+- ``detectors/``: one interface over every runtime (Keras, SavedModel, LiteRT, MediaPipe), latency timing;
+- ``evaluation/``, ``export/``, ``convert/``: COCO metrics and reports, SavedModel and TFLite files,
+  checkpoints of other libraries;
+- ``training/``: configs, the loop, callbacks, schedules, fine-tuning, ``tf.distribute``;
+- ``cli/``: the ``retinanet`` command, one module per subcommand.
+
+Beside them: ``boxes``, ``imaging``, ``visualize``, ``conventions`` (names every room shares), ``atomic``
+(interrupt-safe writes); modules with a leading underscore are plumbing.
 Importing the package is enough for ``keras.saving.load_model`` to load the models it saves.
 """
 
-from keras_retinanet.lazy import lazy_namespace
-from keras_retinanet.registration import register_when_keras_is_imported
+from keras_retinanet._lazy import lazy_namespace
+from keras_retinanet._registration import register_when_keras_is_imported
 
 __version__ = "0.2.0"
 
 __getattr__, __dir__ = lazy_namespace(
     __name__,
     {
-        "AnchorGenerator": "anchors",
-        "BoxCoder": "box_coder",
-        "BoxHead": "layers",
-        "BoxRegressionLoss": "losses",
-        "ClassificationHead": "layers",
-        "DetectionDecoder": "decode",
-        "FeaturePyramid": "layers",
-        "FocalLoss": "losses",
-        "LabelEncoder": "targets",
-        "Matcher": "matching",
-        "ModelConfig": "model_config",
-        "RetinaNet": "model",
-        "WarmupSchedule": "schedules",
-        "available_backbones": "backbones",
-        "build_backbone": "backbones",
+        "AnchorGenerator": "model.anchors",
+        "BoxCoder": "model.box_coder",
+        "BoxHead": "model.layers",
+        "BoxRegressionLoss": "model.losses",
+        "ClassificationHead": "model.layers",
+        "DetectionDecoder": "model.decode",
+        "FeaturePyramid": "model.layers",
+        "FocalLoss": "model.losses",
+        "LabelEncoder": "model.targets",
+        "Matcher": "model.matching",
+        "ModelConfig": "model.config",
+        "RetinaNet": "model.retinanet",
+        "WarmupSchedule": "training.schedules",
+        "available_backbones": "backbones.registry",
+        "build_backbone": "backbones.registry",
         "convert_torchvision_retinanet": "convert.torchvision",
-        "finetune_model": "finetune",
-        "retinanet_from_preset": "presets",
+        "finetune_model": "training.finetune",
+        "retinanet_from_preset": "model.presets",
     },
 )
 __all__ = sorted(__dir__())
 
 # `keras.saving.load_model` finds every class a saved model holds once this package is imported, as with
 # KerasHub, yet `import keras_retinanet` stays free of TensorFlow until Keras itself is imported
-# (keras_retinanet/registration.py says how).
+# (keras_retinanet/_registration.py says how).
 register_when_keras_is_imported()

@@ -1,5 +1,5 @@
 import sys
 
-from keras_retinanet.cli import main
+from keras_retinanet.cli.retinanet import main
 
 sys.exit(main())

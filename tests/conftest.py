@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The benchmark protocol lives in tools/benchmarking, beside the commands that run it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 from retinanet_testing import seeded_keras_home  # noqa: E402
 

@@ -8,11 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_retinanet.anchors import PAPER_SIZES, AnchorGenerator
-from keras_retinanet.cli import main
+from keras_retinanet.cli.retinanet import main
 from keras_retinanet.data import anchor_stats as st
 from keras_retinanet.data.dataset import Dataset
 from keras_retinanet.data.validation import SkipReport
+from keras_retinanet.model.anchors import PAPER_SIZES, AnchorGenerator
 from keras_retinanet.training import TrainConfig, train
 from keras_retinanet.training.anchors import read_anchor_file, resolve_anchors
 from keras_retinanet.training.run_folder import plan_run
@@ -116,8 +116,8 @@ def test_anchor_files_are_checked_with_the_file_named(tmp_path):
 
 def test_data_check_json_is_read_by_train_anchors_file(tmp_path, capsys):
     """`data check --json FILE` -> `retinanet train --anchors FILE`: the suggested shapes, as printed."""
-    from keras_retinanet.cli import build_parser
-    from keras_retinanet.commands.train import resolve_config
+    from keras_retinanet.cli.retinanet import build_parser
+    from keras_retinanet.cli.train import resolve_config
     from keras_retinanet.data.synthetic import make_synthetic_coco
 
     spec = make_synthetic_coco(tmp_path / "data", num_images=6, image_size=128, min_size=8, seed=3)
@@ -204,8 +204,8 @@ def test_diagnosis_counts_the_positives_the_label_encoder_makes(tmp_path, capsys
 
 def test_data_check_advises_atss_for_an_under_covered_class(tmp_path, capsys):
     """A class under 95% covered gets the advice, in flags that `retinanet train` parses as printed."""
-    from keras_retinanet.cli import build_parser
-    from keras_retinanet.commands.train import resolve_config
+    from keras_retinanet.cli.retinanet import build_parser
+    from keras_retinanet.cli.train import resolve_config
     from keras_retinanet.data.synthetic import make_synthetic_coco
 
     spec = make_synthetic_coco(tmp_path / "data", num_images=6, image_size=128, min_size=4, seed=3)

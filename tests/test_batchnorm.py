@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_retinanet.batchnorm import FusedBatchNormalization
+from keras_retinanet.backbones.batchnorm import FusedBatchNormalization
 
 SHAPE = (2, 5, 6, 4)
 
@@ -85,7 +85,7 @@ def test_serialization_round_trip():
 
 def test_a_network_trains_the_same_with_fused_batchnorm():
     """Five SGD steps of a conv-BN-ReLU network: the streamlined copy follows the Keras one step by step."""
-    from keras_retinanet.backbones import streamline_batchnorm
+    from keras_retinanet.backbones.registry import streamline_batchnorm
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 16, 3))

@@ -1,4 +1,4 @@
-"""keras_retinanet.benchmark and tools/benchmark.py: each test fails when the thing it names breaks.
+"""benchmarking and tools/benchmark.py: each test fails when the thing it names breaks.
 
 Timings on a shared CI machine mean nothing, so no test asserts a speed: timing is checked with a fake clock and
 with sleeps of known length, FLOPs against hand counts, the report against numbers it is given, machine facts
@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from benchmarking import flops, peers, report
 
-from keras_retinanet.benchmark import flops, machine, peers, report, timing
+from keras_retinanet.detectors import machine, timing
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / "tools"
@@ -155,10 +156,9 @@ def test_run_phase_records_results_and_errors_without_raising(capsys):
 
 
 def test_timing_module_imports_only_the_standard_library():
-    """The peers' interpreter has neither numpy nor TensorFlow: timing.py and the package __init__ may not
-    import anything outside the standard library (checked on the source, whatever is installed here)."""
-    package = ROOT / "keras_retinanet" / "benchmark"
-    for path in (package / "timing.py", package / "__init__.py"):
+    """The peers' interpreter has neither numpy nor TensorFlow: timing.py may not import anything outside the
+    standard library (checked on the source, whatever is installed here; the next test checks the packages)."""
+    for path in (ROOT / "keras_retinanet" / "detectors" / "timing.py",):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -174,7 +174,7 @@ def test_timing_module_imports_only_the_standard_library():
 def test_importing_timing_loads_no_numpy_tensorflow_or_keras():
     """What the peers' script does first: also needs keras_retinanet/__init__.py to be lazy."""
     code = (
-        "import sys, keras_retinanet.benchmark.timing\n"
+        "import sys, keras_retinanet.detectors.timing\n"
         "print(','.join(m for m in ('numpy', 'tensorflow', 'keras', 'torch') if m in sys.modules))"
     )
     out = subprocess.run(
@@ -492,8 +492,8 @@ def test_peer_python_from_the_environment_is_checked():
 
 FAKE_PEER = """\
 import json, os, sys
-from keras_retinanet.benchmark.timing import time_runs
-import keras_retinanet.benchmark.timing as timing
+from keras_retinanet.detectors.timing import time_runs
+import keras_retinanet.detectors.timing as timing
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 loaded = [m for m in ("numpy", "tensorflow", "keras") if m in sys.modules]
 report = {"results": {"forward": time_runs(lambda: None, 0, 3)}, "argv": sys.argv[1:], "loaded": loaded,
@@ -539,7 +539,7 @@ def test_run_peer_passes_the_settings_and_reads_the_json(tmp_path):
     ]
     assert argv[12] == "--json" and argv[14:] == ["--quick"]
     assert result["loaded"] == []
-    assert Path(result["timing_file"]) == ROOT.resolve() / "keras_retinanet" / "benchmark" / "timing.py"
+    assert Path(result["timing_file"]) == ROOT.resolve() / "keras_retinanet" / "detectors" / "timing.py"
     assert os.pathsep not in result["pythonpath"]  # one entry: the package, not our whole environment
 
 
@@ -559,8 +559,7 @@ def test_real_peer_script_reports_a_missing_library(tmp_path):
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed in the test environment")
     import numpy as np
-
-    from keras_retinanet.benchmark.project import benchmark_inputs
+    from benchmarking.project import benchmark_inputs
 
     inputs = tmp_path / "inputs.npz"
     np.savez(inputs, **benchmark_inputs(32, batch=2))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_retinanet.cli import EXIT_BAD_INPUT, main
+from keras_retinanet.cli.retinanet import EXIT_BAD_INPUT, main
 
 
 def _one_error_line(err: str, command: str) -> str:

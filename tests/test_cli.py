@@ -10,12 +10,12 @@ import pytest
 
 import keras_retinanet
 from keras_retinanet import training
-from keras_retinanet.cli import STARTUP_NOISE, filtered_stderr
+from keras_retinanet.cli.retinanet import STARTUP_NOISE, filtered_stderr
 
 NOT_LOADED = """
 import sys
-from keras_retinanet.cli import build_parser
-from keras_retinanet.commands.train import resolve_config
+from keras_retinanet.cli.retinanet import build_parser
+from keras_retinanet.cli.train import resolve_config
 import keras_retinanet, keras_retinanet.training
 from keras_retinanet.training.config import ModelConfig, TrainConfig
 
@@ -91,7 +91,7 @@ def _subparser_choices(parser) -> dict:
 
 def test_every_help_page_formats(capsys):
     """argparse formats help lazily: a stray % in one option's help only fails when --help is asked for."""
-    from keras_retinanet.cli import SUBCOMMANDS, build_parser
+    from keras_retinanet.cli.retinanet import SUBCOMMANDS, build_parser
 
     pages = [[name] for name in SUBCOMMANDS]
     pages += [["data", name] for name in _subparser_choices(_subparser_choices(build_parser())["data"])]

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
-from keras_retinanet.cli import build_parser
-from keras_retinanet.commands.train import resolve_config
+from keras_retinanet.cli.retinanet import build_parser
+from keras_retinanet.cli.train import resolve_config
 from keras_retinanet.training.config import TARGET_CLASSES, ModelConfig, TrainConfig, field_types
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,7 +178,7 @@ def test_train_and_model_options_do_not_share_a_name():
 
 
 def test_strategy_choices_are_the_distribute_module_s():
-    from keras_retinanet.distribute import STRATEGIES
+    from keras_retinanet.training.distribute import STRATEGIES
 
     assert typing.get_args(field_types(TrainConfig)["strategy"]) == STRATEGIES
 
@@ -379,7 +379,7 @@ def test_config_precedence_yaml_flags_set(tmp_path):
 
 def test_data_check_suggestion_pastes_into_train(tmp_path, capsys):
     """`retinanet data check` prints anchors with train's flag names; train's parser reads them back."""
-    from keras_retinanet.cli import main
+    from keras_retinanet.cli.retinanet import main
     from keras_retinanet.data.synthetic import make_synthetic_coco
 
     spec = make_synthetic_coco(tmp_path / "data", num_images=6, image_size=128, seed=3)

@@ -157,10 +157,10 @@ def test_mobilenet_v2_checkpoint_names_map_to_keras_applications():
 
 def test_default_conversion_keeps_the_80_coco_classes_and_fine_tunes_by_name(tmp_path, capsys):
     """`retinanet convert model-garden` -> 80 named COCO classes; `finetune_model` keeps the known ones."""
-    from keras_retinanet.cli import main
+    from keras_retinanet.cli.retinanet import main
     from keras_retinanet.convert.torchvision import COCO_CLASS_NAMES
     from keras_retinanet.detectors.loading import load_retinanet
-    from keras_retinanet.finetune import finetune_model
+    from keras_retinanet.training.finetune import finetune_model
 
     shapes, outputs = reference("mobilenet_v2")
     write_checkpoint(make_values(shapes), tmp_path / "ckpt" / "ckpt-277200")
@@ -189,9 +189,9 @@ def test_default_conversion_keeps_the_80_coco_classes_and_fine_tunes_by_name(tmp
 
 
 def test_converter_errors_name_the_problem(tmp_path, capsys):
-    from keras_retinanet.cli import main
+    from keras_retinanet.backbones.torchvision.state_dict import CheckpointError
+    from keras_retinanet.cli.retinanet import main
     from keras_retinanet.convert.model_garden import convert_model_garden_retinanet
-    from keras_retinanet.state_dict import CheckpointError
 
     shapes, _ = reference("mobilenet_v2")
     values = make_values(shapes)
@@ -237,7 +237,7 @@ def test_converted_model_exports_to_int8_and_mediapipe_finds_what_litert_finds(t
     from retinanet_testing import require_mediapipe
     from test_mediapipe import _assert_same_detections, _detector_rows, _mediapipe_rows
 
-    from keras_retinanet.cli import main
+    from keras_retinanet.cli.retinanet import main
     from keras_retinanet.convert.model_garden import convert_model_garden_retinanet
     from keras_retinanet.detectors import TFLiteDetector
     from keras_retinanet.imaging import read_image

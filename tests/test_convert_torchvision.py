@@ -219,8 +219,8 @@ def test_default_conversion_keeps_the_80_coco_classes(converted):
 
 def test_v1_backbone_batchnorm_epsilon_defaults_to_torchvisions_coco_v1():
     """torchvision runs its COCO v1 RetinaNet weights with FrozenBatchNorm2d epsilon 0 (overwrite_eps)."""
+    from keras_retinanet.backbones.torchvision.resnet import FrozenBatchNormalization
     from keras_retinanet.convert.torchvision import convert_torchvision_retinanet
-    from keras_retinanet.torchvision_resnet import FrozenBatchNormalization
 
     model, report = convert_torchvision_retinanet(reference_weights("v1"), image_size=512)
     norms = [layer for layer in model.backbone.layers if isinstance(layer, FrozenBatchNormalization)]
@@ -229,8 +229,8 @@ def test_v1_backbone_batchnorm_epsilon_defaults_to_torchvisions_coco_v1():
 
 
 def test_anchor_order_and_cell_anchors_are_torchvisions():
-    from keras_retinanet.anchors import AnchorGenerator
     from keras_retinanet.convert.torchvision import anchor_permutation, torchvision_cell_anchors
+    from keras_retinanet.model.anchors import AnchorGenerator
 
     generator = AnchorGenerator(offset=0.0, round_sizes=True)
     np.testing.assert_array_equal(anchor_permutation(generator), np.arange(9))
@@ -250,8 +250,8 @@ def test_anchor_order_and_cell_anchors_are_torchvisions():
 
 
 def test_converter_errors_name_the_problem():
+    from keras_retinanet.backbones.torchvision.state_dict import CheckpointError
     from keras_retinanet.convert.torchvision import convert_torchvision_retinanet, torchvision_variant
-    from keras_retinanet.state_dict import CheckpointError
 
     weights = reference_weights("v1")
     assert torchvision_variant(weights) == "v1"
@@ -279,7 +279,11 @@ def test_converter_errors_name_the_problem():
 
 
 def test_state_dict_files_without_torch(tmp_path):
-    from keras_retinanet.state_dict import CheckpointError, load_state_dict, save_state_dict
+    from keras_retinanet.backbones.torchvision.state_dict import (
+        CheckpointError,
+        load_state_dict,
+        save_state_dict,
+    )
 
     tensors = {
         "backbone.body.conv1.weight": np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3),
@@ -300,7 +304,7 @@ def test_state_dict_files_without_torch(tmp_path):
 
 
 def test_pth_without_torch_says_what_to_do(tmp_path):
-    from keras_retinanet.state_dict import CheckpointError, load_state_dict
+    from keras_retinanet.backbones.torchvision.state_dict import CheckpointError, load_state_dict
 
     try:
         import torch  # noqa: F401
@@ -317,9 +321,9 @@ def test_convert_command_writes_a_model_that_reloads(tmp_path, capsys):
     """`retinanet convert torchvision W.npz --output M.keras`: the reloaded model computes what the converter's did."""
     import keras
 
-    from keras_retinanet.cli import main
+    from keras_retinanet.backbones.torchvision.state_dict import save_state_dict
+    from keras_retinanet.cli.retinanet import main
     from keras_retinanet.convert.torchvision import convert_torchvision_retinanet
-    from keras_retinanet.state_dict import save_state_dict
 
     weights = reference_weights("v2")
     save_state_dict(weights, tmp_path / "v2.npz")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from keras_retinanet import cli
-from keras_retinanet.cli import (
+from keras_retinanet.cli.retinanet import (
     EXIT_BAD_INPUT,
     EXIT_BUG,
     EXIT_FAILED_ITEMS,
@@ -237,7 +237,7 @@ def test_retinanet_arguments_are_checked_in_our_words():
 
 
 def test_anchor_generator_arguments_are_checked():
-    from keras_retinanet.anchors import AnchorGenerator
+    from keras_retinanet.model.anchors import AnchorGenerator
 
     cases = [
         ({"sizes": (32, 64)}, r"one size per level 3..7 \(5 sizes\), got 2 sizes: \[32, 64\]"),

@@ -388,8 +388,8 @@ def test_evaluate_report_command_on_a_model(detector_like, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_saved_model_export_applies_class_thresholds(detector_like, tmp_path):
+    from keras_retinanet.detectors.tflite_file import read_detection_metadata
     from keras_retinanet.export import build_saved_model, export_model
-    from keras_retinanet.tflite_file import read_detection_metadata
 
     names = detector_like["class_names"]
     plain_path = tmp_path / "plain"
@@ -426,9 +426,9 @@ def test_tflite_metadata_carries_class_thresholds_as_mediapipe_score_calibration
     pytest.importorskip("mediapipe")
     from keras_retinanet.detectors.mediapipe import MediaPipeDetector
     from keras_retinanet.detectors.tflite import TFLiteDetector
+    from keras_retinanet.detectors.tflite_file import read_detection_metadata
     from keras_retinanet.export.metadata import add_detection_metadata
     from keras_retinanet.imaging import read_image
-    from keras_retinanet.tflite_file import read_detection_metadata
 
     names = detector_like["class_names"]
     data = Path(detector_like["tflite"]).read_bytes()

@@ -353,8 +353,7 @@ def test_tools_main(tmp_path, exported):
 
 
 def test_tflite_latency_times_the_requested_invokes(exported, monkeypatch):
-    from keras_retinanet.benchmark import latency
-    from keras_retinanet.detectors import TFLiteDetector
+    from keras_retinanet.detectors import TFLiteDetector, latency
 
     _, out, _, _ = exported
     calls = []

@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 from retinanet_testing import tiny_retinanet
 
-from keras_retinanet.finetune import finetune_model, format_report, match_class_names, transfer_weights
+from keras_retinanet.training.finetune import (
+    finetune_model,
+    format_report,
+    match_class_names,
+    transfer_weights,
+)
 
 OLD = ["person", "dog", "traffic light", "cat"]
 NEW = ["dog", "bird", "Person", "traffic_light"]
@@ -83,7 +88,7 @@ def test_finetune_copies_weight_by_weight(source, tmp_path):
 
 def test_a_finetuned_model_trains(source):
     """A few steps from the transferred weights (GIoU box loss): finite losses that go down on a fixed batch."""
-    from keras_retinanet.losses import BoxRegressionLoss, FocalLoss
+    from keras_retinanet.model.losses import BoxRegressionLoss, FocalLoss
 
     model, _ = finetune_model(source, ["dog", "bird"])
     encoder = model.label_encoder()
@@ -150,7 +155,7 @@ class _StopBeforeTrainingError(Exception):
 def _spy_on_finetune(monkeypatch, stop: bool = False) -> list:
     """Records, at the moment ``train`` gets it, the model ``finetune_model`` builds (training changes it later);
     ``stop``: then raises ``_StopBeforeTrainingError``, for tests about the model only."""
-    import keras_retinanet.finetune as finetune
+    import keras_retinanet.training.finetune as finetune
 
     real, calls = finetune.finetune_model, []
 
@@ -187,7 +192,7 @@ def _train_argv(init, root, output, *extra) -> list[str]:
 def test_train_init_end_to_end_on_bccd(bccd_subset, tmp_path, monkeypatch, capsys):
     """`retinanet train --init` fine-tunes an RBC/dog/cat model on BCCD (Platelets, RBC, WBC): RBC starts from
     the old RBC weights of every anchor, Platelets and WBC from the prior, the rest is the old model's."""
-    from keras_retinanet.cli import main
+    from keras_retinanet.cli.retinanet import main
     from keras_retinanet.training import TrainConfig
 
     source = _trained_like(INIT_CLASSES, seed=3)
@@ -249,7 +254,7 @@ def test_train_init_end_to_end_on_bccd(bccd_subset, tmp_path, monkeypatch, capsy
 def test_train_init_refuses_model_options_it_would_ignore(bccd_subset, tmp_path, capsys):
     """--init keeps the init model's architecture, anchors, matcher and decoder: a model option that would be
     ignored is refused before anything is written, naming each one (nothing silently recorded as applied)."""
-    from keras_retinanet.cli import main
+    from keras_retinanet.cli.retinanet import main
 
     source = _trained_like(["RBC"], seed=4, head_depth=2)
     init = tmp_path / "init.keras"
@@ -268,8 +273,8 @@ def test_data_check_prints_a_finetuning_recipe_that_parses(tmp_path, capsys):
     with retinanet's own parser into the recipe's options, and the classes COCO knows are named."""
     import shlex
 
-    from keras_retinanet.cli import build_parser, main
-    from keras_retinanet.commands.train import resolve_config
+    from keras_retinanet.cli.retinanet import build_parser, main
+    from keras_retinanet.cli.train import resolve_config
     from keras_retinanet.data.synthetic import make_synthetic_coco
 
     spec = make_synthetic_coco(tmp_path / "my data", num_images=4, image_size=96, seed=1)
@@ -309,7 +314,7 @@ def test_pretrained_doc_commands_parse():
 
     from retinanet_testing import REPO
 
-    from keras_retinanet.cli import build_parser
+    from keras_retinanet.cli.retinanet import build_parser
 
     text = (REPO / "docs" / "pretrained.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)

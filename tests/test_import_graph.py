@@ -18,10 +18,7 @@ LAYERS = {
     "evaluation": 3,
     "export": 3,
     "convert": 3,
-    "benchmark": 4,
-    "finetune": 5,
     "training": 5,
-    "commands": 6,
     "cli": 6,
     "__main__": 6,
 }
@@ -111,21 +108,21 @@ def test_no_import_circle():
 
 def test_the_checks_find_a_planted_circle_and_upward_import(tmp_path):
     package = tmp_path / "keras_retinanet"
-    (package / "commands").mkdir(parents=True)
+    (package / "cli").mkdir(parents=True)
     for name, text in {
         "__init__.py": "",
-        "commands/__init__.py": "",
+        "cli/__init__.py": "",
         "anchors.py": "from keras_retinanet import boxes\n",
         "boxes.py": "def f():\n    from keras_retinanet.anchors import x\n",  # a lazy import counts
-        "model.py": "import keras_retinanet.commands.train\n",
-        "commands/train.py": "from keras_retinanet.model import RetinaNet\n",
+        "model.py": "import keras_retinanet.cli.train\n",
+        "cli/train.py": "from keras_retinanet.model import RetinaNet\n",
     }.items():
         (package / name).write_text(text)
     graph = import_graph(package)
     assert circles(graph) == [
         "keras_retinanet.anchors -> keras_retinanet.boxes -> keras_retinanet.anchors",
-        "keras_retinanet.commands.train -> keras_retinanet.model -> keras_retinanet.commands.train",
+        "keras_retinanet.cli.train -> keras_retinanet.model -> keras_retinanet.cli.train",
     ]
     assert upward_imports(graph) == [
-        "keras_retinanet.model (layer 0) imports keras_retinanet.commands.train (layer 6)"
+        "keras_retinanet.model (layer 0) imports keras_retinanet.cli.train (layer 6)"
     ]

@@ -1,4 +1,4 @@
-"""The inference graph (keras_retinanet.inference_graph) computes what the trained model computes.
+"""The inference graph (keras_retinanet.model.inference_graph) computes what the trained model computes.
 
 - BatchNorm folded into the convolutions: raw outputs equal the model's inference-mode outputs within
   ``rtol=1e-4`` and ``atol=1e-4 x max |output|`` (float32 rounding of a different order of operations), and
@@ -26,12 +26,11 @@ import tensorflow as tf
 from retinanet_testing import make_detector_like, tiny_retinanet
 
 from keras_retinanet import RetinaNet
-from keras_retinanet.benchmark import machine
+from keras_retinanet.backbones.torchvision.resnet import FrozenBatchNormalization
 from keras_retinanet.boxes import pairwise_iou
-from keras_retinanet.cli import main
-from keras_retinanet.detectors import KerasDetector
-from keras_retinanet.inference_graph import folded_weights, inference_model
-from keras_retinanet.torchvision_resnet import FrozenBatchNormalization
+from keras_retinanet.cli.retinanet import main
+from keras_retinanet.detectors import KerasDetector, machine
+from keras_retinanet.model.inference_graph import folded_weights, inference_model
 
 RTOL = 1e-4
 ATOL_OF_SCALE = 1e-4  # absolute tolerance, relative to the largest output magnitude

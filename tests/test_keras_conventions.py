@@ -16,9 +16,9 @@ from retinanet_testing import REPO, make_detector_like, tiny_retinanet
 
 import keras_retinanet
 from keras_retinanet import WarmupSchedule, detectors
-from keras_retinanet.batchnorm import batchnorm_layers
+from keras_retinanet._registration import KERAS_OBJECT_MODULES
+from keras_retinanet.backbones.batchnorm import batchnorm_layers
 from keras_retinanet.imaging import stretch
-from keras_retinanet.registration import KERAS_OBJECT_MODULES
 
 PACKAGE = Path(keras_retinanet.__file__).parent
 
@@ -268,13 +268,13 @@ def test_the_saved_config_records_the_registered_names(saved):
     config = json.loads(zipfile.ZipFile(folder / "model.keras").read("config.json"))
     assert (config["registered_name"], config["module"]) == (
         "keras_retinanet>RetinaNet",
-        "keras_retinanet.model",
+        "keras_retinanet.model.retinanet",
     )
 
 
 def test_a_mixed_bfloat16_model_keeps_computing_in_bfloat16():
     """predict ran such a model in bfloat16 before it ran the folded copy; the copy keeps that precision."""
-    from keras_retinanet.inference_graph import global_dtype_policy
+    from keras_retinanet.model.inference_graph import global_dtype_policy
 
     with global_dtype_policy("mixed_bfloat16"):
         model = tiny_retinanet(3)

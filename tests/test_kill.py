@@ -134,9 +134,9 @@ def test_training_killed_at_each_write_resumes_where_the_last_complete_state_is(
     import keras
 
     # Registers RetinaNet, its losses and the learning-rate schedule of the saved optimiser.
-    import keras_retinanet.losses  # noqa: F401
-    import keras_retinanet.model  # noqa: F401
-    import keras_retinanet.schedules  # noqa: F401
+    import keras_retinanet.model.losses  # noqa: F401
+    import keras_retinanet.model.retinanet  # noqa: F401
+    import keras_retinanet.training.schedules  # noqa: F401
 
     model = keras.saving.load_model(output / "model.keras")
     # The optimiser's step counter went through every resume: 3 epochs x 2 steps, no step run twice.

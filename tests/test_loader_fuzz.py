@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from retinanet_testing import bccd_source
 
-from keras_retinanet.cli import error_message, is_known_error
+from keras_retinanet.cli.retinanet import error_message, is_known_error
 from keras_retinanet.data.images import ImageError, inspect_image
 from keras_retinanet.imaging import ImageReadError, decode_image
 
@@ -107,7 +107,7 @@ def _load_and_expect(path: Path, load, outcomes: collections.Counter) -> None:
 
 def test_damaged_keras_files_are_a_named_error_or_a_retinanet(detector_like, tmp_path):
     from keras_retinanet.detectors import load_retinanet
-    from keras_retinanet.model import RetinaNet
+    from keras_retinanet.model.retinanet import RetinaNet
 
     original = Path(detector_like["keras"]).read_bytes()
     path = tmp_path / "model.keras"

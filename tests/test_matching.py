@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from keras_retinanet import Matcher
-from keras_retinanet.matching import IGNORED, NEGATIVE, POSITIVE
+from keras_retinanet.model.matching import IGNORED, NEGATIVE, POSITIVE
 
 
 def test_thresholds_on_hand_made_iou():
@@ -100,8 +100,8 @@ def test_atss_hand_made_case():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_atss_equals_the_reference_on_random_boxes(seed):
-    from keras_retinanet.anchors import AnchorGenerator
     from keras_retinanet.boxes import pairwise_iou
+    from keras_retinanet.model.anchors import AnchorGenerator
 
     rng = np.random.default_rng(seed)
     generator = AnchorGenerator()
@@ -136,7 +136,7 @@ def test_atss_is_saved_with_the_matcher():
 
 
 def test_kth_smallest_counts_repeats_like_a_sort():
-    from keras_retinanet.matching import _kth_smallest
+    from keras_retinanet.model.matching import _kth_smallest
 
     rng = np.random.default_rng(3)
     values = rng.integers(0, 6, (2, 40, 5)).astype(np.float32)  # many repeats

@@ -119,7 +119,7 @@ def _assert_same_detections(mediapipe_rows: list[tuple], litert_rows: list[tuple
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_mediapipe_default_options_give_tflite_detector_detections(exported, mediapipe, photos, variant):
     from keras_retinanet.detectors import MediaPipeDetector, TFLiteDetector
-    from keras_retinanet.tflite_file import read_detection_metadata
+    from keras_retinanet.detectors.tflite_file import read_detection_metadata
 
     path = exported["files"][variant]
     names = exported["names"]
@@ -245,7 +245,7 @@ def test_predict_runtime_mediapipe(exported, mediapipe, photos, tmp_path):
 def test_a_file_without_metadata_gets_a_clear_error_for_mediapipe(exported, mediapipe, photos, capsys):
     from keras_retinanet import cli
     from keras_retinanet.detectors import ModelFileError, TFLiteDetector, load_detector
-    from keras_retinanet.tflite_file import read_detection_metadata
+    from keras_retinanet.detectors.tflite_file import read_detection_metadata
 
     path = exported["no_metadata"]
     assert read_detection_metadata(path) is None

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_retinanet.layers import BoxHead, ClassificationHead, FeaturePyramid
+from keras_retinanet.model.layers import BoxHead, ClassificationHead, FeaturePyramid
 
 
 def _randomise_batchnorms(layers, rng) -> None:

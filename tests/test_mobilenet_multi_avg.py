@@ -1,5 +1,5 @@
-"""MobileNet-MultiHW-AVG (``keras_retinanet.mobilenet_multi_avg``): its documented layer table, TF SAME padding
-of the strided 5x5 depthwise conv, the Model Garden checkpoint-key mapping, ``.keras`` round trip, and its
+"""MobileNet-MultiHW-AVG (``keras_retinanet.backbones.mobilenet_multi_avg``): its documented layer table, TF
+SAME padding of the strided 5x5 depthwise conv, the Model Garden checkpoint-key mapping, ``.keras`` round trip, and its
 outputs against TF Model Garden's own backbone.
 
 ``tests/fixtures/model_garden_reference`` holds what Model Garden (tf-models-official, ``tools/
@@ -20,7 +20,7 @@ import pytest
 from retinanet_testing import REPO
 from test_convert_model_garden import make_values
 
-from keras_retinanet.mobilenet_multi_avg import (
+from keras_retinanet.backbones.mobilenet_multi_avg import (
     FEATURE_LAYERS,
     build_mobilenet_multi_avg,
     model_garden_weight_names,
@@ -248,7 +248,7 @@ def test_matches_model_garden_backbone_endpoints():
 
 
 def test_the_registered_backbone_gives_c3_c4_c5_and_names_its_missing_imagenet_weights():
-    from keras_retinanet.backbones import BackboneWeightsError, build_backbone
+    from keras_retinanet.backbones.registry import BackboneWeightsError, build_backbone
 
     backbone = build_backbone("mobilenet_multi_avg", weights=None)
     features = backbone(np.zeros((1, 256, 256, 3), "float32"))

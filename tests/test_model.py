@@ -4,8 +4,8 @@ import pytest
 from retinanet_testing import tiny_retinanet
 
 from keras_retinanet import RetinaNet, build_backbone, retinanet_from_preset
-from keras_retinanet.backbones import available_backbones, streamline_batchnorm
-from keras_retinanet.batchnorm import FusedBatchNormalization, batchnorm_layers
+from keras_retinanet.backbones.batchnorm import FusedBatchNormalization, batchnorm_layers
+from keras_retinanet.backbones.registry import available_backbones, streamline_batchnorm
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +263,7 @@ def test_resnet50_backbone_has_no_conv_bias_and_matches_keras_applications(tmp_p
 
 @pytest.mark.parametrize("layer_class", [keras.layers.BatchNormalization, FusedBatchNormalization])
 def test_recompute_batchnorm_statistics_gives_the_exact_mean(layer_class):
-    from keras_retinanet.batchnorm import recompute_batchnorm_statistics
+    from keras_retinanet.backbones.batchnorm import recompute_batchnorm_statistics
 
     inputs = keras.Input((2, 2, 3))
     model = keras.Model(inputs, layer_class()(inputs))

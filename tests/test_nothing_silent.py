@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_retinanet.cli import main
+from keras_retinanet.cli.retinanet import main
 from keras_retinanet.data import DataError, load_dataset
 from keras_retinanet.data.images import ImageError, inspect_image
 from keras_retinanet.imaging import jpeg_data_warnings

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 from retinanet_testing import tiny_retinanet
 
-from keras_retinanet.batchnorm import recompute_batchnorm_statistics
+from keras_retinanet.backbones.batchnorm import recompute_batchnorm_statistics
 from keras_retinanet.boxes import pairwise_iou
 
 CLASSES = ["RBC", "WBC", "Platelets"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from keras_retinanet import atomic
-from keras_retinanet.cli import error_message, main, run_command
+from keras_retinanet.cli.retinanet import error_message, main, run_command
 from keras_retinanet.data import DataError, load_dataset
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "data"))  # where tests/data's helpers live

@@ -321,7 +321,7 @@ def test_draw_detections_colours_and_labels():
 
 
 def test_collect_inputs(tmp_path):
-    from keras_retinanet.commands.predict import collect_inputs
+    from keras_retinanet.cli.predict import collect_inputs
 
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "b.png").write_bytes(b"x")
@@ -338,8 +338,8 @@ def test_collect_inputs(tmp_path):
 
 def test_a_second_run_into_the_same_folder_keeps_the_first_runs_results(detector_like, tmp_path, capsys):
     from keras_retinanet.atomic import locked_folder
-    from keras_retinanet.cli import main
-    from keras_retinanet.commands.predict import LOCK
+    from keras_retinanet.cli.predict import LOCK
+    from keras_retinanet.cli.retinanet import main
 
     out = tmp_path / "out"
     image = detector_like["images"][0]
@@ -376,7 +376,7 @@ def test_a_killed_run_leaves_the_folder_as_it_was_and_a_rerun_finishes(
     command = [
         sys.executable,
         "-m",
-        "keras_retinanet.cli",
+        "keras_retinanet.cli.retinanet",
         "predict",
         str(tiny_model_path),
         str(image_folder),

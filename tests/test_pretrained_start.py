@@ -17,11 +17,11 @@ import pytest
 from retinanet_testing import KERAS_MOBILENET_V2_FILE, SHARED_MOBILENET_V2, require_shared
 
 from keras_retinanet import RetinaNet
-from keras_retinanet.backbones import BackboneWeightsError, build_backbone
-from keras_retinanet.cli import build_parser, main
-from keras_retinanet.commands.train import resolve_config
+from keras_retinanet.backbones.registry import BackboneWeightsError, build_backbone
+from keras_retinanet.cli.retinanet import build_parser, main
+from keras_retinanet.cli.train import resolve_config
 from keras_retinanet.data.synthetic import make_synthetic_coco
-from keras_retinanet.model_config import ModelConfig
+from keras_retinanet.model.config import ModelConfig
 from keras_retinanet.training import TrainConfig
 from keras_retinanet.training.loop import describe_plan
 

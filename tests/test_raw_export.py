@@ -31,10 +31,10 @@ def raw_exports(detector_like, tmp_path_factory) -> dict:
       and box-coder weights (wx, wy, ww, wh) = (10, 5, 2, 4); 4-output and raw files, float32 and float16.
     """
     require_mediapipe("mediapipe")
-    from keras_retinanet.box_coder import BoxCoder
-    from keras_retinanet.decode import DetectionDecoder
     from keras_retinanet.detectors import load_retinanet
     from keras_retinanet.export import export_model
+    from keras_retinanet.model.box_coder import BoxCoder
+    from keras_retinanet.model.decode import DetectionDecoder
 
     folder = tmp_path_factory.mktemp("raw_export")
     common = {"saved_model": False, "parity_images": 0}
@@ -94,8 +94,8 @@ def test_raw_file_carries_mediapipe_detector_metadata(raw_exports):
     scales, labels and decoder settings are the model's (worked out here from the model, not from the file)."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from keras_retinanet.detectors.tflite_file import read_detection_metadata, tflite_ops
     from keras_retinanet.export import tflite_anchors
-    from keras_retinanet.tflite_file import read_detection_metadata, tflite_ops
 
     model = raw_exports["model"]
     path = raw_exports["agnostic_raw"]["float32"]
@@ -132,8 +132,8 @@ def test_raw_outputs_decode_by_mediapipe_formula_to_the_nms_files_boxes(raw_expo
     ya, h = exp(th / h_scale) * ha) on the raw file's outputs gives the 4-output file's best box and score."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from keras_retinanet.detectors.tflite_file import read_detection_metadata
     from keras_retinanet.imaging import stretch
-    from keras_retinanet.tflite_file import read_detection_metadata
 
     raw_path = raw_exports["agnostic_raw"]["float32"]
     decoding = read_detection_metadata(raw_path)["raw_decoding"]
@@ -194,8 +194,8 @@ def test_tflite_detector_decodes_raw_file_as_the_nms_file(raw_exports, photos):
 def test_raw_export_report_records_gpu_op_check(raw_exports):
     """export_report.json lists each raw file's ops against the GPU delegate's documented list, with the
     sources, and no op of the decoding or NMS."""
+    from keras_retinanet.detectors.tflite_file import tflite_ops
     from keras_retinanet.export.gpu_ops import GPU_DOCUMENTED_OPS, gpu_op_report
-    from keras_retinanet.tflite_file import tflite_ops
 
     report = json.loads((raw_exports["folder"] / "agnostic_raw" / "export_report.json").read_text())
     assert report["profile"] == "raw"

@@ -199,7 +199,7 @@ def test_every_page_with_commands_is_read():
 
 @pytest.mark.parametrize(("page", "line"), COMMAND_LINES)
 def test_command_line_parses(page, line):
-    from keras_retinanet.cli import build_parser
+    from keras_retinanet.cli.retinanet import build_parser
 
     argv = shlex.split(line, comments=True)[1:]
     try:

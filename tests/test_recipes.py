@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keras_retinanet.cli import build_parser
-from keras_retinanet.commands.train import resolve_config
+from keras_retinanet.cli.retinanet import build_parser
+from keras_retinanet.cli.train import resolve_config
 from keras_retinanet.training.config import TrainConfig
 from keras_retinanet.training.image_shape import resolve_image_shape
 from keras_retinanet.training.loop import build_schedule, describe_plan

@@ -11,7 +11,6 @@ import json
 import zipfile
 
 import numpy as np
-
 from retinanet_testing import FIXTURES
 
 SAVED = FIXTURES / "saved_v0_3"

@@ -10,7 +10,7 @@ from helpers.train_runs import KILLED
 from helpers.train_runs import env as kill_env
 
 from keras_retinanet import atomic
-from keras_retinanet.cli import main
+from keras_retinanet.cli.retinanet import main
 
 _WRITE_REPORT = """
 import sys

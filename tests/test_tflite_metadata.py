@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from retinanet_testing import require_mediapipe
 
+from keras_retinanet.detectors.tflite_file import MetadataError, read_detection_metadata
 from keras_retinanet.export.metadata import add_detection_metadata
 from keras_retinanet.imaging import stretch
-from keras_retinanet.tflite_file import MetadataError, read_detection_metadata
 
 BOXES, CLASSES, SCORES, COUNT = range(4)  # TFLite_Detection_PostProcess output positions
 

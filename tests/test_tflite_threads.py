@@ -150,7 +150,7 @@ def test_one_op_graph_loses_class_t_at_t_threads(op_case):
 
 
 def test_the_paired_graph_has_one_op_per_pair_of_classes(op_case):
-    from keras_retinanet.tflite_file import thread_safe
+    from keras_retinanet.detectors.tflite_file import thread_safe
 
     options = _postprocess_options(op_case["paired"])
     assert [o["num_classes"] for o in options] == [2, 2, 2]
@@ -258,8 +258,8 @@ def test_a_file_with_one_op_over_six_classes_runs_on_one_thread(six_classes, cap
     from ai_edge_litert.interpreter import Interpreter
 
     from keras_retinanet.detectors import TFLiteDetector
+    from keras_retinanet.detectors.tflite_file import thread_safe
     from keras_retinanet.imaging import stretch
-    from keras_retinanet.tflite_file import thread_safe
 
     old = six_classes["one_op"]
     assert [o["num_classes"] for o in _postprocess_options(old.read_bytes())] == [NUM_CLASSES]

@@ -10,7 +10,7 @@ import pytest
 from test_torchvision_resnet import torch_conv
 
 from keras_retinanet import BoxCoder, BoxRegressionLoss, retinanet_from_preset
-from keras_retinanet.layers import ClassificationHead, FeaturePyramid
+from keras_retinanet.model.layers import ClassificationHead, FeaturePyramid
 
 
 def _pyramid_with_p6_from_p5(padding: str, channels: int = 4):

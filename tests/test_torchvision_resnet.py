@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from test_convert_torchvision import make_weights, require_reference
 
-from keras_retinanet.backbones import (
+from keras_retinanet.backbones.registry import (
     BackboneWeightsError,
     ImageNormalization,
     available_backbones,
     build_backbone,
     resolve_torchvision_weights,
 )
-from keras_retinanet.torchvision_resnet import FrozenBatchNormalization, build_torchvision_resnet
+from keras_retinanet.backbones.torchvision.resnet import FrozenBatchNormalization, build_torchvision_resnet
 
 
 def torch_conv(x, weight, stride=1, padding=0):
@@ -83,7 +83,7 @@ def resnet_weights():
 @pytest.fixture(scope="module")
 def backbone(resnet_weights):
     model = build_backbone("torchvision_resnet50", weights=None)
-    from keras_retinanet.torchvision_weights import load_torchvision_resnet_weights
+    from keras_retinanet.backbones.torchvision.weights import load_torchvision_resnet_weights
 
     report = load_torchvision_resnet_weights(model, resnet_weights)
     assert report["layers"] == 53 + 53  # every conv and its BatchNorm
@@ -185,7 +185,7 @@ def test_imagenet_weights_come_from_torch_cache(tmp_path, monkeypatch):
 def test_backbone_weights_file_errors(tmp_path, resnet_weights):
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         build_backbone("torchvision_resnet50", weights=str(tmp_path / "missing.npz"))
-    from keras_retinanet.state_dict import CheckpointError, save_state_dict
+    from keras_retinanet.backbones.torchvision.state_dict import CheckpointError, save_state_dict
 
     # A ResNet-101 state dict (23 blocks in layer3) does not fit a ResNet-50.
     deeper = dict(resnet_weights)
@@ -201,7 +201,7 @@ def test_backbone_weights_file_errors(tmp_path, resnet_weights):
 
 def test_backbone_weights_from_a_file_and_from_a_detection_checkpoint(tmp_path, resnet_weights, backbone):
     """--weights FILE: an ImageNet classifier's .npz, or the body of a torchvision detection checkpoint."""
-    from keras_retinanet.state_dict import save_state_dict
+    from keras_retinanet.backbones.torchvision.state_dict import save_state_dict
 
     image = np.random.default_rng(2).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
     expected = [np.asarray(o) for o in backbone(image)]

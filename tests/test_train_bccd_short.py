@@ -15,7 +15,7 @@ import json
 import pytest
 from retinanet_testing import BCCD_FIXTURES, keras_detections_by_hand
 
-from keras_retinanet.cli import main
+from keras_retinanet.cli.retinanet import main
 
 
 def _held_out_batches(config, val_data, label_encoder) -> list:

@@ -11,8 +11,7 @@ import pytest
 import tensorflow as tf
 from retinanet_testing import tiny_retinanet
 
-from keras_retinanet.batchnorm import batchnorm_layers
-from keras_retinanet.schedules import WarmupSchedule
+from keras_retinanet.backbones.batchnorm import batchnorm_layers
 from keras_retinanet.training import (
     PredictionImages,
     StopOnNaN,
@@ -20,6 +19,7 @@ from keras_retinanet.training import (
     UnfreezeBackbone,
     build_optimizer,
 )
+from keras_retinanet.training.schedules import WarmupSchedule
 from keras_retinanet.visualize import class_colour
 
 TESTS = Path(__file__).parent

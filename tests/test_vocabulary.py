@@ -20,8 +20,8 @@ from keras_retinanet.conventions import (
     class_name,
     fallback_class_names,
 )
-from keras_retinanet.model_config import ModelConfig
-from keras_retinanet.presets import PRESETS, TORCHVISION_IMAGE_SIZE, retinanet_from_preset
+from keras_retinanet.model.config import ModelConfig
+from keras_retinanet.model.presets import PRESETS, TORCHVISION_IMAGE_SIZE, retinanet_from_preset
 from keras_retinanet.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def test_retinanet_from_preset_builds_the_preset_with_the_given_options():
 
 
 def test_the_benchmark_protocol_model_is_the_paper_preset():
-    from keras_retinanet.benchmark.project import ProjectSettings
+    from benchmarking.project import ProjectSettings
 
     settings = ProjectSettings()
     assert settings.model == PRESETS["paper"] and settings.image_size == 512 and settings.num_classes == 80
@@ -140,7 +140,7 @@ def test_the_benchmark_protocol_model_is_the_paper_preset():
 
 
 def test_the_benchmark_builds_exactly_its_model_config():
-    from keras_retinanet.benchmark.project import ProjectSettings, build_model
+    from benchmarking.project import ProjectSettings, build_model
 
     config = PRESETS["paper"].update(
         {

@@ -7,7 +7,7 @@ timed runs after ``--warmup`` untimed ones, on fixed random inputs. With ``--com
 ``tools/peer_benchmarks.py`` in their own environment (``--peer-python`` or ``$RETINANET_PEER_PYTHON``). The
 report names the CPU and its speed-relevant features, so every table says which machine it is from.
 
-The work is done by ``keras_retinanet.benchmark`` (timing, machine, flops, project, pipeline, peers, report);
+The work is done by ``benchmarking`` (timing, machine, flops, project, pipeline, peers, report);
 this script only parses flags and strings the parts together.
 
     python tools/benchmark.py --json runs/benchmark.json --markdown runs/benchmark.md [--compare] [--xla]
@@ -25,11 +25,12 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from keras_retinanet.benchmark.peers import PEER_PYTHON_ENV, PEERS, PeerPythonError, resolve_peer_python
-from keras_retinanet.benchmark.pipeline import STAGES, bccd_spec
-from keras_retinanet.benchmark.project import PROTOCOL_CLASSES, PROTOCOL_MODEL
+from benchmarking.peers import PEER_PYTHON_ENV, PEERS, PeerPythonError, resolve_peer_python
+from benchmarking.pipeline import STAGES, bccd_spec
+from benchmarking.project import PROTOCOL_CLASSES, PROTOCOL_MODEL
+
 from keras_retinanet.conventions import DEFAULT_IMAGE_SIZE
-from keras_retinanet.model_config import ModelConfig
+from keras_retinanet.model.config import ModelConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PEER_SCRIPT = REPO_ROOT / "tools" / "peer_benchmarks.py"
@@ -193,7 +194,7 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
 
 def time_files(args: argparse.Namespace, command: str) -> int:
     """``--files``: a Markdown table of each file's latency on this machine; ``--json`` keeps the rows."""
-    from keras_retinanet.benchmark import latency, machine
+    from keras_retinanet.detectors import latency, machine
     from keras_retinanet.detectors.running import IMAGE_EXTENSIONS
     from keras_retinanet.imaging import read_image
 
@@ -228,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.files:
         return time_files(args, command)
-    from keras_retinanet.benchmark import machine, peers, pipeline, project, report
+    from benchmarking import peers, pipeline, project, report
+
+    from keras_retinanet.detectors import machine
 
     settings = project.ProjectSettings(
         model=args.model,

@@ -1,6 +1,6 @@
 """Input-pipeline throughput (images/s): decode, augmentation + resize, and the full training pipeline.
 
-Protocol (``keras_retinanet.benchmark.pipeline``): BCCD trainval (292 images), 512x512, horizontal flip + scale
+Protocol (``benchmarking.pipeline``): BCCD trainval (292 images), 512x512, horizontal flip + scale
 jitter (0.75-1.25) with random crop, label encoding with the paper's anchors (49,104 per image), batch 8. One
 warm-up epoch (tracing, XLA compilation, file cache), then the median of ``--epochs`` epochs. Run alone: the
 figure is CPU-bound.
@@ -16,8 +16,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from keras_retinanet.benchmark.pipeline import STAGES, bccd_spec, pipeline_throughput
-from keras_retinanet.presets import PRESETS
+from benchmarking.pipeline import STAGES, bccd_spec, pipeline_throughput
+
+from keras_retinanet.model.presets import PRESETS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

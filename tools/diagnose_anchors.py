@@ -66,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from keras_retinanet.boxes import pairwise_iou
     from keras_retinanet.data import load_dataset
     from keras_retinanet.imaging import letterbox, read_image
-    from keras_retinanet.matching import IGNORED, POSITIVE
-    from keras_retinanet.targets import LabelEncoder
+    from keras_retinanet.model.matching import IGNORED, POSITIVE
+    from keras_retinanet.model.targets import LabelEncoder
 
     dataset = load_dataset(args.data, skip_bad=True)
     generator, matcher, model, size = _parts(args, dataset)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from keras_retinanet.cli import main as retinanet
+    from keras_retinanet.cli.retinanet import main as retinanet
 
     return retinanet(["export", *(sys.argv[1:] if argv is None else argv)])
 

@@ -68,8 +68,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-
-from keras_retinanet.benchmark.peers import PEER_PYTHON_ENV, PeerPythonError, resolve_peer_python
+from benchmarking.peers import PEER_PYTHON_ENV, PeerPythonError, resolve_peer_python
 
 # Ultralytics' validation settings, used for the predictions that are scored.
 PREDICT_SETTINGS = {"conf": 0.001, "iou": 0.7, "max_det": 300}

@@ -1,7 +1,7 @@
 """The R50-512 measurements for a peer library, run in the peers' own environment by tools/benchmark.py.
 
 tools/benchmark.py --compare runs this script with the peers' interpreter and ``PYTHONPATH`` pointing at this
-project's ``keras_retinanet`` package (for :mod:`keras_retinanet.benchmark.timing`, which needs only the standard
+project's ``keras_retinanet`` package (for :mod:`keras_retinanet.detectors.timing`, which needs only the standard
 library). By hand, from the repository root::
 
     PYTHONPATH=. "$RETINANET_PEER_PYTHON" tools/peer_benchmarks.py --peer torchvision --inputs inputs.npz \\
@@ -22,7 +22,7 @@ Peers (never dependencies of this project):
 
 Inputs (images, xyxy pixel boxes, classes) come from ``--inputs`` (written by tools/benchmark.py), so every library
 sees the same pixels. Timing and peak memory use the same helpers as tools/benchmark.py
-(``keras_retinanet.benchmark.timing``).
+(``keras_retinanet.detectors.timing``).
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from keras_retinanet.benchmark.timing import run_phase, time_runs
+    from keras_retinanet.detectors.timing import run_phase, time_runs
 except ImportError as err:  # run by hand without PYTHONPATH: say how, not just "no module named"
     raise SystemExit(
-        f"tools/peer_benchmarks.py needs keras_retinanet.benchmark.timing on the path ({err}); run it through "
+        f"tools/peer_benchmarks.py needs keras_retinanet.detectors.timing on the path ({err}); run it through "
         "tools/benchmark.py --compare, or with PYTHONPATH set to the repository root"
     ) from None
 

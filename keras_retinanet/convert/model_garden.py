@@ -3,8 +3,8 @@
 MediaPipe Model Maker fine-tunes its object detectors from COCO-trained RetinaNets built with TF Model Garden
 (``official/vision``): ``mobilenetv2_ssd_i256_ckpt`` (``MOBILENET_V2``, 256 px) and
 ``mobilenetv3.5_ssd_i256_ckpt`` (``MOBILENET_MULTI_AVG``, 256 px; a 384-px sibling). Their architecture is
-:data:`keras_retinanet.presets.MODEL_GARDEN_MOBILENET_V2` (and the same with the MobileNet-MultiHW-AVG backbone,
-:mod:`keras_retinanet.mobilenet_multi_avg`); this module reads their TensorFlow checkpoints directly (no Model
+:data:`keras_retinanet.model.presets.MODEL_GARDEN_MOBILENET_V2` (and the same with the MobileNet-MultiHW-AVG backbone,
+:mod:`keras_retinanet.backbones.mobilenet_multi_avg`); this module reads their TensorFlow checkpoints directly (no Model
 Garden needed) and writes every weight into that Keras model, so that it computes Model Garden's function.
 
 Checkpoint layout (Model Garden's trainer, ``tf.train.Checkpoint(backbone=..., decoder=..., head=...)``):
@@ -28,10 +28,10 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
+from keras_retinanet.backbones.torchvision.state_dict import CheckpointError
+from keras_retinanet.backbones.torchvision.weights import assign_weight
 from keras_retinanet.convert.torchvision import slot_selection
-from keras_retinanet.presets import MODEL_GARDEN_MOBILENET_V2
-from keras_retinanet.state_dict import CheckpointError
-from keras_retinanet.torchvision_weights import assign_weight
+from keras_retinanet.model.presets import MODEL_GARDEN_MOBILENET_V2
 
 _SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 # The checkpoint's model variables (not the optimiser's or the step).
@@ -120,7 +120,7 @@ def backbone_weight_name(spec: str, key: str) -> str | None:
     """The Keras backbone's ``LAYER/VARIABLE`` for a Model Garden backbone key of ``spec`` (None: not used)."""
     if SPECS[spec][0] == "mobilenet_v2":
         return mobilenet_v2_weight_name(key)
-    from keras_retinanet.mobilenet_multi_avg import model_garden_weight_names
+    from keras_retinanet.backbones.mobilenet_multi_avg import model_garden_weight_names
 
     try:
         return model_garden_weight_names(key)

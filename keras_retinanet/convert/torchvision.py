@@ -30,11 +30,9 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
-from keras_retinanet.conventions import fallback_class_names
-from keras_retinanet.presets import PRESETS, TORCHVISION_IMAGE_SIZE
-from keras_retinanet.state_dict import CheckpointError
-from keras_retinanet.torchvision_resnet import TORCH_BATCHNORM_EPSILON
-from keras_retinanet.torchvision_weights import (
+from keras_retinanet.backbones.torchvision.resnet import TORCH_BATCHNORM_EPSILON
+from keras_retinanet.backbones.torchvision.state_dict import CheckpointError
+from keras_retinanet.backbones.torchvision.weights import (
     TensorReader,
     assign_weight,
     load_conv,
@@ -44,6 +42,8 @@ from keras_retinanet.torchvision_weights import (
     resnet_depth,
     torch_kernel,
 )
+from keras_retinanet.conventions import fallback_class_names
+from keras_retinanet.model.presets import PRESETS, TORCHVISION_IMAGE_SIZE
 
 # torchvision.models.detection's COCO category names, indexed by COCO category id (torchvision's label).
 COCO_91_SLOT_NAMES = (

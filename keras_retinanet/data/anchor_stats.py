@@ -161,7 +161,7 @@ class AnchorShapes:
 
     def generator(self, anchor_generator):
         """A copy of ``anchor_generator`` (levels, offset, rounding kept) with these shapes."""
-        from keras_retinanet.anchors import AnchorGenerator
+        from keras_retinanet.model.anchors import AnchorGenerator
 
         config = {**anchor_generator.get_config(), "name": None}
         return AnchorGenerator(

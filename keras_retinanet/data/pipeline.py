@@ -32,7 +32,7 @@ from keras_retinanet.imaging import (
     parse_image_size,
     resize_tensor,
 )
-from keras_retinanet.model import SIZE_DIVISOR
+from keras_retinanet.model.retinanet import SIZE_DIVISOR
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -150,7 +150,7 @@ def make_training_dataset(
 
     Args:
         dataset: from :func:`load_dataset`.
-        label_encoder: ``keras_retinanet.targets.LabelEncoder`` (e.g. ``model.label_encoder()``); called once
+        label_encoder: ``keras_retinanet.model.targets.LabelEncoder`` (e.g. ``model.label_encoder()``); called once
             per batch with ``(image_size, boxes (B, M, 4), classes (B, M))``.
         image_size: output canvas, int (square) or (H, W); a multiple of 128 suits the P3-P7 pyramid.
         batch_size: images per batch.

@@ -20,7 +20,7 @@ One small interface, :class:`Detector`, hides the model kind:
 low, ``classes`` (D,) int32 in 0..K-1, ``names``.
 """
 
-from keras_retinanet.lazy import lazy_namespace
+from keras_retinanet._lazy import lazy_namespace
 
 __getattr__, __dir__ = lazy_namespace(
     __name__,

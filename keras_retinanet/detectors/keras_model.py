@@ -21,8 +21,8 @@ class KerasDetector(Detector):
         score_threshold, max_detections: None (default) keeps the model's own decoder settings; a value
             replaces that setting for this detector only (the model is left unchanged).
         precision: ``"float32"`` or ``"bf16"`` (computes in bfloat16, decodes in float32; fast only on hardware
-            with bfloat16 units: ``keras_retinanet.benchmark.machine.bf16_support``).
-        fold_batchnorm: run the inference graph of ``keras_retinanet.inference_graph`` (BatchNorm folded into
+            with bfloat16 units: ``keras_retinanet.detectors.machine.bf16_support``).
+        fold_batchnorm: run the inference graph of ``keras_retinanet.model.inference_graph`` (BatchNorm folded into
             the convolutions; the same detections up to float rounding) instead of the model's own graph.
 
     With ``fold_batchnorm`` or bf16 the detector runs a copy of a ``RetinaNet``'s weights, made on first use. It
@@ -41,7 +41,7 @@ class KerasDetector(Detector):
         precision: str = "float32",
         fold_batchnorm: bool = True,
     ):
-        from keras_retinanet.inference_graph import dtype_policy
+        from keras_retinanet.model.inference_graph import dtype_policy
 
         if not hasattr(model, "detect") or not hasattr(model, "decoder"):
             raise ModelFileError(f"{type(model).__name__} is not a keras_retinanet RetinaNet (no detect())")
@@ -63,8 +63,8 @@ class KerasDetector(Detector):
     def inference_model(self) -> Any:
         """The model that runs: ``inference_graph.inference_model`` of ``model`` (made once), or ``model``
         itself for float32 without folding or for objects that are not a ``RetinaNet``."""
-        from keras_retinanet.inference_graph import inference_model
-        from keras_retinanet.model import RetinaNet
+        from keras_retinanet.model.inference_graph import inference_model
+        from keras_retinanet.model.retinanet import RetinaNet
 
         if self._inference is None:
             changed = self.fold_batchnorm or self.precision != "float32"
@@ -79,7 +79,7 @@ class KerasDetector(Detector):
 
     def refresh(self) -> None:
         """Copies the model's current weights into the inference copy (no retrace)."""
-        from keras_retinanet.inference_graph import update_inference_weights
+        from keras_retinanet.model.inference_graph import update_inference_weights
 
         if self._inference is not None and self._inference is not self.model:
             update_inference_weights(self._inference, self.model)

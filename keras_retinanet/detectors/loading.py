@@ -59,8 +59,7 @@ def load_retinanet(path: str | os.PathLike) -> Any:
     """
     import keras
 
-    import keras_retinanet.schedules  # noqa: F401 - registers the schedule of a .keras file's optimiser
-    from keras_retinanet.model import RetinaNet  # registers RetinaNet and its parts for deserialisation
+    from keras_retinanet.model.retinanet import RetinaNet
 
     path = os.fspath(path)
     if model_kind(path) != "keras":

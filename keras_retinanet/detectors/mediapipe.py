@@ -60,7 +60,7 @@ class MediaPipeDetector(Detector):
         score_threshold: float | None = None,
         max_detections: int | None = None,
     ):
-        from keras_retinanet.tflite_file import read_detection_metadata
+        from keras_retinanet.detectors.tflite_file import read_detection_metadata
 
         path = os.fspath(path)
         metadata = read_detection_metadata(path)

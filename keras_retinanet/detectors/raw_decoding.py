@@ -2,9 +2,9 @@
 
 The file's metadata carries what decoding needs (``keras_retinanet.export.raw_metadata``): the anchors, the box
 scales and, from our exporter, the Keras decoder's settings. Decoding and NMS are the Keras model's own
-:class:`keras_retinanet.decode.DetectionDecoder` and :class:`keras_retinanet.box_coder.BoxCoder`, so a raw file
-gives what the 4-output file gives (one candidate level: like ``TFLite_Detection_PostProcess``, no per-level
-top-k).
+:class:`keras_retinanet.model.decode.DetectionDecoder` and :class:`keras_retinanet.model.box_coder.BoxCoder`,
+so a raw file gives what the 4-output file gives (one candidate level: like ``TFLite_Detection_PostProcess``,
+no per-level top-k).
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ class RawDecoder:
     """Decodes a raw file's outputs as the Keras decoder does.
 
     Args:
-        metadata: ``keras_retinanet.tflite_file.read_detection_metadata`` of the file (``raw_decoding`` set).
+        metadata: ``keras_retinanet.detectors.tflite_file.read_detection_metadata`` of the file (``raw_decoding`` set).
         image_size: (H, W) of the file's input.
     Raises:
         ValueError: the metadata describes a decoding this class cannot reproduce (linear box sizes).
     """
 
     def __init__(self, metadata: dict[str, Any], image_size: tuple[int, int]):
-        from keras_retinanet.box_coder import BoxCoder
-        from keras_retinanet.decode import DetectionDecoder
+        from keras_retinanet.model.box_coder import BoxCoder
+        from keras_retinanet.model.decode import DetectionDecoder
 
         decoding = metadata["raw_decoding"]
         if not decoding["apply_exponential_on_box_size"]:

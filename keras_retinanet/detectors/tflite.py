@@ -55,7 +55,7 @@ class TFLiteDetector(Detector):
     ):
         from ai_edge_litert.interpreter import Interpreter
 
-        from keras_retinanet.tflite_file import thread_safe
+        from keras_retinanet.detectors.tflite_file import thread_safe
 
         path = os.fspath(path)
         if resize not in RESIZE_RULES:
@@ -221,7 +221,7 @@ def _error_name(err: BaseException) -> str:
 def _parsed(path: str, read):
     """``read(path)``, a reader of the file's flatbuffer, with a :class:`ModelFileError` naming the file when
     the bytes are not a complete TFLite model (a truncated file made ``struct.error`` escape)."""
-    from keras_retinanet.tflite_file import MetadataError
+    from keras_retinanet.detectors.tflite_file import MetadataError
 
     try:
         return read(path)
@@ -236,7 +236,7 @@ def _parsed(path: str, read):
 
 def _metadata(path: str) -> dict | None:
     """The file's TFLite Model Metadata (``read_detection_metadata``), if it has one and it can be read."""
-    from keras_retinanet.tflite_file import read_detection_metadata
+    from keras_retinanet.detectors.tflite_file import read_detection_metadata
 
     try:
         return read_detection_metadata(path)

@@ -9,7 +9,7 @@
   precision / recall and F1-optimal thresholds), ``worst.py`` (worst images) and ``plots.py`` (charts).
 """
 
-from keras_retinanet.lazy import lazy_namespace
+from keras_retinanet._lazy import lazy_namespace
 
 __getattr__, __dir__ = lazy_namespace(
     __name__,

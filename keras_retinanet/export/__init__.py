@@ -12,7 +12,7 @@
 - ``config.py``: the error type, file names and post-processing settings they share.
 """
 
-from keras_retinanet.lazy import lazy_namespace
+from keras_retinanet._lazy import lazy_namespace
 
 __getattr__, __dir__ = lazy_namespace(
     __name__,

@@ -107,7 +107,7 @@ def gpu_op_report(data: bytes, ops: Sequence[str]) -> dict[str, Any]:
 
     Args:
         data: the .tflite file contents.
-        ops: its distinct op names (``keras_retinanet.tflite_file.tflite_ops``).
+        ops: its distinct op names (``keras_retinanet.detectors.tflite_file.tflite_ops``).
     Returns:
         ``{"ops", "in_documented_list", "not_in_documented_list", "documentation", "in_delegate_checks" (the
         undocumented ops that gpu_compatibility.cc accepts), "unsupported" (in neither: they run on the CPU),

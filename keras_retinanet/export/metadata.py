@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from keras_retinanet.conventions import LABELS_FILE
-from keras_retinanet.tflite_file import (
+from keras_retinanet.detectors.tflite_file import (
     DETECTION_POSTPROCESS_OP,
     METADATA_FIELD,
     MetadataError,

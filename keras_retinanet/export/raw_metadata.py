@@ -39,15 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_retinanet.export.metadata import (
-    LABELS_FILE,
-    _check_labels,
-    _image_metadata,
-    _tensor_metadata,
-    _with_metadata_buffer,
-    pack_model_metadata,
-)
-from keras_retinanet.tflite_file import (
+from keras_retinanet.detectors.tflite_file import (
     DECODER_METADATA_NAME,
     DETECTOR_METADATA_NAME,
     RAW_OUTPUT_NAMES,
@@ -56,6 +48,14 @@ from keras_retinanet.tflite_file import (
     object_detector_schema,
     read_model,
     tflite_schema,
+)
+from keras_retinanet.export.metadata import (
+    LABELS_FILE,
+    _check_labels,
+    _image_metadata,
+    _tensor_metadata,
+    _with_metadata_buffer,
+    pack_model_metadata,
 )
 
 # CustomMetadata in SubGraphMetadata is a 1.5.0 member of metadata_schema.fbs (readers refuse higher versions).

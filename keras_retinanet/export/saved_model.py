@@ -25,7 +25,7 @@ sorted); the loaded object then also has ``class_thresholds`` (float32 [K]). The
 ``class_names`` (a tf.string variable, [K]), ``image_size`` (int32 [2], H, W), ``precision`` (tf.string:
 ``float32`` or ``bf16``) and ``labels_file`` (the asset).
 
-The network is the inference graph (``keras_retinanet.inference_graph``: BatchNorm folded into the
+The network is the inference graph (``keras_retinanet.model.inference_graph``: BatchNorm folded into the
 convolutions). With ``precision="bf16"`` it computes in bfloat16, for CPUs with AMX or AVX512-BF16 (and GPUs of
 compute capability >= 8.0); letterbox, decoding and NMS stay float32, and inputs and outputs are unchanged.
 """
@@ -165,7 +165,7 @@ def build_saved_model(
     """
     import tensorflow as tf
 
-    from keras_retinanet.inference_graph import inference_model
+    from keras_retinanet.model.inference_graph import inference_model
 
     path = Path(path)
     image_size = parse_image_size(image_size) if image_size is not None else model.input_size

@@ -59,6 +59,12 @@ from typing import Any
 import numpy as np
 
 from keras_retinanet.atomic import kill_point
+from keras_retinanet.detectors.tflite_file import (
+    CLASSES_PER_OP,
+    DETECTION_POSTPROCESS_OP,
+    flex_ops,
+    tflite_ops,
+)
 from keras_retinanet.export.config import (
     RAW_OUTPUTS,
     RAW_VARIANTS,
@@ -69,12 +75,6 @@ from keras_retinanet.export.config import (
 )
 from keras_retinanet.export.requantization import fit_requantization_scales
 from keras_retinanet.imaging import parse_image_size
-from keras_retinanet.tflite_file import (
-    CLASSES_PER_OP,
-    DETECTION_POSTPROCESS_OP,
-    flex_ops,
-    tflite_ops,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -410,7 +410,7 @@ def convert_tflite(
             ``None`` (default): clip for float32 / float16, not for int8. In an int8 file the decode, clip and
             re-encode arithmetic would itself run in int8 and blur every box (the main job's model lost 8 AP
             points that way: 0.657 instead of 0.738); unclipped, the op decodes the raw deltas in float.
-        fold_batchnorm: convert the inference graph (``keras_retinanet.inference_graph``, BatchNorm folded into
+        fold_batchnorm: convert the inference graph (``keras_retinanet.model.inference_graph``, BatchNorm folded into
             the convolutions) rather than the model's own.
         scratch_parent: folder for the converter's temporary SavedModel (default: the system's temp folder).
     Returns:
@@ -438,7 +438,7 @@ def convert_tflite(
             "TFLite export needs a score threshold > 0 (padding rows have score 0 and must rank after every "
             f"detection); the model's decoder has {config.score_threshold}"
         )
-    from keras_retinanet.inference_graph import inference_model
+    from keras_retinanet.model.inference_graph import inference_model
 
     # The converter folds BatchNorm itself once weights are constants; the folded graph makes the int8
     # calibration and the float files start from the graph every other runtime runs.

@@ -245,7 +245,7 @@ def export_model(
             (``keras_retinanet.export.raw_metadata``), whose ops a GPU delegate runs; the report checks them
             (``keras_retinanet.export.gpu_ops``).
     """
-    from keras_retinanet.inference_graph import dtype_policy
+    from keras_retinanet.model.inference_graph import dtype_policy
 
     dtype_policy(precision)  # checks the name before any slow work
     if precision != "float32" and not saved_model:

@@ -16,7 +16,7 @@ Names are imported on first use (PEP 562), so ``from keras_retinanet.training im
 import TensorFlow; ``train`` and the callbacks do.
 """
 
-from keras_retinanet.lazy import lazy_namespace
+from keras_retinanet._lazy import lazy_namespace
 
 __getattr__, __dir__ = lazy_namespace(
     __name__,

@@ -34,7 +34,7 @@ import keras
 import numpy as np
 
 from keras_retinanet import atomic
-from keras_retinanet.batchnorm import batchnorm_layers
+from keras_retinanet.backbones.batchnorm import batchnorm_layers
 from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
 from keras_retinanet.training import run_folder
 

@@ -3,9 +3,9 @@
 This module needs only the standard library and PyYAML: importing it does not import TensorFlow or Keras, so
 ``retinanet train --help`` builds its flags and a YAML file is checked before anything slow starts.
 
-:class:`ModelConfig` (``keras_retinanet.model_config``, importable from here too) holds every choosable
+:class:`ModelConfig` (``keras_retinanet.model.config``, importable from here too) holds every choosable
 argument of ``RetinaNet`` and its parts, the losses and the input size; the option machinery (types, checks,
-``to_dict``) is ``keras_retinanet.options``.
+``to_dict``) is ``keras_retinanet.model.options``.
 
 :class:`TrainConfig` holds the data, augmentation, optimisation, hardware and logging options and **contains**
 a ``ModelConfig`` as ``config.model``. Both accept their options in two spellings:
@@ -31,8 +31,8 @@ import yaml
 
 # ModelConfig and the option machinery live in the core (the presets and the benchmark use them too); these
 # names stay importable from here.
-from keras_retinanet.model_config import TARGET_CLASSES, ModelConfig  # noqa: F401
-from keras_retinanet.options import (  # noqa: F401
+from keras_retinanet.model.config import TARGET_CLASSES, ModelConfig  # noqa: F401
+from keras_retinanet.model.options import (  # noqa: F401
     Options,
     check_keys,
     coerce,
@@ -44,7 +44,7 @@ from keras_retinanet.options import (  # noqa: F401
     optional_inner,
     split_list,
 )
-from keras_retinanet.presets import PAPER
+from keras_retinanet.model.presets import PAPER
 
 # The anchor options that ``--anchors auto`` or ``--anchors FILE`` set (keras_retinanet.training.anchors).
 FITTED_ANCHOR_FIELDS = ("anchor_sizes", "anchor_scales", "anchor_aspect_ratios")

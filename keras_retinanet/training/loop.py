@@ -31,9 +31,8 @@ import keras
 import numpy as np
 
 from keras_retinanet import atomic
-from keras_retinanet.backbones import describe_weights
-from keras_retinanet.batchnorm import recompute_batchnorm_statistics
-from keras_retinanet.schedules import WarmupSchedule, default_warmup_steps
+from keras_retinanet.backbones.batchnorm import recompute_batchnorm_statistics
+from keras_retinanet.backbones.registry import describe_weights
 from keras_retinanet.training import anchors, image_shape, run_folder
 from keras_retinanet.training.callbacks import (
     BestCheckpoint,
@@ -48,6 +47,7 @@ from keras_retinanet.training.callbacks import (
     freeze_batchnorm,
 )
 from keras_retinanet.training.config import TrainConfig
+from keras_retinanet.training.schedules import WarmupSchedule, default_warmup_steps
 
 # Variables that never get weight decay (BatchNorm / GroupNorm scales and offsets, all biases).
 NO_DECAY_NAMES = ("bias", "gamma", "beta")
@@ -123,7 +123,7 @@ def train(
 
     from keras_retinanet import data as data_lib
     from keras_retinanet.data.pipeline import make_training_dataset
-    from keras_retinanet.distribute import get_strategy, mixed_precision_policy
+    from keras_retinanet.training.distribute import get_strategy, mixed_precision_policy
 
     keras.utils.set_random_seed(config.seed)
     strategy = get_strategy(config.strategy, config.tpu_address)
@@ -488,8 +488,8 @@ def _initial_model(config, class_names):
     The init model fixes the architecture, anchors, matcher and decoder; a model option that would be ignored
     is refused rather than recorded in config.yaml as if it applied. The size trained at and the losses apply.
     """
-    from keras_retinanet.finetune import finetune_model, format_report
     from keras_retinanet.training.config import ModelConfig
+    from keras_retinanet.training.finetune import finetune_model, format_report
 
     # Either recipe's model options are defaults here: the init model decides them.
     defaults = [ModelConfig(), TrainConfig.from_recipe("paper").model]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keras_retinanet.anchors import AnchorGenerator
 from keras_retinanet.data import anchor_stats as st
+from keras_retinanet.model.anchors import AnchorGenerator
 
 
 def _random_boxes(n, low, high, size=512, seed=0):

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from keras_retinanet.cli import main
-from keras_retinanet.commands.data import GT_COLOUR, POSITIVE_COLOUR
+from keras_retinanet.cli.data import GT_COLOUR, POSITIVE_COLOUR
+from keras_retinanet.cli.retinanet import main
 
 
 def test_check_bccd_reports_problem_counts_and_coverage(bccd_subset, tmp_path, capsys):

@@ -15,7 +15,7 @@ from helpers.train_runs import KILLED
 from helpers.train_runs import env as kill_env
 
 from keras_retinanet.atomic import locked_folder
-from keras_retinanet.cli import main
+from keras_retinanet.cli.retinanet import main
 from keras_retinanet.data import load_dataset
 from keras_retinanet.data.writers import LOCK, STAGING_PREFIX
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from data_testing import write_image
 
-from keras_retinanet.cli import main
+from keras_retinanet.cli.retinanet import main
 from keras_retinanet.data import load_dataset
 from keras_retinanet.training import TrainConfig, train
 from keras_retinanet.training.loop import check_every_class_has_boxes

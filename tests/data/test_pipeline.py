@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 from data_testing import write_voc
 
-from keras_retinanet.anchors import AnchorGenerator
 from keras_retinanet.data import load_dataset
 from keras_retinanet.data.pipeline import make_inference_dataset, make_training_dataset, restore_boxes
-from keras_retinanet.targets import LabelEncoder
+from keras_retinanet.model.anchors import AnchorGenerator
+from keras_retinanet.model.targets import LabelEncoder
 
 SIZE = 128
 
@@ -91,7 +91,7 @@ def test_inference_meta_maps_boxes_back(tiny):
 
 
 def test_inference_pads_to_a_multiple_of_the_model_stride(tiny):
-    from keras_retinanet.model import SIZE_DIVISOR
+    from keras_retinanet.model.retinanet import SIZE_DIVISOR
 
     assert SIZE_DIVISOR == 32  # the coarsest backbone stride (C5); P6 and P7 come from stride-2 convolutions
     images, meta = next(iter(make_inference_dataset(tiny, image_size=None, min_side=200, max_side=1000)))

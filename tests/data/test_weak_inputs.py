@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from data_testing import write_image
 
-from keras_retinanet.cli import main
+from keras_retinanet.cli.retinanet import main
 from keras_retinanet.data import DataError, load_dataset
 from keras_retinanet.data.images import ImageError, inspect_image
-from keras_retinanet.decode import DetectionDecoder
+from keras_retinanet.model.decode import DetectionDecoder
 
 
 def yolo_set(root, names_yaml: str, label: bytes = b"0 0.5 0.5 0.25 0.25\n") -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from data_testing import write_image
 
-from keras_retinanet.cli import main
+from keras_retinanet.cli.retinanet import main
 from keras_retinanet.data import DataError, load_dataset
 from keras_retinanet.data.yolo import label_path
 

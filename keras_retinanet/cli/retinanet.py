@@ -1,0 +1,294 @@
+"""The ``retinanet`` command: ``retinanet [--verbose] SUBCOMMAND ...``.
+
+Each subcommand lives in ``keras_retinanet/cli/NAME.py`` with ``add_arguments(parser)`` and
+``run(args) -> int``. Building the parser imports those modules and nothing heavy (no TensorFlow, no Keras),
+so ``retinanet --help`` and ``retinanet train --help`` answer at once; ``run`` imports what the command needs.
+
+TensorFlow's C++ start-up lines (oneDNN, CUDA, cpu_feature_guard, "All log messages before
+absl::InitializeLog") are hidden unless ``--verbose``: :func:`quiet_tensorflow` sets ``TF_CPP_MIN_LOG_LEVEL``
+before TensorFlow is imported and filters those lines out of stderr while ``import tensorflow`` runs.
+
+Errors take one path for every command (:func:`run_command`): a known problem (bad arguments, data, model
+file, config; see :func:`is_known_error`) prints one line ``retinanet COMMAND: error: MESSAGE`` on stderr;
+``retinanet --debug COMMAND`` also prints its traceback. Any other exception is a bug: its traceback is printed
+with a line saying so. Exit codes (``EXIT_CODES``):
+
+====  ===========================================================================================
+0     success
+1     the command ran but some items failed (``predict`` inputs that could not be read or written,
+      ``data check`` found bad records); each is reported on stderr
+2     bad input or usage: arguments (argparse), dataset, model file, config, export or checkpoint
+      problems, a file that cannot be read or written, too little memory; nothing useful was done
+3     ``train`` stopped because the loss became NaN or inf
+70    unexpected error (a bug): traceback shown (``EX_SOFTWARE`` of BSD's sysexits.h)
+130   interrupted by Ctrl-C (128 + SIGINT)
+====  ===========================================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+import traceback
+from collections.abc import Iterator, Sequence
+
+SUBCOMMANDS = {
+    "train": "train a RetinaNet on a dataset",
+    "evaluate": "COCO metrics (pycocotools) of a .keras, SavedModel or .tflite model on a dataset",
+    "predict": "detect objects in images, folders or videos and draw them",
+    "export": "export a SavedModel (TF Serving) and builtin-op TFLite files (float32, float16, int8)",
+    "data": "check a dataset (statistics, problems, anchor coverage) or show its ground truth and anchors",
+    "convert": "torchvision RetinaNets (v1, v2) and TF Model Garden mobile RetinaNets (MediaPipe Model Maker's "
+    "COCO starts) to .keras models; state dicts to torch-free .npz",
+}
+
+EXIT_OK, EXIT_FAILED_ITEMS, EXIT_BAD_INPUT, EXIT_NAN_STOP, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 70, 130
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_FAILED_ITEMS: "some items failed (predict inputs, data check problems); each reported on stderr",
+    EXIT_BAD_INPUT: "bad input or usage (arguments, data, model file, config, unreadable or unwritable file)",
+    EXIT_NAN_STOP: "train stopped because the loss became NaN or inf",
+    EXIT_BUG: "unexpected error: a bug (traceback shown)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+# Lines TensorFlow's C++ libraries write while `import tensorflow` loads them. Most come from static
+# initialisers that log through absl before absl::InitializeLog, so TF_CPP_MIN_LOG_LEVEL cannot hide them; and
+# they come twice, because the profiler extension (tensorflow/python/profiler/internal/
+# _pywrap_profiler_plugin.so) carries its own copy of the same start-up code (port.cc, cudart_stub.cc) and
+# runs it again when `import tensorflow` reaches it.
+STARTUP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog"
+    r"|oneDNN custom operations are on"
+    r"|cudart_stub\.cc|cuda_dnn\.cc|cuda_fft\.cc|cuda_blas\.cc|cpu_feature_guard\.cc"
+    r"|To enable the following instructions:|rebuild TensorFlow with the appropriate compiler flags"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory"
+    r"|computation placer already registered"
+    r"|TF-TRT Warning: Could not find TensorRT"
+)
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise: re.Pattern = STARTUP_NOISE) -> Iterator[None]:
+    """Captures the process's stderr (file descriptor 2, where C++ libraries write) for the duration of the
+    block, then writes back every line that ``noise`` does not match."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [
+                line
+                for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+                if not noise.search(line)
+            ]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+class _FilteringLoader:
+    """Runs the real loader of ``tensorflow`` inside :func:`filtered_stderr`; delegates everything else."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        with filtered_stderr():
+            self._loader.exec_module(module)
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+class _QuietTensorFlowFinder:
+    """A ``sys.meta_path`` finder that wraps the first ``import tensorflow`` (wherever it happens: Keras,
+    the data pipeline, a command's ``run``) in :func:`filtered_stderr`, then removes itself."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _FilteringLoader(spec.loader)
+        return spec
+
+
+def quiet_tensorflow() -> None:
+    """Hides TensorFlow's C++ start-up and log lines for the rest of the process (before it is imported).
+
+    ``TF_CPP_MIN_LOG_LEVEL=3`` (unless already set) keeps its C++ logging quiet; errors still reach Python as
+    exceptions. The lines logged before that setting is read are filtered out of stderr during the import.
+    No effect once TensorFlow is imported.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _QuietTensorFlowFinder())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``retinanet`` parser with every subcommand's flags; imports no TensorFlow or Keras."""
+    from keras_retinanet import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="retinanet",
+        description="RetinaNet object detection for Keras 3. Datasets are named by a spec: voc:DIR[:SPLIT], "
+        "coco:ANNOTATIONS.json[:IMAGE_DIR], csv:ANNOTATIONS.csv:CLASSES.csv, yolo:DATA.yaml[:SPLIT], "
+        "tfds:NAME[:SPLIT].",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--verbose",
+        dest="show_tensorflow_logs",
+        action="store_true",
+        help="show TensorFlow's C++ start-up and log lines (oneDNN, CUDA, cpu_feature_guard); "
+        "give it before the command: retinanet --verbose train ...",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the Python traceback of an error too (normally one line); also taken after the command: "
+        "retinanet train ... --debug",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(f"keras_retinanet.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"keras_retinanet.cli.{name}":
+                raise
+            continue
+        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(subparser)
+        subparser.set_defaults(run=module.run)
+    return parser
+
+
+# OSErrors about a path or a resource the user controls (not a bug): one line, no traceback.
+_USER_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _raised_in_package(error: BaseException) -> bool:
+    """Whether the innermost Python frame of the traceback is in keras_retinanet (our own ``raise``)."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    # TensorFlow's OOM, matched by name: importing TensorFlow here to check would cost seconds.
+    return isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError"
+
+
+def is_known_error(error: BaseException) -> bool:
+    """A problem with the user's input or environment, reported in one line (not a bug).
+
+    - an error type of this package (``DataError``, ``ModelFileError``, ``ExportError``, ``ImageReadError``,
+      ``CheckpointError``, ``MetadataError``, ...): their messages name the file, the record and the problem;
+    - a ``ValueError`` raised by this package's own code (argument and config checks);
+    - an ``OSError`` about a path (not found, exists, permission, folder / file mix-up) or with an errno (disk
+      full, read-only file system);
+    - running out of memory.
+
+    A ``ValueError`` raised inside Keras, TensorFlow or NumPy is not known: our checks should have caught its
+    cause first, so it is a bug.
+    """
+    if type(error).__module__.split(".")[0] == "keras_retinanet":
+        return True
+    if isinstance(error, _USER_OS_ERRORS) or (isinstance(error, OSError) and error.errno is not None):
+        return True
+    return (isinstance(error, ValueError) and _raised_in_package(error)) or _out_of_memory(error)
+
+
+def error_message(error: BaseException) -> str:
+    """The error's message on one line (line breaks joined with "; "; no "[Errno N]" prefix)."""
+    if _out_of_memory(error) and "No space left on device" in str(error):
+        # TensorFlow reports a full disk while writing (a SavedModel, a checkpoint) as ResourceExhausted.
+        first = str(error).strip().splitlines()[0]
+        text = f"the disk is full ({first[:200]}); free space where the output is written, or write elsewhere"
+    elif isinstance(error, OSError) and error.errno is not None and error.strerror:
+        text = error.strerror + (f": {error.filename}" if error.filename is not None else "")
+        text += f" -> {error.filename2}" if error.filename2 is not None else ""
+    elif _out_of_memory(error):
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "MemoryError"
+        text = f"out of memory ({first[:200]}); lower --batch-size or the image size"
+    else:
+        text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """``retinanet train``, ``retinanet data check``: the prefix of every error line."""
+    words = ["retinanet", getattr(args, "command", None) or ""]
+    sub = getattr(args, f"{args.command}_command", None) if getattr(args, "command", None) else None
+    return " ".join(w for w in [*words, sub] if w)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Runs ``args.run(args)``: the one error path of every command (exit codes in the module docstring)."""
+    name = command_name(args)
+    debug = getattr(args, "debug", False)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        sys.stdout.flush()
+        print(f"{name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - the one place that turns every error into an exit code
+        sys.stdout.flush()
+        if is_known_error(error):
+            if debug:
+                traceback.print_exc()
+            print(f"{name}: error: {error_message(error)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        traceback.print_exc()
+        print(
+            f"{name}: internal error ({type(error).__name__}): this is a bug, not a problem with your input; "
+            "please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``retinanet [--verbose] [--debug] COMMAND ...``; returns the exit code (see ``EXIT_CODES``)."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    # --debug is global, but also taken where it is usually typed: at the end (retinanet train ... --debug).
+    if "--debug" in unknown:
+        args.debug = True
+        unknown = [item for item in unknown if item != "--debug"]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # argparse's own message, exit code 2
+    if not args.show_tensorflow_logs:
+        quiet_tensorflow()
+    return run_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,0 @@
-"""Subcommands of the ``retinanet`` command, one module each."""

@@ -1,0 +1,300 @@
+"""Facts about the machine a benchmark ran on: CPU model, speed-relevant CPU features, FP32 peak FLOP/s.
+
+Every figure in a benchmark table belongs to one machine, so the report names the CPU and lists which of the
+features that decide convolution speed it has:
+
+- ``avx2`` + ``fma``: 256-bit fused multiply-add, the float32 baseline of oneDNN and XNNPACK;
+- ``avx512f``: 512-bit vectors (AMD Zen 4 executes them on 256-bit units);
+- ``avx512_vnni``: int8 dot products (int8 TFLite, quantised oneDNN kernels);
+- ``avx512_bf16``: bfloat16 dot products in vector registers (AMD Zen 4, Intel Cooper Lake and later);
+- ``amx_tile`` / ``amx_bf16`` / ``amx_int8``: Intel's matrix tiles (Sapphire Rapids and later), several times the
+  vector rate for bfloat16 and int8 matmuls.
+
+The facts come from ``/proc/cpuinfo`` (first processor) and ``lscpu``; both are parsed from text so that tests can
+feed canned outputs. :func:`bf16_support` says whether bfloat16 inference is worth running here (the check behind
+``retinanet predict/evaluate --precision bf16``). Nothing here imports TensorFlow except
+:func:`measure_matmul_gflops` and the accelerator look-up of :func:`bf16_support`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import subprocess
+from typing import Any
+
+from keras_retinanet.detectors.timing import time_runs
+
+# CPU flags (as /proc/cpuinfo spells them) that decide how fast the model's kernels can run, in report order.
+SPEED_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+# Environment variables that change which kernels TensorFlow / oneDNN pick; recorded when set.
+SPEED_ENV = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OMP_NUM_THREADS")
+
+
+def parse_cpuinfo(text: str) -> dict[str, str]:
+    """The ``key: value`` fields of the first processor block of a ``/proc/cpuinfo`` text."""
+    info: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if info:
+                break  # first processor only: the others repeat it
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            info[key.strip()] = value.strip()
+    return info
+
+
+def parse_lscpu(text: str) -> dict[str, str]:
+    """The ``key: value`` lines of an ``lscpu`` output (empty values dropped)."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and value.strip():
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _run_lscpu() -> str:
+    try:
+        return subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _int(value: str | None) -> int:
+    """A decimal (cpuinfo, lscpu) or ``0x`` hexadecimal number; 0 when missing or unreadable."""
+    with contextlib.suppress(TypeError, ValueError):
+        return int(value, 0) if value and value.lower().startswith("0x") else int(value or 0)
+    return 0
+
+
+def machine_info(cpuinfo_text: str | None = None, lscpu_text: str | None = None) -> dict[str, Any]:
+    """The machine's description for a benchmark report.
+
+    Args:
+        cpuinfo_text: a ``/proc/cpuinfo`` text; read from this machine when None.
+        lscpu_text: an ``lscpu`` output; run on this machine when None.
+    Returns:
+        ``cpu_model`` (e.g. ``"AMD EPYC"``), ``vendor`` (``"AuthenticAMD"`` / ``"GenuineIntel"``), ``cpu_family``
+        and ``cpu_model_number`` (ints, as the vendor numbers them), ``logical_cpus``, ``threads_per_core``,
+        ``mhz`` (max or nominal clock, None if unknown), ``hypervisor``, ``cpu_features`` ({flag: bool} for each
+        of :data:`SPEED_FEATURES`), ``simd`` (the sorted present ones), ``bf16_hardware`` (see
+        :func:`bf16_hardware`), ``speed_env`` ({variable: value} of :data:`SPEED_ENV` that are set), ``os``,
+        ``python`` and ``load_average_1m``.
+    """
+    cpuinfo = parse_cpuinfo(_read("/proc/cpuinfo") if cpuinfo_text is None else cpuinfo_text)
+    lscpu = parse_lscpu(_run_lscpu() if lscpu_text is None else lscpu_text)
+    flags = set(cpuinfo.get("flags", lscpu.get("Flags", "")).split())
+    mhz = None
+    for source in (lscpu.get("CPU max MHz"), cpuinfo.get("cpu MHz"), lscpu.get("CPU MHz")):
+        with contextlib.suppress(TypeError, ValueError):
+            mhz = float(source)  # type: ignore[arg-type]
+            if mhz > 0:
+                break
+            mhz = None
+    if not mhz:  # e.g. "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"
+        match = re.search(r"@\s*([\d.]+)\s*GHz", cpuinfo.get("model name", lscpu.get("Model name", "")))
+        mhz = float(match.group(1)) * 1000 if match else None
+    features = {name: name in flags for name in SPEED_FEATURES}
+    machine = {
+        "cpu_model": lscpu.get("Model name")
+        or cpuinfo.get("model name")
+        or platform.processor()
+        or "unknown",
+        "vendor": lscpu.get("Vendor ID") or cpuinfo.get("vendor_id", ""),
+        "cpu_family": _int(cpuinfo.get("cpu family", lscpu.get("CPU family"))),
+        "cpu_model_number": _int(cpuinfo.get("model", lscpu.get("Model"))),
+        "logical_cpus": os.cpu_count() or 1,
+        "threads_per_core": _int(lscpu.get("Thread(s) per core")) or 1,
+        "mhz": mhz,
+        "hypervisor": lscpu.get("Hypervisor vendor"),
+        "cpu_features": features,
+        "simd": sorted(name for name, present in features.items() if present),
+        "speed_env": {name: os.environ[name] for name in SPEED_ENV if name in os.environ},
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+    machine["bf16_hardware"] = bf16_hardware(machine)
+    return machine
+
+
+def bf16_hardware(machine: dict[str, Any]) -> str | None:
+    """Which bfloat16 matmul hardware the CPU has: ``"AMX"``, ``"AVX512-BF16"`` or None (emulated, slow)."""
+    features = machine.get("cpu_features", {})
+    if features.get("amx_bf16") and features.get("amx_tile"):
+        return "AMX"
+    if features.get("avx512_bf16"):
+        return "AVX512-BF16"
+    return None
+
+
+# GPUs compute bfloat16 natively from compute capability 8.0 (Ampere) on.
+BF16_MIN_GPU_CAPABILITY = (8, 0)
+
+
+def _accelerators() -> dict[str, list]:
+    """TensorFlow's visible GPUs as ``[(name, (major, minor))]`` and TPUs as ``[name]`` (imports TensorFlow)."""
+    import tensorflow as tf
+
+    gpus = []
+    for device in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(device)
+        gpus.append(
+            (details.get("device_name", device.name), tuple(details.get("compute_capability", (0, 0))))
+        )
+    return {"gpus": gpus, "tpus": [device.name for device in tf.config.list_physical_devices("TPU")]}
+
+
+def bf16_support(
+    machine: dict[str, Any] | None = None, accelerators: dict[str, list] | None = None
+) -> tuple[bool, str]:
+    """Whether this machine runs bfloat16 natively (so that ``--precision bf16`` is faster, not emulated).
+
+    The device TensorFlow runs the model on decides: a TPU (always bfloat16), else the GPUs (compute capability
+    >= 8.0, every one), else the CPU (AMX or AVX512-BF16, see :func:`bf16_hardware`).
+
+    Args:
+        machine: :func:`machine_info` (read from this machine when None).
+        accelerators: ``{"gpus": [(name, (major, minor))], "tpus": [name]}``; asked from TensorFlow when None.
+    Returns:
+        (supported, reason): the reason names the hardware either way, e.g. ``"CPU AMD EPYC has AVX512-BF16"``.
+    """
+    accelerators = _accelerators() if accelerators is None else accelerators
+    if accelerators.get("tpus"):
+        return True, f"TPU {accelerators['tpus'][0]}"
+    gpus = accelerators.get("gpus") or []
+    if gpus:
+        old = [
+            f"{name} (compute capability {'.'.join(map(str, cc))})"
+            for name, cc in gpus
+            if tuple(cc) < BF16_MIN_GPU_CAPABILITY
+        ]
+        if old:
+            return False, f"GPU {', '.join(old)} has no native bfloat16 (needs compute capability >= 8.0)"
+        name, capability = gpus[0]
+        return True, f"GPU {name} (compute capability {'.'.join(map(str, capability))})"
+    machine = machine_info(lscpu_text="") if machine is None else machine
+    hardware = bf16_hardware(machine)
+    if hardware:
+        return True, f"CPU {machine['cpu_model']} has {hardware}"
+    return False, (
+        f"CPU {machine['cpu_model']} has neither AMX nor AVX512-BF16 (cpuinfo flags amx_bf16, avx512_bf16), and "
+        "no GPU with compute capability >= 8.0 or TPU is visible: bfloat16 would be emulated, slower than float32"
+    )
+
+
+def describe_cpu(machine: dict[str, Any]) -> str:
+    """One line naming the CPU, e.g. ``AMD EPYC (AuthenticAMD family 25 model 17), 2 logical CPUs, ...``."""
+    ghz = f"{machine['mhz'] / 1000:.2f} GHz" if machine.get("mhz") else "clock unknown"
+    hypervisor = f", {machine['hypervisor']} guest" if machine.get("hypervisor") else ""
+    return (
+        f"{machine['cpu_model']} ({machine['vendor']} family {machine['cpu_family']} model "
+        f"{machine['cpu_model_number']}), {machine['logical_cpus']} logical CPUs, "
+        f"{machine['threads_per_core']} thread(s)/core, {ghz}{hypervisor}"
+    )
+
+
+def describe_features(machine: dict[str, Any]) -> str:
+    """Which :data:`SPEED_FEATURES` the CPU has and lacks, and its bfloat16 hardware, as one line."""
+    features = machine.get("cpu_features", {})
+    have = [name for name in SPEED_FEATURES if features.get(name)]
+    lack = [name for name in SPEED_FEATURES if not features.get(name)]
+    bf16 = machine.get("bf16_hardware") or "none (emulated in float32)"
+    text = (
+        f"has {', '.join(have) or 'none of them'}; lacks {', '.join(lack) or 'none'}; bfloat16 matmul: {bf16}"
+    )
+    if machine.get("speed_env"):
+        text += "; " + ", ".join(f"{k}={v}" for k, v in machine["speed_env"].items())
+    return text
+
+
+def fp32_flops_per_cycle(machine: dict[str, Any]) -> tuple[int, str]:
+    """FP32 FLOPs per cycle per core for the CPU in ``machine``, and the assumption behind the figure.
+
+    FMA counts 2 FLOPs per lane. Tables (public microarchitecture docs; assumptions, not measurements):
+    AMD Zen 1 (family 23, models < 0x30): 2 x 128-bit FMA = 16; Zen 2-4 (families 23 / 25): 2 x 256-bit FMA
+    = 32 (Zen 4 runs AVX-512 on 256-bit units); Zen 5 (family 26): 2 x 512-bit FMA = 64. Intel with AVX-512:
+    2 x 512-bit FMA = 64 (Xeon Gold 6xxx / Platinum; Silver/Bronze and some mobile parts have one unit: 32);
+    AVX2 + FMA: 2 x 256-bit = 32; else SSE: 2 x 128-bit mul+add = 16.
+    """
+    vendor, family, model = (
+        machine.get("vendor", ""),
+        machine.get("cpu_family", 0),
+        machine.get("cpu_model_number", 0),
+    )
+    simd = set(machine.get("simd", []))
+    if "AMD" in vendor:
+        if family == 26:
+            return 64, "AMD Zen 5: 2 x 512-bit FMA units"
+        if family == 25:
+            return 32, "AMD Zen 3/4: 2 x 256-bit FMA units (Zen 4 splits AVX-512 into 2 x 256-bit)"
+        if family == 23:
+            if model < 0x30:
+                return 16, "AMD Zen 1: 2 x 128-bit FMA units"
+            return 32, "AMD Zen 2: 2 x 256-bit FMA units"
+    if "avx512f" in simd:
+        return 64, "AVX-512 with 2 x 512-bit FMA units assumed (1 unit on some parts: half this peak)"
+    if "avx2" in simd and "fma" in simd:
+        return 32, "AVX2 with 2 x 256-bit FMA units"
+    return 16, "no FMA: 2 x 128-bit SSE (mul + add) assumed"
+
+
+def measure_matmul_gflops(size: int = 2048, runs: int = 7) -> float:
+    """FP32 GFLOP/s of the fastest of ``runs`` ``size x size`` TensorFlow matmuls (``2 size^3`` FLOPs each).
+
+    Uses the thread pools already configured for TensorFlow. A large square SGEMM is the fastest dense kernel a
+    library has, so this is an achievable ceiling for the convolutions, measured rather than assumed.
+    """
+    import tensorflow as tf
+
+    a = tf.random.stateless_uniform((size, size), seed=(1, 2))
+    b = tf.random.stateless_uniform((size, size), seed=(3, 4))
+    matmul = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, b)))
+    best = time_runs(lambda: matmul().numpy(), warmup=2, runs=runs)["min_ms"]
+    return round(2 * size**3 / (best / 1000.0) / 1e9, 1)
+
+
+def peak_flops(
+    machine: dict[str, Any],
+    threads: int,
+    override_gflops: float | None = None,
+    measured_gflops: float | None = None,
+) -> dict[str, Any]:
+    """The machine's FP32 peak FLOP/s for ``threads`` threads.
+
+    Nominal: physical cores used x GHz x FLOPs/cycle/core, where cores used = min(threads, logical CPUs) /
+    threads-per-core (hyper-threads share one core's FMA units) and GHz is ``CPU max MHz`` from lscpu if
+    present, else ``cpu MHz`` of /proc/cpuinfo (in a VM usually the nominal clock, turbo unknown). If
+    ``measured_gflops`` (:func:`measure_matmul_gflops`) is higher, the cores run above the nominal clock and the
+    measured figure is the peak, so that no achieved fraction can exceed 100%.
+
+    Returns:
+        ``{"gflops", "nominal_gflops", "measured_matmul_gflops", "formula", "assumption"}`` (``gflops`` is the
+        peak used; only ``gflops``, ``formula`` and ``assumption`` when ``override_gflops`` is given).
+    """
+    if override_gflops:
+        return {"gflops": float(override_gflops), "formula": "given with --peak-gflops", "assumption": ""}
+    per_cycle, assumption = fp32_flops_per_cycle(machine)
+    cores = min(threads, machine["logical_cpus"]) / max(1, machine.get("threads_per_core", 1))
+    ghz = (machine.get("mhz") or 0) / 1000.0
+    nominal = round(cores * ghz * per_cycle, 1) if ghz else None
+    formula = f"{cores:g} cores x {ghz:.3f} GHz x {per_cycle} FP32 FLOPs/cycle" if ghz else "clock unknown"
+    assumption += "; clock from lscpu/cpuinfo (nominal, no turbo)"
+    result = {"gflops": nominal, "nominal_gflops": nominal, "measured_matmul_gflops": measured_gflops}
+    if measured_gflops and (nominal is None or measured_gflops > nominal):
+        result["gflops"] = measured_gflops
+        formula = f"measured FP32 matmul rate (above the nominal {formula} = {nominal})"
+        assumption += "; the measured matmul beat the nominal peak, so the cores run above the nominal clock"
+    return {**result, "formula": formula, "assumption": assumption}

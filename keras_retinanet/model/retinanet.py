@@ -1,0 +1,547 @@
+"""The RetinaNet detector as one Keras model: raw outputs for training, decoded detections for prediction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_retinanet.backbones.registry import build_backbone
+from keras_retinanet.conventions import DEFAULT_IMAGE_SIZE, fallback_class_names
+from keras_retinanet.imaging import MIN_IMAGE_SIDE, parse_image_size
+from keras_retinanet.model.anchors import AnchorGenerator
+from keras_retinanet.model.box_coder import BoxCoder
+from keras_retinanet.model.decode import DetectionDecoder
+from keras_retinanet.model.layers import BoxHead, ClassificationHead, FeaturePyramid
+from keras_retinanet.model.losses import BoxRegressionLoss, FocalLoss
+from keras_retinanet.model.matching import Matcher
+from keras_retinanet.model.targets import LabelEncoder
+
+# The network input is padded to a multiple of the coarsest backbone stride, so that every pyramid level has
+# exactly ceil(H / stride) cells whatever the backbone's padding rules: anchors then follow from the image
+# size alone, in the model and in the tf.data label encoder alike.
+SIZE_DIVISOR = 32
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class PadToMultiple(keras.layers.Layer):
+    """Zero-pads (B, H, W, C) images at the bottom and right to multiples of ``divisor``; boxes do not move."""
+
+    def __init__(self, divisor: int = SIZE_DIVISOR, **kwargs):
+        super().__init__(**kwargs)
+        self.divisor = int(divisor)
+
+    def call(self, images):
+        shape = ops.shape(images)
+        pad_h = (-shape[1]) % self.divisor
+        pad_w = (-shape[2]) % self.divisor
+        return ops.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+
+    def compute_output_shape(self, input_shape):
+        def padded(size):
+            return None if size is None else -(-size // self.divisor) * self.divisor
+
+        return (input_shape[0], padded(input_shape[1]), padded(input_shape[2]), input_shape[3])
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(divisor=self.divisor)
+        return config
+
+
+def _serialize(obj):
+    return keras.saving.serialize_keras_object(obj)
+
+
+def _deserialize(config):
+    return config if not isinstance(config, dict) else keras.saving.deserialize_keras_object(config)
+
+
+@keras.saving.register_keras_serializable(package="keras_retinanet")
+class RetinaNet(keras.Model):
+    """RetinaNet (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
+
+    ``model(images)`` returns the **raw training outputs** ``{"classification": (B, N, K) logits,
+    "box_regression": (B, N, 4) deltas}``, one row per anchor. These are not detections. ``model.predict`` and
+    ``model.detect`` always decode them into detections.
+
+    Args:
+        num_classes: number of object classes K (no background class).
+        backbone: a name from ``keras_retinanet.available_backbones()`` or a ``keras.Model`` that maps
+            (B, H, W, 3) RGB pixels in [0, 255] to [C3, C4, C5] (strides 8, 16, 32).
+        backbone_weights: for a named backbone, ``"imagenet"`` (the default, as in ``keras.applications``: from
+            Keras' cache, downloaded on first use; torchvision's ResNets from torch's cache), ``None`` (random
+            init, from scratch) or a local weights file.
+        backbone_kwargs: extra arguments of the ``keras.applications`` constructor (e.g. ``{"alpha": 0.35}``).
+        backbone_batchnorm_momentum: BatchNorm momentum of a named backbone (see ``build_backbone``).
+        backbone_feature_layers: names of the named backbone's layers that give C3, C4, C5 (``None``: the
+            last layer of each stride 8, 16, 32).
+        input_normalization: the pixel normalisation in front of a named backbone, ``"caffe"``, ``"tf"``,
+            ``"torch"`` or ``"none"`` (see ``ImageNormalization``; ``None``: what its ImageNet weights expect).
+        class_names: K names, saved with the model.
+        fpn_channels: width of the pyramid levels (256).
+        p6_source: ``"c5"`` (paper, torchvision v2) or ``"p5"`` (torchvision v1).
+        fpn_padding: padding of the stride-2 P6/P7 convs: ``"same"`` (Keras) or ``"symmetric"`` (PyTorch,
+            torchvision); see ``FeaturePyramid``.
+        fpn_batchnorm: a BatchNorm on each pyramid level (TF Model Garden's mobile FPN).
+        head_depth, head_channels: convs per subnet (4) and their width (default: ``fpn_channels``).
+        use_group_norm: GroupNorm after each subnet conv (torchvision v2).
+        head_batchnorm: instead, a BatchNorm per pyramid level after each subnet conv (TF Model Garden).
+        separable_convs: depthwise-separable convolutions in the pyramid and the subnets (mobile models).
+        activation: ``"relu"`` or ``"relu6"``, in the subnets and before the P7 conv.
+        group_norm_epsilon: its epsilon (1e-5, PyTorch's; models saved before this option used Keras' 1e-3 and
+            keep it when loaded).
+        prior_probability: initial foreground probability of the classification head (0.01).
+        anchor_generator, box_coder, matcher, decoder: parts; ``None`` builds the paper's default.
+        image_size: the (square int or (H, W)) input size the model is trained for; evaluation, prediction and
+            export letterbox images to it (``input_size``). ``None``: not recorded (they then use
+            ``conventions.DEFAULT_IMAGE_SIZE``).
+
+    Images are (B, H, W, 3) RGB, uint8 or float in [0, 255], any size; the model normalises them for the
+    backbone and pads them to a multiple of 32 at the bottom and right.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str | keras.Model = "resnet50",
+        backbone_weights: str | None = "imagenet",
+        backbone_kwargs: dict | None = None,
+        backbone_batchnorm_momentum: float | None = 0.9,
+        backbone_feature_layers: Sequence[str] | None = None,
+        input_normalization: str | None = None,
+        class_names: Sequence[str] | None = None,
+        fpn_channels: int = 256,
+        p6_source: str = "c5",
+        fpn_padding: str = "same",
+        fpn_batchnorm: bool = False,
+        head_depth: int = 4,
+        head_channels: int | None = None,
+        use_group_norm: bool = False,
+        group_norm_epsilon: float = 1e-5,
+        head_batchnorm: bool = False,
+        separable_convs: bool = False,
+        activation: str = "relu",
+        prior_probability: float = 0.01,
+        anchor_generator: AnchorGenerator | None = None,
+        box_coder: BoxCoder | None = None,
+        matcher: Matcher | None = None,
+        decoder: DetectionDecoder | None = None,
+        image_size: int | Sequence[int] | None = None,
+        **kwargs,
+    ):
+        num_classes, class_names, image_size = _check_arguments(num_classes, class_names, image_size)
+        anchor_generator = _deserialize(anchor_generator) or AnchorGenerator(name="anchor_generator")
+        if anchor_generator.levels != PYRAMID_LEVELS:
+            raise ValueError(
+                f"RetinaNet: anchor_generator levels must be the pyramid's P3..P7 ({PYRAMID_LEVELS}), got "
+                f"min_level={anchor_generator.min_level}, max_level={anchor_generator.max_level}"
+            )
+        head_channels = head_channels or fpn_channels
+        backbone_kwargs = dict(backbone_kwargs or {})
+        backbone_name = backbone if isinstance(backbone, str) else None
+        backbone_model = (
+            build_backbone(
+                backbone,
+                weights=backbone_weights,
+                batchnorm_momentum=backbone_batchnorm_momentum,
+                feature_layers=backbone_feature_layers,
+                normalization=input_normalization,
+                **backbone_kwargs,
+            )
+            if isinstance(backbone, str)
+            else _deserialize(backbone)
+        )
+        num_anchors = anchor_generator.num_anchors_per_location
+        feature_pyramid = FeaturePyramid(
+            fpn_channels,
+            p6_source=p6_source,
+            padding=fpn_padding,
+            separable=separable_convs,
+            batchnorm=fpn_batchnorm,
+            activation=activation,
+            name="feature_pyramid",
+        )
+        head_args = dict(
+            num_anchors=num_anchors,
+            depth=head_depth,
+            channels=head_channels,
+            use_group_norm=use_group_norm,
+            group_norm_epsilon=group_norm_epsilon,
+            batchnorm_per_level=head_batchnorm,
+            separable=separable_convs,
+            activation=activation,
+        )
+        classification_head = ClassificationHead(
+            num_classes, prior_probability=prior_probability, name="classification_head", **head_args
+        )
+        box_head = BoxHead(name="box_head", **head_args)
+
+        images = keras.Input((None, None, 3), name="images")
+        padded = PadToMultiple(SIZE_DIVISOR, name="pad_to_multiple")(images)
+        pyramid = feature_pyramid(backbone_model(padded))
+        outputs = {"classification": classification_head(pyramid), "box_regression": box_head(pyramid)}
+        super().__init__(inputs=images, outputs=outputs, **kwargs)
+
+        self.num_classes = int(num_classes)
+        self.class_names = list(class_names) if class_names is not None else fallback_class_names(num_classes)
+        self.backbone_name = backbone_name
+        self.backbone_kwargs = backbone_kwargs
+        self.backbone_batchnorm_momentum = backbone_batchnorm_momentum
+        self.backbone_feature_layers = list(backbone_feature_layers) if backbone_feature_layers else None
+        self.input_normalization = input_normalization
+        self.backbone = backbone_model
+        self.fpn_channels = fpn_channels
+        self.p6_source = p6_source
+        self.fpn_padding = fpn_padding
+        self.fpn_batchnorm = bool(fpn_batchnorm)
+        self.head_depth = head_depth
+        self.head_channels = head_channels
+        self.use_group_norm = use_group_norm
+        self.group_norm_epsilon = float(group_norm_epsilon)
+        self.head_batchnorm = bool(head_batchnorm)
+        self.separable_convs = bool(separable_convs)
+        self.activation = activation
+        self.prior_probability = prior_probability
+        self.anchor_generator = anchor_generator
+        self.box_coder = _deserialize(box_coder) or BoxCoder()
+        self.matcher = _deserialize(matcher) or Matcher()
+        self.decoder = _deserialize(decoder) or DetectionDecoder()
+        self.image_size = (
+            image_size if image_size is None or isinstance(image_size, int) else list(image_size)
+        )
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) that evaluation, prediction and export letterbox images to: the recorded ``image_size``
+        (the training size), else ``conventions.DEFAULT_IMAGE_SIZE`` square."""
+        size = DEFAULT_IMAGE_SIZE if self.image_size is None else self.image_size
+        return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    def label_encoder(self) -> LabelEncoder:
+        """The label encoder that matches this model's anchors, box coding and matching rule."""
+        return LabelEncoder(self.anchor_generator, self.box_coder, self.matcher)
+
+    def compile(self, optimizer="sgd", loss=None, **kwargs):
+        """``keras.Model.compile`` with RetinaNet's losses as defaults.
+
+        ``loss`` defaults to ``{"classification": FocalLoss(), "box_regression": BoxRegressionLoss()}``; pass
+        ``loss_weights`` to weight them.
+        """
+        if loss is None:
+            loss = {"classification": FocalLoss(), "box_regression": BoxRegressionLoss()}
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras' own version refuses models with a custom compile(); without this a reloaded .keras file would
+        # lose its optimiser and its state.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Two Keras 3 bugs break fit() under MultiWorkerMirroredStrategy (keras-team/keras#20585):
+        # 1. the first batch is averaged over replicas with an eager strategy.reduce() to build the model; only
+        #    its shapes matter, so the local replica's share serves as well;
+        # 2. the logged metrics are averaged over axis 0, which fails for scalars: see train_step.
+        import tensorflow as tf
+
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, it in iterator:
+                data_batch = keras.tree.map_structure(
+                    lambda x: (
+                        self.distribute_strategy.experimental_local_results(x)[0]
+                        if isinstance(x, tf.distribute.DistributedValues)
+                        else x
+                    ),
+                    next(it),
+                )
+                break
+            iterator = None
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        import tensorflow as tf
+
+        if isinstance(self._distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Shape (1,) so that Keras' cross-worker mean over axis 0 works (keras-team/keras#20585).
+            logs = {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+        return logs
+
+    def padded_shape(self, image_shape):
+        """(H, W) of the network input after padding; ints or scalar tensors."""
+        return tuple((size + SIZE_DIVISOR - 1) // SIZE_DIVISOR * SIZE_DIVISOR for size in image_shape)
+
+    def decode(self, outputs: dict, image_shape) -> dict:
+        """Decodes raw outputs of images of size ``image_shape`` = (H, W) (before padding).
+
+        Returns the decoder's dict: ``boxes`` (B, M, 4) xyxy pixels of the input image, ``scores`` (B, M),
+        ``classes`` (B, M) int32 (-1 for padding rows), ``num_detections`` (B,).
+        """
+        padded = self.padded_shape(image_shape)
+        feature_shapes = (
+            self.anchor_generator.feature_shapes(padded)
+            if _is_static(padded)
+            else [((padded[0] + s - 1) // s, (padded[1] + s - 1) // s) for s in self.anchor_generator.strides]
+        )
+        anchors = self.anchor_generator(feature_shapes=feature_shapes)
+        level_sizes = [h * w * self.anchor_generator.num_anchors_per_location for h, w in feature_shapes]
+        return self.decoder(
+            outputs["classification"],
+            outputs["box_regression"],
+            anchors,
+            level_sizes,
+            self.box_coder,
+            image_shape=image_shape,
+        )
+
+    def detect(self, images) -> dict:
+        """Runs the network and decodes: images -> detections (see ``decode``), as tensors.
+
+        ``images``: a (B, H, W, 3) batch, one (H, W, 3) image (its detections then have no batch axis) or a
+        list of (H, W, 3) images of any sizes (one row per image, in order; images of one size run as one
+        batch). Pixels are RGB, uint8 or float in [0, 255]; each image runs at its own size and its boxes are
+        in its own pixels (clipped to it). Anything else raises a one-line ``ValueError``.
+
+        Called eagerly, this runs the inference graph (:meth:`inference_graph`: BatchNorm folded); inside a
+        traced function (``tf.function``, an export, Keras' predict function) it builds this model's own graph.
+        """
+        batches, single = image_batches(images, "detect")
+        model = self if _is_symbolic(batches[0][1]) else self.inference_graph()
+        outputs = [model._detect_batch(batch) for _, batch in batches]
+        if len(outputs) == 1:
+            merged = outputs[0]
+        else:
+            # Rows back into the order the images came in.
+            order = np.argsort(np.concatenate([indices for indices, _ in batches]))
+            merged = {
+                key: ops.take(ops.concatenate([out[key] for out in outputs], axis=0), order, axis=0)
+                for key in outputs[0]
+            }
+        return {key: value[0] for key, value in merged.items()} if single else merged
+
+    def _detect_batch(self, images) -> dict:
+        """This model's own network and decoder on a checked (B, H, W, 3) batch."""
+        images = ops.convert_to_tensor(images)
+        shape = images.shape[1:3] if _is_static(images.shape[1:3]) else ops.shape(images)[1:3]
+        return self.decode(self(images, training=False), shape)
+
+    def predict(self, x, *args, **kwargs):
+        """``keras.Model.predict`` that always decodes: images -> detections as numpy arrays (see ``decode``).
+
+        ``x`` is what :meth:`detect` takes (a (B, H, W, 3) batch, one (H, W, 3) image, whose detections then
+        have no batch axis, or a list of (H, W, 3) images of any sizes: one row per image) or a
+        ``tf.data.Dataset`` / ``keras.utils.PyDataset`` of image batches; anything else raises a one-line
+        ``ValueError``. Each image runs at its own size and its boxes are in its own pixels. Any sequence of
+        image sizes works in one process (each new size retraces once). It runs the inference graph
+        (:meth:`inference_graph`: BatchNorm folded, the same detections up to float rounding).
+        """
+        model = self.inference_graph()
+        if _is_dataset(x):
+            return keras.Model.predict(model, x, *args, **kwargs)
+        batches, single = image_batches(x, "predict")
+        outputs = [keras.Model.predict(model, np.asarray(batch), *args, **kwargs) for _, batch in batches]
+        if len(outputs) == 1:
+            merged = outputs[0]
+        else:
+            count = sum(len(indices) for indices, _ in batches)
+            merged = {}
+            for key in outputs[0]:
+                merged[key] = np.empty((count, *outputs[0][key].shape[1:]), outputs[0][key].dtype)
+                for (indices, _), out in zip(batches, outputs, strict=True):
+                    merged[key][indices] = out[key]
+        return {key: value[0] for key, value in merged.items()} if single else merged
+
+    def predict_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        if isinstance(images, dict):
+            images = images["images"]
+        return self._detect_batch(images)
+
+    def inference_graph(self, precision: str | None = None) -> RetinaNet:
+        """The copy of this model that ``predict`` and ``detect`` run: BatchNorm folded into the convolutions
+        (``keras_retinanet.model.inference_graph.inference_model``), in ``precision`` ("float32" or "bf16"; None: the
+        model's own, "bf16" for a model built under Keras' ``mixed_bfloat16`` policy, else "float32").
+
+        It is built on the first call (about as long as building the model) and kept while this model lives; it
+        decodes with this model's ``decoder``, ``anchor_generator`` and ``box_coder``. Every call compares a
+        fingerprint of this model's weights (one pass over them) with the copy's and copies them in again,
+        folded, when they changed (``fit``, ``load_weights``, any assignment): the copy never runs stale
+        weights. A model that is itself such a copy returns itself.
+        """
+        if getattr(self, "_inference_folds", None) is not None:
+            return self
+        from keras_retinanet.model.inference_graph import cached_inference_model
+
+        if precision is None:
+            precision = "bf16" if self.compute_dtype == "bfloat16" else "float32"
+        graph = cached_inference_model(self, precision)
+        # The copy decodes with this model's own parts, so that a changed or replaced ``model.decoder`` (its
+        # score threshold, say) applies to predict and detect as before.
+        for part in ("anchor_generator", "box_coder", "decoder"):
+            if getattr(graph, part) is not getattr(self, part):
+                setattr(graph, part, getattr(self, part))
+                graph.predict_function = None  # Keras' traced predict read the old part: trace again
+        return graph
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "num_classes": self.num_classes,
+            "backbone": self.backbone_name if self.backbone_name else _serialize(self.backbone),
+            # The weights travel in the .keras file; reloading must not download ImageNet weights again.
+            "backbone_weights": None,
+            "backbone_kwargs": self.backbone_kwargs,
+            "backbone_batchnorm_momentum": self.backbone_batchnorm_momentum,
+            "backbone_feature_layers": self.backbone_feature_layers,
+            "input_normalization": self.input_normalization,
+            "class_names": self.class_names,
+            "fpn_channels": self.fpn_channels,
+            "p6_source": self.p6_source,
+            "fpn_padding": self.fpn_padding,
+            "fpn_batchnorm": self.fpn_batchnorm,
+            "head_depth": self.head_depth,
+            "head_channels": self.head_channels,
+            "use_group_norm": self.use_group_norm,
+            "group_norm_epsilon": self.group_norm_epsilon,
+            "head_batchnorm": self.head_batchnorm,
+            "separable_convs": self.separable_convs,
+            "activation": self.activation,
+            "prior_probability": self.prior_probability,
+            "anchor_generator": _serialize(self.anchor_generator),
+            "box_coder": _serialize(self.box_coder),
+            "matcher": _serialize(self.matcher),
+            "decoder": _serialize(self.decoder),
+            "image_size": self.image_size,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> RetinaNet:
+        # Files saved before the option existed were built with Keras' GroupNormalization default.
+        config = {"group_norm_epsilon": 1e-3, **config}
+        return cls(**config)
+
+
+# The levels FeaturePyramid makes (P3..P7): the anchors must have one level per pyramid level.
+PYRAMID_LEVELS = [3, 4, 5, 6, 7]
+
+
+def _check_arguments(num_classes, class_names, image_size):
+    """RetinaNet's arguments checked, with messages that name them: (num_classes, class_names, image_size)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(
+            f"RetinaNet: num_classes must be an integer >= 1 (object classes, no background class), got "
+            f"{num_classes!r}"
+        )
+    num_classes = int(num_classes)
+    if class_names is not None:
+        if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Iterable):
+            raise ValueError(
+                f"RetinaNet: class_names must be a list of {num_classes} strings, got {class_names!r}"
+            )
+        class_names = list(class_names)
+        if len(class_names) != num_classes:
+            raise ValueError(
+                f"RetinaNet: got {len(class_names)} class_names for num_classes={num_classes}; give one name "
+                "per class"
+            )
+        bad = [name for name in class_names if not isinstance(name, str)]
+        if bad:
+            raise ValueError(f"RetinaNet: class_names must be strings, got {bad[0]!r}")
+    if image_size is not None:
+        try:
+            parse_image_size(image_size)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"RetinaNet: image_size must be an integer N or (H, W) with sides >= {MIN_IMAGE_SIDE} pixels, "
+                f"or None, got {image_size!r}"
+            ) from None
+    return num_classes, class_names, image_size
+
+
+def _is_static(shape) -> bool:
+    return all(isinstance(size, int) for size in shape)
+
+
+def _is_symbolic(tensor) -> bool:
+    """True for a tensor of a graph being traced (tf.function, Keras functional), not an eager value."""
+    if isinstance(tensor, np.ndarray):
+        return False
+    import tensorflow as tf
+
+    return isinstance(tensor, keras.KerasTensor) or (tf.is_tensor(tensor) and not tf.executing_eagerly())
+
+
+def _is_dataset(x) -> bool:
+    if isinstance(x, keras.utils.PyDataset):
+        return True
+    import tensorflow as tf
+
+    return isinstance(x, tf.data.Dataset)
+
+
+IMAGES_ACCEPTED = (
+    "one (H, W, 3) RGB image, a (B, H, W, 3) batch or a list of (H, W, 3) images of any sizes "
+    "(uint8 or float pixels, H, W >= 1)"
+)
+
+
+def image_batches(images, caller: str) -> tuple[list[tuple[np.ndarray, object]], bool]:
+    """Checks what ``predict`` / ``detect`` were given and splits it into batches of one image size.
+
+    Args:
+        images: a (B, H, W, 3) or (H, W, 3) array or tensor, or a list / tuple of (H, W, 3) ones.
+        caller: the method's name, for the error message.
+    Returns:
+        ``(batches, single)``: ``batches`` is a list of ``(indices, batch)``, ``batch`` a (b, H, W, 3) array or
+        tensor holding the images at ``indices`` (int array) of the input, in order; one batch for an array
+        input. ``single``: the input was one (H, W, 3) image (its results lose the batch axis).
+    Raises:
+        ValueError: (one line) wrong rank, channels other than 3, an empty list or array, a zero-sized image,
+            non-numeric values.
+    """
+
+    def refuse(what: str):
+        raise ValueError(f"{caller}() got {what}; it takes {IMAGES_ACCEPTED}")
+
+    def checked(image, rank: int, name: str):
+        if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+            refuse(f"{name} an object of type {type(image).__name__}")
+        shape = tuple(None if size is None else int(size) for size in image.shape)
+        try:
+            dtype = keras.backend.standardize_dtype(image.dtype)
+        except ValueError:  # strings, objects
+            dtype = str(image.dtype)
+        if not dtype.startswith(("float", "int", "uint", "bfloat")):
+            refuse(f"{name} of dtype {dtype}")
+        if len(shape) != rank or shape[-1] not in (3, None):
+            refuse(f"{name} of shape {shape}")
+        if 0 in shape:
+            refuse(f"{name} of shape {shape}, which holds no pixels")
+        return image, shape
+
+    if isinstance(images, (list, tuple)):
+        if not images:
+            refuse(f"an empty {type(images).__name__}")
+        items = [checked(image, 3, f"a list whose item {i} is") for i, image in enumerate(images)]
+        if any(_is_symbolic(image) for image, _ in items):  # sizes unknown until run: one image a batch
+            return [(np.array([i]), ops.expand_dims(image, 0)) for i, (image, _) in enumerate(items)], False
+        by_size: dict = {}
+        for i, (_, shape) in enumerate(items):
+            by_size.setdefault(shape, []).append(i)
+        return [
+            (np.array(indices), np.stack([np.asarray(items[i][0]) for i in indices]))
+            for indices in by_size.values()
+        ], False
+    if not hasattr(images, "shape") or not hasattr(images, "dtype"):
+        refuse(f"an object of type {type(images).__name__}")
+    if len(images.shape) == 3:
+        image, _ = checked(images, 3, "an array")
+        batch = image[None] if isinstance(image, np.ndarray) else ops.expand_dims(image, 0)
+        return [(np.array([0]), batch)], True
+    image, shape = checked(images, 4, "an array")  # the message names the rank it got
+    return [(np.arange(shape[0] or 1), image)], False
