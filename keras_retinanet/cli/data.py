@@ -24,6 +24,7 @@ import json
 import os
 import re
 import sys
+from typing import Any
 
 from keras_retinanet.conventions import DEFAULT_IMAGE_SIZE
 
@@ -219,12 +220,51 @@ def _network_size(args: argparse.Namespace, dataset) -> tuple[int, int]:
 
 def check(args: argparse.Namespace) -> int:
     dataset = _load(args)  # first: unreadable data fails before TensorFlow loads (seconds)
+    size = _network_size(args, dataset)
+    out = _dataset_lines(dataset)
+    box_lines, stats = _box_size_lines(dataset)
+    out += box_lines
+    out.append(f"problems: {len(dataset.skipped)} record(s) skipped")
+    out.append("  " + dataset.skipped.summary().replace("\n", "\n  "))
+    anchor_lines, before, after, suggestion = _anchor_lines(args, dataset, size)
+    out += ["", *anchor_lines, "", *_starting_point_lines(args.spec, size)]
+    finetuning = _finetuning_recipe(args.spec, dataset, size)
+    out += [""] + finetuning["lines"]
+    print("\n".join(out))
+
+    if args.json:
+        report = {
+            "spec": dataset.name,
+            "images": len(dataset),
+            "class_names": dataset.class_names,
+            "boxes_per_class": dataset.boxes_per_class(),
+            "negatives": sum(len(ex["boxes"]) == 0 for ex in dataset.examples),
+            "problems": dataset.skipped.counts(),
+            "clipped": dataset.skipped.clipped,
+            "coverage": _as_dict(before),
+            # retinanet train --anchors FILE reads "anchors" (keras_retinanet.training.anchors).
+            "anchors": dataclasses.asdict(suggestion) if suggestion else None,
+            "image_size": list(size),
+            "suggested_coverage": _as_dict(after) if after else None,
+            "finetuning": {key: finetuning[key] for key in ("coco_matches", "convert", "train")},
+            **stats,
+        }
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    if len(dataset.skipped) and args.strict:
+        print(
+            f"retinanet data check: {len(dataset.skipped)} bad record(s) found (listed under 'problems'); "
+            "exit code 1",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _dataset_lines(dataset) -> list[str]:
+    """Images, negatives, ignore boxes, boxes per image and per class, and the classes without a box."""
     import numpy as np
 
-    from keras_retinanet.data import anchor_stats as st
-    from keras_retinanet.training.anchors import MIN_CLASS_COVERAGE
-
-    size = _network_size(args, dataset)
     out = [f"dataset {dataset.name}: {len(dataset)} images, {dataset.num_classes} classes"]
     negatives = sum(len(ex["boxes"]) == 0 for ex in dataset.examples)
     ignored = sum(int(ex["ignore"].sum()) for ex in dataset.examples)
@@ -240,34 +280,50 @@ def check(args: argparse.Namespace) -> int:
     if without:
         what = "no class has a box" if len(without) == len(counts) else f"no boxes for {', '.join(without)}"
         out.append(f"  {what}: retinanet train refuses this unless --allow-empty-classes")
+    return out
+
+
+def _box_size_lines(dataset) -> tuple[list[str], dict]:
+    """Percentiles of box sizes in original pixels, as lines and as the report's ``sqrt_area_percentiles``."""
+    import numpy as np
 
     all_boxes = np.concatenate([ex["boxes"] for ex in dataset.examples] or [np.zeros((0, 4), np.float32)])
+    if not len(all_boxes):
+        return [], {}
     w, h = all_boxes[:, 2] - all_boxes[:, 0], all_boxes[:, 3] - all_boxes[:, 1]
-    stats = {}
-    if len(all_boxes):
-        side = np.sqrt(w * h)
-        pct = (0, 5, 25, 50, 75, 95, 100)
-        out.append("box size distribution (original pixels), percentiles " + "/".join(map(str, pct)) + ":")
-        out.append("  sqrt(area): " + " ".join(f"{v:.0f}" for v in np.percentile(side, pct)))
-        out.append("  width:      " + " ".join(f"{v:.0f}" for v in np.percentile(w, pct)))
-        out.append("  height:     " + " ".join(f"{v:.0f}" for v in np.percentile(h, pct)))
-        out.append("  h/w ratio:  " + " ".join(f"{v:.2f}" for v in np.percentile(h / w, pct)))
-        stats["sqrt_area_percentiles"] = dict(
-            zip(map(str, pct), np.percentile(side, pct).tolist(), strict=True)
-        )
+    side = np.sqrt(w * h)
+    pct = (0, 5, 25, 50, 75, 95, 100)
+    out = [
+        "box size distribution (original pixels), percentiles " + "/".join(map(str, pct)) + ":",
+        "  sqrt(area): " + " ".join(f"{v:.0f}" for v in np.percentile(side, pct)),
+        "  width:      " + " ".join(f"{v:.0f}" for v in np.percentile(w, pct)),
+        "  height:     " + " ".join(f"{v:.0f}" for v in np.percentile(h, pct)),
+        "  h/w ratio:  " + " ".join(f"{v:.2f}" for v in np.percentile(h / w, pct)),
+    ]
+    return out, {
+        "sqrt_area_percentiles": dict(zip(map(str, pct), np.percentile(side, pct).tolist(), strict=True))
+    }
 
-    out.append(f"problems: {len(dataset.skipped)} record(s) skipped")
-    out.append("  " + dataset.skipped.summary().replace("\n", "\n  "))
+
+def _anchor_lines(
+    args: argparse.Namespace, dataset, size: tuple[int, int]
+) -> tuple[list[str], Any, Any, Any]:
+    """The anchors' coverage of the boxes, with ``--optimize`` a fitted suggestion and its flags.
+
+    Returns:
+        (lines, coverage now, coverage with the suggestion or None, the suggestion or None).
+    """
+    from keras_retinanet.data import anchor_stats as st
+    from keras_retinanet.training.anchors import MIN_CLASS_COVERAGE
 
     generator = _anchor_generator(args)
     boxes, classes = st.network_boxes(dataset, size)
-    before = st.coverage(
-        st.best_anchor_iou(boxes, generator, size),
-        classes,
-        boxes,
-        dataset.class_names,
-        args.positive_threshold,
-    )
+
+    def coverage(anchors):
+        ious = st.best_anchor_iou(boxes, anchors, size)
+        return st.coverage(ious, classes, boxes, dataset.class_names, args.positive_threshold)
+
+    before = coverage(generator)
     after, suggestion = None, None
     if args.optimize and len(boxes):
         suggestion = st.optimize_anchors(
@@ -280,15 +336,8 @@ def check(args: argparse.Namespace) -> int:
             args.iterations,
             args.seed,
         )
-        after = st.coverage(
-            st.best_anchor_iou(boxes, suggestion.generator(generator), size),
-            classes,
-            boxes,
-            dataset.class_names,
-            args.positive_threshold,
-        )
-    out.append("")
-    out += _coverage_table(
+        after = coverage(suggestion.generator(generator))
+    out = _coverage_table(
         f"anchor coverage at {size[0]}x{size[1]} (share of boxes with best anchor IoU >= "
         f"{args.positive_threshold}; sizes in network pixels: small < 32, medium < 96, large):",
         before,
@@ -328,38 +377,7 @@ def check(args: argparse.Namespace) -> int:
             "--matching atss --use-group-norm (ATSS's per-box thresholds give small boxes as many positives as "
             "large ones; GroupNorm in the heads trains them faster)"
         )
-    out += ["", *_starting_point_lines(args.spec, size)]
-    finetuning = _finetuning_recipe(args.spec, dataset, size)
-    out += [""] + finetuning["lines"]
-    print("\n".join(out))
-
-    if args.json:
-        report = {
-            "spec": dataset.name,
-            "images": len(dataset),
-            "class_names": dataset.class_names,
-            "boxes_per_class": counts,
-            "negatives": negatives,
-            "problems": dataset.skipped.counts(),
-            "clipped": dataset.skipped.clipped,
-            "coverage": _as_dict(before),
-            # retinanet train --anchors FILE reads "anchors" (keras_retinanet.training.anchors).
-            "anchors": dataclasses.asdict(suggestion) if suggestion else None,
-            "image_size": list(size),
-            "suggested_coverage": _as_dict(after) if after else None,
-            "finetuning": {key: finetuning[key] for key in ("coco_matches", "convert", "train")},
-            **stats,
-        }
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-    if len(dataset.skipped) and args.strict:
-        print(
-            f"retinanet data check: {len(dataset.skipped)} bad record(s) found (listed under 'problems'); "
-            "exit code 1",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return out, before, after, suggestion
 
 
 def _starting_point_lines(spec: str, size: tuple[int, int]) -> list[str]:

@@ -55,6 +55,26 @@ def _serialize(obj):
     return keras.saving.serialize_keras_object(obj)
 
 
+def _checked_anchor_generator(anchor_generator: AnchorGenerator | dict | None) -> AnchorGenerator:
+    """The given (or serialised) anchor generator, or the paper's; its levels must be the pyramid's P3-P7."""
+    anchor_generator = _deserialize(anchor_generator) or AnchorGenerator(name="anchor_generator")
+    if anchor_generator.levels != PYRAMID_LEVELS:
+        raise ValueError(
+            f"RetinaNet: anchor_generator levels must be the pyramid's P3..P7 ({PYRAMID_LEVELS}), got "
+            f"min_level={anchor_generator.min_level}, max_level={anchor_generator.max_level}"
+        )
+    return anchor_generator
+
+
+def _subnets(num_classes: int, prior_probability: float, **head_args) -> tuple[ClassificationHead, BoxHead]:
+    """The classification and box subnets: the same architecture (torchvision's RetinaNetHead), their own
+    weights and last conv."""
+    classification_head = ClassificationHead(
+        num_classes, prior_probability=prior_probability, name="classification_head", **head_args
+    )
+    return classification_head, BoxHead(name="box_head", **head_args)
+
+
 def _deserialize(config):
     return config if not isinstance(config, dict) else keras.saving.deserialize_keras_object(config)
 
@@ -133,17 +153,12 @@ class RetinaNet(keras.Model):
         **kwargs,
     ):
         num_classes, class_names, image_size = _check_arguments(num_classes, class_names, image_size)
-        anchor_generator = _deserialize(anchor_generator) or AnchorGenerator(name="anchor_generator")
-        if anchor_generator.levels != PYRAMID_LEVELS:
-            raise ValueError(
-                f"RetinaNet: anchor_generator levels must be the pyramid's P3..P7 ({PYRAMID_LEVELS}), got "
-                f"min_level={anchor_generator.min_level}, max_level={anchor_generator.max_level}"
-            )
+        anchor_generator = _checked_anchor_generator(anchor_generator)
         head_channels = head_channels or fpn_channels
         backbone_kwargs = dict(backbone_kwargs or {})
         backbone_name = backbone if isinstance(backbone, str) else None
-        backbone_model = (
-            build_backbone(
+        if isinstance(backbone, str):
+            backbone_model = build_backbone(
                 backbone,
                 weights=backbone_weights,
                 batchnorm_momentum=backbone_batchnorm_momentum,
@@ -151,10 +166,8 @@ class RetinaNet(keras.Model):
                 normalization=input_normalization,
                 **backbone_kwargs,
             )
-            if isinstance(backbone, str)
-            else _deserialize(backbone)
-        )
-        num_anchors = anchor_generator.num_anchors_per_location
+        else:
+            backbone_model = _deserialize(backbone)
         feature_pyramid = FeaturePyramid(
             fpn_channels,
             p6_source=p6_source,
@@ -164,8 +177,10 @@ class RetinaNet(keras.Model):
             activation=activation,
             name="feature_pyramid",
         )
-        head_args = dict(
-            num_anchors=num_anchors,
+        classification_head, box_head = _subnets(
+            num_classes,
+            prior_probability,
+            num_anchors=anchor_generator.num_anchors_per_location,
             depth=head_depth,
             channels=head_channels,
             use_group_norm=use_group_norm,
@@ -174,10 +189,6 @@ class RetinaNet(keras.Model):
             separable=separable_convs,
             activation=activation,
         )
-        classification_head = ClassificationHead(
-            num_classes, prior_probability=prior_probability, name="classification_head", **head_args
-        )
-        box_head = BoxHead(name="box_head", **head_args)
 
         images = keras.Input((None, None, 3), name="images")
         padded = PadToMultiple(SIZE_DIVISOR, name="pad_to_multiple")(images)
