@@ -192,6 +192,51 @@ def _box(ann: dict) -> tuple[float, float, float, float]:
     return x, y, x + w, y + h
 
 
+def _load_instances(annotation_file: str) -> dict:
+    """The JSON object of a COCO instances file, its lists checked; raises DataError naming the file."""
+    try:
+        with open(annotation_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        # Nothing to skip to: the whole file is unreadable, whatever skip_bad says.
+        raise DataError(f"{annotation_file}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DataError(
+            f"{annotation_file}: the top level is {type(data).__name__}, not a COCO instances object"
+        )
+    for key in ("images", "categories"):
+        if key not in data:
+            raise DataError(f"{annotation_file}: no {key!r} list: not a COCO instances file")
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key, []), list):
+            raise DataError(f"{annotation_file}: {key!r} is {type(data[key]).__name__}, not a list")
+    return data
+
+
+def _read_images(
+    data: dict, annotation_file: str, image_dir: str, allow_outside_paths: bool, report: SkipReport
+) -> tuple[dict, set]:
+    """``({image id: (path, width, height)}, ids of bad image records)``; bad records go to ``report``."""
+    images, skipped_images = {}, set()
+    for k, img in enumerate(data["images"]):
+        image_id = img.get("id") if isinstance(img, dict) else None
+        record = f"image id={image_id}" if _is_id(image_id) else f"images[{k}]"
+        try:
+            image_id, path, width, height = _image(img, image_dir, allow_outside_paths)
+        except ValueError as e:
+            if _is_id(image_id):
+                skipped_images.add(image_id)
+            reason = "path_outside_image_dir" if isinstance(e, OutsidePathError) else "bad_image_record"
+            report.bad(reason, annotation_file, record, str(e))
+            continue
+        if image_id in images or image_id in skipped_images:
+            skipped_images.add(image_id)
+            report.bad("bad_image_record", annotation_file, f"{record} (images[{k}])", "id used twice")
+            continue
+        images[image_id] = (path, width, height)
+    return images, skipped_images
+
+
 def read_coco(
     annotation_file: str,
     image_dir: str | None,
@@ -211,44 +256,13 @@ def read_coco(
     """
     require_path(annotation_file, "COCO annotation file")
     image_dir = image_dir or os.path.dirname(os.path.abspath(annotation_file))
-    try:
-        with open(annotation_file, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        # Nothing to skip to: the whole file is unreadable, whatever skip_bad says.
-        raise DataError(f"{annotation_file}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise DataError(
-            f"{annotation_file}: the top level is {type(data).__name__}, not a COCO instances object"
-        )
-    for key in ("images", "categories"):
-        if key not in data:
-            raise DataError(f"{annotation_file}: no {key!r} list: not a COCO instances file")
-    for key in ("images", "annotations"):
-        if not isinstance(data.get(key, []), list):
-            raise DataError(f"{annotation_file}: {key!r} is {type(data[key]).__name__}, not a list")
+    data = _load_instances(annotation_file)
     _categories(data, annotation_file)
     default_names, category_names = coco_class_names(data)
     class_names = list(class_names) if class_names is not None else default_names
     builder = ExampleBuilder(class_names, report, verify, exif_orientation)
 
-    images, skipped_images = {}, set()
-    for k, img in enumerate(data["images"]):
-        image_id = img.get("id") if isinstance(img, dict) else None
-        record = f"image id={image_id}" if _is_id(image_id) else f"images[{k}]"
-        try:
-            image_id, path, width, height = _image(img, image_dir, allow_outside_paths)
-        except ValueError as e:
-            if _is_id(image_id):
-                skipped_images.add(image_id)
-            reason = "path_outside_image_dir" if isinstance(e, OutsidePathError) else "bad_image_record"
-            report.bad(reason, annotation_file, record, str(e))
-            continue
-        if image_id in images or image_id in skipped_images:
-            skipped_images.add(image_id)
-            report.bad("bad_image_record", annotation_file, f"{record} (images[{k}])", "id used twice")
-            continue
-        images[image_id] = (path, width, height)
+    images, skipped_images = _read_images(data, annotation_file, image_dir, allow_outside_paths, report)
 
     per_image = collections.defaultdict(list)
     for k, ann in enumerate(data.get("annotations", [])):
