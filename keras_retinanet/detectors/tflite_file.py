@@ -143,12 +143,7 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
         raise MetadataError(
             f"{where}: expected metadata for one subgraph, got {len(metadata.subgraphMetadata or [])}"
         )
-    subgraph_md = metadata.subgraphMetadata[0]
-    subgraph = model.subgraphs[0]
-
-    def enum_name(enum: Any, value: int) -> str:
-        return next((k for k, v in vars(enum).items() if not k.startswith("_") and v == value), str(value))
-
+    subgraph_md, subgraph = metadata.subgraphMetadata[0], model.subgraphs[0]
     inputs_md = subgraph_md.inputTensorMetadata or []
     outputs_md = subgraph_md.outputTensorMetadata or []
     if len(inputs_md) != len(subgraph.inputs) or len(outputs_md) != len(subgraph.outputs):
@@ -156,20 +151,64 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
             f"{where}: metadata describes {len(inputs_md)} inputs / {len(outputs_md)} outputs, the model has "
             f"{len(subgraph.inputs)} / {len(subgraph.outputs)}"
         )
-    image_md, image = inputs_md[0], subgraph.tensors[subgraph.inputs[0]]
-    properties = image_md.content.contentProperties if image_md.content is not None else None
-    normalization = None
-    for unit in image_md.processUnits or []:
-        if unit.optionsType == md.ProcessUnitOptions.NormalizationOptions:
-            normalization = (float(unit.options.mean[0]), float(unit.options.std[0]))
-
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         archive = None
     packed = archive.namelist() if archive is not None else []
+    return {
+        "name": as_text(metadata.name),
+        "description": as_text(metadata.description),
+        "version": as_text(metadata.version),
+        "author": as_text(metadata.author),
+        "license": as_text(metadata.license),
+        "min_parser_version": as_text(metadata.minParserVersion),
+        "input": _input_entry(inputs_md[0], subgraph.tensors[subgraph.inputs[0]]),
+        **_output_entries(outputs_md, subgraph, archive, where),
+        **_raw_decoding(subgraph_md, where),
+        "associated_files": packed,
+    }
+
+
+def _enum_name(enum: Any, value: int) -> str:
+    return next((k for k, v in vars(enum).items() if not k.startswith("_") and v == value), str(value))
+
+
+def _input_entry(image_md: Any, image: Any) -> dict[str, Any]:
+    """The image input's ``{"name", "tensor", "size", "dtype", "color_space", "normalization"}``."""
+    md = metadata_schema()
+    properties = image_md.content.contentProperties if image_md.content is not None else None
+    normalization = None
+    for unit in image_md.processUnits or []:
+        if unit.optionsType == md.ProcessUnitOptions.NormalizationOptions:
+            normalization = (float(unit.options.mean[0]), float(unit.options.std[0]))
+    return {
+        "name": as_text(image_md.name),
+        "tensor": as_text(image.name),
+        "size": (int(image.shape[1]), int(image.shape[2])),
+        "dtype": "uint8" if image.type == tflite_schema().TensorType.UINT8 else "float32",
+        "color_space": _enum_name(md.ColorSpaceType, properties.colorSpace)
+        if properties is not None and hasattr(properties, "colorSpace")
+        else None,
+        "normalization": normalization,
+    }
+
+
+def _packed_lines(archive: zipfile.ZipFile | None, file_name: str, what: str, where: str) -> list[str]:
+    """The lines of a file packed in the model's zip; MetadataError when the metadata names a missing one."""
+    if archive is None or file_name not in archive.namelist():
+        raise MetadataError(f"{where}: the {what} {file_name!r} named in the metadata is not packed")
+    return archive.read(file_name).decode("utf-8").split("\n")
+
+
+def _output_entries(
+    outputs_md: list, subgraph: Any, archive: zipfile.ZipFile | None, where: str
+) -> dict[str, Any]:
+    """The outputs' names and positions, the box layout, the labels, per-class thresholds and score threshold."""
+    md = metadata_schema()
     outputs, labels, thresholds, score_threshold = [], None, None, None
-    box: dict[str, Any] = {}
+    box: dict[str, Any] = {"box_index": None, "box_type": None, "coordinate_type": None}
+    label_types = (md.AssociatedFileType.TENSOR_VALUE_LABELS, md.AssociatedFileType.TENSOR_AXIS_LABELS)
     for position, tensor_md in enumerate(outputs_md):
         tensor_name = as_text(subgraph.tensors[subgraph.outputs[position]].name)
         outputs.append({"name": as_text(tensor_md.name), "tensor": tensor_name, "position": position})
@@ -181,55 +220,32 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
             props = content.contentProperties
             box = {
                 "box_index": [int(i) for i in props.index] if props.index is not None else None,
-                "box_type": enum_name(md.BoundingBoxType, props.type),
-                "coordinate_type": enum_name(md.CoordinateType, props.coordinateType),
+                "box_type": _enum_name(md.BoundingBoxType, props.type),
+                "coordinate_type": _enum_name(md.CoordinateType, props.coordinateType),
             }
         for unit in tensor_md.processUnits or []:
             if unit.optionsType == md.ProcessUnitOptions.ScoreThresholdingOptions:
                 score_threshold = float(unit.options.globalScoreThreshold)
-        label_types = (md.AssociatedFileType.TENSOR_VALUE_LABELS, md.AssociatedFileType.TENSOR_AXIS_LABELS)
         for file in tensor_md.associatedFiles or []:
             if file.type in label_types and labels is None:
-                file_name = as_text(file.name)
-                if file_name not in packed:
-                    raise MetadataError(
-                        f"{where}: the label file {file_name!r} named in the metadata is not packed"
-                    )
-                text = archive.read(file_name).decode("utf-8")  # type: ignore[union-attr]
-                labels = [line.rstrip("\r") for line in text.split("\n")]
+                labels = [
+                    line.rstrip("\r")
+                    for line in _packed_lines(archive, as_text(file.name), "label file", where)
+                ]
                 if labels and labels[-1] == "":
                     labels.pop()
             if file.type == md.AssociatedFileType.TENSOR_AXIS_SCORE_CALIBRATION and thresholds is None:
-                file_name = as_text(file.name)
-                if file_name not in packed:
-                    raise MetadataError(f"{where}: the score calibration file {file_name!r} is not packed")
-                text = archive.read(file_name).decode("utf-8")  # type: ignore[union-attr]
-                rows = [line.split(",") for line in text.split("\n")]
+                rows = [
+                    line.split(",")
+                    for line in _packed_lines(archive, as_text(file.name), "score calibration file", where)
+                ]
                 thresholds = [float(row[3]) if len(row) == 4 else 0.0 for row in rows]
     return {
-        "name": as_text(metadata.name),
-        "description": as_text(metadata.description),
-        "version": as_text(metadata.version),
-        "author": as_text(metadata.author),
-        "license": as_text(metadata.license),
-        "min_parser_version": as_text(metadata.minParserVersion),
-        "input": {
-            "name": as_text(image_md.name),
-            "tensor": as_text(image.name),
-            "size": (int(image.shape[1]), int(image.shape[2])),
-            "dtype": "uint8" if image.type == tflite_schema().TensorType.UINT8 else "float32",
-            "color_space": enum_name(md.ColorSpaceType, properties.colorSpace)
-            if properties is not None and hasattr(properties, "colorSpace")
-            else None,
-            "normalization": normalization,
-        },
         "outputs": outputs,
-        **({"box_index": None, "box_type": None, "coordinate_type": None} | box),
+        **box,
         "labels": labels,
         "class_thresholds": thresholds,
         "score_threshold": score_threshold,
-        **_raw_decoding(subgraph_md, where),
-        "associated_files": packed,
     }
 
 
