@@ -100,24 +100,8 @@ def _ap50(cocoeval, class_names: Sequence[str]) -> tuple[float, dict[str, float]
     return (float(np.mean(defined)) if defined else -1.0), per_class
 
 
-def error_breakdown(
-    examples: Sequence[Mapping[str, Any]],
-    detections: Sequence[Any],
-    class_names: Sequence[str],
-    foreground_iou: float = FOREGROUND_IOU,
-    background_iou: float = BACKGROUND_IOU,
-) -> ErrorBreakdown:
-    """TIDE's main error types and the AP50 each costs (definitions in the module docstring).
-
-    Args:
-        examples, detections, class_names: as for ``keras_retinanet.evaluation.evaluate_detections`` (ground
-            truth in common example dicts; per image ``boxes`` (D, 4) xyxy original pixels, ``scores``,
-            ``classes``).
-        foreground_iou, background_iou: TIDE's ``t_f`` and ``t_b``.
-    """
-    names = [str(n) for n in class_names]
-    base = coco_evaluation(examples, detections, names, iou_thresholds=[foreground_iou])
-    coco_gt, coco_dt = base.cocoGt, base.cocoDt
+def _true_positives(base: Any) -> tuple[dict[int, int], set[int]]:
+    """``({detection id: ground-truth id} of the true positives, detections COCOeval considered)``."""
     matched: dict[int, int] = {}  # detection id -> ground-truth id (true positives)
     considered: set[int] = set()  # detections COCOeval looked at (top 100 per image and class), not ignored
     for entry in base.evalImgs:
@@ -129,8 +113,24 @@ def error_breakdown(
             considered.add(int(dt_id))
             if entry["dtMatches"][0, j] > 0:
                 matched[int(dt_id)] = int(entry["dtMatches"][0, j])
-    used_gt = set(matched.values())
+    return matched, considered
 
+
+def _classify_false_positives(
+    coco_gt: Any,
+    coco_dt: Any,
+    matched: dict[int, int],
+    considered: set[int],
+    foreground_iou: float,
+    background_iou: float,
+) -> tuple[dict[int, str], dict[int, int], dict[int, tuple[float, int]]]:
+    """Each considered false positive's TIDE error type.
+
+    Returns:
+        (detection id -> error type, Cls / Loc error -> the ground-truth id it was aimed at, unmatched
+        ground-truth id -> (score, detection id) of the best error aimed at it).
+    """
+    used_gt = set(matched.values())
     errors: dict[int, str] = {}
     targets: dict[int, int] = {}  # Cls / Loc error -> the ground-truth box it was aimed at
     best: dict[int, tuple[float, int]] = {}  # unmatched box -> (score, id) of the best error aimed at it
@@ -165,6 +165,32 @@ def error_breakdown(
                 targets[det["id"]] = target["id"]
                 if target["id"] not in used_gt and best.get(target["id"], (-1.0, 0))[0] < det["score"]:
                     best[target["id"]] = (det["score"], det["id"])
+    return errors, targets, best
+
+
+def error_breakdown(
+    examples: Sequence[Mapping[str, Any]],
+    detections: Sequence[Any],
+    class_names: Sequence[str],
+    foreground_iou: float = FOREGROUND_IOU,
+    background_iou: float = BACKGROUND_IOU,
+) -> ErrorBreakdown:
+    """TIDE's main error types and the AP50 each costs (definitions in the module docstring).
+
+    Args:
+        examples, detections, class_names: as for ``keras_retinanet.evaluation.evaluate_detections`` (ground
+            truth in common example dicts; per image ``boxes`` (D, 4) xyxy original pixels, ``scores``,
+            ``classes``).
+        foreground_iou, background_iou: TIDE's ``t_f`` and ``t_b``.
+    """
+    names = [str(n) for n in class_names]
+    base = coco_evaluation(examples, detections, names, iou_thresholds=[foreground_iou])
+    coco_gt, coco_dt = base.cocoGt, base.cocoDt
+    matched, considered = _true_positives(base)
+    used_gt = set(matched.values())
+    errors, targets, best = _classify_false_positives(
+        coco_gt, coco_dt, matched, considered, foreground_iou, background_iou
+    )
     missed = [
         a["id"]
         for a in coco_gt.dataset["annotations"]
