@@ -126,6 +126,7 @@ def format_options(names: list[str], given: dict[str, Any]) -> dict[str, dict[st
             options[name][option] = value
     for option, value in given.items():
         if not any(option in FORMATS[name].options for name in names):
-            flag = OPTION_FLAGS[option] if isinstance(value, bool) else f"{OPTION_FLAGS[option]} {value}"
+            shown = ",".join(value) if isinstance(value, list) else value
+            flag = OPTION_FLAGS[option] if isinstance(value, bool) else f"{OPTION_FLAGS[option]} {shown}"
             raise ExportError(f"{flag}: none of the formats written ({', '.join(names) or 'none'}) takes it")
     return options
