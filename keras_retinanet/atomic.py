@@ -12,6 +12,10 @@ destination, so the one-line error says which path could not be written.
 A kill leaves at most a temporary file behind; :func:`remove_partial_files` deletes them when the next run
 starts. An exception while writing removes the temporary file at once.
 
+Folders (an evaluation report, an export) follow the same convention: :func:`staged_folder` builds
+``.NAME.partial-PID`` beside the destination and renames it into place, swapping out an old folder through
+``.NAME.old-PID`` when asked to replace it; the next call puts right what a kill left.
+
 :func:`kill_point` is the fault-injection hook the kill tests use (``tests/test_kill.py``): with the
 environment variable ``KERAS_RETINANET_KILL_AT=NAME`` (or ``NAME@N``: the N-th time), the process kills itself
 with SIGKILL when it reaches the point ``NAME``, e.g. ``last.keras:written`` (the temporary file is complete,
@@ -24,11 +28,12 @@ import collections
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,19 +213,59 @@ def require_free_folder(path: str | os.PathLike, option: str, ignore: tuple[str,
         )
 
 
+def _leftovers(path: Path) -> list[tuple[str, int, Path]]:
+    """(kind, pid, folder) of the ``.NAME.partial-PID*`` and ``.NAME.old-PID`` siblings of ``path`` whose
+    process is gone (a running writer's folders are left alone)."""
+    found = []
+    for sibling in sorted(path.parent.glob(f".{path.name}.*")) if path.parent.is_dir() else []:
+        kind, _, rest = sibling.name[len(path.name) + 2 :].partition("-")
+        pid = rest.split("-")[0]
+        if kind in ("partial", "old") and pid.isdigit() and not process_alive(int(pid)):
+            found.append((kind, int(pid), sibling))
+    return found
+
+
+def recover_interrupted_swap(path: str | os.PathLike, complete: Callable[[Path], bool]) -> str | None:
+    """Finishes or undoes a :func:`staged_folder` ``replace`` that a kill interrupted between its two renames
+    (no ``path``, the old folder in ``.NAME.old-PID``): the new folder moves into place if ``complete(new)``,
+    else the old one is put back. Returns what was done (None: nothing to recover)."""
+    path = Path(path).resolve()
+    if path.exists():
+        return None
+    leftovers = _leftovers(path)
+    for kind, pid, old in leftovers:
+        if kind != "old":
+            continue
+        new = [folder for k, p, folder in leftovers if k == "partial" and p == pid and complete(folder)]
+        if new:
+            new[0].rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+            return f"{path}: finished the move of a folder whose writer was killed after it was complete"
+        old.rename(path)
+        return f"{path}: put back the previous folder (the one that was replacing it did not finish)"
+    return None
+
+
 @contextlib.contextmanager
-def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
+def staged_folder(
+    path: str | os.PathLike, replace: bool = False, complete: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
     """``with staged_folder("out/report") as staging: write(staging)``: the block writes into a hidden sibling
-    ``.report.partial-PID``, which then becomes ``path`` in one rename (an empty ``path`` is replaced; a
-    folder with files gets the new files moved over its own). A kill leaves ``path`` as it was; the next call
-    removes the staging folders of processes that are gone."""
-    path = Path(path)
+    ``.report.partial-PID``, which then becomes ``path`` in one rename. An empty ``path`` is replaced; a folder
+    with files gets the new files moved over its own, or with ``replace`` is swapped whole: renamed to
+    ``.report.old-PID``, the new one renamed into place, the old one deleted. A kill leaves ``path`` as it was,
+    or (between the swap's two renames) no ``path``: the next call with ``complete`` (whether a staged folder
+    is whole) finishes or undoes that swap (:func:`recover_interrupted_swap`), then removes what writers that
+    are gone left behind. An OSError naming no file is raised again naming ``path``."""
+    path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}{PARTIAL_MARK}*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not process_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+    done = recover_interrupted_swap(path, complete) if complete is not None else None
+    if done:
+        logging.getLogger(__name__).warning("%s", done)
+    for _, _, stale in _leftovers(path):
+        shutil.rmtree(stale, ignore_errors=True)
     staging = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}")
+    backup = path.with_name(f".{path.name}.old-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
@@ -228,6 +273,9 @@ def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
         kill_point(f"{path.name}:staged")
         if path.is_dir() and not any(path.iterdir()):
             path.rmdir()
+        if path.exists() and replace:
+            path.rename(backup)
+            kill_point(f"{path.name}:old-moved")
         if not path.exists():
             os.replace(staging, path)
         else:
@@ -237,9 +285,14 @@ def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
                     target.mkdir(exist_ok=True)
                 else:
                     os.replace(source, target)
-            shutil.rmtree(staging)
-    except BaseException:
+        shutil.rmtree(backup if backup.exists() else staging, ignore_errors=True)
+    except BaseException as error:
+        if backup.exists() and not path.exists():
+            backup.rename(path)  # the new folder did not make it: the old one stays
         shutil.rmtree(staging, ignore_errors=True)
+        named = _naming(error, path)
+        if named is not None:
+            raise named from error
         raise
 
 

@@ -239,12 +239,13 @@ def _postprocess_options(path) -> list[dict]:
 
 
 def test_detection_postprocess_attributes(exported):
-    from keras_retinanet import export as ex
     from keras_retinanet.export.tflite import _implements_signature
+    from keras_retinanet.model.decode import DetectionDecoder
 
-    # The signature text carries each setting to its own key (distinct values, so a swap shows).
-    config = ex.PostProcessConfig(0.07, 0.45, 37, False, (10.0, 10.0, 5.0, 5.0), 4.135)
-    text = _implements_signature(config, 3, (11.0, 12.0, 13.0, 14.0))
+    # The signature text carries each setting of the model's decoder to its own key (distinct values, so a
+    # swap shows).
+    decoder = DetectionDecoder(score_threshold=0.07, nms_iou_threshold=0.45, max_detections=37)
+    text = _implements_signature(decoder, 3, (11.0, 12.0, 13.0, 14.0))
     assert text == (
         'name: "TFLite_Detection_PostProcess" '
         'attr { key: "max_detections" value { i: 37 } } '
@@ -388,3 +389,102 @@ def test_export_cleans_what_a_killed_export_left_and_follows_the_umask(exported,
     assert not stale.exists() and live.exists()
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "out" / "model_float32.tflite").stat().st_mode & 0o777 == 0o644
+
+
+def _write_json_dump(job) -> dict:
+    """A toy format's writer: the model's class names and decoder settings as JSON."""
+    path = job.folder / "model.json"
+    path.write_text(
+        json.dumps({"class_names": job.model.class_names, "decoder": job.model.decoder.get_config()})
+    )
+    return {path.name: {"size_bytes": path.stat().st_size}}
+
+
+def _read_json_dump(path):
+    """The toy format's detector: it reads the file back, and finds nothing in any image."""
+    from keras_retinanet.detectors import Detections
+
+    class JsonDumpDetector:
+        class_names = json.loads(Path(path).read_text())["class_names"]
+
+        def detect(self, images):
+            nothing = np.zeros((0,), np.float32)
+            return [
+                Detections(
+                    np.zeros((0, 4), np.float32), nothing, nothing.astype(np.int32), [], image.shape[:2]
+                )
+                for image in images
+            ]
+
+    return JsonDumpDetector()
+
+
+@pytest.fixture
+def json_dump_format():
+    """A format registered from this test (no package file edited): a row, a writer and a detector."""
+    from keras_retinanet.export import ExportFormat, formats
+
+    formats.register_format(
+        ExportFormat(
+            name="json_dump",
+            files="model.json",
+            write=_write_json_dump,
+            options={"class_thresholds": ((), "a JSON dump has no score filter")},
+            detector=_read_json_dump,
+            parity="tflite",
+        )
+    )
+    yield
+    del formats.FORMATS["json_dump"]
+
+
+def test_a_format_registered_from_outside_exports_through_the_command(
+    exported, tmp_path, json_dump_format, capsys
+):
+    from keras_retinanet import cli
+
+    model, _, report, _ = exported
+    model_path = tmp_path / "tiny.keras"
+    model.save(model_path)
+    out = tmp_path / "out"
+    spec = report["parity_data"]
+    args = [
+        "export",
+        str(model_path),
+        "-o",
+        str(out),
+        "--format",
+        "json_dump,saved_model",
+        "--parity-images",
+        "2",
+    ]
+    assert cli.main([*args, "--calibration-data", spec]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "export_report.json",
+        "labels.txt",
+        "model.json",
+        "saved_model",
+    ]
+    dumped = json.loads((out / "model.json").read_text())
+    assert dumped["class_names"] == ["Platelets", "RBC", "WBC"]
+    assert dumped["decoder"]["topk_per_level"] == model.decoder.topk_per_level
+    on_disk = json.loads((out / "export_report.json").read_text())
+    assert on_disk["formats"] == ["json_dump", "saved_model"]
+    assert on_disk["files"]["model.json"] == {"size_bytes": (out / "model.json").stat().st_size}
+    # Its detector read the file back for the parity figures: it finds none of the Keras detections.
+    parity = on_disk["parity"]["json_model_vs_keras"]
+    assert parity["checked"] == on_disk["parity"]["keras_detections_above_min_score"] > 0
+    assert parity["found"] == 0 and "json_model_vs_keras_loose" in on_disk["parity"]
+    assert on_disk["parity"]["saved_model_vs_keras_above_min_score"]["missing"] == 0
+    # The table's options are checked for it too: one line naming the format and the option.
+    thresholds = tmp_path / "thresholds.json"
+    thresholds.write_text(json.dumps({"RBC": 0.5}))
+    args = ["export", str(model_path), "-o", str(tmp_path / "refused"), "--format", "json_dump"]
+    assert cli.main([*args, "--class-thresholds", str(thresholds)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "format json_dump does not take --class-thresholds" in err and "no score filter" in err
+    assert cli.main([*args, "--precision", "bf16"]) == 2
+    assert "--precision bf16: none of the formats written (json_dump) takes it" in capsys.readouterr().err
+    assert cli.main([*args[:-1], "json_dumq"]) == 2
+    assert "unknown export format 'json_dumq'" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()

@@ -80,7 +80,7 @@ def test_an_incomplete_new_export_puts_the_old_one_back(killed_swap):
     output, old, _ = killed_swap
     (new_folder,) = output.parent.glob(".export.partial-*")
     (new_folder / "export_report.json").write_text('{"cut')  # as if the report had not been written whole
-    assert "put back the previous export" in recover_interrupted_swap(output)
+    assert "put back the previous folder" in recover_interrupted_swap(output)
     assert _files(output) == old
     assert recover_interrupted_swap(output) is None  # nothing more to do
 

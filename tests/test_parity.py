@@ -113,11 +113,12 @@ def _canvases(detector_like) -> list[np.ndarray]:
 
 
 def test_parity_report_of_a_faithful_file(detector_like):
-    from keras_retinanet.detectors import KerasDetector, load_retinanet
+    from keras_retinanet.detectors import KerasDetector, TFLiteDetector, load_retinanet
 
     model = load_retinanet(detector_like["keras"])
     canvases = _canvases(detector_like)
-    report = parity_report(model, None, {"float32": detector_like["tflite"]}, canvases, min_score=0.3)
+    lite = {"tflite_float32": (TFLiteDetector(detector_like["tflite"]), "tflite")}
+    report = parity_report(model, lite, canvases, min_score=0.3)
     keras_dets = KerasDetector(model).detect(canvases)
     assert report["images"] == 4 and report["keras_input_size"] == [128, 128]
     assert report["keras_detections"] == sum(len(d) for d in keras_dets)
@@ -134,12 +135,13 @@ def test_parity_report_of_a_faithful_file(detector_like):
 
 def test_parity_report_catches_a_file_that_differs(detector_like):
     # The Keras model's box head moves every box (each delta + 1) after the export: nothing may be "found".
-    from keras_retinanet.detectors import load_retinanet
+    from keras_retinanet.detectors import TFLiteDetector, load_retinanet
 
     model = load_retinanet(detector_like["keras"])
     head = model.get_layer("box_head").final
     head.bias.assign(head.bias.numpy() + 1.0)
-    report = parity_report(model, None, {"float32": detector_like["tflite"]}, _canvases(detector_like))
+    lite = {"tflite_float32": (TFLiteDetector(detector_like["tflite"]), "tflite")}
+    report = parity_report(model, lite, _canvases(detector_like))
     strict = report["tflite_float32_vs_keras"]
     assert strict["checked"] > 20 and strict["found"] == 0, strict
     assert strict["min_iou"] < 0.5

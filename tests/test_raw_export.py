@@ -191,17 +191,19 @@ def test_tflite_detector_decodes_raw_file_as_the_nms_file(raw_exports, photos):
         _assert_same_detections(got, want, f"photo {index}", box_tol=0.05)
 
 
-def test_raw_export_report_records_gpu_op_check(raw_exports):
-    """export_report.json lists each raw file's ops against the GPU delegate's documented list, with the
-    sources, and no op of the decoding or NMS."""
-    from keras_retinanet.detectors.tflite_file import tflite_ops
-    from keras_retinanet.export.gpu_ops import GPU_DOCUMENTED_OPS, gpu_op_report
+def test_raw_files_pass_the_gpu_op_check(raw_exports):
+    """Each raw file's ops against the GPU delegate's documented list and its own op checks
+    (``helpers.gpu_ops``): no op of the decoding or NMS, nothing the delegate refuses."""
+    from helpers.gpu_ops import GPU_DOCUMENTED_OPS, gpu_op_report
 
-    report = json.loads((raw_exports["folder"] / "agnostic_raw" / "export_report.json").read_text())
-    assert report["profile"] == "raw"
+    from keras_retinanet.detectors.tflite_file import tflite_ops
+
+    folder = raw_exports["folder"] / "agnostic_raw"
+    report = json.loads((folder / "export_report.json").read_text())
+    assert report["profile"] == "raw" and report["formats"] == ["tflite_raw"]
     assert sorted(report["files"]) == ["model_float16_raw.tflite", "model_float32_raw.tflite"]
     for name, info in report["files"].items():
-        gpu = info["gpu_delegate"]
+        gpu = gpu_op_report((folder / name).read_bytes(), info["ops"])
         assert gpu["ops"] == info["ops"]
         assert set(gpu["in_documented_list"]) | set(gpu["not_in_documented_list"]) == set(info["ops"])
         assert set(gpu["in_documented_list"]) <= set(GPU_DOCUMENTED_OPS)
@@ -224,13 +226,17 @@ def test_raw_export_report_records_gpu_op_check(raw_exports):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--tflite", "int8"], "--profile raw writes float32, float16"),
-        (["--tflite-nms", "combined"], "has no NMS inside"),
+        (["--tflite", "int8"], "format tflite_raw does not take --tflite int8 (it takes float32, float16"),
+        (["--class-thresholds", "THRESHOLDS"], "format tflite_raw does not take --class-thresholds"),
     ],
 )
 def test_raw_profile_refuses_what_it_cannot_write(detector_like, tmp_path, capsys, extra, message):
     from keras_retinanet import cli
+    from keras_retinanet.detectors.class_thresholds import write_class_thresholds
 
+    thresholds = tmp_path / "class_thresholds.json"
+    write_class_thresholds(thresholds, {detector_like["class_names"][0]: 0.5})
+    extra = [str(thresholds) if arg == "THRESHOLDS" else arg for arg in extra]
     args = ["export", detector_like["keras"], "-o", str(tmp_path / "out"), "--profile", "raw", *extra]
     assert cli.main(args) == 2
     assert message in capsys.readouterr().err

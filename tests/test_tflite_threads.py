@@ -40,16 +40,9 @@ def _op_file(postprocess, num_classes: int, max_detections: int, anchors: np.nda
     inputs, converted through a SavedModel with builtin ops as ``convert_tflite`` does."""
     import tensorflow as tf
 
-    from keras_retinanet.export.config import PostProcessConfig
+    from keras_retinanet.model.decode import DetectionDecoder
 
-    config = PostProcessConfig(
-        score_threshold=0.05,
-        nms_iou_threshold=0.5,
-        max_detections=max_detections,
-        class_agnostic=False,
-        box_weights=(1.0, 1.0, 1.0, 1.0),
-        box_clamp=math.log(1000.0 / 16),
-    )
+    decoder = DetectionDecoder(score_threshold=0.05, nms_iou_threshold=0.5, max_detections=max_detections)
     n = len(anchors)
 
     @tf.function(
@@ -59,7 +52,9 @@ def _op_file(postprocess, num_classes: int, max_detections: int, anchors: np.nda
         ]
     )
     def detect(encodings, scores):
-        return postprocess(encodings, scores, tf.constant(anchors), config, num_classes, (1.0, 1.0, 1.0, 1.0))
+        return postprocess(
+            encodings, scores, tf.constant(anchors), decoder, num_classes, (1.0, 1.0, 1.0, 1.0)
+        )
 
     with tempfile.TemporaryDirectory() as folder:
         holder = tf.Module()

@@ -1,4 +1,5 @@
-"""``retinanet export``: SavedModel (TF Serving) and builtin-op TFLite files with NMS inside.
+"""``retinanet export``: SavedModel (TF Serving) and builtin-op TFLite files with NMS inside, or any format of
+the export's table (``--format``).
 
 See :mod:`keras_retinanet.export` for the output layout and the output contracts.
 """
@@ -10,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from keras_retinanet.export.config import EXPORT_PROFILES, RAW_VARIANTS, TFLITE_NMS_CHOICES, TFLITE_VARIANTS
+from keras_retinanet.export.config import EXPORT_PROFILES, RAW_VARIANTS, TFLITE_VARIANTS
 
 
 def _variants(text: str) -> list[str]:
@@ -62,12 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "AVX512-BF16 (inputs and outputs unchanged; the TFLite files keep their --tflite variants)",
     )
     parser.add_argument(
-        "--tflite-nms",
-        choices=TFLITE_NMS_CHOICES,
-        default="builtin",
-        help="'builtin' (default): TFLite_Detection_PostProcess, runs on standard LiteRT; 'combined': also "
-        "write model_float32_combined_nms.tflite with tf.image.combined_non_max_suppression, which NEEDS "
-        "the Flex delegate (not in the ai-edge-litert / tf.lite pip runtimes)",
+        "--format",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=None,
+        help="comma-separated formats of the export's table (keras_retinanet.export.formats; "
+        "docs/adding-an-export-format.md): saved_model, tflite, tflite_raw, or one registered there "
+        "(default: saved_model,tflite; --profile raw and --no-saved-model edit that list)",
     )
     parser.add_argument(
         "--calibration-data",
@@ -108,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         saved_model=not args.no_saved_model,
         tflite_variants=args.tflite,
-        tflite_nms=args.tflite_nms,
         profile=args.profile,
         calibration_data=args.calibration_data,
         calibration_steps=args.calibration_steps,
@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         metadata=not args.no_metadata,
         precision=args.precision,
         class_thresholds=args.class_thresholds,
+        formats=args.format,
     )
     from keras_retinanet.export.geometry import describe_geometry
 

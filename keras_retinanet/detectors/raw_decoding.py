@@ -1,6 +1,6 @@
 """Detections from a raw .tflite's two outputs (``retinanet export --profile raw``), outside the model.
 
-The file's metadata carries what decoding needs (``keras_retinanet.export.raw_metadata``): the anchors, the box
+The file's metadata carries what decoding needs (``keras_retinanet.export.metadata``): the anchors, the box
 scales and, from our exporter, the Keras decoder's settings. Decoding and NMS are the Keras model's own
 :class:`keras_retinanet.model.decode.DetectionDecoder` and :class:`keras_retinanet.model.box_coder.BoxCoder`,
 so a raw file gives what the 4-output file gives (one candidate level: like ``TFLite_Detection_PostProcess``,

@@ -23,7 +23,7 @@ CLASSES_PER_OP = 2
 # The model-metadata entry that holds the TFLite Model Metadata flatbuffer (MediaPipe's kMetadataBufferName).
 METADATA_FIELD = "TFLITE_METADATA"
 # Raw files (no NMS inside): MediaPipe's decoding options (its kDetectorMetadataName), our decoder's settings,
-# and the names of the two outputs' tensor metadata (keras_retinanet.export.raw_metadata).
+# and the names of the two outputs' tensor metadata (keras_retinanet.export.metadata).
 DETECTOR_METADATA_NAME = "DETECTOR_METADATA"
 DECODER_METADATA_NAME = "KERAS_RETINANET_DECODER"
 RAW_OUTPUT_NAMES = ("location", "score")

@@ -1,20 +1,18 @@
-"""What the export writers share: the error type, file names, and the post-processing settings."""
+"""What the export's formats share: the error type, file names, a format's row and the job a writer gets."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
-
-from keras_retinanet.conventions import fallback_class_names
 
 SAVED_MODEL_DIR = "saved_model"
 REPORT_FILE = "export_report.json"
 TFLITE_VARIANTS = ("float32", "float16", "int8")
-TFLITE_NMS_CHOICES = ("builtin", "combined")
 # ``retinanet export --profile``: "nms", the 4-output files with NMS inside (default); "raw", 2-output files
 # (box encodings, class scores) whose decoding and NMS the app runs, e.g. MediaPipe for a GPU delegate.
 EXPORT_PROFILES = ("nms", "raw")
-RAW_OUTPUTS = "raw"
 RAW_VARIANTS = ("float32", "float16")  # GPU delegates compute in float16 / float32
 
 
@@ -22,41 +20,58 @@ class ExportError(RuntimeError):
     """A user-facing export failure with a message that says what to fix."""
 
 
-@dataclasses.dataclass(frozen=True)
-class PostProcessConfig:
-    """Post-processing settings shared by the SavedModel and the TFLite files (taken from ``model.decoder``).
+@dataclasses.dataclass
+class ExportJob:
+    """What a format's writer gets.
 
     Attributes:
-        score_threshold: detections need score >= this (TFLite) / > this (Keras decoder).
-        nms_iou_threshold: a box is suppressed when its IoU with a better box of its class is > this.
-        max_detections: M, rows per image in the outputs.
-        class_agnostic: NMS across classes (TFLite: the op's fast NMS, ``use_regular_nms=False``).
-        box_weights: (wx, wy, ww, wh) of the box coder.
-        box_clamp: dw / wh and dh / wh are clamped to this before exp().
+        model: the RetinaNet (its ``decoder``, ``box_coder`` and ``class_names`` are the export's settings).
+        folder: the staging folder to write into (moved into place when every format is written).
+        image_size: (H, W) of the exported input.
+        options: this format's options (``ExportFormat.options``), the user's value or the default.
+        calibration: callable returning uint8 (H, W, 3) canvases of real images, as a .tflite is fed
+            (stretched); None without ``--calibration-data``.
+        report: the export report; a writer may add entries beside ``files``.
     """
 
-    score_threshold: float
-    nms_iou_threshold: float
-    max_detections: int
-    class_agnostic: bool
-    box_weights: tuple[float, float, float, float]
-    box_clamp: float
-
-    @classmethod
-    def from_model(cls, model: Any) -> PostProcessConfig:
-        decoder = model.decoder
-        coder = model.box_coder
-        return cls(
-            score_threshold=float(decoder.score_threshold),
-            nms_iou_threshold=float(decoder.nms_iou_threshold),
-            max_detections=int(decoder.max_detections),
-            class_agnostic=bool(getattr(decoder, "class_agnostic", False)),
-            box_weights=tuple(float(w) for w in coder.weights),  # type: ignore[arg-type]
-            box_clamp=float(coder.clamp),
-        )
+    model: Any
+    folder: Path
+    image_size: tuple[int, int]
+    options: dict[str, Any]
+    calibration: Callable[[], Iterable[Any]] | None
+    report: dict[str, Any]
 
 
-def class_names(model: Any) -> list[str]:
-    """The model's K class names (``conventions.fallback_class_names`` where it has not K of them)."""
-    names = [str(n) for n in (getattr(model, "class_names", None) or [])]
-    return names if len(names) == int(model.num_classes) else fallback_class_names(model.num_classes)
+@dataclasses.dataclass(frozen=True)
+class ExportFormat:
+    """One row of the export's format table (``keras_retinanet.export.formats``).
+
+    Attributes:
+        name: what ``--format`` calls it.
+        files: what it writes into the export folder (for messages and docs), e.g. ``model_<variant>.tflite``.
+        write: writes the files into ``job.folder``; returns ``{file name: report entry}``.
+        options: the options it takes (``variants``, ``precision``, ``metadata``, ``class_thresholds``) ->
+            (allowed values, or None for any; why, shown when a value is refused). An option left out is
+            ignored by this format; one that no format of the export takes is refused.
+        detector: reads a written file back as a ``keras_retinanet.detectors.Detector`` (None: it cannot be
+            read back, no parity figures).
+        parity: the parity check of ``keras_retinanet.export.parity.PARITY_CHECKS`` its files get.
+    """
+
+    name: str
+    files: str
+    write: Callable[[ExportJob], dict[str, dict[str, Any]]]
+    options: Mapping[str, tuple[tuple[Any, ...] | None, str]] = dataclasses.field(default_factory=dict)
+    detector: Callable[[Path], Any] | None = None
+    parity: str | None = None
+
+
+def postprocess_settings(model: Any) -> dict[str, Any]:
+    """The export report's ``postprocess``: the model's decoder (NMS) and box coder settings."""
+    decoder = model.decoder.get_config()
+    decoder.pop("topk_per_level")  # the files' NMS op has no per-level top-k
+    return {
+        **decoder,
+        "box_weights": [float(w) for w in model.box_coder.weights],
+        "box_clamp": float(model.box_coder.clamp),
+    }

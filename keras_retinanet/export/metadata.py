@@ -33,22 +33,60 @@ unit on ``score`` (transformation INVERSE_LOGISTIC, default score 0) and the ass
 ``sigmoid(1 * logit(s) + 0) = s``, so scores are unchanged, except that a score under its class's ``t_k``
 (``min_score``) becomes the default score 0. The app's ``score_threshold`` (any value above 0) then drops it.
 LiteRT ignores metadata: ``keras_retinanet.detectors`` read the thresholds back and apply them themselves.
+
+Raw files (``retinanet export --profile raw``, :func:`add_raw_detection_metadata`): MediaPipe decodes and runs NMS.
+A raw file has two outputs, box encodings ``[1, N, 4]`` and class scores ``[1, N, K]``
+(``keras_retinanet.export.tflite``, raw contract). MediaPipe Tasks' ObjectDetector runs such a file when its
+metadata says how to decode it, as MediaPipe Model Maker writes it for its own RetinaNet (``omit_nms=True``;
+``mediapipe/model_maker/python/vision/object_detector/object_detector.py`` and
+``mediapipe/tasks/python/metadata/metadata_writers/object_detector.py``, ``create_for_models_without_nms``):
+
+- the input as for the files with NMS, here float32 with one mean and one
+  std (0 and 1: the model takes pixels 0..255);
+- output tensor metadata ``location`` (BoundingBoxProperties, as MediaPipe checks them) and ``score``, whose
+  label map is an associated file of type TENSOR_AXIS_LABELS (one name per score column);
+- a CustomMetadata named ``DETECTOR_METADATA`` holding an ``ObjectDetectorOptions`` flatbuffer (identifier
+  V001, ``mediapipe/tasks/metadata/object_detector_metadata_schema.fbs``): the anchors as FixedAnchors
+  (normalised centre and size, in the model's anchor order) and TensorsDecodingOptions (num_classes, num_boxes,
+  num_coords 4, x/y/w/h scales, apply_exponential_on_box_size, sigmoid_score). MediaPipe's
+  ``TensorsToDetectionsCalculator`` reads each row as (ty, tx, th, tw) (box format YXHW) and decodes
+  ``yc = ty / y_scale * ha + ya``, ``h = exp(th / h_scale) * ha``: our ``BoxCoder`` with weights
+  (wy, wx, wh, ww) as scales. The scores are sigmoid probabilities already (``sigmoid_score`` false).
+
+Two more entries that MediaPipe reads where the app sets nothing itself, and our detectors read always:
+
+- a ScoreThresholdingOptions process unit on ``score`` with the model's score threshold (MediaPipe's Android
+  and web options use it when ``scoreThreshold`` is not set; its Python and C++ options always set one);
+- a CustomMetadata named ``KERAS_RETINANET_DECODER``: the Keras decoder's NMS settings as JSON
+  (``score_threshold``, ``nms_iou_threshold``, ``max_detections``, ``class_agnostic``), so that
+  ``TFLiteDetector`` decodes a raw file as the Keras model does. MediaPipe ignores custom metadata of other
+  names.
+
+MediaPipe's own NMS on a raw file is fixed by its options, not by the file: one class per anchor (the best),
+class-agnostic IoU NMS at ``min_suppression_threshold`` 0.3, unless the app sets ``multiclass_nms`` (C++ only).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from keras_retinanet.conventions import LABELS_FILE
 from keras_retinanet.detectors.tflite_file import (
+    DECODER_METADATA_NAME,
     DETECTION_POSTPROCESS_OP,
+    DETECTOR_METADATA_NAME,
     METADATA_FIELD,
+    RAW_OUTPUT_NAMES,
     MetadataError,
     as_text,
     metadata_schema,
+    object_detector_schema,
     read_model,
     tflite_schema,
 )
@@ -74,6 +112,10 @@ BOX_INDEX = (1, 0, 3, 2)
 # the 1.2.x wheel lacks; readers refuse metadata whose min_parser_version is above their own.
 MIN_PARSER_VERSION = "1.2.0"
 INPUT_DTYPES = ("uint8", "float32")
+# CustomMetadata in SubGraphMetadata is a 1.5.0 member of metadata_schema.fbs (readers refuse higher versions).
+RAW_MIN_PARSER_VERSION = "1.5.0"
+DETECTOR_OPTIONS_IDENTIFIER = b"V001"
+OBJECT_DETECTOR_MIN_PARSER_VERSION = "1.0.0"
 
 
 def _postprocess_ops(model: Any) -> list:
@@ -113,16 +155,8 @@ def _output_roles(subgraph: Any, ops: list, outputs: list[int]) -> list[int | No
     return roles
 
 
-def _check_model(model: Any) -> tuple[Any, list[int], int]:
-    """Check the model is a detector MediaPipe can run; returns (input tensor, output roles, class count).
-
-    ``roles[k]`` is the position in ``OUTPUT_NAMES`` of the model's k-th output, found by following the graph
-    back to the ``TFLite_Detection_PostProcess`` op(s): one op whose outputs are the model's, or the several ops
-    that ``keras_retinanet.export.tflite``'s thread-safe per-class NMS merges; any output order works.
-    """
-    from flatbuffers import flexbuffers
-
-    schema = tflite_schema()
+def _image_input(model: Any, types: tuple[int, ...]) -> tuple[Any, Any]:
+    """(subgraph, image tensor) of a model with one subgraph and one static [1, H, W, 3] input of ``types``."""
     if len(model.subgraphs or []) != 1:
         raise MetadataError(
             f"MediaPipe needs a model with one subgraph, this one has {len(model.subgraphs or [])}"
@@ -135,10 +169,22 @@ def _check_model(model: Any) -> tuple[Any, list[int], int]:
     shape = [int(d) for d in image.shape]
     if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or min(shape) <= 0:
         raise MetadataError(f"MediaPipe needs a static [1, H, W, 3] image input, this one is {shape}")
-    if image.type not in (schema.TensorType.UINT8, schema.TensorType.FLOAT32):
-        raise MetadataError(
-            f"MediaPipe needs a uint8 or float32 image input, this one has TFLite type {image.type}"
-        )
+    if image.type not in types:
+        raise MetadataError(f"the image input has TFLite type {image.type}; this file needs one of {types}")
+    return subgraph, image
+
+
+def _check_model(model: Any) -> tuple[Any, list[int], int]:
+    """Check the model is a detector MediaPipe can run; returns (input tensor, output roles, class count).
+
+    ``roles[k]`` is the position in ``OUTPUT_NAMES`` of the model's k-th output, found by following the graph
+    back to the ``TFLite_Detection_PostProcess`` op(s): one op whose outputs are the model's, or the several ops
+    that ``keras_retinanet.export.tflite``'s thread-safe per-class NMS merges; any output order works.
+    """
+    from flatbuffers import flexbuffers
+
+    schema = tflite_schema()
+    subgraph, image = _image_input(model, (schema.TensorType.UINT8, schema.TensorType.FLOAT32))
     ops = _postprocess_ops(model)
     if not ops:
         raise MetadataError(
@@ -216,6 +262,29 @@ def _tensor_metadata(md: Any, name: str, description: str, content_properties: A
     return tensor
 
 
+def _feature_metadata(md: Any, name: str, description: str) -> Any:
+    return _tensor_metadata(
+        md, name, description, md.FeaturePropertiesT(), md.ContentProperties.FeatureProperties
+    )
+
+
+def _location_metadata(md: Any, name: str, description: str) -> Any:
+    """Boxes as MediaPipe checks them: BOUNDARIES, RATIO, and where left, top, right, bottom sit in a row."""
+    box_properties = md.BoundingBoxPropertiesT()
+    box_properties.index = list(BOX_INDEX)
+    box_properties.type = md.BoundingBoxType.BOUNDARIES
+    box_properties.coordinateType = md.CoordinateType.RATIO
+    return _tensor_metadata(md, name, description, box_properties, md.ContentProperties.BoundingBoxProperties)
+
+
+def _labels_file(md: Any, file_type: int) -> Any:
+    label_file = md.AssociatedFileT()
+    label_file.name = LABELS_FILE
+    label_file.description = "Labels for categories that the model can recognize."
+    label_file.type = file_type
+    return label_file
+
+
 def _image_metadata(md: Any, input_size: tuple[int, int], input_dtype: str, normalization) -> Any:
     """The input tensor's metadata: RGB image of ``input_size``, normalisation for a float32 input."""
     height, width = input_size
@@ -274,38 +343,12 @@ def _build_metadata(
         value_range.min, value_range.max = 2, 2
         return value_range
 
-    box_properties = md.BoundingBoxPropertiesT()
-    box_properties.index = list(BOX_INDEX)
-    box_properties.type = md.BoundingBoxType.BOUNDARIES
-    box_properties.coordinateType = md.CoordinateType.RATIO
-    location = _tensor_metadata(
-        md,
-        OUTPUT_NAMES[0],
-        OUTPUT_DESCRIPTIONS[0],
-        box_properties,
-        md.ContentProperties.BoundingBoxProperties,
-    )
+    location = _location_metadata(md, OUTPUT_NAMES[0], OUTPUT_DESCRIPTIONS[0])
     location.content.range = content_range()
-    category = _tensor_metadata(
-        md,
-        OUTPUT_NAMES[1],
-        OUTPUT_DESCRIPTIONS[1],
-        md.FeaturePropertiesT(),
-        md.ContentProperties.FeatureProperties,
-    )
+    category = _feature_metadata(md, OUTPUT_NAMES[1], OUTPUT_DESCRIPTIONS[1])
     category.content.range = content_range()
-    label_file = md.AssociatedFileT()
-    label_file.name = LABELS_FILE
-    label_file.description = "Labels for categories that the model can recognize."
-    label_file.type = md.AssociatedFileType.TENSOR_VALUE_LABELS
-    category.associatedFiles = [label_file]
-    score = _tensor_metadata(
-        md,
-        OUTPUT_NAMES[2],
-        OUTPUT_DESCRIPTIONS[2],
-        md.FeaturePropertiesT(),
-        md.ContentProperties.FeatureProperties,
-    )
+    category.associatedFiles = [_labels_file(md, md.AssociatedFileType.TENSOR_VALUE_LABELS)]
+    score = _feature_metadata(md, OUTPUT_NAMES[2], OUTPUT_DESCRIPTIONS[2])
     score.content.range = content_range()
     score.stats.min, score.stats.max = [0.0], [1.0]
     if calibrated:
@@ -322,13 +365,7 @@ def _build_metadata(
         )
         calibration_file.type = md.AssociatedFileType.TENSOR_AXIS_SCORE_CALIBRATION
         score.associatedFiles = [calibration_file]
-    count = _tensor_metadata(
-        md,
-        OUTPUT_NAMES[3],
-        OUTPUT_DESCRIPTIONS[3],
-        md.FeaturePropertiesT(),
-        md.ContentProperties.FeatureProperties,
-    )
+    count = _feature_metadata(md, OUTPUT_NAMES[3], OUTPUT_DESCRIPTIONS[3])
     by_role = (location, category, score, count)
 
     subgraph = md.SubGraphMetadataT()
@@ -488,8 +525,6 @@ def add_detection_metadata(
 
 def _with_metadata_buffer(model: Any, metadata: bytes, files: dict[str, bytes]) -> bytes:
     """The model's bytes with ``metadata`` as its TFLITE_METADATA buffer (replacing any) and ``files`` packed."""
-    import numpy as np
-
     schema = tflite_schema()
     for buffer in model.buffers or []:
         if buffer.offset:
@@ -509,10 +544,145 @@ def _with_metadata_buffer(model: Any, metadata: bytes, files: dict[str, bytes]) 
     return _append_zip(_pack_model(model), files)
 
 
+def _check_raw_model(model: Any, num_anchors: int, num_classes: int) -> tuple[int, int]:
+    """Check the model has one float32 [1, H, W, 3] input and the two raw outputs; returns (H, W)."""
+    schema = tflite_schema()
+    subgraph, image = _image_input(model, (schema.TensorType.FLOAT32,))
+    outputs = [subgraph.tensors[i] for i in subgraph.outputs]
+    shapes = [[int(d) for d in t.shape] for t in outputs]
+    if shapes != [[1, num_anchors, 4], [1, num_anchors, num_classes]]:
+        raise MetadataError(
+            f"raw outputs must be box encodings [1, {num_anchors}, 4] then scores [1, {num_anchors}, "
+            f"{num_classes}] (anchors x classes); the model's are {shapes}"
+        )
+    if any(t.type != schema.TensorType.FLOAT32 for t in outputs):
+        raise MetadataError("raw outputs must be float32")
+    return int(image.shape[1]), int(image.shape[2])
+
+
+def _detector_options(anchors: np.ndarray, scales: Sequence[float], num_classes: int) -> bytes:
+    """MediaPipe's ObjectDetectorOptions flatbuffer (V001): fixed anchors and tensor decoding options."""
+    import flatbuffers
+
+    od = object_detector_schema()
+    fixed = od.FixedAnchorsSchemaT()
+    fixed.anchors = []
+    for yc, xc, h, w in np.asarray(anchors, np.float64).tolist():
+        anchor = od.FixedAnchorT()
+        anchor.xCenter, anchor.yCenter, anchor.width, anchor.height = xc, yc, w, h
+        fixed.anchors.append(anchor)
+    ssd = od.SsdAnchorsOptionsT()
+    ssd.fixedAnchorsSchema = fixed
+    decoding = od.TensorsDecodingOptionsT()
+    decoding.numClasses = int(num_classes)
+    decoding.numBoxes = len(anchors)
+    decoding.numCoords = 4
+    decoding.keypointCoordOffset = 0
+    decoding.numKeypoints = 0
+    decoding.numValuesPerKeypoint = 2
+    decoding.yScale, decoding.xScale, decoding.hScale, decoding.wScale = (float(s) for s in scales)
+    decoding.applyExponentialOnBoxSize = True
+    decoding.sigmoidScore = False  # the sigmoid is inside the model
+    options = od.ObjectDetectorOptionsT()
+    options.minParserVersion = OBJECT_DETECTOR_MIN_PARSER_VERSION
+    options.ssdAnchorsOptions = ssd
+    options.tensorsDecodingOptions = decoding
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(options.Pack(builder), DETECTOR_OPTIONS_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def add_raw_detection_metadata(
+    model_bytes: bytes,
+    *,
+    labels: Sequence[str],
+    anchors: np.ndarray,
+    scales: Sequence[float],
+    decoder: dict[str, Any],
+    name: str,
+    description: str,
+    version: str,
+    author: str | None = None,
+    license: str | None = None,
+) -> bytes:
+    """A copy of a raw .tflite with MediaPipe's detector metadata and the label map packed in.
+
+    Args:
+        model_bytes: the .tflite (float32 input [1, H, W, 3], pixels 0..255; outputs box encodings [1, N, 4]
+            then sigmoid scores [1, N, K]).
+        labels: K class names, index i = score column i.
+        anchors: (N, 4) float anchors as normalised (yc, xc, h, w) (``keras_retinanet.export.tflite_anchors``).
+        scales: (y_scale, x_scale, h_scale, w_scale) of the encodings (``tflite.raw_box_scales``).
+        decoder: the Keras decoder's settings, {"score_threshold", "nms_iou_threshold", "max_detections",
+            "class_agnostic"}; stored as JSON (module docstring), the score threshold also as MediaPipe's.
+        name, description, version, author, license: ModelMetadata fields.
+    Returns:
+        The new file contents. Deterministic: the same arguments give the same bytes.
+    Raises:
+        MetadataError: the model or the arguments do not fit (the message says what).
+        ImportError: the schema classes (mediapipe package) are not installed.
+    """
+
+    md = metadata_schema()
+    anchors = np.asarray(anchors, np.float32)
+    if anchors.ndim != 2 or anchors.shape[1] != 4 or not np.isfinite(anchors).all():
+        raise MetadataError(
+            f"anchors must be a finite (N, 4) array of (yc, xc, h, w), got shape {anchors.shape}"
+        )
+    labels = _check_labels(labels, None)
+    model = read_model(bytes(model_bytes))
+    height, width = _check_raw_model(model, len(anchors), len(labels))
+    settings = {
+        key: decoder[key]
+        for key in ("score_threshold", "nms_iou_threshold", "max_detections", "class_agnostic")
+    }
+
+    image = _image_metadata(md, (height, width), "float32", (0.0, 1.0))
+    location = _location_metadata(
+        md,
+        RAW_OUTPUT_NAMES[0],
+        "Box encodings (ty, tx, th, tw) per anchor; decode with the anchors and scales of DETECTOR_METADATA.",
+    )
+    score = _feature_metadata(md, RAW_OUTPUT_NAMES[1], "Sigmoid score of every class for every anchor.")
+    score.stats.min, score.stats.max = [0.0], [1.0]
+    score.associatedFiles = [_labels_file(md, md.AssociatedFileType.TENSOR_AXIS_LABELS)]
+    threshold = md.ProcessUnitT()
+    threshold.optionsType = md.ProcessUnitOptions.ScoreThresholdingOptions
+    threshold.options = md.ScoreThresholdingOptionsT()
+    threshold.options.globalScoreThreshold = float(settings["score_threshold"])
+    score.processUnits = [threshold]
+
+    detector_metadata = md.CustomMetadataT()
+    detector_metadata.name = DETECTOR_METADATA_NAME
+    detector_metadata.data = np.frombuffer(_detector_options(anchors, scales, len(labels)), np.uint8)
+    decoder_metadata = md.CustomMetadataT()
+    decoder_metadata.name = DECODER_METADATA_NAME
+    decoder_metadata.data = np.frombuffer(json.dumps(settings, sort_keys=True).encode("utf-8"), np.uint8)
+
+    subgraph = md.SubGraphMetadataT()
+    subgraph.inputTensorMetadata = [image]
+    subgraph.outputTensorMetadata = [location, score]
+    subgraph.customMetadata = [detector_metadata, decoder_metadata]
+    packed = pack_model_metadata(
+        md,
+        subgraph,
+        RAW_MIN_PARSER_VERSION,
+        name=name,
+        description=description,
+        version=version,
+        author=author,
+        license=license,
+    )
+    files = {LABELS_FILE: ("\n".join(labels) + "\n").encode("utf-8")}
+    return _with_metadata_buffer(model, packed, files)
+
+
 __all__ = [
     "DETECTION_GROUP",
     "LABELS_FILE",
     "OUTPUT_NAMES",
+    "RAW_MIN_PARSER_VERSION",
     "SCORE_CALIBRATION_FILE",
     "add_detection_metadata",
+    "add_raw_detection_metadata",
 ]

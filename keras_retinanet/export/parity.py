@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from keras_retinanet.boxes import pairwise_iou
 from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
-from keras_retinanet.detectors import Detections, TFLiteDetector
+from keras_retinanet.detectors import Detections
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -82,10 +80,17 @@ def _merge_matches(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# The checks a format's files get (``ExportFormat.parity``): (report key suffix, IoU, score tolerance, whether every
+# Keras detection is checked (else those above ``min_score``)).
+PARITY_CHECKS = {
+    "exact": (("", 0.99, 1e-4, True), ("_above_min_score", 0.99, 1e-4, False)),
+    "tflite": (("", 0.99, 1e-3, False), ("_loose", 0.5, 0.1, False)),
+}
+
+
 def parity_report(
     model: Any,
-    saved_model_dir: str | os.PathLike | None,
-    tflite_files: dict[str, Path],
+    files: dict[str, tuple[Any, str]],
     images: Sequence[np.ndarray],
     min_score: float = DISPLAY_SCORE_THRESHOLD,
 ) -> dict[str, Any]:
@@ -97,22 +102,23 @@ def parity_report(
     and the pixels are identical; a file exported at another size shows up here as missing detections, not as
     a silent AP loss.
 
-    - ``saved_model_vs_keras``: every Keras detection (any score) found in the SavedModel output, IoU >= 0.99,
-      score within 1e-4 (``..._above_min_score``: the same above ``min_score``).
-    - ``tflite_<variant>_vs_keras``: every Keras detection above ``min_score`` found in the TFLite output (IoU
-      >= 0.99, score within 1e-3; ``..._loose``: IoU >= 0.5, score within 0.1, the view for quantised files).
+    - ``"exact"`` (the SavedModel): ``<key>_vs_keras``, every Keras detection (any score) found in the file's
+      output, IoU >= 0.99, score within 1e-4 (``..._above_min_score``: the same above ``min_score``).
+    - ``"tflite"``: ``<key>_vs_keras``, every Keras detection above ``min_score`` found in the file's output
+      (IoU >= 0.99, score within 1e-3; ``..._loose``: IoU >= 0.5, score within 0.1, the view for quantised
+      files).
 
     Args:
         model: the RetinaNet.
-        saved_model_dir: the exported SavedModel (None: not compared).
-        tflite_files: {variant: path} of the exported .tflite files.
+        files: {report key: (detector of the file, check name in ``PARITY_CHECKS``)}, e.g.
+            ``{"tflite_float32": (TFLiteDetector(path), "tflite")}``.
         images: (H, W, 3) uint8 RGB canvases of the model's ``input_size`` (``calibration.load_canvases``).
         min_score: the score above which TFLite detections are compared (the op has no per-level top-k).
     Returns:
         The report dict; each comparison is ``{"images", "checked", "found", "missing", "min_iou",
         "max_score_diff"}``.
     """
-    from keras_retinanet.detectors import KerasDetector, SavedModelDetector
+    from keras_retinanet.detectors import KerasDetector
 
     keras_list = [_as_arrays(d) for d in KerasDetector(model).detect(list(images))]
     report: dict[str, Any] = {
@@ -129,17 +135,13 @@ def parity_report(
     def floor(d):
         return float(d["scores"].min()) + 1e-4 if len(d["scores"]) >= max_det else 0.0
 
-    def compare(candidates, min_of, iou, tolerance):
-        pairs = zip(keras_list, candidates, strict=True)
-        return _merge_matches([match_detections(k, c, min_of(k), iou, tolerance) for k, c in pairs])
-
-    if saved_model_dir is not None:
-        detector = SavedModelDetector(saved_model_dir)
-        saved = [_as_arrays(d) for d in detector.detect(list(images))]
-        report["saved_model_vs_keras"] = compare(saved, floor, 0.99, 1e-4)
-        report["saved_model_vs_keras_above_min_score"] = compare(saved, lambda _: min_score, 0.99, 1e-4)
-    for variant, path in tflite_files.items():
-        lite = [_as_arrays(d) for d in TFLiteDetector(path).detect(list(images))]
-        report[f"tflite_{variant}_vs_keras"] = compare(lite, lambda _: min_score, 0.99, 1e-3)
-        report[f"tflite_{variant}_vs_keras_loose"] = compare(lite, lambda _: min_score, 0.5, 0.1)
+    for key, (detector, check) in files.items():
+        found = [_as_arrays(d) for d in detector.detect(list(images))]
+        for suffix, iou, tolerance, everything in PARITY_CHECKS[check]:
+            pairs = zip(keras_list, found, strict=True)
+            matches = [
+                match_detections(k, c, floor(k) if everything else min_score, iou, tolerance)
+                for k, c in pairs
+            ]
+            report[f"{key}_vs_keras{suffix}"] = _merge_matches(matches)
     return report

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_retinanet.conventions import LABELS_FILE
-from keras_retinanet.export.config import class_names
+from keras_retinanet.export.config import SAVED_MODEL_DIR, ExportJob
 from keras_retinanet.imaging import (
     boxes_to_original_tensor,
     decode_image_tensor,
@@ -71,7 +71,7 @@ def _build_serving_module(
             super().__init__(name="retinanet_serving")
             self.model = model
             self.labels_file = tf.saved_model.Asset(str(labels_path))
-            self.class_names = tf.Variable(class_names(model), trainable=False, dtype=tf.string)
+            self.class_names = tf.Variable(list(model.class_names), trainable=False, dtype=tf.string)
             self.image_size = tf.Variable([target_h, target_w], trainable=False, dtype=tf.int32)
             self.precision = tf.Variable(precision, trainable=False, dtype=tf.string)
             if class_thresholds is not None:
@@ -172,14 +172,14 @@ def build_saved_model(
     if class_thresholds is not None:
         from keras_retinanet.detectors.class_thresholds import class_threshold_array
 
-        class_thresholds = class_threshold_array(class_thresholds, class_names(model), model.num_classes)
+        class_thresholds = class_threshold_array(class_thresholds, model.class_names, model.num_classes)
     if fold_batchnorm or precision != "float32":
         model = inference_model(model, precision, fold_batchnorm)
     # Beside the SavedModel (inside export_model's staging folder), so that what a kill leaves goes with it.
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".labels-", dir=path.parent) as scratch:
         labels_path = Path(scratch) / LABELS_FILE
-        labels_path.write_text("\n".join(class_names(model)) + "\n")
+        labels_path.write_text("\n".join(model.class_names) + "\n")
         module = _build_serving_module(model, image_size, labels_path, precision, class_thresholds)
         signatures = {
             "serving_default": module.serve_encoded.get_concrete_function(),
@@ -192,3 +192,16 @@ def build_saved_model(
 
 def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def write_saved_model(job: ExportJob) -> dict[str, dict]:
+    """The ``saved_model`` format's writer: ``saved_model/`` in ``job.folder``; returns its report entry."""
+    path = job.folder / SAVED_MODEL_DIR
+    info = build_saved_model(
+        job.model,
+        path,
+        job.image_size,
+        precision=job.options["precision"],
+        class_thresholds=job.options["class_thresholds"],
+    )
+    return {SAVED_MODEL_DIR: info}

@@ -34,8 +34,8 @@ runs in int8 (see ``convert_tflite``'s ``clip_boxes``).
 Output contract: raw TFLite (``retinanet export --profile raw``; MediaPipe Model Maker's ``omit_nms`` layout)
 --------------------------------------------------------------------------------------------------------------
 One input: ``images`` float32 ``[1, H, W, 3]`` RGB pixels 0..255 (metadata: normalisation mean 0, std 1).
-No decoding op and no NMS: float ops that the GPU delegate's op checks accept (``export_report.json`` checks each
-file, ``keras_retinanet.export.gpu_ops``). Two float32 outputs, in this order:
+No decoding op and no NMS: float ops that the GPU delegate's op checks accept (checked by
+``tests/helpers/gpu_ops.py``). Two float32 outputs, in this order:
 
     0  box encodings   [1, N, 4]  (ty, tx, th, tw) per anchor: ty = wy * (yc - ya) / ha, th = wh * log(h / ha),
                                   of the box decoded as the Keras decoder does and clipped to the input
@@ -48,7 +48,6 @@ NMS (class-agnostic, IoU 0.3, one class per anchor); ``TFLiteDetector`` decodes 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -65,14 +64,7 @@ from keras_retinanet.detectors.tflite_file import (
     flex_ops,
     tflite_ops,
 )
-from keras_retinanet.export.config import (
-    RAW_OUTPUTS,
-    RAW_VARIANTS,
-    TFLITE_NMS_CHOICES,
-    TFLITE_VARIANTS,
-    ExportError,
-    PostProcessConfig,
-)
+from keras_retinanet.export.config import RAW_VARIANTS, TFLITE_VARIANTS, ExportError, ExportJob
 from keras_retinanet.export.requantization import fit_requantization_scales
 from keras_retinanet.imaging import parse_image_size
 
@@ -97,24 +89,25 @@ def tflite_anchors(model: Any, image_size: Sequence[int]) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _implements_signature(config: PostProcessConfig, num_classes: int, scales: Sequence[float]) -> str:
+def _implements_signature(decoder: Any, num_classes: int, scales: Sequence[float]) -> str:
     """The ``experimental_implements`` text the converter turns into the op's custom options.
 
-    ``scales`` are (y_scale, x_scale, h_scale, w_scale): the op decodes ``yc = ty / y_scale * ha + ya``,
-    ``h = exp(th / h_scale) * ha`` (tensorflow/lite/kernels/detection_postprocess.cc).
+    ``decoder``: the model's ``DetectionDecoder`` (its NMS settings). ``scales`` are (y_scale, x_scale, h_scale,
+    w_scale): the op decodes ``yc = ty / y_scale * ha + ya``, ``h = exp(th / h_scale) * ha``
+    (tensorflow/lite/kernels/detection_postprocess.cc).
     """
     y_scale, x_scale, h_scale, w_scale = scales
     attrs = [
-        ("max_detections", "i", config.max_detections),
+        ("max_detections", "i", decoder.max_detections),
         ("max_classes_per_detection", "i", 1),
         ("num_classes", "i", num_classes),
-        ("nms_score_threshold", "f", config.score_threshold),
-        ("nms_iou_threshold", "f", config.nms_iou_threshold),
+        ("nms_score_threshold", "f", decoder.score_threshold),
+        ("nms_iou_threshold", "f", decoder.nms_iou_threshold),
         ("y_scale", "f", y_scale),
         ("x_scale", "f", x_scale),
         ("h_scale", "f", h_scale),
         ("w_scale", "f", w_scale),
-        ("use_regular_nms", "b", not config.class_agnostic),
+        ("use_regular_nms", "b", not decoder.class_agnostic),
     ]
     parts = [f'name: "{DETECTION_POSTPROCESS_OP}"']
     for key, kind, value in attrs:
@@ -128,13 +121,14 @@ def _implements_signature(config: PostProcessConfig, num_classes: int, scales: S
     return " ".join(parts)
 
 
-def _detection_postprocess(encodings, scores, anchors, config: PostProcessConfig, num_classes: int, scales):
+def _detection_postprocess(encodings, scores, anchors, decoder: Any, num_classes: int, scales):
     """Placeholder that the TFLite converter replaces by the builtin ``TFLite_Detection_PostProcess`` op.
 
     Args:
         encodings: float32 (1, N, 4) (ty, tx, th, tw).
         scores: float32 (1, N, K) sigmoid scores.
         anchors: float32 (N, 4) (yc, xc, h, w) normalised.
+        decoder: the NMS settings (a ``DetectionDecoder``).
         scales: (y_scale, x_scale, h_scale, w_scale) of the encodings.
     Returns:
         In TensorFlow, zeros of the op's output shapes: boxes (1, M, 4), classes, scores (1, M), num (1,).
@@ -142,9 +136,9 @@ def _detection_postprocess(encodings, scores, anchors, config: PostProcessConfig
     """
     import tensorflow as tf
 
-    max_det = config.max_detections
+    max_det = decoder.max_detections
 
-    @tf.function(experimental_implements=_implements_signature(config, num_classes, scales))
+    @tf.function(experimental_implements=_implements_signature(decoder, num_classes, scales))
     def postprocess(box_encodings, class_scores, anchor_boxes):
         # Correctly shaped dummies (scalar dummies crash LiteRT's CompiledModel). The
         # converter replaces the whole body by the op, so the values never matter.
@@ -158,7 +152,7 @@ def _detection_postprocess(encodings, scores, anchors, config: PostProcessConfig
     return postprocess(encodings, scores, anchors)
 
 
-def _per_class_postprocess(encodings, scores, anchors, config, num_classes: int, scales):
+def _per_class_postprocess(encodings, scores, anchors, decoder, num_classes: int, scales):
     """Per-class NMS with ``TFLite_Detection_PostProcess`` ops that give the same result at any thread count.
 
     LiteRT's regular NMS (``use_regular_nms=True``) splits the classes over the interpreter's threads, and
@@ -179,8 +173,8 @@ def _per_class_postprocess(encodings, scores, anchors, config, num_classes: int,
         encodings: float32 (1, N, 4) box encodings (ty, tx, th, tw).
         scores: float32 (1, N, K) sigmoid scores.
         anchors: float32 (N, 4) (yc, xc, h, w) normalised.
-        config: post-processing settings (``max_detections`` = M; ``score_threshold`` must be > 0 so that
-            padding rows, score 0, rank after every detection).
+        decoder: the model's ``DetectionDecoder`` (``max_detections`` = M; ``score_threshold`` must be > 0 so
+            that padding rows, score 0, rank after every detection).
         num_classes: K.
         scales: (y_scale, x_scale, h_scale, w_scale) of the encodings.
     Returns:
@@ -190,7 +184,7 @@ def _per_class_postprocess(encodings, scores, anchors, config, num_classes: int,
     """
     import tensorflow as tf
 
-    max_detections = config.max_detections
+    max_detections = decoder.max_detections
     per_class = min(max_detections, TFLITE_DETECTIONS_PER_CLASS)
     sizes = [CLASSES_PER_OP] * (num_classes // CLASSES_PER_OP)
     if num_classes % CLASSES_PER_OP:
@@ -199,8 +193,10 @@ def _per_class_postprocess(encodings, scores, anchors, config, num_classes: int,
     first_class = 0
     for size, group_scores in zip(sizes, tf.split(scores, sizes, axis=-1)):
         slots = min(max_detections, size * per_class)
-        group_config = dataclasses.replace(config, max_detections=slots, class_agnostic=False)
-        b, c, s, n = _detection_postprocess(encodings, group_scores, anchors, group_config, size, scales)
+        group = type(decoder).from_config(
+            decoder.get_config() | {"max_detections": slots, "class_agnostic": False}
+        )
+        b, c, s, n = _detection_postprocess(encodings, group_scores, anchors, group, size, scales)
         n = tf.cast(n, tf.int32)
         # Rows past the op's count are zero, whatever the op left there.
         keep = tf.cast(tf.range(slots) < n, tf.int32)[None]  # (1, slots)
@@ -235,35 +231,29 @@ def _per_class_postprocess(encodings, scores, anchors, config, num_classes: int,
     )
 
 
-def _tflite_function(
-    model: Any, image_size: tuple[int, int], config: PostProcessConfig, nms: str, clip_boxes: bool = True
-):
-    """tf.function: uint8 (1, H, W, 3) -> (boxes, classes, scores, num_detections), TFLite output contract;
-    with ``nms="raw"``: float32 (1, H, W, 3) -> (box encodings, scores), the raw contract.
+def _network_function(model: Any, image_size: tuple[int, int], box_coder: Any, raw: bool, clip_boxes: bool):
+    """(frozen function, its input spec): images (1, H, W, 3) -> (box encodings (1, N, 4), scores (1, N, K)).
 
-    The network part (images -> box encodings and sigmoid scores) is frozen to constants first: the converter
-    keeps Keras 3 variables as resource variables (VAR_HANDLE / READ_VARIABLE) otherwise, while freezing the
-    whole function would inline the post-processing placeholder and lose the op.
+    The network is frozen first: the converter keeps Keras 3 variables as resource variables (VAR_HANDLE /
+    READ_VARIABLE) otherwise, while freezing the whole function would inline the post-processing placeholder
+    and lose the op.
 
-    With ``clip_boxes`` (the default), boxes are decoded, clipped to the input and re-encoded relative to the
-    anchors with unit scales before the op, so that NMS sees clipped boxes exactly as the Keras decoder's NMS
-    does. Without it, the model's deltas go to the op unchanged (scales = box-coder weights (wy, wx, wh, ww),
-    dw/dh clamped) and the op's NMS sees unclipped boxes (differences only for boxes crossing the border).
+    With ``clip_boxes``, boxes are decoded, clipped to the input and re-encoded relative to the anchors (unit
+    scales; the raw file: the box coder's weights), so that NMS sees clipped boxes exactly as the Keras
+    decoder's NMS does. Without it, the model's deltas are returned unchanged (dw/dh clamped), and the op's
+    NMS sees unclipped boxes (differences only for boxes crossing the border).
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     height, width = image_size
-    num_classes = int(model.num_classes)
     anchors_yxhw = tflite_anchors(model, image_size)
-    wx, wy, ww, wh = config.box_weights
-    clamp = config.box_clamp
+    wx, wy, ww, wh = (float(w) for w in box_coder.weights)
+    clamp = float(box_coder.clamp)
     # The raw file takes float32 pixels: a GPU delegate has no uint8 -> float CAST (MediaPipe feeds it floats).
-    input_dtype = tf.float32 if nms == RAW_OUTPUTS else tf.uint8
-    spec = tf.TensorSpec([1, height, width, 3], input_dtype, name="images")
-    unit_scales = (1.0, 1.0, 1.0, 1.0)
+    spec = tf.TensorSpec([1, height, width, 3], tf.float32 if raw else tf.uint8, name="images")
     # The raw file's encodings carry the box coder's weights, declared as MediaPipe's scales (y, x, h, w).
-    encode_scales = raw_box_scales(config) if nms == RAW_OUTPUTS else unit_scales
+    scale_y, scale_x, scale_h, scale_w = raw_box_scales(box_coder) if raw else (1.0, 1.0, 1.0, 1.0)
 
     @tf.function(input_signature=[spec])
     def network(images):
@@ -273,7 +263,7 @@ def _tflite_function(
         dx, dy, dw, dh = tf.split(deltas, 4, axis=-1)  # each (1, N, 1)
         anchors = tf.constant(anchors_yxhw)
         ya, xa, ha, wa = tf.split(anchors[None], 4, axis=-1)
-        if nms == "builtin" and not clip_boxes:
+        if not clip_boxes:
             encodings = tf.concat([dy, dx, tf.minimum(dh, clamp * wh), tf.minimum(dw, clamp * ww)], axis=-1)
             return encodings, scores
         # Decode exactly as BoxCoder.decode, in normalised coordinates, and clip to the input. The clipping stays
@@ -287,14 +277,10 @@ def _tflite_function(
         x1 = tf.clip_by_value(xc - half_w, 0.0, 1.0)
         y2 = tf.clip_by_value(yc + half_h, 0.0, 1.0)
         x2 = tf.clip_by_value(xc + half_w, 0.0, 1.0)
-        if nms == "combined":
-            return tf.concat([y1, x1, y2, x2], axis=-1), scores
-        # Re-encode the clipped boxes (unit scales; the raw file: the box coder's weights). A box clipped to
-        # nothing keeps a tiny positive size: its IoU with anything is ~0, as in the Keras decoder, where its
-        # area is 0.
+        # A box clipped to nothing keeps a tiny positive size: its IoU with anything is ~0, as in the Keras
+        # decoder, where its area is 0.
         box_h = tf.maximum(y2 - y1, 1e-7)
         box_w = tf.maximum(x2 - x1, 1e-7)
-        scale_y, scale_x, scale_h, scale_w = encode_scales
         encodings = tf.concat(
             [
                 ((y1 + y2) * 0.5 - ya) / ha * scale_y,
@@ -306,51 +292,42 @@ def _tflite_function(
         )
         return encodings, scores
 
-    frozen = convert_variables_to_constants_v2(network.get_concrete_function())
-    if nms == RAW_OUTPUTS:
+    return convert_variables_to_constants_v2(network.get_concrete_function()), spec
+
+
+def _tflite_function(
+    model: Any, image_size: tuple[int, int], decoder: Any, box_coder: Any, raw: bool, clip_boxes: bool = True
+):
+    """tf.function: uint8 (1, H, W, 3) -> (boxes, classes, scores, num_detections), the TFLite output contract;
+    with ``raw``: float32 (1, H, W, 3) -> (box encodings, scores), the raw contract. ``clip_boxes``: see
+    ``_network_function`` (without it the op decodes with scales = the box coder's (wy, wx, wh, ww))."""
+    import tensorflow as tf
+
+    frozen, spec = _network_function(model, image_size, box_coder, raw, clip_boxes or raw)
+    if raw:
         return tf.function(lambda images: frozen(images), input_signature=[spec])
-    scales = (wy, wx, wh, ww) if nms == "builtin" and not clip_boxes else unit_scales
+    anchors_yxhw = tflite_anchors(model, image_size)
+    scales = (1.0, 1.0, 1.0, 1.0) if clip_boxes else raw_box_scales(box_coder)
+    num_classes = int(model.num_classes)
+    # The op's fast NMS (one pass over all classes, no threaded code), or pairs of classes (module docstring).
+    postprocess = _detection_postprocess if decoder.class_agnostic else _per_class_postprocess
 
     @tf.function(input_signature=[spec])
     def detect(images):
-        encodings_or_boxes, scores = frozen(images)
-        if nms == "builtin":
-            anchors = tf.constant(anchors_yxhw)
-            if config.class_agnostic:  # the op's fast NMS: one pass over all classes, no threaded code
-                return _detection_postprocess(
-                    encodings_or_boxes, scores, anchors, config, num_classes, scales
-                )
-            return _per_class_postprocess(encodings_or_boxes, scores, anchors, config, num_classes, scales)
-        # "combined": tf.image.combined_non_max_suppression (a Flex op in TFLite).
-        if config.class_agnostic:
-            scores = tf.reduce_max(scores, axis=-1, keepdims=True)
-        nmsed = tf.image.combined_non_max_suppression(
-            encodings_or_boxes[:, :, None, :],
-            scores,
-            max_output_size_per_class=min(config.max_detections, TFLITE_DETECTIONS_PER_CLASS),
-            max_total_size=config.max_detections,
-            iou_threshold=config.nms_iou_threshold,
-            score_threshold=config.score_threshold,
-            clip_boxes=False,
-        )
-        return (
-            nmsed.nmsed_boxes,
-            tf.cast(nmsed.nmsed_classes, tf.float32),
-            nmsed.nmsed_scores,
-            tf.cast(nmsed.valid_detections, tf.float32),
-        )
+        encodings, scores = frozen(images)
+        return postprocess(encodings, scores, tf.constant(anchors_yxhw), decoder, num_classes, scales)
 
     return detect
 
 
-def raw_box_scales(config: PostProcessConfig) -> tuple[float, float, float, float]:
+def raw_box_scales(box_coder: Any) -> tuple[float, float, float, float]:
     """(y_scale, x_scale, h_scale, w_scale) of the raw file's box encodings: the box coder's (wy, wx, wh, ww).
 
     MediaPipe (``TensorsToDetectionsCalculator``, box format YXHW) decodes row ``(ty, tx, th, tw)`` as
     ``yc = ty / y_scale * ha + ya``, ``h = exp(th / h_scale) * ha``, which is ``BoxCoder.decode`` with these
     weights and the anchors as normalised (yc, xc, h, w).
     """
-    wx, wy, ww, wh = config.box_weights
+    wx, wy, ww, wh = (float(w) for w in box_coder.weights)
     return (wy, wx, wh, ww)
 
 
@@ -386,27 +363,26 @@ def convert_tflite(
     model: Any,
     variant: str = "float32",
     image_size: Sequence[int] | None = None,
-    config: PostProcessConfig | None = None,
     representative_images: Callable[[], Iterable[np.ndarray]] | None = None,
-    nms: str = "builtin",
+    raw: bool = False,
     clip_boxes: bool | None = None,
     fold_batchnorm: bool = True,
     scratch_parent: str | os.PathLike | None = None,
 ) -> bytes:
     """Convert ``model`` to a .tflite flatbuffer (see the TFLite contract in the module docstring).
 
+    The post-processing is the model's own: ``model.decoder`` (thresholds, M, class-agnostic or per-class NMS)
+    and ``model.box_coder`` (weights, clamp).
+
     Args:
         model: a RetinaNet.
         variant: "float32", "float16" (float16 weights) or "int8" (full-integer PTQ; needs
             ``representative_images``; the post-processing op and the outputs stay float).
         image_size: fixed (H, W) input size; default the model's ``input_size`` (its training size).
-        config: post-processing settings; default from ``model.decoder`` and ``model.box_coder``.
-        representative_images: callable returning an iterable of uint8 (H, W, 3) letterboxed RGB canvases.
-        nms: "builtin" (TFLite_Detection_PostProcess, builtin ops only; raises ExportError if a Flex op
-            appears), "combined" (tf.image.combined_non_max_suppression as a Flex op; Flex runtime) or "raw"
-            (no NMS: float32 input, the two raw outputs of the module docstring's raw contract; float32 and
-            float16 only).
-        clip_boxes: clip boxes to the input before NMS, as the Keras decoder does (see ``_tflite_function``).
+        representative_images: callable returning an iterable of uint8 (H, W, 3) RGB canvases.
+        raw: no NMS: float32 input, the two raw outputs of the module docstring's raw contract (float32 and
+            float16 only). Otherwise ``TFLite_Detection_PostProcess``, builtin ops only.
+        clip_boxes: clip boxes to the input before NMS, as the Keras decoder does (see ``_network_function``).
             ``None`` (default): clip for float32 / float16, not for int8. In an int8 file the decode, clip and
             re-encode arithmetic would itself run in int8 and blur every box (the main job's model lost 8 AP
             points that way: 0.657 instead of 0.738); unclipped, the op decodes the raw deltas in float.
@@ -415,36 +391,30 @@ def convert_tflite(
         scratch_parent: folder for the converter's temporary SavedModel (default: the system's temp folder).
     Returns:
         The .tflite file contents.
+    Raises:
+        ExportError: a variant the file cannot have, or a file with ops standard LiteRT cannot run.
     """
     import tensorflow as tf
 
-    if variant not in TFLITE_VARIANTS:
-        raise ExportError(f"unknown TFLite variant {variant!r}; choose from {', '.join(TFLITE_VARIANTS)}")
-    if nms not in (*TFLITE_NMS_CHOICES, RAW_OUTPUTS):
-        raise ExportError(
-            f"unknown TFLite NMS {nms!r}; choose from {', '.join((*TFLITE_NMS_CHOICES, RAW_OUTPUTS))}"
-        )
-    if nms == RAW_OUTPUTS and variant not in RAW_VARIANTS:
-        raise ExportError(
-            f"the raw profile is for GPU delegates, which compute in float: variants {', '.join(RAW_VARIANTS)}, "
-            f"not {variant!r}"
-        )
+    allowed = RAW_VARIANTS if raw else TFLITE_VARIANTS
+    if variant not in allowed:
+        raise ExportError(f"TFLite variant {variant!r}: choose from {', '.join(allowed)}")
     image_size = parse_image_size(image_size) if image_size is not None else model.input_size
-    config = config or PostProcessConfig.from_model(model)
-    if clip_boxes is None or nms == RAW_OUTPUTS:
+    decoder = model.decoder
+    if clip_boxes is None:
         clip_boxes = variant != "int8"
-    if nms == "builtin" and not config.class_agnostic and config.score_threshold <= 0:
+    if not raw and not decoder.class_agnostic and decoder.score_threshold <= 0:
         raise ExportError(
             "TFLite export needs a score threshold > 0 (padding rows have score 0 and must rank after every "
-            f"detection); the model's decoder has {config.score_threshold}"
+            f"detection); the model's decoder has {decoder.score_threshold}"
         )
     from keras_retinanet.model.inference_graph import inference_model
 
     # The converter folds BatchNorm itself once weights are constants; the folded graph makes the int8
     # calibration and the float files start from the graph every other runtime runs.
     network = inference_model(model) if fold_batchnorm else model
-    function = _tflite_function(network, image_size, config, nms, clip_boxes)
-    # export_model passes its staging folder, so that what a kill leaves here goes with it.
+    function = _tflite_function(network, image_size, decoder, model.box_coder, raw, clip_boxes)
+    # The export passes its staging folder, so that what a kill leaves here goes with it.
     scratch = tempfile.mkdtemp(prefix=".tflite-scratch-", dir=scratch_parent)
     try:
         # Through a SavedModel, as tensorflow/models does: from_concrete_functions inlines the placeholder.
@@ -452,7 +422,7 @@ def convert_tflite(
         holder.detect = function
         tf.saved_model.save(holder, scratch, signatures={"serving_default": function.get_concrete_function()})
         kill_point("tflite:scratch-written")  # for the kill test (tests/test_export_swap.py)
-        data = _convert_saved_model(scratch, variant, nms, representative_images)
+        data = _convert_saved_model(scratch, variant, raw, representative_images)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     data = _order_outputs_by_signature(data)
@@ -468,37 +438,36 @@ def convert_tflite(
                 len(widened),
                 ", ".join(widened),
             )
-    ops = tflite_ops(data)
-    if nms == RAW_OUTPUTS:
-        unwanted = [op for op in ops if op in (DETECTION_POSTPROCESS_OP, "VAR_HANDLE", "READ_VARIABLE")]
-        if flex_ops(ops) or unwanted:
-            raise ExportError(f"TFLite raw {variant} export contains {flex_ops(ops) + unwanted}; ops: {ops}")
-    if nms == "builtin":
-        if flex_ops(ops):
-            raise ExportError(
-                f"TFLite {variant} export contains Flex ops {flex_ops(ops)}; standard LiteRT cannot "
-                "run them. This is a bug in the export graph."
-            )
-        if DETECTION_POSTPROCESS_OP not in ops:
-            raise ExportError(f"TFLite {variant} export lacks {DETECTION_POSTPROCESS_OP}; ops: {ops}")
-        if "VAR_HANDLE" in ops or "READ_VARIABLE" in ops:
-            raise ExportError(f"TFLite {variant} export kept resource variables; ops: {ops}")
+    _check_ops(tflite_ops(data), variant, raw)
     return data
+
+
+def _check_ops(ops: list[str], variant: str, raw: bool) -> None:
+    """ExportError unless the file runs on standard LiteRT: no Flex op, no resource variable, and the
+    post-processing op in a file with NMS inside, none in a raw file."""
+    kind = "raw " if raw else ""
+    unwanted = [op for op in ops if op in ("VAR_HANDLE", "READ_VARIABLE")] + flex_ops(ops)
+    if raw and DETECTION_POSTPROCESS_OP in ops:
+        unwanted.append(DETECTION_POSTPROCESS_OP)
+    if unwanted:
+        raise ExportError(
+            f"TFLite {kind}{variant} export contains {unwanted}, which standard LiteRT cannot run or this file "
+            f"must not have; ops: {ops}. This is a bug in the export graph."
+        )
+    if not raw and DETECTION_POSTPROCESS_OP not in ops:
+        raise ExportError(f"TFLite {variant} export lacks {DETECTION_POSTPROCESS_OP}; ops: {ops}")
 
 
 def _convert_saved_model(
     saved_model_dir: str,
     variant: str,
-    nms: str,
+    raw: bool,
     representative_images: Callable[[], Iterable[np.ndarray]] | None,
 ) -> bytes:
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-    if nms in ("builtin", RAW_OUTPUTS):
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    else:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if variant == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -518,12 +487,84 @@ def _convert_saved_model(
             tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
             tf.lite.OpsSet.TFLITE_BUILTINS,
         ]
-        if nms == "combined":
-            converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.float32
-    converter.allow_custom_ops = nms == "builtin"
+    converter.allow_custom_ops = not raw
     try:
         return converter.convert()
     except Exception as err:  # noqa: BLE001 - the converter raises many types; say which variant failed
-        raise ExportError(f"TFLite conversion ({variant}, nms={nms}) failed: {err}") from err
+        raise ExportError(f"TFLite conversion ({variant}{', raw' if raw else ''}) failed: {err}") from err
+
+
+def write_tflite(job: ExportJob, raw: bool = False) -> dict[str, dict[str, Any]]:
+    """The ``tflite`` / ``tflite_raw`` formats' writer: ``model_<variant>.tflite`` (``_raw.tflite``) for each of
+    ``job.options["variants"]``, with TFLite Model Metadata unless ``metadata`` is off; returns their report
+    entries (size, ops, runtime)."""
+    files = {}
+    for variant in job.options["variants"]:
+        name = f"model_{variant}_raw.tflite" if raw else f"model_{variant}.tflite"
+        logger.info("converting %s", name)
+        data = convert_tflite(
+            job.model,
+            variant,
+            job.image_size,
+            representative_images=job.calibration if variant == "int8" else None,
+            raw=raw,
+            scratch_parent=job.folder,
+        )
+        if job.options["metadata"]:
+            data = _with_metadata(data, job, variant, raw)
+        (job.folder / name).write_bytes(data)
+        ops = tflite_ops(data)
+        files[name] = {
+            "size_bytes": len(data),
+            "ops": ops,
+            "flex_ops": flex_ops(ops),
+            "runtime": "LiteRT builtin ops",
+        }
+    if raw:
+        job.report["raw_outputs"] = {
+            "outputs": ["box encodings [1, N, 4] (ty, tx, th, tw)", "sigmoid scores [1, N, K]"],
+            "box_scales_yxhw": list(raw_box_scales(job.model.box_coder)),
+            "mediapipe_nms": "MediaPipe decodes raw files with one class per anchor and class-agnostic NMS at "
+            "IoU 0.3 (its defaults); TFLiteDetector with this model's decoder settings (postprocess)",
+        }
+    return files
+
+
+def _with_metadata(data: bytes, job: ExportJob, variant: str, raw: bool) -> bytes:
+    """The .tflite with the TFLite Model Metadata MediaPipe Tasks' ObjectDetector requires
+    (``keras_retinanet.export.metadata``): a file with NMS inside, or a raw file with its anchors, box scales
+    and the model's decoder settings."""
+    from keras_retinanet import __version__
+    from keras_retinanet.export import metadata
+
+    model, (height, width) = job.model, job.image_size
+    names = list(model.class_names)
+    about = {
+        "labels": names,
+        "name": f"RetinaNet {model.backbone_name or 'custom backbone'} ({variant}{', raw outputs' if raw else ''})",
+        "description": f"RetinaNet object detector{' without NMS' if raw else ''}, {len(names)} classes, "
+        f"{height}x{width} {'float32 RGB input (pixels 0..255)' if raw else 'uint8 RGB input'}; exported by "
+        f"keras_retinanet {__version__}.",
+        "version": __version__,
+        "license": "Apache-2.0",
+    }
+    try:
+        if raw:
+            anchors, scales = tflite_anchors(model, job.image_size), raw_box_scales(model.box_coder)
+            return metadata.add_raw_detection_metadata(
+                data, anchors=anchors, scales=scales, decoder=model.decoder.get_config(), **about
+            )
+        thresholds = job.options["class_thresholds"]
+        if thresholds is not None:
+            from keras_retinanet.detectors.class_thresholds import class_threshold_array
+
+            thresholds = class_threshold_array(thresholds, names)
+        return metadata.add_detection_metadata(
+            data, input_size=job.image_size, input_dtype="uint8", class_thresholds=thresholds, **about
+        )
+    except ImportError as err:
+        raise ExportError(
+            f"{err}; or export without metadata (--no-metadata; MediaPipe then refuses the file)"
+        ) from None

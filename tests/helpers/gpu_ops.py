@@ -1,4 +1,4 @@
-"""Can a GPU delegate run a .tflite's ops? Three checks, written into ``export_report.json``.
+"""Can a GPU delegate run a .tflite's ops? Three checks, for the raw export's tests (``tests/test_raw_export.py``).
 
 1. LiteRT's GPU delegate documentation lists the ops it supports in float16 and float32 (page "GPU delegates
    for LiteRT", section "Supported ops"; the list below, checked 2026-12-05). The list has not grown with the

@@ -1,0 +1,132 @@
+"""The export's format table: what each format writes, the options it takes, its writer and its detector.
+
+Adding a format is a row here (or :func:`register_format` from outside the package), a writer (a function of
+an :class:`~keras_retinanet.export.config.ExportJob` that writes into ``job.folder`` and returns the files'
+report entries) and a detector that reads the file back (docs/adding-an-export-format.md).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from keras_retinanet.export.config import RAW_VARIANTS, TFLITE_VARIANTS, ExportError, ExportFormat
+from keras_retinanet.export.saved_model import write_saved_model
+from keras_retinanet.export.tflite import write_tflite
+
+# The options a format may take: the flag that sets each, and its value when the user sets none.
+OPTION_FLAGS = {
+    "variants": "--tflite",
+    "precision": "--precision",
+    "metadata": "--no-metadata",
+    "class_thresholds": "--class-thresholds",
+}
+OPTION_DEFAULTS: dict[str, Any] = {
+    "variants": None,
+    "precision": "float32",
+    "metadata": True,
+    "class_thresholds": None,
+}
+
+
+def _saved_model_detector(path: Path) -> Any:
+    from keras_retinanet.detectors import SavedModelDetector
+
+    return SavedModelDetector(path)
+
+
+def _tflite_detector(path: Path) -> Any:
+    from keras_retinanet.detectors import TFLiteDetector
+
+    return TFLiteDetector(path)
+
+
+def _raw_tflite_detector(path: Path) -> Any:
+    """TFLiteDetector decodes a raw file from its metadata: None for a file written without."""
+    from keras_retinanet.detectors.tflite_file import read_detection_metadata
+
+    return _tflite_detector(path) if read_detection_metadata(path) else None
+
+
+FORMATS: dict[str, ExportFormat] = {
+    row.name: row
+    for row in (
+        ExportFormat(
+            name="saved_model",
+            files="saved_model/",
+            write=write_saved_model,
+            options={"precision": (("float32", "bf16"), ""), "class_thresholds": (None, "")},
+            detector=_saved_model_detector,
+            parity="exact",
+        ),
+        ExportFormat(
+            name="tflite",
+            files="model_<variant>.tflite",
+            write=write_tflite,
+            options={
+                "variants": (TFLITE_VARIANTS, ""),
+                "metadata": (None, ""),
+                "class_thresholds": (None, ""),
+            },
+            detector=_tflite_detector,
+            parity="tflite",
+        ),
+        ExportFormat(
+            name="tflite_raw",
+            files="model_<variant>_raw.tflite",
+            write=functools.partial(write_tflite, raw=True),
+            options={
+                "variants": (RAW_VARIANTS, "GPU delegates compute in float"),
+                "metadata": (None, ""),
+                "class_thresholds": (
+                    (),
+                    "they are written as MediaPipe score calibration, which MediaPipe applies to files with NMS "
+                    "inside only",
+                ),
+            },
+            detector=_raw_tflite_detector,
+            parity="tflite",
+        ),
+    )
+}
+
+
+def register_format(row: ExportFormat) -> None:
+    """Add a format to the table (or replace the row of that name), e.g. from a plug-in or a test."""
+    FORMATS[row.name] = row
+
+
+def format_options(names: list[str], given: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Check the user's options (``given``: only those set) against the table; returns each format's options.
+
+    Raises:
+        ExportError: an unknown format; a value a format does not take (naming the format and the option); an
+            option that none of the formats takes.
+    """
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown:
+        raise ExportError(f"unknown export format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+    options: dict[str, dict[str, Any]] = {}
+    for name in names:
+        row = FORMATS[name]
+        options[name] = {}
+        for option, (allowed, why) in row.options.items():
+            value = given.get(option, OPTION_DEFAULTS[option])
+            if option == "variants" and value is None:
+                value = list(allowed)
+            values = value if option == "variants" else [value]
+            refused = [v for v in values if allowed is not None and v not in allowed and v is not None]
+            if refused:
+                takes = f"it takes {', '.join(map(str, allowed))}" if allowed else "it takes none"
+                raise ExportError(
+                    f"format {name} does not take {OPTION_FLAGS[option]} {refused[0]} ({takes}"
+                    f"{'; ' + why if why else ''})"
+                )
+            options[name][option] = value
+    for option, value in given.items():
+        if not any(option in FORMATS[name].options for name in names):
+            shown = ",".join(value) if isinstance(value, list) else value
+            flag = OPTION_FLAGS[option] if isinstance(value, bool) else f"{OPTION_FLAGS[option]} {shown}"
+            raise ExportError(f"{flag}: none of the formats written ({', '.join(names) or 'none'}) takes it")
+    return options
