@@ -91,7 +91,6 @@ def train_transform(
     scale_range: Sequence[float] = (0.75, 1.25),
     min_visibility: float = aug.DEFAULT_MIN_VISIBILITY,
     photometric: bool = False,
-    subpixel_shift: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """The per-image training transform (pure: same output eagerly and in ``tf.data.map``).
 
@@ -117,7 +116,6 @@ def train_transform(
         scale_range if augment else (1.0, 1.0),
         seeds[1],
         min_visibility,
-        subpixel_shift=augment and subpixel_shift,
     )
     if augment and photometric:
         # Jitter only the content, not the zero padding.
@@ -139,7 +137,6 @@ def make_training_dataset(
     scale_range: Sequence[float] = (0.75, 1.25),
     min_visibility: float = aug.DEFAULT_MIN_VISIBILITY,
     photometric: bool = False,
-    subpixel_shift: bool = False,
     cache: bool = False,
     drop_remainder: bool = True,
     repeat: bool = False,
@@ -163,7 +160,6 @@ def make_training_dataset(
         min_visibility: boxes cut by the crop to less than this visible share become ignore boxes (see
             :mod:`keras_retinanet.data.augment`).
         photometric: brightness / contrast / saturation / hue jitter (off by default).
-        subpixel_shift: shift each resize by a random fraction of a pixel (``augment.resize_crop_pad``).
         cache: keep decoded images in memory after the first epoch (about h*w*3 bytes per image).
         drop_remainder: drop the last incomplete batch (static batch shape).
         repeat: repeat forever (then pass ``steps_per_epoch`` to ``fit``).
@@ -199,7 +195,6 @@ def make_training_dataset(
             scale_range,
             min_visibility,
             photometric,
-            subpixel_shift,
         )
 
     ds = ds.map(transform, num_parallel_calls=num_parallel_calls)

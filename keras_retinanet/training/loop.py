@@ -177,7 +177,6 @@ def train(
         flip_probability=config.flip_probability,
         scale_range=config.scale_range,
         photometric=config.photometric,
-        subpixel_shift=config.subpixel_shift,
         cache=config.cache,
         repeat=True,
     )
