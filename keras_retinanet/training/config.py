@@ -3,7 +3,7 @@
 This module needs only the standard library and PyYAML: importing it does not import TensorFlow or Keras, so
 ``retinanet train --help`` builds its flags and a YAML file is checked before anything slow starts.
 
-:class:`ModelConfig` (``keras_retinanet.model.config``, importable from here too) holds every choosable
+:class:`ModelConfig` (``keras_retinanet.model.config``) holds every choosable
 argument of ``RetinaNet`` and its parts, the losses and the input size; the option machinery (types, checks,
 ``to_dict``) is ``keras_retinanet.model.options``.
 
@@ -29,21 +29,8 @@ from typing import Any, Literal
 
 import yaml
 
-# ModelConfig and the option machinery live in the core (the presets and the benchmark use them too); these
-# names stay importable from here.
-from keras_retinanet.model.config import TARGET_CLASSES, ModelConfig  # noqa: F401
-from keras_retinanet.model.options import (  # noqa: F401
-    Options,
-    check_keys,
-    coerce,
-    describe,
-    field_names,
-    field_types,
-    is_none_text,
-    option,
-    optional_inner,
-    split_list,
-)
+from keras_retinanet.model.config import ModelConfig
+from keras_retinanet.model.options import Options, check_keys, field_names, option
 from keras_retinanet.model.presets import PAPER
 
 # The anchor options that ``--anchors auto`` or ``--anchors FILE`` set (keras_retinanet.training.anchors).

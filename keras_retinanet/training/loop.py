@@ -487,7 +487,7 @@ def _initial_model(config, class_names):
     The init model fixes the architecture, anchors, matcher and decoder; a model option that would be ignored
     is refused rather than recorded in config.yaml as if it applied. The size trained at and the losses apply.
     """
-    from keras_retinanet.training.config import ModelConfig
+    from keras_retinanet.model.config import ModelConfig
     from keras_retinanet.training.finetune import finetune_model, format_report
 
     # Either recipe's model options are defaults here: the init model decides them.

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from keras_retinanet import atomic
-from keras_retinanet.training.config import FITTED_ANCHOR_FIELDS, ModelConfig, TrainConfig
+from keras_retinanet.model.config import ModelConfig
+from keras_retinanet.training.config import FITTED_ANCHOR_FIELDS, TrainConfig
 from keras_retinanet.training.image_shape import same_requested_size
 
 CONFIG = "config.yaml"
