@@ -34,6 +34,7 @@ import numpy as np
 from keras_retinanet import atomic
 from keras_retinanet.backbones.batchnorm import recompute_batchnorm_statistics
 from keras_retinanet.backbones.registry import describe_weights
+from keras_retinanet.data.dataset import Dataset
 from keras_retinanet.training import anchors, image_shape, run_folder
 from keras_retinanet.training.callbacks import (
     BestCheckpoint,
@@ -140,8 +141,8 @@ class _Run:
 
     config: TrainConfig
     strategy: Any  # tf.distribute.Strategy
-    train_data: Any  # keras_retinanet.data.Dataset
-    val_data: Any
+    train_data: Dataset
+    val_data: Dataset | None
     anchor_report: dict | None
     steps_per_epoch: int
     model: keras.Model | None = None
