@@ -17,13 +17,14 @@ def lazy_namespace(package: str, names: Mapping[str, str]) -> tuple[Callable[[st
 
     Args:
         package: the package's ``__name__``.
-        names: public name -> module path relative to the package (e.g. ``{"export_model": "writer"}``).
+        names: public name -> module path relative to the package (e.g. ``{"export_model": "writer"}``; a
+            leading dot climbs a level: ``".model.config"`` from ``keras_retinanet.training``).
     """
 
     def __getattr__(name: str) -> Any:  # noqa: N807 - the module attribute PEP 562 looks up
         if name not in names:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(f"{package}.{names[name]}"), name)
+        return getattr(importlib.import_module(f".{names[name]}", package), name)
 
     def __dir__() -> list:  # noqa: N807 - the module attribute PEP 562 looks up
         return sorted(names)

@@ -399,37 +399,19 @@ def letterbox_tensor(image, target: Sequence[int]):
     return canvas, tf.stack([new_h / height, new_w / width])
 
 
-def resize_tensor(image, size, shift=None):
+def resize_tensor(image, size):
     """Bilinear resize as TensorFlow ops (``tf.data`` and exported graphs): the package's one tensor resize.
 
     Args:
         image: (h, w, C) or (B, h, w, C) tensor.
         size: (2,) int (H, W), a tensor or a sequence.
-        shift: optional (2,) float (dy, dx): the output is moved down / right by that many output pixels
-            (content at output x without the shift lands at x + dx). A box ``(x1, y1, x2, y2)`` scaled to the
-            output moves by ``(dx, dy, dx, dy)``.
     Returns:
         (H, W, C) or (B, H, W, C) float32; TensorFlow's half-pixel rule (as OpenCV's ``INTER_LINEAR``), no
         antialiasing.
     """
     import tensorflow as tf
 
-    if shift is None:
-        return tf.image.resize(image, size, method="bilinear")
-    batched = image.shape.rank == 4
-    images = image if batched else image[None]
-    source = tf.cast(tf.shape(images)[1:3], tf.float32)
-    size = tf.cast(size, tf.int32)
-    # The kernel behind tf.image.resize: at shift 0 the resize above, to float rounding (3e-5 on 0..255).
-    resized = tf.raw_ops.ScaleAndTranslate(
-        images=images,
-        size=size,
-        scale=tf.cast(size, tf.float32) / source,
-        translation=tf.cast(shift, tf.float32),
-        kernel_type="triangle",
-        antialias=False,
-    )
-    return resized if batched else resized[0]
+    return tf.image.resize(image, size, method="bilinear")
 
 
 def boxes_to_original_tensor(boxes, scale, original_size):

@@ -16,7 +16,9 @@ import yaml
 
 from keras_retinanet.cli.retinanet import build_parser
 from keras_retinanet.cli.train import resolve_config
-from keras_retinanet.training.config import TARGET_CLASSES, ModelConfig, TrainConfig, field_types
+from keras_retinanet.model.config import TARGET_CLASSES, ModelConfig
+from keras_retinanet.model.options import field_types
+from keras_retinanet.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -134,31 +134,3 @@ def test_a_resumed_run_keeps_its_resolved_shape():
     again = TrainConfig(model={"image_size": 384})
     resolved, note = resolve_image_shape(again, _Data([(100, 100)]), previous=previous)
     assert (resolved.model.image_size, note) == ((288, 384), "the run folder's")
-
-
-class _StopBeforeTrainingError(Exception):
-    pass
-
-
-@pytest.mark.parametrize("flags", [(), ("--subpixel-shift",)])
-def test_subpixel_shift_reaches_the_training_pipeline(tmp_path, monkeypatch, flags):
-    """The option travels from the command line to the training data set (off unless asked for)."""
-    from keras_retinanet.data import pipeline
-    from keras_retinanet.data.synthetic import make_synthetic_coco
-    from keras_retinanet.training import train
-
-    seen = {}
-
-    def capture(*args, **kwargs):
-        seen.update(kwargs)
-        raise _StopBeforeTrainingError
-
-    monkeypatch.setattr(pipeline, "make_training_dataset", capture)
-    spec = make_synthetic_coco(tmp_path / "data", num_images=2, image_size=(64, 64), seed=0)
-    config = _train_config(
-        "--data", spec, "--output", str(tmp_path / "run"), "--backbone", "mobilenet_v2", "--weights", "none",
-        "--image-size", "64", "--fpn-channels", "16", "--head-depth", "1", *flags,
-    )  # fmt: skip
-    with pytest.raises(_StopBeforeTrainingError):
-        train(config)
-    assert seen["subpixel_shift"] is bool(flags)

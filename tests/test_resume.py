@@ -171,6 +171,26 @@ def test_folders_that_cannot_be_checked_are_refused(tmp_path):
         plan_run(config)
 
 
+@pytest.mark.parametrize("value", ["false", "true"])
+def test_a_config_yaml_with_the_removed_subpixel_shift(tmp_path, value):
+    """Off, as 0.3's recipes wrote it, the run resumes; on, it cannot be reproduced: one line naming the file."""
+    output = tmp_path / "run"
+    config = _config(output)
+    _fake_run(output, config, epochs_done=2)
+    written = output / "config.yaml"
+    written.write_text(written.read_text().replace("cache:", f"subpixel_shift: {value}\ncache:", 1))
+    if value == "false":
+        plan = plan_run(config)
+        assert plan.changes == {} and plan.state.epoch == 2 and plan.previous == config
+        return
+    with pytest.raises(ValueError) as error:
+        TrainConfig.from_yaml(written)
+    for raised in (error.value, pytest.raises(RunFolderError, plan_run, config).value):
+        message = str(raised)
+        assert "\n" not in message and message.count(str(written)) == 1, message
+        assert "subpixel_shift was removed in 0.4" in message and "retrain" in message and "0.3" in message
+
+
 def test_other_classes_are_refused(tmp_path):
     config = _config(tmp_path / "run")
     _fake_run(tmp_path / "run", config)

@@ -1,6 +1,6 @@
 """``retinanet train``: every option of ``TrainConfig`` and of its ``ModelConfig`` is a flag and a YAML key.
 
-Flags are made from the fields' types (``keras_retinanet.training.config.field_types``): ``--epochs 3``,
+Flags are made from the fields' types (``keras_retinanet.model.options.field_types``): ``--epochs 3``,
 ``--mixed-precision`` / ``--no-mixed-precision`` for true/false options, ``--clip-norm none`` for the optional
 ones, ``--anchor-sizes 16 32 64 128 256`` or ``--anchor-sizes 16,32,64,128,256`` for lists, ``--optimizer
 {sgd,adamw}`` for choices. Precedence: defaults < ``--config FILE.yaml`` < flags < ``--set KEY=VALUE``
@@ -21,16 +21,9 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from keras_retinanet.training.config import (
-    RECIPES,
-    ModelConfig,
-    TrainConfig,
-    coerce,
-    describe,
-    field_types,
-    optional_inner,
-    split_list,
-)
+from keras_retinanet.model.config import ModelConfig
+from keras_retinanet.model.options import coerce, describe, field_types, optional_inner, split_list
+from keras_retinanet.training.config import RECIPES, TrainConfig
 
 _GROUPS = {
     "data": "data and augmentation",

@@ -81,7 +81,6 @@ def resize_crop_pad(
     scale_range: Sequence[float] = (1.0, 1.0),
     seed=None,
     min_visibility: float = DEFAULT_MIN_VISIBILITY,
-    subpixel_shift: bool = False,
 ):
     """Resizes keeping the aspect ratio, with optional scale jitter and a random crop, then pads.
 
@@ -91,11 +90,6 @@ def resize_crop_pad(
     resized crop that keeps the aspect ratio); whatever is smaller is padded with zeros at the bottom / right.
     Boxes follow, with the keep / ignore / drop rule in the module docstring.
 
-    ``subpixel_shift`` moves the resized image by a random fraction of a pixel, up to half an output pixel
-    each way, so that training meets every alignment of the pixel grid (runtimes differ: MediaPipe samples
-    corners-aligned, 0.3 px of the input away from this half-pixel resize at a 2.5x downscale). Off by
-    default: it helped on rendered shapes and cost on real photos (docs/recipes.md).
-
     Args:
         image: (h, w, 3) uint8 or float.
         boxes: (M, 4) float32 absolute xyxy pixels of ``image``.
@@ -104,7 +98,6 @@ def resize_crop_pad(
         scale_range: (min, max) jitter factor; (1, 1) = plain resize, no randomness.
         seed: (2,) int stateless seed; needed when ``scale_range`` is not (1, 1).
         min_visibility: share of a box that must stay visible for it to stay a normal box.
-        subpixel_shift: random shift of the resize in [-0.5, 0.5) output pixels per axis (needs ``seed``).
     Returns:
         ``(image (H, W, 3) float32, boxes (M, 4) float32 in output pixels, classes (M,) int32,
         scale (2,) float32 = (scale_y, scale_x) from input to output pixels)``.
@@ -123,13 +116,7 @@ def resize_crop_pad(
     scale_y = tf.cast(new_h, tf.float32) / tf.cast(height, tf.float32)
     scale_x = tf.cast(new_w, tf.float32) / tf.cast(width, tf.float32)
     boxes = boxes * tf.stack([scale_x, scale_y, scale_x, scale_y])
-    if subpixel_shift:
-        shift_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 1)
-        shift = tf.random.stateless_uniform([2], shift_seed, -0.5, 0.5)  # (dy, dx)
-        image = resize_tensor(image, tf.stack([new_h, new_w]), shift=shift)
-        boxes = clip_boxes(boxes + tf.tile(shift[::-1], [2]), new_h, new_w)
-    else:
-        image = resize_tensor(image, tf.stack([new_h, new_w]))
+    image = resize_tensor(image, tf.stack([new_h, new_w]))
 
     if jitter:
         off_y = _random_offset(new_h - out_h, seeds[1])

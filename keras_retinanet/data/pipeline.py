@@ -6,9 +6,8 @@ Training (:func:`make_training_dataset`)::
     -> flip / scale jitter + crop / photometric -> resize keeping aspect, pad to image_size
     -> batch -> label encoder (batched) -> prefetch
 
-Inference (:func:`make_inference_dataset`): decode -> resize keeping aspect -> pad to ``image_size`` (or to
-a multiple of 32, the coarsest backbone stride) -> batch, with per-image ``meta`` to map detections back
-(:func:`restore_boxes`).
+Inference (:func:`make_inference_dataset`): decode -> resize keeping aspect -> pad to ``image_size`` -> batch,
+with per-image ``meta`` to map detections back (:func:`restore_boxes`).
 
 Images are placed at the top-left of the canvas and padded with zeros at the bottom / right, so mapping
 back is a division by the per-axis scale. Every random choice comes from a stateless seed derived from
@@ -26,13 +25,7 @@ import tensorflow as tf
 from keras_retinanet.conventions import DEFAULT_IMAGE_SIZE
 from keras_retinanet.data import augment as aug
 from keras_retinanet.data.dataset import Dataset
-from keras_retinanet.imaging import (
-    boxes_to_original_tensor,
-    decode_image_tensor,
-    parse_image_size,
-    resize_tensor,
-)
-from keras_retinanet.model.retinanet import SIZE_DIVISOR
+from keras_retinanet.imaging import boxes_to_original_tensor, decode_image_tensor, parse_image_size
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -91,7 +84,6 @@ def train_transform(
     scale_range: Sequence[float] = (0.75, 1.25),
     min_visibility: float = aug.DEFAULT_MIN_VISIBILITY,
     photometric: bool = False,
-    subpixel_shift: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """The per-image training transform (pure: same output eagerly and in ``tf.data.map``).
 
@@ -117,7 +109,6 @@ def train_transform(
         scale_range if augment else (1.0, 1.0),
         seeds[1],
         min_visibility,
-        subpixel_shift=augment and subpixel_shift,
     )
     if augment and photometric:
         # Jitter only the content, not the zero padding.
@@ -139,7 +130,6 @@ def make_training_dataset(
     scale_range: Sequence[float] = (0.75, 1.25),
     min_visibility: float = aug.DEFAULT_MIN_VISIBILITY,
     photometric: bool = False,
-    subpixel_shift: bool = False,
     cache: bool = False,
     drop_remainder: bool = True,
     repeat: bool = False,
@@ -163,7 +153,6 @@ def make_training_dataset(
         min_visibility: boxes cut by the crop to less than this visible share become ignore boxes (see
             :mod:`keras_retinanet.data.augment`).
         photometric: brightness / contrast / saturation / hue jitter (off by default).
-        subpixel_shift: shift each resize by a random fraction of a pixel (``augment.resize_crop_pad``).
         cache: keep decoded images in memory after the first epoch (about h*w*3 bytes per image).
         drop_remainder: drop the last incomplete batch (static batch shape).
         repeat: repeat forever (then pass ``steps_per_epoch`` to ``fit``).
@@ -199,7 +188,6 @@ def make_training_dataset(
             scale_range,
             min_visibility,
             photometric,
-            subpixel_shift,
         )
 
     ds = ds.map(transform, num_parallel_calls=num_parallel_calls)
@@ -225,69 +213,31 @@ def make_training_dataset(
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
-def inference_transform(
-    example: dict,
-    image_size: Sequence[int] | None = None,
-    min_side: int = 800,
-    max_side: int = 1333,
-    size_divisor: int = SIZE_DIVISOR,
-):
-    """Resize keeping the aspect ratio and pad, for evaluation / prediction (pure, deterministic).
-
-    With ``image_size`` (H, W): fit into it and pad to exactly (H, W). Without: scale so the shorter side is
-    ``min_side`` unless the longer side would exceed ``max_side`` (detectron2's rule), and pad each side up
-    to a multiple of ``size_divisor``.
-
-    Returns:
-        ``(image (H, W, 3) float32 in [0, 255], scale (2,) float32 (scale_y, scale_x))``.
-    """
-    image = example["image"]
-    shape = tf.shape(image)
-    if image_size is not None:
-        image, _, _, scale = aug.resize_crop_pad(image, tf.zeros([0, 4]), tf.zeros([0], tf.int32), image_size)
-        return image, scale
-    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    s = tf.minimum(min_side / tf.minimum(height, width), max_side / tf.maximum(height, width))
-    new_h = tf.maximum(1, tf.cast(tf.round(height * s), tf.int32))
-    new_w = tf.maximum(1, tf.cast(tf.round(width * s), tf.int32))
-    image = resize_tensor(image, tf.stack([new_h, new_w]))
-    pad_h = (new_h + size_divisor - 1) // size_divisor * size_divisor
-    pad_w = (new_w + size_divisor - 1) // size_divisor * size_divisor
-    image = tf.image.pad_to_bounding_box(image, 0, 0, pad_h, pad_w)
-    scale = tf.stack([tf.cast(new_h, tf.float32) / height, tf.cast(new_w, tf.float32) / width])
-    return image, scale
-
-
 def make_inference_dataset(
     dataset: Dataset,
-    image_size: int | Sequence[int] | None = DEFAULT_IMAGE_SIZE,
+    image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE,
     batch_size: int = 8,
-    min_side: int = 800,
-    max_side: int = 1333,
-    size_divisor: int = SIZE_DIVISOR,
     num_parallel_calls=AUTOTUNE,
 ) -> tf.data.Dataset:
-    """Evaluation / prediction batches, in example order, with what is needed to map detections back.
+    """Evaluation / prediction batches, in example order, with what is needed to map detections back: each
+    image resized keeping its aspect ratio to fit ``image_size`` (int or (H, W)) and padded bottom / right.
 
     Args:
         dataset: from :func:`load_dataset`.
-        image_size: fixed canvas (int or (H, W)); None: shorter side ``min_side`` (longer at most
-            ``max_side``), padded to a multiple of ``size_divisor`` per image and to the largest in a batch.
     Returns:
         ``tf.data.Dataset`` of ``(images (B, H, W, 3) float32 in [0, 255], meta)`` with meta
         ``{"image_id": (B,) int64, "scale": (B, 2) float32 (scale_y, scale_x) from original to network
         pixels, "original_size": (B, 2) int32 (height, width)}``. Use :func:`restore_boxes` on detections.
     """
-    size = parse_image_size(image_size) if image_size is not None else None
-    ds = _decoded(dataset, num_parallel_calls)
+    size = parse_image_size(image_size)
+    no_boxes, no_classes = tf.zeros([0, 4]), tf.zeros([0], tf.int32)
 
     def transform(e):
-        image, scale = inference_transform(e, size, min_side, max_side, size_divisor)
+        image, _, _, scale = aug.resize_crop_pad(e["image"], no_boxes, no_classes, size)
         return image, {"image_id": e["image_id"], "scale": scale, "original_size": e["original_size"]}
 
-    ds = ds.map(transform, num_parallel_calls=num_parallel_calls)
-    ds = ds.batch(batch_size) if size is not None else ds.padded_batch(batch_size)
-    return ds.prefetch(AUTOTUNE)
+    ds = _decoded(dataset, num_parallel_calls).map(transform, num_parallel_calls=num_parallel_calls)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
 def restore_boxes(boxes, meta: dict):

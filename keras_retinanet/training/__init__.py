@@ -1,8 +1,7 @@
 """Training a RetinaNet: configuration, the training loop and its Keras callbacks.
 
-- ``config.py``: :class:`ModelConfig` (the model: backbone, pyramid, heads, anchors, box coding, matching,
-  decoding, losses, input size; ``build(class_names)``, ``losses()``) and :class:`TrainConfig` (data,
-  augmentation, optimisation, hardware, logging; contains a ``ModelConfig`` as ``config.model``). Imports
+- ``config.py``: :class:`TrainConfig` (data, augmentation, optimisation, hardware, logging; contains a
+  :class:`~keras_retinanet.model.config.ModelConfig` as ``config.model``, also importable from here). Imports
   neither TensorFlow nor Keras.
 - ``loop.py``: :func:`train` (a whole run and its folder), :func:`build_optimizer`, :func:`build_callbacks`,
   :func:`write_run_files`.
@@ -26,7 +25,7 @@ __getattr__, __dir__ = lazy_namespace(
         "LastCheckpoint": "callbacks",
         "LearningRateLogger": "callbacks",
         "MetricsCSVLogger": "callbacks",
-        "ModelConfig": "config",
+        "ModelConfig": ".model.config",
         "NO_DECAY_NAMES": "loop",
         "PredictionImages": "callbacks",
         "StopOnNaN": "callbacks",

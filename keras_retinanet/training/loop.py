@@ -26,6 +26,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -33,6 +34,7 @@ import numpy as np
 from keras_retinanet import atomic
 from keras_retinanet.backbones.batchnorm import recompute_batchnorm_statistics
 from keras_retinanet.backbones.registry import describe_weights
+from keras_retinanet.data.dataset import Dataset
 from keras_retinanet.training import anchors, image_shape, run_folder
 from keras_retinanet.training.callbacks import (
     BestCheckpoint,
@@ -112,17 +114,58 @@ def train(
     a list, or ``"all"``); the model's options can never change in a run folder. After a NaN / inf stop the
     newest state is the last finite one, and the message says how to continue: from it, or, when it has
     already diverged, from an older kept state (``resume_from_epoch``; 0 starts from the beginning).
+
+    The stages: plan (may this configuration use the run folder?), resolve (the data, and what the
+    configuration leaves to it), build (the compiled model), data (the input pipeline), fit, finish.
     """
     plan = run_folder.plan_run(config, allow_changes)
     if plan.finished:
         return _already_finished(plan)
+    run = _resolve(config, plan)
+    run.model = _build(run)
+    run.dataset = _data(run)
+    # Nothing is written before this point: a bad data set or model option leaves no run folder behind.
+    with _folder(run) as output:
+        # Again, under the lock: another training may have used the folder since the first look.
+        plan = run_folder.plan_run(run.config, allow_changes)
+        if plan.finished:
+            return _already_finished(plan)
+        _prepare_folder(run, plan, output)
+        summary = _fit(run, plan, output, resume_from_epoch)
+        return _finish(run, output, summary)
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the stages of :func:`train` hand on: the resolved configuration, the data, the model."""
+
+    config: TrainConfig
+    strategy: Any  # tf.distribute.Strategy
+    train_data: Dataset
+    val_data: Dataset | None
+    anchor_report: dict | None
+    steps_per_epoch: int
+    model: keras.Model | None = None
+    dataset: Any = None  # tf.data.Dataset of training batches
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.train_data.class_names
+
+    @property
+    def writer(self) -> bool:
+        """In a multi-worker run only the chief writes the run folder; the other workers restore the same state
+        from it (the folder is shared, as the README asks) and train."""
+        return bool(getattr(self.strategy.extended, "should_checkpoint", True))
+
+
+def _resolve(config: TrainConfig, plan: run_folder.RunPlan) -> _Run:
+    """Sets the seed, the strategy and the precision, loads the data and checks it, resolves the image shape
+    and the anchors from it (or from the run folder's earlier run) and prints the plan. Writes nothing."""
     if not config.data:
         raise ValueError("no training data: pass --data SPEC (e.g. voc:DIR:trainval)")
 
-    import tensorflow as tf
-
     from keras_retinanet import data as data_lib
-    from keras_retinanet.data.pipeline import make_training_dataset
     from keras_retinanet.training.distribute import get_strategy, mixed_precision_policy
 
     keras.utils.set_random_seed(config.seed)
@@ -137,8 +180,7 @@ def train(
         raise ValueError(f"{config.data}: no training images (nothing to train on)")
     if not config.allow_empty_classes:
         check_every_class_has_boxes(config.data, train_data)
-    class_names = train_data.class_names
-    plan.check_class_names(class_names)
+    plan.check_class_names(train_data.class_names)
     config, shape_note = image_shape.resolve_image_shape(config, train_data, previous=plan.previous)
     config, anchor_report = anchors.resolve_anchors(config, train_data, previous=plan.previous)
     if anchor_report:
@@ -146,20 +188,26 @@ def train(
     val_data = None
     if config.val_data:
         val_data = data_lib.load_dataset(
-            config.val_data, skip_bad=config.skip_bad, class_names=class_names, **outside
+            config.val_data, skip_bad=config.skip_bad, class_names=train_data.class_names, **outside
         )
         _report_skipped(val_data)
 
     steps_per_epoch = config.steps_per_epoch or math.ceil(len(train_data) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
     for line in describe_plan(config, steps_per_epoch, shape_note, anchor_report):
         print(line)
-    with strategy.scope():
+    return _Run(config, strategy, train_data, val_data, anchor_report, steps_per_epoch)
+
+
+def _build(run: _Run) -> keras.Model:
+    """The model (``config.model.build``, or the ``--init`` model), its optimiser and its losses, compiled
+    under the run's strategy, with BatchNorm and the backbone frozen as configured."""
+    config = run.config
+    with run.strategy.scope():
         if config.init:
-            model = _initial_model(config, class_names)
+            model = _initial_model(config, run.class_names)
         else:
-            model = config.model.build(class_names)
-        optimizer = build_optimizer(config, total_steps)
+            model = config.model.build(run.class_names)
+        optimizer = build_optimizer(config, run.steps_per_epoch * config.epochs)
         if config.batchnorm_frozen:
             freeze_batchnorm(model)
         # Known to the optimiser before any freezing, so that unfreezing later needs no new slots.
@@ -167,97 +215,113 @@ def train(
         if config.freeze_backbone_epochs > 0:
             model.backbone.trainable = False
         model.compile(optimizer=optimizer, loss=config.model.losses(), jit_compile=config.jit_compile)
+    return model
 
+
+def _data(run: _Run):
+    """The endless, augmented, label-encoded training batches (:func:`make_training_dataset`), sharded by
+    element across workers."""
+    import tensorflow as tf
+
+    from keras_retinanet.data.pipeline import make_training_dataset
+
+    config = run.config
     dataset = make_training_dataset(
-        train_data,
-        model.label_encoder(),
+        run.train_data,
+        run.model.label_encoder(),
         image_size=config.model.image_size,
         batch_size=config.batch_size,
         seed=config.seed,
         flip_probability=config.flip_probability,
         scale_range=config.scale_range,
         photometric=config.photometric,
-        subpixel_shift=config.subpixel_shift,
         cache=config.cache,
         repeat=True,
     )
     options = tf.data.Options()
     # Examples come from an in-memory list, not files: shard by element across workers.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    dataset = dataset.with_options(options)
+    return dataset.with_options(options)
 
-    # In a multi-worker run only the chief writes the run folder; the other workers restore the same state
-    # from it (the folder is shared, as the README asks) and train.
-    writer = bool(getattr(strategy.extended, "should_checkpoint", True))
-    # Nothing is written before this point: a bad data set or model option leaves no run folder behind.
-    folder = run_folder.locked(config.output) if writer else contextlib.nullcontext(Path(config.output))
-    with folder as output:
-        # Again, under the lock: another training may have used the folder since the first look.
-        plan = run_folder.plan_run(config, allow_changes)
-        if plan.finished:
-            return _already_finished(plan)
-        plan.check_class_names(class_names)
-        if writer:
-            atomic.remove_partial_files(output, output / run_folder.CHECKPOINTS, output / run_folder.BACKUP)
-            _announce(plan)
-            _retire_final_model(plan)
-            write_run_files(config, class_names)
-            if anchor_report and not anchor_report.get("resumed"):
-                anchors.write_report(anchor_report, output)
 
-        stop_on_nan = StopOnNaN(verbose=False)
-        callbacks = build_callbacks(
-            config,
-            output,
-            model,
-            val_data,
-            class_names,
-            stop_on_nan,
-            write=writer,
-            resume_from=resume_from_epoch,
-        )
-        backup = next(callback for callback in callbacks if isinstance(callback, TrainingBackup))
-        history = model.fit(
-            dataset,
-            epochs=config.epochs,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=callbacks,
-            verbose=config.verbose,
-            shuffle=False,  # the tf.data pipeline shuffles; Keras would only warn that it cannot
-        )
-        records = backup.history + ([backup.unsaved] if backup.unsaved else [])
-        summary = {
-            "finished": False,
-            "epochs_run": len(history.epoch),
-            "epochs_done": backup.saved.epoch if backup.saved else 0,
-            "epochs": config.epochs,
-            "resumed_from_epoch": backup.restored.epoch if backup.restored else None,
-            "changed": {key: list(values) for key, values in plan.changes.items()} if not plan.fresh else {},
-            "history": _history(records),
-            "stopped_on_nan": None,
-            "steps_per_epoch": steps_per_epoch,
-        }
-        if stop_on_nan.stopped:
-            summary["stopped_on_nan"] = _nan_message(config, stop_on_nan, backup)
-            print(summary["stopped_on_nan"], file=sys.stderr)
-        else:
-            # Every worker recomputes the statistics (the same computation on each, as the training steps).
-            if config.precise_bn_batches and not config.batchnorm_frozen:
-                summary["precise_bn_batches"] = recompute_batchnorm_statistics(
-                    model, dataset.take(config.precise_bn_batches), config.precise_bn_batches
+def _folder(run: _Run) -> contextlib.AbstractContextManager[Path]:
+    """The run folder, locked by the worker that writes it (:attr:`_Run.writer`)."""
+    if run.writer:
+        return run_folder.locked(run.config.output)
+    return contextlib.nullcontext(Path(run.config.output))
+
+
+def _prepare_folder(run: _Run, plan: run_folder.RunPlan, output: Path) -> None:
+    """Clears what a killed run left half-written, says what this run does with the folder, moves an earlier
+    final model aside and writes config.yaml, class_names.txt and anchors.json."""
+    plan.check_class_names(run.class_names)
+    if not run.writer:
+        return
+    atomic.remove_partial_files(output, output / run_folder.CHECKPOINTS, output / run_folder.BACKUP)
+    _announce(plan)
+    _retire_final_model(plan)
+    write_run_files(run.config, run.class_names)
+    if run.anchor_report and not run.anchor_report.get("resumed"):
+        anchors.write_report(run.anchor_report, output)
+
+
+def _fit(run: _Run, plan: run_folder.RunPlan, output: Path, resume_from_epoch: int | None) -> dict:
+    """``model.fit`` with the run's callbacks (:func:`build_callbacks`), resumed from the kept state; returns
+    the summary of what it trained, with the message of a NaN stop."""
+    config = run.config
+    stop_on_nan = StopOnNaN(verbose=False)
+    callbacks = build_callbacks(
+        config, output, run.model, run.val_data, run.class_names, stop_on_nan, run.writer, resume_from_epoch
+    )
+    backup = next(callback for callback in callbacks if isinstance(callback, TrainingBackup))
+    history = run.model.fit(
+        run.dataset,
+        epochs=config.epochs,
+        steps_per_epoch=run.steps_per_epoch,
+        callbacks=callbacks,
+        verbose=config.verbose,
+        shuffle=False,  # the tf.data pipeline shuffles; Keras would only warn that it cannot
+    )
+    records = backup.history + ([backup.unsaved] if backup.unsaved else [])
+    summary = {
+        "finished": False,
+        "epochs_run": len(history.epoch),
+        "epochs_done": backup.saved.epoch if backup.saved else 0,
+        "epochs": config.epochs,
+        "resumed_from_epoch": backup.restored.epoch if backup.restored else None,
+        "changed": {key: list(values) for key, values in plan.changes.items()} if not plan.fresh else {},
+        "history": _history(records),
+        "stopped_on_nan": None,
+        "steps_per_epoch": run.steps_per_epoch,
+    }
+    if stop_on_nan.stopped:
+        summary["stopped_on_nan"] = _nan_message(config, stop_on_nan, backup)
+        print(summary["stopped_on_nan"], file=sys.stderr)
+    return summary
+
+
+def _finish(run: _Run, output: Path, summary: dict) -> dict:
+    """Unless the run stopped on NaN: the BatchNorm statistics recomputed, the final model saved and evaluated
+    on the validation data (``finished``). The writer saves the summary as train_summary.json."""
+    config, model = run.config, run.model
+    if summary["stopped_on_nan"] is None:
+        # Every worker recomputes the statistics (the same computation on each, as the training steps).
+        if config.precise_bn_batches and not config.batchnorm_frozen:
+            summary["precise_bn_batches"] = recompute_batchnorm_statistics(
+                model, run.dataset.take(config.precise_bn_batches), config.precise_bn_batches
+            )
+        if run.writer:
+            atomic.save_model(model, output / run_folder.MODEL)
+            if run.val_data is not None:
+                from keras_retinanet.detectors import KerasDetector
+                from keras_retinanet.evaluation import evaluate_model
+
+                summary["final_metrics"] = evaluate_model(
+                    KerasDetector(model), run.val_data.examples, class_names=run.class_names, progress=False
                 )
-            if writer:
-                atomic.save_model(model, output / run_folder.MODEL)
-                if val_data is not None:
-                    from keras_retinanet.detectors import KerasDetector
-                    from keras_retinanet.evaluation import evaluate_model
-
-                    summary["final_metrics"] = evaluate_model(
-                        KerasDetector(model), val_data.examples, class_names=class_names, progress=False
-                    )
-            summary["finished"] = True
-        if writer:
-            atomic.write_json(output / run_folder.SUMMARY, summary)
+        summary["finished"] = True
+    if run.writer:
+        atomic.write_json(output / run_folder.SUMMARY, summary)
     return summary
 
 
@@ -488,7 +552,7 @@ def _initial_model(config, class_names):
     The init model fixes the architecture, anchors, matcher and decoder; a model option that would be ignored
     is refused rather than recorded in config.yaml as if it applied. The size trained at and the losses apply.
     """
-    from keras_retinanet.training.config import ModelConfig
+    from keras_retinanet.model.config import ModelConfig
     from keras_retinanet.training.finetune import finetune_model, format_report
 
     # Either recipe's model options are defaults here: the init model decides them.

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from keras_retinanet import atomic
-from keras_retinanet.training.config import FITTED_ANCHOR_FIELDS, ModelConfig, TrainConfig
+from keras_retinanet.model.config import ModelConfig
+from keras_retinanet.training.config import FITTED_ANCHOR_FIELDS, TrainConfig
 from keras_retinanet.training.image_shape import same_requested_size
 
 CONFIG = "config.yaml"
@@ -421,8 +422,9 @@ def plan_run(config: TrainConfig, allow_changes: str | Iterable[str] | None = ()
     try:
         previous = TrainConfig.from_yaml(path / CONFIG)
     except (OSError, ValueError) as error:
+        reason = str(error).removeprefix(f"{path / CONFIG}: ")
         raise RunFolderError(
-            f"{path / CONFIG} cannot be read ({error}), so this command cannot be checked against the run "
+            f"{path / CONFIG} cannot be read ({reason}), so this command cannot be checked against the run "
             "in that folder: nothing was changed. Use a new --output."
         ) from None
     old, new = flat_config(previous), flat_config(config)

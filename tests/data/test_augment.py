@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pytest
 import tensorflow as tf
 from data_testing import write_image
 
@@ -78,72 +77,6 @@ def test_scale_jitter_crop_keeps_boxes_on_their_pixels():
         assert abs(ys.min() - y1) <= 1 and abs(ys.max() + 1 - y2) <= 1, seed
 
 
-def _gaussian_blob(height: int, width: int, centre_x: float, centre_y: float, sigma: float) -> np.ndarray:
-    """A smooth (h, w, 3) float image whose intensity centroid is (centre_x, centre_y) in continuous pixels."""
-    ys, xs = np.mgrid[0:height, 0:width] + 0.5
-    blob = 255.0 * np.exp(-((xs - centre_x) ** 2 + (ys - centre_y) ** 2) / (2 * sigma**2))
-    return np.repeat(blob[..., None], 3, axis=-1).astype(np.float32)
-
-
-def _centroid(image: np.ndarray) -> tuple[float, float]:
-    ys, xs = np.mgrid[0 : image.shape[0], 0 : image.shape[1]] + 0.5
-    weight = image[..., 0]
-    return float((weight * xs).sum() / weight.sum()), float((weight * ys).sum() / weight.sum())
-
-
-def test_resize_shift_zero_is_the_plain_resize_and_a_whole_pixel_moves_one_column():
-    from keras_retinanet.imaging import resize_tensor
-
-    image = tf.constant(np.random.default_rng(0).uniform(0, 255, (48, 64, 3)), tf.float32)
-    plain = tf.image.resize(image, (24, 40), method="bilinear").numpy()
-    np.testing.assert_allclose(resize_tensor(image, (24, 40), shift=(0.0, 0.0)).numpy(), plain, atol=1e-3)
-    moved = resize_tensor(image, (24, 40), shift=(0.0, 1.0)).numpy()
-    np.testing.assert_allclose(moved[:, 1:], plain[:, :-1], atol=1e-3)  # content one column right
-    batch = resize_tensor(tf.stack([image, image]), (24, 40), shift=(0.0, 1.0)).numpy()
-    np.testing.assert_allclose(batch[1], moved, atol=1e-5)
-
-
-def test_subpixel_shift_moves_boxes_with_the_content():
-    """The box centre follows the blob's intensity centroid (an independent measurement) to 1e-3 px, each seed
-    shifts by a different fraction of a pixel within half a pixel, and the same seed gives the same shift."""
-    image = tf.constant(_gaussian_blob(480, 640, centre_x=360.0, centre_y=150.0, sigma=20.0))
-    box = tf.constant([[300.0, 90.0, 420.0, 210.0]])  # centred on the blob
-    plain_x, plain_y = 360.0 * 0.4, 150.0 * 0.4  # 640x480 -> 256x192
-    shifts = []
-    for seed in range(5):
-        out, boxes, _, _ = aug.resize_crop_pad(
-            image, box, tf.constant([0]), (192, 256), seed=[seed, 3], subpixel_shift=True
-        )
-        centre_x, centre_y = _centroid(out.numpy())
-        x1, y1, x2, y2 = boxes.numpy()[0]
-        assert abs((x1 + x2) / 2 - centre_x) < 1e-3 and abs((y1 + y2) / 2 - centre_y) < 1e-3, seed
-        assert x2 - x1 == pytest.approx(48.0, abs=1e-4) and y2 - y1 == pytest.approx(48.0, abs=1e-4)
-        shifts.append((centre_x - plain_x, centre_y - plain_y))
-    shifts = np.array(shifts)
-    assert np.all(np.abs(shifts) <= 0.5 + 1e-3) and len(np.unique(np.round(shifts, 3), axis=0)) == 5
-    again, _, _, _ = aug.resize_crop_pad(
-        image, box, tf.constant([0]), (192, 256), seed=[0, 3], subpixel_shift=True
-    )
-    first, _, _, _ = aug.resize_crop_pad(
-        image, box, tf.constant([0]), (192, 256), seed=[0, 3], subpixel_shift=True
-    )
-    np.testing.assert_array_equal(again.numpy(), first.numpy())
-
-
-def test_train_transform_shifts_only_when_augmenting():
-    example = {
-        "image": tf.constant(_gaussian_blob(96, 128, 64.0, 48.0, 8.0)),
-        "boxes": tf.constant([[40.0, 24.0, 88.0, 72.0]]),
-        "classes": tf.constant([0]),
-    }
-    kwargs = dict(image_size=(96, 128), max_boxes=2, flip_probability=0.0, scale_range=(1.0, 1.0))
-    seed = tf.constant([1, 2], tf.int64)
-    plain = train_transform(example, seed, augment=False, subpixel_shift=True, **kwargs)
-    np.testing.assert_allclose(plain[1].numpy()[0], [40, 24, 88, 72], atol=1e-5)
-    shifted = train_transform(example, seed, augment=True, subpixel_shift=True, **kwargs)
-    assert np.abs(shifted[1].numpy()[0] - [40, 24, 88, 72]).max() > 1e-3
-
-
 def test_eager_and_tf_data_map_give_identical_results():
     rng = np.random.default_rng(0)
     example = {
@@ -151,9 +84,7 @@ def test_eager_and_tf_data_map_give_identical_results():
         "boxes": tf.constant([[5.0, 5.0, 60.0, 70.0], [100.0, 10.0, 119.0, 40.0]]),
         "classes": tf.constant([1, 0]),
     }
-    kwargs = dict(
-        image_size=(128, 128), max_boxes=4, photometric=True, scale_range=(0.5, 1.5), subpixel_shift=True
-    )
+    kwargs = dict(image_size=(128, 128), max_boxes=4, photometric=True, scale_range=(0.5, 1.5))
     seed = tf.constant([3, 4], tf.int64)
     eager = train_transform(example, seed, **kwargs)
     ds = tf.data.Dataset.from_tensors((example, seed)).map(lambda e, s: train_transform(e, s, **kwargs))

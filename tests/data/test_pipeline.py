@@ -90,16 +90,6 @@ def test_inference_meta_maps_boxes_back(tiny):
     np.testing.assert_allclose(restored[0], [[0, 0, 30, 40], [39, 9, 64, 30]])  # clipped to the image
 
 
-def test_inference_pads_to_a_multiple_of_the_model_stride(tiny):
-    from keras_retinanet.model.retinanet import SIZE_DIVISOR
-
-    assert SIZE_DIVISOR == 32  # the coarsest backbone stride (C5); P6 and P7 come from stride-2 convolutions
-    images, meta = next(iter(make_inference_dataset(tiny, image_size=None, min_side=200, max_side=1000)))
-    # 64x48 -> shorter side 200: 267x200 -> padded to 288x224.
-    assert images.shape[1:] == (224, 288, 3)
-    np.testing.assert_allclose(meta["scale"].numpy()[0], [200 / 48, 267 / 64], rtol=1e-6)
-
-
 def test_custom_anchor_generator_is_used(tiny):
     encoder = LabelEncoder(AnchorGenerator(scales=(1.0,), aspect_ratios=(1.0,)))
     _, targets = _first(make_training_dataset(tiny, encoder, image_size=SIZE, batch_size=2, seed=0))
