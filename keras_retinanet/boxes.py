@@ -43,13 +43,42 @@ def pairwise_iou(boxes1, boxes2):
     return kbb.compute_iou(boxes1, boxes2, bounding_box_format="xyxy")
 
 
-def box_area(boxes):
-    """Area of (..., 4) xyxy boxes, 0 for degenerate ones."""
-    from keras import ops
+def iou(boxes1, boxes2) -> np.ndarray:
+    """The package's one NumPy IoU: every box in ``boxes1`` with every box in ``boxes2``, both absolute xyxy.
 
-    width = ops.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
-    height = ops.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
-    return width * height
+    Used where the boxes are NumPy already (parity, the confusion matrix, TIDE, tiling); tensors go through
+    :func:`pairwise_iou`. Same numbers as pycocotools' ``iou`` for boxes (no +1 on widths).
+
+    Args:
+        boxes1: (N, 4), boxes2: (M, 4).
+    Returns:
+        (N, M) float64 IoU in [0, 1]; 0 where both boxes have no area.
+    """
+    a = np.asarray(boxes1, np.float64).reshape(-1, 4)
+    b = np.asarray(boxes2, np.float64).reshape(-1, 4)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=-1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def match_greedy(iou_matrix: np.ndarray, iou_threshold: float) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching of an (N, M) IoU matrix: pairs ``(row, column)`` with IoU >= threshold, highest
+    IoU first, each row and each column at most once (as Ultralytics and mmdetection match for their confusion
+    matrices)."""
+    rows, cols = np.nonzero(iou_matrix >= iou_threshold)
+    order = np.argsort(-iou_matrix[rows, cols], kind="stable")
+    pairs, used_rows, used_cols = [], set(), set()
+    for r, c in zip(rows[order], cols[order], strict=True):
+        if r in used_rows or c in used_cols:
+            continue
+        used_rows.add(r)
+        used_cols.add(c)
+        pairs.append((int(r), int(c)))
+    return pairs
 
 
 def clip_boxes(boxes, height, width):

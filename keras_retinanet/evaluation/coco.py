@@ -329,24 +329,3 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
             f"{name:<{width}} {fmt(values['AP'])} {fmt(values['AP50'])}" for name, values in per_class.items()
         ]
     return "\n".join(lines)
-
-
-def box_iou(boxes1: np.ndarray, boxes2: np.ndarray, boxes_format: str = "xywh") -> np.ndarray:
-    """IoU of every box in ``boxes1`` with every box in ``boxes2``, computed by pycocotools (as COCOeval does).
-
-    Args:
-        boxes1: (N, 4), boxes2: (M, 4), absolute pixels in ``boxes_format`` ("xywh" as COCO, or "xyxy").
-    Returns:
-        (N, M) float64 IoU in [0, 1].
-    """
-    from pycocotools import mask as mask_utils
-
-    boxes1 = np.asarray(boxes1, np.float64).reshape(-1, 4)
-    boxes2 = np.asarray(boxes2, np.float64).reshape(-1, 4)
-    if len(boxes1) == 0 or len(boxes2) == 0:
-        return np.zeros((len(boxes1), len(boxes2)))
-    if boxes_format == "xyxy":
-        boxes1, boxes2 = _xywh(boxes1), _xywh(boxes2)
-    return np.asarray(mask_utils.iou(boxes1, boxes2, [0] * len(boxes2)), np.float64).reshape(
-        len(boxes1), len(boxes2)
-    )

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from keras_retinanet.boxes import iou, match_greedy
 from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
-from keras_retinanet.evaluation.coco import box_iou, detection_arrays
+from keras_retinanet.evaluation.coco import detection_arrays
 
 
 @dataclasses.dataclass
@@ -48,20 +49,6 @@ class ConfusionResult:
         class); 0 for rows without counts."""
         totals = self.matrix.sum(axis=1, keepdims=True)
         return np.divide(self.matrix, totals, out=np.zeros(self.matrix.shape), where=totals > 0)
-
-
-def match_boxes(iou: np.ndarray, iou_threshold: float) -> list[tuple[int, int]]:
-    """Greedy one-to-one matching of an (G, D) IoU matrix: pairs ``(g, d)`` with IoU >= threshold, best first."""
-    rows, cols = np.nonzero(iou >= iou_threshold)
-    order = np.argsort(-iou[rows, cols], kind="stable")
-    pairs, used_rows, used_cols = [], set(), set()
-    for g, d in zip(rows[order], cols[order], strict=True):
-        if g in used_rows or d in used_cols:
-            continue
-        used_rows.add(g)
-        used_cols.add(d)
-        pairs.append((int(g), int(d)))
-    return pairs
 
 
 def confusion_matrix(
@@ -96,7 +83,7 @@ def confusion_matrix(
         boxes, scores, classes = detection_arrays(det)
         keep = scores >= score_threshold
         boxes, classes = boxes[keep], classes[keep]
-        pairs = match_boxes(box_iou(gt_boxes, boxes, "xyxy"), iou_threshold)
+        pairs = match_greedy(iou(gt_boxes, boxes), iou_threshold)
         matched_gt = {g for g, _ in pairs}
         matched_det = {d for _, d in pairs}
         for g, d in pairs:

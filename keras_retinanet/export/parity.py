@@ -9,16 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from keras_retinanet.boxes import pairwise_iou
+from keras_retinanet.boxes import iou as box_iou
 from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
 from keras_retinanet.detectors import Detections, TFLiteDetector
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(n, 4) x (m, 4) xyxy -> (n, m) IoU."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    return np.asarray(pairwise_iou(np.asarray(a, np.float32), np.asarray(b, np.float32)))
 
 
 def _as_arrays(detections: Detections) -> dict[str, np.ndarray]:
@@ -41,7 +34,7 @@ def match_detections(
     """
     keep = reference["scores"] > min_score
     ref_boxes, ref_scores, ref_classes = (reference[k][keep] for k in ("boxes", "scores", "classes"))
-    iou = _iou(ref_boxes, candidate["boxes"])
+    iou = box_iou(ref_boxes, candidate["boxes"])
     found, min_iou, max_diff = 0, 1.0, 0.0
     for i in range(len(ref_boxes)):
         same = candidate["classes"] == ref_classes[i]
