@@ -285,7 +285,7 @@ def test_report_renders_with_every_picture(tmp_path):
     assert worst.shape[:2] == (28 + 400, 2 * 400 + 8)  # caption over ground truth | gap | predictions, 2x
     # The TIDE table row of the report, from the numbers, and the thresholds file the detectors read.
     delta = summary["tide"]["delta_ap50"]
-    assert "| dAP50 overall | " + " | ".join(f"{100 * delta[k]:+.2f}" for k in evaluation.ERROR_TYPES) in text
+    assert "| dAP50 overall | " + " | ".join(f"{delta[k]:+.4f}" for k in evaluation.ERROR_TYPES) in text
     assert read_class_thresholds(out / "class_thresholds.json") == pytest.approx({"cat": 0.9, "dog": 0.2})
     assert json.loads((out / "class_thresholds.json").read_text())["without_threshold"] == []
     json.loads((out / "report.json").read_text())

@@ -314,10 +314,10 @@ def evaluate_detections(
 
 
 def format_metrics(metrics: Mapping[str, Any]) -> str:
-    """A plain-text table of the metrics returned by :func:`evaluate_detections` (values in percent)."""
+    """A plain-text table of the metrics returned by :func:`evaluate_detections` (AP and AR as fractions in [0, 1], as everywhere in the project)."""
 
     def fmt(value: float) -> str:
-        return "   n/a" if value is None or value < 0 else f"{100.0 * value:6.2f}"
+        return "   n/a" if value is None or value < 0 else f"{value:6.3f}"
 
     lines = ["metric      value"]
     lines += [f"{key:<8} {fmt(metrics[key])}" for key in METRIC_KEYS]
