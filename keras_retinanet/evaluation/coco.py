@@ -314,7 +314,7 @@ def evaluate_detections(
 
 
 def format_metrics(metrics: Mapping[str, Any]) -> str:
-    """A plain-text table of the metrics returned by :func:`evaluate_detections` (AP and AR as fractions in [0, 1], as everywhere in the project)."""
+    """A plain-text table of the metrics returned by :func:`evaluate_detections` (fractions in [0, 1])."""
 
     def fmt(value: float) -> str:
         return "   n/a" if value is None or value < 0 else f"{value:6.3f}"
