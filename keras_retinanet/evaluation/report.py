@@ -186,9 +186,7 @@ def _markdown(summary: dict, names: list[str], error_types, error_names, pr_pict
     lines += [f"- images: {summary['images']}", ""]
 
     lines += ["## COCO metrics (pycocotools)", ""]
-    lines += _table(
-        ["metric", *METRIC_KEYS], [["value", *(_fraction(metrics[key]) for key in METRIC_KEYS)]]
-    )
+    lines += _table(["metric", *METRIC_KEYS], [["value", *(_fraction(metrics[key]) for key in METRIC_KEYS)]])
 
     lines += ["", "## Per class", ""]
     lines += [
