@@ -63,6 +63,7 @@ _FEATURE_LAYERS = {"mobilenet_multi_avg": MULTI_AVG_FEATURE_LAYERS}
 # torchvision's ResNets (stride on the 3x3 conv, PyTorch padding, frozen BatchNorm with epsilon 1e-5, ImageNet
 # mean/std input normalisation), for torchvision checkpoints: see keras_retinanet.backbones.torchvision.resnet.
 _TORCHVISION_BACKBONES = {f"torchvision_resnet{depth}": depth for depth in RESNET_BLOCKS}
+_BUILT_IN = frozenset([*_BACKBONES, *_TORCHVISION_BACKBONES])
 FEATURE_STRIDES = (8, 16, 32)
 # Size of the image used once to find which layers produce the stride-8/16/32 features.
 _PROBE_SIZE = 256
@@ -81,6 +82,29 @@ class BackboneWeightsError(ValueError):
 
 def available_backbones() -> list[str]:
     return sorted([*_BACKBONES, *_TORCHVISION_BACKBONES])
+
+
+def register_backbone(
+    name: str, constructor, normalization: str = "none", feature_layers: Sequence[str] | None = None
+) -> None:
+    """Makes ``name`` a backbone of :func:`build_backbone`, hence of ``RetinaNet(backbone=name)``,
+    ``ModelConfig.backbone`` and ``retinanet train --backbone`` (docs/adding-a-backbone.md).
+
+    Args:
+        name: a new name; registering it again replaces it, a built-in name is refused.
+        constructor: ``constructor(include_top=False, weights=None | "imagenet" | PATH, input_shape=(None, None,
+            3), **backbone_kwargs) -> keras.Model``, as ``keras.applications`` constructors are: a functional
+            model of (B, H, W, 3) pixels normalised by ``normalization``.
+        normalization: the ``ImageNormalization`` mode its weights expect: ``"caffe"``, ``"tf"``, ``"torch"`` or
+            ``"none"``.
+        feature_layers: the names of its C3, C4, C5 layers; ``None``: the last layer of each stride 8, 16, 32.
+    """
+    if name in _BUILT_IN:
+        raise ValueError(f"backbone {name!r} is built in; register the new one under another name")
+    _BACKBONES[name] = (constructor, normalization)
+    _FEATURE_LAYERS.pop(name, None)
+    if feature_layers is not None:
+        _FEATURE_LAYERS[name] = tuple(feature_layers)
 
 
 def _feature_layer_indices(model: keras.Model) -> list[int]:
