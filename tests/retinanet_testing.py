@@ -11,6 +11,8 @@ from pathlib import Path
 from helpers.ci_skips import skip_missing
 
 REPO = Path(__file__).resolve().parents[1]
+# What a newcomer saw before the quiet start (issue 36): TensorFlow's C++ start-up lines (tests/test_quiet.py).
+LOUD = ("I0000", "cuInit", "oneDNN custom operations")
 SHARED_DATASETS = Path(os.environ.get("KERAS_RETINANET_DATASETS", REPO.parent / "shared" / "datasets"))
 # A few real BCCD and chess640 images with their annotations, vendored (tests/fixtures/README.md).
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
