@@ -307,55 +307,45 @@ def _filtered(dets, thresholds):
 
 
 def test_class_thresholds_change_what_predict_returns(detector_like, tmp_path):
+    """The Python API and `retinanet predict --class-thresholds` (its default --score-threshold 0.3 and the file
+    both apply) keep exactly the rows of the plain output that pass their class's threshold."""
     model = detectors.load_retinanet(detector_like["keras"])
-    plain = detectors.predict(model, detector_like["images"])
+    plain = detectors.predict(model, detector_like["images"], score_threshold=0.3)
     classes = np.concatenate([d.classes for d in plain])
     scores = np.concatenate([d.scores for d in plain])
     names = detector_like["class_names"]
     # One class cut near the median of its scores, another at 1.0 (nothing left), the third untouched.
     busiest = int(np.bincount(classes, minlength=len(names)).argmax())
     other = (busiest + 1) % len(names)
-    thresholds = np.zeros(len(names), np.float32)
+    thresholds = np.full(len(names), 0.3, np.float32)
     thresholds[busiest] = _cut(scores[classes == busiest])
     thresholds[other] = 1.0
     path = tmp_path / "thresholds.json"
     write_class_thresholds(path, {names[busiest]: thresholds[busiest], names[other]: 1.0})
+    expected = [_filtered(d, thresholds) for d in plain]
 
-    cut = detectors.predict(model, detector_like["images"], class_thresholds=path)
+    cut = detectors.predict(model, detector_like["images"], score_threshold=0.3, class_thresholds=path)
     assert sum(len(d) for d in cut) < sum(len(d) for d in plain)
-    for before, after in zip(plain, cut, strict=True):
-        boxes, kept_scores, kept_classes = _filtered(before, thresholds)
+    for after, (boxes, kept_scores, kept_classes) in zip(cut, expected, strict=True):
         np.testing.assert_array_equal(after.classes, kept_classes)
         np.testing.assert_allclose(after.scores, kept_scores, rtol=1e-6)
         np.testing.assert_allclose(after.boxes, boxes, rtol=1e-5, atol=1e-3)
     with pytest.raises(ClassThresholdsError, match="'zebra' is not one of the model's classes"):
         detectors.load_detector(model, class_thresholds={"zebra": 0.5})
 
-
-@pytest.mark.slow
-def test_predict_command_applies_class_thresholds(detector_like, tmp_path):
-    names = detector_like["class_names"]
-    thresholds = np.array([0.0, 0.8, 1.0], np.float32)
-    path = tmp_path / "thresholds.json"
-    write_class_thresholds(path, dict(zip(names[1:], thresholds[1:].tolist(), strict=True)))
     out = tmp_path / "out"
     argv = ["predict", detector_like["keras"], *detector_like["images"], "--out", str(out), "--no-draw"]
     assert cli.main([*argv, "--class-thresholds", str(path), "--no-progress"]) == 0
     written = json.loads((out / "detections.json").read_text())
-    # The command's default --score-threshold 0.3 and the file both apply.
-    expected = detectors.predict(detector_like["keras"], detector_like["images"], score_threshold=0.3)
-    expected = [_filtered(d, thresholds) for d in expected]
     assert [item["score"] for item in written] == pytest.approx(
         np.concatenate([e[1] for e in expected]), abs=1e-5
     )
     assert [item["category_id"] for item in written] == np.concatenate([e[2] for e in expected]).tolist()
-    assert 2 not in [item["category_id"] for item in written]
-
+    assert other not in [item["category_id"] for item in written]
     (tmp_path / "unknown.json").write_text('{"zebra": 0.5}')
     assert cli.main([*argv, "--class-thresholds", str(tmp_path / "unknown.json")]) == 2
 
 
-@pytest.mark.slow
 def test_evaluate_report_command_on_a_model(detector_like, tmp_path, capsys):
     out = tmp_path / "report"
     code = cli.main(
