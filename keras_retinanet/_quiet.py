@@ -1,10 +1,5 @@
-"""A quiet start: TensorFlow's C++ start-up lines hidden unless ``--verbose``, for ``retinanet`` and tools/.
-
-TensorFlow writes lines such as ``I0000 ... cuInit``, "oneDNN custom operations are on" and cpu_feature_guard
-while ``import tensorflow`` loads its libraries, and the TFLite converter logs through the same C++ logging.
-:func:`quiet_tensorflow` hides them for the rest of the process; :func:`parse_args_quietly` is what a tool calls
-instead of ``parser.parse_args(argv)`` to get the same ``--verbose`` flag as ``retinanet``.
-"""
+"""A quiet start: TensorFlow's C++ start-up and converter lines (``I0000 ... cuInit``, oneDNN, ...) hidden unless
+``--verbose``, by ``retinanet`` and by the tools in tools/ (:func:`parse_args_quietly`)."""
 
 from __future__ import annotations
 
@@ -108,10 +103,7 @@ def quiet_tensorflow() -> None:
 def parse_args_quietly(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
 ) -> argparse.Namespace:
-    """``parser.parse_args(argv)`` with a ``--verbose`` flag added; without it, :func:`quiet_tensorflow`.
-
-    Call it before anything imports TensorFlow (tools import the package's heavy parts inside ``main``).
-    """
+    """``parser.parse_args(argv)`` plus ``--verbose``; without it, :func:`quiet_tensorflow` (before TF loads)."""
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     args = parser.parse_args(argv)
     if not args.verbose:

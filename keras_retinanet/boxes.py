@@ -1,29 +1,12 @@
 """Box utilities. The package's one internal format is absolute ``xyxy`` float32 pixels.
 
-Thin wrappers over ``keras.utils.bounding_boxes`` so the rest of the package speaks one format and one
-dtype without repeating format arguments. Keras is imported inside the functions: :func:`clip_boxes` on NumPy
-arrays (the detectors, the data readers) needs NumPy alone.
+Keras is imported inside the functions: :func:`iou`, :func:`match_greedy` and :func:`clip_boxes` on NumPy
+arrays (the detectors, the evaluation, the data readers) need NumPy alone.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def convert_format(boxes, source: str, target: str, height=None, width=None):
-    """Converts boxes between Keras' formats ("xyxy", "yxyx", "xywh", "center_xywh", "rel_xyxy", ...).
-
-    Args:
-        boxes: (..., 4) boxes in ``source`` format.
-        height, width: image size, needed only for relative formats.
-    Returns:
-        (..., 4) float32 boxes in ``target`` format.
-    """
-    from keras.utils import bounding_boxes as kbb
-
-    return kbb.convert_format(
-        boxes, source=source, target=target, height=height, width=width, dtype="float32"
-    )
 
 
 def pairwise_iou(boxes1, boxes2):
@@ -44,10 +27,7 @@ def pairwise_iou(boxes1, boxes2):
 
 
 def iou(boxes1, boxes2) -> np.ndarray:
-    """The package's one NumPy IoU: every box in ``boxes1`` with every box in ``boxes2``, both absolute xyxy.
-
-    Used where the boxes are NumPy already (parity, the confusion matrix, TIDE, tiling); tensors go through
-    :func:`pairwise_iou`. Same numbers as pycocotools' ``iou`` for boxes (no +1 on widths).
+    """The package's one NumPy IoU (tensors: :func:`pairwise_iou`); pycocotools' numbers (no +1 on widths).
 
     Args:
         boxes1: (N, 4), boxes2: (M, 4).
@@ -67,8 +47,7 @@ def iou(boxes1, boxes2) -> np.ndarray:
 
 def match_greedy(iou_matrix: np.ndarray, iou_threshold: float) -> list[tuple[int, int]]:
     """Greedy one-to-one matching of an (N, M) IoU matrix: pairs ``(row, column)`` with IoU >= threshold, highest
-    IoU first, each row and each column at most once (as Ultralytics and mmdetection match for their confusion
-    matrices)."""
+    IoU first, each row and each column at most once."""
     rows, cols = np.nonzero(iou_matrix >= iou_threshold)
     order = np.argsort(-iou_matrix[rows, cols], kind="stable")
     pairs, used_rows, used_cols = [], set(), set()

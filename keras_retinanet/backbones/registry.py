@@ -87,17 +87,12 @@ def available_backbones() -> list[str]:
 def register_backbone(
     name: str, constructor, normalization: str = "none", feature_layers: Sequence[str] | None = None
 ) -> None:
-    """Makes ``name`` a backbone of :func:`build_backbone`, hence of ``RetinaNet(backbone=name)``,
-    ``ModelConfig.backbone`` and ``retinanet train --backbone`` (docs/adding-a-backbone.md).
+    """Makes ``name`` a backbone of :func:`build_backbone`, hence of ``RetinaNet(backbone=name)`` and ``--backbone``.
 
-    Args:
-        name: a new name; registering it again replaces it, a built-in name is refused.
-        constructor: ``constructor(include_top=False, weights=None | "imagenet" | PATH, input_shape=(None, None,
-            3), **backbone_kwargs) -> keras.Model``, as ``keras.applications`` constructors are: a functional
-            model of (B, H, W, 3) pixels normalised by ``normalization``.
-        normalization: the ``ImageNormalization`` mode its weights expect: ``"caffe"``, ``"tf"``, ``"torch"`` or
-            ``"none"``.
-        feature_layers: the names of its C3, C4, C5 layers; ``None``: the last layer of each stride 8, 16, 32.
+    ``constructor(include_top=False, weights=None | "imagenet" | PATH, input_shape=(None, None, 3), **kwargs)``
+    returns a functional model of pixels normalised as ``normalization`` says (caffe, tf, torch, none), as
+    ``keras.applications`` constructors do; ``feature_layers`` names C3, C4, C5 (``None``: the last layer of each
+    stride 8, 16, 32). A name registered again is replaced; built-in names are refused (docs/adding-a-backbone.md).
     """
     if name in _BUILT_IN:
         raise ValueError(f"backbone {name!r} is built in; register the new one under another name")

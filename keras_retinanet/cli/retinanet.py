@@ -4,9 +4,7 @@ Each subcommand lives in ``keras_retinanet/cli/NAME.py`` with ``add_arguments(pa
 ``run(args) -> int``. Building the parser imports those modules and nothing heavy (no TensorFlow, no Keras),
 so ``retinanet --help`` and ``retinanet train --help`` answer at once; ``run`` imports what the command needs.
 
-TensorFlow's C++ start-up lines (oneDNN, CUDA, cpu_feature_guard, "All log messages before
-absl::InitializeLog") are hidden unless ``--verbose`` (:func:`keras_retinanet._quiet.quiet_tensorflow`, which
-the tools in tools/ use too).
+TensorFlow's C++ start-up lines are hidden unless ``--verbose`` (``keras_retinanet/_quiet.py``).
 
 Errors take one path for every command (:func:`run_command`): a known problem (bad arguments, data, model
 file, config; see :func:`is_known_error`) prints one line ``retinanet COMMAND: error: MESSAGE`` on stderr;

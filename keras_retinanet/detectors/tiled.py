@@ -73,9 +73,7 @@ def merge_crops(
             (tile or full image) each row came from.
     Greedy in score order: a kept row suppresses the rows of the same class from other crops that overlap it by
     IoU > ``iou_threshold``. Rows from one crop never suppress each other: the model's own decoder already ran
-    NMS on them (with its own threshold), and running it again on boxes clipped to the image would drop some
-    (tiled output would then differ from untiled even with one tile). TF's NMS ops have no such grouping, hence
-    the loop (N is at most (tiles + 1) x max_detections).
+    NMS on them, and running it again on boxes clipped to the image would make one tile differ from untiled.
     """
     order = np.argsort(-scores, kind="stable")
     alive = np.ones(len(scores), bool)

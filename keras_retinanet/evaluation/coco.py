@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 
-from keras_retinanet.boxes import convert_format
 from keras_retinanet.conventions import class_name
 
 logger = logging.getLogger(__name__)
@@ -75,9 +74,8 @@ def detection_arrays(det: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _xywh(boxes: np.ndarray) -> np.ndarray:
     """(N, 4) absolute xyxy -> COCO's x, y, width, height."""
-    return np.asarray(
-        convert_format(np.asarray(boxes, np.float32).reshape(-1, 4), "xyxy", "xywh"), np.float64
-    )
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).astype(np.float64)
 
 
 def examples_to_coco(examples: Sequence[Mapping[str, Any]], class_names: Sequence[str]) -> dict:

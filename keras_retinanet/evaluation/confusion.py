@@ -83,22 +83,16 @@ def confusion_matrix(
         boxes, scores, classes = detection_arrays(det)
         keep = scores >= score_threshold
         boxes, classes = boxes[keep], classes[keep]
-        pairs = match_greedy(iou(gt_boxes, boxes), iou_threshold)
-        matched_gt = {g for g, _ in pairs}
-        matched_det = {d for _, d in pairs}
-        for g, d in pairs:
-            if ignore[g]:
-                continue
-            matrix[gt_classes[g], classes[d]] += 1
-            if gt_classes[g] != classes[d]:
-                false_positives[index] += 1
-                missed[index] += 1
-        for g in range(len(gt_boxes)):
-            if g not in matched_gt and not ignore[g]:
-                matrix[gt_classes[g], background] += 1
-                missed[index] += 1
-        for d in range(len(boxes)):
-            if d not in matched_det:
-                matrix[background, classes[d]] += 1
-                false_positives[index] += 1
+        pairs = np.array(match_greedy(iou(gt_boxes, boxes), iou_threshold), np.int64).reshape(-1, 2)
+        lone_gt, lone_det = np.ones(len(gt_boxes), bool), np.ones(len(boxes), bool)
+        lone_gt[pairs[:, 0]], lone_det[pairs[:, 1]] = False, False
+        pairs = pairs[~ignore[pairs[:, 0]]]
+        true, predicted = gt_classes[pairs[:, 0]], classes[pairs[:, 1]]
+        lone_true, lone_predicted = gt_classes[lone_gt & ~ignore], classes[lone_det]
+        np.add.at(matrix, (true, predicted), 1)
+        np.add.at(matrix, (lone_true, background), 1)
+        np.add.at(matrix, (background, lone_predicted), 1)
+        confused = int((true != predicted).sum())
+        false_positives[index] = confused + len(lone_predicted)
+        missed[index] = confused + len(lone_true)
     return ConfusionResult(matrix, false_positives, missed, float(iou_threshold), float(score_threshold))

@@ -42,15 +42,10 @@ def match_detections(
             min_iou, max_diff = 0.0, max(max_diff, float(ref_scores[i]))
             continue
         ious = np.where(same, iou[i], -1.0)
-        j = int(np.argmax(ious))
-        diff = abs(float(candidate["scores"][j]) - float(ref_scores[i]))
-        min_iou = min(min_iou, float(ious[j]))
-        max_diff = max(max_diff, diff)
-        ok = ious[j] >= iou_threshold and diff <= score_tolerance
-        if not ok:  # another same-class box may match both criteria
-            good = (ious >= iou_threshold) & (np.abs(candidate["scores"] - ref_scores[i]) <= score_tolerance)
-            ok = bool(good.any())
-        found += int(ok)
+        diffs = np.abs(np.asarray(candidate["scores"], np.float64) - float(ref_scores[i]))
+        j = int(np.argmax(ious))  # the statistics follow the best-overlapping box; any box may match both
+        min_iou, max_diff = min(min_iou, float(ious[j])), max(max_diff, float(diffs[j]))
+        found += bool(((ious >= iou_threshold) & (diffs <= score_tolerance)).any())
     checked = int(len(ref_boxes))
     return {
         "checked": checked,
