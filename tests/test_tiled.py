@@ -110,10 +110,23 @@ def detector_like(tmp_path_factory):
     return model, images, path
 
 
-def test_one_tile_covering_the_image_gives_the_untiled_detections(detector_like):
+@pytest.mark.parametrize("runtime", ["keras", "tflite"])
+def test_one_tile_covering_the_image_gives_the_untiled_detections(detector_like, tmp_path, runtime):
+    """The tiling runs any runtime: a .tflite (fixed input, one image per call) through the same wrapper."""
+    from keras_retinanet.detectors import TFLiteDetector
+    from keras_retinanet.export import convert_tflite
+
     model, images, _ = detector_like
-    plain = KerasDetector(model).detect(images)
-    tiled_detector = TiledDetector(KerasDetector(model), tile_size=200)
+    if runtime == "tflite":
+        (tmp_path / "model.tflite").write_bytes(convert_tflite(model, "float32"))
+
+    def detector():
+        if runtime == "keras":
+            return KerasDetector(model)
+        return TFLiteDetector(str(tmp_path / "model.tflite"), class_names=["x", "y", "z"], num_threads=1)
+
+    plain = detector().detect(images)
+    tiled_detector = TiledDetector(detector(), tile_size=200)
     assert tiled_detector.max_detections == model.decoder.max_detections
     tiled = tiled_detector.detect(images)
     assert all(len(d) > 5 for d in plain)
@@ -155,22 +168,3 @@ def test_predict_takes_tile_flags(detector_like, tmp_path, capsys):
         "retinanet predict: error: --tile 32x32 with --tile-overlap 0.95 cuts a 160x120 image into 2925 tiles "
         "(at most 256): use larger tiles or less overlap"
     )
-
-
-def test_one_tile_covering_the_image_gives_the_untiled_detections_on_tflite(detector_like, tmp_path):
-    """The tiling runs any runtime: a .tflite (fixed input, one image per call) through the same wrapper."""
-    from keras_retinanet.detectors import TFLiteDetector
-    from keras_retinanet.export import convert_tflite
-
-    model, images, _ = detector_like
-    path = tmp_path / "model.tflite"
-    path.write_bytes(convert_tflite(model, "float32"))
-    plain = TFLiteDetector(str(path), class_names=["x", "y", "z"], num_threads=1).detect(images)
-    tiled = TiledDetector(
-        TFLiteDetector(str(path), class_names=["x", "y", "z"], num_threads=1), tile_size=200
-    ).detect(images)
-    assert all(len(d) > 5 for d in plain)
-    for a, b in zip(plain, tiled, strict=True):
-        np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-3)
-        np.testing.assert_allclose(b.scores, a.scores, atol=1e-6)
-        np.testing.assert_array_equal(b.classes, a.classes)
