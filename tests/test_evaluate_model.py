@@ -56,7 +56,7 @@ def test_evaluate_command_writes_json_and_pr_curves(
         assert metrics[key] == pytest.approx(expected[key], abs=1e-6), key
     for name in names:
         assert metrics["per_class"][name] == pytest.approx(expected["per_class"][name], abs=1e-6), name
-    assert f"AP50     {100 * expected['AP50']:6.2f}" in captured.out.splitlines()
+    assert f"AP50     {expected['AP50']:6.3f}" in captured.out.splitlines()  # a fraction, as everywhere
     assert sorted(p.name for p in (tmp_path / "pr").iterdir()) == sorted(f"pr_{n}.png" for n in names)
     # BCCD, whose two images have no platelet: its AP is undefined (-1, "n/a") and it gets no PR curve.
     root = bccd_subset(IDS, split="test")
