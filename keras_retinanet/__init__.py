@@ -47,6 +47,7 @@ __getattr__, __dir__ = lazy_namespace(
         "build_backbone": "backbones.registry",
         "convert_torchvision_retinanet": "convert.torchvision",
         "finetune_model": "training.finetune",
+        "register_backbone": "backbones.registry",
         "retinanet_from_preset": "model.presets",
     },
 )

@@ -1,29 +1,12 @@
 """Box utilities. The package's one internal format is absolute ``xyxy`` float32 pixels.
 
-Thin wrappers over ``keras.utils.bounding_boxes`` so the rest of the package speaks one format and one
-dtype without repeating format arguments. Keras is imported inside the functions: :func:`clip_boxes` on NumPy
-arrays (the detectors, the data readers) needs NumPy alone.
+Keras is imported inside the functions: :func:`iou`, :func:`match_greedy` and :func:`clip_boxes` on NumPy
+arrays (the detectors, the evaluation, the data readers) need NumPy alone.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def convert_format(boxes, source: str, target: str, height=None, width=None):
-    """Converts boxes between Keras' formats ("xyxy", "yxyx", "xywh", "center_xywh", "rel_xyxy", ...).
-
-    Args:
-        boxes: (..., 4) boxes in ``source`` format.
-        height, width: image size, needed only for relative formats.
-    Returns:
-        (..., 4) float32 boxes in ``target`` format.
-    """
-    from keras.utils import bounding_boxes as kbb
-
-    return kbb.convert_format(
-        boxes, source=source, target=target, height=height, width=width, dtype="float32"
-    )
 
 
 def pairwise_iou(boxes1, boxes2):
@@ -43,13 +26,38 @@ def pairwise_iou(boxes1, boxes2):
     return kbb.compute_iou(boxes1, boxes2, bounding_box_format="xyxy")
 
 
-def box_area(boxes):
-    """Area of (..., 4) xyxy boxes, 0 for degenerate ones."""
-    from keras import ops
+def iou(boxes1, boxes2) -> np.ndarray:
+    """The package's one NumPy IoU (tensors: :func:`pairwise_iou`); pycocotools' numbers (no +1 on widths).
 
-    width = ops.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
-    height = ops.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
-    return width * height
+    Args:
+        boxes1: (N, 4), boxes2: (M, 4).
+    Returns:
+        (N, M) float64 IoU in [0, 1]; 0 where both boxes have no area.
+    """
+    a = np.asarray(boxes1, np.float64).reshape(-1, 4)
+    b = np.asarray(boxes2, np.float64).reshape(-1, 4)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=-1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def match_greedy(iou_matrix: np.ndarray, iou_threshold: float) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching of an (N, M) IoU matrix: pairs ``(row, column)`` with IoU >= threshold, highest
+    IoU first, each row and each column at most once."""
+    rows, cols = np.nonzero(iou_matrix >= iou_threshold)
+    order = np.argsort(-iou_matrix[rows, cols], kind="stable")
+    pairs, used_rows, used_cols = [], set(), set()
+    for r, c in zip(rows[order], cols[order], strict=True):
+        if r in used_rows or c in used_cols:
+            continue
+        used_rows.add(r)
+        used_cols.add(c)
+        pairs.append((int(r), int(c)))
+    return pairs
 
 
 def clip_boxes(boxes, height, width):

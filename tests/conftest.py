@@ -17,6 +17,7 @@ from retinanet_testing import seeded_keras_home  # noqa: E402
 os.environ["KERAS_HOME"] = seeded_keras_home()
 
 import pytest  # noqa: E402
+from helpers.ci_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: E402, F401
 from retinanet_testing import (  # noqa: E402
     copy_bccd_subset,
     make_detector_like_files,

@@ -1,8 +1,7 @@
-"""The `retinanet` command starts without TensorFlow, and hides TensorFlow's start-up lines unless --verbose."""
+"""The `retinanet` command starts without TensorFlow; its help pages format (quiet start: tests/test_quiet.py)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -10,7 +9,6 @@ import pytest
 
 import keras_retinanet
 from keras_retinanet import training
-from keras_retinanet.cli.retinanet import STARTUP_NOISE, filtered_stderr
 
 NOT_LOADED = """
 import sys
@@ -42,46 +40,6 @@ def test_lazy_public_names_resolve():
         assert getattr(training, name) is not None, name
     assert training.TrainConfig is training.config.TrainConfig
     assert "RetinaNet" in dir(keras_retinanet) and "train" in dir(training)
-
-
-def test_filtered_stderr_drops_only_tensorflow_startup_lines(capfd):
-    lines = [
-        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
-        "I0000 00:00:1.0 5328 port.cc:153] oneDNN custom operations are on. You may see slightly different\n",
-        "I0000 00:00:1.0 5328 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.\n",
-        "I0000 00:00:1.0 5328 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use available CPU\n",
-        "To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with\n",
-        "E0000 00:00:1.0 1 cuda_dnn.cc:8579] Unable to register cuDNN factory: Attempting to register factory\n",
-        "a real error: something else went wrong\n",
-    ]
-    with filtered_stderr():
-        for line in lines:
-            os.write(2, line.encode())  # the C++ libraries write to file descriptor 2, not sys.stderr
-    assert capfd.readouterr().err == "a real error: something else went wrong\n"
-
-
-def _startup_lines(*arguments: str) -> tuple[list[str], str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "keras_retinanet", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    # `train` without data imports TensorFlow (the training loop), then stops: "no training data".
-    assert result.returncode == 2, result.stderr
-    assert "retinanet train: error: no training data" in result.stderr
-    return [line for line in result.stderr.splitlines() if STARTUP_NOISE.search(line)], result.stderr
-
-
-def test_tensorflow_startup_lines_hidden_unless_verbose():
-    hidden, stderr = _startup_lines("train", "--epochs", "1")
-    assert hidden == [], stderr
-    assert "oneDNN" not in stderr and "cpu_feature_guard" not in stderr and "cuInit" not in stderr
-    # The same command with --verbose shows them: the quiet run above did import TensorFlow.
-    shown, _ = _startup_lines("--verbose", "train", "--epochs", "1")
-    assert shown
 
 
 def _subparser_choices(parser) -> dict:

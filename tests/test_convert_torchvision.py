@@ -15,6 +15,7 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers.ci_skips import skip_missing
 from retinanet_testing import REPO
 
 REFERENCE = REPO / "tests" / "fixtures" / "torchvision_reference"
@@ -26,7 +27,7 @@ def require_reference():
     if not (REFERENCE / "torchvision_retinanet_state_dict.json").is_file():
         if os.environ.get("CI"):
             pytest.fail(f"the torchvision reference data is missing from {REFERENCE}")
-        pytest.skip(f"torchvision reference data not found at {REFERENCE}")
+        skip_missing(f"torchvision reference data not found at {REFERENCE}")
     return REFERENCE
 
 

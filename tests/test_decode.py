@@ -2,14 +2,7 @@ import numpy as np
 import pytest
 
 from keras_retinanet import BoxCoder, DetectionDecoder
-
-
-def _iou(a, b):
-    x1, y1 = np.maximum(a[0], b[0]), np.maximum(a[1], b[1])
-    x2, y2 = np.minimum(a[2], b[2]), np.minimum(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union
+from keras_retinanet.boxes import iou
 
 
 def _brute_force_nms(boxes, scores, classes, iou_threshold, score_threshold, max_detections, class_agnostic):
@@ -19,7 +12,8 @@ def _brute_force_nms(boxes, scores, classes, iou_threshold, score_threshold, max
         if scores[i] <= score_threshold:
             continue
         if all(
-            _iou(boxes[i], boxes[j]) <= iou_threshold or (not class_agnostic and classes[i] != classes[j])
+            iou(boxes[i], boxes[j])[0, 0] <= iou_threshold
+            or (not class_agnostic and classes[i] != classes[j])
             for j in kept
         ):
             kept.append(i)

@@ -185,6 +185,8 @@ def test_format_metrics_and_pr_curves(tmp_path):
     metrics = evaluation.evaluate_detections(examples, detections, ["red cell", "wbc"], pr_curve_dir=tmp_path)
     table = evaluation.format_metrics(metrics)
     assert "AP50" in table and "red cell" in table and "n/a" in table  # APs undefined -> n/a
+    # AP as a fraction, as everywhere in the project: red cell is found exactly (1.000), not "100.00".
+    assert f"{'red cell':<12}  1.000  1.000" in table.splitlines() and "100.0" not in table
     json.dumps(metrics)  # plain Python types only
     for name in ("pr_red_cell.png", "pr_wbc.png"):
         image = cv2.imread(str(tmp_path / name))

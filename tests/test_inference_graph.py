@@ -328,11 +328,34 @@ def test_bf16_graph_has_bfloat16_compute_and_float32_variables_and_outputs(train
 
 @needs_bf16
 def test_predict_cli_runs_bf16(trained, tmp_path, capsys):
-    code = main(
-        ["predict", trained["path"], trained["image_path"], "--out", str(tmp_path), "--precision", "bf16"]
-    )
-    assert code == 0, capsys.readouterr().err
-    assert json.loads((tmp_path / "detections.json").read_text())
+    from keras_retinanet.imaging import read_image
+
+    argv = [
+        "predict",
+        trained["path"],
+        trained["image_path"],
+        "--out",
+        str(tmp_path),
+        "--score-threshold",
+        "0.3",
+    ]
+    assert main([*argv, "--precision", "bf16"]) == 0, capsys.readouterr().err
+    rows = json.loads((tmp_path / "detections.json").read_text())
+    # detections.json holds the bf16 graph's detections (the Python API's, image by image), not float32's.
+    paths = sorted({r["file_name"] for r in rows})
+    got = [sorted(r["score"] for r in rows if r["file_name"] == p) for p in paths]
+    images = [read_image(p) for p in paths]
+
+    def scores(precision: str) -> list[list[float]]:
+        detector = KerasDetector(trained["model"], score_threshold=0.3, precision=precision)
+        return [sorted(d.scores.tolist()) for d in detector.detect(images)]
+
+    bf16, float32 = scores("bf16"), scores("float32")
+    assert len(paths) == len(trained["images"]) and sum(map(len, got)) >= 4
+    assert list(map(len, got)) == list(map(len, bf16))
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(bf16), atol=1e-5)
+    if list(map(len, float32)) == list(map(len, got)):  # else the counts already tell them apart
+        assert np.abs(np.concatenate(got) - np.concatenate(float32)).max() > 1e-4
 
 
 def test_cli_refuses_bf16_without_bfloat16_hardware(trained, tmp_path, monkeypatch, capsys):

@@ -17,6 +17,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from helpers.ci_skips import skip_missing
 from retinanet_testing import REPO
 from test_convert_model_garden import make_values
 
@@ -213,7 +214,7 @@ def require_reference():
     if missing and os.environ.get("CI"):
         pytest.fail(f"the Model Garden reference fixture is missing from {REFERENCE}: {', '.join(missing)}")
     if missing:
-        pytest.skip(f"Model Garden reference fixture not found: {', '.join(missing)} in {REFERENCE}")
+        skip_missing(f"Model Garden reference fixture not found: {', '.join(missing)} in {REFERENCE}")
 
 
 def test_matches_model_garden_backbone_endpoints():

@@ -110,10 +110,23 @@ def detector_like(tmp_path_factory):
     return model, images, path
 
 
-def test_one_tile_covering_the_image_gives_the_untiled_detections(detector_like):
+@pytest.mark.parametrize("runtime", ["keras", "tflite"])
+def test_one_tile_covering_the_image_gives_the_untiled_detections(detector_like, tmp_path, runtime):
+    """The tiling runs any runtime: a .tflite (fixed input, one image per call) through the same wrapper."""
+    from keras_retinanet.detectors import TFLiteDetector
+    from keras_retinanet.export import convert_tflite
+
     model, images, _ = detector_like
-    plain = KerasDetector(model).detect(images)
-    tiled_detector = TiledDetector(KerasDetector(model), tile_size=200)
+    if runtime == "tflite":
+        (tmp_path / "model.tflite").write_bytes(convert_tflite(model, "float32"))
+
+    def detector():
+        if runtime == "keras":
+            return KerasDetector(model)
+        return TFLiteDetector(str(tmp_path / "model.tflite"), class_names=["x", "y", "z"], num_threads=1)
+
+    plain = detector().detect(images)
+    tiled_detector = TiledDetector(detector(), tile_size=200)
     assert tiled_detector.max_detections == model.decoder.max_detections
     tiled = tiled_detector.detect(images)
     assert all(len(d) > 5 for d in plain)
@@ -123,65 +136,30 @@ def test_one_tile_covering_the_image_gives_the_untiled_detections(detector_like)
         np.testing.assert_array_equal(b.classes, a.classes)
 
 
-@pytest.mark.slow
 def test_predict_takes_tile_flags(detector_like, tmp_path, capsys):
     import cv2
 
     _, images, path = detector_like
     cv2.imwrite(str(tmp_path / "0.png"), images[0][:, :, ::-1])
-    common = [
-        "predict",
-        str(path),
-        str(tmp_path / "0.png"),
-        "--no-draw",
-        "--no-progress",
-        "--score-threshold",
-        "0.05",
-    ]
+    common = ["predict", str(path), str(tmp_path / "0.png"), "--no-draw", "--no-progress"]
+    common += ["--score-threshold", "0.05"]
     outputs = {}
     for name, flags in (
         ("plain", []),
         ("one", ["--tile", "200"]),
         ("grid", ["--tile", "64", "--tile-overlap", "0.5"]),
     ):
+        capsys.readouterr()
         assert cli.main([*common, "--out", str(tmp_path / name), *flags]) == 0
         outputs[name] = json.loads((tmp_path / name / "detections.json").read_text())
-    assert outputs["one"] == outputs["plain"]  # one tile covering the image: the same detections
-    assert outputs["grid"] != outputs["plain"]  # 4 x 3 tiles of 64 px and the full image
-    assert cli.main([*common, "--out", str(tmp_path / "bad"), "--tile", "64", "--tile-overlap", "1.5"]) == 2
-    assert "tile overlap must be in [0, 1)" in capsys.readouterr().err
-
-
-def test_one_tile_covering_the_image_gives_the_untiled_detections_on_tflite(detector_like, tmp_path):
-    """The tiling runs any runtime: a .tflite (fixed input, one image per call) through the same wrapper."""
-    from keras_retinanet.detectors import TFLiteDetector
-    from keras_retinanet.export import convert_tflite
-
-    model, images, _ = detector_like
-    path = tmp_path / "model.tflite"
-    path.write_bytes(convert_tflite(model, "float32"))
-    plain = TFLiteDetector(str(path), class_names=["x", "y", "z"], num_threads=1).detect(images)
-    tiled = TiledDetector(
-        TFLiteDetector(str(path), class_names=["x", "y", "z"], num_threads=1), tile_size=200
-    ).detect(images)
-    assert all(len(d) > 5 for d in plain)
-    for a, b in zip(plain, tiled, strict=True):
-        np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-3)
-        np.testing.assert_allclose(b.scores, a.scores, atol=1e-6)
-        np.testing.assert_array_equal(b.classes, a.classes)
-
-
-def test_the_tile_plan_is_announced_and_absurd_plans_are_refused(detector_like, tmp_path, capsys):
-    import cv2
-
-    _, images, path = detector_like
-    cv2.imwrite(str(tmp_path / "0.png"), images[0][:, :, ::-1])
-    common = ["predict", str(path), str(tmp_path / "0.png"), "--no-draw", "--no-progress"]
-    assert cli.main([*common, "--out", str(tmp_path / "grid"), "--tile", "64", "--tile-overlap", "0.5"]) == 0
     assert (
         "tiled inference: a 160x120 image is cut into 12 tiles of 64x64 (overlap 0.5) + the full image: 13 model "
         "runs per image" in capsys.readouterr().err
     )
+    assert outputs["one"] == outputs["plain"]  # one tile covering the image: the same detections
+    assert outputs["grid"] != outputs["plain"]  # 4 x 3 tiles of 64 px and the full image
+    assert cli.main([*common, "--out", str(tmp_path / "bad"), "--tile", "64", "--tile-overlap", "1.5"]) == 2
+    assert "tile overlap must be in [0, 1)" in capsys.readouterr().err
     # 32 px tiles moved by 2 px: 65 x 45 tiles for this small image (60,695 for a phone photo).
     code = cli.main([*common, "--out", str(tmp_path / "absurd"), "--tile", "32", "--tile-overlap", "0.95"])
     err = capsys.readouterr().err.strip().splitlines()

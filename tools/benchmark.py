@@ -29,6 +29,7 @@ from benchmarking.peers import PEER_PYTHON_ENV, PEERS, PeerPythonError, resolve_
 from benchmarking.pipeline import STAGES, bccd_spec
 from benchmarking.project import PROTOCOL_CLASSES, PROTOCOL_MODEL
 
+from keras_retinanet._quiet import parse_args_quietly
 from keras_retinanet.conventions import DEFAULT_IMAGE_SIZE
 from keras_retinanet.model.config import ModelConfig
 
@@ -152,7 +153,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--runtimes", default="litert,mediapipe", help="with --files: the runtimes to time (litert,mediapipe)"
     )
-    args = parser.parse_args(argv)
+    args = parse_args_quietly(parser, argv)
     for name, (full, small) in DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, small if args.quick else full)
@@ -226,7 +227,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the benchmark; prints the Markdown report and writes ``--json`` / ``--markdown``."""
     args = parse_args(argv)
     command = "python tools/benchmark.py " + shlex.join(list(argv) if argv is not None else sys.argv[1:])
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.files:
         return time_files(args, command)
     from benchmarking import peers, pipeline, project, report

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from benchmarking.pipeline import STAGES, bccd_spec, pipeline_throughput
 
+from keras_retinanet._quiet import parse_args_quietly
 from keras_retinanet.model.presets import PRESETS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", action="store_true", help="cache decoded images")
     parser.add_argument("--matching", choices=("iou", "atss"), default="iou", help="label encoder's matcher")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"any of {', '.join(STAGES)}")
-    args = parser.parse_args(argv)
+    args = parse_args_quietly(parser, argv)
     spec = args.spec or bccd_spec(REPO_ROOT)
     if spec is None:
         parser.error("no --spec given and BCCD is not at ../shared/datasets/bccd/BCCD next to this checkout")

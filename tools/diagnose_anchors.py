@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_retinanet._quiet import parse_args_quietly
 from keras_retinanet.conventions import DEFAULT_IMAGE_SIZE
 
 
@@ -39,7 +40,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--atss-topk", type=int, default=9, help="without --model: ATSS candidate locations per level"
     )
     parser.add_argument("--allow-low-quality-matches", action="store_true", help="without --model")
-    return parser.parse_args(argv)
+    return parse_args_quietly(parser, argv)
 
 
 def _parts(args: argparse.Namespace, dataset):

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     from keras_retinanet.cli.retinanet import main as retinanet
 
-    return retinanet(["export", *(sys.argv[1:] if argv is None else argv)])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = ["--verbose"] if "--verbose" in argv else []  # retinanet takes it before the command
+    return retinanet([*verbose, "export", *(a for a in argv if a != "--verbose")])
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_retinanet._quiet import parse_args_quietly
 from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
 
 
@@ -65,7 +66,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="retinanet train --recipe: default (fitted anchors, ATSS, GroupNorm heads, the data's input shape, "
         "warm-up a tenth of the run) or paper",
     )
-    return parser.parse_args(argv)
+    return parse_args_quietly(parser, argv)
 
 
 def _gallery(examples, detections, class_names, path: Path, columns: int = 3) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_retinanet._quiet import parse_args_quietly
+
 IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         "folder", type=Path, help="a folder tools/model_garden_reference.py wrote for one --spec"
     )
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest absolute difference allowed")
-    args = parser.parse_args(argv)
+    args = parse_args_quietly(parser, argv)
 
     from keras_retinanet.convert.model_garden import (
         BOX_ORDER,

@@ -63,11 +63,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from keras_retinanet._quiet import parse_args_quietly
 
 SPECS = {
     # Model Maker SupportedModels.MOBILENET_V2 (mobilenet_v2_i256_spec).
@@ -97,7 +98,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
     return tf
@@ -452,7 +452,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--fixture-stride", type=int, default=11, help="subsampling of the flattened cls/backbone"
     )
-    args = parser.parse_args(argv)
+    args = parse_args_quietly(parser, argv)
     if args.fixture_dir and not (
         len(args.images) == 1
         and args.preprocess == "imagenet"

@@ -70,6 +70,8 @@ import numpy as np
 import yaml
 from benchmarking.peers import PEER_PYTHON_ENV, PeerPythonError, resolve_peer_python
 
+from keras_retinanet._quiet import parse_args_quietly
+
 # Ultralytics' validation settings, used for the predictions that are scored.
 PREDICT_SETTINGS = {"conf": 0.001, "iou": 0.7, "max_det": 300}
 MODEL_YAML = "yolo11n.yaml"
@@ -392,7 +394,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=6 * 3600.0, help="seconds before the child is killed"
     )
-    args = parser.parse_args(argv)
+    args = parse_args_quietly(parser, argv)
     if args.epochs < 1 or args.image_size < 32 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be >= 1 and --image-size >= 32")
     return args

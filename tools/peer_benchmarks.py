@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 try:
+    from keras_retinanet._quiet import parse_args_quietly
     from keras_retinanet.detectors.timing import run_phase, time_runs
 except ImportError as err:  # run by hand without PYTHONPATH: say how, not just "no module named"
     raise SystemExit(
@@ -223,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--xla", action="store_true", help="also time XLA variants (keras-hub)")
     parser.add_argument("--quick", action="store_true", help="tiny keras-hub encoder (smoke test)")
     parser.add_argument("--json", required=True)
-    args = parser.parse_args(argv)
+    args = parse_args_quietly(parser, argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import numpy as np
 

@@ -63,6 +63,7 @@ _FEATURE_LAYERS = {"mobilenet_multi_avg": MULTI_AVG_FEATURE_LAYERS}
 # torchvision's ResNets (stride on the 3x3 conv, PyTorch padding, frozen BatchNorm with epsilon 1e-5, ImageNet
 # mean/std input normalisation), for torchvision checkpoints: see keras_retinanet.backbones.torchvision.resnet.
 _TORCHVISION_BACKBONES = {f"torchvision_resnet{depth}": depth for depth in RESNET_BLOCKS}
+_BUILT_IN = frozenset([*_BACKBONES, *_TORCHVISION_BACKBONES])
 FEATURE_STRIDES = (8, 16, 32)
 # Size of the image used once to find which layers produce the stride-8/16/32 features.
 _PROBE_SIZE = 256
@@ -81,6 +82,24 @@ class BackboneWeightsError(ValueError):
 
 def available_backbones() -> list[str]:
     return sorted([*_BACKBONES, *_TORCHVISION_BACKBONES])
+
+
+def register_backbone(
+    name: str, constructor, normalization: str = "none", feature_layers: Sequence[str] | None = None
+) -> None:
+    """Makes ``name`` a backbone of :func:`build_backbone`, hence of ``RetinaNet(backbone=name)`` and ``--backbone``.
+
+    ``constructor(include_top=False, weights=None | "imagenet" | PATH, input_shape=(None, None, 3), **kwargs)``
+    returns a functional model of pixels normalised as ``normalization`` says (caffe, tf, torch, none), as
+    ``keras.applications`` constructors do; ``feature_layers`` names C3, C4, C5 (``None``: the last layer of each
+    stride 8, 16, 32). A name registered again is replaced; built-in names are refused (docs/adding-a-backbone.md).
+    """
+    if name in _BUILT_IN:
+        raise ValueError(f"backbone {name!r} is built in; register the new one under another name")
+    _BACKBONES[name] = (constructor, normalization)
+    _FEATURE_LAYERS.pop(name, None)
+    if feature_layers is not None:
+        _FEATURE_LAYERS[name] = tuple(feature_layers)
 
 
 def _feature_layer_indices(model: keras.Model) -> list[int]:

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_retinanet.boxes import iou as box_iou
 from keras_retinanet.detectors.base import Detections, Detector
 from keras_retinanet.imaging import parse_image_size
 
@@ -72,13 +73,10 @@ def merge_crops(
             (tile or full image) each row came from.
     Greedy in score order: a kept row suppresses the rows of the same class from other crops that overlap it by
     IoU > ``iou_threshold``. Rows from one crop never suppress each other: the model's own decoder already ran
-    NMS on them (with its own threshold), and running it again on boxes clipped to the image would drop some
-    (tiled output would then differ from untiled even with one tile). TF's NMS ops have no such grouping, hence
-    the loop (N is at most (tiles + 1) x max_detections).
+    NMS on them, and running it again on boxes clipped to the image would make one tile differ from untiled.
     """
     order = np.argsort(-scores, kind="stable")
     alive = np.ones(len(scores), bool)
-    area = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
     keep = []
     for i in order:
         if not alive[i]:
@@ -88,11 +86,7 @@ def merge_crops(
         rivals = np.flatnonzero(alive & (classes == classes[i]) & (crops != crops[i]))
         if not len(rivals):
             continue
-        top_left = np.maximum(boxes[rivals, :2], boxes[i, :2])
-        bottom_right = np.minimum(boxes[rivals, 2:], boxes[i, 2:])
-        inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-        iou = inter / np.maximum(area[rivals] + area[i] - inter, 1e-12)
-        alive[rivals[iou > iou_threshold]] = False
+        alive[rivals[box_iou(boxes[i], boxes[rivals])[0] > iou_threshold]] = False
     return np.asarray(keep, np.int64)
 
 

@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 
-from keras_retinanet.boxes import convert_format
 from keras_retinanet.conventions import class_name
 
 logger = logging.getLogger(__name__)
@@ -75,9 +74,8 @@ def detection_arrays(det: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _xywh(boxes: np.ndarray) -> np.ndarray:
     """(N, 4) absolute xyxy -> COCO's x, y, width, height."""
-    return np.asarray(
-        convert_format(np.asarray(boxes, np.float32).reshape(-1, 4), "xyxy", "xywh"), np.float64
-    )
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).astype(np.float64)
 
 
 def examples_to_coco(examples: Sequence[Mapping[str, Any]], class_names: Sequence[str]) -> dict:
@@ -314,10 +312,10 @@ def evaluate_detections(
 
 
 def format_metrics(metrics: Mapping[str, Any]) -> str:
-    """A plain-text table of the metrics returned by :func:`evaluate_detections` (values in percent)."""
+    """A plain-text table of the metrics returned by :func:`evaluate_detections` (fractions in [0, 1])."""
 
     def fmt(value: float) -> str:
-        return "   n/a" if value is None or value < 0 else f"{100.0 * value:6.2f}"
+        return "   n/a" if value is None or value < 0 else f"{value:6.3f}"
 
     lines = ["metric      value"]
     lines += [f"{key:<8} {fmt(metrics[key])}" for key in METRIC_KEYS]
@@ -329,24 +327,3 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
             f"{name:<{width}} {fmt(values['AP'])} {fmt(values['AP50'])}" for name, values in per_class.items()
         ]
     return "\n".join(lines)
-
-
-def box_iou(boxes1: np.ndarray, boxes2: np.ndarray, boxes_format: str = "xywh") -> np.ndarray:
-    """IoU of every box in ``boxes1`` with every box in ``boxes2``, computed by pycocotools (as COCOeval does).
-
-    Args:
-        boxes1: (N, 4), boxes2: (M, 4), absolute pixels in ``boxes_format`` ("xywh" as COCO, or "xyxy").
-    Returns:
-        (N, M) float64 IoU in [0, 1].
-    """
-    from pycocotools import mask as mask_utils
-
-    boxes1 = np.asarray(boxes1, np.float64).reshape(-1, 4)
-    boxes2 = np.asarray(boxes2, np.float64).reshape(-1, 4)
-    if len(boxes1) == 0 or len(boxes2) == 0:
-        return np.zeros((len(boxes1), len(boxes2)))
-    if boxes_format == "xyxy":
-        boxes1, boxes2 = _xywh(boxes1), _xywh(boxes2)
-    return np.asarray(mask_utils.iou(boxes1, boxes2, [0] * len(boxes2)), np.float64).reshape(
-        len(boxes1), len(boxes2)
-    )

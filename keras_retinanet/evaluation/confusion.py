@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from keras_retinanet.boxes import iou, match_greedy
 from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
-from keras_retinanet.evaluation.coco import box_iou, detection_arrays
+from keras_retinanet.evaluation.coco import detection_arrays
 
 
 @dataclasses.dataclass
@@ -48,20 +49,6 @@ class ConfusionResult:
         class); 0 for rows without counts."""
         totals = self.matrix.sum(axis=1, keepdims=True)
         return np.divide(self.matrix, totals, out=np.zeros(self.matrix.shape), where=totals > 0)
-
-
-def match_boxes(iou: np.ndarray, iou_threshold: float) -> list[tuple[int, int]]:
-    """Greedy one-to-one matching of an (G, D) IoU matrix: pairs ``(g, d)`` with IoU >= threshold, best first."""
-    rows, cols = np.nonzero(iou >= iou_threshold)
-    order = np.argsort(-iou[rows, cols], kind="stable")
-    pairs, used_rows, used_cols = [], set(), set()
-    for g, d in zip(rows[order], cols[order], strict=True):
-        if g in used_rows or d in used_cols:
-            continue
-        used_rows.add(g)
-        used_cols.add(d)
-        pairs.append((int(g), int(d)))
-    return pairs
 
 
 def confusion_matrix(
@@ -96,22 +83,16 @@ def confusion_matrix(
         boxes, scores, classes = detection_arrays(det)
         keep = scores >= score_threshold
         boxes, classes = boxes[keep], classes[keep]
-        pairs = match_boxes(box_iou(gt_boxes, boxes, "xyxy"), iou_threshold)
-        matched_gt = {g for g, _ in pairs}
-        matched_det = {d for _, d in pairs}
-        for g, d in pairs:
-            if ignore[g]:
-                continue
-            matrix[gt_classes[g], classes[d]] += 1
-            if gt_classes[g] != classes[d]:
-                false_positives[index] += 1
-                missed[index] += 1
-        for g in range(len(gt_boxes)):
-            if g not in matched_gt and not ignore[g]:
-                matrix[gt_classes[g], background] += 1
-                missed[index] += 1
-        for d in range(len(boxes)):
-            if d not in matched_det:
-                matrix[background, classes[d]] += 1
-                false_positives[index] += 1
+        pairs = np.array(match_greedy(iou(gt_boxes, boxes), iou_threshold), np.int64).reshape(-1, 2)
+        lone_gt, lone_det = np.ones(len(gt_boxes), bool), np.ones(len(boxes), bool)
+        lone_gt[pairs[:, 0]], lone_det[pairs[:, 1]] = False, False
+        pairs = pairs[~ignore[pairs[:, 0]]]
+        true, predicted = gt_classes[pairs[:, 0]], classes[pairs[:, 1]]
+        lone_true, lone_predicted = gt_classes[lone_gt & ~ignore], classes[lone_det]
+        np.add.at(matrix, (true, predicted), 1)
+        np.add.at(matrix, (lone_true, background), 1)
+        np.add.at(matrix, (background, lone_predicted), 1)
+        confused = int((true != predicted).sum())
+        false_positives[index] = confused + len(lone_predicted)
+        missed[index] = confused + len(lone_true)
     return ConfusionResult(matrix, false_positives, missed, float(iou_threshold), float(score_threshold))

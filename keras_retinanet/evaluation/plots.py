@@ -70,7 +70,7 @@ def plot_error_breakdown(
     path: str | os.PathLike,
     title: str = "",
 ) -> None:
-    """Bar charts of the AP50 each error type costs (in AP points): overall, and per class when there are at most
+    """Bar charts of the AP50 each error type costs (as AP50 fractions): overall, and per class when there are at most
     12 classes."""
     plt = pyplot()
     classes = list(per_class_delta)
@@ -84,22 +84,22 @@ def plot_error_breakdown(
     )
     colours = plt.get_cmap("tab10")(np.arange(len(error_types)))
     overall = axes[0, 0]
-    values = [100 * max(delta[kind], 0.0) for kind in error_types]
+    values = [max(delta[kind], 0.0) for kind in error_types]
     bars = overall.bar(error_types, values, color=colours)
-    overall.bar_label(bars, fmt="%.2f", fontsize=8)
-    overall.set_ylabel("AP50 gained by fixing (points)")
+    overall.bar_label(bars, fmt="%.4f", fontsize=8)
+    overall.set_ylabel("AP50 gained by fixing")
     overall.set_title("overall")
     if per_class:
         axis = axes[0, 1]
         width = 0.8 / len(error_types)
         x = np.arange(len(classes))
         for i, kind in enumerate(error_types):
-            heights = [100 * max(per_class_delta[name][kind], 0.0) for name in classes]
+            heights = [max(per_class_delta[name][kind], 0.0) for name in classes]
             axis.bar(
                 x + (i - (len(error_types) - 1) / 2) * width, heights, width, label=kind, color=colours[i]
             )
         axis.set_xticks(x, classes, rotation=30, ha="right")
-        axis.set_ylabel("AP50 gained by fixing (points)")
+        axis.set_ylabel("AP50 gained by fixing")
         axis.set_title("per class")
         axis.legend(fontsize=8)
     if title:

@@ -44,7 +44,7 @@ def write_pr_curves(cocoeval, class_names: Sequence[str], out_dir: str | os.Path
             axes.plot(
                 recall_thresholds,
                 np.maximum(curve, 0.0),
-                label=f"IoU {iou:.2f}: AP {100 * defined.mean():.1f}",
+                label=f"IoU {iou:.2f}: AP {defined.mean():.3f}",
             )
         axes.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=name)
         axes.grid(alpha=0.3)

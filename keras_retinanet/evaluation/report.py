@@ -28,12 +28,12 @@ REPORT_FILE = "report.md"
 THRESHOLDS_FILE = "class_thresholds.json"
 
 
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None or value < 0 else f"{100 * value:.1f}"
+def _fraction(value: float | None) -> str:
+    return "n/a" if value is None or value < 0 else f"{value:.3f}"
 
 
 def _signed(value: float | None) -> str:
-    return "n/a" if value is None or value <= -1 else f"{100 * value:+.2f}"
+    return "n/a" if value is None or value <= -1 else f"{value:+.4f}"
 
 
 def _cell(text: Any) -> str:
@@ -110,7 +110,7 @@ def write_report(
         errors.per_class_delta,
         ERROR_TYPES,
         os.path.join(out_dir, "tide_errors.png"),
-        title=f"TIDE error breakdown (AP50 {_percent(errors.ap50)})",
+        title=f"TIDE error breakdown (AP50 {_fraction(errors.ap50)})",
     )
     thresholds = {name: p["f1_threshold"] for name, p in points.items() if p["f1_threshold"] is not None}
     write_class_thresholds(
@@ -186,9 +186,7 @@ def _markdown(summary: dict, names: list[str], error_types, error_names, pr_pict
     lines += [f"- images: {summary['images']}", ""]
 
     lines += ["## COCO metrics (pycocotools)", ""]
-    lines += _table(
-        ["metric", *METRIC_KEYS], [["value (%)", *(_percent(metrics[key]) for key in METRIC_KEYS)]]
-    )
+    lines += _table(["metric", *METRIC_KEYS], [["value", *(_fraction(metrics[key]) for key in METRIC_KEYS)]])
 
     lines += ["", "## Per class", ""]
     lines += [
@@ -206,14 +204,14 @@ def _markdown(summary: dict, names: list[str], error_types, error_names, pr_pict
             [
                 name,
                 p.get("positives", 0),
-                _percent(ap.get("AP")),
-                _percent(ap.get("AP50")),
-                _percent(p.get("precision")),
-                _percent(p.get("recall")),
+                _fraction(ap.get("AP")),
+                _fraction(ap.get("AP50")),
+                _fraction(p.get("precision")),
+                _fraction(p.get("recall")),
                 "n/a" if threshold is None else f"{threshold:.3f}",
-                _percent(p.get("f1_precision")),
-                _percent(p.get("f1_recall")),
-                _percent(p.get("f1")),
+                _fraction(p.get("f1_precision")),
+                _fraction(p.get("f1_recall")),
+                _fraction(p.get("f1")),
             ]
         )
     lines += _table(
@@ -244,7 +242,7 @@ def _markdown(summary: dict, names: list[str], error_types, error_names, pr_pict
     lines += [
         "Bolya et al., *TIDE: A General Toolbox for Identifying Object Detection Errors*, ECCV 2020: foreground "
         f"IoU {tide['foreground_iou']:g}, background IoU {tide['background_iou']:g}. dAP50 is AP50 after fixing "
-        f"every error of one type minus AP50 ({_percent(tide['ap50'])}), in points; AP50 from pycocotools on the "
+        f"every error of one type minus AP50 ({_fraction(tide['ap50'])}); AP50 from pycocotools on the "
         "corrected sets. All detections count, whatever their score.",
         "",
     ]

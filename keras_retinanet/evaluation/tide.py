@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_retinanet.boxes import iou as box_iou
 from keras_retinanet.evaluation.coco import (
-    box_iou,
     coco_evaluation,
     coco_from_dict,
     mean_defined,
@@ -86,6 +86,13 @@ class ErrorBreakdown:
     missed: list[int]
     foreground_iou: float = FOREGROUND_IOU
     background_iou: float = BACKGROUND_IOU
+
+
+def _xyxy(annotations: list[dict]) -> np.ndarray:
+    """(N, 4) xyxy boxes of N COCO annotations (their ``bbox`` is xywh)."""
+    boxes = np.array([a["bbox"] for a in annotations], np.float64).reshape(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]
+    return boxes
 
 
 def _ap50(cocoeval, class_names: Sequence[str]) -> tuple[float, dict[str, float]]:
@@ -144,7 +151,7 @@ def _classify_false_positives(
         if not truths:
             errors.update((d["id"], "Bkg") for d in false_positives)
             continue
-        iou = box_iou([d["bbox"] for d in false_positives], [a["bbox"] for a in truths])
+        iou = box_iou(_xyxy(false_positives), _xyxy(truths))
         gt_class = np.array([a["category_id"] for a in truths])
         gt_used = np.array([a["id"] in used_gt for a in truths])
         for row, det in zip(iou, false_positives, strict=True):

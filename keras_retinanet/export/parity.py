@@ -7,16 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from keras_retinanet.boxes import pairwise_iou
+from keras_retinanet.boxes import iou as box_iou
 from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
 from keras_retinanet.detectors import Detections
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(n, 4) x (m, 4) xyxy -> (n, m) IoU."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    return np.asarray(pairwise_iou(np.asarray(a, np.float32), np.asarray(b, np.float32)))
 
 
 def _as_arrays(detections: Detections) -> dict[str, np.ndarray]:
@@ -39,7 +32,7 @@ def match_detections(
     """
     keep = reference["scores"] > min_score
     ref_boxes, ref_scores, ref_classes = (reference[k][keep] for k in ("boxes", "scores", "classes"))
-    iou = _iou(ref_boxes, candidate["boxes"])
+    iou = box_iou(ref_boxes, candidate["boxes"])
     found, min_iou, max_diff = 0, 1.0, 0.0
     for i in range(len(ref_boxes)):
         same = candidate["classes"] == ref_classes[i]
@@ -47,15 +40,10 @@ def match_detections(
             min_iou, max_diff = 0.0, max(max_diff, float(ref_scores[i]))
             continue
         ious = np.where(same, iou[i], -1.0)
-        j = int(np.argmax(ious))
-        diff = abs(float(candidate["scores"][j]) - float(ref_scores[i]))
-        min_iou = min(min_iou, float(ious[j]))
-        max_diff = max(max_diff, diff)
-        ok = ious[j] >= iou_threshold and diff <= score_tolerance
-        if not ok:  # another same-class box may match both criteria
-            good = (ious >= iou_threshold) & (np.abs(candidate["scores"] - ref_scores[i]) <= score_tolerance)
-            ok = bool(good.any())
-        found += int(ok)
+        diffs = np.abs(np.asarray(candidate["scores"], np.float64) - float(ref_scores[i]))
+        j = int(np.argmax(ious))  # the statistics follow the best-overlapping box; any box may match both
+        min_iou, max_diff = min(min_iou, float(ious[j])), max(max_diff, float(diffs[j]))
+        found += bool(((ious >= iou_threshold) & (diffs <= score_tolerance)).any())
     checked = int(len(ref_boxes))
     return {
         "checked": checked,

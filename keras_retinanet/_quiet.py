@@ -1,0 +1,111 @@
+"""A quiet start: TensorFlow's C++ start-up and converter lines (``I0000 ... cuInit``, oneDNN, ...) hidden unless
+``--verbose``, by ``retinanet`` and by the tools in tools/ (:func:`parse_args_quietly`)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+
+VERBOSE_HELP = "show TensorFlow's C++ start-up and log lines (oneDNN, CUDA, cpu_feature_guard, converter)"
+
+# Lines TensorFlow's C++ libraries write while `import tensorflow` loads them. Most come from static
+# initialisers that log through absl before absl::InitializeLog, so TF_CPP_MIN_LOG_LEVEL cannot hide them; and
+# they come twice, because the profiler extension (tensorflow/python/profiler/internal/
+# _pywrap_profiler_plugin.so) carries its own copy of the same start-up code (port.cc, cudart_stub.cc) and
+# runs it again when `import tensorflow` reaches it.
+STARTUP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog"
+    r"|oneDNN custom operations are on"
+    r"|cudart_stub\.cc|cuda_dnn\.cc|cuda_fft\.cc|cuda_blas\.cc|cpu_feature_guard\.cc"
+    r"|To enable the following instructions:|rebuild TensorFlow with the appropriate compiler flags"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory"
+    r"|computation placer already registered"
+    r"|TF-TRT Warning: Could not find TensorRT"
+)
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise: re.Pattern = STARTUP_NOISE) -> Iterator[None]:
+    """Captures the process's stderr (file descriptor 2, where C++ libraries write) for the duration of the
+    block, then writes back every line that ``noise`` does not match."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [
+                line
+                for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+                if not noise.search(line)
+            ]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+class _FilteringLoader:
+    """Runs the real loader of ``tensorflow`` inside :func:`filtered_stderr`; delegates everything else."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        with filtered_stderr():
+            self._loader.exec_module(module)
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+class _QuietTensorFlowFinder:
+    """A ``sys.meta_path`` finder that wraps the first ``import tensorflow`` (wherever it happens: Keras,
+    the data pipeline, a command's ``run``) in :func:`filtered_stderr`, then removes itself."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _FilteringLoader(spec.loader)
+        return spec
+
+
+def quiet_tensorflow() -> None:
+    """Hides TensorFlow's C++ start-up and log lines for the rest of the process (before it is imported).
+
+    ``TF_CPP_MIN_LOG_LEVEL=3`` (unless already set) keeps its C++ logging quiet; errors still reach Python as
+    exceptions. The lines logged before that setting is read are filtered out of stderr during the import.
+    No effect once TensorFlow is imported.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _QuietTensorFlowFinder())
+
+
+def parse_args_quietly(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` plus ``--verbose``; without it, :func:`quiet_tensorflow` (before TF loads)."""
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    args = parser.parse_args(argv)
+    if not args.verbose:
+        quiet_tensorflow()
+    return args
