@@ -70,26 +70,14 @@ def write_report(
         worst_count: N images with the most false positives, and N with the most missed boxes.
         about: ``{label: text}`` shown at the top (model, data set).
     """
-    import cv2
-
     from keras_retinanet.detectors.class_thresholds import write_class_thresholds
     from keras_retinanet.evaluation.confusion import confusion_matrix
     from keras_retinanet.evaluation.operating_points import operating_points
     from keras_retinanet.evaluation.plots import plot_confusion_matrix, plot_error_breakdown
-    from keras_retinanet.evaluation.pr_curves import safe_file_name
     from keras_retinanet.evaluation.tide import ERROR_NAMES, ERROR_TYPES, error_breakdown
-    from keras_retinanet.evaluation.worst import side_by_side, worst_indices
-    from keras_retinanet.imaging import ImageReadError, read_image
-    from keras_retinanet.visualize import rgb_to_bgr
 
     names = [str(n) for n in class_names]
-    out_dir = os.fspath(out_dir)
-    for folder in ("", "pr_curves", "worst"):
-        os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
-    for folder in ("pr_curves", "worst"):  # a report of fewer classes or images leaves no stale pictures
-        for name in os.listdir(os.path.join(out_dir, folder)):
-            if name.endswith((".png", ".jpg")):
-                os.remove(os.path.join(out_dir, folder, name))
+    out_dir = _prepare_folder(out_dir)
 
     cocoeval = coco_evaluation(examples, detections, names)
     metrics = evaluate_detections(
@@ -123,26 +111,7 @@ def write_report(
         model=(about or {}).get("model", ""),
     )
 
-    # Worst images, drawn from the files the ground truth names.
-    worst: dict[str, list[dict]] = {"false_positives": [], "missed": []}
-    for kind, counts in (("false_positives", confusion.false_positives), ("missed", confusion.missed)):
-        for rank, index in enumerate(worst_indices(counts, worst_count), start=1):
-            example = examples[index]
-            path = example.get("image_path")
-            entry = {"image": str(path), "count": int(counts[index]), "picture": None}
-            if path:
-                try:
-                    image = read_image(path, example.get("orientation"))
-                except ImageReadError as err:
-                    entry["error"] = str(err)
-                else:
-                    stem = safe_file_name(os.path.splitext(os.path.basename(str(path)))[0])
-                    picture = os.path.join("worst", f"{kind}_{rank:02d}_{stem}.jpg")
-                    drawn = side_by_side(image, example, detections[index], names, score_threshold)
-                    if not cv2.imwrite(os.path.join(out_dir, picture), rgb_to_bgr(drawn)):
-                        raise OSError(f"could not write {os.path.join(out_dir, picture)}")
-                    entry["picture"] = picture
-            worst[kind].append(entry)
+    worst = _draw_worst(out_dir, examples, detections, names, confusion, score_threshold, worst_count)
 
     summary = {
         "about": dict(about or {}),
@@ -176,6 +145,60 @@ def write_report(
     with open(os.path.join(out_dir, REPORT_FILE), "w", encoding="utf-8") as f:
         f.write(page)
     return summary
+
+
+def _prepare_folder(out_dir: str | os.PathLike) -> str:
+    """Creates the report folder and its picture folders, emptied of an earlier report's pictures (a report of
+    fewer classes or images leaves none stale)."""
+    out_dir = os.fspath(out_dir)
+    for folder in ("", "pr_curves", "worst"):
+        os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
+    for folder in ("pr_curves", "worst"):
+        for name in os.listdir(os.path.join(out_dir, folder)):
+            if name.endswith((".png", ".jpg")):
+                os.remove(os.path.join(out_dir, folder, name))
+    return out_dir
+
+
+def _draw_worst(
+    out_dir: str,
+    examples: Sequence[Mapping[str, Any]],
+    detections: Sequence[Any],
+    names: list[str],
+    confusion: Any,
+    score_threshold: float,
+    worst_count: int,
+) -> dict[str, list[dict]]:
+    """The images with the most false positives and the most missed boxes, drawn from the files the ground
+    truth names into ``worst/``: ``{"false_positives" | "missed": [{"image", "count", "picture"[, "error"]}]}``."""
+    import cv2
+
+    from keras_retinanet.evaluation.pr_curves import safe_file_name
+    from keras_retinanet.evaluation.worst import side_by_side, worst_indices
+    from keras_retinanet.imaging import ImageReadError, read_image
+    from keras_retinanet.visualize import rgb_to_bgr
+
+    worst: dict[str, list[dict]] = {"false_positives": [], "missed": []}
+    for kind, counts in (("false_positives", confusion.false_positives), ("missed", confusion.missed)):
+        for rank, index in enumerate(worst_indices(counts, worst_count), start=1):
+            example = examples[index]
+            path = example.get("image_path")
+            entry = {"image": str(path), "count": int(counts[index]), "picture": None}
+            if path:
+                try:
+                    image = read_image(path, example.get("orientation"))
+                except ImageReadError as err:
+                    entry["error"] = str(err)
+                else:
+                    stem = safe_file_name(os.path.splitext(os.path.basename(str(path)))[0])
+                    picture = os.path.join("worst", f"{kind}_{rank:02d}_{stem}.jpg")
+                    drawn = side_by_side(image, example, detections[index], names, score_threshold)
+                    if not cv2.imwrite(os.path.join(out_dir, picture), rgb_to_bgr(drawn)):
+                        raise OSError(f"could not write {os.path.join(out_dir, picture)}")
+                    entry["picture"] = picture
+            worst[kind].append(entry)
+
+    return worst
 
 
 def _markdown(summary: dict, names: list[str], error_types, error_names, pr_pictures: list[str]) -> str:
