@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from benchmarking import flops, peers, report
+from benchmarking import machine as bench_machine
+from benchmarking import timing as bench_timing
 
 from keras_retinanet.detectors import machine, timing
 
@@ -98,24 +100,24 @@ def _touch(size: int) -> bytearray:
 
 
 def test_peak_rss_rises_by_a_known_allocation_and_reset_forgets_it():
-    if not timing.reset_peak_rss():
+    if not bench_timing.reset_peak_rss():
         pytest.skip("this kernel does not allow resetting the RSS high-water mark")
-    before = timing.peak_rss_mib()
+    before = bench_timing.peak_rss_mib()
     block = _touch(160 * MIB)
-    during = timing.peak_rss_mib()
+    during = bench_timing.peak_rss_mib()
     assert during - before >= 150
     del block
-    assert timing.peak_rss_mib() >= during - 1  # a high-water mark does not fall by itself
-    assert timing.reset_peak_rss()
-    assert timing.peak_rss_mib() < during - 100  # after the reset: only what is resident now
+    assert bench_timing.peak_rss_mib() >= during - 1  # a high-water mark does not fall by itself
+    assert bench_timing.reset_peak_rss()
+    assert bench_timing.peak_rss_mib() < during - 100  # after the reset: only what is resident now
 
 
 def test_peak_memory_records_the_phase_peak():
     record: dict = {}
-    baseline = timing.current_rss_mib()
+    baseline = bench_timing.current_rss_mib()
     if baseline is None:
         pytest.skip("no /proc/self/status on this platform")
-    with timing.peak_memory(record):
+    with bench_timing.peak_memory(record):
         block = _touch(128 * MIB)
         del block
     if record["peak_rss_scope"] != "phase":
@@ -139,7 +141,7 @@ def test_run_phase_records_results_and_errors_without_raising(capsys):
         return {"median_ms": 1.5, "extra": 3}
 
     results: dict = {}
-    good = timing.run_phase(results, "ok", phase)
+    good = bench_timing.run_phase(results, "ok", phase)
     assert results["ok"] is good
     assert good["median_ms"] == 1.5 and good["extra"] == 3
     # The peak is at least what the phase held and at most the process's high-water mark, in MiB.
@@ -149,7 +151,7 @@ def test_run_phase_records_results_and_errors_without_raising(capsys):
     def broken():
         raise RuntimeError("out of cheese\nsecond line")
 
-    bad = timing.run_phase(results, "bad", broken)
+    bad = bench_timing.run_phase(results, "bad", broken)
     assert bad == {"error": "RuntimeError: out of cheese", "phase_s": bad["phase_s"]}
     assert set(results) == {"ok", "bad"}
     assert "bad failed: RuntimeError: out of cheese" in capsys.readouterr().out
@@ -158,7 +160,10 @@ def test_run_phase_records_results_and_errors_without_raising(capsys):
 def test_timing_module_imports_only_the_standard_library():
     """The peers' interpreter has neither numpy nor TensorFlow: timing.py may not import anything outside the
     standard library (checked on the source, whatever is installed here; the next test checks the packages)."""
-    for path in (ROOT / "keras_retinanet" / "detectors" / "timing.py",):
+    for path in (
+        ROOT / "keras_retinanet" / "detectors" / "timing.py",
+        ROOT / "tools" / "benchmarking" / "timing.py",
+    ):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -240,10 +245,10 @@ def test_intel_amx_machine_facts():
     assert all(facts["cpu_features"].values())  # every speed feature of the list, AMX included
     assert facts["simd"] == sorted(machine.SPEED_FEATURES)
     assert facts["bf16_hardware"] == "AMX"
-    assert machine.describe_features(facts).startswith(
+    assert bench_machine.describe_features(facts).startswith(
         "has avx2, fma, avx512f, avx512_vnni, avx512_bf16, amx_tile, amx_bf16, amx_int8; lacks none;"
     )
-    assert machine.fp32_flops_per_cycle(facts)[0] == 64
+    assert bench_machine.fp32_flops_per_cycle(facts)[0] == 64
 
 
 def test_amd_zen4_machine_facts():
@@ -259,12 +264,13 @@ def test_amd_zen4_machine_facts():
         "amx_int8": False,
     }
     assert facts["bf16_hardware"] == "AVX512-BF16"
-    assert "lacks amx_tile, amx_bf16, amx_int8; bfloat16 matmul: AVX512-BF16" in machine.describe_features(
-        facts
+    assert (
+        "lacks amx_tile, amx_bf16, amx_int8; bfloat16 matmul: AVX512-BF16"
+        in bench_machine.describe_features(facts)
     )
-    assert machine.describe_cpu(facts).startswith("AMD EPYC (AuthenticAMD family 25 model 17), ")
-    assert "2.60 GHz" in machine.describe_cpu(facts)
-    assert machine.fp32_flops_per_cycle(facts)[0] == 32
+    assert bench_machine.describe_cpu(facts).startswith("AMD EPYC (AuthenticAMD family 25 model 17), ")
+    assert "2.60 GHz" in bench_machine.describe_cpu(facts)
+    assert bench_machine.fp32_flops_per_cycle(facts)[0] == 32
 
 
 def test_lscpu_wins_for_clock_and_threads_and_model_name_gives_the_clock_last():
@@ -274,8 +280,8 @@ def test_lscpu_wins_for_clock_and_threads_and_model_name_gives_the_clock_last():
     assert machine.machine_info(cpuinfo_text=no_clock, lscpu_text="")["mhz"] == 2300.0  # "@ 2.30GHz"
     old = machine.machine_info(cpuinfo_text="processor\t: 0\nflags\t\t: fpu sse2\n", lscpu_text="")
     assert not any(old["cpu_features"].values()) and old["bf16_hardware"] is None
-    assert "bfloat16 matmul: none" in machine.describe_features(old)
-    assert machine.fp32_flops_per_cycle(old)[0] == 16
+    assert "bfloat16 matmul: none" in bench_machine.describe_features(old)
+    assert bench_machine.fp32_flops_per_cycle(old)[0] == 16
 
 
 def test_peak_flops_formula():
@@ -288,20 +294,20 @@ def test_peak_flops_formula():
         "threads_per_core": 2,
         "mhz": 2000.0,
     }
-    peak = machine.peak_flops(facts, threads=4)
+    peak = bench_machine.peak_flops(facts, threads=4)
     assert peak["gflops"] == pytest.approx(2 * 2.0 * 64)  # 2 physical cores x 2 GHz x 64 FLOPs/cycle
     amd = dict(facts, vendor="AuthenticAMD", cpu_family=25, threads_per_core=1)
-    assert machine.peak_flops(amd, threads=2)["gflops"] == pytest.approx(2 * 2.0 * 32)
-    assert machine.peak_flops(facts, 4, override_gflops=123.0)["gflops"] == 123.0
+    assert bench_machine.peak_flops(amd, threads=2)["gflops"] == pytest.approx(2 * 2.0 * 32)
+    assert bench_machine.peak_flops(facts, 4, override_gflops=123.0)["gflops"] == 123.0
     # A measured matmul faster than the nominal peak means the clock boosts: it becomes the peak.
-    assert machine.peak_flops(amd, 2, measured_gflops=200.0)["gflops"] == 200.0
-    assert machine.peak_flops(amd, 2, measured_gflops=100.0)["gflops"] == pytest.approx(128.0)
+    assert bench_machine.peak_flops(amd, 2, measured_gflops=200.0)["gflops"] == 200.0
+    assert bench_machine.peak_flops(amd, 2, measured_gflops=100.0)["gflops"] == pytest.approx(128.0)
 
 
 def test_matmul_rate_is_two_n_cubed_over_the_fastest_run(monkeypatch):
-    monkeypatch.setattr(machine, "time_runs", lambda fn, warmup, runs: {"min_ms": 2.0})
+    monkeypatch.setattr(bench_machine, "time_runs", lambda fn, warmup, runs: {"min_ms": 2.0})
     # 2 * 256^3 FLOPs in 2 ms = 16.777 GFLOP/s.
-    assert machine.measure_matmul_gflops(size=256, runs=3) == 16.8
+    assert bench_machine.measure_matmul_gflops(size=256, runs=3) == 16.8
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -614,7 +620,7 @@ def test_quick_run_report_names_the_machine_and_model(quick_report):
     assert full["machine"]["cpu_model"] == here["cpu_model"]
     assert full["machine"]["cpu_features"] == here["cpu_features"]
     assert markdown.startswith(f"## R50-512 benchmark on {here['cpu_model']}, ")
-    assert f"- CPU features: {machine.describe_features(full['machine'])}" in markdown
+    assert f"- CPU features: {bench_machine.describe_features(full['machine'])}" in markdown
     assert full["command"] in markdown and "QUICK" in markdown
     # The quick model's forward graph is convolutions only: the count must be complete.
     assert full["model"]["flops_uncounted_ops"] == 0

@@ -195,6 +195,8 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
 
 def time_files(args: argparse.Namespace, command: str) -> int:
     """``--files``: a Markdown table of each file's latency on this machine; ``--json`` keeps the rows."""
+    from benchmarking import machine as bench_machine
+
     from keras_retinanet.detectors import latency, machine
     from keras_retinanet.detectors.running import IMAGE_EXTENSIONS
     from keras_retinanet.imaging import read_image
@@ -207,7 +209,7 @@ def time_files(args: argparse.Namespace, command: str) -> int:
     images = [read_image(path) for path in photos[:10]]
     runtimes = [name.strip() for name in args.runtimes.split(",") if name.strip()]
     rows = latency.file_latencies(args.files, images, runtimes, warmup=args.warmup, runs=args.runs)
-    cpu = machine.describe_cpu(machine.machine_info())
+    cpu = bench_machine.describe_cpu(machine.machine_info())
     header = ["file", "MiB", "invoke ms", *(f"{name} ms/image" for name in runtimes)]
     lines = [f"`{command}` on {cpu}, {len(images)} photos", "", "| " + " | ".join(header) + " |"]
     lines.append("|---" * len(header) + "|")
@@ -229,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python tools/benchmark.py " + shlex.join(list(argv) if argv is not None else sys.argv[1:])
     if args.files:
         return time_files(args, command)
+    from benchmarking import machine as bench_machine
     from benchmarking import peers, pipeline, project, report
 
     from keras_retinanet.detectors import machine
@@ -298,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if "skipped" in peer_reports[peer]:
                     print(f"[benchmark] peer {peer} skipped: {peer_reports[peer]['skipped']}", flush=True)
 
-    measured = machine.measure_matmul_gflops(256 if args.quick else 2048)
+    measured = bench_machine.measure_matmul_gflops(256 if args.quick else 2048)
     full_report = report.build_report(
         command=command,
         machine=machine_facts,
@@ -308,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "model": args.model.to_dict(),
         },
         model=summary,
-        peak=machine.peak_flops(machine_facts, args.threads, args.peak_gflops, measured),
+        peak=bench_machine.peak_flops(machine_facts, args.threads, args.peak_gflops, measured),
         results=results,
         tflite=tflite,
         peers=peer_reports,

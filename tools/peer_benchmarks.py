@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Any
 
 try:
+    from benchmarking.timing import run_phase
+
     from keras_retinanet._quiet import parse_args_quietly
-    from keras_retinanet.detectors.timing import run_phase, time_runs
+    from keras_retinanet.detectors.timing import time_runs
 except ImportError as err:  # run by hand without PYTHONPATH: say how, not just "no module named"
     raise SystemExit(
         f"tools/peer_benchmarks.py needs keras_retinanet.detectors.timing on the path ({err}); run it through "

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarking.timing import run_phase
 from keras_retinanet.conventions import DEFAULT_IMAGE_SIZE
-from keras_retinanet.detectors.timing import run_phase
 from keras_retinanet.imaging import parse_image_size
 from keras_retinanet.model.config import ModelConfig
 from keras_retinanet.model.presets import PRESETS

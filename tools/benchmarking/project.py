@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarking.flops import graph_flops
+from benchmarking.timing import run_phase
 from keras_retinanet.conventions import fallback_class_names
 from keras_retinanet.detectors.latency import detector_latency, tflite_latency
-from keras_retinanet.detectors.timing import run_phase, time_runs
+from keras_retinanet.detectors.timing import time_runs
 from keras_retinanet.imaging import parse_image_size
 from keras_retinanet.model.config import ModelConfig
 from keras_retinanet.model.presets import PRESETS

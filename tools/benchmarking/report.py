@@ -11,7 +11,7 @@ import datetime
 from typing import Any
 
 from benchmarking.flops import utilisation
-from keras_retinanet.detectors.machine import describe_cpu, describe_features
+from benchmarking.machine import describe_cpu, describe_features
 
 # Phases whose time is compared with the peers: (our phase, peer phase, row label).
 COMPARED = (
