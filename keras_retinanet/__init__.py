@@ -25,7 +25,7 @@ Importing the package is enough for ``keras.saving.load_model`` to load the mode
 from keras_retinanet._lazy import lazy_namespace
 from keras_retinanet._registration import register_when_keras_is_imported
 
-__version__ = "0.2.0"
+__version__ = "0.4.0"
 
 __getattr__, __dir__ = lazy_namespace(
     __name__,
