@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_retinanet.export.config import RAW_VARIANTS, TFLITE_VARIANTS, ExportError, ExportFormat
+from keras_retinanet.export.onnx import write_onnx, write_openvino
 from keras_retinanet.export.saved_model import write_saved_model
 from keras_retinanet.export.tflite import write_tflite
 
@@ -40,6 +41,18 @@ def _tflite_detector(path: Path) -> Any:
     from keras_retinanet.detectors import TFLiteDetector
 
     return TFLiteDetector(path)
+
+
+def _onnx_detector(path: Path) -> Any:
+    from keras_retinanet.detectors.onnx import OnnxDetector
+
+    return OnnxDetector(path)
+
+
+def _openvino_detector(path: Path) -> Any:
+    from keras_retinanet.detectors.onnx import OpenVINODetector
+
+    return OpenVINODetector(path)
 
 
 def _raw_tflite_detector(path: Path) -> Any:
@@ -86,6 +99,27 @@ FORMATS: dict[str, ExportFormat] = {
                 ),
             },
             detector=_raw_tflite_detector,
+            parity="tflite",
+        ),
+        ExportFormat(
+            name="onnx",
+            files="model_float32.onnx",
+            write=write_onnx,
+            detector=_onnx_detector,
+            parity="exact",
+        ),
+        ExportFormat(
+            name="openvino",
+            files="model_openvino_float32.xml (.bin)",
+            write=write_openvino,
+            detector=_openvino_detector,
+            parity="exact",
+        ),
+        ExportFormat(
+            name="openvino_int8",
+            files="model_openvino_int8.xml (.bin)",
+            write=functools.partial(write_openvino, precision="int8"),
+            detector=_openvino_detector,
             parity="tflite",
         ),
     )
