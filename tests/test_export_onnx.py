@@ -223,6 +223,14 @@ def test_a_missing_converter_names_the_extra(model, tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+def test_openvino_int8_without_calibration_images_is_refused(model, tmp_path):
+    from keras_retinanet.export import ExportError, export_model
+
+    with pytest.raises(ExportError, match="openvino_int8 needs real calibration images"):
+        export_model(model, tmp_path / "out", formats=["openvino_int8"])
+    assert not (tmp_path / "out").exists()
+
+
 def test_batched_letterbox_equals_the_per_image_letterbox(model):
     """``detect_float32`` letterboxes the whole batch at once; its outputs are bit for bit those of each image
     letterboxed alone (``imaging.letterbox_tensor``, as the graph did before) and run through the same network,

@@ -79,14 +79,11 @@ def _openvino_float32(job: ExportJob, ov: Any, scratch: Path) -> Any:
 
 
 def _quantize(job: ExportJob, model: Any) -> Any:
-    """NNCF's post-training int8 quantisation of ``model`` on the calibration images."""
+    """NNCF's post-training int8 quantisation of ``model`` on the calibration images (float32 pixels, one a
+    batch, as the file is fed)."""
     import numpy as np
 
     nncf = _require("nncf", "openvino", "--format openvino_int8")
-    if job.calibration is None:
-        raise ExportError(
-            "--format openvino_int8 needs real calibration images: pass --calibration-data SPEC"
-        )
     images = [np.asarray(canvas, np.float32)[None] for canvas in job.calibration()]
     return nncf.quantize(model, nncf.Dataset(images), subset_size=len(images))
 
@@ -95,6 +92,10 @@ def write_openvino(job: ExportJob, precision: str = "float32") -> dict[str, dict
     """The ``openvino`` (``precision="float32"``) and ``openvino_int8`` formats' writer: an OpenVINO IR (.xml
     and its .bin weights) in ``job.folder``; returns its report entry."""
     ov = _require("openvino", "openvino", "--format openvino")
+    if precision == "int8" and job.calibration is None:  # before the slow conversion
+        raise ExportError(
+            "--format openvino_int8 needs real calibration images: pass --calibration-data SPEC"
+        )
     path = job.folder / OPENVINO_FILES[precision]
     with tempfile.TemporaryDirectory(prefix=".openvino-", dir=job.folder) as scratch:
         model = _openvino_float32(job, ov, Path(scratch))
