@@ -203,6 +203,18 @@ def test_a_damaged_file_gives_one_line_naming_it(exported, tmp_path, kind):
     assert str(damaged) in message and "\n" not in message, message
 
 
+@pytest.mark.parametrize(("kind", "module"), [("onnx", "onnxruntime"), ("openvino", "openvino")])
+def test_a_missing_runtime_names_the_extra(exported, monkeypatch, kind, module):
+    import sys
+
+    from keras_retinanet.detectors import ModelFileError, load_detector
+
+    out, _ = exported
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ModelFileError, match=rf"needs {module}: pip install 'keras-retinanet\[{kind}\]'"):
+        load_detector(out / FILES[kind])
+
+
 def test_an_xml_that_is_no_openvino_ir_is_refused(tmp_path):
     from keras_retinanet.detectors import ModelFileError, load_detector
 
