@@ -16,7 +16,11 @@ def _score(text: str) -> float:
 def add_detector_arguments(parser: argparse.ArgumentParser, score_threshold: float | None = None) -> None:
     """MODEL and the options of ``keras_retinanet.detectors.load_detector`` (``score_threshold``: a default
     other than the model's own)."""
-    parser.add_argument("model", metavar="MODEL", help=".keras file, SavedModel directory or .tflite file")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help=".keras file, SavedModel directory, .tflite, .onnx or OpenVINO .xml file",
+    )
     default = "the model's own decoder setting" if score_threshold is None else str(score_threshold)
     parser.add_argument(
         "--score-threshold",

@@ -84,7 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inside the SavedModel, and written into the TFLite metadata as MediaPipe score calibration "
         "(docs/evaluation.md)",
     )
-    parser.add_argument("--benchmark", action="store_true", help="measure TFLite latency into the report")
+    parser.add_argument(
+        "--benchmark",
+        action="store_true",
+        help="measure the latency of the TFLite, ONNX and OpenVINO files into the report",
+    )
     parser.add_argument(
         "--no-metadata",
         action="store_true",
@@ -133,7 +137,10 @@ def run(args: argparse.Namespace) -> int:
 def _add_latency(report: dict) -> None:
     """TFLite latency of each builtin-op file (``keras_retinanet.detectors.latency``) into the export's report
     and its ``export_report.json``: the command measures, so the exporter stays below the benchmark tools."""
-    from keras_retinanet.detectors.latency import tflite_latency
+    import numpy as np
+
+    from keras_retinanet.detectors import load_detector
+    from keras_retinanet.detectors.latency import detector_latency, tflite_latency
     from keras_retinanet.export.config import REPORT_FILE
 
     output = Path(report["output"])
@@ -141,5 +148,11 @@ def _add_latency(report: dict) -> None:
     report["latency"] = {
         name[len("model_") : -len(".tflite")]: tflite_latency(output / name) for name in files
     }
+    # ONNX and OpenVINO files: the full inference of one random image of the export size (letterbox in the graph).
+    image = np.random.default_rng(0).integers(0, 256, (*report["image_size"], 3), dtype=np.uint8)
+    for name, info in report["files"].items():
+        if info.get("runtime") in ("ONNX Runtime", "OpenVINO"):
+            key = f"{Path(name).suffix[1:]}_{Path(name).stem.removeprefix('model_')}"
+            report["latency"][key] = detector_latency(load_detector(str(output / name)), [image])
     saved = {key: value for key, value in report.items() if key != "output"}
     (output / REPORT_FILE).write_text(json.dumps(saved, indent=2) + "\n")

@@ -10,6 +10,9 @@ One small interface, :class:`Detector`, hides the model kind:
   run with LiteRT; batch size 1, fixed input size, the image stretched to it exactly as MediaPipe does.
 - :class:`MediaPipeDetector` (``mediapipe.py``): the same file run by MediaPipe Tasks' ObjectDetector, as
   Android, iOS and web apps run it.
+- :class:`OnnxDetector` and :class:`OpenVINODetector` (``onnx.py``): a ``.onnx`` file in ONNX Runtime and an
+  OpenVINO IR ``.xml`` in OpenVINO, written by ``retinanet export --format onnx,openvino``; like the SavedModel,
+  any image size, letterbox inside.
 - :class:`TiledDetector` (``tiled.py``): wraps any of these; runs overlapping tiles and the full image and
   merges the boxes by per-class NMS (SAHI-style sliced inference for small objects in large images).
 
@@ -30,6 +33,8 @@ __getattr__, __dir__ = lazy_namespace(
         "IMAGE_EXTENSIONS": "running",
         "KerasDetector": "keras_model",
         "MediaPipeDetector": "mediapipe",
+        "OnnxDetector": "onnx",
+        "OpenVINODetector": "onnx",
         "LABELS_FILE": "base",
         "MODEL_KINDS": "loading",
         "ModelFileError": "base",

@@ -9,13 +9,17 @@ from typing import Any
 
 from keras_retinanet.detectors.base import Detector, ModelFileError
 
-MODEL_KINDS = ("keras", "saved_model", "tflite")
+MODEL_KINDS = ("keras", "saved_model", "tflite", "onnx", "openvino")
 RUNTIMES = ("litert", "mediapipe")
-_ACCEPTED = "a .keras file, a SavedModel directory (with saved_model.pb) or a .tflite file"
+_ACCEPTED = (
+    "a .keras file, a SavedModel directory (with saved_model.pb), a .tflite file, a .onnx file or an OpenVINO "
+    "IR .xml"
+)
 
 
 def model_kind(path: str | os.PathLike) -> str:
-    """``"keras"``, ``"saved_model"`` or ``"tflite"`` from a model path, checking the file's content.
+    """``"keras"``, ``"saved_model"``, ``"tflite"``, ``"onnx"`` or ``"openvino"`` from a model path, checking the
+    file's content (the runtimes check .onnx and .xml files when they read them).
 
     Raises:
         ModelFileError: missing path or unsupported kind, with what is accepted.
@@ -42,6 +46,13 @@ def model_kind(path: str | os.PathLike) -> str:
                 f"{path} has a .keras name but is not a Keras archive (zip): truncated or not a model"
             )
         return "keras"
+    if lower.endswith(".onnx"):
+        return "onnx"
+    if lower.endswith(".xml"):
+        with open(path, "rb") as f:
+            if b"<net" not in f.read(4096):
+                raise ModelFileError(f"{path} has a .xml name but is not an OpenVINO IR (no <net> element)")
+        return "openvino"
     if head[4:8] == b"TFL3":
         return "tflite"
     if lower.endswith((".h5", ".hdf5")):
@@ -98,11 +109,11 @@ def load_detector(
     Args:
         model: a ``RetinaNet``, a :class:`Detector` (returned as it is: the other options are then refused), or
             a path to a ``.keras`` file, a SavedModel directory (or an export folder holding ``saved_model/``) or
-            a ``.tflite`` file.
+            a ``.tflite``, ``.onnx`` or OpenVINO ``.xml`` file.
         image_size: letterbox size for Keras models (int or (H, W); default the model's ``input_size``).
             SavedModel and TFLite files carry their own.
         score_threshold, max_detections: None keeps the model's own decoder settings; see each detector.
-        num_threads: TFLite interpreter threads (default: every core).
+        num_threads: TFLite interpreter, ONNX Runtime or OpenVINO threads (default: every core).
         runtime: for a ``.tflite``: ``"litert"`` (``TFLiteDetector``) or ``"mediapipe"`` (MediaPipe Tasks'
             ObjectDetector, as apps run it: ``MediaPipeDetector``).
         precision: ``"float32"`` or ``"bf16"``, for Keras models (see ``KerasDetector``); a SavedModel or
@@ -167,6 +178,11 @@ def _load(model, image_size, score_threshold, max_detections, num_threads, runti
         from keras_retinanet.detectors.tflite import TFLiteDetector
 
         return TFLiteDetector(path, score_threshold, max_detections, num_threads=num_threads)
+    if kind in ("onnx", "openvino"):
+        from keras_retinanet.detectors.onnx import OnnxDetector, OpenVINODetector
+
+        detector = OnnxDetector if kind == "onnx" else OpenVINODetector
+        return detector(path, score_threshold, max_detections, num_threads=num_threads)
     if kind == "saved_model":
         from keras_retinanet.detectors.saved_model import SavedModelDetector
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_retinanet.export.config import RAW_VARIANTS, TFLITE_VARIANTS, ExportError, ExportFormat
+from keras_retinanet.export.onnx import write_onnx, write_openvino
 from keras_retinanet.export.saved_model import write_saved_model
 from keras_retinanet.export.tflite import write_tflite
 
@@ -30,23 +31,18 @@ OPTION_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _saved_model_detector(path: Path) -> Any:
-    from keras_retinanet.detectors import SavedModelDetector
+def _detector(path: Path) -> Any:
+    """The file read back as ``retinanet predict`` reads it."""
+    from keras_retinanet.detectors import load_detector
 
-    return SavedModelDetector(path)
-
-
-def _tflite_detector(path: Path) -> Any:
-    from keras_retinanet.detectors import TFLiteDetector
-
-    return TFLiteDetector(path)
+    return load_detector(str(path))
 
 
 def _raw_tflite_detector(path: Path) -> Any:
     """TFLiteDetector decodes a raw file from its metadata: None for a file written without."""
     from keras_retinanet.detectors.tflite_file import read_detection_metadata
 
-    return _tflite_detector(path) if read_detection_metadata(path) else None
+    return _detector(path) if read_detection_metadata(path) else None
 
 
 FORMATS: dict[str, ExportFormat] = {
@@ -57,7 +53,7 @@ FORMATS: dict[str, ExportFormat] = {
             files="saved_model/",
             write=write_saved_model,
             options={"precision": (("float32", "bf16"), ""), "class_thresholds": (None, "")},
-            detector=_saved_model_detector,
+            detector=_detector,
             parity="exact",
         ),
         ExportFormat(
@@ -69,7 +65,7 @@ FORMATS: dict[str, ExportFormat] = {
                 "metadata": (None, ""),
                 "class_thresholds": (None, ""),
             },
-            detector=_tflite_detector,
+            detector=_detector,
             parity="tflite",
         ),
         ExportFormat(
@@ -86,6 +82,27 @@ FORMATS: dict[str, ExportFormat] = {
                 ),
             },
             detector=_raw_tflite_detector,
+            parity="tflite",
+        ),
+        ExportFormat(
+            name="onnx",
+            files="model_float32.onnx",
+            write=write_onnx,
+            detector=_detector,
+            parity="exact",
+        ),
+        ExportFormat(
+            name="openvino",
+            files="model_openvino_float32.xml (.bin)",
+            write=write_openvino,
+            detector=_detector,
+            parity="exact",
+        ),
+        ExportFormat(
+            name="openvino_int8",
+            files="model_openvino_int8.xml (.bin)",
+            write=functools.partial(write_openvino, precision="int8"),
+            detector=_detector,
             parity="tflite",
         ),
     )

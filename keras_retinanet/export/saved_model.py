@@ -45,6 +45,7 @@ from keras_retinanet.imaging import (
     decode_image_tensor,
     letterbox_tensor,
     parse_image_size,
+    resize_tensor,
 )
 
 
@@ -78,18 +79,23 @@ def _build_serving_module(
                 self.class_thresholds = tf.Variable(class_thresholds, trainable=False, dtype=tf.float32)
 
         def _detect_batch(self, images):
-            """images: float32 (B, h, w, 3), all the same size."""
-            sizes = tf.cast(tf.shape(images)[1:3], tf.float32)
-            canvases, scales = tf.map_fn(
-                letterbox,
-                images,
-                fn_output_signature=(
-                    tf.TensorSpec((target_h, target_w, 3), tf.float32),
-                    tf.TensorSpec((2,), tf.float32),
-                ),
+            """images: float32 (B, h, w, 3), all the same size: one letterbox for the whole batch.
+
+            Neither ``tf.map_fn`` nor ``tf.cond``: their ONNX Loop and If are what OpenVINO cannot read, and a
+            half-pixel bilinear resize to the same size is the identity, as the per-image skip gave.
+            """
+            shape = tf.shape(images)
+            size = tf.cast(shape[1:3], tf.float32)
+            scale = tf.minimum(target_h / size[0], target_w / size[1])
+            new_size = tf.clip_by_value(tf.round(size * scale), 1.0, [float(target_h), float(target_w)])
+            resized = resize_tensor(images, tf.cast(new_size, tf.int32))
+            canvases = tf.ensure_shape(
+                tf.image.pad_to_bounding_box(resized, 0, 0, target_h, target_w), (None, target_h, target_w, 3)
             )
-            batch = tf.shape(images)[0]
-            return self._detect_canvases(canvases, scales, tf.tile(sizes[None], [batch, 1]))
+            batch = tf.stack([shape[0], 1])
+            return self._detect_canvases(
+                canvases, tf.tile((new_size / size)[None], batch), tf.tile(size[None], batch)
+            )
 
         def _detect_canvases(self, canvases, scales, original_sizes):
             detections = model.detect(canvases)
@@ -143,6 +149,29 @@ def _build_serving_module(
     return RetinaNetServing()
 
 
+def serving_module(
+    model: Any,
+    image_size: Sequence[int] | None,
+    labels_path: Path,
+    precision: str = "float32",
+    fold_batchnorm: bool = True,
+    class_thresholds: Any = None,
+):
+    """The tf.Module whose signatures follow the contract in the module docstring (arguments as
+    :func:`build_saved_model`'s; ``labels_path``: the ``labels.txt`` its asset names). Its ``detect_float32``
+    is also what the ONNX export converts."""
+    from keras_retinanet.model.inference_graph import inference_model
+
+    image_size = parse_image_size(image_size) if image_size is not None else model.input_size
+    if class_thresholds is not None:
+        from keras_retinanet.detectors.class_thresholds import class_threshold_array
+
+        class_thresholds = class_threshold_array(class_thresholds, model.class_names, model.num_classes)
+    if fold_batchnorm or precision != "float32":
+        model = inference_model(model, precision, fold_batchnorm)
+    return _build_serving_module(model, image_size, labels_path, precision, class_thresholds)
+
+
 def build_saved_model(
     model: Any,
     path: str | os.PathLike,
@@ -165,22 +194,13 @@ def build_saved_model(
     """
     import tensorflow as tf
 
-    from keras_retinanet.model.inference_graph import inference_model
-
     path = Path(path)
-    image_size = parse_image_size(image_size) if image_size is not None else model.input_size
-    if class_thresholds is not None:
-        from keras_retinanet.detectors.class_thresholds import class_threshold_array
-
-        class_thresholds = class_threshold_array(class_thresholds, model.class_names, model.num_classes)
-    if fold_batchnorm or precision != "float32":
-        model = inference_model(model, precision, fold_batchnorm)
     # Beside the SavedModel (inside export_model's staging folder), so that what a kill leaves goes with it.
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".labels-", dir=path.parent) as scratch:
         labels_path = Path(scratch) / LABELS_FILE
         labels_path.write_text("\n".join(model.class_names) + "\n")
-        module = _build_serving_module(model, image_size, labels_path, precision, class_thresholds)
+        module = serving_module(model, image_size, labels_path, precision, fold_batchnorm, class_thresholds)
         signatures = {
             "serving_default": module.serve_encoded.get_concrete_function(),
             "detect_float32": module.detect_float32.get_concrete_function(),
