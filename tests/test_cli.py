@@ -59,3 +59,14 @@ def test_every_help_page_formats(capsys):
             build_parser().parse_args([*words, "--help"])
         assert stopped.value.code == 0, words
         assert "--help" in capsys.readouterr().out, words
+
+
+def test_export_help_names_every_format_of_the_table():
+    """`retinanet export --help` lists the formats; a new row of the table must appear there too."""
+    from keras_retinanet.cli.retinanet import build_parser
+    from keras_retinanet.export.formats import FORMATS
+
+    subcommands = build_parser()._subparsers._group_actions[0].choices
+    help_text = " ".join(subcommands["export"].format_help().split())
+    missing = [name for name in FORMATS if name not in help_text]
+    assert missing == []

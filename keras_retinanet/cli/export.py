@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
         default=None,
         help="comma-separated formats of the export's table (keras_retinanet.export.formats; "
-        "docs/adding-an-export-format.md): saved_model, tflite, tflite_raw, or one registered there "
+        "docs/adding-an-export-format.md): saved_model, tflite, tflite_raw, onnx, openvino, openvino_int8, "
+        "or one registered there "
         "(default: saved_model,tflite; --profile raw and --no-saved-model edit that list)",
     )
     parser.add_argument(
