@@ -9,10 +9,15 @@ import cv2
 import keras
 import numpy as np
 import pytest
-from retinanet_testing import keras_detections_by_hand, tflite_detections_by_hand, tiny_retinanet
+from retinanet_testing import (
+    keras_detections_by_hand,
+    make_detector_like,
+    tflite_detections_by_hand,
+    tiny_retinanet,
+)
 
 from keras_retinanet import cli, detectors, evaluation
-from keras_retinanet.imaging import read_image
+from keras_retinanet.imaging import letterbox, read_image
 from keras_retinanet.training.callbacks import EvaluationCallback
 
 CLASS_NAMES = ["Platelets", "RBC", "WBC"]
@@ -191,21 +196,31 @@ def test_callback_logs_val_ap_during_fit(bccd_subset, tmp_path):
 
     root = bccd_subset(IDS, split="train")
     data = load_dataset(f"voc:{root}:train", class_names=CLASS_NAMES)
+    keras.utils.set_random_seed(0)
     model = tiny_retinanet(3, class_names=data.class_names)
-    model.compile(optimizer=keras.optimizers.SGD(1e-3))
+    canvases = np.stack([letterbox(read_image(e["image_path"]), (128, 128))[0] for e in data.examples])
+    make_detector_like(model, canvases.astype("float32"))
+    # A fit that leaves the model as it is (rate 0, BatchNorm statistics frozen), evaluated on ground truth made
+    # of half the model's own detections: a known, non-trivial AP that the logged val_AP must equal.
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    paths = [e["image_path"] for e in data.examples]
+    reference = [keras_detections_by_hand(model, read_image(p), 128, score_threshold=0.0) for p in paths]
+    examples = _examples_from(reference, paths, read_image(paths[0]).shape[:2])
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
     train = make_training_dataset(data, model.label_encoder(), image_size=128, batch_size=2, seed=0)
-    callback = EvaluationCallback(data, every_n_epochs=1, image_size=128, score_threshold=0.0, verbose=0)
+    callback = EvaluationCallback(
+        examples, class_names=CLASS_NAMES, every_n_epochs=1, image_size=128, score_threshold=0.0, verbose=0
+    )
     best = tmp_path / "best.keras"
     checkpoint = keras.callbacks.ModelCheckpoint(str(best), monitor="val_AP", mode="max", save_best_only=True)
     history = model.fit(train, epochs=1, callbacks=[callback, checkpoint], verbose=0)
-    # The same model's detections computed by hand (letterbox, eager model.detect, unscale), scored by
-    # pycocotools: the logged metrics are those of the model after the epoch, not any number in [0, 1].
-    by_hand = [
-        keras_detections_by_hand(model, read_image(e["image_path"]), 128, score_threshold=0.0)
-        for e in data.examples
-    ]
-    expected = evaluation.evaluate_detections(data.examples, by_hand, data.class_names)
-    assert expected["AR100"] > 0, expected  # something is found: the comparison below means something
+    # The model's detections after the epoch computed by hand (letterbox, eager model.detect, unscale), scored
+    # by pycocotools.
+    by_hand = [keras_detections_by_hand(model, read_image(p), 128, score_threshold=0.0) for p in paths]
+    expected = evaluation.evaluate_detections(examples, by_hand, CLASS_NAMES)
+    assert 0.1 < expected["AP"] < 1.0, expected  # half the detections are false positives: non-trivial
     for key in ("AP", "AP50", "AR100"):
         assert history.history[f"val_{key}"] == [pytest.approx(expected[key], abs=1e-4)], key
     assert best.exists()  # ModelCheckpoint could read val_AP
