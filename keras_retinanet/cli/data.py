@@ -221,7 +221,7 @@ def _network_size(args: argparse.Namespace, dataset) -> tuple[int, int]:
 def check(args: argparse.Namespace) -> int:
     dataset = _load(args)  # first: unreadable data fails before TensorFlow loads (seconds)
     size = _network_size(args, dataset)
-    out = _dataset_lines(dataset)
+    out, counts, negatives = _dataset_lines(dataset)
     box_lines, stats = _box_size_lines(dataset)
     out += box_lines
     out.append(f"problems: {len(dataset.skipped)} record(s) skipped")
@@ -237,8 +237,8 @@ def check(args: argparse.Namespace) -> int:
             "spec": dataset.name,
             "images": len(dataset),
             "class_names": dataset.class_names,
-            "boxes_per_class": dataset.boxes_per_class(),
-            "negatives": sum(len(ex["boxes"]) == 0 for ex in dataset.examples),
+            "boxes_per_class": counts,
+            "negatives": negatives,
             "problems": dataset.skipped.counts(),
             "clipped": dataset.skipped.clipped,
             "coverage": _as_dict(before),
@@ -261,8 +261,9 @@ def check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset_lines(dataset) -> list[str]:
-    """Images, negatives, ignore boxes, boxes per image and per class, and the classes without a box."""
+def _dataset_lines(dataset) -> tuple[list[str], dict[str, int], int]:
+    """Images, negatives, ignore boxes, boxes per image and per class, and the classes without a box, as lines;
+    with the boxes per class and the number of negatives for the JSON report."""
     import numpy as np
 
     out = [f"dataset {dataset.name}: {len(dataset)} images, {dataset.num_classes} classes"]
@@ -280,7 +281,7 @@ def _dataset_lines(dataset) -> list[str]:
     if without:
         what = "no class has a box" if len(without) == len(counts) else f"no boxes for {', '.join(without)}"
         out.append(f"  {what}: retinanet train refuses this unless --allow-empty-classes")
-    return out
+    return out, counts, negatives
 
 
 def _box_size_lines(dataset) -> tuple[list[str], dict]:
