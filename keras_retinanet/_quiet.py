@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -28,6 +29,8 @@ STARTUP_NOISE = re.compile(
     r"|computation placer already registered"
     r"|TF-TRT Warning: Could not find TensorRT"
 )
+
+CONVERTER_LOGGERS = ("tf2onnx",)  # NNCF sets its own level on import: export/onnx.py quiets it
 
 
 @contextlib.contextmanager
@@ -92,9 +95,11 @@ def quiet_tensorflow() -> None:
 
     ``TF_CPP_MIN_LOG_LEVEL=3`` (unless already set) keeps its C++ logging quiet; errors still reach Python as
     exceptions. The lines logged before that setting is read are filtered out of stderr during the import.
-    No effect once TensorFlow is imported.
+    No effect once TensorFlow is imported. tf2onnx's INFO lines are hidden too.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for converter in CONVERTER_LOGGERS:
+        logging.getLogger(converter).setLevel(logging.WARNING)
     if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _QuietTensorFlowFinder())

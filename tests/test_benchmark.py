@@ -628,6 +628,25 @@ def test_quick_run_report_names_the_machine_and_model(quick_report):
     assert full["peers"] == {} and full["ratios"] == {}
 
 
+def test_quick_run_times_the_onnx_and_openvino_files(quick_report):
+    """The export's ONNX and OpenVINO float32 / int8 files of the tiny model, each timed in its runtime."""
+    full, markdown = quick_report
+    for key in ("onnx", "openvino_float32", "openvino_int8"):
+        record = full["runtimes"][key]
+        assert "error" not in record, (key, record)
+        assert len(record["runs_ms"]) == full["config"]["runs"] and record["images"] == 1
+        assert record["convert"]["size_bytes"] > 0
+    # int8 weights: the int8 file is smaller than the float32 one.
+    assert (
+        full["runtimes"]["openvino_int8"]["convert"]["size_bytes"]
+        < full["runtimes"]["openvino_float32"]["convert"]["size_bytes"]
+    )
+    assert (
+        f"| OpenVINO int8 (NNCF, the file) | {full['runtimes']['openvino_int8']['median_ms']:,.1f} |"
+        in markdown
+    )
+
+
 def test_quick_run_tflite_and_pipeline(quick_report):
     full, _ = quick_report
     tflite = full["tflite"]["float32"]
@@ -670,6 +689,28 @@ def test_markdown_reports_the_precision_variants():
     assert (
         "| forward bfloat16 (mixed_bfloat16, folded; AVX512-BF16) (ms/image) | skipped: CPU X has neither AMX "
         "nor AVX512-BF16 |" in report.markdown_report(full).splitlines()
+    )
+
+
+def test_runtime_table_divides_the_tensorflow_forward_by_each_runtime():
+    """Forward 500 ms and Keras inference 520 ms over ONNX Runtime 250 ms: 2.00 and 2.08; OpenVINO int8 at 100 ms:
+    5.00 and 5.20; a skipped part says why; a runtime not timed has no row."""
+    full = _canned_report()
+    full["tflite"] = {"skipped": "--skip-tflite"}
+    full["runtimes"] = {
+        "onnx": {"median_ms": 250.0, "convert": {"size_bytes": 3 * 2**20}},
+        "openvino_int8": {"median_ms": 100.0, "convert": {"size_bytes": 2**20}},
+    }
+    lines = report.markdown_report(full).splitlines()
+    assert (
+        "| ONNX Runtime float32 (the file: letterbox, network, decoding, NMS) | 250.0 | 3.0 | 2.00 | 2.08 |"
+        in lines
+    )
+    assert "| OpenVINO int8 (NNCF, the file) | 100.0 | 1.0 | 5.00 | 5.20 |" in lines
+    assert "| TFLite: skipped (--skip-tflite) | - | - | - | - |" in lines
+    assert not any(line.startswith("| OpenVINO float32") for line in lines)
+    assert (
+        "| TensorFlow float32 forward (network only, BatchNorm folded) | 500.0 | - | 1.00 | 1.04 |" in lines
     )
 
 

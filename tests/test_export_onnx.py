@@ -96,6 +96,32 @@ def test_export_writes_the_files_and_their_parity(exported):
     assert all(row["median_ms"] > 0 and row["images"] == 1 for row in latency.values()), latency
 
 
+def test_openvino_int8_detects_photos_of_any_size_as_float32_does(exported, photos):
+    """Calibrated on 640x480 photos, the int8 file finds the float32 file's detections on those photos halved,
+    doubled and tripled: only the network is quantised, not the letterbox or the boxes in the photo's pixels
+    (quantised, they were clipped to the calibrated range and the doubled photos lost most of their boxes)."""
+    import cv2
+
+    from keras_retinanet.boxes import iou
+    from keras_retinanet.detectors import load_detector
+
+    out, _ = exported
+    float32, int8 = (load_detector(out / name) for name in (FILES["openvino"], "model_openvino_int8.xml"))
+    found_fraction = {}
+    for scale in (0.5, 1.0, 2.0, 3.0):
+        scaled = [cv2.resize(photo, None, fx=scale, fy=scale) for photo in photos]
+        found = checked = 0
+        for wanted, got in zip(float32.detect(scaled), int8.detect(scaled)):
+            checked += len(wanted.scores)
+            if len(wanted.scores) and len(got.scores):
+                same_class = wanted.classes[:, None] == got.classes[None, :]
+                found += int(((iou(wanted.boxes, got.boxes) >= 0.5) & same_class).any(axis=1).sum())
+        assert checked > 0, scale
+        found_fraction[scale] = found / checked
+    # Measured: 0.79 to 0.91 at every scale; with the boxes quantised, 0.04 at 2x and 3x.
+    assert min(found_fraction.values()) >= 0.6, found_fraction
+
+
 def _op_types(path) -> set[str]:
     import onnx
 

@@ -1,4 +1,5 @@
-"""R50-512 speed benchmark: forward, inference, training step, TFLite, input pipeline, memory, FLOPs.
+"""R50-512 speed benchmark: forward, inference, training step, every deployment runtime (TFLite, ONNX Runtime,
+OpenVINO), input pipeline, memory, FLOPs.
 
 Protocol (docs/benchmark.md): ResNet50-FPN RetinaNet, 80 classes, random weights, 512x512 RGB, float32, every
 core (TF intra- and inter-op threads set to ``--threads``); every figure is the median of ``--runs`` (>= 5)
@@ -109,6 +110,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip-bf16", action="store_true", help="no bfloat16 forward (timed only on bfloat16 hardware)"
     )
     parser.add_argument("--skip-tflite", action="store_true")
+    parser.add_argument(
+        "--skip-onnx", action="store_true", help="no ONNX Runtime and OpenVINO files (float32, int8)"
+    )
     parser.add_argument("--tflite-variants", default="float32,float16,int8")
     parser.add_argument(
         "--calibration-images", type=int, default=None, help="int8 calibration (default 8; quick 2)"
@@ -232,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.files:
         return time_files(args, command)
     from benchmarking import machine as bench_machine
-    from benchmarking import peers, pipeline, project, report
+    from benchmarking import peers, pipeline, project, report, runtimes
 
     from keras_retinanet.detectors import machine
 
@@ -264,6 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = project.model_summary(model, settings.image_size)
     project.measure_model(model, settings, data, results)
     tflite = {"skipped": "--skip-tflite"} if args.skip_tflite else project.measure_tflite(model, settings)
+    graph_runtimes = (
+        {"skipped": "--skip-onnx"}
+        if args.skip_onnx
+        else runtimes.measure_graph_runtimes(model, settings, data["images"][0])
+    )
     if args.skip_pipeline:
         results["pipeline"] = {"skipped": "--skip-pipeline"}
     else:
@@ -314,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         peak=bench_machine.peak_flops(machine_facts, args.threads, args.peak_gflops, measured),
         results=results,
         tflite=tflite,
+        runtimes=graph_runtimes,
         peers=peer_reports,
     )
     text = report.markdown_report(full_report)

@@ -31,6 +31,8 @@ class ExportJob:
         options: this format's options (``ExportFormat.options``), the user's value or the default.
         calibration: callable returning uint8 (H, W, 3) canvases of real images, as a .tflite is fed
             (stretched); None without ``--calibration-data``.
+        calibration_photos: the paths of those images, for files that take photos at their own size (the
+            letterbox inside); empty without ``--calibration-data``.
         report: the export report; a writer may add entries beside ``files``.
     """
 
@@ -40,6 +42,7 @@ class ExportJob:
     options: dict[str, Any]
     calibration: Callable[[], Iterable[Any]] | None
     report: dict[str, Any]
+    calibration_photos: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,8 +12,8 @@ ONNX file's metadata ``class_names`` (JSON) and ``image_size``.
 - ``model_openvino_float32.xml`` / ``.bin`` (``openvino``): ``openvino.convert_model`` of the ONNX file,
   weights kept float32. Compile it with ``INFERENCE_PRECISION_HINT=f32``: on CPUs with AVX512-BF16 or AMX the
   default is bf16, which moves scores by up to 0.2 (``keras_retinanet.detectors.onnx`` does).
-- ``model_openvino_int8.xml`` / ``.bin`` (``openvino_int8``): NNCF post-training quantisation of that model on
-  the ``--calibration-data`` images.
+- ``model_openvino_int8.xml`` / ``.bin`` (``openvino_int8``): NNCF post-training quantisation of that model's
+  network on the ``--calibration-data`` photos at their own size; the letterbox, decoding and NMS stay float32.
 
 OpenVINO cannot convert the TensorFlow graph itself (it has no rule for ``CombinedNonMaxSuppression``), hence
 the ONNX file in between.
@@ -22,12 +22,14 @@ the ONNX file in between.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from keras_retinanet.conventions import LABELS_FILE
 from keras_retinanet.export.config import ExportError, ExportJob
+from keras_retinanet.imaging import read_image
 
 ONNX_OPSET = 18
 ONNX_FILE = "model_float32.onnx"
@@ -78,21 +80,55 @@ def _openvino_float32(job: ExportJob, ov: Any, scratch: Path) -> Any:
     return ov.convert_model(str(onnx_path))
 
 
+def _outside_the_network(model: Any) -> list[str]:
+    """The names of the ops before the first and after the last convolution of ``model`` (an OpenVINO model):
+    the letterbox, the decoding and the NMS, whose values depend on the photo's size rather than its pixels."""
+    convolutions = {"Convolution", "GroupConvolution"}
+    ops = model.get_ordered_ops()  # topological
+    consumers = {op.get_friendly_name(): [] for op in ops}
+    for op in ops:
+        for source in op.input_values():
+            consumers[source.get_node().get_friendly_name()].append(op.get_friendly_name())
+    after_a_convolution, before_a_convolution = set(), set()
+    for op in ops:
+        name = op.get_friendly_name()
+        if op.get_type_name() in convolutions or any(
+            source.get_node().get_friendly_name() in after_a_convolution for source in op.input_values()
+        ):
+            after_a_convolution.add(name)
+    for op in reversed(ops):
+        name = op.get_friendly_name()
+        if op.get_type_name() in convolutions or before_a_convolution.intersection(consumers[name]):
+            before_a_convolution.add(name)
+    return [
+        op.get_friendly_name()
+        for op in ops
+        if op.get_friendly_name() not in after_a_convolution & before_a_convolution
+    ]
+
+
 def _quantize(job: ExportJob, model: Any) -> Any:
-    """NNCF's post-training int8 quantisation of ``model`` on the calibration images (float32 pixels, one a
-    batch, as the file is fed)."""
+    """NNCF's post-training int8 quantisation of ``model``'s network on the calibration photos, fed as the file
+    is fed: one a batch, float32 RGB at their own size. The letterbox, decoding and NMS stay float: their ranges
+    follow the photo's size (boxes in its pixels), so ranges calibrated on one size would clip another's."""
     import numpy as np
 
     nncf = _require("nncf", "openvino", "--format openvino_int8")
-    images = [np.asarray(canvas, np.float32)[None] for canvas in job.calibration()]
-    return nncf.quantize(model, nncf.Dataset(images), subset_size=len(images))
+    nncf.set_log_level(logging.WARNING)  # else a line per op it leaves float
+    photos = nncf.Dataset(job.calibration_photos, lambda path: np.asarray(read_image(path), np.float32)[None])
+    return nncf.quantize(
+        model,
+        photos,
+        subset_size=len(job.calibration_photos),
+        ignored_scope=nncf.IgnoredScope(names=_outside_the_network(model), validate=False),
+    )
 
 
 def write_openvino(job: ExportJob, precision: str = "float32") -> dict[str, dict]:
     """The ``openvino`` (``precision="float32"``) and ``openvino_int8`` formats' writer: an OpenVINO IR (.xml
     and its .bin weights) in ``job.folder``; returns its report entry."""
     ov = _require("openvino", "openvino", "--format openvino")
-    if precision == "int8" and job.calibration is None:  # before the slow conversion
+    if precision == "int8" and not job.calibration_photos:  # before the slow conversion
         raise ExportError(
             "--format openvino_int8 needs real calibration images: pass --calibration-data SPEC"
         )

@@ -287,7 +287,13 @@ def _write(
         if options.get("class_thresholds"):
             options["class_thresholds"] = thresholds  # read once, as {class name: score}
         job = ExportJob(
-            model, staging, size, options, calibration if plan.calibration_paths else None, report
+            model,
+            staging,
+            size,
+            options,
+            calibration if plan.calibration_paths else None,
+            report,
+            calibration_photos=plan.calibration_paths[:calibration_steps],
         )
         logger.info("writing format %s", name)
         files = FORMATS[name].write(job)

@@ -9,6 +9,7 @@ One job per module; ``tools/benchmark.py`` is the command that strings them toge
   AVX512-BF16, AMX), FP32 peak FLOP/s, and ``bf16_support`` (the check behind ``--precision bf16``).
 - ``flops``: analytic FLOP count of a traced graph (convolutions and matmuls), achieved fraction of peak.
 - ``project``: this project's measurements (forward, inference, decode, encode, training step, TFLite).
+- ``runtimes``: the ONNX and OpenVINO (float32, int8) files of the export, timed in their runtimes.
 - ``pipeline``: input-pipeline throughput (images/s).
 - ``peers``: runs ``tools/peer_benchmarks.py`` in the peers' own Python and reads its JSON.
 - ``report``: the report dict, peer ratios, and the Markdown tables the README pastes.

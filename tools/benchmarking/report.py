@@ -49,6 +49,7 @@ def build_report(
     results: dict[str, Any],
     tflite: dict[str, Any],
     peers: dict[str, Any],
+    runtimes: dict[str, Any] | None = None,
     date: str | None = None,
 ) -> dict[str, Any]:
     """The run's report (the ``--json`` file): the given parts plus ``utilisation`` and ``ratios``.
@@ -63,6 +64,7 @@ def build_report(
         results: phase -> record (``project.measure_model`` and the pipeline).
         tflite: ``project.measure_tflite(...)``, or ``{"skipped": why}``.
         peers: peer -> ``peers.run_peer(...)`` report.
+        runtimes: ``runtimes.measure_graph_runtimes(...)`` (ONNX Runtime, OpenVINO), or ``{"skipped": why}``.
         date: ISO 8601; default now.
     """
     return {
@@ -76,6 +78,7 @@ def build_report(
         "utilisation": utilisation(model["forward_flops"], results, peak.get("gflops")),
         "results": results,
         "tflite": tflite,
+        "runtimes": runtimes or {"skipped": "not measured"},
         "peers": peers,
         "ratios": peer_ratios(results, peers),
     }
@@ -146,7 +149,7 @@ def _comparison_table(report: dict[str, Any], peers: dict[str, Any]) -> list[str
 
 
 def _other_figures(report: dict[str, Any]) -> list[str]:
-    model, peak, cfg, res = report["model"], report["peak_flops"], report["config"], report["results"]
+    model, peak, res = report["model"], report["peak_flops"], report["results"]
     lines = ["| other figures (keras_retinanet) | value |", "|---|---:|"]
     lines.append(
         f"| forward FLOPs (G, {model['flops_method'].split(':')[0]} conv/matmul count) | "
@@ -183,17 +186,6 @@ def _other_figures(report: dict[str, Any]) -> list[str]:
         fraction = report["utilisation"].get(key)
         if fraction is not None:
             lines.append(f"| achieved fraction of peak, {label} | {fraction:.1%} |")
-    tflite = report.get("tflite", {})
-    for variant in TFLITE_VARIANTS:
-        rec = tflite.get(variant)
-        if rec:
-            size = rec.get("size_bytes") or rec.get("convert", {}).get("size_bytes")
-            lines.append(
-                f"| TFLite {variant} latency, XNNPACK, {cfg['threads']} threads (ms/image); file "
-                f"{(size or 0) / 2**20:.1f} MiB; peak RSS {_mem(rec)} MiB | {_ms(rec)} |"
-            )
-    if "skipped" in tflite:
-        lines.append(f"| TFLite | skipped: {tflite['skipped']} |")
     pipe = res.get("pipeline", {})
     for stage, rate in pipe.get("images_per_s", {}).items():
         lines.append(f"| input pipeline {stage}, batch {pipe['batch_size']} (images/s) | {rate:,.1f} |")
@@ -202,10 +194,52 @@ def _other_figures(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _runtime_table(report: dict[str, Any]) -> list[str]:
+    """Every runtime the model deploys to, timed in this one run, against TensorFlow's float32 forward."""
+    res, tflite, graphs = report["results"], report.get("tflite", {}), report.get("runtimes", {})
+    threads = report["config"]["threads"]
+    rows = [
+        ("TensorFlow float32 forward (network only, BatchNorm folded)", res.get("forward")),
+        ("TensorFlow bfloat16 forward (network only)", res.get("forward_bf16")),
+        ("Keras float32 full inference (letterbox, network, decoding, NMS)", res.get("inference")),
+    ]
+    rows += [
+        (f"TFLite {v} (LiteRT XNNPACK invoke: network, decoding, NMS)", tflite.get(v))
+        for v in TFLITE_VARIANTS
+    ]
+    rows += [
+        ("ONNX Runtime float32 (the file: letterbox, network, decoding, NMS)", graphs.get("onnx")),
+        ("OpenVINO float32 (the file, INFERENCE_PRECISION_HINT=f32)", graphs.get("openvino_float32")),
+        ("OpenVINO int8 (NNCF, the file)", graphs.get("openvino_int8")),
+    ]
+    forward, inference = (_median(res.get(key)) for key in ("forward", "inference"))
+    lines = [
+        f"| runtime, {threads} threads, batch 1 | ms/image | file MiB | TF forward / this | Keras inference / this |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, record in rows:
+        if not record or "skipped" in record:
+            continue
+        size = record.get("size_bytes") or record.get("convert", {}).get("size_bytes")
+        ms = _median(record)
+        ratios = [f"{reference / ms:.2f}" if reference and ms else "-" for reference in (forward, inference)]
+        mib = f"{size / 2**20:.1f}" if size else "-"
+        lines.append(f"| {label} | {_ms(record)} | {mib} | {ratios[0]} | {ratios[1]} |")
+    for name, part in (("TFLite", tflite), ("ONNX Runtime / OpenVINO", graphs)):
+        if "skipped" in part:
+            lines.append(f"| {name}: skipped ({part['skipped']}) | - | - | - | - |")
+    return lines
+
+
+def _median(record: dict[str, Any] | None) -> float | None:
+    return record.get("median_ms") if record else None
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     """The Markdown of one run (a :func:`build_report` dict): header, comparison table, other figures, notes."""
     peers = {p: r for p, r in report.get("peers", {}).items() if "results" in r}
-    lines = _header(report, peers) + _comparison_table(report, peers) + [""] + _other_figures(report) + [""]
+    lines = _header(report, peers) + _comparison_table(report, peers) + [""] + _runtime_table(report) + [""]
+    lines += _other_figures(report) + [""]
     lines += [
         f"- {p}: skipped ({r['skipped']})" for p, r in report.get("peers", {}).items() if "skipped" in r
     ]
