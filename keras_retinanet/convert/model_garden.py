@@ -239,9 +239,7 @@ def convert_model_garden_retinanet(
         source: the checkpoint (prefix ``.../ckpt-277200`` or its folder) or ``{key: array}`` with the keys
             without ``/.ATTRIBUTES/VARIABLE_VALUE``.
         spec: a key of :data:`SPECS`; ``None`` detects the backbone (MobileNetV2 or MultiAVG at 256 px).
-        class_names: one per class channel (default: COCO's 91 category-id slots for 91 channels); channels
-            named ``"__background__"`` or ``"N/A"`` are dropped unless ``keep_unused_slots``.
-        **kwargs: more ``RetinaNet`` arguments (e.g. ``decoder``).
+        class_names, keep_unused_slots: as in :func:`~keras_retinanet.convert.torchvision.slot_selection`.
     Returns:
         (model, report): the ``RetinaNet`` and ``{"source", "spec", "num_slots", "slots", "class_names",
         "dropped_slots", "variables"}``.

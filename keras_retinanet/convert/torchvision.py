@@ -222,8 +222,7 @@ def convert_torchvision_retinanet(
         source: the checkpoint (``.pth``/``.pt`` with torch, ``.safetensors``, ``.npz``) or ``{name: array}``
             (``model.state_dict()`` names; a ``module.`` prefix or a ``{"model": ...}`` wrapper is removed).
         variant: ``"v1"`` / ``"v2"`` to insist on one; ``None`` detects it (v2: GroupNorm heads, P6 from C5).
-        class_names: one per class slot of the checkpoint (default: COCO's 91 for a 91-slot checkpoint); slots
-            named ``"__background__"`` or ``"N/A"`` are dropped unless ``keep_unused_slots``.
+        class_names, keep_unused_slots: as in :func:`slot_selection`.
         image_size: the letterbox size recorded in the model (``None`` records none).
         batchnorm_epsilon: of the backbone's frozen BatchNorm. Default: 0 for v1 (torchvision runs its COCO v1
             weights with ``overwrite_eps(model, 0.0)``), 1e-5 for v2. A v1 model trained in torchvision from
