@@ -1,22 +1,15 @@
 """TF Model Garden's mobile RetinaNets (MediaPipe Model Maker's COCO-trained starts) as Keras models.
 
-MediaPipe Model Maker fine-tunes its object detectors from COCO-trained RetinaNets built with TF Model Garden
-(``official/vision``): ``mobilenetv2_ssd_i256_ckpt`` (``MOBILENET_V2``, 256 px) and
-``mobilenetv3.5_ssd_i256_ckpt`` (``MOBILENET_MULTI_AVG``, 256 px; a 384-px sibling). Their architecture is
-:data:`keras_retinanet.model.presets.MODEL_GARDEN_MOBILENET_V2` (and the same with the MobileNet-MultiHW-AVG backbone,
-:mod:`keras_retinanet.backbones.mobilenet_multi_avg`); this module reads their TensorFlow checkpoints directly (no Model
-Garden needed) and writes every weight into that Keras model, so that it computes Model Garden's function.
+Reads the TensorFlow checkpoints of ``mobilenetv2_ssd_i256_ckpt`` (``MOBILENET_V2``) and
+``mobilenetv3.5_ssd_i256_ckpt`` (``MOBILENET_MULTI_AVG``; a 384-px sibling) directly (no Model Garden needed)
+into :data:`keras_retinanet.model.presets.MODEL_GARDEN_MOBILENET_V2` models (the MultiAVG one with
+:mod:`keras_retinanet.backbones.mobilenet_multi_avg`), so that they compute Model Garden's function.
 
-Checkpoint layout (Model Garden's trainer, ``tf.train.Checkpoint(backbone=..., decoder=..., head=...)``):
-``backbone/layer_with_weights-N/_convK|_normK/VAR``, ``decoder/layer_with_weights-N/VAR``,
-``head/_cls_convs/I/VAR``, ``head/_cls_norms/LEVEL/I/VAR``, ``head/_classifier/VAR`` and the same for ``_box``.
-The decoder's convs are numbered by their order in Model Garden's FPN graph (:data:`DECODER_LAYERS`).
-
-What differs in layout, and is converted: Model Garden orders a cell's 9 anchors scale-major with aspect ratio =
-width / height (ours: ratio-major, height / width; :func:`anchor_permutation`), its box deltas are (dy, dx, dh,
-dw) (ours (dx, dy, dw, dh)), and its 91 class channels are COCO category ids with channel 0 the background:
-like torchvision's 91 slots, the unused ones are dropped unless ``keep_unused_slots``. Pixels: the COCO
-checkpoints were trained on ImageNet mean/std input (``input_normalization="torch"``).
+Checkpoint layout: ``backbone/layer_with_weights-N/_convK|_normK/VAR``, ``decoder/layer_with_weights-N/VAR``
+(:data:`DECODER_LAYERS`), ``head/_cls_convs/I/VAR``, ``head/_cls_norms/LEVEL/I/VAR``, ``head/_classifier/VAR``
+and the same for ``_box``. Converted: the anchor order (Model Garden's is scale-major with ratio = width /
+height; :func:`anchor_permutation`), box deltas (dy, dx, dh, dw) -> (dx, dy, dw, dh), and the 91 class channels
+(COCO category ids, channel 0 background; unused ones dropped unless ``keep_unused_slots``).
 """
 
 from __future__ import annotations
@@ -30,7 +23,7 @@ import numpy as np
 
 from keras_retinanet.backbones.torchvision.state_dict import CheckpointError
 from keras_retinanet.backbones.torchvision.weights import assign_weight
-from keras_retinanet.convert.torchvision import slot_selection
+from keras_retinanet.convert.torchvision import cell_permutation, slot_selection
 from keras_retinanet.model.presets import MODEL_GARDEN_MOBILENET_V2
 
 _SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -49,17 +42,13 @@ DECODER_LAYERS = (
 )  # fmt: skip
 # Model Garden's box outputs (dy, dx, dh, dw) -> ours (dx, dy, dw, dh).
 BOX_ORDER = (1, 0, 3, 2)
-# Model Garden's anchors: anchor_size 3 x the stride, scales 2^(0, 1/3, 2/3), aspect ratios (width / height).
-ANCHOR_SIZE = 3.0
-ASPECT_RATIOS = (0.5, 1.0, 2.0)
 _BLOCK_PARTS = {"_conv0": "expand", "_norm0": "expand_BN", "_conv1": "depthwise", "_norm1": "depthwise_BN",
                 "_conv2": "project", "_norm2": "project_BN"}  # fmt: skip
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
-    """``({key without /.ATTRIBUTES/VARIABLE_VALUE: array}, checkpoint prefix)`` of a TF checkpoint: a prefix
-    (``ckpt-277200``) or a folder holding one checkpoint (as Model Maker's downloads do). Only the model's
-    ``backbone/``, ``decoder/`` and ``head/`` variables are kept (not the optimiser's or the step)."""
+    """``({key without /.ATTRIBUTES/VARIABLE_VALUE: array}, checkpoint prefix)`` of the model variables of a TF
+    checkpoint: a prefix (``ckpt-277200``) or a folder holding one checkpoint."""
     import tensorflow as tf
 
     prefix = str(path)
@@ -95,11 +84,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str
 def mobilenet_v2_weight_name(key: str) -> str | None:
     """``keras.applications.MobileNetV2``'s ``LAYER/VARIABLE`` for a Model Garden backbone key, e.g.
     ``backbone/layer_with_weights-6/_norm0/gamma`` -> ``block_5_expand_BN/gamma``; None for the unused last
-    1x1 conv (block 18) and keys outside the backbone.
-
-    Model Garden's MobileNetV2 is a chain of 19 blocks: 0 the stem (``Conv1``), 1 the block without expansion
-    (``expanded_conv_*``), 2-17 Keras' ``block_1`` to ``block_16``, 18 the 1280-channel conv (``Conv_1``).
-    """
+    1x1 conv (block 18) and keys outside the backbone. Blocks: 0 ``Conv1``, 1 ``expanded_conv_*``, 2-17
+    ``block_1`` to ``block_16``."""
     parts = key.split("/")
     if len(parts) != 4 or parts[0] != "backbone" or not parts[1].startswith("layer_with_weights-"):
         return None
@@ -133,29 +119,16 @@ def model_garden_cell_anchors(level: int) -> np.ndarray:
     order: scale-major, then aspect ratio (width / height); size ``3 * 2^level * 2^(scale / 3)``."""
     anchors = []
     for scale in range(3):
-        base = ANCHOR_SIZE * 2.0**level * 2.0 ** (scale / 3.0)
-        for ratio in ASPECT_RATIOS:
+        base = 3.0 * 2.0**level * 2.0 ** (scale / 3.0)
+        for ratio in (0.5, 1.0, 2.0):
             width, height = base * math.sqrt(ratio), base / math.sqrt(ratio)
             anchors.append([-width / 2, -height / 2, width / 2, height / 2])
     return np.asarray(anchors, "float32")
 
 
 def anchor_permutation(anchor_generator) -> np.ndarray:
-    """``perm`` with our cell anchor ``a`` == Model Garden's cell anchor ``perm[a]`` on every level; a
-    ``ValueError`` when the generator's anchors are not Model Garden's."""
-    permutation = None
-    for level in anchor_generator.levels:
-        ours, theirs = np.asarray(anchor_generator.cell_anchors(level)), model_garden_cell_anchors(level)
-        level_perm = []
-        for anchor in ours:
-            match = np.flatnonzero(np.all(np.abs(theirs - anchor) < 1e-3, axis=1))
-            if len(match) != 1:
-                raise ValueError(f"level {level}: anchor {anchor.tolist()} is not one of Model Garden's")
-            level_perm.append(int(match[0]))
-        if permutation is not None and level_perm != permutation:
-            raise ValueError("the anchor order differs between levels")
-        permutation = level_perm
-    return np.asarray(permutation)
+    """:func:`~keras_retinanet.convert.torchvision.cell_permutation` against Model Garden's anchors."""
+    return cell_permutation(anchor_generator, model_garden_cell_anchors, "Model Garden")
 
 
 def detect_spec(variables: Mapping[str, np.ndarray]) -> str:
@@ -195,22 +168,19 @@ class _Variables:
         if key not in self.variables:
             raise CheckpointError(f"{self.source}: no variable {key}")
         self.used.add(key)
-        return np.asarray(self.variables[key])
+        return np.asarray(self.variables[key], "float32")
 
     def unused(self) -> list[str]:
         return sorted(set(self.variables) - self.used)
 
 
-def _assign(layer: keras.layers.Layer, name: str, value: np.ndarray, what: str) -> None:
-    (variable,) = [weight for weight in layer.weights if weight.name == name]
-    assign_weight(variable, value.astype("float32"), what)
-
-
-def _load_layer(layer: keras.layers.Layer, variables: _Variables, prefix: str) -> None:
-    """Every weight of a SeparableConv2D or BatchNorm ``layer`` from ``prefix/NAME`` (same names)."""
+def _load_layer(layer: keras.layers.Layer, variables: _Variables, prefix: str, transform=None) -> None:
+    """Every weight of ``layer`` from ``prefix/NAME`` (same names), through ``transform(name, value)``."""
     for weight in layer.weights:
-        value = variables.take(f"{prefix}/{weight.name}").astype("float32")
-        assign_weight(weight, value, f"{variables.source}: {prefix}")
+        value = variables.take(f"{prefix}/{weight.name}")
+        assign_weight(
+            weight, transform(weight.name, value) if transform else value, f"{variables.source}: {prefix}"
+        )
 
 
 def _load_backbone(backbone: keras.Model, variables: _Variables, spec: str) -> None:
@@ -225,10 +195,11 @@ def _load_backbone(backbone: keras.Model, variables: _Variables, spec: str) -> N
             raise CheckpointError(
                 f"{variables.source}: {key} -> {name}: the backbone has no layer {layer_name}"
             )
+        (weight,) = [w for w in layers[layer_name].weights if w.name == variable]
         value = variables.take(key)
         if variable == "kernel" and isinstance(layers[layer_name], keras.layers.DepthwiseConv2D):
-            value = value.reshape(layers[layer_name].kernel.shape)
-        _assign(layers[layer_name], variable, value, f"{variables.source}: {key}")
+            value = value.reshape(weight.shape)
+        assign_weight(weight, value, f"{variables.source}: {key}")
 
 
 def _models(model: keras.Model) -> list[keras.Model]:
@@ -237,25 +208,22 @@ def _models(model: keras.Model) -> list[keras.Model]:
     return [model, *(m for inner in nested for m in _models(inner))]
 
 
-def _load_head(head, variables: _Variables, tower: str, final: str, select) -> None:
-    """A head's shared convs, its per-level BatchNorms and its last conv (``select`` reorders the last conv's
-    (..., A, K) outputs)."""
+def _load_head(head, variables: _Variables, tower: str, final: str, perm: np.ndarray, kept) -> None:
+    """A head's shared convs, its per-level BatchNorms and its last conv, whose (..., A, K) outputs are taken in
+    our anchor order ``perm`` and then ``kept`` (class slots, or our box order)."""
     for i, conv in enumerate(head.convs):
         _load_layer(conv, variables, f"head/_{tower}_convs/{i}")
     for index, norm in enumerate(head.level_norms):
         level, i = divmod(index, head.depth)
         _load_layer(norm, variables, f"head/_{tower}_norms/{level}/{i}")
-    prefix = f"head/{final}"
-    depthwise = variables.take(f"{prefix}/depthwise_kernel")
-    pointwise = variables.take(f"{prefix}/pointwise_kernel")
-    bias = variables.take(f"{prefix}/bias")
-    anchors = head.num_anchors
-    pointwise = select(pointwise.reshape(*pointwise.shape[:3], anchors, -1)).reshape(*pointwise.shape[:3], -1)
-    bias = select(bias.reshape(anchors, -1)).reshape(-1)
-    what = f"{variables.source}: {prefix}"
-    _assign(head.final, "depthwise_kernel", depthwise, what)
-    _assign(head.final, "pointwise_kernel", pointwise, what)
-    _assign(head.final, "bias", bias, what)
+
+    def outputs(name: str, value: np.ndarray) -> np.ndarray:
+        if name == "depthwise_kernel":
+            return value
+        value = value.reshape(*value.shape[:-1], head.num_anchors, -1)[..., perm, :][..., kept]
+        return value.reshape(*value.shape[:-2], -1)
+
+    _load_layer(head.final, variables, f"head/{final}", outputs)
 
 
 def convert_model_garden_retinanet(
@@ -271,9 +239,7 @@ def convert_model_garden_retinanet(
         source: the checkpoint (prefix ``.../ckpt-277200`` or its folder) or ``{key: array}`` with the keys
             without ``/.ATTRIBUTES/VARIABLE_VALUE``.
         spec: a key of :data:`SPECS`; ``None`` detects the backbone (MobileNetV2 or MultiAVG at 256 px).
-        class_names: one per class channel (default: COCO's 91 category-id slots for 91 channels); channels
-            named ``"__background__"`` or ``"N/A"`` are dropped unless ``keep_unused_slots``.
-        **kwargs: more ``RetinaNet`` arguments (e.g. ``decoder``).
+        class_names, keep_unused_slots: as in :func:`~keras_retinanet.convert.torchvision.slot_selection`.
     Returns:
         (model, report): the ``RetinaNet`` and ``{"source", "spec", "num_slots", "slots", "class_names",
         "dropped_slots", "variables"}``.
@@ -302,31 +268,12 @@ def convert_model_garden_retinanet(
     variables = _Variables(raw, name)
     _load_backbone(model.backbone, variables, spec)
     pyramid = model.get_layer("feature_pyramid")
-    pyramid_layers = [
-        *pyramid.lateral,
-        *pyramid.output_convs,
-        pyramid.p6_conv,
-        pyramid.p7_conv,
-        *pyramid.norms,
-    ]
-    by_name = {layer.name: layer for layer in pyramid_layers}
+    layers = [*pyramid.lateral, *pyramid.output_convs, pyramid.p6_conv, pyramid.p7_conv, *pyramid.norms]
+    by_name = {layer.name: layer for layer in layers}
     for index, layer_name in enumerate(DECODER_LAYERS):
         _load_layer(by_name[layer_name], variables, f"decoder/layer_with_weights-{index}")
-    # Last convs' outputs (..., anchor, k): our anchor order, then the kept class slots / our box order.
-    _load_head(
-        model.get_layer("classification_head"),
-        variables,
-        "cls",
-        "_classifier",
-        lambda x: x[..., perm, :][..., slots],
-    )
-    _load_head(
-        model.get_layer("box_head"),
-        variables,
-        "box",
-        "_box_regressor",
-        lambda x: x[..., perm, :][..., BOX_ORDER],
-    )
+    _load_head(model.get_layer("classification_head"), variables, "cls", "_classifier", perm, slots)
+    _load_head(model.get_layer("box_head"), variables, "box", "_box_regressor", perm, BOX_ORDER)
     leftover = variables.unused()
     if leftover:
         raise CheckpointError(

@@ -1,25 +1,15 @@
 """torchvision checkpoints as Keras models: ``retinanet_resnet50_fpn`` (v1), ``_v2``, and ImageNet ResNets.
 
-The converted RetinaNet computes torchvision's function: the same backbone (``torchvision_resnet50``), pyramid
-(P6 from P5 in v1, from C5 in v2; P6/P7 convs padded as PyTorch pads), heads (GroupNorm(32) with epsilon
-1e-5 in v2), anchors, box coding and post-processing (score 0.05, 1,000 candidates per level, per-class NMS at
-0.5, 300 detections). The backbone's frozen BatchNorm has epsilon 0 for v1, as torchvision runs its COCO v1
-weights, and 1e-5 for v2 (``batchnorm_epsilon``). What differs is outside the network: torchvision resizes
-each image so that its shorter side is 800 px (longer side at most 1,333) and pads to a multiple of 32 with the
-mean colour, while this project letterboxes to the model's fixed ``image_size``.
+The converted RetinaNet computes torchvision's network function (backbone, pyramid, heads, anchors, box coding,
+post-processing); only the resize differs: torchvision resizes the shorter side to 800 px, this project
+letterboxes to the model's ``image_size``. The backbone's frozen BatchNorm epsilon is 0 for v1 (as torchvision
+runs its COCO v1 weights) and 1e-5 for v2.
 
-Class slots: torchvision's COCO models have 91 outputs in COCO's category-id order, slot 0
-``"__background__"`` and ten ``"N/A"`` slots (ids COCO never used) that never see a positive example. By
-default these 11 slots are dropped: the converted model has the 80 COCO classes, named, in that order (class
-``i`` of the model is the ``i``-th used COCO category id), so evaluation, export and prediction treat it as
-any 80-class model. ``keep_unused_slots=True`` keeps all 91 outputs (unused ones named ``"__background__"``
-and ``"N/A_<slot>"``) for a slot-by-slot comparison with torchvision.
+Class slots: torchvision's COCO models have 91 outputs in COCO category-id order; slot 0 ``"__background__"`` and
+the ten ``"N/A"`` slots are dropped by default (80 named classes), kept with ``keep_unused_slots=True``.
 
-Tensor layout: a PyTorch conv kernel (out, in, kh, kw) is a Keras kernel (kh, kw, in, out). Both heads emit
-channel ``anchor * outputs_per_anchor + output`` at each cell and both order a cell's 9 anchors ratio-major
-(for each ratio 0.5, 1, 2 its three sizes); :func:`anchor_permutation` checks the second against
-torchvision's anchor formula and the conversion reorders channels by it, so a different anchor order would
-still convert correctly (today the permutation is the identity).
+Tensor layout: a PyTorch conv kernel (out, in, kh, kw) is a Keras kernel (kh, kw, in, out); head channels are
+``anchor * outputs_per_anchor + output``, anchors reordered by :func:`anchor_permutation`.
 """
 
 from __future__ import annotations
@@ -60,15 +50,6 @@ COCO_91_SLOT_NAMES = (
 UNUSED_SLOT_NAMES = ("__background__", "N/A")
 COCO_CLASS_NAMES = tuple(name for name in COCO_91_SLOT_NAMES if name not in UNUSED_SLOT_NAMES)
 
-# torchvision RetinaNet's anchors (_default_anchorgen), by its own formula: the reference that
-# anchor_permutation checks our anchors against. The model's conventions are presets.PRESETS["torchvision"].
-TORCHVISION_ANCHOR_SIZES = (32, 64, 128, 256, 512)
-TORCHVISION_ASPECT_RATIOS = (0.5, 1.0, 2.0)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# RetinaNet
-
 
 def torchvision_variant(tensors: Mapping[str, np.ndarray]) -> str:
     """``"v1"`` or ``"v2"`` from a torchvision RetinaNet state dict (v2: P6 from C5 and GroupNorm heads)."""
@@ -97,44 +78,35 @@ def torchvision_variant(tensors: Mapping[str, np.ndarray]) -> str:
 
 
 def torchvision_cell_anchors(level: int) -> np.ndarray:
-    """(9, 4) xyxy anchors of one cell of pyramid level 3..7 by torchvision's formula, in its order.
-
-    ``AnchorGenerator.generate_anchors``: sizes (s, int(s * 2^(1/3)), int(s * 2^(2/3))) for s = 32 * 2^(level - 3);
-    per ratio r (h / w) and size: w = size / sqrt(r), h = size * sqrt(r), corners (-w/2, -h/2, w/2, h/2) rounded;
-    ratio-major. Computed in float32 as torch does.
-    """
-    base = TORCHVISION_ANCHOR_SIZES[level - 3]
+    """(9, 4) xyxy anchors of one cell of pyramid level 3..7 by torchvision's ``_default_anchorgen`` formula, in
+    its (ratio-major) order, in float32 as torch computes them."""
+    base = 32 * 2 ** (level - 3)
     sizes = np.asarray([base, int(base * 2 ** (1.0 / 3.0)), int(base * 2 ** (2.0 / 3.0))], "float32")
-    h_ratios = np.sqrt(np.asarray(TORCHVISION_ASPECT_RATIOS, "float32"))
+    h_ratios = np.sqrt(np.asarray((0.5, 1.0, 2.0), "float32"))
     w_ratios = np.float32(1.0) / h_ratios
     ws = (w_ratios[:, None] * sizes[None, :]).reshape(-1)
     hs = (h_ratios[:, None] * sizes[None, :]).reshape(-1)
     return np.round(np.stack([-ws, -hs, ws, hs], axis=1) / np.float32(2.0))
 
 
-def anchor_permutation(anchor_generator) -> np.ndarray:
-    """``perm`` with our cell anchor ``a`` == torchvision's cell anchor ``perm[a]`` on every level.
+def cell_permutation(anchor_generator, cell_anchors, source: str) -> np.ndarray:
+    """``perm`` with our cell anchor ``a`` == ``cell_anchors(level)[perm[a]]`` on every level.
 
-    Raises ``ValueError`` when the generator's anchors are not torchvision's (other sizes, offsets, rounding):
-    a converted head would then predict relative to the wrong boxes.
+    Raises ``ValueError`` when the generator's anchors are not ``source``'s: a converted head would then predict
+    relative to the wrong boxes.
     """
-    if (anchor_generator.min_level, anchor_generator.max_level) != (3, 7) or anchor_generator.offset != 0.0:
-        raise ValueError("torchvision's anchors are on levels 3..7 with offset 0 (cell corners)")
     permutation = None
     for level in anchor_generator.levels:
-        ours = np.asarray(anchor_generator.cell_anchors(level), "float32")
-        theirs = torchvision_cell_anchors(level)
+        ours, theirs = np.asarray(anchor_generator.cell_anchors(level), "float32"), cell_anchors(level)
         if ours.shape != theirs.shape:
             raise ValueError(
-                f"level {level}: {ours.shape[0]} anchors per cell, torchvision has {theirs.shape[0]}"
+                f"level {level}: {ours.shape[0]} anchors per cell, {source} has {theirs.shape[0]}"
             )
         level_perm = []
         for anchor in ours:
             match = np.flatnonzero(np.all(np.abs(theirs - anchor) < 1e-3, axis=1))
             if len(match) != 1:
-                raise ValueError(
-                    f"level {level}: anchor {anchor.tolist()} is not one of torchvision's {theirs.tolist()}"
-                )
+                raise ValueError(f"level {level}: anchor {anchor.tolist()} is not one of {source}'s")
             level_perm.append(int(match[0]))
         if permutation is not None and level_perm != permutation:
             raise ValueError("the anchor order differs between levels")
@@ -142,18 +114,20 @@ def anchor_permutation(anchor_generator) -> np.ndarray:
     return np.asarray(permutation)
 
 
+def anchor_permutation(anchor_generator) -> np.ndarray:
+    """:func:`cell_permutation` against torchvision's anchors (levels 3..7, offset 0)."""
+    if (anchor_generator.min_level, anchor_generator.max_level) != (3, 7) or anchor_generator.offset != 0.0:
+        raise ValueError("torchvision's anchors are on levels 3..7 with offset 0 (cell corners)")
+    return cell_permutation(anchor_generator, torchvision_cell_anchors, "torchvision")
+
+
 def slot_selection(
     num_slots: int, class_names: Sequence[str] | None = None, keep_unused_slots: bool = False
 ) -> tuple[list[int], list[str]]:
-    """Which of a checkpoint's class slots become the model's classes, and their names.
+    """(slot indices kept, their class names) of a checkpoint's ``num_slots`` class outputs per anchor.
 
-    Args:
-        num_slots: the checkpoint's number of class outputs per anchor (91 for torchvision's COCO models).
-        class_names: one name per slot; default COCO's 91 for 91 slots, else ``"0"``, ``"1"``, ...
-            Slots named ``"__background__"`` or ``"N/A"`` are unused.
-        keep_unused_slots: keep every slot (unused ones renamed ``"N/A_<slot>"`` so names stay unique).
-    Returns:
-        (slot indices kept, in order; their class names).
+    ``class_names``: one per slot (default COCO's 91 for 91 slots, else ``"0"``, ``"1"``, ...); slots named
+    ``"__background__"`` or ``"N/A"`` are dropped, or kept with ``keep_unused_slots`` (renamed ``"N/A_<slot>"``).
     """
     if class_names is None:
         class_names = (
@@ -183,11 +157,8 @@ def build_torchvision_retinanet(
     image_size: int | Sequence[int] | None = TORCHVISION_IMAGE_SIZE,
     **kwargs,
 ):
-    """An (unloaded) RetinaNet with torchvision's architecture and conventions for ``variant`` "v1" or "v2":
-    ``presets.PRESETS["torchvision"]`` or ``["torchvision_v2"]`` with a ResNet of ``depth``.
-
-    ``kwargs`` go to ``RetinaNet`` (e.g. ``backbone_kwargs={"trainable_layers": 3}``, a ``decoder``).
-    """
+    """An (unloaded) RetinaNet of ``PRESETS["torchvision"]`` (v1) or ``["torchvision_v2"]`` with a ResNet of
+    ``depth``; ``kwargs`` go to ``RetinaNet``."""
     if variant not in ("v1", "v2"):
         raise ValueError(f"variant must be 'v1' or 'v2', got {variant!r}")
     config = PRESETS["torchvision" if variant == "v1" else "torchvision_v2"]
@@ -204,7 +175,7 @@ def build_torchvision_retinanet(
 def _load_head(
     head, tensors: TensorReader, prefix: str, final_name: str, slots: list[int] | None, perm: np.ndarray
 ):
-    """Loads a ClassificationHead / BoxHead from ``head.classification_head`` / ``head.regression_head``."""
+    """Loads a ClassificationHead / BoxHead from ``prefix`` (``slots``: the class outputs kept)."""
     convs = [layer for layer in head.convs if isinstance(layer, keras.layers.Conv2D)]
     norms = [layer for layer in head.convs if isinstance(layer, keras.layers.GroupNormalization)]
     for i, conv in enumerate(convs):
@@ -251,21 +222,17 @@ def convert_torchvision_retinanet(
         source: the checkpoint (``.pth``/``.pt`` with torch, ``.safetensors``, ``.npz``) or ``{name: array}``
             (``model.state_dict()`` names; a ``module.`` prefix or a ``{"model": ...}`` wrapper is removed).
         variant: ``"v1"`` / ``"v2"`` to insist on one; ``None`` detects it (v2: GroupNorm heads, P6 from C5).
-        class_names: one per class slot of the checkpoint (default: COCO's 91 for a 91-slot checkpoint); slots
-            named ``"__background__"`` or ``"N/A"`` are dropped unless ``keep_unused_slots``.
-        image_size: the letterbox size recorded in the model (default 1024, ``presets.TORCHVISION_IMAGE_SIZE``;
-            ``None`` records none).
-        batchnorm_epsilon: of the backbone's frozen BatchNorm. Default: 0 for v1, because torchvision runs its
-            COCO v1 weights (``retinanet_resnet50_fpn_coco-eeacb38b.pth``) with ``overwrite_eps(model, 0.0)``
-            (those weights predate its epsilon fix, pytorch/vision#2933); 1e-5 for v2. A v1 model built and
-            trained in torchvision from ImageNet weights runs with 1e-5: pass it.
-        **kwargs: more ``RetinaNet`` arguments (e.g. ``decoder``, ``backbone_kwargs``).
+        class_names, keep_unused_slots: as in :func:`slot_selection`.
+        image_size: the letterbox size recorded in the model (``None`` records none).
+        batchnorm_epsilon: of the backbone's frozen BatchNorm. Default: 0 for v1 (torchvision runs its COCO v1
+            weights with ``overwrite_eps(model, 0.0)``), 1e-5 for v2. A v1 model trained in torchvision from
+            ImageNet weights runs with 1e-5: pass it.
+        **kwargs: more ``RetinaNet`` arguments.
     Returns:
         (model, report): the ``RetinaNet`` (class ``i`` is slot ``report["slots"][i]``) and ``{"source",
         "variant", "depth", "num_slots", "slots", "dropped_slots", "tensors"}``.
     Raises:
-        CheckpointError: the file is not such a checkpoint, a tensor is missing or misshapen, or some tensor
-            found no place in the model.
+        CheckpointError: not such a checkpoint, a tensor missing or misshapen, or one left without a place.
     """
     raw, name = read_state_dict(source)
     try:

@@ -1,12 +1,7 @@
-"""Datasets for RetinaNet: readers (VOC, COCO, CSV, TFDS) -> common examples -> ``tf.data`` pipelines.
+"""Datasets for RetinaNet: readers (VOC, COCO, CSV, YOLO, TFDS) -> common examples -> ``tf.data`` pipelines::
 
-Typical use::
-
-    from keras_retinanet import data
-
-    train = data.load_dataset("voc:/data/bccd/BCCD:trainval", skip_bad=True)
-    ds = data.make_training_dataset(train, model.label_encoder(), image_size=512, batch_size=8, seed=0)
-    model.fit(ds, epochs=30)
+train = data.load_dataset("voc:/data/bccd/BCCD:trainval", skip_bad=True)
+ds = data.make_training_dataset(train, model.label_encoder(), image_size=512, batch_size=8, seed=0)
 """
 
 from keras_retinanet.data.dataset import Dataset

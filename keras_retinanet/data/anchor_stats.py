@@ -1,17 +1,9 @@
 """Dataset statistics and anchor coverage, and an optimiser over anchor scales / ratios.
 
-Anchor coverage of a ground-truth box: whether its best IoU with any anchor reaches the matcher's positive
-threshold, i.e. whether at least one anchor will be trained to detect it (without low-quality matches).
-Boxes are measured as the network sees them: each image is resized to fit ``image_size`` keeping the aspect
-ratio, as the input pipeline does without augmentation.
-
-Two ways to compute the best IoU, which agree exactly (tests/data/test_anchor_stats.py):
-
-- :func:`best_anchor_iou`: the core ``AnchorGenerator`` anchors against the boxes with the core
-  ``pairwise_iou`` (brute force; used for the reported figures);
-- :func:`best_anchor_iou_fast`: for axis-aligned boxes of fixed sizes the overlap only shrinks as the centres
-  move apart, so on each level and anchor shape only the grid cell nearest to the box centre matters. This is
-  O(boxes x levels x A) instead of O(boxes x anchors), fast enough for the optimiser.
+A ground-truth box is covered when its best IoU with any anchor reaches the matcher's positive threshold. Boxes
+are measured as the network sees them (resized to fit ``image_size``, aspect kept, no augmentation).
+:func:`best_anchor_iou` is brute force; :func:`best_anchor_iou_fast` gives the same (tests/data/test_anchor_stats.py)
+from the grid cell nearest each box centre, per level and anchor shape, fast enough for the optimiser.
 """
 
 from __future__ import annotations
@@ -35,11 +27,8 @@ def size_bucket(boxes: np.ndarray) -> np.ndarray:
 
 
 def network_boxes(dataset, image_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """All non-ignored boxes scaled as the pipeline resizes their image into ``image_size`` (H, W).
-
-    Returns:
-        (boxes (K, 4) float32 xyxy in network pixels, classes (K,) int32).
-    """
+    """(boxes (K, 4) float32 xyxy network pixels, classes (K,) int32) of all non-ignored boxes, scaled as the
+    pipeline resizes their image into ``image_size`` (H, W)."""
     boxes, classes = [], []
     for ex in dataset.examples:
         keep = ~ex["ignore"]
@@ -57,13 +46,8 @@ def network_boxes(dataset, image_size: Sequence[int]) -> tuple[np.ndarray, np.nd
 def best_anchor_iou(
     boxes: np.ndarray, anchor_generator, image_size: Sequence[int], chunk: int = 256
 ) -> np.ndarray:
-    """Best IoU of each box with the anchors of ``anchor_generator`` for a (H, W) input (brute force).
-
-    Args:
-        boxes: (K, 4) xyxy network pixels.
-    Returns:
-        (K,) float32.
-    """
+    """(K,) float32 best IoU of each of ``boxes`` (K, 4) xyxy network pixels with the anchors of
+    ``anchor_generator`` for a (H, W) input (brute force)."""
     from keras import ops
 
     from keras_retinanet.boxes import pairwise_iou
@@ -94,12 +78,11 @@ def best_anchor_iou_fast(boxes: np.ndarray, anchor_generator, image_size: Sequen
         # Grid centre that puts each anchor's own centre closest to the box centre, per axis.
         cx = (boxes[:, 0:1] + boxes[:, 2:3]) / 2 - (ax1 + ax2) / 2
         cy = (boxes[:, 1:2] + boxes[:, 3:4]) / 2 - (ay1 + ay2) / 2
-        gx = (
-            np.clip(np.round(cx / stride - anchor_generator.offset), 0, fw - 1) + anchor_generator.offset
-        ) * stride
-        gy = (
-            np.clip(np.round(cy / stride - anchor_generator.offset), 0, fh - 1) + anchor_generator.offset
-        ) * stride
+        offset = anchor_generator.offset
+        gx, gy = (
+            (np.clip(np.round(c / stride - offset), 0, n - 1) + offset) * stride
+            for c, n in ((cx, fw), (cy, fh))
+        )
         iw = np.minimum(boxes[:, 2:3], gx + ax2) - np.maximum(boxes[:, 0:1], gx + ax1)
         ih = np.minimum(boxes[:, 3:4], gy + ay2) - np.maximum(boxes[:, 1:2], gy + ay1)
         inter = np.maximum(iw, 0) * np.maximum(ih, 0)
@@ -130,25 +113,19 @@ def coverage(
 ) -> Coverage:
     """Summarises best IoUs (K,) into a :class:`Coverage`."""
     hit = best_iou >= threshold
+
+    def shares(groups: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, int]]:
+        share = {
+            name: float(hit[mask].mean()) if mask.any() else float("nan") for name, mask in groups.items()
+        }
+        return share, {name: int(mask.sum()) for name, mask in groups.items()}
+
+    per_class, counts_class = shares({name: classes == k for k, name in enumerate(class_names)})
     sizes = size_bucket(boxes)
-    per_class, counts_class = {}, {}
-    for k, name in enumerate(class_names):
-        mask = classes == k
-        counts_class[name] = int(mask.sum())
-        per_class[name] = float(hit[mask].mean()) if mask.any() else float("nan")
-    per_size, counts_size = {}, {}
-    for name, _, _ in SIZE_BUCKETS:
-        mask = sizes == name
-        counts_size[name] = int(mask.sum())
-        per_size[name] = float(hit[mask].mean()) if mask.any() else float("nan")
-    return Coverage(
-        float(hit.mean()) if len(hit) else float("nan"),
-        per_class,
-        per_size,
-        float(best_iou.mean()) if len(best_iou) else 0.0,
-        counts_class,
-        counts_size,
-    )
+    per_size, counts_size = shares({name: sizes == name for name, _, _ in SIZE_BUCKETS})
+    overall = float(hit.mean()) if len(hit) else float("nan")
+    mean_iou = float(best_iou.mean()) if len(best_iou) else 0.0
+    return Coverage(overall, per_class, per_size, mean_iou, counts_class, counts_size)
 
 
 @dataclasses.dataclass
@@ -185,20 +162,15 @@ def optimize_anchors(
     max_boxes: int = 5000,
     fit_sizes: bool = True,
 ) -> AnchorShapes:
-    """Searches anchor shapes that raise the class-balanced coverage (:meth:`Coverage.objective`). The
-    number of scales and ratios stays as it is, so the heads keep their shapes; levels and offset too.
+    """The :class:`AnchorShapes` (sorted) that raise the class-balanced coverage (:meth:`Coverage.objective`),
+    with the number of scales and ratios, the levels and the offset kept (the heads keep their shapes).
 
-    1. ``fit_sizes``: one factor for every level's size (their octave spacing kept), the best of
-       :data:`SIZE_FACTOR_EXPONENTS` (1/4x to 2x: a P3 anchor of 8 to 64 px instead of 32); ties go to the
-       factor nearest 1.
-    2. Scales and ratios: seeded random search in log space (scales in [2^-1, 2^2], ratios in [1/4, 4])
-       followed by coordinate refinement with shrinking steps.
+    1. ``fit_sizes``: one factor for every level's size, the best of :data:`SIZE_FACTOR_EXPONENTS` (ties go to
+       the factor nearest 1).
+    2. Scales and ratios: seeded random search in log space (scales in [2^-1, 2^2], ratios in [1/4, 4]), then
+       coordinate refinement with shrinking steps.
 
-    Both steps score with :func:`best_anchor_iou_fast` and keep the current values unless a candidate is
-    strictly better.
-
-    Returns:
-        the best :class:`AnchorShapes` (sizes, scales and ratios sorted).
+    A candidate replaces the current values only when strictly better.
     """
     rng = np.random.default_rng(seed)
     if len(boxes) > max_boxes:

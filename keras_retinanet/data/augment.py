@@ -1,22 +1,10 @@
-"""Box-aware image transforms: pure TensorFlow functions with stateless seeds.
+"""Box-aware image transforms: pure TensorFlow functions on one image (H, W, 3) and its boxes (M, 4) absolute
+xyxy pixels. Randomness comes only from an explicit stateless ``seed`` (shape (2,) int), so a result is the same
+eagerly and inside a parallel ``tf.data`` map (unlike Keras preprocessing layers' shared ``SeedGenerator``).
 
-Every function takes one image (H, W, 3) and its boxes (M, 4) absolute xyxy pixels (0-based, continuous)
-and returns them transformed together. Randomness comes only from an explicit ``seed`` (shape (2,) int),
-so a transform gives the same result eagerly and inside ``tf.data.Dataset.map``, whatever the map's
-parallelism, and a pipeline seed makes a whole epoch reproducible.
-
-Why not Keras preprocessing layers (``keras.layers.RandomFlip(bounding_box_format=...)``) or keras-cv's
-``JitteredResize``? Both keep their randomness in a layer-owned ``SeedGenerator`` (state that parallel map
-calls share, so the per-image result depends on scheduling), and neither has a rule for partly cut boxes
-other than dropping empty ones. The box arithmetic they would save is a few lines here.
-
-Box rule after a crop (:func:`resize_crop_pad`): each box is clipped to the visible image; with
-``visible = clipped area / area before the crop``:
-
-- ``visible >= min_visibility`` (default 0.5): kept, clipped;
-- ``0 < visible < min_visibility``: kept, clipped, but marked *ignore* (class -2): a mostly hidden object is
-  neither taught as the object nor as background;
-- nothing visible (or under 1 px wide / high after clipping): dropped (class -1, padding).
+Box rule after a crop (:func:`resize_crop_pad`), with ``visible = clipped area / area before the crop``:
+``visible >= min_visibility``: kept, clipped; ``0 < visible < min_visibility``: kept, clipped, marked ignore
+(class -2); nothing visible or under 1 px wide / high: dropped (class -1, padding).
 """
 
 from __future__ import annotations
@@ -82,22 +70,11 @@ def resize_crop_pad(
     seed=None,
     min_visibility: float = DEFAULT_MIN_VISIBILITY,
 ):
-    """Resizes keeping the aspect ratio, with optional scale jitter and a random crop, then pads.
+    """Scales ``image`` (h, w, 3) to fit ``output_size`` (H, W) keeping the aspect ratio, then by a factor drawn
+    from ``scale_range`` (scale jitter as detectron2's ``ResizeScale``; (1, 1): none, no ``seed`` needed), crops
+    a random window where larger and pads with zeros at the bottom / right where smaller. ``boxes`` (M, 4)
+    absolute xyxy and ``classes`` (M,) (-1 padding, -2 ignore) follow by the module docstring's rule.
 
-    The image is first scaled to fit ``output_size`` (the longer side fills it), then by a factor drawn
-    uniformly from ``scale_range`` (scale jitter, as detectron2's ``ResizeScale`` / keras-cv's
-    ``JitteredResize``). If it is now larger than ``output_size`` a random window is cropped (a random
-    resized crop that keeps the aspect ratio); whatever is smaller is padded with zeros at the bottom / right.
-    Boxes follow, with the keep / ignore / drop rule in the module docstring.
-
-    Args:
-        image: (h, w, 3) uint8 or float.
-        boxes: (M, 4) float32 absolute xyxy pixels of ``image``.
-        classes: (M,) int32 class ids; -1 padding, -2 ignore.
-        output_size: (H, W) of the output canvas.
-        scale_range: (min, max) jitter factor; (1, 1) = plain resize, no randomness.
-        seed: (2,) int stateless seed; needed when ``scale_range`` is not (1, 1).
-        min_visibility: share of a box that must stay visible for it to stay a normal box.
     Returns:
         ``(image (H, W, 3) float32, boxes (M, 4) float32 in output pixels, classes (M,) int32,
         scale (2,) float32 = (scale_y, scale_x) from input to output pixels)``.

@@ -1,32 +1,16 @@
 """COCO ``instances``-style JSON reader.
 
-- Boxes ``[x, y, w, h]`` (0-based pixels) become xyxy.
-- An annotation without a box (``bbox`` absent, null or ``[]``) takes it from its ``segmentation``: the extent
-  of the polygon vertices (exact, as COCO's own boxes are), or ``pycocotools.mask.toBbox`` of an RLE
-  (compressed or not). Neither usable: a bad record (``bad_box``, skipped with ``skip_bad``).
-- ``iscrowd`` boxes are ignore regions, as in pycocotools: kept with ``ignore=True``, never positives.
-  Training ignores the anchors that would be positives for them (neither positive nor negative; detectron2 and
-  torchvision's references drop crowd annotations from training instead, which makes those anchors
-  negatives); evaluation passes them to pycocotools as ``iscrowd``, so a detection on a crowd is neither a true
-  nor a false positive. An ``ignore`` field (Label Studio writes ``"ignore": 0``) is not read: pycocotools
-  overwrites it with ``iscrowd`` too.
-- Image ids are the JSON's own ids (so pycocotools can evaluate against the same file).
-- Category ids (0-based, 1-based or with gaps, as labelling tools write them) become contiguous class ids in the
-  order of their ids: the class order is stable across splits and is the one a trained model records. A
-  category that is only a parent (another category names it as its ``supercategory``) and has no annotation of
-  its own is a placeholder, not a class: it is left out on purpose (Roboflow exports name the dataset this way,
-  e.g. chess "pieces"). Every other category is a class, also with zero boxes in this file, so that all splits
-  of a dataset share the same class ids.
-- An annotation whose ``image_id`` is not in ``images`` is a bad record (``annotation_without_image``); an
-  image without annotations is kept as a negative example.
-- Every field is checked for its JSON type: ids are non-negative integers, ``file_name`` a non-empty string,
-  ``width`` / ``height`` positive integers (or absent / null / 0: read from the image), ``bbox`` four numbers
-  (or absent / null / ``[]`` with a segmentation), ``iscrowd`` 0 or 1. A bad image or annotation is a bad
-  record (skipped with ``skip_bad``); a bad category, or ``images`` / ``categories`` / ``annotations`` that
-  are not lists, make the whole file unreadable (class ids would silently shift otherwise).
-- A ``file_name`` that leads outside the image folder (``../../x.jpg``, an absolute path) is a bad record
-  (``path_outside_image_dir``) unless ``allow_outside_paths``: a JSON file from elsewhere must not make the
-  reader open files anywhere on the machine without a word.
+- ``bbox`` ``[x, y, w, h]`` becomes xyxy; an annotation without one takes the extent of its ``segmentation``
+  (polygons, or an RLE by ``pycocotools.mask.toBbox``), else it is a bad record (``bad_box``).
+- ``iscrowd`` boxes are kept with ``ignore=True`` (ignore regions, as in pycocotools); an ``ignore`` field is
+  not read (pycocotools overwrites it with ``iscrowd`` too).
+- Image ids are the JSON's own (so pycocotools can evaluate against the same file).
+- Category ids become contiguous class ids in id order, so that every split shares them; a category that is only
+  a parent (another's ``supercategory``) and has no annotation is a placeholder, not a class (Roboflow's).
+- Every field's JSON type is checked; a bad image or annotation is a bad record, a bad category or a non-list
+  ``images`` / ``categories`` / ``annotations`` makes the file unreadable (class ids would shift otherwise).
+- A ``file_name`` leading outside the image folder is a bad record (``path_outside_image_dir``) unless
+  ``allow_outside_paths``.
 """
 
 from __future__ import annotations
@@ -93,8 +77,7 @@ def _categories(data: dict, annotation_file: str) -> list[dict]:
 
 
 def coco_class_names(data: dict) -> tuple[list[str], dict[int, str]]:
-    """(class names, {category_id: name}) following the rule in the module docstring; ``data["categories"]``
-    checked as by :func:`read_coco` (entries with an int ``id`` and a str ``name``)."""
+    """(class names, {category_id: name}) by the rule in the module docstring; ``data["categories"]`` checked."""
     categories = sorted(data.get("categories", []), key=lambda c: c["id"])
     annotations = data.get("annotations")
     annotations = annotations if isinstance(annotations, list) else []
@@ -113,18 +96,16 @@ def _image(img, image_dir: str, allow_outside_paths: bool = False) -> tuple[int,
         raise ValueError(f"id {image_id!r} is not a non-negative integer")
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"file_name {name!r} is not a non-empty string")
-    try:
-        width = _size(img.get("width"))
-    except ValueError as e:
-        raise ValueError(f"width {e}") from None
-    try:
-        height = _size(img.get("height"))
-    except ValueError as e:
-        raise ValueError(f"height {e}") from None
+    size = []
+    for key in ("width", "height"):
+        try:
+            size.append(_size(img.get(key)))
+        except ValueError as e:
+            raise ValueError(f"{key} {e}") from None
     path = os.path.join(image_dir, name)
     if not allow_outside_paths:
         check_inside(path, image_dir, f"file_name {name!r}")
-    return image_id, path, width, height
+    return image_id, path, *size
 
 
 def check_inside(path: str, folder: str, what: str) -> None:
@@ -246,8 +227,7 @@ def read_coco(
     exif_orientation: bool = True,
     allow_outside_paths: bool = False,
 ) -> tuple[list[dict], list[str]]:
-    """Reads a COCO JSON file; images are looked up in ``image_dir`` (default: the JSON's directory); a
-    ``file_name`` leading outside it is a bad record unless ``allow_outside_paths``.
+    """Reads a COCO JSON file, images from ``image_dir`` (default: the JSON's directory).
 
     Returns:
         (common examples in the order of ``images``, class names).
@@ -267,32 +247,21 @@ def read_coco(
     per_image = collections.defaultdict(list)
     for k, ann in enumerate(data.get("annotations", [])):
         if not isinstance(ann, dict):
-            report.bad(
-                "bad_annotation", annotation_file, f"annotations[{k}]", f"{ann!r} is not an object", "box"
-            )
+            message = f"{ann!r} is not an object"
+            report.bad("bad_annotation", annotation_file, f"annotations[{k}]", message, "box")
             continue
         record = f"annotation id={ann['id']}" if _is_id(ann.get("id")) else f"annotations[{k}]"
         image_id = ann.get("image_id")
         if _is_id(image_id) and image_id in skipped_images:
             continue  # its image is a bad record, already reported: its boxes go with it
         if not _is_id(image_id) or image_id not in images:
-            report.bad(
-                "annotation_without_image",
-                annotation_file,
-                record,
-                f"image_id {image_id!r} is not in 'images'",
-                level="box",
-            )
+            message = f"image_id {image_id!r} is not in 'images'"
+            report.bad("annotation_without_image", annotation_file, record, message, level="box")
             continue
         category = ann.get("category_id")
         if not _is_id(category) or category not in category_names:
-            report.bad(
-                "unknown_class",
-                annotation_file,
-                record,
-                f"category_id {category!r} is not in 'categories'",
-                level="box",
-            )
+            message = f"category_id {category!r} is not in 'categories'"
+            report.bad("unknown_class", annotation_file, record, message, level="box")
             continue
         try:
             box = _box(ann)
@@ -306,17 +275,8 @@ def read_coco(
         name = category_names[category]
         per_image[image_id].append((f"{record} ({name})", name, box, bool(crowd)))
 
-    examples = []
     for image_id, (path, width, height) in images.items():
-        example = builder.build(
-            path,
-            image_id,
-            per_image.get(image_id, []),
-            annotation_file,
-            f"image id={image_id}",
-            width,
-            height,
+        builder.build(
+            path, image_id, per_image[image_id], annotation_file, f"image id={image_id}", width, height
         )
-        if example is not None:
-            examples.append(example)
-    return examples, class_names
+    return builder.examples, class_names

@@ -70,13 +70,8 @@ def read_csv(
     for line, row in _rows(annotation_file):
         record = f"line {line}"
         if len(row) != 6:
-            report.bad(
-                "bad_row",
-                annotation_file,
-                record,
-                f"expected 'path,x1,y1,x2,y2,class_name', got {len(row)} columns",
-                level="box",
-            )
+            message = f"expected 'path,x1,y1,x2,y2,class_name', got {len(row)} columns"
+            report.bad("bad_row", annotation_file, record, message, level="box")
             continue
         path, *coords, name = (v.strip() for v in row)
         if not path:
@@ -89,14 +84,10 @@ def read_csv(
         try:
             box = tuple(float(v) for v in coords)
         except ValueError:
-            report.bad(
-                "bad_box", annotation_file, record, f"coordinates {coords} are not numbers", level="box"
-            )
+            message = f"coordinates {coords} are not numbers"
+            report.bad("bad_box", annotation_file, record, message, level="box")
             continue
         objects.append((f"{record} ({name})", name, box, False))
-    examples = []
     for index, (path, objects) in enumerate(images.items()):
-        example = builder.build(path, index, objects, annotation_file, f"image {os.path.basename(path)!r}")
-        if example is not None:
-            examples.append(example)
-    return examples, class_names
+        builder.build(path, index, objects, annotation_file, f"image {os.path.basename(path)!r}")
+    return builder.examples, class_names

@@ -1,5 +1,4 @@
-"""The common dataset object every reader returns, and the builder of its examples (``load_dataset`` is in
-``loading.py``).
+"""The common dataset object every reader returns, and the builder of its examples.
 
 Common example (one Python dict per image)::
 
@@ -20,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from keras_retinanet.data.images import ImageError, inspect_image
-from keras_retinanet.data.validation import DEFAULT_OVERHANG_TOLERANCE, DataError, SkipReport, check_boxes
+from keras_retinanet.data.validation import DataError, SkipReport, check_boxes
 
 
 @dataclasses.dataclass
@@ -28,13 +27,12 @@ class Dataset:
     """A loaded, validated detection dataset.
 
     Attributes:
-        examples: common example dicts (see the module docstring), bad records already removed.
-        class_names: ordered class names; class id ``k`` is ``class_names[k]``.
-        skipped: what was skipped or clipped, and why (:class:`SkipReport`).
+        examples: common example dicts (module docstring), bad records already removed.
+        class_names: class id ``k`` is ``class_names[k]``.
+        skipped: what was skipped or clipped, and why.
         name: the spec it came from.
         encoded_images: for sources without image files (TFDS): a function returning a ``tf.data.Dataset``
-            of encoded image bytes, one per example, in ``examples`` order. None when every example has a
-            readable ``image_path``.
+            of encoded image bytes in ``examples`` order; else None.
     """
 
     examples: list[dict]
@@ -65,15 +63,9 @@ class Dataset:
 
 
 class ExampleBuilder:
-    """Shared per-image logic of the readers: image checks, box checks, class lookup.
-
-    Args:
-        class_names: ordered class names; names not in it are bad records (``unknown_class``).
-        report: problems go here (raises unless skipping bad records).
-        verify: image check level, see :func:`inspect_image`.
-        exif_orientation: honour the EXIF orientation of JPEGs whose annotation uses the rotated size.
-        overhang_tolerance: see :func:`check_boxes`.
-    """
+    """Shared per-image logic of the readers: image checks (``verify``: see :func:`inspect_image`), box checks,
+    class lookup (a name not in ``class_names`` is a bad record); problems go to ``report``. With
+    ``exif_orientation``, JPEGs whose annotation uses the rotated size get their EXIF orientation."""
 
     def __init__(
         self,
@@ -81,7 +73,6 @@ class ExampleBuilder:
         report: SkipReport,
         verify: str = "header",
         exif_orientation: bool = True,
-        overhang_tolerance: float = DEFAULT_OVERHANG_TOLERANCE,
     ):
         self.class_names = list(class_names)
         self.class_index = {name: k for k, name in enumerate(self.class_names)}
@@ -90,7 +81,7 @@ class ExampleBuilder:
         self.report = report
         self.verify = verify
         self.exif_orientation = exif_orientation
-        self.overhang_tolerance = overhang_tolerance
+        self.examples: list[dict] = []  # every example built, in order
 
     def build(
         self,
@@ -103,17 +94,15 @@ class ExampleBuilder:
         height: int | None = None,
         image_bytes: bytes | None = None,
     ) -> dict | None:
-        """Checks one image and its objects; returns the common example, or None if the image is skipped.
+        """Checks one image and its objects; returns the common example (also appended to ``examples``), or None
+        if the image is skipped.
 
         Args:
             image_path: image file (named in messages, read unless ``image_bytes`` is given).
-            image_id: id stored in the example.
             objects: ``(record_name, class_name_or_id, (x1, y1, x2, y2), ignore)`` per box, absolute xyxy
-                pixels. An int class is taken as a class id, a str is looked up in ``class_names``.
-            source: annotation file named in box messages.
-            record: the image's record name in messages (e.g. ``"image 17"``).
+                pixels; an int class is a class id, a str is looked up in ``class_names``.
+            source: annotation file named in box messages; ``record``: the image's name in messages.
             width, height: size the annotation claims (checked against the image), or None.
-            image_bytes: encoded image (TFDS) instead of a file.
         """
         try:
             info = inspect_image(image_bytes if image_bytes is not None else image_path, verify=self.verify)
@@ -140,25 +129,16 @@ class ExampleBuilder:
             elif width is None:
                 width, height = stored
             elif (width, height) != stored:
-                self.report.bad(
-                    "size_mismatch",
-                    image_path,
-                    record,
-                    f"annotation says {width}x{height} but the image is {stored[0]}x{stored[1]}",
-                )
+                message = f"annotation says {width}x{height} but the image is {stored[0]}x{stored[1]}"
+                self.report.bad("size_mismatch", image_path, record, message)
                 return None
 
         names, classes, boxes, ignore = [], [], [], []
         for name, cls, box, ign in objects:
             if isinstance(cls, str):
                 if cls not in self.class_index:
-                    self.report.bad(
-                        "unknown_class",
-                        source,
-                        name,
-                        f"class {cls!r} is not in the class list {self.class_names}",
-                        level="box",
-                    )
+                    message = f"class {cls!r} is not in the class list {self.class_names}"
+                    self.report.bad("unknown_class", source, name, message, level="box")
                     continue
                 cls = self.class_index[cls]
             elif not 0 <= int(cls) < len(self.class_names):
@@ -168,25 +148,20 @@ class ExampleBuilder:
             classes.append(int(cls))
             boxes.append(box)
             ignore.append(bool(ign))
-        boxes, keep = check_boxes(
-            np.asarray(boxes, np.float64).reshape(-1, 4),
-            width,
-            height,
-            self.report,
-            source,
-            names,
-            self.overhang_tolerance,
+        boxes, keep = check_boxes(boxes, width, height, self.report, source, names)
+        self.examples.append(
+            {
+                "image_path": str(image_path),
+                "image_id": int(image_id),
+                "boxes": boxes,
+                "classes": np.asarray(classes, np.int32)[keep].reshape(-1),
+                "ignore": np.asarray(ignore, bool)[keep].reshape(-1),
+                "height": int(height),
+                "width": int(width),
+                "orientation": int(orientation),
+            }
         )
-        return {
-            "image_path": str(image_path),
-            "image_id": int(image_id),
-            "boxes": boxes,
-            "classes": np.asarray(classes, np.int32)[keep].reshape(-1),
-            "ignore": np.asarray(ignore, bool)[keep].reshape(-1),
-            "height": int(height),
-            "width": int(width),
-            "orientation": int(orientation),
-        }
+        return self.examples[-1]
 
 
 def require_path(path: str, what: str) -> None:

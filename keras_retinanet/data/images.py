@@ -1,13 +1,9 @@
-"""Cheap image-file checks at load time: format, size, truncation and EXIF orientation from the header.
+"""Cheap image-file checks at load time: format, size, truncation and EXIF orientation from the header, so that a
+missing, truncated or unsupported file is an error naming it rather than a crash or a grey image mid-epoch.
 
-Catching a missing, truncated or unsupported file here gives an error that names the file, instead of a
-crash deep inside ``tf.data`` in the middle of an epoch, or a silently grey image. PNGs: the header and the
-last bytes are read (about 1 ms per image). JPEGs: also their scans, decoded at 1/8 scale while libjpeg's
-warnings are captured (about 1.3 ms more for 640 x 480), because a JPEG cut short with its end marker kept
-decodes without an error as a partly grey image. ``verify="decode"`` also decodes every image fully (catches
-corruption in the middle of a file, costs a full decode per image).
-
-Supported formats: JPEG and PNG (what ``tf.io.decode_image`` decodes without animation / bit-depth surprises).
+JPEG and PNG only (what ``tf.io.decode_image`` decodes without surprises). JPEG scans are also decoded at 1/8
+scale with libjpeg's warnings captured: a JPEG cut short with its end marker kept decodes partly grey without
+an error. ``verify="decode"`` also decodes every image fully.
 """
 
 from __future__ import annotations
@@ -67,14 +63,10 @@ def sniff_format(head: bytes) -> str | None:
 
 
 def inspect_image(source: str | os.PathLike | bytes, verify: str = "header") -> ImageInfo:
-    """Reads the header of a JPEG / PNG file (or encoded bytes) and checks it.
+    """The :class:`ImageInfo` of a JPEG / PNG file (a path or encoded bytes), checked to the ``verify`` level:
+    ``"header"`` (format, size, the end-of-image marker), ``"decode"`` (also a full decode) or ``"none"`` (only
+    that the file exists).
 
-    Args:
-        source: a path, or the encoded bytes.
-        verify: ``"header"`` (format, size, the end-of-image marker), ``"decode"`` (also a full decode),
-            or ``"none"`` (only that the file exists).
-    Returns:
-        :class:`ImageInfo`.
     Raises:
         ImageError: reason ``missing_file``, ``unsupported_format``, ``truncated_image`` or ``corrupt_image``.
     """

@@ -1,8 +1,4 @@
-"""``load_dataset(spec)``: the reader a spec names, its examples checked, as one :class:`Dataset`.
-
-The readers (``voc.py``, ``coco.py``, ``csv_reader.py``, ``yolo.py``, ``tfds_reader.py``) build the common
-examples of :mod:`keras_retinanet.data.dataset`; this module, above them, picks one by the spec's kind.
-"""
+"""``load_dataset(spec)``: the reader a spec names, its examples checked, as one :class:`Dataset`."""
 
 from __future__ import annotations
 
@@ -25,18 +21,14 @@ def load_dataset(
     """Loads and validates a dataset named by a spec string.
 
     Args:
-        spec: ``voc:DIR[:SPLIT]``, ``coco:ANNOTATIONS.json[:IMAGE_DIR]``, ``csv:ANNOTATIONS.csv:CLASSES.csv``,
-            ``yolo:DATA.yaml[:SPLIT]`` or ``tfds:NAME[:SPLIT]`` (see :mod:`keras_retinanet.data.spec`).
-        skip_bad: skip bad records and report them in ``dataset.skipped`` instead of raising
-            :class:`~keras_retinanet.data.validation.DataError`.
-        class_names: fix the class list and order (e.g. a trained model's ``class_names``, so that an
-            evaluation split maps names exactly as training did). Default: the dataset's own list.
+        spec: see :mod:`keras_retinanet.data.spec`.
+        skip_bad: skip bad records and report them in ``dataset.skipped`` instead of raising ``DataError``.
+        class_names: fix the class list and order (e.g. a trained model's). Default: the dataset's own.
         data_dir: TFDS data directory (ignored by the file formats).
-        verify: ``"header"`` (default; format, size and truncation from the file header, ~1 ms/image),
-            ``"decode"`` (also fully decodes every image) or ``"none"``.
+        verify: ``"header"`` (format, size and truncation from the file header), ``"decode"`` (also fully
+            decodes every image) or ``"none"``.
         exif_orientation: apply EXIF orientation to images whose annotation uses the displayed size.
-        allow_outside_paths: read COCO images whose ``file_name`` leads outside the image folder
-            (``../x.jpg``, absolute paths); otherwise each is a bad record naming it.
+        allow_outside_paths: read COCO images whose ``file_name`` leads outside the image folder.
     Returns:
         :class:`Dataset` with at least one class and one image.
     Raises:
@@ -48,34 +40,25 @@ def load_dataset(
     spec = parse_spec(spec)
     report = SkipReport(skip_bad)
     options = {"verify": verify, "exif_orientation": exif_orientation}
-    if spec.kind == "voc":
-        from keras_retinanet.data.voc import read_voc
-
-        examples, names = read_voc(spec.path, spec.extra, report, class_names, **options)
-        encoded = None
-    elif spec.kind == "coco":
+    encoded = None
+    if spec.kind == "coco":
         from keras_retinanet.data.coco import read_coco
 
-        examples, names = read_coco(
-            spec.path, spec.extra, report, class_names, allow_outside_paths=allow_outside_paths, **options
-        )
-        encoded = None
-    elif spec.kind == "csv":
-        from keras_retinanet.data.csv_reader import read_csv
-
-        examples, names = read_csv(spec.path, spec.extra, report, class_names, **options)
-        encoded = None
-    elif spec.kind == "yolo":
-        from keras_retinanet.data.yolo import read_yolo
-
-        examples, names = read_yolo(spec.path, spec.extra, report, class_names, **options)
-        encoded = None
-    else:
+        options["allow_outside_paths"] = allow_outside_paths
+        examples, names = read_coco(spec.path, spec.extra, report, class_names, **options)
+    elif spec.kind == "tfds":
         from keras_retinanet.data.tfds_reader import read_tfds
 
         examples, names, encoded = read_tfds(
             spec.path, spec.extra or "train", report, class_names, data_dir=data_dir, verify=verify
         )
+    else:
+        from keras_retinanet.data.csv_reader import read_csv
+        from keras_retinanet.data.voc import read_voc
+        from keras_retinanet.data.yolo import read_yolo
+
+        reader = {"voc": read_voc, "csv": read_csv, "yolo": read_yolo}[spec.kind]
+        examples, names = reader(spec.path, spec.extra, report, class_names, **options)
     _require_content(spec, names, examples, report)
     return Dataset(examples, list(names), report, str(spec), encoded)
 

@@ -1,18 +1,9 @@
 """``tf.data`` input pipelines: common examples -> decoded, augmented, resized, label-encoded batches.
 
-Training (:func:`make_training_dataset`)::
-
-    read file -> decode (JPEG/PNG, grey/RGBA -> RGB, EXIF orientation) -> [cache] -> shuffle
-    -> flip / scale jitter + crop / photometric -> resize keeping aspect, pad to image_size
-    -> batch -> label encoder (batched) -> prefetch
-
-Inference (:func:`make_inference_dataset`): decode -> resize keeping aspect -> pad to ``image_size`` -> batch,
-with per-image ``meta`` to map detections back (:func:`restore_boxes`).
-
-Images are placed at the top-left of the canvas and padded with zeros at the bottom / right, so mapping
-back is a division by the per-axis scale. Every random choice comes from a stateless seed derived from
-``seed`` (:mod:`keras_retinanet.data.augment`), so a seeded pipeline is deterministic; each epoch still
-gets new shuffles and augmentations (``reshuffle_each_iteration`` / ``rerandomize_each_iteration``).
+Training: read -> decode (EXIF orientation applied) -> [cache] -> shuffle -> flip / scale jitter + crop /
+photometric -> resize keeping aspect, pad bottom / right to image_size -> batch -> label encoder -> prefetch.
+Inference: decode -> resize -> pad -> batch, with ``meta`` for :func:`restore_boxes`. Every random choice comes
+from a stateless seed derived from ``seed``: deterministic, yet new every epoch.
 """
 
 from __future__ import annotations
@@ -33,17 +24,17 @@ AUTOTUNE = tf.data.AUTOTUNE
 def _source_tensors(dataset: Dataset) -> dict:
     """Columns of the examples, boxes ragged (one row per image). Ignore boxes get class -2."""
     ex = dataset.examples
-    boxes = [e["boxes"].reshape(-1, 4).astype(np.float32) for e in ex]
-    classes = [np.where(e["ignore"], aug.IGNORE_CLASS, e["classes"]).astype(np.int32) for e in ex]
-    lengths = [len(b) for b in boxes]
+    lengths = np.asarray([len(e["classes"]) for e in ex], np.int64)
+
+    def ragged(rows: list[np.ndarray], empty: np.ndarray) -> tf.RaggedTensor:
+        return tf.RaggedTensor.from_row_lengths(np.concatenate([empty, *rows]).astype(empty.dtype), lengths)
+
     return {
         "image_path": tf.constant([e["image_path"] for e in ex], tf.string),
         "image_id": tf.constant([e["image_id"] for e in ex], tf.int64),
-        "boxes": tf.RaggedTensor.from_row_lengths(
-            np.concatenate(boxes or [np.zeros((0, 4), np.float32)]), np.asarray(lengths, np.int64)
-        ),
-        "classes": tf.RaggedTensor.from_row_lengths(
-            np.concatenate(classes or [np.zeros(0, np.int32)]), np.asarray(lengths, np.int64)
+        "boxes": ragged([e["boxes"].reshape(-1, 4) for e in ex], np.zeros((0, 4), np.float32)),
+        "classes": ragged(
+            [np.where(e["ignore"], aug.IGNORE_CLASS, e["classes"]) for e in ex], np.zeros(0, np.int32)
         ),
         "original_size": tf.constant([[e["height"], e["width"]] for e in ex], tf.int32),
         "orientation": tf.constant([e.get("orientation", 1) for e in ex], tf.int32),
@@ -85,13 +76,10 @@ def train_transform(
     min_visibility: float = aug.DEFAULT_MIN_VISIBILITY,
     photometric: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """The per-image training transform (pure: same output eagerly and in ``tf.data.map``).
+    """The per-image training transform of ``example`` ``{"image": (h, w, 3) uint8, "boxes": (M, 4) xyxy pixels,
+    "classes": (M,) int32}`` by a (2,) int ``seed``, pure (same output eagerly and in ``tf.data.map``), onto an
+    (H, W) ``image_size`` canvas, boxes padded to ``max_boxes`` (class -1).
 
-    Args:
-        example: ``{"image": (h, w, 3) uint8, "boxes": (M, 4) xyxy pixels, "classes": (M,) int32}``.
-        seed: (2,) int stateless seed.
-        image_size: (H, W) output canvas.
-        max_boxes: boxes are padded to this many (class -1).
     Returns:
         ``image (H, W, 3) float32 in [0, 255], boxes (max_boxes, 4) float32 xyxy canvas pixels,
         classes (max_boxes,) int32`` (-1 padding, -2 ignore).
@@ -139,25 +127,16 @@ def make_training_dataset(
     """Training batches for ``model.fit``.
 
     Args:
-        dataset: from :func:`load_dataset`.
-        label_encoder: ``keras_retinanet.model.targets.LabelEncoder`` (e.g. ``model.label_encoder()``); called once
-            per batch with ``(image_size, boxes (B, M, 4), classes (B, M))``.
+        label_encoder: a ``LabelEncoder`` (``model.label_encoder()``), called once per batch.
         image_size: output canvas, int (square) or (H, W); a multiple of 128 suits the P3-P7 pyramid.
-        batch_size: images per batch.
-        augment: horizontal flip + scale jitter with random crop (+ photometric if asked). False: plain
-            resize and pad (e.g. for validation loss).
-        shuffle: shuffle the examples every epoch.
+        augment: flip + scale jitter with random crop (+ ``photometric``: brightness / contrast / saturation /
+            hue). False: plain resize and pad.
         seed: makes shuffling and augmentation deterministic (still different from epoch to epoch).
-        flip_probability: chance of a horizontal flip.
         scale_range: scale jitter factors relative to "fit the canvas"; (1, 1) disables jitter and crop.
-        min_visibility: boxes cut by the crop to less than this visible share become ignore boxes (see
-            :mod:`keras_retinanet.data.augment`).
-        photometric: brightness / contrast / saturation / hue jitter (off by default).
+        min_visibility: boxes cut by the crop to less than this visible share become ignore boxes.
         cache: keep decoded images in memory after the first epoch (about h*w*3 bytes per image).
-        drop_remainder: drop the last incomplete batch (static batch shape).
         repeat: repeat forever (then pass ``steps_per_epoch`` to ``fit``).
-        jit_encode: compile the label encoder with XLA: it fuses the (B, N, M) IoU / matching element-wise
-            work, about 3x faster on CPU than op-by-op (tools/benchmark_pipeline.py).
+        jit_encode: compile the label encoder with XLA (about 3x faster on CPU, tools/benchmark_pipeline.py).
     Returns:
         ``tf.data.Dataset`` of ``(images (B, H, W, 3) float32 in [0, 255], {"classification": (B, N) int32,
         "box_regression": (B, N, 5) float32})``, N = anchors for (H, W) (see ``LabelEncoder.encode``).
@@ -177,38 +156,23 @@ def make_training_dataset(
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     ds = tf.data.Dataset.zip(ds, seeds)
 
-    def transform(example, element_seed):
-        return train_transform(
-            example,
-            element_seed,
-            size,
-            max_boxes,
-            augment,
-            flip_probability,
-            scale_range,
-            min_visibility,
-            photometric,
-        )
-
-    ds = ds.map(transform, num_parallel_calls=num_parallel_calls)
+    options = (augment, flip_probability, scale_range, min_visibility, photometric)
+    ds = ds.map(
+        lambda e, s: train_transform(e, s, size, max_boxes, *options), num_parallel_calls=num_parallel_calls
+    )
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     encode_fn = tf.function(lambda b, c: label_encoder.encode(size, b, c), jit_compile=jit_encode)
 
     def encode(images, boxes, classes):
         targets = encode_fn(boxes, classes)
-        return images, {
-            "classification": targets["classification"],
-            "box_regression": targets["box_regression"],
-        }
+        return images, {key: targets[key] for key in ("classification", "box_regression")}
 
     ds = ds.map(encode, num_parallel_calls=num_parallel_calls)
     options = tf.data.Options()
     options.deterministic = True
-    # tf.data's autotuner sometimes leaves a whole epoch on one core: on 2 AMD EPYC cores (BCCD, 512 px,
-    # batch 8) 7 epochs of 30 ran at 104-109 images/s with about one core busy, the others at 142-235 with
-    # 1.7. Without it, the parallel maps use every core (their AUTOTUNE means the thread pool's size), and
-    # none of 35 epochs was slow (docs/data.md, "Pipeline speed").
+    # tf.data's autotuner sometimes left a whole epoch on one core; without it the parallel maps use every core
+    # (docs/data.md, "Pipeline speed").
     options.autotune.enabled = False
     return ds.with_options(options).prefetch(AUTOTUNE)
 
@@ -219,11 +183,9 @@ def make_inference_dataset(
     batch_size: int = 8,
     num_parallel_calls=AUTOTUNE,
 ) -> tf.data.Dataset:
-    """Evaluation / prediction batches, in example order, with what is needed to map detections back: each
-    image resized keeping its aspect ratio to fit ``image_size`` (int or (H, W)) and padded bottom / right.
+    """Evaluation / prediction batches in example order: each image resized keeping its aspect ratio to fit
+    ``image_size`` (int or (H, W)) and padded bottom / right.
 
-    Args:
-        dataset: from :func:`load_dataset`.
     Returns:
         ``tf.data.Dataset`` of ``(images (B, H, W, 3) float32 in [0, 255], meta)`` with meta
         ``{"image_id": (B,) int64, "scale": (B, 2) float32 (scale_y, scale_x) from original to network

@@ -1,20 +1,11 @@
-"""Dataset spec strings: one string names a dataset everywhere the CLI asks for one.
+"""Dataset spec strings: one string names a dataset everywhere the CLI asks for one (docs/datasets.md).
 
-============================================  =====================================================
-``voc:DIR[:SPLIT]``                           Pascal VOC directory (Annotations/, JPEGImages/,
-                                              ImageSets/Main/SPLIT.txt). No SPLIT: every annotation.
-``coco:ANNOTATIONS.json[:IMAGE_DIR]``         COCO ``instances``-style JSON; images in IMAGE_DIR
-                                              (default: the JSON file's directory).
-``csv:ANNOTATIONS.csv:CLASSES.csv``           fizyr keras-retinanet CSV (``path,x1,y1,x2,y2,class``)
-                                              and its ``class_name,id`` file.
-``yolo:DATA.yaml[:SPLIT]``                    YOLO txt labels in the Ultralytics layout (``data.yaml``
-                                              with ``path``, ``train``/``val``/``test``, ``names``);
-                                              SPLIT defaults to train.
-``tfds:NAME[:SPLIT]``                         TensorFlow Datasets name (``voc/2007``, ``coco/2017``,
-                                              optionally ``NAME:VERSION``); SPLIT defaults to train and
-                                              may be a slice (``train[:10%]``). ``data_dir`` is a
-                                              separate option.
-============================================  =====================================================
+- ``voc:DIR[:SPLIT]``: Pascal VOC directory; no SPLIT: every annotation.
+- ``coco:ANNOTATIONS.json[:IMAGE_DIR]``: COCO instances JSON; IMAGE_DIR defaults to the JSON's directory.
+- ``csv:ANNOTATIONS.csv:CLASSES.csv``: fizyr keras-retinanet CSV and its ``class_name,id`` file.
+- ``yolo:DATA.yaml[:SPLIT]``: Ultralytics layout; SPLIT defaults to train.
+- ``tfds:NAME[:SPLIT]``: TensorFlow Datasets name, optionally ``NAME:VERSION``; SPLIT defaults to train and may
+  be a slice (``train[:10%]``).
 """
 
 from __future__ import annotations
@@ -40,11 +31,7 @@ class DatasetSpec:
 
 
 def parse_spec(spec: str | DatasetSpec) -> DatasetSpec:
-    """Parses ``KIND:PATH[:EXTRA]`` (see the module docstring).
-
-    Raises:
-        ValueError: unknown kind, missing part, or too many parts, with the accepted forms in the message.
-    """
+    """Parses ``KIND:PATH[:EXTRA]`` (module docstring); a ValueError lists the accepted forms."""
     if isinstance(spec, DatasetSpec):
         return spec
     usage = (

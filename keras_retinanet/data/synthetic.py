@@ -1,15 +1,11 @@
-"""A synthetic detection dataset made in-process, so the main job and its tests need no download.
-
-Images of coloured circles, squares and triangles on textured backgrounds: several classes, objects from
-``min_size`` pixels to half the image, overlapping objects, and some images with no object at all. The same
-seed always writes the same files. Written in COCO format, so it is read by the ordinary COCO reader.
+"""A synthetic COCO detection dataset made in-process (so the main job and its tests need no download):
+coloured circles, squares and triangles on textured backgrounds, the same files for the same seed.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -46,16 +42,13 @@ def make_synthetic_coco(
     empty_fraction: float = 0.1,
     seed: int = 0,
 ) -> str:
-    """Writes ``output_dir/images/*.jpg`` and ``output_dir/annotations.json`` (COCO); returns its dataset spec.
+    """Writes ``output_dir/images/*.jpg`` and ``output_dir/annotations.json`` (COCO); returns its dataset spec
+    ``"coco:OUTPUT/annotations.json:OUTPUT/images"``.
 
-    ``image_size`` is one side (square images) or (height, width). Objects have sides from ``min_size`` to half
-    the shorter image side (log-uniform, so small objects are common),
-    may overlap each other (an object is redrawn only when it would hide more than half of an earlier one),
-    and boxes are the exact extents of what was drawn (COCO ``[x, y, w, h]`` pixels).
-    Every class gets a box where ``max_objects`` allows (``retinanet train`` refuses a class without boxes): a
-    set where chance left one out is written again with its first objects made a circle, a square and a triangle
-    (larger sets, where every class turns up by chance, are written once and never change).
-    Returns ``"coco:OUTPUT/annotations.json:OUTPUT/images"`` for ``keras_retinanet.data.load_dataset``.
+    ``image_size`` is one side or (height, width). Object sides run from ``min_size`` to half the shorter image
+    side (log-uniform); an object is redrawn when it would hide more than half of an earlier one; boxes are the
+    exact extents drawn. Every class gets a box where ``max_objects`` allows (``retinanet train`` refuses a class
+    without boxes): a set where chance left one out is written again with its first objects one of each class.
     """
     arguments = (output_dir, num_images, image_size, min_size, max_objects, empty_fraction, seed)
     spec, labels = _write(*arguments, first_labels=())
@@ -64,16 +57,7 @@ def make_synthetic_coco(
     return spec
 
 
-def _write(
-    output_dir: str | Path,
-    num_images: int,
-    image_size: int | tuple[int, int],
-    min_size: int,
-    max_objects: int,
-    empty_fraction: float,
-    seed: int,
-    first_labels: Sequence[int],
-) -> tuple[str, list[int]]:
+def _write(output_dir, num_images, image_size, min_size, max_objects, empty_fraction, seed, first_labels):
     """The set of :func:`make_synthetic_coco`, the first objects labelled ``first_labels``; returns its spec
     and every object's label."""
     first_labels = list(first_labels)

@@ -1,13 +1,7 @@
-"""TensorFlow Datasets reader for any detection dataset with ``objects/bbox`` and ``objects/label``.
-
-``voc/2007``, ``coco/2017`` and the like. TFDS boxes are normalised ``(ymin, xmin, ymax, xmax)``; they become
-absolute xyxy pixels using the size read from each image's header. ``objects/is_difficult`` (VOC) and
-``objects/is_crowd`` (COCO) become ``ignore``. The images stay in TFDS's record files: the metadata pass
-reads them once (skipping decoding), and :attr:`Dataset.encoded_images` streams the encoded bytes again for
-the pipeline, in example order.
-
-Nothing is downloaded unless ``download=True``: prepare the dataset first (``tfds build NAME --data_dir
-DIR``) and pass that ``data_dir``.
+"""TensorFlow Datasets reader for any detection dataset with ``objects/bbox`` and ``objects/label`` (``voc/2007``,
+``coco/2017``, ...): normalised ``(ymin, xmin, ymax, xmax)`` become xyxy pixels by each image header's size;
+``is_difficult`` / ``is_crowd`` become ``ignore``. Images stay in TFDS's files (:attr:`Dataset.encoded_images`
+streams them again in example order). Nothing is downloaded unless ``download=True``.
 """
 
 from __future__ import annotations
@@ -72,7 +66,7 @@ def read_tfds(
             ) from None
 
     builder_ = ExampleBuilder(class_names, report, verify)
-    examples, kept, total = [], [], 0
+    kept, total = [], 0
     for index, ex in enumerate(load().as_numpy_iterator()):
         image_bytes = ex["image"]
         path = f"tfds:{name}/{split}[{index}]"
@@ -101,9 +95,10 @@ def read_tfds(
                     bool(flag),
                 )
             )
-        example = builder_.build(path, image_id, objs, path, f"example {index}", image_bytes=image_bytes)
-        if example is not None:
-            examples.append(example)
+        if (
+            builder_.build(path, image_id, objs, path, f"example {index}", image_bytes=image_bytes)
+            is not None
+        ):
             kept.append(index)
 
     mask = np.zeros(total, bool)
@@ -114,4 +109,4 @@ def read_tfds(
         ds = load().enumerate().filter(lambda i, ex: keep[i])
         return ds.map(lambda i, ex: ex["image"])
 
-    return examples, class_names, encoded_images
+    return builder_.examples, class_names, encoded_images

@@ -1,19 +1,12 @@
 """Bad-input checks shared by every reader: clear errors by default, or skip-and-report.
 
-A *record* is the smallest unit a reader can drop: an image (with all its boxes) or a single box
-(one VOC ``<object>``, one COCO annotation, one CSV row). Every problem names the file, the record and
-the problem. With ``skip_bad=False`` (the default) the first problem raises :class:`DataError`; with
+A *record* is the smallest unit a reader can drop: an image (with its boxes) or a single box. With
+``skip_bad=False`` the first problem raises :class:`DataError` naming the file, the record and the problem; with
 ``skip_bad=True`` the record is dropped and counted in a :class:`SkipReport`.
 
-Box rules (boxes are absolute xyxy pixels, 0-based, continuous: a box covering the whole W x H image is
-``(0, 0, W, H)``):
-
-- not finite, ``x2 < x1`` or ``y2 < y1``: bad (``box_inverted`` / ``box_not_finite``);
-- ``x2 == x1`` or ``y2 == y1``: bad (``box_zero_area``);
-- entirely outside the image, or overhanging an edge by more than ``overhang_tolerance`` of the image
-  side (a sign of wrong coordinates, e.g. another image size): bad (``box_outside_image``);
-- overhanging an edge by less than that: clipped to the image and kept (counted as ``clipped``);
-- ending exactly on the right / bottom edge (``x2 == W``) is valid and left unchanged.
+Box rules (absolute xyxy pixels, 0-based continuous: a whole W x H image is ``(0, 0, W, H)``): not finite,
+inverted or zero-area: bad; outside the image or overhanging by more than ``OVERHANG_TOLERANCE`` of the side:
+bad (``box_outside_image``); overhanging by less: clipped and kept (counted as ``clipped``).
 """
 
 from __future__ import annotations
@@ -26,7 +19,7 @@ import numpy as np
 from keras_retinanet.boxes import clip_boxes
 
 # Overhang (as a fraction of the image side) up to which a box is clipped rather than rejected.
-DEFAULT_OVERHANG_TOLERANCE = 0.1
+OVERHANG_TOLERANCE = 0.1
 
 
 class DataError(ValueError):
@@ -57,12 +50,8 @@ class Problem:
 
 
 class SkipReport:
-    """Counts of what a reader skipped (and clipped), with reasons and the first examples of each.
-
-    Attributes:
-        problems: every :class:`Problem`, in reading order.
-        clipped: number of boxes clipped to the image (valid boxes overhanging an edge a little).
-    """
+    """What a reader skipped: ``problems`` (every :class:`Problem`, in reading order), and ``clipped`` (the number of
+    boxes clipped to the image)."""
 
     def __init__(self, skip_bad: bool = False):
         self.skip_bad = skip_bad
@@ -119,23 +108,18 @@ def check_boxes(
     report: SkipReport,
     source: str,
     records: list[str],
-    overhang_tolerance: float = DEFAULT_OVERHANG_TOLERANCE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validates one image's boxes; clips small overhangs.
+    """Validates one image's boxes (M, 4) absolute xyxy pixels; clips small overhangs.
 
     Args:
-        boxes: (M, 4) absolute xyxy pixels.
-        width, height: image size in pixels.
         report: where problems go (raises unless it skips bad records).
-        source: file named in messages (annotation file).
-        records: M record names (e.g. ``"object 3 (RBC)"``) named in messages.
-        overhang_tolerance: overhang, as a fraction of the image side, that is clipped instead of rejected.
+        source: file named in messages (annotation file); ``records``: M record names (``"object 3 (RBC)"``).
     Returns:
         ``(boxes (K, 4) float32 clipped, keep (M,) bool)``: the kept boxes and which input boxes they are.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     keep = np.ones(len(boxes), dtype=bool)
-    tol_x, tol_y = overhang_tolerance * width, overhang_tolerance * height
+    tol_x, tol_y = OVERHANG_TOLERANCE * width, OVERHANG_TOLERANCE * height
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         coords = f"({x1:g}, {y1:g}, {x2:g}, {y2:g})"
         problem = None
@@ -151,7 +135,7 @@ def check_boxes(
             problem = (
                 "box_outside_image",
                 f"box {coords} overhangs the {width}x{height} image by more than "
-                f"{overhang_tolerance:.0%} (wrong coordinates or image size?)",
+                f"{OVERHANG_TOLERANCE:.0%} (wrong coordinates or image size?)",
             )
         if problem is not None:
             report.bad(problem[0], source, records[i], problem[1], level="box")

@@ -114,7 +114,6 @@ def read_voc(
         class_names = sorted(n for n in names if n)
     builder = ExampleBuilder(class_names, report, verify, exif_orientation)
 
-    examples = []
     for index, image_id in enumerate(ids):
         if image_id not in parsed:
             continue
@@ -131,22 +130,14 @@ def read_voc(
             try:
                 xmin, ymin, xmax, ymax = (float(v) for v in raw)
             except (TypeError, ValueError):
-                report.bad(
-                    "bad_box", xml_path, record, f"bndbox {list(raw)} is not four numbers", level="box"
-                )
+                message = f"bndbox {list(raw)} is not four numbers"
+                report.bad("bad_box", xml_path, record, message, level="box")
                 continue
             # Non-finite values are left to check_boxes, which names them so (inf == inf is no zero area).
             if all(map(math.isfinite, (xmin, ymin, xmax, ymax))) and (xmax == xmin or ymax == ymin):
-                report.bad(
-                    "box_zero_area",
-                    xml_path,
-                    record,
-                    f"box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) has zero width or height",
-                    level="box",
-                )
+                message = f"box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) has zero width or height"
+                report.bad("box_zero_area", xml_path, record, message, level="box")
                 continue
             records.append((record, name, (xmin - 1, ymin - 1, xmax, ymax), difficult == "1"))
-        example = builder.build(image_path, index, records, xml_path, f"image {image_id!r}", width, height)
-        if example is not None:
-            examples.append(example)
-    return examples, list(class_names)
+        builder.build(image_path, index, records, xml_path, f"image {image_id!r}", width, height)
+    return builder.examples, list(class_names)

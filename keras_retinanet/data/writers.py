@@ -1,35 +1,22 @@
-"""Writes a loaded :class:`~keras_retinanet.data.dataset.Dataset` as COCO, YOLO or Pascal VOC, so that a dataset
-can move between labelling tools and trainers (``retinanet data convert``). Each writer's output reads back with
-the matching spec (returned) to the same boxes (within 1e-3 px) and class names.
+"""Writes a loaded :class:`~keras_retinanet.data.dataset.Dataset` as COCO, YOLO or Pascal VOC (``retinanet data
+convert``); each writer returns the spec that reads its output back to the same boxes (within 1e-3 px) and names.
 
-Layouts (``SPLIT`` is one split of the dataset; more splits can be written into the same ``out`` folder):
+Layouts (``SPLIT`` is one split; more splits can be written into the same ``out`` folder):
 
-- ``coco``: ``out/annotations/instances_SPLIT.json`` and the images in ``out/SPLIT/`` (COCO 2017's layout).
-  Category ids 1..K in class order; image ids kept; ignore boxes (VOC difficult) become ``iscrowd: 1``.
-- ``yolo``: ``out/data.yaml`` (``names``, ``SPLIT: images/SPLIT``; no ``path``, so the YAML's folder is the root
-  for this package and for Ultralytics), ``out/images/SPLIT/`` and ``out/labels/SPLIT/*.txt`` with
-  ``class cx cy w h`` normalised to 6 decimals (1e-6 of the side: under 0.01 px below 10,000 px). YOLO has no
-  ignore flag: ignore boxes are left out and counted. An existing ``data.yaml`` gets the split added; its names
-  must be the same.
-- ``voc``: ``out/Annotations/*.xml``, ``out/JPEGImages/``, ``out/ImageSets/Main/SPLIT.txt``. Coordinates are
-  1-based inclusive (``xmin = x1 + 1``, ``xmax = x2``), written with up to 3 decimals rather than rounded to
-  integers so that the boxes survive. VOC has no class list: classes without boxes are not kept, and the reader
-  sorts the names. A box 1 px wide or less cannot be written (``xmax <= xmin`` reads back as zero-area): a bad
-  record. Ignore boxes become ``<difficult>1``.
+- ``coco``: ``out/annotations/instances_SPLIT.json`` and ``out/SPLIT/``; category ids 1..K in class order,
+  image ids kept, ignore boxes as ``iscrowd: 1``.
+- ``yolo``: ``out/data.yaml`` (``names``, ``SPLIT: images/SPLIT``, no ``path``: the YAML's folder is the root),
+  ``out/images/SPLIT/``, ``out/labels/SPLIT/*.txt`` (``class cx cy w h``, 6 decimals). Ignore boxes are left
+  out and counted. An existing ``data.yaml`` gets the split added; its names must be the same.
+- ``voc``: ``out/Annotations/*.xml``, ``out/JPEGImages/``, ``out/ImageSets/Main/SPLIT.txt``; 1-based inclusive
+  coordinates with up to 3 decimals (``xmin = x1 + 1``, ``xmax = x2``); a box 1 px wide or less is a bad
+  record; ignore boxes as ``<difficult>1``. Classes without boxes are not kept (VOC has no class list).
 
-Images are copied as they are (EXIF and all); annotation sizes are those of the image as the model sees it, which
-is what every reader here (and Ultralytics) uses. File names stay the source's, made unique by an index prefix
-when two images share a name or stem.
-
-Nothing the user has is lost, and a kill leaves nothing half-written (docs/reliability.md):
-
-- every file goes first into a hidden staging folder ``out/.retinanet-convert-SPLIT/`` with the same layout, then
-  a manifest of the files is written there, then each file is moved into place with ``os.replace``, the split's
-  index (annotation JSON, ``data.yaml``, split file) last;
-- a file already in ``out`` is never replaced unless ``overwrite``: an identical one (the same photo written by
-  another split, or the source image itself) is kept as it is, any other is an error naming it;
-- a rerun after a kill finishes the moves of a complete staging, or removes an incomplete one and starts again;
-- ``out/.convert.lock`` refuses a second convert into the same folder while one runs.
+Images are copied as they are, sizes are those the model sees; file names get an index prefix where two share a
+name or stem. Every file is staged in ``out/.retinanet-convert-SPLIT/`` with a manifest, then moved into place
+(the split's index last); a file already in ``out`` is replaced only with ``overwrite`` (an identical one is
+kept); a rerun finishes or restarts a killed convert; ``out/.convert.lock`` refuses a second convert at once
+(docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -112,8 +99,11 @@ def _same_content(path: str, kind: str, payload: str) -> bool:
         return f.read() == payload.encode("utf-8")
 
 
-def _write_staged(out: str, split: str, request: dict, files: _Files, overwrite: bool) -> None:
+def _write_staged(
+    dataset: Dataset, format_name: str, out: str, split: str, files: _Files, overwrite: bool
+) -> None:
     """Stages ``files`` in ``out/.retinanet-convert-SPLIT/`` and moves them into ``out`` (module docstring)."""
+    request = {"source": dataset.name, "format": format_name, "split": split, "images": len(dataset)}
     staging = os.path.join(out, STAGING_PREFIX + split)
     manifest_path = os.path.join(staging, MANIFEST)
     if os.path.isfile(manifest_path):
@@ -170,25 +160,21 @@ def _move_into_place(out: str, staging: str, files: Sequence[str]) -> None:
 
 
 def _under_lock(writer):
-    """Runs ``writer(dataset, out, ...)`` holding ``out``'s convert lock: what it reads there (an existing
-    ``data.yaml``) cannot change before it has written."""
+    """Runs ``writer(dataset, out, split, ...)`` with a checked split name, holding ``out``'s convert lock: what it
+    reads there (an existing ``data.yaml``) cannot change before it has written."""
 
     @functools.wraps(writer)
-    def locked_writer(dataset: Dataset, out: str, *args, **kwargs):
+    def locked_writer(dataset: Dataset, out: str, split: str, *args, **kwargs):
+        check_split_name(split)
         with atomic.locked_folder(out, LOCK, "another retinanet data convert"):
-            return writer(dataset, out, *args, **kwargs)
+            return writer(dataset, out, split, *args, **kwargs)
 
     return locked_writer
-
-
-def _request(dataset: Dataset, format_name: str, split: str) -> dict:
-    return {"source": dataset.name, "format": format_name, "split": split, "images": len(dataset)}
 
 
 @_under_lock
 def write_coco(dataset: Dataset, out: str, split: str, overwrite: bool = False) -> str:
     """Writes ``out/annotations/instances_SPLIT.json`` and ``out/SPLIT/``; returns the spec that reads it."""
-    check_split_name(split)
     annotation_file = os.path.join("annotations", f"instances_{split}.json")
     names = _image_names(dataset)
     files = _Files()
@@ -214,7 +200,7 @@ def write_coco(dataset: Dataset, out: str, split: str, overwrite: bool = False) 
     files.text(
         annotation_file, json.dumps({"images": images, "annotations": annotations, "categories": categories})
     )
-    _write_staged(out, split, _request(dataset, "coco", split), files, overwrite)
+    _write_staged(dataset, "coco", out, split, files, overwrite)
     return f"coco:{os.path.join(out, annotation_file)}:{os.path.join(out, split)}"
 
 
@@ -241,7 +227,6 @@ def write_yolo(dataset: Dataset, out: str, split: str, overwrite: bool = False) 
     Returns:
         (the spec that reads it, the number of ignore boxes left out).
     """
-    check_split_name(split)
     data_yaml = os.path.join(out, "data.yaml")
     config = {"names": dict(enumerate(dataset.class_names))}
     if os.path.exists(data_yaml):
@@ -283,7 +268,7 @@ def write_yolo(dataset: Dataset, out: str, split: str, overwrite: bool = False) 
         files.text(os.path.join("labels", split, label_name), "".join(lines))
     config[split] = f"images/{split}"
     files.text("data.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True), merged=True)
-    _write_staged(out, split, _request(dataset, "yolo", split), files, overwrite)
+    _write_staged(dataset, "yolo", out, split, files, overwrite)
     return f"yolo:{data_yaml}:{split}", left_out
 
 
@@ -298,7 +283,6 @@ def write_voc(
     Raises:
         DataError: a box 1 px wide or high or less (unless ``skip_bad``).
     """
-    check_split_name(split)
     split_file = os.path.join("ImageSets", "Main", f"{split}.txt")
     names = _image_names(dataset)
     report = SkipReport(skip_bad)
@@ -339,5 +323,5 @@ def write_voc(
         files.copy(os.path.join("JPEGImages", name), ex["image_path"])
         files.text(os.path.join("Annotations", f"{stem}.xml"), ET.tostring(root, encoding="unicode") + "\n")
     files.text(split_file, "".join(f"{stem}\n" for stem in stems))
-    _write_staged(out, split, _request(dataset, "voc", split), files, overwrite)
+    _write_staged(dataset, "voc", out, split, files, overwrite)
     return f"voc:{out}:{split}", report

@@ -1,32 +1,18 @@
-"""YOLO txt reader in the Ultralytics dataset layout, as Roboflow, CVAT and Label Studio export it.
-
-Layout (Ultralytics docs, "Object Detection Datasets Overview", section "Ultralytics YOLO format",
-https://docs.ultralytics.com/datasets/detect/)::
+"""YOLO txt reader in the Ultralytics dataset layout (https://docs.ultralytics.com/datasets/detect/), as
+Roboflow, CVAT and Label Studio export it::
 
     data.yaml           path: ../datasets/x   # dataset root; absent: the YAML's directory
                         train: images/train   # a folder, a .txt list of image paths, or a list of either
                         val: images/val
-                        test: images/test     # optional
                         names: [cat, dog]     # or {0: cat, 1: dog}; optional nc must equal len(names)
     images/train/a.jpg
     labels/train/a.txt  # one "class cx cy w h" line per box, normalised to 0..1 by the image's width/height
 
-The label file of an image is its path with the last ``/images/`` replaced by ``/labels/`` and the suffix by
-``.txt`` (Ultralytics' ``img2label_paths``). An empty or missing label file is an image without objects (a
-negative example). A line with more than five values is a polygon (``class x1 y1 x2 y2 x3 y3 ...``, the
-Ultralytics segment format Roboflow exports): its box is the extent of the vertices, as Ultralytics'
-``segments2boxes`` takes it.
-
-Paths: a relative ``path`` is taken from the YAML's directory (Ultralytics tries the working directory and
-its own datasets folder first; the YAML's directory is what a downloaded export needs). A relative split entry
-is taken from ``path``; one that does not exist and starts with ``../`` is retried without it (Roboflow writes
-``train: ../train/images`` for a YAML inside the dataset folder; Ultralytics does the same retry). Paths in a
-list file are relative to the list file's directory.
-
-Bad records: a label line that is not ``class cx cy w h`` (or a polygon), a value that is not a number, a class
-that is not an integer in 0..len(names)-1: raised naming the label file and line number, or skipped and counted
-with ``skip_bad``. A YAML that is not a mapping, lacks the split or ``names``, or whose ``names`` mapping does
-not use the ids 0..N-1 makes the whole dataset unreadable.
+An image's label file is its path with the last ``/images/`` made ``/labels/`` and the suffix ``.txt``; missing
+or empty: a negative example. A line of more than five values is a polygon; its box is the vertices' extent.
+A relative ``path`` is taken from the YAML's directory; a split entry starting with ``../`` that does not exist
+is retried without it (Roboflow's layout, as Ultralytics does). Bad label lines are bad records naming the file
+and line; a bad YAML makes the whole dataset unreadable.
 """
 
 from __future__ import annotations
@@ -185,13 +171,8 @@ def _label_lines(path: str, names: Sequence[str], report: SkipReport) -> list[tu
             continue
         record = f"line {number}"
         if len(values) < 5 or (len(values) > 5 and (len(values) < 7 or len(values) % 2 == 0)):
-            report.bad(
-                "bad_row",
-                path,
-                record,
-                f"expected 'class cx cy w h' or 'class x1 y1 x2 y2 x3 y3 ...', got {len(values)} values",
-                level="box",
-            )
+            message = f"expected 'class cx cy w h' or 'class x1 y1 x2 y2 x3 y3 ...', got {len(values)} values"
+            report.bad("bad_row", path, record, message, level="box")
             continue
         try:
             coords = [float(v) for v in values[1:]]
@@ -203,13 +184,8 @@ def _label_lines(path: str, names: Sequence[str], report: SkipReport) -> list[tu
         except ValueError:
             cls = -1
         if not 0 <= cls < len(names):
-            report.bad(
-                "unknown_class",
-                path,
-                record,
-                f"class {values[0]!r} is not an integer id in 0..{len(names) - 1}",
-                level="box",
-            )
+            message = f"class {values[0]!r} is not an integer id in 0..{len(names) - 1}"
+            report.bad("unknown_class", path, record, message, level="box")
             continue
         if len(coords) == 4:
             cx, cy, w, h = coords
@@ -251,7 +227,6 @@ def read_yolo(
     names = data["names"]
     class_names = list(class_names) if class_names is not None else names
     builder = ExampleBuilder(class_names, report, verify, exif_orientation)
-    examples = []
     for index, image_path in enumerate(split_images(yaml_file, data, split or "train")):
         labels = label_path(image_path)
         objects = _label_lines(labels, names, report) if os.path.isfile(labels) else []
@@ -267,7 +242,5 @@ def read_yolo(
                 box = (corners[0] * width, corners[1] * height, corners[2] * width, corners[3] * height)
                 records.append((record, name, box, False))
         # Without a size the image itself is bad: the builder reports it (its boxes go with it).
-        example = builder.build(image_path, index, records, labels, f"image {os.path.basename(image_path)!r}")
-        if example is not None:
-            examples.append(example)
-    return examples, class_names
+        builder.build(image_path, index, records, labels, f"image {os.path.basename(image_path)!r}")
+    return builder.examples, class_names

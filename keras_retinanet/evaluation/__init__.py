@@ -1,12 +1,5 @@
-"""COCO box metrics computed by pycocotools, for detections or for any detector on any data set.
-
-- ``coco.py``: common examples and detections -> COCO dicts -> ``COCOeval`` -> ``{"AP", "AP50", ...}``.
-- ``run.py``: :func:`evaluate_model` runs a detector (``keras_retinanet.detectors``) over a data set and
-  scores it.
-- ``pr_curves.py``: per-class precision-recall PNGs.
-- ``report.py``: :func:`write_report`, the report of where a model fails (``retinanet evaluate --report``), from
-  ``confusion.py`` (confusion matrix), ``tide.py`` (TIDE error breakdown), ``operating_points.py`` (per-class
-  precision / recall and F1-optimal thresholds), ``worst.py`` (worst images) and ``plots.py`` (charts).
+"""COCO box metrics by pycocotools (``coco.py``) of any detector on any data set (``run.py``), and the report of
+where a model fails (``report.py``: confusion matrix, TIDE errors, operating points, worst images, charts).
 """
 
 from keras_retinanet._lazy import lazy_namespace

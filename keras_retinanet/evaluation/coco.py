@@ -1,28 +1,14 @@
-"""COCO-style box evaluation with pycocotools.
+"""COCO-style box evaluation: the package's examples and detections as COCO dicts, scored by pycocotools.
 
-The numbers come from ``pycocotools.cocoeval.COCOeval`` itself; this module only converts the package's data
-structures into COCO dictionaries and reads the results back.
+- Ground truth: common example dicts of ``keras_retinanet.data`` (``boxes`` (M, 4) absolute xyxy pixels,
+  ``classes`` (M,) in 0..K-1, optional ``ignore`` (M,) bool, ``height``, ``width``).
+- Detections: one entry per example (same order), a mapping or object with ``boxes`` (D, 4) absolute xyxy
+  original pixels, ``scores`` (D,) and ``classes`` (D,); padding rows (class < 0) are dropped.
 
-Inputs:
-
-- Ground truth: the common example dicts produced by every reader in ``keras_retinanet.data``:
-  ``{"image_id": int, "boxes": float32 (M, 4) absolute xyxy pixels, "classes": int32 (M,) in 0..K-1,
-  "ignore": bool (M,), "height": int, "width": int, ...}``.
-- Detections: one entry per example (same order), each a mapping (or an object with attributes) holding
-  ``"boxes"`` float (D, 4) absolute xyxy in the *original* image pixels, ``"scores"`` float (D,) and
-  ``"classes"`` int (D,) in 0..K-1. Padding rows (class < 0) are dropped.
-
-Ignore boxes (VOC ``difficult``, COCO ``iscrowd``) are handed to pycocotools as ``iscrowd=1``, exactly as
-COCO treats crowd regions: they are never counted as misses, and a detection that overlaps one (intersection
-over the detection's area >= the IoU threshold) and matches nothing else is neither a true nor a false
-positive.
-Degenerate ground-truth boxes (zero width or height) can never be matched, so they are treated as ignore
-boxes too (and counted in a debug log message).
-
-The result is a dict with exactly the keys ``AP, AP50, AP75, APs, APm, APl, AR100, per_class``, values as
-pycocotools reports them: fractions in [0, 1], and ``-1.0`` where the metric is undefined (e.g. ``APs`` when
-the data set has no small objects, or a class with no ground-truth box). ``per_class`` maps each class name to
-``{"AP": float, "AP50": float}``.
+Ignore boxes (VOC ``difficult``, COCO ``iscrowd``) and degenerate ones (zero width or height) go to pycocotools
+as ``iscrowd=1``: never a miss, and a detection matching only one is neither a true nor a false positive.
+Metrics are pycocotools' fractions in [0, 1], ``-1.0`` where undefined (no small objects, a class without
+ground truth).
 """
 
 from __future__ import annotations
@@ -37,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from keras_retinanet.conventions import class_name
+from keras_retinanet.evaluation.pr_curves import class_precision, write_pr_curves
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +59,15 @@ def detection_arrays(det: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return boxes[keep], scores[keep], classes[keep].astype(np.int64)
 
 
+def truth_arrays(example: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(boxes (M, 4) float64 xyxy, classes (M,) int64, ignore (M,) bool)`` of a common example."""
+    boxes = np.asarray(example.get("boxes", np.zeros((0, 4))), np.float64).reshape(-1, 4)
+    classes = np.asarray(example.get("classes", np.zeros(0)), np.int64).reshape(-1)
+    ignore = example.get("ignore")
+    ignore = np.zeros(len(boxes), bool) if ignore is None else np.asarray(ignore, bool).reshape(-1)
+    return boxes, classes, ignore
+
+
 def _xywh(boxes: np.ndarray) -> np.ndarray:
     """(N, 4) absolute xyxy -> COCO's x, y, width, height."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -79,19 +75,11 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
 
 
 def examples_to_coco(examples: Sequence[Mapping[str, Any]], class_names: Sequence[str]) -> dict:
-    """Build a COCO ground-truth dataset dict from common examples.
+    """A COCO ground-truth dataset dict (``images``, ``annotations`` with bbox ``[x, y, w, h]``, ``categories``).
 
-    Images get the ids ``1..N`` in the order of ``examples`` (so that duplicated or zero reader ids cannot
-    confuse pycocotools); the reader's ``image_id`` is kept as ``"source_id"``. Categories get the ids
-    ``1..K`` for class ids ``0..K-1``. Annotation ids start at 1 (pycocotools treats id 0 as "unmatched").
-
-    Args:
-        examples: common example dicts, see the module docstring. ``ignore`` is optional (all False).
-        class_names: the K ordered class names.
-
-    Returns:
-        A dict with ``images``, ``annotations`` (bbox ``[x, y, w, h]``, ``area = w * h``, ``iscrowd``) and
-        ``categories``, ready for ``pycocotools.coco.COCO``.
+    Image ids are ``1..N`` in example order (duplicated or zero reader ids cannot confuse pycocotools; the
+    reader's id is kept as ``"source_id"``), category ids ``1..K`` for class ids ``0..K-1``, annotation ids
+    from 1 (pycocotools treats id 0 as "unmatched").
     """
     num_classes = len(class_names)
     images, annotations = [], []
@@ -108,10 +96,7 @@ def examples_to_coco(examples: Sequence[Mapping[str, Any]], class_names: Sequenc
                 "width": int(width) if width is not None else 0,
             }
         )
-        boxes = np.asarray(example.get("boxes", np.zeros((0, 4))), dtype=np.float64).reshape(-1, 4)
-        classes = np.asarray(example.get("classes", np.zeros((0,))), dtype=np.int64).reshape(-1)
-        ignore = example.get("ignore")
-        ignore = np.zeros(len(boxes), bool) if ignore is None else np.asarray(ignore, bool).reshape(-1)
+        boxes, classes, ignore = truth_arrays(example)
         if not (len(boxes) == len(classes) == len(ignore)):
             raise ValueError(
                 f"example {index} ({images[-1]['file_name']}): boxes/classes/ignore lengths differ"
@@ -151,18 +136,10 @@ def detections_to_coco_results(
     class_names: Sequence[str] | None = None,
     file_names: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Convert per-image detections to a COCO results list.
+    """``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"[, "category_name"][, "file_name"]}]`` of
+    per-image detections (module docstring), plain Python numbers.
 
-    Args:
-        detections: one entry per image with ``boxes`` (D, 4) xyxy pixels, ``scores`` (D,), ``classes`` (D,).
-        image_ids: the ``image_id`` written for each entry.
-        category_offset: added to the class id to make ``category_id`` (1 to match :func:`examples_to_coco`,
-            0 to keep the model's 0-based class ids).
-        class_names: when given, each result also carries ``category_name``.
-        file_names: when given, each result also carries ``file_name``.
-
-    Returns:
-        ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score", ...}, ...]`` with plain Python numbers.
+    ``category_offset`` is added to the class id (1 matches :func:`examples_to_coco`, 0 keeps 0-based ids).
     """
     results = []
     for i, (det, image_id) in enumerate(zip(detections, image_ids, strict=True)):
@@ -209,15 +186,9 @@ def results_to_coco(coco_gt, results: list[dict]):
 
 
 def run_cocoeval(coco_gt, coco_dt, iou_thresholds: Sequence[float] | None = None):
-    """Run ``COCOeval`` (bbox), capturing pycocotools' prints.
+    """``(evaluated COCOeval (bbox), what summarize() printed)``, pycocotools' prints captured.
 
-    Args:
-        iou_thresholds: None for COCO's ten (0.5:0.95); else only these, with area range "all" only and no
-            summary (for analyses that need one IoU, e.g. the error breakdown at 0.5).
-
-    Returns:
-        ``(cocoeval, summary_text)``: the evaluated ``COCOeval`` object and what ``summarize()`` printed ("" when
-        ``iou_thresholds`` is given).
+    ``iou_thresholds``: None for COCO's ten (0.5:0.95); else only these, area "all" only and no summary ("").
     """
     from pycocotools.cocoeval import COCOeval
 
@@ -251,11 +222,8 @@ def coco_evaluation(
     iou_thresholds: Sequence[float] | None = None,
 ):
     """The evaluated ``COCOeval`` of ``detections`` against ``examples`` (arguments as in
-    :func:`evaluate_detections`; ``iou_thresholds`` as in :func:`run_cocoeval`).
-
-    Image ids are ``1..N`` in the order of ``examples``, category ids ``1..K`` for class ids ``0..K-1``; the
-    ground truth and the results are ``cocoeval.cocoGt`` and ``cocoeval.cocoDt``.
-    """
+    :func:`evaluate_detections`, ids as in :func:`examples_to_coco`, ``iou_thresholds`` as in
+    :func:`run_cocoeval`)."""
     if len(examples) != len(detections):
         raise ValueError(f"{len(examples)} examples but {len(detections)} detection entries")
     gt_dict = examples_to_coco(examples, class_names)
@@ -278,14 +246,8 @@ def evaluate_detections(
     pr_curve_dir: str | os.PathLike | None = None,
     cocoeval: Any = None,
 ) -> dict:
-    """COCO box metrics of ``detections`` against the ground truth in ``examples``.
-
-    Args:
-        examples: N common example dicts (ground truth; see the module docstring).
-        detections: N per-image detections in the same order, boxes (D, 4) absolute xyxy in original pixels.
-        class_names: the K class names; class id k is ``class_names[k]``.
-        pr_curve_dir: when given, a precision-recall PNG per class is written there (``pr_<class>.png``).
-        cocoeval: the result of :func:`coco_evaluation` for these arguments, when the caller has it already.
+    """COCO box metrics of N ``detections`` against N ``examples`` (module docstring); a precision-recall PNG per
+    class into ``pr_curve_dir`` when given; ``cocoeval``: :func:`coco_evaluation` of these, when known.
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR100": float, "per_class": {name: {"AP", "AP50"}}}``,
@@ -294,19 +256,12 @@ def evaluate_detections(
     if cocoeval is None:
         cocoeval = coco_evaluation(examples, detections, class_names)
     metrics: dict[str, Any] = {key: float(cocoeval.stats[index]) for key, index in _STATS_INDEX.items()}
-    # precision: [T iou thresholds, R recall thresholds, K categories, A area ranges, M max dets]
-    precision = cocoeval.eval["precision"]
-    area_all = list(cocoeval.params.areaRngLbl).index("all")
-    max_dets = list(cocoeval.params.maxDets).index(100)
     iou50 = int(np.argmin(np.abs(cocoeval.params.iouThrs - 0.5)))
-    per_class = {}
-    for k, cat_id in enumerate(cocoeval.params.catIds):
-        p = precision[:, :, k, area_all, max_dets]
-        per_class[str(class_names[cat_id - 1])] = {"AP": mean_defined(p), "AP50": mean_defined(p[iou50])}
-    metrics["per_class"] = per_class
+    metrics["per_class"] = {
+        name: {"AP": mean_defined(p), "AP50": mean_defined(p[iou50])}
+        for name, p in class_precision(cocoeval, class_names).items()
+    }
     if pr_curve_dir is not None:
-        from keras_retinanet.evaluation.pr_curves import write_pr_curves
-
         write_pr_curves(cocoeval, class_names, pr_curve_dir)
     return metrics
 

@@ -1,16 +1,10 @@
 """The detection confusion matrix (classes + background) at one IoU and one score threshold.
 
-Per image, detections scored at least ``score_threshold`` are matched to ground-truth boxes whatever their
-classes: pairs with IoU >= ``iou_threshold`` are taken greedily, highest IoU first, each box and each detection at
-most once (as Ultralytics and mmdetection draw theirs). Then:
-
-- a matched pair adds one to ``matrix[true class, predicted class]`` (off the diagonal: a confusion);
-- a ground-truth box left unmatched adds one to ``matrix[true class, K]`` (missed: predicted "background");
-- a detection left unmatched adds one to ``matrix[K, predicted class]`` (a false positive on background).
-
-Rows are the true class (row K: background), columns the predicted class (column K: background); ``matrix[K, K]``
-stays 0. Ignore boxes (VOC ``difficult``, COCO ``iscrowd``) take part in the matching, but neither they nor the
-detections matched to them are counted.
+Per image, detections scored >= ``score_threshold`` are matched to ground-truth boxes whatever their classes,
+greedily by IoU (>= ``iou_threshold``), each at most once, as Ultralytics and mmdetection do. A matched pair adds
+one to ``matrix[true class, predicted class]``, an unmatched box to ``matrix[true class, K]`` (missed), an
+unmatched detection to ``matrix[K, predicted class]`` (background). Ignore boxes take part in the matching, but
+neither they nor the detections matched to them are counted.
 """
 
 from __future__ import annotations
@@ -23,7 +17,7 @@ import numpy as np
 
 from keras_retinanet.boxes import iou, match_greedy
 from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
-from keras_retinanet.evaluation.coco import detection_arrays
+from keras_retinanet.evaluation.coco import detection_arrays, truth_arrays
 
 
 @dataclasses.dataclass
@@ -32,10 +26,8 @@ class ConfusionResult:
 
     Attributes:
         matrix: (K + 1, K + 1) int64 counts, rows true class, columns predicted class, index K background.
-        false_positives: (N,) per image, detections that are not a box of their class (matched to another class
-            or to nothing).
+        false_positives: (N,) per image, detections that are not a box of their class.
         missed: (N,) per image, ground-truth boxes not found as their class.
-        iou_threshold, score_threshold: the thresholds used.
     """
 
     matrix: np.ndarray
@@ -58,15 +50,8 @@ def confusion_matrix(
     iou_threshold: float = 0.5,
     score_threshold: float = DISPLAY_SCORE_THRESHOLD,
 ) -> ConfusionResult:
-    """The confusion matrix of the module docstring.
-
-    Args:
-        examples: N common example dicts: ``boxes`` (M, 4) xyxy pixels, ``classes`` (M,) in 0..K-1, optional
-            ``ignore`` (M,) bool.
-        detections: N per-image detections (``boxes`` (D, 4) xyxy pixels of the same image, ``scores``,
-            ``classes``), as ``evaluate_detections`` takes them.
-        num_classes: K.
-    """
+    """The confusion matrix of the module docstring; ``examples`` and ``detections`` as ``evaluate_detections``
+    takes them, ``num_classes`` K."""
     if len(examples) != len(detections):
         raise ValueError(f"{len(examples)} examples but {len(detections)} detection entries")
     background = num_classes
@@ -74,10 +59,7 @@ def confusion_matrix(
     false_positives = np.zeros(len(examples), np.int64)
     missed = np.zeros(len(examples), np.int64)
     for index, (example, det) in enumerate(zip(examples, detections, strict=True)):
-        gt_boxes = np.asarray(example.get("boxes", np.zeros((0, 4))), np.float64).reshape(-1, 4)
-        gt_classes = np.asarray(example.get("classes", np.zeros(0)), np.int64).reshape(-1)
-        ignore = example.get("ignore")
-        ignore = np.zeros(len(gt_boxes), bool) if ignore is None else np.asarray(ignore, bool).reshape(-1)
+        gt_boxes, gt_classes, ignore = truth_arrays(example)
         valid = gt_classes >= 0
         gt_boxes, gt_classes, ignore = gt_boxes[valid], gt_classes[valid], ignore[valid]
         boxes, scores, classes = detection_arrays(det)

@@ -1,13 +1,9 @@
 """Per-class precision, recall and F1 at a score threshold, and the threshold that maximises F1.
 
-Everything is read from an evaluated pycocotools ``COCOeval``: its matching at IoU 0.5 (area "all", at most 100
-detections per image and class) says which detections are true positives; crowd / ignore matches count neither
-way, and ignore boxes are not positives. For class k, with its detections sorted by score (high to low):
-
-- at threshold s: ``precision = TP(s) / D(s)``, ``recall = TP(s) / G`` over the ``D(s)`` detections scored >= s
-  (``G``: the class's ground-truth boxes);
-- the F1-optimal threshold is the score of the detection where ``F1 = 2 P R / (P + R)`` peaks, among thresholds
-  a score filter can realise (a cut never splits detections of equal score); the highest such score on ties.
+True positives are an evaluated ``COCOeval``'s matches at IoU 0.5 (area "all", 100 detections); crowd / ignore
+matches count neither way. At threshold s, ``precision = TP(s) / D(s)`` and ``recall = TP(s) / G`` over the
+``D(s)`` detections scored >= s (``G``: the class's ground-truth boxes). The F1-optimal threshold is the score
+where F1 peaks among cuts that never split equal scores; the highest such score on ties.
 """
 
 from __future__ import annotations
@@ -44,13 +40,8 @@ def _class_matches(cocoeval, iou: float = 0.5) -> dict[int, tuple[np.ndarray, np
 
 
 def operating_points(cocoeval, class_names: Sequence[str], score_threshold: float) -> dict[str, dict]:
-    """Per class: counts, precision / recall at ``score_threshold`` and the F1-optimal threshold.
-
-    Returns:
-        ``{class name: {"positives": G, "detections": D(s), "precision", "recall" (at s; None when undefined),
-        "f1_threshold", "f1_precision", "f1_recall", "f1"}}``; the ``f1_*`` values are None for a class without
-        ground truth or without a true positive.
-    """
+    """``{class name: {"positives": G, "detections": D(s), "precision", "recall" (at s; None when undefined),
+    "f1_threshold", "f1_precision", "f1_recall", "f1"}}`` (``f1_*`` None without a true positive)."""
     points = {}
     for cat, (scores, flags, positives) in _class_matches(cocoeval).items():
         tp = np.cumsum(flags)

@@ -25,13 +25,8 @@ def plot_confusion_matrix(
     path: str | os.PathLike,
     title: str = "",
 ) -> None:
-    """Two heat maps side by side: counts and row-normalised shares.
-
-    Args:
-        matrix: (K + 1, K + 1) counts, rows true class, columns predicted class, index K background.
-        normalised: the same, each row divided by its sum.
-        class_names: the K class names.
-    """
+    """Two heat maps side by side: ``matrix`` (K + 1, K + 1) counts (rows true class, columns predicted, index K
+    background) and its row-normalised shares ``normalised``."""
     plt = pyplot()
     labels = [*map(str, class_names), "background"]
     size = len(labels)

@@ -13,26 +13,29 @@ def safe_file_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "class"
 
 
-def write_pr_curves(cocoeval, class_names: Sequence[str], out_dir: str | os.PathLike) -> list[str]:
-    """Write one precision-recall PNG per class from an evaluated ``COCOeval``.
+def class_precision(cocoeval, class_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """``{class name: (T IoU thresholds, R recall thresholds) precision}`` of an evaluated ``COCOeval`` (area
+    "all", 100 detections; -1 where undefined)."""
+    area_all = list(cocoeval.params.areaRngLbl).index("all")
+    max_dets = list(cocoeval.params.maxDets).index(100)
+    precision = cocoeval.eval["precision"]  # [T, R, K categories, A areas, M max detections]
+    return {
+        str(class_names[cat_id - 1]): precision[:, :, k, area_all, max_dets]
+        for k, cat_id in enumerate(cocoeval.params.catIds)
+    }
 
-    Curves at IoU 0.5 and 0.75 (area "all", 100 detections), each labelled with its AP (the mean of the
-    101-point interpolated precision, as pycocotools computes it). Classes without ground truth get no file.
-    Returns the written paths.
-    """
+
+def write_pr_curves(cocoeval, class_names: Sequence[str], out_dir: str | os.PathLike) -> list[str]:
+    """Writes a precision-recall PNG per class with ground truth from an evaluated ``COCOeval`` (IoU 0.5 and
+    0.75, area "all", 100 detections, each labelled with its AP); returns the paths."""
     from keras_retinanet.evaluation.plots import pyplot
 
     plt = pyplot()
     os.makedirs(out_dir, exist_ok=True)
-    precision = cocoeval.eval["precision"]  # [T iou, R recall, K classes, A areas, M max detections]
     recall_thresholds = np.asarray(cocoeval.params.recThrs)
     iou_thresholds = np.asarray(cocoeval.params.iouThrs)
-    area_all = list(cocoeval.params.areaRngLbl).index("all")
-    max_dets = list(cocoeval.params.maxDets).index(100)
     paths = []
-    for k, cat_id in enumerate(cocoeval.params.catIds):
-        name = str(class_names[cat_id - 1])
-        curves = precision[:, :, k, area_all, max_dets]
+    for name, curves in class_precision(cocoeval, class_names).items():
         if np.all(curves < 0):
             continue
         figure, axes = plt.subplots(figsize=(6.4, 4.8), dpi=100)

@@ -59,14 +59,10 @@ def write_report(
 
     Args:
         out_dir: the folder (created; files of an earlier report are replaced).
-        examples: N common example dicts (ground truth: ``boxes`` (M, 4) xyxy pixels, ``classes``, ``ignore``,
-            ``image_path`` for the worst images).
-        detections: N per-image detections, ``boxes`` (D, 4) xyxy original pixels, ``scores``, ``classes``. Keep
-            the low-scored ones (the decoder's own threshold): AP and the error breakdown need them.
-        class_names: the K class names.
+        examples, detections, class_names: as ``evaluate_detections`` takes them (``image_path`` for the worst
+            images). Keep the low-scored detections: AP and the error breakdown need them.
         score_threshold: the operating point of the confusion matrix, the per-class precision / recall and the
-            worst images.
-        iou_threshold: the IoU of the confusion matrix and the worst images.
+            worst images; ``iou_threshold``: the IoU of the confusion matrix and the worst images.
         worst_count: N images with the most false positives, and N with the most missed boxes.
         about: ``{label: text}`` shown at the top (model, data set).
     """
@@ -220,38 +216,13 @@ def _markdown(summary: dict, names: list[str], error_types, error_names, pr_pict
     ]
     rows = []
     for name in names:
-        p = points.get(name, {})
-        ap = metrics["per_class"].get(name, {})
-        threshold = p.get("f1_threshold")
-        rows.append(
-            [
-                name,
-                p.get("positives", 0),
-                _fraction(ap.get("AP")),
-                _fraction(ap.get("AP50")),
-                _fraction(p.get("precision")),
-                _fraction(p.get("recall")),
-                "n/a" if threshold is None else f"{threshold:.3f}",
-                _fraction(p.get("f1_precision")),
-                _fraction(p.get("f1_recall")),
-                _fraction(p.get("f1")),
-            ]
-        )
-    lines += _table(
-        [
-            "class",
-            "boxes",
-            "AP",
-            "AP50",
-            f"precision @{score:g}",
-            f"recall @{score:g}",
-            "F1-optimal threshold",
-            "precision",
-            "recall",
-            "F1",
-        ],
-        rows,
-    )
+        p, ap = points.get(name, {}), metrics["per_class"].get(name, {})
+        threshold = "n/a" if p.get("f1_threshold") is None else f"{p['f1_threshold']:.3f}"
+        values = (ap.get("AP"), ap.get("AP50"), p.get("precision"), p.get("recall"))
+        f1 = (p.get("f1_precision"), p.get("f1_recall"), p.get("f1"))
+        rows.append([name, p.get("positives", 0), *map(_fraction, values), threshold, *map(_fraction, f1)])
+    header = ["class", "boxes", "AP", "AP50", f"precision @{score:g}", f"recall @{score:g}"]
+    lines += _table([*header, "F1-optimal threshold", "precision", "recall", "F1"], rows)
 
     lines += ["", f"## Confusion matrix (IoU >= {iou:g}, score >= {score:g})", ""]
     lines += [

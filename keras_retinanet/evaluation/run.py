@@ -1,9 +1,4 @@
-"""Evaluating any detector on any data set: run it over the images, then score with pycocotools.
-
-``evaluate_model(model_or_path, data)`` accepts a ``RetinaNet``, a ``.keras`` / SavedModel / ``.tflite`` path or a
-built ``Detector`` and a data set (object, spec string or list of example dicts); the scoring itself is
-``keras_retinanet.evaluation.coco.evaluate_detections``.
-"""
+"""Evaluating any detector on any data set: run it over the images, then score with pycocotools."""
 
 from __future__ import annotations
 
@@ -34,19 +29,14 @@ def evaluate_model(
     """Run a model over a data set and return :func:`evaluate_detections`'s metrics.
 
     Args:
-        model: anything :func:`keras_retinanet.detectors.load_detector` accepts: a ``RetinaNet``, a
-            ``.keras`` file, a SavedModel directory, a ``.tflite`` file, or an already built ``Detector``.
-        data: a data set object with ``.examples`` and ``.class_names`` (``keras_retinanet.data``), a spec
-            string for ``keras_retinanet.data.load_dataset`` (loaded with the model's class list), or a list
-            of common example dicts.
+        model: anything :func:`keras_retinanet.detectors.load_detector` accepts (a ``RetinaNet``, a ``.keras``
+            file, a SavedModel directory, a ``.tflite`` file, a ``Detector``).
+        data: see :func:`resolve_examples`.
         class_names: the data set's class names when ``data`` is a plain list (default: the model's).
-        batch_size, image_size, score_threshold, max_detections: passed to the detector (None: the model's
-            own settings; COCO's protocol is the paper's decoder default, score > 0.05 and 100 detections).
+        batch_size, image_size, score_threshold, max_detections: passed to the detector (None: the model's).
         pr_curve_dir: optional folder for per-class precision-recall PNGs.
-        progress: show a tqdm progress bar.
 
-    Detections are mapped to the data set's classes by name when the model's class names are a
-    reordering of the data set's; otherwise class ids are used as they are.
+    Detections are mapped to the data set's classes by name (:func:`class_remapping`).
     """
     examples, detections, data_names = collect_detections(
         model, data, class_names, batch_size, image_size, score_threshold, max_detections, progress
@@ -98,13 +88,9 @@ def collect_detections(
 def resolve_examples(
     data: Any, class_names: Sequence[str] | None = None, model_class_names: Sequence[str] | None = None
 ) -> tuple[list, list | None]:
-    """``(examples, class_names)`` from a data set object, a spec string or a list of example dicts.
-
-    Args:
-        data: a data set with ``.examples`` / ``.class_names`` (its names are used), a spec string (loaded
-            with ``model_class_names`` as the class list when given, so class ids follow the model's, as in
-            training), or a list of example dicts (``class_names`` names their class ids).
-    """
+    """``(examples, class_names)`` of ``data``: a data set with ``.examples`` / ``.class_names``, a spec string
+    (loaded with ``model_class_names`` as the class list, so class ids follow the model's), or a list of example
+    dicts (``class_names`` names their class ids)."""
     if isinstance(data, (str, os.PathLike)):
         from keras_retinanet.data import load_dataset
 
@@ -121,10 +107,8 @@ def resolve_examples(
 
 
 def class_remapping(model_names: Sequence[str] | None, data_names: Sequence[str]) -> np.ndarray | None:
-    """Map model class ids to data set class ids by name, or None when no remapping is needed/possible.
-
-    Returns an int array ``m`` of length K_model with ``m[model_id] = data_id`` (-1: class not in the data).
-    """
+    """``m`` (K_model,) int64 with ``m[model_id] = data_id`` (-1: not in the data) mapping classes by name, or None
+    when the names are the same or share nothing."""
     if not model_names or list(model_names) == list(data_names):
         return None
     index = {name: i for i, name in enumerate(data_names)}

@@ -1,30 +1,20 @@
 """The TIDE error breakdown: how much AP50 each kind of detection error costs.
 
-Bolya, Foley, Hays, Hoffman, "TIDE: A General Toolbox for Identifying Object Detection Errors", ECCV 2020
-(section 2.2), following its reference implementation (``tidecv``) where the paper is silent. Thresholds as in
-the paper: foreground IoU ``t_f = 0.5``, background IoU ``t_b = 0.1``.
+Bolya et al., "TIDE: A General Toolbox for Identifying Object Detection Errors", ECCV 2020 (section 2.2), as its
+reference implementation (``tidecv``) where the paper is silent; foreground IoU ``t_f = 0.5``, background
+``t_b = 0.1``. True positives are ``COCOeval``'s matches at ``t_f``. Every other detection gets the first type
+that fits, IoU being its largest overlap with a ground-truth box of the kind named:
 
-A detection is a true positive when pycocotools' ``COCOeval`` matches it at IoU ``t_f`` (same class, greedy by
-score, at most 100 detections per image and class). Every other detection (crowd / ignore matches aside) gets
-the first of these types that fits, with IoU its largest overlap with a ground-truth box of the kind named:
-
-- ``Loc`` (localisation): ``t_b <= IoU <= t_f`` with a box of its own class;
-- ``Cls`` (classification): ``IoU >= t_f`` with a box of another class;
-- ``Dupe`` (duplicate): ``IoU >= t_f`` with a box of its class that a higher-scored detection matched;
-- ``Bkg`` (background): ``IoU <= t_b`` with every box (or the image has none);
-- ``Both`` (classification and localisation): anything else, i.e. ``t_b < IoU < t_f`` with another class's box.
+- ``Loc``: ``t_b <= IoU <= t_f`` with a box of its class; ``Cls``: ``IoU >= t_f`` with another class's box;
+- ``Dupe``: ``IoU >= t_f`` with a box of its class that a higher-scored detection matched;
+- ``Bkg``: ``IoU <= t_b`` with every box; ``Both``: anything else.
 
 ``Miss``: a ground-truth box that no detection matched and no ``Cls`` or ``Loc`` error could fix.
 
-The AP an error type costs is ``AP50(after fixing every error of that type, and only those) - AP50``, per class
-and overall (mean over classes with ground truth), both AP50 from ``COCOeval`` on the corrected sets:
-
-- ``Cls`` / ``Loc``: of the ``Cls`` and ``Loc`` errors aimed at an unmatched box, the highest-scored one takes
-  that box's class and coordinates (it becomes a true positive); the others aimed at it, and every error of the
-  type aimed at an already matched box, are removed.
-- ``Dupe``, ``Bkg``, ``Both``: those detections are removed.
-- ``Miss``: those ground-truth boxes are removed. A class whose every box is missed then has no AP (-1.0, shown
-  as n/a), and the overall mean is over the classes left.
+An error type costs ``AP50(after fixing every error of that type) - AP50``, per class and overall (mean over
+classes with ground truth). Fixing ``Cls`` / ``Loc``: the highest-scored error aimed at an unmatched box takes
+its class and coordinates; the others of the type are removed. ``Dupe``, ``Bkg``, ``Both``: removed. ``Miss``:
+those boxes are removed (a class whose every box is missed has no AP then, -1.0).
 """
 
 from __future__ import annotations
@@ -43,9 +33,9 @@ from keras_retinanet.evaluation.coco import (
     results_to_coco,
     run_cocoeval,
 )
+from keras_retinanet.evaluation.pr_curves import class_precision
 
-ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
-"""The six main TIDE error types, in the paper's order."""
+ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")  # in the paper's order
 
 ERROR_NAMES = {
     "Cls": "classification",
@@ -66,14 +56,10 @@ class ErrorBreakdown:
 
     Attributes:
         ap50: AP at IoU ``foreground_iou``, mean over classes with ground truth.
-        per_class_ap50: {class name: AP50}.
-        delta: {error type: AP50 after fixing that type - ap50}.
-        per_class_delta: {class name: {error type: AP50 gained by that class}}.
-        counts: {error type: number of errors}.
-        per_class_counts: {class name: {error type: count}} (a detection error counts for the detection's class,
-            ``Miss`` for the box's class).
-        detection_errors: {COCO detection id: error type} (ids of ``cocoeval.cocoDt``).
-        missed: COCO ids of the missed ground-truth boxes.
+        delta: {error type: AP50 after fixing that type - ap50}; ``per_class_*``: the same per class name.
+        counts: {error type: number of errors} (a detection error counts for the detection's class, ``Miss`` for
+            the box's class).
+        detection_errors: {COCO detection id: error type}; missed: COCO ids of the missed ground-truth boxes.
     """
 
     ap50: float
@@ -97,12 +83,7 @@ def _xyxy(annotations: list[dict]) -> np.ndarray:
 
 def _ap50(cocoeval, class_names: Sequence[str]) -> tuple[float, dict[str, float]]:
     """(mean AP at the run's single IoU threshold, {class: AP}) of a ``run_cocoeval(..., [iou])`` result."""
-    precision = cocoeval.eval["precision"]  # [T=1, R, K, A=1, M]
-    max_dets = list(cocoeval.params.maxDets).index(100)
-    per_class = {
-        str(class_names[cat_id - 1]): mean_defined(precision[0, :, k, 0, max_dets])
-        for k, cat_id in enumerate(cocoeval.params.catIds)
-    }
+    per_class = {name: mean_defined(p[0]) for name, p in class_precision(cocoeval, class_names).items()}
     defined = [v for v in per_class.values() if v > -1]
     return (float(np.mean(defined)) if defined else -1.0), per_class
 
@@ -131,12 +112,8 @@ def _classify_false_positives(
     foreground_iou: float,
     background_iou: float,
 ) -> tuple[dict[int, str], dict[int, int], dict[int, tuple[float, int]]]:
-    """Each considered false positive's TIDE error type.
-
-    Returns:
-        (detection id -> error type, Cls / Loc error -> the ground-truth id it was aimed at, unmatched
-        ground-truth id -> (score, detection id) of the best error aimed at it).
-    """
+    """(detection id -> TIDE error type of each considered false positive, Cls / Loc error -> the ground-truth
+    id it was aimed at, unmatched ground-truth id -> (score, detection id) of the best error aimed at it)."""
     used_gt = set(matched.values())
     errors: dict[int, str] = {}
     targets: dict[int, int] = {}  # Cls / Loc error -> the ground-truth box it was aimed at
@@ -182,14 +159,9 @@ def error_breakdown(
     foreground_iou: float = FOREGROUND_IOU,
     background_iou: float = BACKGROUND_IOU,
 ) -> ErrorBreakdown:
-    """TIDE's main error types and the AP50 each costs (definitions in the module docstring).
-
-    Args:
-        examples, detections, class_names: as for ``keras_retinanet.evaluation.evaluate_detections`` (ground
-            truth in common example dicts; per image ``boxes`` (D, 4) xyxy original pixels, ``scores``,
-            ``classes``).
-        foreground_iou, background_iou: TIDE's ``t_f`` and ``t_b``.
-    """
+    """TIDE's main error types and the AP50 each costs (module docstring); ``examples``, ``detections`` and
+    ``class_names`` as ``evaluate_detections`` takes them, ``foreground_iou`` / ``background_iou`` TIDE's ``t_f``
+    and ``t_b``."""
     names = [str(n) for n in class_names]
     base = coco_evaluation(examples, detections, names, iou_thresholds=[foreground_iou])
     coco_gt, coco_dt = base.cocoGt, base.cocoDt
@@ -228,16 +200,16 @@ def error_breakdown(
         counts["Miss"] += 1
         per_class_counts[category_name[coco_gt.anns[gt_id]["category_id"]]]["Miss"] += 1
     return ErrorBreakdown(
-        ap50=ap50,
-        per_class_ap50=per_class_ap50,
-        delta=delta,
-        per_class_delta=per_class_delta,
-        counts=counts,
-        per_class_counts=per_class_counts,
-        detection_errors=errors,
-        missed=missed,
-        foreground_iou=foreground_iou,
-        background_iou=background_iou,
+        ap50,
+        per_class_ap50,
+        delta,
+        per_class_delta,
+        counts,
+        per_class_counts,
+        errors,
+        missed,
+        foreground_iou,
+        background_iou,
     )
 
 

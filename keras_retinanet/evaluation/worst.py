@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_retinanet.evaluation.coco import detection_arrays
+from keras_retinanet.evaluation.coco import detection_arrays, truth_arrays
 from keras_retinanet.imaging import rescale
 
 MIN_SIDE, MAX_SIDE = 400, 800
@@ -28,20 +28,14 @@ def side_by_side(
     class_names: Sequence[str],
     score_threshold: float,
 ) -> np.ndarray:
-    """(H', W', 3) uint8 RGB: the ground truth drawn on the left, the detections scored >= ``score_threshold`` on
-    the right, each half captioned; the image is scaled first (longer side within ``MIN_SIDE``..``MAX_SIDE``).
-
-    Args:
-        image: (H, W, 3) uint8 RGB, the pixels the boxes refer to.
-        example: common example dict with ``boxes`` (M, 4) xyxy pixels and ``classes`` (M,).
-        detection: ``boxes`` (D, 4) xyxy pixels, ``scores``, ``classes``.
-    """
+    """(H', W', 3) uint8 RGB: the ground truth of ``example`` drawn on the left, the ``detection`` boxes scored >=
+    ``score_threshold`` on the right (both xyxy pixels of ``image``, (H, W, 3) uint8 RGB), each half captioned;
+    the image is scaled first (longer side within ``MIN_SIDE``..``MAX_SIDE``)."""
     import cv2
 
     from keras_retinanet.visualize import draw_detections
 
-    gt_boxes = np.asarray(example.get("boxes", np.zeros((0, 4))), np.float64).reshape(-1, 4)
-    gt_classes = np.asarray(example.get("classes", np.zeros(0)), np.int64).reshape(-1)
+    gt_boxes, gt_classes, _ = truth_arrays(example)
     boxes, scores, classes = detection_arrays(detection)
     keep = scores >= score_threshold
     scale = float(np.clip(max(image.shape[:2]), MIN_SIDE, MAX_SIDE)) / max(image.shape[:2])
