@@ -715,21 +715,38 @@ def test_runtime_table_divides_the_tensorflow_forward_by_each_runtime():
 
 
 def test_files_mode_times_each_file_through_each_runtime(detector_like, tmp_path, capsys):
-    """`tools/benchmark.py --files`: one row per file with its size and a time per runtime asked for."""
+    """`tools/benchmark.py --files`: a row per file and runtime with its size and time per image; the .tflite
+    once per runtime asked for, with its bare invoke; a .keras file through the Keras detector."""
     photos = tmp_path / "photos"
     photos.mkdir()
     for path in detector_like["images"][:2]:
         (photos / Path(path).name).write_bytes(Path(path).read_bytes())
-    tflite = detector_like["tflite"]
+    keras_file, tflite = Path(detector_like["keras"]), Path(detector_like["tflite"])
     out = tmp_path / "files.json"
-    argv = ["--files", str(tflite), "--images", str(photos), "--runtimes", "litert", "--runs", "5"]
+    argv = [
+        "--files",
+        str(keras_file),
+        str(tflite),
+        "--images",
+        str(photos),
+        "--runtimes",
+        "litert",
+        "--runs",
+        "5",
+    ]
     assert benchmark_tool.main([*argv, "--warmup", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [row["file"] for row in rows] == [Path(tflite).name]
-    assert rows[0]["size_bytes"] == Path(tflite).stat().st_size
-    assert rows[0]["invoke_ms"] > 0 and rows[0]["litert_ms_per_image"] > 0
-    assert set(rows[0]) == {"file", "size_bytes", "invoke_ms", "litert_ms_per_image"}
+    assert [(row["file"], row["runtime"]) for row in rows] == [
+        (keras_file.name, "keras"),
+        (tflite.name, "litert"),
+    ]
+    assert [row["size_bytes"] for row in rows] == [keras_file.stat().st_size, tflite.stat().st_size]
+    assert rows[0]["invoke_ms"] is None and rows[1]["invoke_ms"] > 0
+    assert all(row["ms_per_image"] > 0 for row in rows)
     table = capsys.readouterr().out
-    assert f"| {Path(tflite).name} |" in table and "litert ms/image" in table
+    assert (
+        f"| {tflite.name} | litert | {tflite.stat().st_size / 2**20:.1f} | {rows[1]['ms_per_image']:.1f} |"
+        in table
+    )
     with pytest.raises(SystemExit, match="--images FOLDER"):
         benchmark_tool.main(["--files", str(tflite), "--images", str(tmp_path / "none")])

@@ -149,13 +149,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--files",
         nargs="+",
-        metavar="TFLITE",
-        help="instead of the protocol: time these exported .tflite files (invoke, and per image through LiteRT "
-        "and MediaPipe Tasks) on --images",
+        metavar="FILE",
+        help="instead of the protocol: time these model files (.keras, SavedModel, .tflite, .onnx, OpenVINO "
+        ".xml) per image on --images; a .tflite also by its bare invoke and through each of --runtimes",
     )
     parser.add_argument("--images", help="with --files: a folder of photos (the first 10 are timed)")
     parser.add_argument(
-        "--runtimes", default="litert,mediapipe", help="with --files: the runtimes to time (litert,mediapipe)"
+        "--runtimes",
+        default="litert,mediapipe",
+        help="with --files: the runtimes that run a .tflite (litert,mediapipe)",
     )
     args = parse_args_quietly(parser, argv)
     for name, (full, small) in DEFAULTS.items():
@@ -214,12 +216,18 @@ def time_files(args: argparse.Namespace, command: str) -> int:
     runtimes = [name.strip() for name in args.runtimes.split(",") if name.strip()]
     rows = latency.file_latencies(args.files, images, runtimes, warmup=args.warmup, runs=args.runs)
     cpu = bench_machine.describe_cpu(machine.machine_info())
-    header = ["file", "MiB", "invoke ms", *(f"{name} ms/image" for name in runtimes)]
+    header = ["file", "runtime", "MiB", "ms/image", "invoke ms"]
     lines = [f"`{command}` on {cpu}, {len(images)} photos", "", "| " + " | ".join(header) + " |"]
     lines.append("|---" * len(header) + "|")
     for row in rows:
-        cells = [row["file"], f"{row['size_bytes'] / 2**20:.1f}", f"{row['invoke_ms']:.1f}"]
-        cells += [f"{row[f'{name}_ms_per_image']:.1f}" for name in runtimes]
+        invoke = "-" if row["invoke_ms"] is None else f"{row['invoke_ms']:.1f}"
+        cells = [
+            row["file"],
+            row["runtime"],
+            f"{row['size_bytes'] / 2**20:.1f}",
+            f"{row['ms_per_image']:.1f}",
+            invoke,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     print("\n".join(lines))
     if args.json:

@@ -63,20 +63,32 @@ def file_latencies(
     warmup: int = 2,
     runs: int = 5,
 ) -> list[dict[str, Any]]:
-    """Per exported ``.tflite`` file: the bare invoke on a random canvas and the full inference per image
-    through each runtime (``load_detector(path, runtime=...)``: resize, model, decoding, boxes mapped back).
+    """Per model file (anything ``load_detector`` reads: ``.keras``, a SavedModel, ``.tflite``, ``.onnx``,
+    OpenVINO ``.xml``): the full inference per image (resize, model, decoding, boxes mapped back), a ``.tflite``
+    through each of ``runtimes`` and with its bare invoke on a random canvas.
 
-    Returns one row per file: ``{"file", "size_bytes", "invoke_ms", "<runtime>_ms_per_image"...}`` (medians).
+    Returns one row per file and runtime: ``{"file", "runtime", "size_bytes", "ms_per_image", "invoke_ms"}``
+    (medians; ``invoke_ms`` None but for ``.tflite`` files; ``size_bytes`` of every file of a folder, and an
+    OpenVINO ``.xml`` with its ``.bin``).
     """
     from keras_retinanet.detectors import load_detector
 
     rows = []
-    for path in paths:
-        invoke = tflite_latency(path, runs=max(runs, 10), warmup=warmup)
-        row = {"file": Path(path).name, "size_bytes": invoke["size_bytes"], "invoke_ms": invoke["median_ms"]}
-        for runtime in runtimes:
-            with load_detector(str(path), runtime=runtime) as detector:
+    for path in map(Path, paths):
+        tflite = path.suffix == ".tflite"
+        invoke = tflite_latency(path, runs=max(runs, 10), warmup=warmup)["median_ms"] if tflite else None
+        parts = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+        parts = [p for part in parts for p in (part.rglob("*") if part.is_dir() else [part]) if p.is_file()]
+        for runtime in runtimes if tflite else [None]:
+            with load_detector(str(path), **({"runtime": runtime} if runtime else {})) as detector:
                 timing = detector_latency(detector, images, warmup=warmup, runs=runs)
-            row[f"{runtime}_ms_per_image"] = timing["median_ms"]
-        rows.append(row)
+                rows.append(
+                    {
+                        "file": path.name,
+                        "runtime": runtime or detector.kind,
+                        "size_bytes": sum(p.stat().st_size for p in parts),
+                        "ms_per_image": timing["median_ms"],
+                        "invoke_ms": invoke,
+                    }
+                )
     return rows
