@@ -8,9 +8,7 @@ Writes into DIR:
   image or frame), ``file_name``, ``frame`` (videos), ``category_id`` (the model's 0-based class id),
   ``category_name``, ``bbox`` ``[x, y, width, height]`` in original pixels, ``score``.
 
-Unreadable images are reported by name and skipped; the run goes on. Exit code: 0 when everything was read,
-1 when some input failed (the count is printed at the end), 2 for a bad model file, no inputs or an ``--out``
-that is not a folder (one line on stderr, from ``keras_retinanet.cli.retinanet.run_command``).
+Unreadable inputs are reported and skipped (exit code 1 at the end).
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 GLOB_CHARS = "*?["
+WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # extensions OpenCV writes
 LOCK = ".predict.lock"
 
 
@@ -72,19 +71,11 @@ class Source:
     camera_index: int | None = None
 
 
-def _is_image(path: str) -> bool:
+def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> list[Source]:
+    """INPUT arguments as sources, in order: a folder gives its image files (sorted), a glob its matches, a bare
+    integer that is not a file a webcam; any other file is an image unless its extension is a video's."""
     from keras_retinanet.detectors.running import IMAGE_EXTENSIONS
 
-    return path.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> list[Source]:
-    """Expand INPUT arguments into sources, in order.
-
-    A folder gives its image files (sorted; sub-folders with ``recursive``), a glob its matches (sorted), a
-    video extension a video, a bare integer that is not a file a webcam index; any other existing file is
-    taken as an image (and reported if it cannot be read); a path that matches nothing is ``"missing"``.
-    """
     sources: list[Source] = []
     for item in inputs:
         if os.path.isdir(item):
@@ -92,17 +83,13 @@ def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> list[Sourc
                 found = [os.path.join(root, name) for root, _, names in os.walk(item) for name in names]
             else:
                 found = [os.path.join(item, name) for name in os.listdir(item)]
-            sources += [Source("image", p) for p in sorted(found) if os.path.isfile(p) and _is_image(p)]
-        elif os.path.isfile(item):
-            kind = "video" if item.lower().endswith(VIDEO_EXTENSIONS) else "image"
-            sources.append(Source(kind, item))
-        elif any(c in item for c in GLOB_CHARS):
-            matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
-            if not matches:
-                sources.append(Source("missing", item))
-            for p in matches:
-                kind = "video" if p.lower().endswith(VIDEO_EXTENSIONS) else "image"
-                sources.append(Source(kind, p))
+            found = [p for p in sorted(found) if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS)]
+            sources += [Source("image", p) for p in found]
+        elif os.path.isfile(item) or any(c in item for c in GLOB_CHARS):
+            matches = [item] if os.path.isfile(item) else sorted(glob.glob(item, recursive=True))
+            matches = [p for p in matches if os.path.isfile(p)]
+            kinds = ["video" if p.lower().endswith(VIDEO_EXTENSIONS) else "image" for p in matches]
+            sources += [Source(kind, p) for kind, p in zip(kinds, matches)] or [Source("missing", item)]
         elif item.isdigit():
             sources.append(Source("camera", item, camera_index=int(item)))
         else:
@@ -123,11 +110,6 @@ class _Names:
             name = f"{stem}_{k}{extension}"
         self.used.add(name.lower())
         return name
-
-
-def _output_extension(path: str) -> str:
-    extension = os.path.splitext(path)[1].lower()
-    return extension if extension in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp") else ".png"
 
 
 class _Results:
@@ -172,8 +154,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_out_is_free(args: argparse.Namespace) -> None:
-    """--out must be new or empty unless --overwrite: annotated copies and detections.json would replace files
-    of the same names (a previous run's, or the user's own photos)."""
+    """--out must be new or empty unless --overwrite: its files (the user's own photos?) would be replaced."""
     if not args.overwrite:
         atomic.require_free_folder(args.out, "--out", ignore=(LOCK,))
 
@@ -184,7 +165,6 @@ def _predict(args: argparse.Namespace, sources: list, detector, folder: str | os
     from tqdm.auto import tqdm
 
     from keras_retinanet import detectors
-    from keras_retinanet.visualize import draw_detections, rgb_to_bgr
 
     names = _Names()
     names.used.add("detections.json")
@@ -209,16 +189,11 @@ def _predict(args: argparse.Namespace, sources: list, detector, folder: str | os
                 continue
             results.add(item.detections, item.name)
             if not args.no_draw:
-                drawn = draw_detections(
-                    item.image,
-                    item.detections.boxes,
-                    item.detections.scores,
-                    item.detections.classes,
-                    detector.class_names or None,
-                )
-                stem = os.path.splitext(os.path.basename(item.name))[0]
-                file_name = names.get(stem, _output_extension(item.name))
-                if not cv2.imwrite(os.path.join(folder, file_name), rgb_to_bgr(drawn)):
+                stem, extension = os.path.splitext(os.path.basename(item.name))
+                file_name = names.get(stem, extension.lower() if extension.lower() in WRITABLE else ".png")
+                if not cv2.imwrite(
+                    os.path.join(folder, file_name), _drawn(item.image, item.detections, detector)
+                ):
                     fail(item.name, f"cannot write {os.path.join(args.out, file_name)}")
                     continue
                 written += 1
@@ -244,30 +219,34 @@ def _predict(args: argparse.Namespace, sources: list, detector, folder: str | os
     return 0
 
 
+def _drawn(image, detections, detector):
+    """(H, W, 3) BGR: the RGB ``image`` with ``detections`` drawn."""
+    from keras_retinanet.visualize import draw_detections, rgb_to_bgr
+
+    d = detections
+    return rgb_to_bgr(draw_detections(image, d.boxes, d.scores, d.classes, detector.class_names or None))
+
+
 def _run_video(
     source: Source, detector, args, names: _Names, results: _Results, folder: str | os.PathLike
 ) -> str | None:
-    """Annotate one video file or webcam into ``folder``; returns an error message, or None on success."""
+    """Annotates one video file or webcam into ``folder``; returns an error message, or None."""
     import cv2
     from tqdm.auto import tqdm
 
-    from keras_retinanet.visualize import draw_detections, rgb_to_bgr
-
-    capture = cv2.VideoCapture(source.camera_index if source.kind == "camera" else source.path)
+    camera = source.kind == "camera"
+    capture = cv2.VideoCapture(source.camera_index if camera else source.path)
     if not capture.isOpened():
-        what = "webcam" if source.kind == "camera" else "video"
-        return f"cannot open {what} (missing codec, corrupt file or no such device)"
+        return (
+            f"cannot open {'webcam' if camera else 'video'} (missing codec, corrupt file or no such device)"
+        )
     fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
     fps = fps if 0 < fps < 1000 else 25.0
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if source.kind == "video" else 0
+    total = 0 if camera else int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     if args.max_frames:
         total = min(total, args.max_frames) if total > 0 else args.max_frames
-    stem = (
-        f"camera{source.camera_index}"
-        if source.kind == "camera"
-        else os.path.splitext(os.path.basename(source.path))[0]
-    )
-    label = source.path if source.kind == "video" else f"camera{source.camera_index}"
+    stem = f"camera{source.camera_index}" if camera else os.path.splitext(os.path.basename(source.path))[0]
+    label = stem if camera else source.path
     writer = None
     file_name = names.get(f"{stem}_detections", ".mp4")
     out_path = os.path.join(folder, file_name)
@@ -299,14 +278,7 @@ def _run_video(
                         )
                         if not writer.isOpened():
                             return f"cannot write video {os.path.join(args.out, file_name)}"
-                    drawn = draw_detections(
-                        frame,
-                        detections.boxes,
-                        detections.scores,
-                        detections.classes,
-                        detector.class_names or None,
-                    )
-                    writer.write(rgb_to_bgr(drawn))
+                    writer.write(_drawn(frame, detections, detector))
                 frame_index += 1
                 progress.update(1)
     except KeyboardInterrupt:

@@ -1,13 +1,8 @@
 """``retinanet train``: every option of ``TrainConfig`` and of its ``ModelConfig`` is a flag and a YAML key.
 
-Flags are made from the fields' types (``keras_retinanet.model.options.field_types``): ``--epochs 3``,
-``--mixed-precision`` / ``--no-mixed-precision`` for true/false options, ``--clip-norm none`` for the optional
-ones, ``--anchor-sizes 16 32 64 128 256`` or ``--anchor-sizes 16,32,64,128,256`` for lists, ``--optimizer
-{sgd,adamw}`` for choices. Precedence: defaults < ``--config FILE.yaml`` < flags < ``--set KEY=VALUE``
-(KEY flat, ``fpn_channels``, or nested, ``model.fpn_channels``; VALUE in YAML). ``--recipe paper`` sets
-the paper's anchors, matcher, heads, input shape and schedule before all of them.
-
-Importing this module imports neither TensorFlow nor Keras; ``run`` does.
+Flags are made from the fields' types: ``--mixed-precision`` / ``--no-mixed-precision``, ``--clip-norm none``,
+``--anchor-sizes 16 32 64`` or ``16,32,64``. Precedence: defaults < ``--recipe`` < ``--config FILE.yaml`` < flags
+< ``--set KEY=VALUE`` (VALUE in YAML).
 """
 
 from __future__ import annotations
@@ -35,7 +30,7 @@ _GROUPS = {
 
 
 def _flag_fields() -> list[tuple[str, dataclasses.Field, Any]]:
-    """(help group, field, type) of every option that has a flag: TrainConfig's, then ModelConfig's."""
+    """(help group, field, type) of every option: TrainConfig's, then ModelConfig's."""
     fields = []
     for cls in (TrainConfig, ModelConfig):
         hints = field_types(cls)
@@ -157,8 +152,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """defaults < ``--recipe`` < ``--config`` < flags < ``--set``; raises ``ValueError`` naming a bad option or
-    file. A ``recipe:`` key in the ``--config`` file is applied before the file's other options."""
+    """The configuration the arguments give; ``ValueError`` naming a bad option or file."""
     recipe = getattr(args, "recipe", None)
     if getattr(args, "config", None):
         config = TrainConfig.from_yaml(args.config, recipe=recipe)
@@ -181,8 +175,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Trains; returns 0, or 3 after a NaN / inf stop. Errors (bad config, data) reach ``cli.run_command``,
-    which prints them in one line on stderr with exit code 2."""
+    """Trains; returns 0, or 3 after a NaN / inf stop."""
     config = resolve_config(args)
     allow_changes = getattr(args, "allow_changes", [])
     args.resume_from_epoch = getattr(args, "resume_from_epoch", None)

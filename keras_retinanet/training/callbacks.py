@@ -31,7 +31,7 @@ def freeze_batchnorm(model: keras.Model) -> int:
 
 class EvaluationCallback(keras.callbacks.Callback):
     """COCO metrics (pycocotools) of the model being trained on a validation set, written into ``logs`` as
-    ``{prefix}AP``, ``{prefix}AP50``, ... (pycocotools' undefined -1 as NaN) after every ``every_n_epochs``-th
+    ``val_AP``, ``val_AP50``, ... (pycocotools' undefined -1 as NaN) after every ``every_n_epochs``-th
     epoch and the last. Place it before the callbacks that read them (``EarlyStopping(monitor="val_AP")``).
 
     Args:
@@ -56,7 +56,6 @@ class EvaluationCallback(keras.callbacks.Callback):
         image_size: int | Sequence[int] | None = None,
         score_threshold: float | None = None,
         max_detections: int | None = None,
-        prefix: str = "val_",
         max_images: int | None = None,
         pr_curve_dir: str | os.PathLike | None = None,
         verbose: int = 1,
@@ -78,9 +77,8 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.image_size = image_size
         self.score_threshold = score_threshold
         self.max_detections = max_detections
-        self.prefix = prefix
         self.metric_keys = tuple(METRIC_KEYS)
-        self.logged_keys = [f"{prefix}{key}" for key in self.metric_keys]
+        self.logged_keys = [f"val_{key}" for key in self.metric_keys]
         self.pr_curve_dir = pr_curve_dir
         self.verbose = verbose
         self.history: list[tuple[int, dict]] = []
@@ -118,10 +116,10 @@ class EvaluationCallback(keras.callbacks.Callback):
         if logs is not None:
             for key in self.metric_keys:
                 value = float(metrics[key])
-                logs[f"{self.prefix}{key}"] = value if value >= 0 else math.nan
+                logs[f"val_{key}"] = value if value >= 0 else math.nan
         if self.verbose:
             text = " - ".join(
-                f"{self.prefix}{key}: {metrics[key]:.4f}" for key in self.metric_keys if metrics[key] >= 0
+                f"val_{key}: {metrics[key]:.4f}" for key in self.metric_keys if metrics[key] >= 0
             )
             print(f"\nEpoch {epoch + 1}: {text}")
 
@@ -295,14 +293,11 @@ class MetricsCSVLogger(keras.callbacks.Callback):
     with and later.
     """
 
-    def __init__(
-        self, filename: str | os.PathLike, extra_keys: Sequence[str] = (), append: bool = False, separator=","
-    ):
+    def __init__(self, filename: str | os.PathLike, extra_keys: Sequence[str] = (), append: bool = False):
         super().__init__()
         self.filename = os.fspath(filename)
         self.extra_keys = list(extra_keys)
         self.append = append
-        self.separator = separator
         self.rows: list[dict[str, str]] = []
         self._first_epoch: int | None = None
 
@@ -310,7 +305,7 @@ class MetricsCSVLogger(keras.callbacks.Callback):
         self.rows, self._first_epoch = [], None
         if self.append and os.path.exists(self.filename):
             with open(self.filename, newline="", encoding="utf-8") as file:
-                self.rows = [dict(row) for row in csv.DictReader(file, delimiter=self.separator)]
+                self.rows = [dict(row) for row in csv.DictReader(file)]
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch is None:
@@ -325,7 +320,7 @@ class MetricsCSVLogger(keras.callbacks.Callback):
         keys = {key for existing in self.rows for key in existing} | set(self.extra_keys)
         columns = ["epoch", *sorted(keys - {"epoch"})]
         text = io.StringIO()
-        writer = csv.DictWriter(text, columns, restval="", delimiter=self.separator, lineterminator="\n")
+        writer = csv.DictWriter(text, columns, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
         atomic.write_text(self.filename, text.getvalue())
@@ -382,14 +377,9 @@ def _restore_callback_state(callback: keras.callbacks.Callback, state: Mapping[s
 
 def weights_max_abs(model: keras.Model) -> float:
     """The largest absolute floating-point weight of ``model``, BatchNorm's moving statistics left out."""
-    largest = 0.0
-    for variable in model.weights:
-        if "moving_" in variable.path or "float" not in str(variable.dtype):
-            continue
-        value = np.asarray(keras.ops.convert_to_numpy(variable.value))
-        if value.size:
-            largest = max(largest, float(np.max(np.abs(value))))
-    return largest
+    weights = [v for v in model.weights if "moving_" not in v.path and "float" in str(v.dtype)]
+    values = (np.abs(keras.ops.convert_to_numpy(v.value)).max(initial=0.0) for v in weights)
+    return float(max(values, default=0.0))
 
 
 class TrainingBackup(keras.callbacks.Callback):
@@ -399,7 +389,6 @@ class TrainingBackup(keras.callbacks.Callback):
     ``RunFolderError``. Put it last, so that it restores the callbacks' state after their ``on_train_begin``.
 
     Args:
-        keep: states kept (2: the previous good state survives damage to the newest).
         stateful: callbacks whose state is saved, by name: :class:`BestCheckpoint`, ``EarlyStopping``, or any
             callback with ``resume_state() -> dict`` and ``restore_state(dict)``.
         save: False only restores (the workers of a multi-worker run other than the chief).
@@ -416,7 +405,6 @@ class TrainingBackup(keras.callbacks.Callback):
         self,
         backup_dir: str | os.PathLike,
         guard: StopOnNaN | None = None,
-        keep: int = 2,
         stateful: Mapping[str, keras.callbacks.Callback] | None = None,
         verbose: int = 1,
         save: bool = True,
@@ -425,11 +413,8 @@ class TrainingBackup(keras.callbacks.Callback):
         super().__init__()
         if resume_from_epoch is not None and resume_from_epoch < 0:
             raise ValueError(f"--resume-from-epoch must be 0 or more, got {resume_from_epoch}")
-        if keep < 1:
-            raise ValueError(f"keep must be >= 1, got {keep}")
         self.backup_dir = Path(backup_dir)
         self.guard = guard
-        self.keep = int(keep)
         self.stateful = dict(stateful or {})
         self.verbose = verbose
         self.save = save
@@ -525,7 +510,6 @@ class TrainingBackup(keras.callbacks.Callback):
             (self.params or {}).get("epochs"),
             self.history,
             {name: _callback_state(callback) for name, callback in self.stateful.items()},
-            keep=self.keep,
             weights_max_abs=weights_max_abs(self.model),
             initial_weights_max_abs=self.initial_weights_max_abs,
         )

@@ -167,8 +167,7 @@ def _resolve(config: TrainConfig, plan: run_folder.RunPlan) -> _Run:
         _report_skipped(val_data)
 
     steps_per_epoch = config.steps_per_epoch or math.ceil(len(train_data) / config.batch_size)
-    for line in describe_plan(config, steps_per_epoch, shape_note, anchor_report):
-        print(line)
+    print("\n".join(describe_plan(config, steps_per_epoch, shape_note, anchor_report)))
     return _Run(config, strategy, train_data, val_data, anchor_report, steps_per_epoch)
 
 
@@ -176,10 +175,9 @@ def _build(run: _Run) -> keras.Model:
     """The compiled model (``config.model.build`` or the ``--init`` model) under the run's strategy."""
     config = run.config
     with run.strategy.scope():
-        if config.init:
-            model = _initial_model(config, run.class_names)
-        else:
-            model = config.model.build(run.class_names)
+        model = (
+            _initial_model(config, run.class_names) if config.init else config.model.build(run.class_names)
+        )
         optimizer = build_optimizer(config, run.steps_per_epoch * config.epochs)
         if config.batchnorm_frozen:
             freeze_batchnorm(model)
@@ -450,9 +448,7 @@ def build_callbacks(
         logged_later = evaluation.logged_keys
         callbacks.append(evaluation)
         if write:
-            stateful["best_checkpoint"] = BestCheckpoint(
-                checkpoints / "best.keras", monitor="val_AP", mode="max", guard=stop_on_nan
-            )
+            stateful["best_checkpoint"] = BestCheckpoint(checkpoints / "best.keras", guard=stop_on_nan)
             callbacks.append(stateful["best_checkpoint"])
         if config.early_stopping_patience:
             stateful["early_stopping"] = keras.callbacks.EarlyStopping(
@@ -465,29 +461,17 @@ def build_callbacks(
         if val_data is not None and config.tensorboard_images:
             from keras_retinanet.data.pipeline import make_inference_dataset
 
-            sample = dataclasses.replace(val_data, examples=val_data.examples[: config.tensorboard_images])
-            images, _ = next(
-                iter(
-                    make_inference_dataset(
-                        sample, config.model.image_size, batch_size=config.tensorboard_images
-                    )
-                )
-            )
+            count = config.tensorboard_images
+            sample = dataclasses.replace(val_data, examples=val_data.examples[:count])
+            images, _ = next(iter(make_inference_dataset(sample, config.model.image_size, batch_size=count)))
             callbacks.append(PredictionImages(np.asarray(images), log_dir, class_names))
     if write:
         callbacks.append(MetricsCSVLogger(output / run_folder.LOG, extra_keys=logged_later, append=True))
         callbacks.append(LastCheckpoint(checkpoints / "last.keras", guard=stop_on_nan))
-    callbacks.append(
-        TrainingBackup(
-            output / run_folder.BACKUP,
-            guard=stop_on_nan,
-            stateful=stateful,
-            verbose=1,
-            save=write,
-            resume_from_epoch=resume_from,
-        )
+    backup = TrainingBackup(
+        output / run_folder.BACKUP, stop_on_nan, stateful=stateful, save=write, resume_from_epoch=resume_from
     )
-    return callbacks
+    return [*callbacks, backup]
 
 
 # ModelConfig fields that still act with --init: the size trained at, and the losses (built from config.model).

@@ -62,6 +62,8 @@ _STATE_NAME = re.compile(r"^epoch-(\d+)\.json$")
 # it (or than 1, whichever is higher).
 WEIGHT_GROWTH_LIMIT = 100.0
 LOSS_JUMP_LIMIT = 100.0
+# States kept in backup/: the previous good state survives damage to the newest.
+KEPT_STATES = 2
 
 
 class RunFolderError(ValueError):
@@ -220,12 +222,11 @@ def commit_state(
     epochs: int | None,
     history: Sequence[Mapping[str, Any]],
     callbacks: Mapping[str, Any],
-    keep: int = 2,
     weights_max_abs: float | None = None,
     initial_weights_max_abs: float | None = None,
 ) -> TrainingState:
     """Writes the marker of the state after ``epoch`` epochs, whose weights are already in place, then deletes
-    every other state but the ``keep`` newest (newer ones from an abandoned attempt and the legacy files too)."""
+    every other state but the :data:`KEPT_STATES` newest (newer ones from an abandoned attempt and legacy files)."""
     weights, marker = state_paths(backup_dir, epoch)
     state = TrainingState(
         epoch=epoch,
@@ -243,7 +244,7 @@ def commit_state(
     fields = [field.name for field in dataclasses.fields(state) if field.name not in ("weights", "marker")]
     values = {name: getattr(state, name) for name in fields}
     atomic.write_json(marker, {"format": 1, **values, "saved": state.time_text(), "weights": weights.name})
-    _prune(Path(backup_dir), epoch, keep)
+    _prune(Path(backup_dir), epoch, KEPT_STATES)
     return state
 
 
