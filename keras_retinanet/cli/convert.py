@@ -82,7 +82,6 @@ def _image_size(text: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Converts; returns 0."""
     output = args.output
     suffix = os.path.splitext(output)[1].lower()
     if suffix not in (".keras", ".npz", ".safetensors"):

@@ -356,9 +356,7 @@ def _starting_point_lines(spec: str, size: tuple[int, int]) -> list[str]:
     ]
 
 
-# torchvision's COCO v1 checkpoint (the user downloads it; this project never does) and the recipe's settings:
-# frozen BatchNorm (the default with --init), a learning rate 10x below training from scratch (0.01), a short
-# schedule (docs/pretrained.md).
+# torchvision's COCO v1 checkpoint (the user downloads it) and the fine-tuning recipe of docs/pretrained.md.
 COCO_CHECKPOINT_URL = "https://download.pytorch.org/models/retinanet_resnet50_fpn_coco-eeacb38b.pth"
 COCO_CHECKPOINT = COCO_CHECKPOINT_URL.rsplit("/", 1)[1]
 FINETUNE_LEARNING_RATE, FINETUNE_EPOCHS, FINETUNE_BATCH_SIZE, FINETUNE_MAX_WARMUP = 0.001, 12, 8, 500
@@ -432,14 +430,11 @@ def show(args: argparse.Namespace) -> int:
     anchors = np.asarray(generator(image_shape=size))
     os.makedirs(args.out, exist_ok=True)
     max_boxes = max(dataset.max_boxes, 1)
-    rng_seeds = np.random.default_rng(args.seed).integers(0, 2**31, size=(args.num, 2))
+    seeds = np.random.default_rng(args.seed).integers(0, 2**31, size=(args.num, 2))
     written = 0
     for index, example in enumerate(_decoded(dataset, 1).take(args.num)):
-        image, boxes, classes = train_transform(
-            example, rng_seeds[index], size, max_boxes, augment=args.augment
-        )
-        targets = encoder.encode(size, boxes, classes)
-        cls = np.asarray(targets["classification"])
+        image, boxes, classes = train_transform(example, seeds[index], size, max_boxes, augment=args.augment)
+        cls = np.asarray(encoder.encode(size, boxes, classes)["classification"])
         canvas = cv2.cvtColor(np.asarray(image).astype(np.uint8), cv2.COLOR_RGB2BGR)
         # Hundreds of anchors per image: positives as faint outlines, ignored ones as centre dots.
         overlay = canvas.copy()

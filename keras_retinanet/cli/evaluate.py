@@ -75,7 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluates; returns 0."""
     _check_report_options(args)
     with load_detector_from_args(args) as detector:
         return _evaluate(args, detector)

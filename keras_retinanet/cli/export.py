@@ -98,7 +98,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the export; returns 0."""
     from keras_retinanet.export import export_model
 
     if args.class_thresholds is not None:

@@ -97,19 +97,14 @@ def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> list[Sourc
     return sources
 
 
-class _Names:
-    """Unique output file names: ``a.jpg``, then ``a_1.jpg``, ..."""
-
-    def __init__(self):
-        self.used: set[str] = set()
-
-    def get(self, stem: str, extension: str) -> str:
-        name, k = f"{stem}{extension}", 0
-        while name.lower() in self.used:
-            k += 1
-            name = f"{stem}_{k}{extension}"
-        self.used.add(name.lower())
-        return name
+def _unique_name(used: set[str], stem: str, extension: str) -> str:
+    """``a.jpg``, then ``a_1.jpg``, ...: a name not in ``used`` (lower-cased), added to it."""
+    name, k = f"{stem}{extension}", 0
+    while name.lower() in used:
+        k += 1
+        name = f"{stem}_{k}{extension}"
+    used.add(name.lower())
+    return name
 
 
 class _Results:
@@ -166,8 +161,7 @@ def _predict(args: argparse.Namespace, sources: list, detector, folder: str | os
 
     from keras_retinanet import detectors
 
-    names = _Names()
-    names.used.add("detections.json")
+    names = {"detections.json"}
     results = _Results()
     failures: list[tuple[str, str]] = []
     written = 0
@@ -176,7 +170,6 @@ def _predict(args: argparse.Namespace, sources: list, detector, folder: str | os
         failures.append((name, reason))
         tqdm.write(f"error: {name}: {reason}", file=sys.stderr)
 
-    # Images (all image inputs in one batched stream, in order).
     images = [s for s in sources if s.kind == "image"]
     for source in sources:
         if source.kind == "missing":
@@ -190,7 +183,8 @@ def _predict(args: argparse.Namespace, sources: list, detector, folder: str | os
             results.add(item.detections, item.name)
             if not args.no_draw:
                 stem, extension = os.path.splitext(os.path.basename(item.name))
-                file_name = names.get(stem, extension.lower() if extension.lower() in WRITABLE else ".png")
+                extension = extension.lower() if extension.lower() in WRITABLE else ".png"
+                file_name = _unique_name(names, stem, extension)
                 if not cv2.imwrite(
                     os.path.join(folder, file_name), _drawn(item.image, item.detections, detector)
                 ):
@@ -198,7 +192,6 @@ def _predict(args: argparse.Namespace, sources: list, detector, folder: str | os
                     continue
                 written += 1
 
-    # Videos and cameras, one at a time.
     for source in sources:
         if source.kind not in ("video", "camera"):
             continue
@@ -228,7 +221,7 @@ def _drawn(image, detections, detector):
 
 
 def _run_video(
-    source: Source, detector, args, names: _Names, results: _Results, folder: str | os.PathLike
+    source: Source, detector, args, names: set[str], results: _Results, folder: str | os.PathLike
 ) -> str | None:
     """Annotates one video file or webcam into ``folder``; returns an error message, or None."""
     import cv2
@@ -248,7 +241,7 @@ def _run_video(
     stem = f"camera{source.camera_index}" if camera else os.path.splitext(os.path.basename(source.path))[0]
     label = stem if camera else source.path
     writer = None
-    file_name = names.get(f"{stem}_detections", ".mp4")
+    file_name = _unique_name(names, f"{stem}_detections", ".mp4")
     out_path = os.path.join(folder, file_name)
     frame_index = 0
     progress = tqdm(total=total or None, desc=stem, unit="frame", disable=args.no_progress)

@@ -76,7 +76,6 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _raised_in_package(error: BaseException) -> bool:
-    """Whether the innermost Python frame of the traceback is in keras_retinanet."""
     tb = error.__traceback__
     if tb is None:
         return False

@@ -31,14 +31,12 @@ _GROUPS = {
 
 def _flag_fields() -> list[tuple[str, dataclasses.Field, Any]]:
     """(help group, field, type) of every option: TrainConfig's, then ModelConfig's."""
-    fields = []
-    for cls in (TrainConfig, ModelConfig):
-        hints = field_types(cls)
-        for field in dataclasses.fields(cls):
-            if field.name == "model":
-                continue
-            fields.append((field.metadata.get("group") or "model", field, hints[field.name]))
-    return fields
+    return [
+        (field.metadata.get("group") or "model", field, field_types(cls)[field.name])
+        for cls in (TrainConfig, ModelConfig)
+        for field in dataclasses.fields(cls)
+        if field.name != "model"
+    ]
 
 
 def _is_list(hint: Any) -> bool:
@@ -139,7 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = f"{help_text} (default: {_show(default)})" if help_text else f"default: {_show(default)}"
         # SUPPRESS: only the flags given reach the Namespace, so they override --config and nothing else.
         common: dict[str, Any] = dict(dest=field.name, default=argparse.SUPPRESS, help=help_text)
-        inner, optional = optional_inner(hint)
+        inner, _ = optional_inner(hint)
         if inner is bool:
             groups[group].add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif _is_list(hint):
@@ -195,7 +193,6 @@ def run(args: argparse.Namespace) -> int:
         return 3
     if not summary.get("already_finished"):
         print(f"model written to {config.output}/model.keras")
-    final = summary.get("final_metrics")
-    if final:
+    if final := summary.get("final_metrics"):
         print(f"validation AP {final['AP']:.4f}  AP50 {final['AP50']:.4f}")
     return 0

@@ -85,7 +85,6 @@ class EvaluationCallback(keras.callbacks.Callback):
         self._detector = None
 
     def evaluate(self) -> dict:
-        """Evaluates the current model now; returns the full metrics dict."""
         from keras_retinanet.detectors import KerasDetector
         from keras_retinanet.evaluation import evaluate_model
 
@@ -447,8 +446,6 @@ class TrainingBackup(keras.callbacks.Callback):
             print(f"warning: {problem}; ignored", file=sys.stderr)
         if self.resume_from_epoch is not None:
             states = self._chosen_state(states)
-            if not states:
-                return None
         damaged = []
         for state in states:
             problem = state.damage()

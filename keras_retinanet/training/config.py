@@ -254,8 +254,7 @@ def check_counts(config: TrainConfig) -> None:
             raise ValueError(f"option {name} (--{name.replace('_', '-')}): must be at least 1, got {value}")
 
 
-# Options of earlier versions: a config.yaml that leaves one off (false) still loads, one that turned it on
-# cannot be reproduced. subpixel_shift: measured worse on BCCD and chess640 (docs/recipes.md).
+# Removed options, and the version they went in: a config.yaml that leaves one off (false) still loads.
 REMOVED = {"subpixel_shift": "0.4"}
 
 

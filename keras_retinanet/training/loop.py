@@ -113,8 +113,6 @@ def train(
 
 @dataclasses.dataclass
 class _Run:
-    """What the stages of :func:`train` hand on."""
-
     config: TrainConfig
     strategy: Any  # tf.distribute.Strategy
     train_data: Dataset
@@ -190,7 +188,6 @@ def _build(run: _Run) -> keras.Model:
 
 
 def _data(run: _Run):
-    """The endless, augmented, label-encoded training batches."""
     import tensorflow as tf
 
     from keras_retinanet.data.pipeline import make_training_dataset
@@ -228,7 +225,6 @@ def _prepare_folder(run: _Run, plan: run_folder.RunPlan, output: Path) -> None:
 
 
 def _fit(run: _Run, plan: run_folder.RunPlan, output: Path, resume_from_epoch: int | None) -> dict:
-    """``model.fit`` with the run's callbacks; returns the summary of what it trained."""
     config = run.config
     stop_on_nan = StopOnNaN(verbose=False)
     callbacks = build_callbacks(
@@ -285,8 +281,7 @@ def _finish(run: _Run, output: Path, summary: dict) -> dict:
     return summary
 
 
-# A rule of thumb, not a measured limit: the shortest from-scratch run measured here, 260 steps, reached AP 0.16
-# on chess640 (docs/recipes.md); under 100 steps a detector has barely left its warm-up.
+# A rule of thumb, not a measured limit: under 100 steps a detector has barely left its warm-up.
 MIN_LEARNING_STEPS = 100
 
 
@@ -358,7 +353,6 @@ def _history(records: Sequence[dict]) -> dict[str, list]:
 
 
 def _announce(plan: run_folder.RunPlan) -> None:
-
     if plan.fresh and plan.class_names is not None:
         print(f"{plan.path} has no finished epoch to continue from: training starts from the beginning")
     elif plan.changes and not plan.fresh:

@@ -57,9 +57,8 @@ FREE_KEYS = frozenset({"output", "verbose", "tensorboard", "tensorboard_images",
 FIXED_TRAIN_KEYS = frozenset({"optimizer", "freeze_batchnorm", "mixed_precision", "init", "anchors"})
 
 _STATE_NAME = re.compile(r"^epoch-(\d+)\.json$")
-# A kept state looks diverged (a rerun from it would likely diverge again) when its largest weight is this many
-# times the largest at the start of the run, or its epoch's loss this many times the highest epoch loss before
-# it (or than 1, whichever is higher).
+# A kept state looks diverged when its largest weight is this many times the largest at the start, or its loss
+# this many times the highest epoch loss before it (or than 1).
 WEIGHT_GROWTH_LIMIT = 100.0
 LOSS_JUMP_LIMIT = 100.0
 # States kept in backup/: the previous good state survives damage to the newest.
@@ -328,10 +327,8 @@ def parse_allow_changes(values: str | Iterable[str] | None) -> frozenset[str] | 
     names = {name[len("model.") :] if name.startswith("model.") else name for name in names}
     unknown = sorted(names - known)
     if unknown:
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        close = {name: difflib.get_close_matches(name, sorted(known), n=1) for name in unknown}
+        hints = [f"{name} (did you mean {c[0]}?)" if c else name for name, c in close.items()]
         raise RunFolderError(f"--allow-changes: unknown option(s) {', '.join(hints)}")
     fixed = sorted(names & fixed_keys())
     if fixed:
@@ -379,8 +376,7 @@ def plan_run(config: TrainConfig, allow_changes: str | Iterable[str] | None = ()
             changes.pop(key, None)
     if same_requested_size(previous, config):
         changes.pop("image_size", None)  # resolved from the data's shape by the run (training.image_shape)
-    states, _ = list_states(path / BACKUP)
-    state = states[0] if states else None
+    state = next(iter(list_states(path / BACKUP)[0]), None)
     summary = _read_json(path / SUMMARY)
     names_file = path / CLASS_NAMES
     class_names = names_file.read_text(encoding="utf-8").splitlines() if names_file.exists() else None
