@@ -286,7 +286,7 @@ def _anchor_lines(
 ) -> tuple[list[str], Any, Any, Any]:
     """(lines, coverage now, coverage with the fitted suggestion or None, the suggestion or None)."""
     from keras_retinanet.data import anchor_stats as st
-    from keras_retinanet.training.anchors import MIN_CLASS_COVERAGE
+    from keras_retinanet.training.anchors import MIN_CLASS_COVERAGE, shapes_text
 
     generator = _anchor_generator(args)
     boxes, classes = st.network_boxes(dataset, size)
@@ -310,13 +310,13 @@ def _anchor_lines(
         after,
     )
     out.append(
-        f"  anchors: {_shapes_text(generator.sizes, generator.scales, generator.aspect_ratios)}, "
+        f"  anchors: {shapes_text(generator.sizes, generator.scales, generator.aspect_ratios)}, "
         f"offset {generator.offset}"
     )
     if suggestion:
         better = after.objective() > before.objective()
         out.append(
-            f"  suggested: {_shapes_text(suggestion.sizes, suggestion.scales, suggestion.aspect_ratios)}"
+            f"  suggested: {shapes_text(suggestion.sizes, suggestion.scales, suggestion.aspect_ratios)}"
             + ("" if better else "  (no improvement found; keep the current anchors)")
         )
         sizes = ",".join(f"{s:.4g}" for s in suggestion.sizes)
@@ -392,13 +392,6 @@ def _finetuning_recipe(spec: str, dataset, size: tuple[int, int]) -> dict:
         "the COCO model's (anchor suggestions do not apply)",
     ]
     return {"lines": lines, "coco_matches": coco_matches, "convert": convert, "train": train}
-
-
-def _shapes_text(sizes, scales, ratios) -> str:
-    return (
-        f"sizes {[round(s, 1) for s in sizes]}, scales {[round(s, 3) for s in scales]}, "
-        f"ratios {[round(r, 3) for r in ratios]}"
-    )
 
 
 def _text(canvas, text: str, origin: tuple[int, int], colour) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
+import itertools
 import json
 import os
 import sys
@@ -246,21 +247,17 @@ def _run_video(
     frame_index = 0
     progress = tqdm(total=total or None, desc=stem, unit="frame", disable=args.no_progress)
     batch_size = max(1, min(args.batch_size, detector.max_batch_size or args.batch_size))
+
+    def read():  # RGB frames, at most --max-frames
+        for _ in range(args.max_frames) if args.max_frames else itertools.count():
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+    stream = read()
     try:
-        done = False
-        while not done:
-            frames = []
-            while len(frames) < batch_size:
-                if args.max_frames and frame_index + len(frames) >= args.max_frames:
-                    done = True
-                    break
-                ok, frame = capture.read()
-                if not ok:
-                    done = True
-                    break
-                frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-            if not frames:
-                break
+        while frames := list(itertools.islice(stream, batch_size)):
             for frame, detections in zip(frames, detector.detect(frames), strict=True):
                 results.add(detections, label, frame=frame_index)
                 if not args.no_draw:
@@ -281,6 +278,4 @@ def _run_video(
         capture.release()
         if writer is not None:
             writer.release()
-    if frame_index == 0:
-        return "no frame could be read"
-    return None
+    return None if frame_index else "no frame could be read"

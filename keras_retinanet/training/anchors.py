@@ -74,37 +74,32 @@ def fit_to_data(config: TrainConfig, dataset, seed: int = 0) -> tuple[dict, dict
     generator = config.model.build_anchor_generator()
     threshold = config.model.positive_threshold
     boxes, classes = st.network_boxes(dataset, size)
-    before = st.coverage(
-        st.best_anchor_iou(boxes, generator, size), classes, boxes, dataset.class_names, threshold
-    )
+
+    def coverage(anchors) -> st.Coverage:
+        return st.coverage(
+            st.best_anchor_iou(boxes, anchors, size), classes, boxes, dataset.class_names, threshold
+        )
+
+    before = coverage(generator)
     given = _shapes(config)
     report = {"image_size": list(size), "positive_threshold": threshold, "given": given, "before": before}
+
+    def keep_given(reason: str) -> tuple[dict, dict]:
+        report.update(anchors=given, after=None, fitted=False, reason=reason)
+        return given, _jsonable(report)
+
     under = {
         name: value
         for name, value in before.per_class.items()
         if before.counts_per_class[name] and value < MIN_CLASS_COVERAGE
     }
     if not under:
-        report.update(
-            anchors=given, after=None, fitted=False,
-            reason=f"every class has at least {MIN_CLASS_COVERAGE:.0%} of its boxes covered",
-        )  # fmt: skip
-        return given, _jsonable(report)
+        return keep_given(f"every class has at least {MIN_CLASS_COVERAGE:.0%} of its boxes covered")
     found = st.optimize_anchors(boxes, classes, dataset.class_names, generator, size, threshold, seed=seed)
-    after = st.coverage(
-        st.best_anchor_iou(boxes, found.generator(generator), size),
-        classes,
-        boxes,
-        dataset.class_names,
-        threshold,
-    )
+    after = coverage(found.generator(generator))
     listing = ", ".join(f"{name} {value:.1%}" for name, value in under.items())
     if after.objective() <= before.objective():
-        report.update(
-            anchors=given, after=None, fitted=False,
-            reason=f"under-covered ({listing}) but no better anchors found",
-        )  # fmt: skip
-        return given, _jsonable(report)
+        return keep_given(f"under-covered ({listing}) but no better anchors found")
     shapes = dataclasses.asdict(found)
     report.update(anchors=shapes, after=after, fitted=True, reason=f"under-covered: {listing}")
     smallest = min(found.sizes) * min(found.scales)
@@ -167,13 +162,18 @@ def describe(report: dict) -> str:
                 f"  ({before['counts_per_class'][name]} boxes)"
             )
     shapes = report["anchors"]
-    lines.append(
-        f"  using sizes {[round(v, 1) for v in shapes['sizes']]}, scales {[round(v, 3) for v in shapes['scales']]}, "
-        f"ratios {[round(v, 3) for v in shapes['aspect_ratios']]}"
-    )
+    lines.append(f"  using {shapes_text(shapes['sizes'], shapes['scales'], shapes['aspect_ratios'])}")
     if "warning" in report:
         lines.append(f"  warning: {report['warning']}")
     return "\n".join(lines)
+
+
+def shapes_text(sizes, scales, ratios) -> str:
+    """``sizes [32.0, ...], scales [1.0, ...], ratios [0.5, ...]``, rounded."""
+    return (
+        f"sizes {[round(s, 1) for s in sizes]}, scales {[round(s, 3) for s in scales]}, "
+        f"ratios {[round(r, 3) for r in ratios]}"
+    )
 
 
 def _percent(value: float) -> str:

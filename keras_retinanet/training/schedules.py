@@ -55,12 +55,10 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             decay_steps = max(self.total_steps - self.warmup_steps, 1)
             progress = ops.clip((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
             rate = 0.5 * self.base_learning_rate * (1.0 + ops.cos(3.141592653589793 * progress))
-        elif self.decay == "step":
-            rate = ops.convert_to_tensor(self.base_learning_rate, "float32")
-            for decay_step in self.decay_steps():
-                rate = ops.where(step >= decay_step, rate * self.gamma, rate)
         else:
             rate = ops.convert_to_tensor(self.base_learning_rate, "float32")
+            for decay_step in self.decay_steps():  # none when constant
+                rate = ops.where(step >= decay_step, rate * self.gamma, rate)
         if self.warmup_steps > 0:
             alpha = ops.clip(step / self.warmup_steps, 0.0, 1.0)
             rate = rate * (self.warmup_factor * (1.0 - alpha) + alpha)
