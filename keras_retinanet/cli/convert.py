@@ -1,17 +1,6 @@
 """``retinanet convert torchvision|model-garden CHECKPOINT --output MODEL.keras``: other frameworks' weights as
-Keras models.
-
-- A ``retinanet_resnet50_fpn`` (v1) or ``retinanet_resnet50_fpn_v2`` state dict -> a ``.keras`` RetinaNet that
-  computes the same function (see :mod:`keras_retinanet.convert.torchvision`); COCO's 91 class slots become its
-  80 named classes unless ``--keep-unused-slots``.
-- Any torchvision state dict -> ``.npz`` (or ``.safetensors``) with the same names, read later without torch:
-  e.g. an ImageNet ``resnet50-0676ba61.pth`` for ``retinanet train --backbone torchvision_resnet50 --weights
-  resnet50.npz``.
-- A TF Model Garden mobile RetinaNet checkpoint (MediaPipe Model Maker's COCO-trained ``mobilenetv2_ssd_i256_ckpt``
-  and ``mobilenetv3.5_ssd_i256_ckpt``) -> a ``.keras`` RetinaNet that computes the same function (see
-  :mod:`keras_retinanet.convert.model_garden`), with COCO's 80 classes.
-
-``.pth``/``.pt`` inputs need torch (``pip install 'keras-retinanet[torch]'``); ``.safetensors`` and ``.npz`` do not.
+Keras models (:mod:`keras_retinanet.convert`), or a torchvision state dict as a torch-free ``.npz`` /
+``.safetensors``. ``.pth``/``.pt`` inputs need torch (``pip install 'keras-retinanet[torch]'``).
 """
 
 from __future__ import annotations
@@ -93,8 +82,6 @@ def _image_size(text: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Converts; returns 0. A bad checkpoint (``CheckpointError``), option or path raises; ``cli.run_command``
-    prints it in one line on stderr with exit code 2."""
     output = args.output
     suffix = os.path.splitext(output)[1].lower()
     if suffix not in (".keras", ".npz", ".safetensors"):

@@ -1,19 +1,10 @@
 """``retinanet data check SPEC``, ``retinanet data show SPEC --out DIR`` and
 ``retinanet data convert SPEC --to coco|yolo|voc OUT``.
 
-check: images, boxes per class, box sizes, problems found (bad records are skipped and listed, never fatal),
-and anchor coverage per class and size with the anchors given (default: the paper's), plus scales / ratios
-found by :func:`keras_retinanet.data.anchor_stats.optimize_anchors`, shown before / after. Exit code: 0 when
-the data is clean, 1 when bad records were found (0 with ``--no-strict``), 2 when the data cannot be read at
-all (missing folder or split, bad spec, a file that is not JSON, a bad classes file: one line on stderr).
-
-show: PNG images at network resolution with the ground truth (green; ignore boxes grey), the anchors the label
-encoder makes positive (blue outlines and centres) and ignored (orange centre dots): what the model will be
-taught.
-
-convert: writes the dataset in another format (:mod:`keras_retinanet.data.writers`, images copied) and prints the
-spec that reads it back. Bad records stop it (exit code 2) unless ``--skip-bad``, which leaves them out and
-reports them.
+check: statistics, the bad records (skipped and listed; exit code 1 unless ``--no-strict``) and the anchor
+coverage per class and size, before / after fitting. show: PNGs at network resolution with the ground truth
+and the anchors the label encoder makes positive or ignored. convert: the dataset in another format, and the
+spec that reads it back.
 """
 
 from __future__ import annotations
@@ -123,16 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _anchor_generator(args):
     from keras_retinanet.model.anchors import AnchorGenerator
 
-    kwargs = {}
-    for key, value in (
-        ("sizes", args.anchor_sizes),
-        ("scales", args.anchor_scales),
-        ("aspect_ratios", args.anchor_ratios),
-        ("offset", args.anchor_offset),
-    ):
-        if value is not None:
-            kwargs[key] = value
-    return AnchorGenerator(**kwargs)
+    given = zip(
+        ("sizes", "scales", "aspect_ratios", "offset"),
+        (args.anchor_sizes, args.anchor_scales, args.anchor_ratios, args.anchor_offset),
+    )
+    return AnchorGenerator(**{key: value for key, value in given if value is not None})
 
 
 def _load(args):
@@ -144,11 +130,7 @@ def _load(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.data_command == "check":
-        return check(args)
-    if args.data_command == "convert":
-        return convert(args)
-    return show(args)
+    return {"check": check, "convert": convert, "show": show}[args.data_command](args)
 
 
 def convert(args: argparse.Namespace) -> int:
@@ -187,27 +169,21 @@ def _fmt(value: float) -> str:
 
 
 def _coverage_table(title: str, before, after=None) -> list[str]:
-    lines = [title]
-    head = f"  {'':<22}{'boxes':>7}  {'coverage':>9}" + (f"  {'suggested':>9}" if after else "")
-    lines.append(head)
-    rows = [("all", sum(before.counts_per_class.values()), before.overall, after.overall if after else None)]
-    rows += [
-        (f"class {n}", before.counts_per_class[n], v, after.per_class[n] if after else None)
-        for n, v in before.per_class.items()
-    ]
-    rows += [
-        (f"size {n}", before.counts_per_size[n], v, after.per_size[n] if after else None)
-        for n, v in before.per_size.items()
-    ]
-    for name, count, value, suggested in rows:
-        lines.append(
-            f"  {name:<22}{count:>7}  {_fmt(value):>9}" + (f"  {_fmt(suggested):>9}" if after else "")
-        )
-    lines.append(
-        f"  {'mean best IoU':<22}{'':>7}  {before.mean_best_iou:9.3f}"
-        + (f"  {after.mean_best_iou:9.3f}" if after else "")
-    )
-    return lines
+    def row(name, count, value, suggested) -> str:
+        return f"  {name:<22}{count:>7}  {value:>9}" + (f"  {suggested:>9}" if after else "")
+
+    total = sum(before.counts_per_class.values())
+    lines = [title, row("", "boxes", "coverage", "suggested")]
+    lines.append(row("all", total, _fmt(before.overall), after and _fmt(after.overall)))
+    for kind, values, counts in (
+        ("class", "per_class", "counts_per_class"),
+        ("size", "per_size", "counts_per_size"),
+    ):
+        for name, value in getattr(before, values).items():
+            suggested = after and _fmt(getattr(after, values)[name])
+            lines.append(row(f"{kind} {name}", getattr(before, counts)[name], _fmt(value), suggested))
+    iou = f"{before.mean_best_iou:9.3f}"
+    return [*lines, row("mean best IoU", "", iou, after and f"{after.mean_best_iou:9.3f}")]
 
 
 def _network_size(args: argparse.Namespace, dataset) -> tuple[int, int]:
@@ -241,11 +217,11 @@ def check(args: argparse.Namespace) -> int:
             "negatives": negatives,
             "problems": dataset.skipped.counts(),
             "clipped": dataset.skipped.clipped,
-            "coverage": _as_dict(before),
+            "coverage": dataclasses.asdict(before),
             # retinanet train --anchors FILE reads "anchors" (keras_retinanet.training.anchors).
             "anchors": dataclasses.asdict(suggestion) if suggestion else None,
             "image_size": list(size),
-            "suggested_coverage": _as_dict(after) if after else None,
+            "suggested_coverage": dataclasses.asdict(after) if after else None,
             "finetuning": {key: finetuning[key] for key in ("coco_matches", "convert", "train")},
             **stats,
         }
@@ -262,8 +238,7 @@ def check(args: argparse.Namespace) -> int:
 
 
 def _dataset_lines(dataset) -> tuple[list[str], dict[str, int], int]:
-    """Images, negatives, ignore boxes, boxes per image and per class, and the classes without a box, as lines;
-    with the boxes per class and the number of negatives for the JSON report."""
+    """The dataset's counts as lines, with the boxes per class and the negatives for the JSON report."""
     import numpy as np
 
     out = [f"dataset {dataset.name}: {len(dataset)} images, {dataset.num_classes} classes"]
@@ -285,7 +260,7 @@ def _dataset_lines(dataset) -> tuple[list[str], dict[str, int], int]:
 
 
 def _box_size_lines(dataset) -> tuple[list[str], dict]:
-    """Percentiles of box sizes in original pixels, as lines and as the report's ``sqrt_area_percentiles``."""
+    """Percentiles of box sizes in original pixels, as lines and for the JSON report."""
     import numpy as np
 
     all_boxes = np.concatenate([ex["boxes"] for ex in dataset.examples] or [np.zeros((0, 4), np.float32)])
@@ -309,69 +284,53 @@ def _box_size_lines(dataset) -> tuple[list[str], dict]:
 def _anchor_lines(
     args: argparse.Namespace, dataset, size: tuple[int, int]
 ) -> tuple[list[str], Any, Any, Any]:
-    """The anchors' coverage of the boxes, with ``--optimize`` a fitted suggestion and its flags.
-
-    Returns:
-        (lines, coverage now, coverage with the suggestion or None, the suggestion or None).
-    """
+    """(lines, coverage now, coverage with the fitted suggestion or None, the suggestion or None)."""
     from keras_retinanet.data import anchor_stats as st
-    from keras_retinanet.training.anchors import MIN_CLASS_COVERAGE
+    from keras_retinanet.training.anchors import MIN_CLASS_COVERAGE, shapes_text
 
     generator = _anchor_generator(args)
     boxes, classes = st.network_boxes(dataset, size)
 
+    threshold, names = args.positive_threshold, dataset.class_names
+
     def coverage(anchors):
-        ious = st.best_anchor_iou(boxes, anchors, size)
-        return st.coverage(ious, classes, boxes, dataset.class_names, args.positive_threshold)
+        return st.coverage(st.best_anchor_iou(boxes, anchors, size), classes, boxes, names, threshold)
 
     before = coverage(generator)
     after, suggestion = None, None
     if args.optimize and len(boxes):
-        suggestion = st.optimize_anchors(
-            boxes,
-            classes,
-            dataset.class_names,
-            generator,
-            size,
-            args.positive_threshold,
-            args.iterations,
-            args.seed,
+        found = st.optimize_anchors(
+            boxes, classes, names, generator, size, threshold, args.iterations, args.seed
         )
-        after = coverage(suggestion.generator(generator))
+        suggestion, after = found, coverage(found.generator(generator))
     out = _coverage_table(
         f"anchor coverage at {size[0]}x{size[1]} (share of boxes with best anchor IoU >= "
-        f"{args.positive_threshold}; sizes in network pixels: small < 32, medium < 96, large):",
+        f"{threshold}; sizes in network pixels: small < 32, medium < 96, large):",
         before,
         after,
     )
     out.append(
-        f"  anchors: {_shapes_text(generator.sizes, generator.scales, generator.aspect_ratios)}, "
+        f"  anchors: {shapes_text(generator.sizes, generator.scales, generator.aspect_ratios)}, "
         f"offset {generator.offset}"
     )
     if suggestion:
         better = after.objective() > before.objective()
         out.append(
-            f"  suggested: {_shapes_text(suggestion.sizes, suggestion.scales, suggestion.aspect_ratios)}"
+            f"  suggested: {shapes_text(suggestion.sizes, suggestion.scales, suggestion.aspect_ratios)}"
             + ("" if better else "  (no improvement found; keep the current anchors)")
         )
-        # retinanet train's own flag names (ModelConfig fields), so the line can be pasted after the command.
+        sizes = ",".join(f"{s:.4g}" for s in suggestion.sizes)
+        scales = ",".join(f"{s:.3f}" for s in suggestion.scales)
+        ratios = ",".join(f"{r:.3f}" for r in suggestion.aspect_ratios)
         out.append(
-            f"  use: retinanet train --image-size {size[0]} {size[1]}"
-            + " --anchor-sizes "
-            + ",".join(f"{s:.4g}" for s in suggestion.sizes)
-            + " --anchor-scales "
-            + ",".join(f"{s:.3f}" for s in suggestion.scales)
-            + " --anchor-aspect-ratios "
-            + ",".join(f"{r:.3f}" for r in suggestion.aspect_ratios)
-            + f" --anchor-offset {generator.offset:g}"
+            f"  use: retinanet train --image-size {size[0]} {size[1]} --anchor-sizes {sizes} --anchor-scales "
+            f"{scales} --anchor-aspect-ratios {ratios} --anchor-offset {generator.offset:g}"
         )
         if args.json:
             out.append(f"   or: retinanet train --image-size {size[0]} {size[1]} --anchors {args.json}")
     under_covered = [name for name, share in before.per_class.items() if share < MIN_CLASS_COVERAGE]
     if under_covered:
-        # On BCCD fitted anchors alone covered the platelets but did not teach them; ATSS did, and GroupNorm in
-        # the heads made the model converge within the short schedule (docs/small-objects.md). The default
-        # recipe does all three, so the advice is only for the paper's.
+        # Fitted anchors alone did not teach BCCD's platelets; ATSS and GroupNorm did (docs/small-objects.md).
         out.append(
             f"  {', '.join(under_covered)}: under {MIN_CLASS_COVERAGE:.0%} covered; the default recipe fits "
             "anchors and matches with ATSS for this; with --recipe paper, train with --anchors auto "
@@ -397,21 +356,15 @@ def _starting_point_lines(spec: str, size: tuple[int, int]) -> list[str]:
     ]
 
 
-# torchvision's COCO v1 checkpoint (the user downloads it; this project never does) and the recipe's settings:
-# frozen BatchNorm (the default with --init), a learning rate 10x below training from scratch (0.01), a short
-# schedule (docs/pretrained.md).
+# torchvision's COCO v1 checkpoint (the user downloads it) and the fine-tuning recipe of docs/pretrained.md.
 COCO_CHECKPOINT_URL = "https://download.pytorch.org/models/retinanet_resnet50_fpn_coco-eeacb38b.pth"
 COCO_CHECKPOINT = COCO_CHECKPOINT_URL.rsplit("/", 1)[1]
 FINETUNE_LEARNING_RATE, FINETUNE_EPOCHS, FINETUNE_BATCH_SIZE, FINETUNE_MAX_WARMUP = 0.001, 12, 8, 500
 
 
 def _finetuning_recipe(spec: str, dataset, size: tuple[int, int]) -> dict:
-    """How to fine-tune from torchvision's COCO RetinaNet on this data: the two commands and the classes COCO
-    knows (those start from COCO's class weights, the others from the prior; ``keras_retinanet.training.finetune``).
-
-    Returns ``{"lines": printed lines, "coco_matches": {class: COCO class}, "convert": argv, "train": argv}``;
-    the argv lists start after ``retinanet`` and parse with its own parser (tests/test_finetune.py).
-    """
+    """How to fine-tune from torchvision's COCO RetinaNet on this data: ``{"lines", "coco_matches": {class: COCO
+    class}, "convert": argv, "train": argv}``, the argv lists without the leading ``retinanet``."""
     import math
     import shlex
 
@@ -441,15 +394,10 @@ def _finetuning_recipe(spec: str, dataset, size: tuple[int, int]) -> dict:
     return {"lines": lines, "coco_matches": coco_matches, "convert": convert, "train": train}
 
 
-def _as_dict(cov) -> dict:
-    return dataclasses.asdict(cov)
+def _text(canvas, text: str, origin: tuple[int, int], colour) -> None:
+    import cv2
 
-
-def _shapes_text(sizes, scales, ratios) -> str:
-    return (
-        f"sizes {[round(s, 1) for s in sizes]}, scales {[round(s, 3) for s in scales]}, "
-        f"ratios {[round(r, 3) for r in ratios]}"
-    )
+    cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
 
 
 # BGR colours for OpenCV.
@@ -475,14 +423,11 @@ def show(args: argparse.Namespace) -> int:
     anchors = np.asarray(generator(image_shape=size))
     os.makedirs(args.out, exist_ok=True)
     max_boxes = max(dataset.max_boxes, 1)
-    rng_seeds = np.random.default_rng(args.seed).integers(0, 2**31, size=(args.num, 2))
+    seeds = np.random.default_rng(args.seed).integers(0, 2**31, size=(args.num, 2))
     written = 0
     for index, example in enumerate(_decoded(dataset, 1).take(args.num)):
-        image, boxes, classes = train_transform(
-            example, rng_seeds[index], size, max_boxes, augment=args.augment
-        )
-        targets = encoder.encode(size, boxes, classes)
-        cls = np.asarray(targets["classification"])
+        image, boxes, classes = train_transform(example, seeds[index], size, max_boxes, augment=args.augment)
+        cls = np.asarray(encoder.encode(size, boxes, classes)["classification"])
         canvas = cv2.cvtColor(np.asarray(image).astype(np.uint8), cv2.COLOR_RGB2BGR)
         # Hundreds of anchors per image: positives as faint outlines, ignored ones as centre dots.
         overlay = canvas.copy()
@@ -500,25 +445,14 @@ def show(args: argparse.Namespace) -> int:
             colour = IGNORE_GT_COLOUR if c == aug.IGNORE_CLASS else GT_COLOUR
             cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 2)
             label = "ignore" if c == aug.IGNORE_CLASS else dataset.class_names[int(c)]
-            cv2.putText(
-                canvas,
-                label,
-                (x1 + 2, max(y1 - 3, 10)),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.4,
-                colour,
-                1,
-                cv2.LINE_AA,
-            )
-        legend = [
-            ("ground truth", GT_COLOUR),
-            ("positive anchor", POSITIVE_COLOUR),
-            ("ignored anchor", IGNORED_COLOUR),
-        ]
-        for k, (text, colour) in enumerate(legend):
-            cv2.putText(
-                canvas, text, (5, size[0] - 8 - 14 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA
-            )
+            _text(canvas, label, (x1 + 2, max(y1 - 3, 10)), colour)
+        legend = {
+            "ground truth": GT_COLOUR,
+            "positive anchor": POSITIVE_COLOUR,
+            "ignored anchor": IGNORED_COLOUR,
+        }
+        for k, (text, colour) in enumerate(legend.items()):
+            _text(canvas, text, (5, size[0] - 8 - 14 * k), colour)
         name = os.path.splitext(os.path.basename(dataset.examples[index]["image_path"]))[0]
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         path = os.path.join(args.out, f"{index:04d}_{name[:60]}.png")

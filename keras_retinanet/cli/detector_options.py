@@ -6,7 +6,6 @@ import argparse
 
 
 def _score(text: str) -> float:
-    """A score threshold: a number from 0 to 1 (argparse turns the ValueError into a usage error, exit 2)."""
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not a score from 0 to 1")
@@ -14,8 +13,7 @@ def _score(text: str) -> float:
 
 
 def add_detector_arguments(parser: argparse.ArgumentParser, score_threshold: float | None = None) -> None:
-    """MODEL and the options of ``keras_retinanet.detectors.load_detector`` (``score_threshold``: a default
-    other than the model's own)."""
+    """MODEL and the options of ``load_detector`` (``score_threshold``: a default other than the model's)."""
     parser.add_argument(
         "model",
         metavar="MODEL",

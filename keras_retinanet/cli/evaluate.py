@@ -1,15 +1,13 @@
 """``retinanet evaluate MODEL --data SPEC``: COCO box metrics (pycocotools) of any model file on a data set.
 
-MODEL is a ``.keras`` file, an exported SavedModel directory (or export folder) or a ``.tflite`` file, so the
-same command shows what an export or a quantisation cost. Prints a table; ``--json`` writes the metrics
-(``AP, AP50, AP75, APs, APm, APl, AR100, per_class``; fractions, -1 where undefined). ``--report DIR`` also
-writes where the model fails: ``report.md`` with a confusion matrix, the TIDE error breakdown, the worst images
-and per-class F1-optimal thresholds (``keras_retinanet.evaluation.report``).
+``--json`` writes the metrics (``AP, AP50, AP75, APs, APm, APl, AR100, per_class``; fractions, -1 where
+undefined); ``--report DIR`` where the model fails (``keras_retinanet.evaluation.report``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -77,8 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluates; returns 0. A bad model file, dataset or image raises; ``cli.run_command`` prints it in one
-    line on stderr with exit code 2."""
     _check_report_options(args)
     with load_detector_from_args(args) as detector:
         return _evaluate(args, detector)
@@ -111,11 +107,8 @@ def _evaluate(args: argparse.Namespace, detector) -> int:
         class_names=detector.class_names or None,
         allow_outside_paths=args.allow_outside_paths,
     )
-    skipped = getattr(dataset, "skipped", None)
-    if skipped is not None and hasattr(skipped, "summary") and len(skipped):
-        print(skipped.summary(), file=sys.stderr)
-    if not dataset.examples:
-        raise DataError(f"dataset {args.data} has no images")
+    if len(dataset.skipped):
+        print(dataset.skipped.summary(), file=sys.stderr)
     if any(not ex.get("image_path") for ex in dataset.examples):
         raise DataError(f"{args.data}: evaluation needs image files (image_path)")
     print(
@@ -126,15 +119,12 @@ def _evaluate(args: argparse.Namespace, detector) -> int:
     examples, detections, names = evaluation.collect_detections(
         detector, dataset, batch_size=args.batch_size, progress=not args.no_progress
     )
-    if args.pr_curves:
-        # Written beside the folder and renamed into place, as the report.
-        with atomic.staged_folder(args.pr_curves) as staging:
-            metrics = evaluation.evaluate_detections(examples, detections, names, pr_curve_dir=staging)
-    else:
-        metrics = evaluation.evaluate_detections(examples, detections, names)
+    # The curves and the report are written beside their folder and renamed into place: a kill leaves it as it was.
+    curves = atomic.staged_folder(args.pr_curves) if args.pr_curves else contextlib.nullcontext()
+    with curves as staging:
+        metrics = evaluation.evaluate_detections(examples, detections, names, pr_curve_dir=staging)
     print(evaluation.format_metrics(metrics))
     if args.report:
-        # Written beside the folder and renamed into place: a kill leaves the folder as it was.
         with atomic.staged_folder(args.report) as staging:
             evaluation.write_report(
                 staging,

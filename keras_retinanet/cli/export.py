@@ -98,8 +98,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the export; returns 0. A user error (``ExportError``, ``ModelFileError``, a bad option) raises;
-    ``cli.run_command`` prints it in one line on stderr with exit code 2."""
     from keras_retinanet.export import export_model
 
     if args.class_thresholds is not None:
@@ -136,8 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _add_latency(report: dict) -> None:
-    """TFLite latency of each builtin-op file (``keras_retinanet.detectors.latency``) into the export's report
-    and its ``export_report.json``: the command measures, so the exporter stays below the benchmark tools."""
+    """The latency of each builtin-op TFLite, ONNX and OpenVINO file into the report and export_report.json."""
     import numpy as np
 
     from keras_retinanet.detectors import load_detector

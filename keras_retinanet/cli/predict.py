@@ -8,9 +8,7 @@ Writes into DIR:
   image or frame), ``file_name``, ``frame`` (videos), ``category_id`` (the model's 0-based class id),
   ``category_name``, ``bbox`` ``[x, y, width, height]`` in original pixels, ``score``.
 
-Unreadable images are reported by name and skipped; the run goes on. Exit code: 0 when everything was read,
-1 when some input failed (the count is printed at the end), 2 for a bad model file, no inputs or an ``--out``
-that is not a folder (one line on stderr, from ``keras_retinanet.cli.retinanet.run_command``).
+Unreadable inputs are reported and skipped (exit code 1 at the end).
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
+import itertools
 import json
 import os
 import sys
@@ -30,6 +29,7 @@ from keras_retinanet.conventions import DISPLAY_SCORE_THRESHOLD
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 GLOB_CHARS = "*?["
+WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # extensions OpenCV writes
 LOCK = ".predict.lock"
 
 
@@ -72,19 +72,11 @@ class Source:
     camera_index: int | None = None
 
 
-def _is_image(path: str) -> bool:
+def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> list[Source]:
+    """INPUT arguments as sources, in order: a folder gives its image files (sorted), a glob its matches, a bare
+    integer that is not a file a webcam; any other file is an image unless its extension is a video's."""
     from keras_retinanet.detectors.running import IMAGE_EXTENSIONS
 
-    return path.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> list[Source]:
-    """Expand INPUT arguments into sources, in order.
-
-    A folder gives its image files (sorted; sub-folders with ``recursive``), a glob its matches (sorted), a
-    video extension a video, a bare integer that is not a file a webcam index; any other existing file is
-    taken as an image (and reported if it cannot be read); a path that matches nothing is ``"missing"``.
-    """
     sources: list[Source] = []
     for item in inputs:
         if os.path.isdir(item):
@@ -92,17 +84,13 @@ def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> list[Sourc
                 found = [os.path.join(root, name) for root, _, names in os.walk(item) for name in names]
             else:
                 found = [os.path.join(item, name) for name in os.listdir(item)]
-            sources += [Source("image", p) for p in sorted(found) if os.path.isfile(p) and _is_image(p)]
-        elif os.path.isfile(item):
-            kind = "video" if item.lower().endswith(VIDEO_EXTENSIONS) else "image"
-            sources.append(Source(kind, item))
-        elif any(c in item for c in GLOB_CHARS):
-            matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
-            if not matches:
-                sources.append(Source("missing", item))
-            for p in matches:
-                kind = "video" if p.lower().endswith(VIDEO_EXTENSIONS) else "image"
-                sources.append(Source(kind, p))
+            found = [p for p in sorted(found) if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS)]
+            sources += [Source("image", p) for p in found]
+        elif os.path.isfile(item) or any(c in item for c in GLOB_CHARS):
+            matches = [item] if os.path.isfile(item) else sorted(glob.glob(item, recursive=True))
+            matches = [p for p in matches if os.path.isfile(p)]
+            kinds = ["video" if p.lower().endswith(VIDEO_EXTENSIONS) else "image" for p in matches]
+            sources += [Source(kind, p) for kind, p in zip(kinds, matches)] or [Source("missing", item)]
         elif item.isdigit():
             sources.append(Source("camera", item, camera_index=int(item)))
         else:
@@ -110,24 +98,14 @@ def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> list[Sourc
     return sources
 
 
-class _Names:
-    """Unique output file names: ``a.jpg``, then ``a_1.jpg``, ..."""
-
-    def __init__(self):
-        self.used: set[str] = set()
-
-    def get(self, stem: str, extension: str) -> str:
-        name, k = f"{stem}{extension}", 0
-        while name.lower() in self.used:
-            k += 1
-            name = f"{stem}_{k}{extension}"
-        self.used.add(name.lower())
-        return name
-
-
-def _output_extension(path: str) -> str:
-    extension = os.path.splitext(path)[1].lower()
-    return extension if extension in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp") else ".png"
+def _unique_name(used: set[str], stem: str, extension: str) -> str:
+    """``a.jpg``, then ``a_1.jpg``, ...: a name not in ``used`` (lower-cased), added to it."""
+    name, k = f"{stem}{extension}", 0
+    while name.lower() in used:
+        k += 1
+        name = f"{stem}_{k}{extension}"
+    used.add(name.lower())
+    return name
 
 
 class _Results:
@@ -172,8 +150,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_out_is_free(args: argparse.Namespace) -> None:
-    """--out must be new or empty unless --overwrite: annotated copies and detections.json would replace files
-    of the same names (a previous run's, or the user's own photos)."""
+    """--out must be new or empty unless --overwrite: its files (the user's own photos?) would be replaced."""
     if not args.overwrite:
         atomic.require_free_folder(args.out, "--out", ignore=(LOCK,))
 
@@ -184,10 +161,8 @@ def _predict(args: argparse.Namespace, sources: list, detector, folder: str | os
     from tqdm.auto import tqdm
 
     from keras_retinanet import detectors
-    from keras_retinanet.visualize import draw_detections, rgb_to_bgr
 
-    names = _Names()
-    names.used.add("detections.json")
+    names = {"detections.json"}
     results = _Results()
     failures: list[tuple[str, str]] = []
     written = 0
@@ -196,7 +171,6 @@ def _predict(args: argparse.Namespace, sources: list, detector, folder: str | os
         failures.append((name, reason))
         tqdm.write(f"error: {name}: {reason}", file=sys.stderr)
 
-    # Images (all image inputs in one batched stream, in order).
     images = [s for s in sources if s.kind == "image"]
     for source in sources:
         if source.kind == "missing":
@@ -209,21 +183,16 @@ def _predict(args: argparse.Namespace, sources: list, detector, folder: str | os
                 continue
             results.add(item.detections, item.name)
             if not args.no_draw:
-                drawn = draw_detections(
-                    item.image,
-                    item.detections.boxes,
-                    item.detections.scores,
-                    item.detections.classes,
-                    detector.class_names or None,
-                )
-                stem = os.path.splitext(os.path.basename(item.name))[0]
-                file_name = names.get(stem, _output_extension(item.name))
-                if not cv2.imwrite(os.path.join(folder, file_name), rgb_to_bgr(drawn)):
+                stem, extension = os.path.splitext(os.path.basename(item.name))
+                extension = extension.lower() if extension.lower() in WRITABLE else ".png"
+                file_name = _unique_name(names, stem, extension)
+                if not cv2.imwrite(
+                    os.path.join(folder, file_name), _drawn(item.image, item.detections, detector)
+                ):
                     fail(item.name, f"cannot write {os.path.join(args.out, file_name)}")
                     continue
                 written += 1
 
-    # Videos and cameras, one at a time.
     for source in sources:
         if source.kind not in ("video", "camera"):
             continue
@@ -244,51 +213,51 @@ def _predict(args: argparse.Namespace, sources: list, detector, folder: str | os
     return 0
 
 
+def _drawn(image, detections, detector):
+    """(H, W, 3) BGR: the RGB ``image`` with ``detections`` drawn."""
+    from keras_retinanet.visualize import draw_detections, rgb_to_bgr
+
+    d = detections
+    return rgb_to_bgr(draw_detections(image, d.boxes, d.scores, d.classes, detector.class_names or None))
+
+
 def _run_video(
-    source: Source, detector, args, names: _Names, results: _Results, folder: str | os.PathLike
+    source: Source, detector, args, names: set[str], results: _Results, folder: str | os.PathLike
 ) -> str | None:
-    """Annotate one video file or webcam into ``folder``; returns an error message, or None on success."""
+    """Annotates one video file or webcam into ``folder``; returns an error message, or None."""
     import cv2
     from tqdm.auto import tqdm
 
-    from keras_retinanet.visualize import draw_detections, rgb_to_bgr
-
-    capture = cv2.VideoCapture(source.camera_index if source.kind == "camera" else source.path)
+    camera = source.kind == "camera"
+    capture = cv2.VideoCapture(source.camera_index if camera else source.path)
     if not capture.isOpened():
-        what = "webcam" if source.kind == "camera" else "video"
-        return f"cannot open {what} (missing codec, corrupt file or no such device)"
+        return (
+            f"cannot open {'webcam' if camera else 'video'} (missing codec, corrupt file or no such device)"
+        )
     fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
     fps = fps if 0 < fps < 1000 else 25.0
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if source.kind == "video" else 0
+    total = 0 if camera else int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     if args.max_frames:
         total = min(total, args.max_frames) if total > 0 else args.max_frames
-    stem = (
-        f"camera{source.camera_index}"
-        if source.kind == "camera"
-        else os.path.splitext(os.path.basename(source.path))[0]
-    )
-    label = source.path if source.kind == "video" else f"camera{source.camera_index}"
+    stem = f"camera{source.camera_index}" if camera else os.path.splitext(os.path.basename(source.path))[0]
+    label = stem if camera else source.path
     writer = None
-    file_name = names.get(f"{stem}_detections", ".mp4")
+    file_name = _unique_name(names, f"{stem}_detections", ".mp4")
     out_path = os.path.join(folder, file_name)
     frame_index = 0
     progress = tqdm(total=total or None, desc=stem, unit="frame", disable=args.no_progress)
     batch_size = max(1, min(args.batch_size, detector.max_batch_size or args.batch_size))
+
+    def read():  # RGB frames, at most --max-frames
+        for _ in range(args.max_frames) if args.max_frames else itertools.count():
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+    stream = read()
     try:
-        done = False
-        while not done:
-            frames = []
-            while len(frames) < batch_size:
-                if args.max_frames and frame_index + len(frames) >= args.max_frames:
-                    done = True
-                    break
-                ok, frame = capture.read()
-                if not ok:
-                    done = True
-                    break
-                frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-            if not frames:
-                break
+        while frames := list(itertools.islice(stream, batch_size)):
             for frame, detections in zip(frames, detector.detect(frames), strict=True):
                 results.add(detections, label, frame=frame_index)
                 if not args.no_draw:
@@ -299,14 +268,7 @@ def _run_video(
                         )
                         if not writer.isOpened():
                             return f"cannot write video {os.path.join(args.out, file_name)}"
-                    drawn = draw_detections(
-                        frame,
-                        detections.boxes,
-                        detections.scores,
-                        detections.classes,
-                        detector.class_names or None,
-                    )
-                    writer.write(rgb_to_bgr(drawn))
+                    writer.write(_drawn(frame, detections, detector))
                 frame_index += 1
                 progress.update(1)
     except KeyboardInterrupt:
@@ -316,6 +278,4 @@ def _run_video(
         capture.release()
         if writer is not None:
             writer.release()
-    if frame_index == 0:
-        return "no frame could be read"
-    return None
+    return None if frame_index else "no frame could be read"

@@ -1,26 +1,9 @@
-"""The ``retinanet`` command: ``retinanet [--verbose] SUBCOMMAND ...``.
+"""The ``retinanet`` command: ``retinanet [--verbose] [--debug] SUBCOMMAND ...``.
 
-Each subcommand lives in ``keras_retinanet/cli/NAME.py`` with ``add_arguments(parser)`` and
-``run(args) -> int``. Building the parser imports those modules and nothing heavy (no TensorFlow, no Keras),
-so ``retinanet --help`` and ``retinanet train --help`` answer at once; ``run`` imports what the command needs.
-
-TensorFlow's C++ start-up lines are hidden unless ``--verbose`` (``keras_retinanet/_quiet.py``).
-
-Errors take one path for every command (:func:`run_command`): a known problem (bad arguments, data, model
-file, config; see :func:`is_known_error`) prints one line ``retinanet COMMAND: error: MESSAGE`` on stderr;
-``retinanet --debug COMMAND`` also prints its traceback. Any other exception is a bug: its traceback is printed
-with a line saying so. Exit codes (``EXIT_CODES``):
-
-====  ===========================================================================================
-0     success
-1     the command ran but some items failed (``predict`` inputs that could not be read or written,
-      ``data check`` found bad records); each is reported on stderr
-2     bad input or usage: arguments (argparse), dataset, model file, config, export or checkpoint
-      problems, a file that cannot be read or written, too little memory; nothing useful was done
-3     ``train`` stopped because the loss became NaN or inf
-70    unexpected error (a bug): traceback shown (``EX_SOFTWARE`` of BSD's sysexits.h)
-130   interrupted by Ctrl-C (128 + SIGINT)
-====  ===========================================================================================
+Each subcommand lives in ``keras_retinanet/cli/NAME.py`` with ``add_arguments(parser)`` and ``run(args) -> int``;
+building the parser imports no TensorFlow, so ``--help`` answers at once. Every command's errors take one path
+(:func:`run_command`): a known problem prints one line ``retinanet COMMAND: error: MESSAGE``, any other error
+its traceback as a bug. Exit codes: :data:`EXIT_CODES` (70 is BSD's ``EX_SOFTWARE``, 130 is 128 + SIGINT).
 """
 
 from __future__ import annotations
@@ -80,12 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(f"keras_retinanet.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"keras_retinanet.cli.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"keras_retinanet.cli.{name}")
         subparser = subparsers.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(subparser)
         subparser.set_defaults(run=module.run)
@@ -98,7 +76,6 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _raised_in_package(error: BaseException) -> bool:
-    """Whether the innermost Python frame of the traceback is in keras_retinanet (our own ``raise``)."""
     tb = error.__traceback__
     if tb is None:
         return False
@@ -113,18 +90,9 @@ def _out_of_memory(error: BaseException) -> bool:
 
 
 def is_known_error(error: BaseException) -> bool:
-    """A problem with the user's input or environment, reported in one line (not a bug).
-
-    - an error type of this package (``DataError``, ``ModelFileError``, ``ExportError``, ``ImageReadError``,
-      ``CheckpointError``, ``MetadataError``, ...): their messages name the file, the record and the problem;
-    - a ``ValueError`` raised by this package's own code (argument and config checks);
-    - an ``OSError`` about a path (not found, exists, permission, folder / file mix-up) or with an errno (disk
-      full, read-only file system);
-    - running out of memory.
-
-    A ``ValueError`` raised inside Keras, TensorFlow or NumPy is not known: our checks should have caught its
-    cause first, so it is a bug.
-    """
+    """A problem with the user's input or environment, reported in one line: an error type of this package, a
+    ``ValueError`` raised by its own code (one raised inside Keras or NumPy is a bug our checks missed), an
+    ``OSError`` about a path or with an errno (disk full), or running out of memory."""
     if type(error).__module__.split(".")[0] == "keras_retinanet":
         return True
     if isinstance(error, _USER_OS_ERRORS) or (isinstance(error, OSError) and error.errno is not None):
@@ -133,7 +101,7 @@ def is_known_error(error: BaseException) -> bool:
 
 
 def error_message(error: BaseException) -> str:
-    """The error's message on one line (line breaks joined with "; "; no "[Errno N]" prefix)."""
+    """The error's message on one line (no "[Errno N]" prefix)."""
     if _out_of_memory(error) and "No space left on device" in str(error):
         # TensorFlow reports a full disk while writing (a SavedModel, a checkpoint) as ResourceExhausted.
         first = str(error).strip().splitlines()[0]
@@ -158,7 +126,7 @@ def command_name(args: argparse.Namespace) -> str:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Runs ``args.run(args)``: the one error path of every command (exit codes in the module docstring)."""
+    """Runs ``args.run(args)``: the one error path of every command."""
     name = command_name(args)
     debug = getattr(args, "debug", False)
     try:
@@ -186,7 +154,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``retinanet [--verbose] [--debug] COMMAND ...``; returns the exit code (see ``EXIT_CODES``)."""
+    """``retinanet [--verbose] [--debug] COMMAND ...``; returns the exit code."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     # --debug is global, but also taken where it is usually typed: at the end (retinanet train ... --debug).

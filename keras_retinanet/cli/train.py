@@ -1,13 +1,8 @@
 """``retinanet train``: every option of ``TrainConfig`` and of its ``ModelConfig`` is a flag and a YAML key.
 
-Flags are made from the fields' types (``keras_retinanet.model.options.field_types``): ``--epochs 3``,
-``--mixed-precision`` / ``--no-mixed-precision`` for true/false options, ``--clip-norm none`` for the optional
-ones, ``--anchor-sizes 16 32 64 128 256`` or ``--anchor-sizes 16,32,64,128,256`` for lists, ``--optimizer
-{sgd,adamw}`` for choices. Precedence: defaults < ``--config FILE.yaml`` < flags < ``--set KEY=VALUE``
-(KEY flat, ``fpn_channels``, or nested, ``model.fpn_channels``; VALUE in YAML). ``--recipe paper`` sets
-the paper's anchors, matcher, heads, input shape and schedule before all of them.
-
-Importing this module imports neither TensorFlow nor Keras; ``run`` does.
+Flags are made from the fields' types: ``--mixed-precision`` / ``--no-mixed-precision``, ``--clip-norm none``,
+``--anchor-sizes 16 32 64`` or ``16,32,64``. Precedence: defaults < ``--recipe`` < ``--config FILE.yaml`` < flags
+< ``--set KEY=VALUE`` (VALUE in YAML).
 """
 
 from __future__ import annotations
@@ -35,15 +30,13 @@ _GROUPS = {
 
 
 def _flag_fields() -> list[tuple[str, dataclasses.Field, Any]]:
-    """(help group, field, type) of every option that has a flag: TrainConfig's, then ModelConfig's."""
-    fields = []
-    for cls in (TrainConfig, ModelConfig):
-        hints = field_types(cls)
-        for field in dataclasses.fields(cls):
-            if field.name == "model":
-                continue
-            fields.append((field.metadata.get("group") or "model", field, hints[field.name]))
-    return fields
+    """(help group, field, type) of every option: TrainConfig's, then ModelConfig's."""
+    return [
+        (field.metadata.get("group") or "model", field, field_types(cls)[field.name])
+        for cls in (TrainConfig, ModelConfig)
+        for field in dataclasses.fields(cls)
+        if field.name != "model"
+    ]
 
 
 def _is_list(hint: Any) -> bool:
@@ -144,7 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = f"{help_text} (default: {_show(default)})" if help_text else f"default: {_show(default)}"
         # SUPPRESS: only the flags given reach the Namespace, so they override --config and nothing else.
         common: dict[str, Any] = dict(dest=field.name, default=argparse.SUPPRESS, help=help_text)
-        inner, optional = optional_inner(hint)
+        inner, _ = optional_inner(hint)
         if inner is bool:
             groups[group].add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif _is_list(hint):
@@ -157,8 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """defaults < ``--recipe`` < ``--config`` < flags < ``--set``; raises ``ValueError`` naming a bad option or
-    file. A ``recipe:`` key in the ``--config`` file is applied before the file's other options."""
+    """The configuration the arguments give; ``ValueError`` naming a bad option or file."""
     recipe = getattr(args, "recipe", None)
     if getattr(args, "config", None):
         config = TrainConfig.from_yaml(args.config, recipe=recipe)
@@ -181,8 +173,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Trains; returns 0, or 3 after a NaN / inf stop. Errors (bad config, data) reach ``cli.run_command``,
-    which prints them in one line on stderr with exit code 2."""
+    """Trains; returns 0, or 3 after a NaN / inf stop."""
     config = resolve_config(args)
     allow_changes = getattr(args, "allow_changes", [])
     args.resume_from_epoch = getattr(args, "resume_from_epoch", None)
@@ -202,7 +193,6 @@ def run(args: argparse.Namespace) -> int:
         return 3
     if not summary.get("already_finished"):
         print(f"model written to {config.output}/model.keras")
-    final = summary.get("final_metrics")
-    if final:
+    if final := summary.get("final_metrics"):
         print(f"validation AP {final['AP']:.4f}  AP50 {final['AP50']:.4f}")
     return 0

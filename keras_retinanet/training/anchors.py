@@ -1,18 +1,10 @@
 """``--anchors auto|paper|FILE``: the anchor shapes a training run uses, decided before the model is built.
 
-- ``paper``: the anchor options as given (``anchor_sizes``, ``anchor_scales``, ``anchor_aspect_ratios``; the
-  paper's unless set).
-- ``auto``: the anchor coverage of the training set is measured at the training resolution with the matcher's
-  positive threshold, per class (:mod:`keras_retinanet.data.anchor_stats`). When a class has fewer than
-  :data:`MIN_CLASS_COVERAGE` of its boxes covered, the shapes are fitted (one size factor for every level, then
-  scales and ratios; :func:`~keras_retinanet.data.anchor_stats.optimize_anchors`) and kept if they cover
-  better. Like YOLOv5's AutoAnchor, data that the given anchors already cover keeps them.
-- ``FILE``: the ``"anchors"`` mapping (``sizes``, ``scales``, ``aspect_ratios``) of a JSON file written by
-  ``retinanet data check --json`` or by a run (``DIR/anchors.json``).
-
-The shapes chosen go into ``config.yaml`` (the model options) and so into the model; the report (coverage
-before and after, per class) is printed and written to ``DIR/anchors.json``. A resumed run reuses the shapes of
-its ``config.yaml`` instead of fitting again.
+``paper``: the anchor options as given. ``auto``: like YOLOv5's AutoAnchor, when a class has under
+:data:`MIN_CLASS_COVERAGE` of its boxes covered at the training size, the shapes are fitted
+(:func:`~keras_retinanet.data.anchor_stats.optimize_anchors`) and kept if they cover better. ``FILE``: the
+``"anchors"`` mapping of a ``retinanet data check --json`` file or a run's ``anchors.json``. The shapes go into
+``config.yaml``; a resumed run reuses them.
 """
 
 from __future__ import annotations
@@ -31,8 +23,7 @@ P3_STRIDE = 8
 
 
 def read_anchor_file(path: str) -> dict:
-    """``{"sizes", "scales", "aspect_ratios"}`` from ``path``'s ``"anchors"`` mapping; ValueError naming the
-    file and what is wrong otherwise."""
+    """``{"sizes", "scales", "aspect_ratios"}`` from ``path``'s ``"anchors"`` mapping."""
     try:
         with open(path) as file:
             values = json.load(file)
@@ -74,13 +65,8 @@ def _shapes(config: TrainConfig) -> dict:
 
 
 def fit_to_data(config: TrainConfig, dataset, seed: int = 0) -> tuple[dict, dict]:
-    """The ``auto`` decision for ``dataset`` (a loaded training set).
-
-    Returns:
-        ``(shapes, report)``: the chosen ``{"sizes", "scales", "aspect_ratios"}`` and a JSON-able report with
-        ``before`` / ``after`` coverage (``Coverage`` as a dict), ``fitted`` (whether the shapes changed) and
-        ``reason``.
-    """
+    """The ``auto`` decision for a loaded training set: ``(shapes, report)``, the report JSON-able with
+    ``before`` / ``after`` coverage, ``fitted`` and ``reason``."""
     from keras_retinanet.data import anchor_stats as st
     from keras_retinanet.imaging import parse_image_size
 
@@ -88,37 +74,32 @@ def fit_to_data(config: TrainConfig, dataset, seed: int = 0) -> tuple[dict, dict
     generator = config.model.build_anchor_generator()
     threshold = config.model.positive_threshold
     boxes, classes = st.network_boxes(dataset, size)
-    before = st.coverage(
-        st.best_anchor_iou(boxes, generator, size), classes, boxes, dataset.class_names, threshold
-    )
+
+    def coverage(anchors) -> st.Coverage:
+        return st.coverage(
+            st.best_anchor_iou(boxes, anchors, size), classes, boxes, dataset.class_names, threshold
+        )
+
+    before = coverage(generator)
     given = _shapes(config)
     report = {"image_size": list(size), "positive_threshold": threshold, "given": given, "before": before}
+
+    def keep_given(reason: str) -> tuple[dict, dict]:
+        report.update(anchors=given, after=None, fitted=False, reason=reason)
+        return given, _jsonable(report)
+
     under = {
         name: value
         for name, value in before.per_class.items()
         if before.counts_per_class[name] and value < MIN_CLASS_COVERAGE
     }
     if not under:
-        report.update(
-            anchors=given, after=None, fitted=False,
-            reason=f"every class has at least {MIN_CLASS_COVERAGE:.0%} of its boxes covered",
-        )  # fmt: skip
-        return given, _jsonable(report)
+        return keep_given(f"every class has at least {MIN_CLASS_COVERAGE:.0%} of its boxes covered")
     found = st.optimize_anchors(boxes, classes, dataset.class_names, generator, size, threshold, seed=seed)
-    after = st.coverage(
-        st.best_anchor_iou(boxes, found.generator(generator), size),
-        classes,
-        boxes,
-        dataset.class_names,
-        threshold,
-    )
+    after = coverage(found.generator(generator))
     listing = ", ".join(f"{name} {value:.1%}" for name, value in under.items())
     if after.objective() <= before.objective():
-        report.update(
-            anchors=given, after=None, fitted=False,
-            reason=f"under-covered ({listing}) but no better anchors found",
-        )  # fmt: skip
-        return given, _jsonable(report)
+        return keep_given(f"under-covered ({listing}) but no better anchors found")
     shapes = dataclasses.asdict(found)
     report.update(anchors=shapes, after=after, fitted=True, reason=f"under-covered: {listing}")
     smallest = min(found.sizes) * min(found.scales)
@@ -141,11 +122,7 @@ def resolve_anchors(
     config: TrainConfig, dataset, previous: TrainConfig | None = None
 ) -> tuple[TrainConfig, dict | None]:
     """``config`` with the anchor shapes that ``config.anchors`` asks for, and the report (None for ``paper``).
-
-    ``previous`` is the configuration of the run folder being resumed: with the same ``anchors`` setting its
-    shapes are reused, so a resumed model keeps the anchors it was trained with. With ``--init``, ``auto``
-    (the default) keeps the init model's anchors and a FILE is refused.
-    """
+    ``previous``: the configuration of the run folder being resumed, whose shapes are reused."""
     mode = config.anchors
     if mode == "paper" or (mode == "auto" and config.init):
         return config, None  # with --init, auto means the init model's anchors: its box head learned them
@@ -185,13 +162,18 @@ def describe(report: dict) -> str:
                 f"  ({before['counts_per_class'][name]} boxes)"
             )
     shapes = report["anchors"]
-    lines.append(
-        f"  using sizes {[round(v, 1) for v in shapes['sizes']]}, scales {[round(v, 3) for v in shapes['scales']]}, "
-        f"ratios {[round(v, 3) for v in shapes['aspect_ratios']]}"
-    )
+    lines.append(f"  using {shapes_text(shapes['sizes'], shapes['scales'], shapes['aspect_ratios'])}")
     if "warning" in report:
         lines.append(f"  warning: {report['warning']}")
     return "\n".join(lines)
+
+
+def shapes_text(sizes, scales, ratios) -> str:
+    """``sizes [32.0, ...], scales [1.0, ...], ratios [0.5, ...]``, rounded."""
+    return (
+        f"sizes {[round(s, 1) for s in sizes]}, scales {[round(s, 3) for s in scales]}, "
+        f"ratios {[round(r, 3) for r in ratios]}"
+    )
 
 
 def _percent(value: float) -> str:

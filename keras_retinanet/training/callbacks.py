@@ -1,23 +1,4 @@
-"""Keras callbacks of a RetinaNet training, each usable on its own in ``model.fit(..., callbacks=[...])``.
-
-- :class:`EvaluationCallback`: COCO metrics (pycocotools) of the model being trained on a validation set,
-  written into the epoch logs as ``val_AP``, ``val_AP50``, ... for checkpoints and early stopping.
-- :class:`UnfreezeBackbone`: trains only the pyramid and heads for the first epochs, then everything.
-- :class:`StopOnNaN`: stops at the first non-finite loss (or non-finite weights) with a message that says
-  what to try; the saving callbacks below save nothing after it.
-- :class:`LearningRateLogger`: the optimiser's learning rate in the epoch logs (CSV, TensorBoard).
-- :class:`LastCheckpoint`: the model after every epoch, written atomically.
-- :class:`BestCheckpoint`: the model with the best validation AP, written atomically, skipping the epochs not
-  evaluated.
-- :class:`MetricsCSVLogger`: the epoch logs as CSV, rewritten atomically; columns include metrics first logged
-  after epoch 1; a resumed run continues the file without duplicate rows.
-- :class:`TrainingBackup`: the training state after every epoch, written atomically; a rerun resumes from the
-  newest intact, finite one.
-- :class:`PredictionImages`: a few validation images with their predicted boxes, in TensorBoard.
-
-:func:`freeze_batchnorm` puts a model's BatchNorm layers in inference mode (used by ``UnfreezeBackbone`` and
-by ``train`` with ``freeze_batchnorm``).
-"""
+"""Keras callbacks of a RetinaNet training, each usable on its own in ``model.fit(..., callbacks=[...])``."""
 
 from __future__ import annotations
 
@@ -40,11 +21,8 @@ from keras_retinanet.training import run_folder
 
 
 def freeze_batchnorm(model: keras.Model) -> int:
-    """Puts every BatchNorm layer of ``model`` in inference mode with fixed statistics and parameters
-    (``trainable = False``: Keras then normalises with the moving averages and never updates them).
-
-    For small-batch fine-tuning, where batch statistics are too noisy. Returns the number of layers frozen.
-    """
+    """Puts every BatchNorm layer of ``model`` in inference mode with fixed statistics and parameters (for
+    small batches, whose statistics are too noisy); returns the number of layers frozen."""
     layers = batchnorm_layers(model)
     for layer in layers:
         layer.trainable = False
@@ -52,33 +30,17 @@ def freeze_batchnorm(model: keras.Model) -> int:
 
 
 class EvaluationCallback(keras.callbacks.Callback):
-    """Runs the COCO evaluation (``keras_retinanet.evaluation``) on a validation set during ``fit``.
-
-    Every ``every_n_epochs`` epochs (and after the last epoch), the model being trained detects objects in the
-    validation images through a :class:`keras_retinanet.detectors.KerasDetector` (letterboxed to
-    ``image_size``, the model's own decoder settings unless ``score_threshold`` / ``max_detections`` are
-    given) and the metrics go into ``logs`` as ``{prefix}AP``, ``{prefix}AP50``, ``{prefix}AP75``,
-    ``{prefix}APs``, ``{prefix}APm``, ``{prefix}APl``, ``{prefix}AR100`` (default prefix ``val_``), so
-    ``ModelCheckpoint`` and ``EarlyStopping`` can monitor them (``monitor="val_AP", mode="max"``). Place this
-    callback **before** those in the callback list: Keras calls callbacks in order and they read the same
-    ``logs`` dict.
-
-    Undefined metrics (pycocotools' -1, e.g. ``APs`` without small objects) are logged as NaN. On epochs that
-    are skipped nothing is logged (:class:`BestCheckpoint` waits for the evaluated epochs).
+    """COCO metrics (pycocotools) of the model being trained on a validation set, written into ``logs`` as
+    ``val_AP``, ``val_AP50``, ... (pycocotools' undefined -1 as NaN) after every ``every_n_epochs``-th
+    epoch and the last. Place it before the callbacks that read them (``EarlyStopping(monitor="val_AP")``).
 
     Args:
-        data: a data set with ``.examples`` and ``.class_names`` (``keras_retinanet.data.load_dataset``), a
-            dataset spec string, or a list of common example dicts.
-        every_n_epochs: evaluate after epochs ``n - 1, 2n - 1, ...`` (0-based) and after the last epoch.
+        data: a data set with ``.examples`` and ``.class_names``, a dataset spec, or a list of example dicts.
         class_names: class names of a plain example list (default: the model's).
-        batch_size: images per detection call.
-        image_size: letterbox size (int or (H, W)); default the model's ``input_size`` (its training size).
-        score_threshold, max_detections: None keeps the model's decoder settings (its ``score_threshold``,
-            0.05 by default, and ``max_detections``, 100, as COCO); a value overrides them for the evaluation.
-        prefix: prepended to the metric names in ``logs``.
-        max_images: evaluate only the first N images (quick checks on big validation sets).
+        image_size: letterbox size (int or (H, W)); default the size the model was trained at.
+        score_threshold, max_detections: None keeps the model's decoder settings.
+        max_images: evaluate only the first N images.
         pr_curve_dir: write per-class precision-recall PNGs there at each evaluation.
-        verbose: 1 prints one line of metrics per evaluation.
 
     Attributes:
         history: list of ``(epoch, metrics)`` with the full metric dicts (including ``per_class``).
@@ -94,7 +56,6 @@ class EvaluationCallback(keras.callbacks.Callback):
         image_size: int | Sequence[int] | None = None,
         score_threshold: float | None = None,
         max_detections: int | None = None,
-        prefix: str = "val_",
         max_images: int | None = None,
         pr_curve_dir: str | os.PathLike | None = None,
         verbose: int = 1,
@@ -116,24 +77,14 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.image_size = image_size
         self.score_threshold = score_threshold
         self.max_detections = max_detections
-        self.prefix = prefix
         self.metric_keys = tuple(METRIC_KEYS)
-        self.logged_keys = [f"{prefix}{key}" for key in self.metric_keys]
+        self.logged_keys = [f"val_{key}" for key in self.metric_keys]
         self.pr_curve_dir = pr_curve_dir
         self.verbose = verbose
         self.history: list[tuple[int, dict]] = []
-        self._last_epoch: int | None = None
         self._detector = None
 
-    def on_train_begin(self, logs=None):
-        self._last_epoch = (self.params or {}).get("epochs")
-
-    def _due(self, epoch: int) -> bool:
-        last = self._last_epoch is not None and epoch + 1 >= self._last_epoch
-        return (epoch + 1) % self.every_n_epochs == 0 or last
-
     def evaluate(self) -> dict:
-        """Evaluates the current model now; returns the full metrics dict."""
         from keras_retinanet.detectors import KerasDetector
         from keras_retinanet.evaluation import evaluate_model
 
@@ -152,6 +103,10 @@ class EvaluationCallback(keras.callbacks.Callback):
             progress=False,
         )
 
+    def _due(self, epoch: int) -> bool:
+        last = (self.params or {}).get("epochs")
+        return (epoch + 1) % self.every_n_epochs == 0 or (last is not None and epoch + 1 >= last)
+
     def on_epoch_end(self, epoch, logs=None):
         if not self._due(epoch):
             return
@@ -160,23 +115,17 @@ class EvaluationCallback(keras.callbacks.Callback):
         if logs is not None:
             for key in self.metric_keys:
                 value = float(metrics[key])
-                logs[f"{self.prefix}{key}"] = value if value >= 0 else math.nan
+                logs[f"val_{key}"] = value if value >= 0 else math.nan
         if self.verbose:
             text = " - ".join(
-                f"{self.prefix}{key}: {metrics[key]:.4f}" for key in self.metric_keys if metrics[key] >= 0
+                f"val_{key}: {metrics[key]:.4f}" for key in self.metric_keys if metrics[key] >= 0
             )
             print(f"\nEpoch {epoch + 1}: {text}")
 
 
 class UnfreezeBackbone(keras.callbacks.Callback):
-    """Trains only the pyramid and heads for the first ``epochs`` epochs, then the whole model.
-
-    The backbone (``model.backbone``) is frozen (``trainable = False``: no gradient, BatchNorm in inference
-    mode) at the beginning of epoch 0 and made trainable at the beginning of epoch ``epochs``; with
-    ``keep_batchnorm_frozen`` its BatchNorm layers stay frozen after that (small batches). An optimiser not
-    yet built is built at the start of training for every variable that can train, the backbone's included,
-    so that it can update them after the unfreezing.
-    """
+    """Trains only the pyramid and heads for the first ``epochs`` epochs, then the whole model (with
+    ``keep_batchnorm_frozen``, the backbone's BatchNorm stays frozen)."""
 
     def __init__(self, epochs: int, keep_batchnorm_frozen: bool = False):
         super().__init__()
@@ -218,14 +167,8 @@ DIVERGED_LOSS = 1e6
 
 class StopOnNaN(keras.callbacks.Callback):
     """Stops training at the first non-finite loss or one above ``DIVERGED_LOSS``, or at the end of an epoch whose
-    weights are no longer finite, with a message that says where and what to try.
-
-    The callbacks that save the model (:class:`LastCheckpoint`, :class:`BestCheckpoint`,
-    :class:`TrainingBackup`) take it as ``guard`` and save nothing once it has stopped training, so the last
-    saved state stays the last finite one. Place it first in the callback list.
-
-    Args:
-        verbose: print the message when it stops training (``train`` prints its own, longer one).
+    weights are no longer finite. The saving callbacks take it as ``guard`` and save nothing after it, so the last
+    saved state stays the last finite one. Place it first.
 
     Attributes:
         message: None, or why training was stopped.
@@ -282,11 +225,8 @@ def all_finite(model: keras.Model) -> bool:
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None and getattr(optimizer, "built", False):
         variables += list(optimizer.variables)
-    for variable in variables:
-        value = keras.ops.convert_to_numpy(variable)
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            return False
-    return True
+    values = (keras.ops.convert_to_numpy(variable) for variable in variables)
+    return all(np.isfinite(value).all() for value in values if np.issubdtype(value.dtype, np.floating))
 
 
 def _guarded(guard: StopOnNaN | None) -> bool:
@@ -294,9 +234,7 @@ def _guarded(guard: StopOnNaN | None) -> bool:
 
 
 class LastCheckpoint(keras.callbacks.Callback):
-    """Saves the model (a ``.keras`` file with the optimiser state) after every epoch, atomically
-    (:mod:`keras_retinanet.atomic`): a kill leaves the previous complete file. Nothing is saved once
-    ``guard`` (a :class:`StopOnNaN`) has stopped training."""
+    """Saves the model (with the optimiser state) after every epoch, atomically, unless ``guard`` has stopped."""
 
     def __init__(self, filepath: str | os.PathLike, guard: StopOnNaN | None = None):
         super().__init__()
@@ -309,13 +247,8 @@ class LastCheckpoint(keras.callbacks.Callback):
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Saves the model when ``monitor`` improves, atomically, and waits quietly for the epochs that were
-    evaluated (with ``eval_every > 1`` most epochs have no ``val_AP``). Non-finite values never count as an
-    improvement; nothing is saved once ``guard`` (a :class:`StopOnNaN`) has stopped training.
-
-    Attributes:
-        best: the best value so far (None before the first); :class:`TrainingBackup` saves and restores it.
-    """
+    """Saves the model atomically when ``monitor`` improves (epochs without it, and non-finite values, are
+    passed over), unless ``guard`` has stopped; ``best`` is the best value so far (None before the first)."""
 
     def __init__(
         self,
@@ -352,22 +285,18 @@ class BestCheckpoint(keras.callbacks.Callback):
 
 
 class MetricsCSVLogger(keras.callbacks.Callback):
-    """The epoch logs in a CSV file, one row per epoch, rewritten atomically after every epoch.
+    """The epoch logs in a CSV file, rewritten atomically after every epoch.
 
-    Columns are ``epoch`` (0-based) then every key logged so far and ``extra_keys``, sorted (metrics first
-    logged after epoch 1, e.g. validation AP every N epochs, get their column; empty where missing). With
-    ``append`` the rows of an earlier run are kept, except those of the epoch training starts with and later:
-    a resumed run continues the file without duplicate or orphan rows.
+    Columns are ``epoch`` (0-based) then every key logged so far and ``extra_keys``, sorted (empty where
+    missing). With ``append`` the rows of an earlier run are kept, except those of the epoch training starts
+    with and later.
     """
 
-    def __init__(
-        self, filename: str | os.PathLike, extra_keys: Sequence[str] = (), append: bool = False, separator=","
-    ):
+    def __init__(self, filename: str | os.PathLike, extra_keys: Sequence[str] = (), append: bool = False):
         super().__init__()
         self.filename = os.fspath(filename)
         self.extra_keys = list(extra_keys)
         self.append = append
-        self.separator = separator
         self.rows: list[dict[str, str]] = []
         self._first_epoch: int | None = None
 
@@ -375,7 +304,7 @@ class MetricsCSVLogger(keras.callbacks.Callback):
         self.rows, self._first_epoch = [], None
         if self.append and os.path.exists(self.filename):
             with open(self.filename, newline="", encoding="utf-8") as file:
-                self.rows = [dict(row) for row in csv.DictReader(file, delimiter=self.separator)]
+                self.rows = [dict(row) for row in csv.DictReader(file)]
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch is None:
@@ -390,14 +319,13 @@ class MetricsCSVLogger(keras.callbacks.Callback):
         keys = {key for existing in self.rows for key in existing} | set(self.extra_keys)
         columns = ["epoch", *sorted(keys - {"epoch"})]
         text = io.StringIO()
-        writer = csv.DictWriter(text, columns, restval="", delimiter=self.separator, lineterminator="\n")
+        writer = csv.DictWriter(text, columns, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
         atomic.write_text(self.filename, text.getvalue())
 
 
 def _epoch_before(row: Mapping[str, str], start: int) -> bool:
-    """True for a row of an epoch before ``start`` (0-based); an unreadable epoch column counts as after."""
     try:
         return int(row.get("epoch", "")) < start
     except ValueError:
@@ -414,7 +342,6 @@ def _csv_value(value: Any) -> str:
 
 
 def _plain_logs(logs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Epoch logs as JSON values (floats; the strings some callbacks log stay strings)."""
     plain = {}
     for key, value in (logs or {}).items():
         if isinstance(value, str):
@@ -448,47 +375,23 @@ def _restore_callback_state(callback: keras.callbacks.Callback, state: Mapping[s
 
 
 def weights_max_abs(model: keras.Model) -> float:
-    """The largest absolute value among the model's floating-point weights, BatchNorm's moving statistics left
-    out (their variance is large by nature): what divergence blows up. ~30 ms for ResNet50's 25 M weights."""
-    largest = 0.0
-    for variable in model.weights:
-        if "moving_" in variable.path or "float" not in str(variable.dtype):
-            continue
-        value = np.asarray(keras.ops.convert_to_numpy(variable.value))
-        if value.size:
-            largest = max(largest, float(np.max(np.abs(value))))
-    return largest
+    """The largest absolute floating-point weight of ``model``, BatchNorm's moving statistics left out."""
+    weights = [v for v in model.weights if "moving_" not in v.path and "float" in str(v.dtype)]
+    values = (np.abs(keras.ops.convert_to_numpy(v.value)).max(initial=0.0) for v in weights)
+    return float(max(values, default=0.0))
 
 
 class TrainingBackup(keras.callbacks.Callback):
-    """Saves the training state after every epoch and resumes from the newest intact one when ``fit`` starts
-    again: ``keras.callbacks.BackupAndRestore`` made safe against kills and divergence.
-
-    After each epoch the weights and the optimiser state go to ``backup_dir/epoch-NNNN.weights.h5`` and then
-    a marker ``epoch-NNNN.json`` (size and SHA-256 of the weights, time, the logs of every epoch so far, the
-    state of the ``stateful`` callbacks) commits them, each file written atomically
-    (:mod:`keras_retinanet.training.run_folder` describes the format). The ``keep`` newest states stay.
-    Nothing is saved once ``guard`` (a :class:`StopOnNaN`) has stopped training, so the newest state is always
-    the last finite one.
-
-    When training begins, the newest state whose weights match their marker and load is restored (weights,
-    optimiser state, the epoch to start from, the ``stateful`` callbacks' state); a damaged one is skipped with
-    a warning on stderr. If states exist and none is intact, it raises
-    :class:`~keras_retinanet.training.run_folder.RunFolderError` rather than silently starting over. It reads
-    the ``latest.weights.h5`` that ``BackupAndRestore`` wrote too. Put it **last** in the callback list, so that
-    it restores the callbacks' state after their own ``on_train_begin`` has reset it.
+    """Saves the training state after every epoch (format in :mod:`~keras_retinanet.training.run_folder`) and
+    resumes from the newest intact one when ``fit`` starts again: ``BackupAndRestore`` made safe against kills
+    and divergence. A damaged state is skipped with a warning; states none of which is intact raise
+    ``RunFolderError``. Put it last, so that it restores the callbacks' state after their ``on_train_begin``.
 
     Args:
-        backup_dir: its folder (only for its files).
-        guard: the run's :class:`StopOnNaN`.
-        keep: states kept (2: the previous good state survives damage to the newest).
         stateful: callbacks whose state is saved, by name: :class:`BestCheckpoint`, ``EarlyStopping``, or any
             callback with ``resume_state() -> dict`` and ``restore_state(dict)``.
-        verbose: 1 prints what it resumes from.
-        save: False only restores (the workers of a multi-worker run other than the chief, which saves).
-        resume_from_epoch: resume from the kept state of this epoch instead of the newest (0: start from the
-            beginning); an epoch without a kept state is a ``RunFolderError`` listing the kept ones. Used after
-            a NaN stop whose last finite state has already diverged.
+        save: False only restores (the workers of a multi-worker run other than the chief).
+        resume_from_epoch: resume from the kept state of this epoch instead of the newest (0: from the start).
 
     Attributes:
         restored: the :class:`~keras_retinanet.training.run_folder.TrainingState` resumed from, or None.
@@ -501,7 +404,6 @@ class TrainingBackup(keras.callbacks.Callback):
         self,
         backup_dir: str | os.PathLike,
         guard: StopOnNaN | None = None,
-        keep: int = 2,
         stateful: Mapping[str, keras.callbacks.Callback] | None = None,
         verbose: int = 1,
         save: bool = True,
@@ -510,11 +412,8 @@ class TrainingBackup(keras.callbacks.Callback):
         super().__init__()
         if resume_from_epoch is not None and resume_from_epoch < 0:
             raise ValueError(f"--resume-from-epoch must be 0 or more, got {resume_from_epoch}")
-        if keep < 1:
-            raise ValueError(f"keep must be >= 1, got {keep}")
         self.backup_dir = Path(backup_dir)
         self.guard = guard
-        self.keep = int(keep)
         self.stateful = dict(stateful or {})
         self.verbose = verbose
         self.save = save
@@ -547,8 +446,6 @@ class TrainingBackup(keras.callbacks.Callback):
             print(f"warning: {problem}; ignored", file=sys.stderr)
         if self.resume_from_epoch is not None:
             states = self._chosen_state(states)
-            if not states:
-                return None
         damaged = []
         for state in states:
             problem = state.damage()
@@ -610,25 +507,15 @@ class TrainingBackup(keras.callbacks.Callback):
             (self.params or {}).get("epochs"),
             self.history,
             {name: _callback_state(callback) for name, callback in self.stateful.items()},
-            keep=self.keep,
             weights_max_abs=weights_max_abs(self.model),
             initial_weights_max_abs=self.initial_weights_max_abs,
         )
 
 
 class PredictionImages(keras.callbacks.Callback):
-    """Writes a few images with their predicted boxes to TensorBoard after every epoch.
-
-    The summary is an image summary named ``predictions`` in ``log_dir/predictions``, step = epoch (0-based):
-    ``len(images)`` (H, W, 3) uint8 images with the detections of ``model.detect`` at or above
-    ``score_threshold`` drawn by :func:`keras_retinanet.visualize.draw_detections`.
-
-    Args:
-        images: (B, H, W, 3) RGB in [0, 255] (uint8 or float), as the model takes them (letterboxed).
-        log_dir: the TensorBoard folder (the ``TensorBoard`` callback's ``log_dir``).
-        class_names: names drawn with the scores.
-        score_threshold: detections below it are not drawn.
-    """
+    """After every epoch, the image summary ``predictions`` in ``log_dir/predictions`` (step: the 0-based epoch):
+    ``images``, (B, H, W, 3) RGB in [0, 255] as the model takes them, with the detections at or above
+    ``score_threshold`` drawn."""
 
     def __init__(
         self,

@@ -1,22 +1,9 @@
-"""Configuration of a training run: what to train (:class:`ModelConfig`) and how (:class:`TrainConfig`).
+"""Configuration of a training run: :class:`TrainConfig` (data, augmentation, optimisation, hardware, logs),
+containing the :class:`ModelConfig` of the model it trains as ``config.model``.
 
-This module needs only the standard library and PyYAML: importing it does not import TensorFlow or Keras, so
-``retinanet train --help`` builds its flags and a YAML file is checked before anything slow starts.
-
-:class:`ModelConfig` (``keras_retinanet.model.config``) holds every choosable
-argument of ``RetinaNet`` and its parts, the losses and the input size; the option machinery (types, checks,
-``to_dict``) is ``keras_retinanet.model.options``.
-
-:class:`TrainConfig` holds the data, augmentation, optimisation, hardware and logging options and **contains**
-a ``ModelConfig`` as ``config.model``. Both accept their options in two spellings:
-
-- flat, as the CLI flags and the YAML files of earlier versions: ``{"fpn_channels": 64, "epochs": 3}``
-  (``TrainConfig.update`` routes the model's keys into ``config.model``), also ``"model.fpn_channels"``;
-- nested, as ``TrainConfig.to_dict`` writes ``config.yaml``: ``{"model": {"fpn_channels": 64}, "epochs": 3}``.
-
-Values are checked against the fields' types (``typing.get_type_hints``) with an error that names the option:
-lists become tuples, ``"none"`` is ``None`` for the optional fields, ``"1e-4"`` is a number, an unknown key or a
-value of the wrong type is an error, never ignored.
+Options come flat, as the CLI flags (``{"fpn_channels": 64, "epochs": 3}``, also ``"model.fpn_channels"``), or
+nested, as ``config.yaml`` (``{"model": {"fpn_channels": 64}, "epochs": 3}``); values are checked against the
+fields' types. Imports neither TensorFlow nor Keras, so ``retinanet train --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -36,9 +23,8 @@ from keras_retinanet.model.presets import PAPER
 # The anchor options that ``--anchors auto`` or ``--anchors FILE`` set (keras_retinanet.training.anchors).
 FITTED_ANCHOR_FIELDS = ("anchor_sizes", "anchor_scales", "anchor_aspect_ratios")
 
-# The options a recipe sets (flat names, as the CLI flags), and the paper's values of them (Lin et al. 2017,
-# Detectron's retinanet_R-50-FPN_1x). The default recipe's values are the fields' defaults (recipe_options).
-# The model's part is the paper preset's (presets.PAPER: IoU matching, no GroupNorm).
+# The options a recipe sets, at the paper's values (Lin et al. 2017, Detectron's retinanet_R-50-FPN_1x); the
+# default recipe's are the fields' defaults.
 PAPER_RECIPE = {
     "anchors": "paper",
     "image_shape": "square",
@@ -51,15 +37,8 @@ RECIPES = ("default", "paper")
 
 @dataclasses.dataclass
 class TrainConfig(Options):
-    """Every option of a training run; ``config.model`` is the :class:`ModelConfig` of the model it trains.
-
-    Defaults are the default recipe (:data:`RECIPES`): the paper's optimiser (SGD with momentum 0.9, learning
-    rate 0.01, weight decay 1e-4 off normalisation parameters and biases, global-norm clipping at 10,
-    horizontal flips), with what our measurements changed for runs of a few hundred to a few thousand steps:
-    a warm-up of a tenth of the run (at most the paper's 500 steps) then cosine decay, anchors fitted to the
-    data, the input shaped like the training images, and (in ``ModelConfig``) ATSS matching and GroupNorm
-    heads. ``TrainConfig.from_recipe("paper")`` is the paper's schedule, anchors, matcher and square input.
-    """
+    """Every option of a training run; the defaults are the default recipe (docs/recipes.md), and
+    ``TrainConfig.from_recipe("paper")`` the paper's schedule, anchors, matcher and square input."""
 
     # data
     data: str = option("", "training data spec, e.g. voc:DIR:trainval (see `retinanet --help`)", group="data")
@@ -183,21 +162,15 @@ class TrainConfig(Options):
 
     @property
     def batchnorm_frozen(self) -> bool:
-        """Whether training freezes BatchNorm: ``freeze_batchnorm``, or when it is None, whether the backbone
-        starts pretrained. Statistics learned on millions of images beat those of batches of a few images:
-        frozen, the ImageNet start gained 0.7 to 6 AP points on BCCD and chess640 (docs/recipes.md)."""
+        """``freeze_batchnorm``, or when it is None, whether the backbone starts pretrained."""
         if self.freeze_batchnorm is not None:
             return self.freeze_batchnorm
         return bool(self.init) or self.model.weights is not None
 
     def update(self, values: Mapping[str, Any]) -> TrainConfig:
-        """A copy with ``values`` applied and checked.
-
-        Keys are this config's fields, ``ModelConfig``'s fields (flat, as the CLI flags), ``"model.NAME"``, or
-        ``"model"`` with a mapping of model options (nested, as ``config.yaml``). Dashes count as underscores.
-        ``"recipe"`` (``"default"`` or ``"paper"``) sets the recipe's options first, then the other values
-        apply. Unknown keys, and a model option given both flat and nested with different values, are errors.
-        """
+        """A copy with ``values`` (flat or nested; dashes count as underscores) applied and checked; a
+        ``"recipe"`` key sets that recipe's options first. Unknown keys, and a model option given twice with
+        different values, are errors."""
         own, model = {}, {}
         values = _drop_removed(values)
         check_keys(values, _train_keys(), "training option")
@@ -228,16 +201,12 @@ class TrainConfig(Options):
 
     @classmethod
     def from_recipe(cls, recipe: str = "default", **values: Any) -> TrainConfig:
-        """The options of ``recipe`` (``"default"`` or ``"paper"``), then ``values`` (flat or nested)."""
+        """The options of ``recipe`` (``"default"`` or ``"paper"``), then ``values``."""
         return cls().update({"recipe": recipe, **values})
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, recipe: str | None = None) -> TrainConfig:
-        """Reads a flat or nested YAML mapping (``config.yaml`` of a run folder, ``configs/*.yaml``).
-
-        ``recipe`` (the CLI's ``--recipe``) replaces the file's own ``recipe:`` key; either applies before the
-        file's other options.
-        """
+        """Reads a flat or nested YAML mapping; ``recipe`` (``--recipe``) replaces the file's ``recipe:`` key."""
         values = read_yaml_mapping(path)
         if recipe is not None:
             values["recipe"] = recipe
@@ -247,13 +216,12 @@ class TrainConfig(Options):
             raise ValueError(f"{path}: {error}") from None
 
     def to_yaml(self) -> str:
-        """The nested YAML that ``from_yaml`` reads back (``config.yaml`` of a run folder)."""
+        """The nested YAML that ``from_yaml`` reads back."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 def recipe_options(recipe: str) -> dict[str, Any]:
-    """The flat options a named recipe sets: ``"paper"`` the paper's (:data:`PAPER_RECIPE`), ``"default"``
-    the same options at their defaults (the recipe measured best on short runs, docs/recipes.md)."""
+    """The flat options a named recipe sets (:data:`PAPER_RECIPE`'s keys)."""
     if recipe == "paper":
         return dict(PAPER_RECIPE)
     if recipe == "default":
@@ -263,7 +231,6 @@ def recipe_options(recipe: str) -> dict[str, Any]:
 
 
 def read_yaml_mapping(path: str | os.PathLike) -> dict:
-    """The mapping in a YAML file; ``ValueError`` naming the file if it is not one."""
     with open(path) as file:
         try:
             values = yaml.safe_load(file)
@@ -276,26 +243,22 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict:
     return dict(values)
 
 
-# Counts that must be at least 1: a batch of 0 divides by zero, 0 epochs would write an untrained model marked
-# finished (issue 26). None (steps_per_epoch: one pass) stays allowed.
+# Counts that must be at least 1 (None, for steps_per_epoch one pass, stays allowed).
 AT_LEAST_ONE = ("batch_size", "epochs", "steps_per_epoch", "eval_every")
 
 
 def check_counts(config: TrainConfig) -> None:
-    """Raises ``ValueError`` naming the option and its flag when one of :data:`AT_LEAST_ONE` is below 1."""
     for name in AT_LEAST_ONE:
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ValueError(f"option {name} (--{name.replace('_', '-')}): must be at least 1, got {value}")
 
 
-# Options of earlier versions: a config.yaml that leaves one off (false) still loads, one that turned it on
-# cannot be reproduced. subpixel_shift: measured worse on BCCD and chess640 (docs/recipes.md).
+# Removed options, and the version they went in: a config.yaml that leaves one off (false) still loads.
 REMOVED = {"subpixel_shift": "0.4"}
 
 
 def _drop_removed(values: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``values`` without the :data:`REMOVED` options that are off; ``ValueError`` for one that is on."""
     for key in [k for k in values if k.replace("-", "_") in REMOVED]:
         name = key.replace("-", "_")
         if values[key]:
@@ -307,13 +270,8 @@ def _drop_removed(values: Mapping[str, Any]) -> Mapping[str, Any]:
     return values
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Types and values
-
-
 @functools.cache
 def _train_keys() -> frozenset[str]:
-    """The keys ``TrainConfig.update`` takes: its fields, the model's flat and as ``model.NAME``, ``recipe``."""
     model = field_names(ModelConfig)
     return field_names(TrainConfig) | model | {f"model.{n}" for n in model} | {"recipe"}
 

@@ -11,13 +11,9 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 
 
 def get_strategy(name: str = "auto", tpu_address: str | None = None) -> tf.distribute.Strategy:
-    """Returns the strategy to build and train the model under.
-
-    ``auto``: ``multi_worker`` when ``TF_CONFIG`` names a cluster of several workers, ``mirrored`` with more
-    than one GPU, ``one_device`` on the single GPU, and the default (no-op) strategy on a CPU.
-    ``multi_worker`` reads the cluster from ``TF_CONFIG``; ``tpu`` connects to ``tpu_address`` (or the TPU
-    of a Cloud TPU VM when ``None``).
-    """
+    """The strategy to train under. ``auto``: ``multi_worker`` for a cluster in ``TF_CONFIG``, ``mirrored``
+    with several GPUs, ``one_device`` with one, the default strategy on a CPU. ``tpu`` connects to
+    ``tpu_address`` (None: the Cloud TPU VM's)."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
     # Physical, not logical: listing logical devices initialises TensorFlow's context, after which

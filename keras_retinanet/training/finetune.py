@@ -1,15 +1,9 @@
 """Fine-tuning from a trained RetinaNet (``retinanet train --init MODEL.keras``).
 
-Everything that does not depend on the class list is kept: the backbone (with its BatchNorm statistics), the
-feature pyramid, the box head and the classification head's conv tower. The classification head's last conv
-is rebuilt for the new classes: its (3, 3, C, A * K) kernel (a separable conv's (1, 1, C, A * K) pointwise
-kernel) holds, for each of the A anchors of a cell, one column per class (channel ``anchor * K + class``), so a
-new class whose name the old model knows (``"person"`` from a COCO model) gets that class's column of every
-anchor, and its bias; a class it does not know keeps the new layer's random N(0, 0.01) column and starts at the
-prior probability (bias ``-log((1 - p) / p)``), as a model trained from scratch does.
-
-Names match exactly, else after lower-casing and treating ``_``, ``-`` and runs of spaces as one space
-(``"traffic_light"`` finds ``"traffic light"``).
+Every layer that does not depend on the class list is kept. The class head's last conv is rebuilt: its
+(3, 3, C, A * K) kernel holds channel ``anchor * K + class``, so a new class whose name the old model knows gets
+that class's column of every anchor and its bias; another starts at the prior probability. Names match exactly,
+else after lower-casing with ``_``, ``-`` and spaces as one space (``"traffic_light"`` finds ``"traffic light"``).
 """
 
 from __future__ import annotations
@@ -48,7 +42,7 @@ def _normalise(name: str) -> str:
 
 
 def match_class_names(old: Sequence[str], new: Sequence[str]) -> dict[int, int]:
-    """``{new class index: old class index}`` for the new classes the old model knows (see module doc)."""
+    """``{new class index: old class index}`` for the new classes the old model knows."""
     exact = {name: i for i, name in enumerate(old)}
     loose: dict[str, int] = {}
     for i, name in enumerate(old):
@@ -81,19 +75,12 @@ def _copy_layer_weights(source_layer, target_layer, what: str) -> int:
 
 
 def transfer_weights(source: RetinaNet, target: RetinaNet) -> dict:
-    """Copies a trained RetinaNet's weights into a new one for another class list (in place).
+    """Copies a trained RetinaNet's weights into ``target``, a new one of the same architecture for another
+    class list; ValueError when their class-independent layers differ.
 
-    Args:
-        source: the trained model (any classes).
-        target: a freshly built RetinaNet of the same architecture (backbone, pyramid, head depth and width,
-            anchors per location) with the new ``class_names``.
     Returns:
         A report: ``kept`` (new class -> old class it starts from), ``new`` (classes starting from the prior),
-        ``not_used`` (old classes not in the new list), ``weights_copied`` (variables copied whole) and
-        ``warnings`` (differences in anchors or box coding that make the copied box head start from weights
-        trained for other anchors).
-    Raises:
-        ValueError: the two models' class-independent layers differ in structure or shape.
+        ``not_used`` (old classes), ``weights_copied`` and ``warnings`` (anchors or box coding that differ).
     """
     source_anchors = source.anchor_generator.num_anchors_per_location
     target_anchors = target.anchor_generator.num_anchors_per_location
@@ -163,24 +150,12 @@ def transfer_weights(source: RetinaNet, target: RetinaNet) -> dict:
 def finetune_model(
     source: RetinaNet | str | os.PathLike, class_names: Sequence[str], **overrides
 ) -> tuple[RetinaNet, dict]:
-    """A RetinaNet with ``source``'s architecture and weights for a new class list (see ``transfer_weights``).
-
-    Args:
-        source: a trained RetinaNet or the path of its ``.keras`` file.
-        class_names: the new classes.
-        **overrides: ``RetinaNet`` arguments that may differ from the source's without touching the copied
-            weights: ``image_size``, ``prior_probability``, ``decoder``, ``matcher``, ``backbone_kwargs`` (e.g.
-            ``{"trainable_layers": 3}``), ``backbone_batchnorm_momentum``; the architecture keys
-            (``backbone``, ``fpn_channels``, ...) cannot be overridden.
-    Returns:
-        (model, report): the new model, built in the current ``tf.distribute`` scope, and
-        ``transfer_weights``' report.
-    """
+    """``(model, report)``: a RetinaNet with ``source``'s (a model or its ``.keras`` path) architecture and
+    weights for ``class_names``, and ``transfer_weights``' report. ``overrides``: ``RetinaNet`` arguments
+    that leave the copied weights as they are (``image_size``, ``decoder``, ...; not the architecture keys)."""
     if not isinstance(source, RetinaNet):
         from keras_retinanet.detectors.loading import load_retinanet
 
-        # The checked loader: a missing, truncated or corrupt file, a Lambda layer (Keras' safe mode) or a
-        # model of another kind is a ModelFileError naming the file, not a Keras traceback.
         source = load_retinanet(source)
     fixed = sorted(set(overrides) & set(_ARCHITECTURE_KEYS))
     if fixed:

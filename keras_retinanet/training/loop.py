@@ -1,22 +1,5 @@
-"""``train(config)``: a whole training run from a :class:`~keras_retinanet.training.config.TrainConfig`.
-
-It checks the run folder against the configuration (:func:`~keras_retinanet.training.run_folder.plan_run`),
-loads the data, builds the model (``config.model.build``), the optimiser and schedule, the input pipeline and
-the callbacks under the chosen ``tf.distribute`` strategy, runs ``model.fit`` and writes the run folder
-(layout in :mod:`keras_retinanet.training.run_folder`):
-
-    DIR/config.yaml          the resolved configuration (nested: the model's options under ``model:``)
-    DIR/anchors.json         with ``--anchors auto``: anchor coverage per class before / after the fit
-    DIR/class_names.txt      one class name per line
-    DIR/model.keras          the final model
-    DIR/checkpoints/         last.keras every epoch, best.keras by validation AP
-    DIR/backup/              the training state after each epoch: rerunning the same command resumes here
-    DIR/log.csv, DIR/tensorboard/, DIR/train_summary.json
-
-Every file is written to a temporary name and renamed into place (:mod:`keras_retinanet.atomic`), so
-a kill at any instant leaves the previous good version; nothing is written before the data has loaded and the
-model is built.
-"""
+"""``train(config)``: a whole training run and its folder (layout in :mod:`keras_retinanet.training.run_folder`),
+from a :class:`~keras_retinanet.training.config.TrainConfig`."""
 
 from __future__ import annotations
 
@@ -35,6 +18,7 @@ from keras_retinanet import atomic
 from keras_retinanet.backbones.batchnorm import recompute_batchnorm_statistics
 from keras_retinanet.backbones.registry import describe_weights
 from keras_retinanet.data.dataset import Dataset
+from keras_retinanet.imaging import parse_image_size
 from keras_retinanet.training import anchors, image_shape, run_folder
 from keras_retinanet.training.callbacks import (
     BestCheckpoint,
@@ -69,8 +53,8 @@ def build_schedule(config: TrainConfig, total_steps: int) -> WarmupSchedule:
 
 
 def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
-    """SGD with momentum (default) or AdamW, the warm-up schedule (:func:`build_schedule`), decoupled weight
-    decay that skips normalisation parameters and biases, and global-norm clipping (``clip_norm``; None: off)."""
+    """SGD with momentum or AdamW, the warm-up schedule, decoupled weight decay off :data:`NO_DECAY_NAMES`, and
+    global-norm clipping."""
     schedule = build_schedule(config, total_steps)
     common = dict(
         learning_rate=schedule, weight_decay=config.weight_decay or None, global_clipnorm=config.clip_norm
@@ -87,8 +71,7 @@ def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.O
 
 
 def write_run_files(config: TrainConfig, class_names: Sequence[str]) -> Path:
-    """Creates the run folder with ``config.yaml`` (``TrainConfig.from_yaml`` reads it back) and
-    ``class_names.txt``, each written atomically; returns its path."""
+    """Creates the run folder with ``config.yaml`` and ``class_names.txt``, written atomically; returns it."""
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     atomic.write_text(output / run_folder.CONFIG, config.to_yaml())
@@ -99,24 +82,14 @@ def write_run_files(config: TrainConfig, class_names: Sequence[str]) -> Path:
 def train(
     config: TrainConfig, allow_changes: str | Sequence[str] | None = (), resume_from_epoch: int | None = None
 ) -> dict:
-    """Runs a whole training from a configuration; returns a summary dict (also in DIR/train_summary.json):
-    ``finished`` (True once the final model is written), ``epochs_run`` (in this call), ``epochs_done`` (in
-    the run folder), ``resumed_from_epoch`` (None or the epoch it continued after), ``changed`` (options
-    changed with ``allow_changes``), ``history`` (per-epoch logs of the whole run), ``stopped_on_nan`` (None
-    or the message), ``steps_per_epoch`` and ``final_metrics`` (COCO metrics of the final model) with
-    ``val_data``.
+    """Runs a whole training; returns its summary (also DIR/train_summary.json): ``finished``, ``epochs_run``
+    (in this call), ``epochs_done``, ``resumed_from_epoch``, ``changed``, ``history`` (per-epoch logs),
+    ``stopped_on_nan`` (None or the message), ``steps_per_epoch`` and, with ``val_data``, ``final_metrics``.
 
-    Rerunning the same configuration after a crash or a kill resumes from the newest intact training state in
-    DIR/backup (weights, optimiser state, epoch counter, best AP and early-stopping counters); a run that has
-    finished is not trained again (the summary then has ``already_finished``). A different configuration is
-    refused before anything is loaded or written (:class:`~keras_retinanet.training.run_folder.RunFolderError`
-    says which options differ), unless the options are named in ``allow_changes`` (``"epochs,learning_rate"``,
-    a list, or ``"all"``); the model's options can never change in a run folder. After a NaN / inf stop the
-    newest state is the last finite one, and the message says how to continue: from it, or, when it has
-    already diverged, from an older kept state (``resume_from_epoch``; 0 starts from the beginning).
-
-    The stages: plan (may this configuration use the run folder?), resolve (the data, and what the
-    configuration leaves to it), build (the compiled model), data (the input pipeline), fit, finish.
+    Rerunning the same configuration resumes from the newest intact state in DIR/backup; a finished run is not
+    trained again (``already_finished``). Another configuration raises ``RunFolderError`` before anything is
+    loaded or written, unless the options that differ are in ``allow_changes`` (``"epochs,learning_rate"``, a
+    list, or ``"all"``). ``resume_from_epoch``: continue from that kept state instead (0: from the start).
     """
     plan = run_folder.plan_run(config, allow_changes)
     if plan.finished:
@@ -125,7 +98,10 @@ def train(
     run.model = _build(run)
     run.dataset = _data(run)
     # Nothing is written before this point: a bad data set or model option leaves no run folder behind.
-    with _folder(run) as output:
+    folder = (
+        run_folder.locked(run.config.output) if run.writer else contextlib.nullcontext(Path(config.output))
+    )
+    with folder as output:
         # Again, under the lock: another training may have used the folder since the first look.
         plan = run_folder.plan_run(run.config, allow_changes)
         if plan.finished:
@@ -137,8 +113,6 @@ def train(
 
 @dataclasses.dataclass
 class _Run:
-    """What the stages of :func:`train` hand on: the resolved configuration, the data, the model."""
-
     config: TrainConfig
     strategy: Any  # tf.distribute.Strategy
     train_data: Dataset
@@ -154,14 +128,12 @@ class _Run:
 
     @property
     def writer(self) -> bool:
-        """In a multi-worker run only the chief writes the run folder; the other workers restore the same state
-        from it (the folder is shared, as the README asks) and train."""
+        """In a multi-worker run only the chief writes the (shared) run folder."""
         return bool(getattr(self.strategy.extended, "should_checkpoint", True))
 
 
 def _resolve(config: TrainConfig, plan: run_folder.RunPlan) -> _Run:
-    """Sets the seed, the strategy and the precision, loads the data and checks it, resolves the image shape
-    and the anchors from it (or from the run folder's earlier run) and prints the plan. Writes nothing."""
+    """Seed, strategy, precision, the data checked, the image shape and anchors resolved, the plan printed."""
     if not config.data:
         raise ValueError("no training data: pass --data SPEC (e.g. voc:DIR:trainval)")
 
@@ -193,20 +165,17 @@ def _resolve(config: TrainConfig, plan: run_folder.RunPlan) -> _Run:
         _report_skipped(val_data)
 
     steps_per_epoch = config.steps_per_epoch or math.ceil(len(train_data) / config.batch_size)
-    for line in describe_plan(config, steps_per_epoch, shape_note, anchor_report):
-        print(line)
+    print("\n".join(describe_plan(config, steps_per_epoch, shape_note, anchor_report)))
     return _Run(config, strategy, train_data, val_data, anchor_report, steps_per_epoch)
 
 
 def _build(run: _Run) -> keras.Model:
-    """The model (``config.model.build``, or the ``--init`` model), its optimiser and its losses, compiled
-    under the run's strategy, with BatchNorm and the backbone frozen as configured."""
+    """The compiled model (``config.model.build`` or the ``--init`` model) under the run's strategy."""
     config = run.config
     with run.strategy.scope():
-        if config.init:
-            model = _initial_model(config, run.class_names)
-        else:
-            model = config.model.build(run.class_names)
+        model = (
+            _initial_model(config, run.class_names) if config.init else config.model.build(run.class_names)
+        )
         optimizer = build_optimizer(config, run.steps_per_epoch * config.epochs)
         if config.batchnorm_frozen:
             freeze_batchnorm(model)
@@ -219,8 +188,6 @@ def _build(run: _Run) -> keras.Model:
 
 
 def _data(run: _Run):
-    """The endless, augmented, label-encoded training batches (:func:`make_training_dataset`), sharded by
-    element across workers."""
     import tensorflow as tf
 
     from keras_retinanet.data.pipeline import make_training_dataset
@@ -244,16 +211,8 @@ def _data(run: _Run):
     return dataset.with_options(options)
 
 
-def _folder(run: _Run) -> contextlib.AbstractContextManager[Path]:
-    """The run folder, locked by the worker that writes it (:attr:`_Run.writer`)."""
-    if run.writer:
-        return run_folder.locked(run.config.output)
-    return contextlib.nullcontext(Path(run.config.output))
-
-
 def _prepare_folder(run: _Run, plan: run_folder.RunPlan, output: Path) -> None:
-    """Clears what a killed run left half-written, says what this run does with the folder, moves an earlier
-    final model aside and writes config.yaml, class_names.txt and anchors.json."""
+    """Clears half-written files, moves an earlier final model aside, writes the run files."""
     plan.check_class_names(run.class_names)
     if not run.writer:
         return
@@ -266,8 +225,6 @@ def _prepare_folder(run: _Run, plan: run_folder.RunPlan, output: Path) -> None:
 
 
 def _fit(run: _Run, plan: run_folder.RunPlan, output: Path, resume_from_epoch: int | None) -> dict:
-    """``model.fit`` with the run's callbacks (:func:`build_callbacks`), resumed from the kept state; returns
-    the summary of what it trained, with the message of a NaN stop."""
     config = run.config
     stop_on_nan = StopOnNaN(verbose=False)
     callbacks = build_callbacks(
@@ -301,8 +258,7 @@ def _fit(run: _Run, plan: run_folder.RunPlan, output: Path, resume_from_epoch: i
 
 
 def _finish(run: _Run, output: Path, summary: dict) -> dict:
-    """Unless the run stopped on NaN: the BatchNorm statistics recomputed, the final model saved and evaluated
-    on the validation data (``finished``). The writer saves the summary as train_summary.json."""
+    """Unless the run stopped on NaN: BatchNorm statistics recomputed, the final model saved and evaluated."""
     config, model = run.config, run.model
     if summary["stopped_on_nan"] is None:
         # Every worker recomputes the statistics (the same computation on each, as the training steps).
@@ -325,14 +281,12 @@ def _finish(run: _Run, output: Path, summary: dict) -> dict:
     return summary
 
 
-# A rule of thumb, not a measured limit: the shortest from-scratch run measured here, 260 steps, reached AP 0.16
-# on chess640 (docs/recipes.md); under 100 steps a detector has barely left its warm-up.
+# A rule of thumb, not a measured limit: under 100 steps a detector has barely left its warm-up.
 MIN_LEARNING_STEPS = 100
 
 
 def check_every_class_has_boxes(spec: str, dataset) -> None:
-    """Raises DataError when the training set has no box at all, or a class has none (ignore boxes do not
-    count): such a run would finish with exit 0 and a model that cannot find what it was asked to."""
+    """Raises DataError when the training set has no box at all, or a class has none (ignore boxes do not count)."""
     from keras_retinanet.data.validation import DataError
 
     counts = dataset.boxes_per_class(include_ignored=False)
@@ -352,8 +306,7 @@ def check_every_class_has_boxes(spec: str, dataset) -> None:
 def describe_plan(
     config: TrainConfig, steps_per_epoch: int, shape_note: str, anchor_report: dict | None
 ) -> list[str]:
-    """The run's plan in one line (steps, warm-up, decay, input, anchors, matcher, heads), and a one-line warning
-    for a run too short to reach its base learning rate or to learn at all."""
+    """The run's plan in one line, and a warning for a run too short to reach its learning rate or to learn."""
     total = steps_per_epoch * config.epochs
     schedule = build_schedule(config, total)
     model = config.model
@@ -372,7 +325,7 @@ def describe_plan(
         )
     lines = [
         f"plan: {total} steps ({config.epochs} epochs x {steps_per_epoch}), lr {config.learning_rate:g} with "
-        f"{schedule.describe()}; input {_size_text(model.image_size)} ({shape_note}); {parts}"
+        f"{schedule.describe()}; input {'x'.join(map(str, parse_image_size(model.image_size)))} ({shape_note}); {parts}"
     ]
     if not schedule.reaches_base_rate():
         lines.append(
@@ -389,13 +342,8 @@ def describe_plan(
     return lines
 
 
-def _size_text(size) -> str:
-    height, width = (size, size) if isinstance(size, int) else size
-    return f"{height}x{width}"
-
-
 def _history(records: Sequence[dict]) -> dict[str, list]:
-    """Per-epoch records -> ``{key: [values of the epochs that logged it]}`` (as ``keras.callbacks.History``)."""
+    """Per-epoch records -> ``{key: [values]}``, as ``keras.callbacks.History``."""
     history: dict[str, list] = {}
     for record in records:
         for key, value in record.items():
@@ -405,7 +353,6 @@ def _history(records: Sequence[dict]) -> dict[str, list]:
 
 
 def _announce(plan: run_folder.RunPlan) -> None:
-    """Says what the run does with an existing folder (resuming itself is announced by ``TrainingBackup``)."""
     if plan.fresh and plan.class_names is not None:
         print(f"{plan.path} has no finished epoch to continue from: training starts from the beginning")
     elif plan.changes and not plan.fresh:
@@ -418,9 +365,7 @@ def _already_finished(plan: run_folder.RunPlan) -> dict:
 
 
 def _retire_final_model(plan: run_folder.RunPlan) -> None:
-    """A run that trains on in a folder whose earlier run finished moves that run's model.keras aside, so that
-    the folder never holds a final model that is not this run's (beside ``"finished": false`` after a NaN stop
-    or a kill)."""
+    """Moves a finished earlier run's model.keras aside: the folder never holds a final model not this run's."""
     model = plan.path / run_folder.MODEL
     if plan.fresh or not model.exists():
         return
@@ -434,9 +379,8 @@ def _retire_final_model(plan: run_folder.RunPlan) -> None:
 
 
 def _nan_message(config: TrainConfig, stop: StopOnNaN, backup: TrainingBackup) -> str:
-    """The stop's message and exactly what a rerun continues from: the last finite state, or, when that one
-    has already diverged (:meth:`~keras_retinanet.training.run_folder.TrainingState.divergence`), the newest
-    kept state that has not, or the beginning (``--resume-from-epoch``)."""
+    """The stop's message and what a rerun continues from: the last finite state, or when it has diverged, the
+    newest kept state that has not, or the beginning."""
     default = TrainConfig().learning_rate
     lower = f"--learning-rate {min(config.learning_rate / 10, default):g} --allow-changes learning_rate"
     state = backup.saved
@@ -468,7 +412,6 @@ def _nan_message(config: TrainConfig, stop: StopOnNaN, backup: TrainingBackup) -
 
 
 def _report_skipped(dataset) -> None:
-    """Skipped records are always reported, whatever the verbosity."""
     if len(dataset.skipped) or dataset.skipped.clipped:
         print(f"{dataset.name}: {dataset.skipped.summary()}")
 
@@ -483,12 +426,9 @@ def build_callbacks(
     write: bool = True,
     resume_from: int | None = None,
 ) -> list[keras.callbacks.Callback]:
-    """The callbacks of a run, in the order they must run: ``stop_on_nan`` first (the saving callbacks skip a
-    diverged epoch), the evaluation before what reads ``val_AP``, the log before the state that commits the
-    epoch, and :class:`TrainingBackup` last (it restores the other callbacks' state after their
-    ``on_train_begin``). ``write=False`` (a multi-worker run's other workers): nothing that writes files, and
-    a backup that only restores. ``resume_from``: the epoch whose kept state the backup restores (None: the
-    newest intact one; 0: none, start from the beginning)."""
+    """The callbacks of a run, in the order they must run: ``stop_on_nan`` first, the evaluation before what
+    reads ``val_AP``, the log before the backup, :class:`TrainingBackup` last. ``write=False``: nothing that
+    writes files. ``resume_from``: the epoch whose kept state the backup restores (0: none)."""
     callbacks: list[keras.callbacks.Callback] = [stop_on_nan, LearningRateLogger()]
     if config.freeze_backbone_epochs > 0:
         callbacks.append(UnfreezeBackbone(config.freeze_backbone_epochs, config.batchnorm_frozen))
@@ -502,9 +442,7 @@ def build_callbacks(
         logged_later = evaluation.logged_keys
         callbacks.append(evaluation)
         if write:
-            stateful["best_checkpoint"] = BestCheckpoint(
-                checkpoints / "best.keras", monitor="val_AP", mode="max", guard=stop_on_nan
-            )
+            stateful["best_checkpoint"] = BestCheckpoint(checkpoints / "best.keras", guard=stop_on_nan)
             callbacks.append(stateful["best_checkpoint"])
         if config.early_stopping_patience:
             stateful["early_stopping"] = keras.callbacks.EarlyStopping(
@@ -517,29 +455,17 @@ def build_callbacks(
         if val_data is not None and config.tensorboard_images:
             from keras_retinanet.data.pipeline import make_inference_dataset
 
-            sample = dataclasses.replace(val_data, examples=val_data.examples[: config.tensorboard_images])
-            images, _ = next(
-                iter(
-                    make_inference_dataset(
-                        sample, config.model.image_size, batch_size=config.tensorboard_images
-                    )
-                )
-            )
+            count = config.tensorboard_images
+            sample = dataclasses.replace(val_data, examples=val_data.examples[:count])
+            images, _ = next(iter(make_inference_dataset(sample, config.model.image_size, batch_size=count)))
             callbacks.append(PredictionImages(np.asarray(images), log_dir, class_names))
     if write:
         callbacks.append(MetricsCSVLogger(output / run_folder.LOG, extra_keys=logged_later, append=True))
         callbacks.append(LastCheckpoint(checkpoints / "last.keras", guard=stop_on_nan))
-    callbacks.append(
-        TrainingBackup(
-            output / run_folder.BACKUP,
-            guard=stop_on_nan,
-            stateful=stateful,
-            verbose=1,
-            save=write,
-            resume_from_epoch=resume_from,
-        )
+    backup = TrainingBackup(
+        output / run_folder.BACKUP, stop_on_nan, stateful=stateful, save=write, resume_from_epoch=resume_from
     )
-    return callbacks
+    return [*callbacks, backup]
 
 
 # ModelConfig fields that still act with --init: the size trained at, and the losses (built from config.model).
@@ -547,11 +473,7 @@ INIT_HONOURS = {"image_size", "focal_alpha", "focal_gamma", "box_loss", "box_los
 
 
 def _initial_model(config, class_names):
-    """``config.init``'s architecture and weights for ``class_names`` (the class head rebuilt).
-
-    The init model fixes the architecture, anchors, matcher and decoder; a model option that would be ignored
-    is refused rather than recorded in config.yaml as if it applied. The size trained at and the losses apply.
-    """
+    """``config.init``'s architecture and weights for ``class_names``; a model option it would ignore raises."""
     from keras_retinanet.model.config import ModelConfig
     from keras_retinanet.training.finetune import finetune_model, format_report
 

@@ -1,25 +1,20 @@
 """A training run folder: what it holds, whether a new command may use it, and the states a rerun resumes from.
 
-Layout (``train`` writes it; every file through :mod:`keras_retinanet.atomic`, so a kill leaves the
-previous good version):
+Layout (every file written atomically, so a kill leaves the previous good version):
 
     DIR/config.yaml              the configuration that made the run (the latest one allowed to continue it)
     DIR/class_names.txt          one class name per line
+    DIR/anchors.json             with --anchors auto: anchor coverage per class before / after the fit
     DIR/backup/epoch-NNNN.weights.h5, epoch-NNNN.json
-                                 the training state after epoch NNNN (weights and optimiser state; its marker
-                                 file with the size and SHA-256 of the weights, the time, the epoch logs and
-                                 the state of the callbacks that have one); the two newest are kept
+                                 the training state after epoch NNNN (weights and optimiser state) and its
+                                 marker (size and SHA-256 of the weights, time, epoch logs, callback states),
+                                 written after the weights: a marker always names complete weights; two kept
     DIR/checkpoints/last.keras   the model after the last finished epoch; best.keras, by validation AP
     DIR/model.keras              the final model
     DIR/log.csv, DIR/train_summary.json, DIR/tensorboard/
     DIR/.lock                    held (``flock``) by the training that uses the folder
 
-A state is committed when its marker ``epoch-NNNN.json`` is in place: the weights are renamed into place
-before it is written, so a marker always names complete weights, and weights without a marker are ignored.
-
-:func:`plan_run` compares a new configuration with the folder's ``config.yaml`` before anything is loaded or
-written (:data:`FREE_KEYS` may change freely; :func:`fixed_keys` never; the others only when the command
-names them in ``allow_changes``). This module needs only the standard library and PyYAML.
+Needs only the standard library and PyYAML.
 """
 
 from __future__ import annotations
@@ -62,11 +57,12 @@ FREE_KEYS = frozenset({"output", "verbose", "tensorboard", "tensorboard_images",
 FIXED_TRAIN_KEYS = frozenset({"optimizer", "freeze_batchnorm", "mixed_precision", "init", "anchors"})
 
 _STATE_NAME = re.compile(r"^epoch-(\d+)\.json$")
-# A kept state looks diverged (a rerun from it would likely diverge again) when its largest weight is this many
-# times the largest at the start of the run, or its epoch's loss this many times the highest epoch loss before
-# it (or than 1, whichever is higher).
+# A kept state looks diverged when its largest weight is this many times the largest at the start, or its loss
+# this many times the highest epoch loss before it (or than 1).
 WEIGHT_GROWTH_LIMIT = 100.0
 LOSS_JUMP_LIMIT = 100.0
+# States kept in backup/: the previous good state survives damage to the newest.
+KEPT_STATES = 2
 
 
 class RunFolderError(ValueError):
@@ -74,7 +70,7 @@ class RunFolderError(ValueError):
 
 
 def fixed_keys() -> frozenset[str]:
-    """Options that can never change in an existing run folder: the model's and :data:`FIXED_TRAIN_KEYS`."""
+    """Options that can never change in an existing run folder."""
     return FIXED_TRAIN_KEYS | {field.name for field in dataclasses.fields(ModelConfig)}
 
 
@@ -87,25 +83,16 @@ def flat_config(config: TrainConfig) -> dict[str, Any]:
     return {**values, **model}
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Training states
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainingState:
-    """One saved training state in ``DIR/backup``.
+    """One saved training state in ``DIR/backup``; ``epoch``: epochs finished. The legacy format (Keras'
+    ``BackupAndRestore``) has no ``epochs``, ``marker``, ``size`` or ``sha256``.
 
     Attributes:
-        epoch: epochs finished when it was saved (training resumes with epoch ``epoch + 1``, 1-based).
-        epochs: the run's planned number of epochs then (None in the legacy format).
-        saved_at: POSIX time of the save.
-        weights: the ``.weights.h5`` file (model and optimiser variables).
-        marker: its ``epoch-NNNN.json`` (None in the legacy format).
-        size, sha256: of the weights file when it was written (None in the legacy format).
         history: the logs of every epoch up to this one (dicts with ``epoch``, 0-based).
         callbacks: saved state of the callbacks that have one, by name.
         weights_max_abs: the largest absolute weight of the model then (None in older formats).
-        initial_weights_max_abs: the same at the start of the run, before its first step (None if unknown).
+        initial_weights_max_abs: the same at the start of the run (None if unknown).
     """
 
     epoch: int
@@ -126,13 +113,11 @@ class TrainingState:
 
     @property
     def loss(self) -> float | None:
-        """The training loss of the epoch that ended in this state (None when not logged)."""
         value = self.history[-1].get("loss") if self.history else None
         return None if value is None else float(value)
 
     def divergence(self) -> str | None:
-        """None when the state looks sane; otherwise why a rerun from it would likely diverge again: its loss
-        is not finite or jumped (:data:`LOSS_JUMP_LIMIT`), or its weights grew (:data:`WEIGHT_GROWTH_LIMIT`)."""
+        """None when the state looks sane; otherwise why a rerun from it would likely diverge again."""
         loss = self.loss
         if loss is not None and not math.isfinite(loss):
             return f"its loss was {loss}"
@@ -163,7 +148,7 @@ class TrainingState:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.saved_at))
 
     def damage(self) -> str | None:
-        """None when the weights file is the one the marker describes; otherwise what is wrong with it."""
+        """None when the weights file is the one the marker describes; otherwise what is wrong."""
         try:
             size = self.weights.stat().st_size
         except FileNotFoundError:
@@ -186,14 +171,12 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def state_paths(backup_dir: str | os.PathLike, epoch: int) -> tuple[Path, Path]:
-    """(weights, marker) of the state after ``epoch`` epochs."""
     backup_dir = Path(backup_dir)
     return backup_dir / f"epoch-{epoch:04d}.weights.h5", backup_dir / f"epoch-{epoch:04d}.json"
 
 
 def list_states(backup_dir: str | os.PathLike) -> tuple[list[TrainingState], list[str]]:
-    """The committed states in ``backup_dir``, newest first (a legacy Keras ``BackupAndRestore`` state
-    included), and a description of each marker that could not be read."""
+    """The committed states in ``backup_dir``, newest first (legacy included), and the unreadable markers."""
     backup_dir = Path(backup_dir)
     states, problems = [], []
     if not backup_dir.is_dir():
@@ -238,15 +221,11 @@ def commit_state(
     epochs: int | None,
     history: Sequence[Mapping[str, Any]],
     callbacks: Mapping[str, Any],
-    keep: int = 2,
     weights_max_abs: float | None = None,
     initial_weights_max_abs: float | None = None,
 ) -> TrainingState:
-    """Writes the marker of the state after ``epoch`` epochs, whose weights are already in place, then
-    deletes the states that are no longer needed (all but the ``keep`` newest, any newer one left from an
-    abandoned attempt, weights without a marker, the legacy files). Returns the new state.
-    ``weights_max_abs`` and ``initial_weights_max_abs`` let a NaN stop tell a sane state from a diverged one
-    (:meth:`TrainingState.divergence`)."""
+    """Writes the marker of the state after ``epoch`` epochs, whose weights are already in place, then deletes
+    every other state but the :data:`KEPT_STATES` newest (newer ones from an abandoned attempt and legacy files)."""
     weights, marker = state_paths(backup_dir, epoch)
     state = TrainingState(
         epoch=epoch,
@@ -261,24 +240,10 @@ def commit_state(
         weights_max_abs=weights_max_abs,
         initial_weights_max_abs=initial_weights_max_abs,
     )
-    atomic.write_json(
-        marker,
-        {
-            "format": 1,
-            "epoch": state.epoch,
-            "epochs": state.epochs,
-            "saved_at": state.saved_at,
-            "saved": state.time_text(),
-            "weights": weights.name,
-            "size": state.size,
-            "sha256": state.sha256,
-            "history": list(state.history),
-            "callbacks": state.callbacks,
-            "weights_max_abs": state.weights_max_abs,
-            "initial_weights_max_abs": state.initial_weights_max_abs,
-        },
-    )
-    _prune(Path(backup_dir), epoch, keep)
+    fields = [field.name for field in dataclasses.fields(state) if field.name not in ("weights", "marker")]
+    values = {name: getattr(state, name) for name in fields}
+    atomic.write_json(marker, {"format": 1, **values, "saved": state.time_text(), "weights": weights.name})
+    _prune(Path(backup_dir), epoch, KEPT_STATES)
     return state
 
 
@@ -298,24 +263,10 @@ def _prune(backup_dir: Path, newest: int, keep: int) -> None:
         path.unlink(missing_ok=True)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The folder as a whole
-
-
 @dataclasses.dataclass
 class RunPlan:
-    """What :func:`plan_run` found.
-
-    Attributes:
-        path: the run folder.
-        fresh: nothing to continue (no folder, or no finished epoch and no model): start from the beginning.
-        finished: the run already finished with this configuration; there is nothing to do.
-        state: the newest committed state (None if none); ``train`` resumes from the newest *intact* one.
-        changes: ``{option: (old, new)}`` between ``config.yaml`` and the new configuration.
-        class_names: the classes the run was trained on (``class_names.txt``), or None.
-        summary: the previous ``train_summary.json`` (None if none).
-        previous: the configuration in ``config.yaml`` (None if none).
-    """
+    """What :func:`plan_run` found; ``fresh``: nothing to continue, ``finished``: nothing to do, ``state``: the
+    newest committed state, ``changes``: ``{option: (old, new)}``, ``previous``: the folder's configuration."""
 
     path: Path
     fresh: bool
@@ -327,7 +278,6 @@ class RunPlan:
     previous: TrainConfig | None = None
 
     def finished_message(self) -> str:
-        """What a rerun of a finished run says."""
         done = (self.summary or {}).get("epochs_done", self.state.epoch if self.state else "all")
         unused = (
             f" The changed settings ({describe_changes(self.changes)}) act only on epochs still to train, so "
@@ -364,10 +314,7 @@ def describe_changes(changes: Mapping[str, tuple[Any, Any]]) -> str:
 
 
 def parse_allow_changes(values: str | Iterable[str] | None) -> frozenset[str] | None:
-    """``"epochs,learning_rate"``, ``["epochs", "learning-rate"]`` or ``"all"`` (None) -> option names.
-
-    Returns None for ``all``. Unknown names and options that can never change are errors.
-    """
+    """``"epochs,learning_rate"``, ``["epochs", "learning-rate"]`` -> option names; None for ``"all"``."""
     if values is None:
         return frozenset()
     if isinstance(values, str):
@@ -380,10 +327,8 @@ def parse_allow_changes(values: str | Iterable[str] | None) -> frozenset[str] | 
     names = {name[len("model.") :] if name.startswith("model.") else name for name in names}
     unknown = sorted(names - known)
     if unknown:
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        close = {name: difflib.get_close_matches(name, sorted(known), n=1) for name in unknown}
+        hints = [f"{name} (did you mean {c[0]}?)" if c else name for name, c in close.items()]
         raise RunFolderError(f"--allow-changes: unknown option(s) {', '.join(hints)}")
     fixed = sorted(names & fixed_keys())
     if fixed:
@@ -402,13 +347,9 @@ def _training_files(path: Path) -> list[str]:
 
 
 def plan_run(config: TrainConfig, allow_changes: str | Iterable[str] | None = ()) -> RunPlan:
-    """Checks ``config.output`` against ``config`` without writing anything.
-
-    Returns a :class:`RunPlan`, or raises :class:`RunFolderError` with what differs and how to proceed when the
-    folder was made by another configuration that may not continue it: options of :func:`fixed_keys` differ,
-    or options not in ``allow_changes`` (names, or ``"all"`` for every option that may change), or fewer
-    epochs than the run already trained.
-    """
+    """Checks ``config.output`` against ``config`` without writing anything; raises :class:`RunFolderError`
+    when the folder's run may not continue with it (:func:`fixed_keys` differ, options not in
+    ``allow_changes`` do, or fewer epochs than already trained)."""
     allowed = parse_allow_changes(allow_changes)
     path = Path(config.output)
     if not (path / CONFIG).exists():
@@ -435,8 +376,7 @@ def plan_run(config: TrainConfig, allow_changes: str | Iterable[str] | None = ()
             changes.pop(key, None)
     if same_requested_size(previous, config):
         changes.pop("image_size", None)  # resolved from the data's shape by the run (training.image_shape)
-    states, _ = list_states(path / BACKUP)
-    state = states[0] if states else None
+    state = next(iter(list_states(path / BACKUP)[0]), None)
     summary = _read_json(path / SUMMARY)
     names_file = path / CLASS_NAMES
     class_names = names_file.read_text(encoding="utf-8").splitlines() if names_file.exists() else None
@@ -500,6 +440,5 @@ def _read_json(path: Path) -> dict | None:
 
 
 def locked(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
-    """Creates the run folder and holds its ``.lock`` for the block: a second training into the same folder
-    stops with :class:`~keras_retinanet.atomic.FolderInUseError` (see :func:`atomic.locked_folder`)."""
+    """Creates the run folder and holds its ``.lock`` for the block (``FolderInUseError`` for a second one)."""
     return atomic.locked_folder(path, LOCK, "another training")

@@ -1,10 +1,4 @@
-"""Learning-rate schedules of detection training: linear warm-up, then step decay or cosine.
-
-The paper's schedule (Detectron's 1x) warms up for 500 steps of a 90k-step run and divides the rate by 10 at
-60k and 80k. Our users train for a few hundred to a few thousand steps, where 500 warm-up steps never end:
-:func:`default_warmup_steps` scales the warm-up with the run (a tenth of it, at most the paper's 500), and the
-decay points are fractions of the run that never come before the warm-up's end.
-"""
+"""Learning-rate schedules of detection training: linear warm-up, then step decay or cosine."""
 
 from __future__ import annotations
 
@@ -20,12 +14,7 @@ WARMUP_FRACTION = 0.1
 
 
 def default_warmup_steps(total_steps: int) -> int:
-    """A tenth of the run, at most the paper's 500 steps: 10 for 100 steps, 100 for 1,000, 500 for 90k.
-
-    Why a tenth: on a 360-step run the paper's 500 steps kept the rate climbing until the decay cut it (test
-    AP 0.059); two epochs of warm-up (36 steps) gave AP 0.149 (measured by the session that filed issue 23;
-    docs/recipes.md has ours).
-    """
+    """A tenth of the run, at most the paper's 500 steps (which never end in a run of a few hundred)."""
     return max(1, min(PAPER_WARMUP_STEPS, math.ceil(WARMUP_FRACTION * total_steps)))
 
 
@@ -34,15 +23,10 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from ``warmup_factor * base`` to the base rate over ``warmup_steps``, then decay.
 
     Args:
-        base_learning_rate: rate after warm-up (0.01 at batch 16 in the paper).
         total_steps: length of the training in optimizer steps.
-        decay: ``"step"`` (x ``gamma`` at each fraction in ``milestones`` of ``total_steps``; the paper's 1x
-            schedule is 60k and 80k of 90k, milestones (2/3, 8/9)), ``"cosine"`` (to 0 at ``total_steps``) or
-            ``"constant"``.
-        warmup_steps: length of the linear warm-up (0 disables it).
-        warmup_factor: the warm-up's starting fraction of the base rate (detectron2: 0.001).
-        milestones, gamma: the step decay. A milestone never comes before the warm-up's end
-            (:meth:`decay_steps`), so the rate always reaches its base value first.
+        decay: ``"step"`` (x ``gamma`` at each fraction in ``milestones`` of ``total_steps``, never before the
+            warm-up's end), ``"cosine"`` (to 0 at ``total_steps``) or ``"constant"``.
+        warmup_factor: the warm-up's starting fraction of the base rate.
     """
 
     def __init__(
@@ -71,26 +55,22 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             decay_steps = max(self.total_steps - self.warmup_steps, 1)
             progress = ops.clip((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
             rate = 0.5 * self.base_learning_rate * (1.0 + ops.cos(3.141592653589793 * progress))
-        elif self.decay == "step":
-            rate = ops.convert_to_tensor(self.base_learning_rate, "float32")
-            for decay_step in self.decay_steps():
-                rate = ops.where(step >= decay_step, rate * self.gamma, rate)
         else:
             rate = ops.convert_to_tensor(self.base_learning_rate, "float32")
+            for decay_step in self.decay_steps():  # none when constant
+                rate = ops.where(step >= decay_step, rate * self.gamma, rate)
         if self.warmup_steps > 0:
             alpha = ops.clip(step / self.warmup_steps, 0.0, 1.0)
             rate = rate * (self.warmup_factor * (1.0 - alpha) + alpha)
         return rate
 
     def decay_steps(self) -> list[int]:
-        """The steps where the step decay multiplies the rate by ``gamma`` (none for cosine and constant)."""
         if self.decay != "step":
             return []
         # The first step at or past each fraction of the run, and past the warm-up's last step.
         return [max(math.ceil(m * self.total_steps - 1e-6), self.warmup_steps + 1) for m in self.milestones]
 
     def reaches_base_rate(self) -> bool:
-        """Whether the warm-up ends within the run (the rate reaches ``base_learning_rate`` at some step)."""
         return self.warmup_steps < self.total_steps
 
     def describe(self) -> str:
