@@ -30,7 +30,9 @@ STARTUP_NOISE = re.compile(
     r"|TF-TRT Warning: Could not find TensorRT"
 )
 
-CONVERTER_LOGGERS = ("tf2onnx",)  # NNCF sets its own level on import: export/onnx.py quiets it
+# Python loggers whose INFO lines (TensorFlow's "Assets written to", tf2onnx's per-pass lines) are hidden too. NNCF
+# sets its own level on import: export/onnx.py quiets it.
+CONVERTER_LOGGERS = ("tensorflow", "tf2onnx")
 
 
 @contextlib.contextmanager
@@ -95,7 +97,7 @@ def quiet_tensorflow() -> None:
 
     ``TF_CPP_MIN_LOG_LEVEL=3`` (unless already set) keeps its C++ logging quiet; errors still reach Python as
     exceptions. The lines logged before that setting is read are filtered out of stderr during the import.
-    No effect once TensorFlow is imported. tf2onnx's INFO lines are hidden too.
+    No effect once TensorFlow is imported. The INFO lines of TensorFlow's and tf2onnx's Python loggers are hidden too.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for converter in CONVERTER_LOGGERS:

@@ -56,3 +56,21 @@ def test_verbose_shows_them(tmp_path):
     """A tool with --verbose shows the lines the quiet runs hide (so those did import TensorFlow)."""
     stderr = _stderr(sys.executable, *MAIN_JOB, str(tmp_path), "--verbose")
     assert "I0000" in stderr and "oneDNN custom operations" in stderr, stderr
+
+
+def test_converter_info_lines_hidden_but_the_projects_own_kept():
+    """TensorFlow's Python INFO lines ("Assets written to ...", twice per SavedModel and TFLite file) are hidden
+    after ``quiet_tensorflow``; the export's own INFO lines, logged through the same root handler, are not."""
+    script = (
+        "import logging; from keras_retinanet._quiet import quiet_tensorflow; quiet_tensorflow(); "
+        "logging.basicConfig(level=logging.INFO, format='%(message)s'); import tensorflow as tf; "
+        "tf.get_logger().info('Assets written to X'); logging.getLogger('tf2onnx').info('Optimizing ONNX model'); "
+        "logging.getLogger('keras_retinanet.export').info('writing format onnx')"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    assert "writing format onnx" in result.stderr
+    assert "Assets written" not in result.stderr and "Optimizing ONNX" not in result.stderr
