@@ -81,12 +81,12 @@ def read_model(data: bytes) -> Any:
     return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
 
 
-def pack_model(model: Any) -> bytes:
-    """The bytes of a ``ModelT`` (the inverse of :func:`read_model`)."""
+def pack_model(table: Any, identifier: bytes = b"TFL3") -> bytes:
+    """The bytes of an object-API table: a ``ModelT`` by default (the inverse of :func:`read_model`)."""
     import flatbuffers
 
     builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), b"TFL3")
+    builder.Finish(table.Pack(builder), identifier)
     return bytes(builder.Output())
 
 
@@ -129,18 +129,6 @@ def postprocess_ops(model: Any) -> list[tuple[Any, dict]]:
     ]
 
 
-def _metadata_buffer(data: bytes) -> bytes | None:
-    """The raw metadata flatbuffer of a .tflite, or None when the file has none."""
-    model = tflite_schema().Model.GetRootAsModel(data, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if as_text(entry.Name()) == METADATA_FIELD:
-            buffer = model.Buffers(entry.Buffer())
-            if buffer is not None and buffer.DataLength():
-                return buffer.DataAsNumpy().tobytes()
-    return None
-
-
 def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[str, Any] | None:
     """The detection metadata of a .tflite as plain Python, or None when the file has none.
 
@@ -163,8 +151,10 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
         model = read_model(data)
     except MetadataError as err:
         raise MetadataError(f"{where}: {err}") from None
-    raw = _metadata_buffer(data)
-    if raw is None:
+    entry = next((m for m in model.metadata or [] if as_text(m.name) == METADATA_FIELD), None)
+    buffer = model.buffers[entry.buffer].data if entry is not None else None
+    raw = b"" if buffer is None else bytes(bytearray(buffer))
+    if not raw:
         return None
     md = metadata_schema()
     if not md.ModelMetadata.ModelMetadataBufferHasIdentifier(raw, 0):
@@ -243,10 +233,7 @@ def _output_entries(
         tensor_name = as_text(subgraph.tensors[subgraph.outputs[position]].name)
         outputs.append({"name": as_text(tensor_md.name), "tensor": tensor_name, "position": position})
         content = tensor_md.content
-        if (
-            content is not None
-            and content.contentPropertiesType == md.ContentProperties.BoundingBoxProperties
-        ):
+        if getattr(content, "contentPropertiesType", None) == md.ContentProperties.BoundingBoxProperties:
             props = content.contentProperties
             box = {
                 "box_index": [int(i) for i in props.index] if props.index is not None else None,

@@ -65,7 +65,6 @@ BOX_INDEX = (1, 0, 3, 2)
 # (1.5.0) in raw files. Readers refuse metadata whose min_parser_version is above their own.
 MIN_PARSER_VERSION = "1.2.0"
 RAW_MIN_PARSER_VERSION = "1.5.0"
-INPUT_DTYPES = ("uint8", "float32")
 
 
 def _output_roles(subgraph: Any, ops: list, outputs: list[int]) -> list[int | None]:
@@ -180,64 +179,62 @@ def _normalization_values(normalization: tuple[Any, Any]) -> tuple[float, float]
     return mean, std
 
 
-def _tensor_metadata(md: Any, name: str, description: str, properties: Any = None) -> Any:
-    """A TensorMetadataT with ``properties`` as its content (FeatureProperties when None)."""
-    if properties is None:
-        properties = md.FeaturePropertiesT()
-    tensor = md.TensorMetadataT()
-    tensor.name = name
-    tensor.description = description
-    tensor.content = md.ContentT()
-    kind = type(properties).__name__.removesuffix("T")
-    tensor.content.contentPropertiesType = getattr(md.ContentProperties, kind)
-    tensor.content.contentProperties = properties
-    tensor.stats = md.StatsT()
-    return tensor
+def _table(schema: Any, kind: str, **fields: Any) -> Any:
+    """An object-API table ``schema.<kind>T`` with ``fields`` set."""
+    table = getattr(schema, f"{kind}T")()
+    for key, value in fields.items():
+        setattr(table, key, value)
+    return table
+
+
+def _tensor_metadata(md: Any, name: str, description: str, kind: str = "FeatureProperties", **props) -> Any:
+    """A TensorMetadataT whose content is a ``kind`` table with ``props``."""
+    content = _table(
+        md,
+        "Content",
+        contentPropertiesType=getattr(md.ContentProperties, kind),
+        contentProperties=_table(md, kind, **props),
+    )
+    return _table(
+        md, "TensorMetadata", name=name, description=description, content=content, stats=_table(md, "Stats")
+    )
 
 
 def _location_metadata(md: Any, name: str, description: str) -> Any:
     """Boxes as MediaPipe checks them: BOUNDARIES, RATIO, and where left, top, right, bottom sit in a row."""
-    box_properties = md.BoundingBoxPropertiesT()
-    box_properties.index = list(BOX_INDEX)
-    box_properties.type = md.BoundingBoxType.BOUNDARIES
-    box_properties.coordinateType = md.CoordinateType.RATIO
-    return _tensor_metadata(md, name, description, box_properties)
-
-
-def _associated_file(md: Any, name: str, description: str, file_type: int) -> Any:
-    file = md.AssociatedFileT()
-    file.name, file.description, file.type = name, description, file_type
-    return file
+    return _tensor_metadata(
+        md,
+        name,
+        description,
+        "BoundingBoxProperties",
+        index=list(BOX_INDEX),
+        type=md.BoundingBoxType.BOUNDARIES,
+        coordinateType=md.CoordinateType.RATIO,
+    )
 
 
 def _labels_file(md: Any, file_type: int) -> Any:
-    return _associated_file(md, LABELS_FILE, "Labels for categories that the model can recognize.", file_type)
+    description = "Labels for categories that the model can recognize."
+    return _table(md, "AssociatedFile", name=LABELS_FILE, description=description, type=file_type)
 
 
 def _process_unit(md: Any, kind: str, **fields: Any) -> Any:
     """A ProcessUnitT of options ``kind`` (e.g. ``"NormalizationOptions"``) with ``fields`` set."""
-    unit = md.ProcessUnitT()
-    unit.optionsType = getattr(md.ProcessUnitOptions, kind)
-    unit.options = getattr(md, f"{kind}T")()
-    for key, value in fields.items():
-        setattr(unit.options, key, value)
-    return unit
+    options = _table(md, kind, **fields)
+    return _table(md, "ProcessUnit", optionsType=getattr(md.ProcessUnitOptions, kind), options=options)
 
 
 def _image_metadata(md: Any, input_size: tuple[int, int], input_dtype: str, normalization) -> Any:
     """The input tensor's metadata: RGB image of ``input_size``, normalisation for a float32 input."""
     height, width = input_size
-    image_properties = md.ImagePropertiesT()
-    image_properties.colorSpace = md.ColorSpaceType.RGB
-    image_properties.defaultSize = md.ImageSizeT()
-    image_properties.defaultSize.width = width
-    image_properties.defaultSize.height = height
     image = _tensor_metadata(
         md,
         "image",
         f"Input image: {height}x{width} RGB, {input_dtype}. MediaPipe resizes any picture to this size "
         "by stretching it (no letterbox).",
-        image_properties,
+        "ImageProperties",
+        colorSpace=md.ColorSpaceType.RGB,
+        defaultSize=_table(md, "ImageSize", width=width, height=height),
     )
     if normalization is None:
         image.stats.min, image.stats.max = [0.0], [255.0]
@@ -267,8 +264,7 @@ def _build_metadata(
     score.stats.min, score.stats.max = [0.0], [1.0]
     for tensor in (location, category, score):
         # Content.range {2, 2}: every row of [1, N, 4] is one box, every element of [1, N] one class or score.
-        tensor.content.range = md.ValueRangeT()
-        tensor.content.range.min, tensor.content.range.max = 2, 2
+        tensor.content.range = _table(md, "ValueRange", min=2, max=2)
     if calibrated:
         score.processUnits = [
             _process_unit(
@@ -279,38 +275,35 @@ def _build_metadata(
             )
         ]
         score.associatedFiles = [
-            _associated_file(
+            _table(
                 md,
-                SCORE_CALIBRATION_FILE,
-                "Per-class score thresholds as score calibration (min_score, identity).",
-                md.AssociatedFileType.TENSOR_AXIS_SCORE_CALIBRATION,
+                "AssociatedFile",
+                name=SCORE_CALIBRATION_FILE,
+                description="Per-class score thresholds as score calibration (min_score, identity).",
+                type=md.AssociatedFileType.TENSOR_AXIS_SCORE_CALIBRATION,
             )
         ]
     count = _tensor_metadata(md, OUTPUT_NAMES[3], OUTPUT_DESCRIPTIONS[3])
     by_role = (location, category, score, count)
-    subgraph = md.SubGraphMetadataT()
-    subgraph.inputTensorMetadata = [image]
-    subgraph.outputTensorMetadata = [by_role[role] for role in roles]  # the model's output order
-    group = md.TensorGroupT()
-    group.name = DETECTION_GROUP
-    group.tensorNames = list(OUTPUT_NAMES[:3])
-    subgraph.outputTensorGroups = [group]
+    subgraph = _table(
+        md,
+        "SubGraphMetadata",
+        inputTensorMetadata=[image],
+        outputTensorMetadata=[by_role[role] for role in roles],  # the model's output order
+        outputTensorGroups=[
+            _table(md, "TensorGroup", name=DETECTION_GROUP, tensorNames=list(OUTPUT_NAMES[:3]))
+        ],
+    )
     return _pack_metadata(md, subgraph, MIN_PARSER_VERSION, about)
 
 
 def _pack_metadata(md: Any, subgraph: Any, min_parser_version: str, about: dict[str, Any]) -> bytes:
     """The metadata flatbuffer (identifier M001) of a model with one subgraph; ``about``: ModelMetadata's
     name, description, version, author and license."""
-    import flatbuffers
-
-    metadata = md.ModelMetadataT()
-    for key in ("name", "description", "version", "author", "license"):
-        setattr(metadata, key, about.get(key))
-    metadata.minParserVersion = min_parser_version
-    metadata.subgraphMetadata = [subgraph]
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(metadata.Pack(builder), METADATA_IDENTIFIER)
-    return bytes(builder.Output())
+    metadata = _table(
+        md, "ModelMetadata", minParserVersion=min_parser_version, subgraphMetadata=[subgraph], **about
+    )
+    return pack_model(metadata, METADATA_IDENTIFIER)
 
 
 def add_detection_metadata(
@@ -357,8 +350,6 @@ def add_detection_metadata(
         raise MetadataError(
             f"input_size {tuple(input_size)} does not match the model's input {height}x{width}"
         )
-    if input_dtype is not None and input_dtype not in INPUT_DTYPES:
-        raise MetadataError(f"input_dtype must be one of {', '.join(INPUT_DTYPES)}, got {input_dtype!r}")
     if input_dtype is not None and input_dtype != dtype:
         raise MetadataError(f"input_dtype {input_dtype!r} does not match the model's {dtype} input")
     if dtype == "float32" and normalization is None:
@@ -399,17 +390,14 @@ def _with_metadata_buffer(
     for buffer in model.buffers or []:
         if buffer.offset:
             raise MetadataError("buffers stored outside the flatbuffer (models over 2 GB) are not supported")
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(metadata, np.uint8)
+    buffer = _table(schema, "Buffer", data=np.frombuffer(metadata, np.uint8))
     entries = [m for m in (model.metadata or []) if as_text(m.name) == METADATA_FIELD]
     if entries:
         # Replace in place: the old buffer index stays valid for every entry that points to it.
         model.buffers[entries[0].buffer] = buffer
     else:
         model.buffers = list(model.buffers or []) + [buffer]
-        entry = schema.MetadataT()
-        entry.name = METADATA_FIELD
-        entry.buffer = len(model.buffers) - 1
+        entry = _table(schema, "Metadata", name=METADATA_FIELD, buffer=len(model.buffers) - 1)
         model.metadata = list(model.metadata or []) + [entry]
     stream = io.BytesIO()
     stream.write(pack_model(model))
@@ -421,40 +409,30 @@ def _with_metadata_buffer(
 
 def _detector_options(anchors: np.ndarray, scales: Sequence[float], num_classes: int) -> bytes:
     """MediaPipe's ObjectDetectorOptions flatbuffer (V001): fixed anchors and tensor decoding options."""
-    import flatbuffers
-
     od = object_detector_schema()
-    fixed = od.FixedAnchorsSchemaT()
-    fixed.anchors = []
-    for yc, xc, h, w in np.asarray(anchors, np.float64).tolist():
-        anchor = od.FixedAnchorT()
-        anchor.xCenter, anchor.yCenter, anchor.width, anchor.height = xc, yc, w, h
-        fixed.anchors.append(anchor)
-    ssd = od.SsdAnchorsOptionsT()
-    ssd.fixedAnchorsSchema = fixed
-    decoding = od.TensorsDecodingOptionsT()
-    decoding.numClasses = int(num_classes)
-    decoding.numBoxes = len(anchors)
-    decoding.numCoords = 4
-    decoding.keypointCoordOffset = 0
-    decoding.numKeypoints = 0
-    decoding.numValuesPerKeypoint = 2
+    fixed = [
+        _table(od, "FixedAnchor", xCenter=xc, yCenter=yc, width=w, height=h)
+        for yc, xc, h, w in np.asarray(anchors, np.float64).tolist()
+    ]
+    decoding = _table(od, "TensorsDecodingOptions", numClasses=int(num_classes), numBoxes=len(anchors))
+    decoding.numCoords, decoding.numValuesPerKeypoint = 4, 2
+    decoding.keypointCoordOffset = decoding.numKeypoints = 0
     decoding.yScale, decoding.xScale, decoding.hScale, decoding.wScale = (float(s) for s in scales)
     decoding.applyExponentialOnBoxSize = True
     decoding.sigmoidScore = False  # the sigmoid is inside the model
-    options = od.ObjectDetectorOptionsT()
-    options.minParserVersion = "1.0.0"
-    options.ssdAnchorsOptions = ssd
-    options.tensorsDecodingOptions = decoding
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(options.Pack(builder), b"V001")
-    return bytes(builder.Output())
+    ssd = _table(od, "SsdAnchorsOptions", fixedAnchorsSchema=_table(od, "FixedAnchorsSchema", anchors=fixed))
+    options = _table(
+        od,
+        "ObjectDetectorOptions",
+        minParserVersion="1.0.0",
+        ssdAnchorsOptions=ssd,
+        tensorsDecodingOptions=decoding,
+    )
+    return pack_model(options, b"V001")
 
 
 def _custom_metadata(md: Any, name: str, data: bytes) -> Any:
-    custom = md.CustomMetadataT()
-    custom.name, custom.data = name, np.frombuffer(data, np.uint8)
-    return custom
+    return _table(md, "CustomMetadata", name=name, data=np.frombuffer(data, np.uint8))
 
 
 def add_raw_detection_metadata(

@@ -95,11 +95,7 @@ def _implements_signature(decoder: Any, num_classes: int, scales: Sequence[float
         ("w_scale", "f", w_scale),
         ("use_regular_nms", "b", not decoder.class_agnostic),
     ]
-    text = {
-        "f": lambda v: repr(float(v)),
-        "b": lambda v: "true" if v else "false",
-        "i": lambda v: str(int(v)),
-    }
+    text = {"f": lambda v: repr(float(v)), "b": lambda v: str(bool(v)).lower(), "i": lambda v: str(int(v))}
     parts = [f'attr {{ key: "{key}" value {{ {kind}: {text[kind](value)} }} }}' for key, kind, value in attrs]
     return " ".join([f'name: "{DETECTION_POSTPROCESS_OP}"', *parts])
 
@@ -144,12 +140,10 @@ def _per_class_postprocess(encodings, scores, anchors, decoder, num_classes: int
 
     max_detections = decoder.max_detections
     per_class = min(max_detections, TFLITE_DETECTIONS_PER_CLASS)
-    sizes = [CLASSES_PER_OP] * (num_classes // CLASSES_PER_OP)
-    if num_classes % CLASSES_PER_OP:
-        sizes.append(num_classes % CLASSES_PER_OP)
+    firsts = range(0, num_classes, CLASSES_PER_OP)
+    sizes = [min(CLASSES_PER_OP, num_classes - first) for first in firsts]
     boxes, det_scores, det_classes, counts = [], [], [], []
-    first_class = 0
-    for size, group_scores in zip(sizes, tf.split(scores, sizes, axis=-1)):
+    for first_class, size, group_scores in zip(firsts, sizes, tf.split(scores, sizes, axis=-1)):
         slots = min(max_detections, size * per_class)
         group = type(decoder).from_config(
             decoder.get_config() | {"max_detections": slots, "class_agnostic": False}
@@ -162,7 +156,6 @@ def _per_class_postprocess(encodings, scores, anchors, decoder, num_classes: int
         det_scores.append(tf.bitcast(s, tf.int32) * keep)
         det_classes.append((tf.cast(c, tf.int32) + first_class) * keep)
         counts.append(n)
-        first_class += size
     all_boxes = tf.concat(boxes, axis=1)[0]  # (S, 4), S = total slots
     all_scores = tf.concat(det_scores, axis=1)  # (1, S)
     all_classes = tf.concat(det_classes, axis=1)[0]  # (S,)
@@ -392,8 +385,9 @@ def _convert_saved_model(
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if variant == "float16":
+    if variant != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif variant == "int8":
         if representative_images is None:
@@ -403,7 +397,6 @@ def _convert_saved_model(
             for canvas in representative_images():
                 yield [np.asarray(canvas, dtype=np.uint8)[None]]
 
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
         # Int8 kernels for everything quantisable; the post-processing op (custom, float only) and any op
         # without an int8 kernel stay float, with Dequantize in front of them.
