@@ -1,9 +1,4 @@
-"""What every detector returns, and the interface the model kinds share.
-
-A :class:`Detector` takes (H, W, 3) uint8 RGB images of any sizes and returns one :class:`Detections` per
-image, boxes in that image's original pixels. The model kinds live beside this module (``keras_model``,
-``saved_model``, ``tflite``); ``loading.load_detector`` picks one from a path.
-"""
+"""What every detector returns, and the interface the model kinds share."""
 
 from __future__ import annotations
 
@@ -68,17 +63,15 @@ class Detections:
 
 
 class Detector:
-    """Common interface of the model kinds.
+    """Common interface of the model kinds: (H, W, 3) uint8 RGB images of any sizes in, one
+    :class:`Detections` per image out, in that image's pixels.
 
     Attributes:
-        kind: ``"keras"``, ``"saved_model"`` or ``"tflite"``.
+        kind: ``"keras"``, ``"saved_model"``, ``"tflite"``, ...
         class_names: the model's K class names (class id k is ``class_names[k]``); may be empty if unknown.
         max_batch_size: the largest batch one call runs (1 for TFLite; None: any).
-        score_threshold: detections below it are dropped; None keeps every detection the model returns (its
-            own decoder's threshold applies).
-        max_detections: at most this many detections per image; None: as many as the model returns.
-        class_thresholds: (K,) float32 per-class score thresholds applied on top of ``score_threshold``, or None
-            (see :meth:`set_class_thresholds`).
+        score_threshold, max_detections: filters on the model's output; None keeps what the model returns.
+        class_thresholds: (K,) float32 per-class score thresholds on top of ``score_threshold``, or None.
     """
 
     kind = "base"
@@ -105,10 +98,7 @@ class Detector:
         )
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """Detect objects in a batch of (H_i, W_i, 3) uint8 RGB images (sizes may differ).
-
-        Returns one :class:`Detections` per image, boxes in that image's pixels.
-        """
+        """One :class:`Detections` per (H_i, W_i, 3) uint8 RGB image (sizes may differ)."""
         raise NotImplementedError
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
@@ -126,11 +116,9 @@ class Detector:
     def make_detections(self, boxes, scores, classes, image_size: Sequence[int]) -> Detections:
         """One image's :class:`Detections` from raw rows with boxes already in original pixels.
 
-        Drops padding (class < 0), non-finite rows, rows under ``score_threshold`` or under their class's
-        ``class_thresholds`` value, and boxes under ``MIN_BOX_SIDE`` wide or high once clipped to the image
-        (boxes in the letterbox padding or outside the image collapse so; MediaPipe reports such boxes with
-        width or height 0, so its detections are filtered
-        the same way), then sorts by score and keeps ``max_detections``.
+        Drops padding (class < 0), non-finite rows, rows under ``score_threshold`` or their class's threshold,
+        and boxes under ``MIN_BOX_SIDE`` once clipped to the image (boxes in the letterbox padding collapse so),
+        then sorts by score and keeps ``max_detections``.
         """
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         scores = np.asarray(scores, np.float32).reshape(-1)
@@ -150,9 +138,9 @@ class Detector:
         boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
         order = np.argsort(-scores, kind="stable")[: self.max_detections]
         boxes, scores, classes = boxes[order], scores[order], classes[order]
-        names = self.class_names
-        labels = [class_name(c, names) for c in classes]
-        return Detections(boxes, scores, classes, labels, (height, width))
+        return Detections(
+            boxes, scores, classes, [class_name(c, self.class_names) for c in classes], (height, width)
+        )
 
 
 def find_labels(*folders: str | os.PathLike) -> list[str] | None:

@@ -9,10 +9,9 @@ The file is JSON (YAML is read too, so a hand-written one may be either)::
       ...                      # anything else (how the values were chosen) is informative only
     }
 
-A bare mapping ``{"RBC": 0.41, ...}`` is accepted too. Keys are class names (or class ids written as integers
-when the model has no names); values are scores in [0, 1]. A detection of class k is kept when its score is at
-least ``thresholds[k]``; a class the file does not name keeps every detection the global ``--score-threshold``
-keeps (both filters apply).
+A bare mapping ``{"RBC": 0.41, ...}`` is accepted too. Keys are class names (class ids when the model has no
+names); values are scores in [0, 1]. A detection of class k is kept when its score is at least
+``thresholds[k]`` (and the global ``--score-threshold``); a class not named has no extra filter.
 """
 
 from __future__ import annotations
@@ -81,24 +80,15 @@ def class_threshold_array(
     class_names: Sequence[str],
     num_classes: int | None = None,
 ) -> np.ndarray:
-    """Thresholds as a float32 array indexed by class id (0.0 for classes not named: no extra filtering).
+    """(K,) float32 thresholds indexed by class id (0.0 for classes not named) from ``{name: threshold}`` or a
+    thresholds file. Without ``class_names`` the keys are class ids and ``num_classes`` (if given) is K.
 
-    Args:
-        thresholds: ``{name: threshold}`` or the path of a thresholds file.
-        class_names: the model's class names (class id k is ``class_names[k]``); may be empty, and then the keys
-            must be class ids.
-        num_classes: length of the array when ``class_names`` is empty.
-    Returns:
-        (K,) float32.
     Raises:
         ClassThresholdsError: a name the model does not have (the model's names are listed).
     """
-    source = (
-        f"class thresholds file {os.fspath(thresholds)}"
-        if isinstance(thresholds, (str, os.PathLike))
-        else ("class thresholds")
-    )
+    source = "class thresholds"
     if isinstance(thresholds, (str, os.PathLike)):
+        source = f"class thresholds file {os.fspath(thresholds)}"
         thresholds = read_class_thresholds(thresholds)
     names = [str(n) for n in class_names]
     if names:

@@ -15,19 +15,15 @@ class KerasDetector(Detector):
     """A ``RetinaNet``: images are letterboxed to one size, run in batches, decoded by the model's decoder.
 
     Args:
-        model: the ``RetinaNet`` (``model.detect`` returns padded detections in network-input pixels).
-        image_size: (H, W) or int the images are letterboxed to; default the model's ``input_size`` (the size
-            it was trained at). Every batch then has the same shape (one trace).
-        score_threshold, max_detections: None (default) keeps the model's own decoder settings; a value
-            replaces that setting for this detector only (the model is left unchanged).
+        image_size: (H, W) or int the images are letterboxed to; default the model's ``input_size``.
+        score_threshold, max_detections: None keeps the model's decoder settings; a value replaces one for this
+            detector only.
         precision: ``"float32"`` or ``"bf16"`` (computes in bfloat16, decodes in float32; fast only on hardware
             with bfloat16 units: ``keras_retinanet.detectors.machine.bf16_support``).
-        fold_batchnorm: run the inference graph of ``keras_retinanet.model.inference_graph`` (BatchNorm folded into
-            the convolutions; the same detections up to float rounding) instead of the model's own graph.
+        fold_batchnorm: run the inference graph (BatchNorm folded; the same detections up to float rounding).
 
-    With ``fold_batchnorm`` or bf16 the detector runs a copy of a ``RetinaNet``'s weights, made on first use. It
-    follows a model that keeps training: the copy is refreshed when the model's optimiser has taken steps since;
-    after changing the weights otherwise (``set_weights``, ``load_weights``) call :meth:`refresh`.
+    With ``fold_batchnorm`` or bf16 the detector runs a copy of the weights, refreshed when the model's optimiser
+    has taken steps since; after ``set_weights`` or ``load_weights`` call :meth:`refresh`.
     """
 
     kind = "keras"
@@ -56,13 +52,11 @@ class KerasDetector(Detector):
         self._inference_step: int | None = None
 
     def _optimizer_step(self) -> int | None:
-        """The model's optimiser step count (None without a built optimiser): it changes when training runs."""
         iterations = getattr(getattr(self.model, "optimizer", None), "iterations", None)
         return None if iterations is None else int(iterations.numpy())
 
     def inference_model(self) -> Any:
-        """The model that runs: ``inference_graph.inference_model`` of ``model`` (made once), or ``model``
-        itself for float32 without folding or for objects that are not a ``RetinaNet``."""
+        """The model that runs: ``inference_graph.inference_model`` of ``model`` (made once), or ``model``."""
         from keras_retinanet.model.inference_graph import inference_model
         from keras_retinanet.model.retinanet import RetinaNet
 
@@ -86,16 +80,11 @@ class KerasDetector(Detector):
         self._inference_step = self._optimizer_step()
 
     def _decoder(self):
-        """The model's decoder, or a copy with this detector's threshold / detection count."""
+        """None, or a copy of the model's decoder with this detector's threshold / detection count."""
         decoder = self.model.decoder
-        changes = {}
-        if self.score_threshold is not None and self.score_threshold != decoder.score_threshold:
-            changes["score_threshold"] = self.score_threshold
-        if self.max_detections is not None and self.max_detections != decoder.max_detections:
-            changes["max_detections"] = self.max_detections
-        if not changes:
-            return None
-        return type(decoder).from_config({**decoder.get_config(), **changes})
+        ours = {"score_threshold": self.score_threshold, "max_detections": self.max_detections}
+        changes = {k: v for k, v in ours.items() if v is not None and v != getattr(decoder, k)}
+        return type(decoder).from_config({**decoder.get_config(), **changes}) if changes else None
 
     def _build_function(self) -> Callable:
         import tensorflow as tf

@@ -15,11 +15,8 @@ from keras_retinanet.detectors.timing import time_runs
 def tflite_latency(
     path: str | os.PathLike, num_threads: int | None = None, runs: int = 10, warmup: int = 2
 ) -> dict[str, Any]:
-    """Latency of one .tflite file's invoke (LiteRT's default CPU path: XNNPACK for float and int8).
-
-    Returns ``{"file", "size_bytes", "num_threads", "median_ms", "min_ms", "runs_ms"}`` over ``runs`` invokes
-    on a random uint8 canvas of the file's input size after ``warmup`` untimed ones.
-    """
+    """``{"file", "size_bytes", "num_threads", "median_ms", "min_ms", "runs_ms"}`` of a .tflite file's invoke
+    (LiteRT's default CPU path) on a random canvas of its input size."""
     from keras_retinanet.detectors import TFLiteDetector
 
     threads = num_threads or os.cpu_count() or 1
@@ -37,14 +34,8 @@ def tflite_latency(
 def detector_latency(
     detector: Any, images: Sequence[np.ndarray], batch_size: int = 1, warmup: int = 2, runs: int = 5
 ) -> dict[str, Any]:
-    """Full inference time per image (letterbox, model, decode with NMS, mapping back) of in-memory images.
-
-    Args:
-        detector: a ``keras_retinanet.detectors.Detector``.
-        images: (H, W, 3) uint8 RGB arrays; each run detects all of them in batches of ``batch_size``.
-    Returns:
-        ``{"median_ms", "min_ms", "runs_ms", "images", "batch_size"}``, milliseconds per image.
-    """
+    """``{"median_ms", "min_ms", "runs_ms", "images", "batch_size"}``: full inference time per image (resize,
+    model, decoding, boxes mapped back) of ``detector`` on (H, W, 3) uint8 RGB ``images``."""
     images = list(images)
     batch_size = max(1, min(batch_size, detector.max_batch_size or batch_size))
 
@@ -63,14 +54,9 @@ def file_latencies(
     warmup: int = 2,
     runs: int = 5,
 ) -> list[dict[str, Any]]:
-    """Per model file (anything ``load_detector`` reads: ``.keras``, a SavedModel, ``.tflite``, ``.onnx``,
-    OpenVINO ``.xml``): the full inference per image (resize, model, decoding, boxes mapped back), a ``.tflite``
-    through each of ``runtimes`` and with its bare invoke on a random canvas.
-
-    Returns one row per file and runtime: ``{"file", "runtime", "size_bytes", "ms_per_image", "invoke_ms"}``
-    (medians; ``invoke_ms`` None but for ``.tflite`` files; ``size_bytes`` of every file of a folder, and an
-    OpenVINO ``.xml`` with its ``.bin``).
-    """
+    """One row per model file (anything ``load_detector`` reads) and runtime (a ``.tflite`` through each of
+    ``runtimes``): ``{"file", "runtime", "size_bytes", "ms_per_image", "invoke_ms"}`` (medians; full inference
+    per image; ``invoke_ms``, the bare invoke, for ``.tflite`` only; an OpenVINO ``.xml`` counts its ``.bin``)."""
     from keras_retinanet.detectors import load_detector
 
     rows = []

@@ -18,12 +18,8 @@ _ACCEPTED = (
 
 
 def model_kind(path: str | os.PathLike) -> str:
-    """``"keras"``, ``"saved_model"``, ``"tflite"``, ``"onnx"`` or ``"openvino"`` from a model path, checking the
-    file's content (the runtimes check .onnx and .xml files when they read them).
-
-    Raises:
-        ModelFileError: missing path or unsupported kind, with what is accepted.
-    """
+    """One of ``MODEL_KINDS`` from a model path, checking the file's head; ModelFileError with what is
+    accepted for a missing path or an unsupported kind."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelFileError(f"model not found: {path} (expected {_ACCEPTED})")
@@ -63,11 +59,7 @@ def model_kind(path: str | os.PathLike) -> str:
 
 
 def load_retinanet(path: str | os.PathLike) -> Any:
-    """Load a ``.keras`` file holding a keras_retinanet ``RetinaNet``.
-
-    Raises:
-        ModelFileError: missing, truncated or corrupt file, or a model of another kind.
-    """
+    """The ``RetinaNet`` of a ``.keras`` file; ModelFileError for a missing, corrupt or other model."""
     import keras
 
     from keras_retinanet.model.retinanet import RetinaNet
@@ -87,13 +79,6 @@ def load_retinanet(path: str | os.PathLike) -> Any:
     return model
 
 
-def check_detector_options(max_detections: int | None, num_threads: int | None) -> None:
-    """Raises ``ValueError`` naming the option when ``max_detections`` or ``num_threads`` is below 1."""
-    for flag, value in (("--max-detections", max_detections), ("--threads", num_threads)):
-        if value is not None and int(value) < 1:
-            raise ValueError(f"{flag} must be at least 1, got {value}")
-
-
 def load_detector(
     model: Any,
     image_size: int | Sequence[int] | None = None,
@@ -107,26 +92,23 @@ def load_detector(
     """A :class:`Detector` for a model object or a model path.
 
     Args:
-        model: a ``RetinaNet``, a :class:`Detector` (returned as it is: the other options are then refused), or
+        model: a ``RetinaNet``, a :class:`Detector` (returned as it is; the other options are then refused), or
             a path to a ``.keras`` file, a SavedModel directory (or an export folder holding ``saved_model/``) or
             a ``.tflite``, ``.onnx`` or OpenVINO ``.xml`` file.
         image_size: letterbox size for Keras models (int or (H, W); default the model's ``input_size``).
-            SavedModel and TFLite files carry their own.
-        score_threshold, max_detections: None keeps the model's own decoder settings; see each detector.
-        num_threads: TFLite interpreter, ONNX Runtime or OpenVINO threads (default: every core).
-        runtime: for a ``.tflite``: ``"litert"`` (``TFLiteDetector``) or ``"mediapipe"`` (MediaPipe Tasks'
-            ObjectDetector, as apps run it: ``MediaPipeDetector``).
-        precision: ``"float32"`` or ``"bf16"``, for Keras models (see ``KerasDetector``); a SavedModel or
-            ``.tflite`` file computes in the precision it was exported with.
-        class_thresholds: per-class score thresholds applied on top of ``score_threshold``: a thresholds file
-            (``retinanet evaluate --report`` writes one) or ``{class name: score}``; see
-            ``Detector.set_class_thresholds``.
+        score_threshold, max_detections: None keeps the model's own decoder settings.
+        num_threads: LiteRT, ONNX Runtime or OpenVINO threads (default: every core).
+        runtime: for a ``.tflite``: ``"litert"`` (``TFLiteDetector``) or ``"mediapipe"`` (``MediaPipeDetector``).
+        precision: ``"float32"`` or ``"bf16"``, for Keras models; exported files compute as they were exported.
+        class_thresholds: a thresholds file or ``{class name: score}`` (``Detector.set_class_thresholds``).
     Raises:
         ModelFileError: missing path, unsupported kind, or not a RetinaNet detector.
         ValueError: ``precision`` other than float32 for a SavedModel or TFLite file.
         ClassThresholdsError: a thresholds file that cannot be read or names a class the model does not have.
     """
-    check_detector_options(max_detections, num_threads)
+    for flag, value in (("--max-detections", max_detections), ("--threads", num_threads)):
+        if value is not None and int(value) < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
     if isinstance(model, Detector):
         given = {
             "image_size": image_size,
@@ -153,7 +135,6 @@ def load_detector(
 
 
 def _load(model, image_size, score_threshold, max_detections, num_threads, runtime, precision) -> Detector:
-    """The detector of :func:`load_detector` for a model object or path (arguments as there)."""
     from keras_retinanet.detectors.keras_model import KerasDetector
 
     if not isinstance(model, (str, os.PathLike)):
@@ -170,7 +151,7 @@ def _load(model, image_size, score_threshold, max_detections, num_threads, runti
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime == "mediapipe" and kind != "tflite":
         raise ModelFileError(f"{path}: the mediapipe runtime runs .tflite files only, this is a {kind} model")
-    if kind == "tflite" and runtime == "mediapipe":
+    if runtime == "mediapipe":
         from keras_retinanet.detectors.mediapipe import MediaPipeDetector
 
         return MediaPipeDetector(path, score_threshold, max_detections)

@@ -1,20 +1,7 @@
-"""Facts about the machine a benchmark ran on: CPU model, speed-relevant CPU features, FP32 peak FLOP/s.
-
-Every figure in a benchmark table belongs to one machine, so the report names the CPU and lists which of the
-features that decide convolution speed it has:
-
-- ``avx2`` + ``fma``: 256-bit fused multiply-add, the float32 baseline of oneDNN and XNNPACK;
-- ``avx512f``: 512-bit vectors (AMD Zen 4 executes them on 256-bit units);
-- ``avx512_vnni``: int8 dot products (int8 TFLite, quantised oneDNN kernels);
-- ``avx512_bf16``: bfloat16 dot products in vector registers (AMD Zen 4, Intel Cooper Lake and later);
-- ``amx_tile`` / ``amx_bf16`` / ``amx_int8``: Intel's matrix tiles (Sapphire Rapids and later), several times the
-  vector rate for bfloat16 and int8 matmuls.
-
-The facts come from ``/proc/cpuinfo`` (first processor) and ``lscpu``; both are parsed from text so that tests can
-feed canned outputs. :func:`bf16_support` says whether bfloat16 inference is worth running here (the check behind
-``retinanet predict/evaluate --precision bf16``). Nothing here imports TensorFlow except
-:func:`measure_matmul_gflops` and the accelerator look-up of :func:`bf16_support`.
-"""
+"""Facts about the machine: CPU model and the CPU features that decide convolution speed, read from
+``/proc/cpuinfo`` and ``lscpu`` (parsed from text, so that tests feed canned outputs), and whether bfloat16
+inference runs natively here (:func:`bf16_support`, behind ``--precision bf16``). docs/benchmark.md lists
+what each feature means."""
 
 from __future__ import annotations
 
@@ -47,12 +34,7 @@ def parse_cpuinfo(text: str) -> dict[str, str]:
 
 def parse_lscpu(text: str) -> dict[str, str]:
     """The ``key: value`` lines of an ``lscpu`` output (empty values dropped)."""
-    fields = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and value.strip():
-            fields[key.strip()] = value.strip()
-    return fields
+    return {key: value for key, value in parse_cpuinfo(text).items() if value}
 
 
 def _read(path: str) -> str:
@@ -78,19 +60,9 @@ def _int(value: str | None) -> int:
 
 
 def machine_info(cpuinfo_text: str | None = None, lscpu_text: str | None = None) -> dict[str, Any]:
-    """The machine's description for a benchmark report.
-
-    Args:
-        cpuinfo_text: a ``/proc/cpuinfo`` text; read from this machine when None.
-        lscpu_text: an ``lscpu`` output; run on this machine when None.
-    Returns:
-        ``cpu_model`` (e.g. ``"AMD EPYC"``), ``vendor`` (``"AuthenticAMD"`` / ``"GenuineIntel"``), ``cpu_family``
-        and ``cpu_model_number`` (ints, as the vendor numbers them), ``logical_cpus``, ``threads_per_core``,
-        ``mhz`` (max or nominal clock, None if unknown), ``hypervisor``, ``cpu_features`` ({flag: bool} for each
-        of :data:`SPEED_FEATURES`), ``simd`` (the sorted present ones), ``bf16_hardware`` (see
-        :func:`bf16_hardware`), ``speed_env`` ({variable: value} of :data:`SPEED_ENV` that are set), ``os``,
-        ``python`` and ``load_average_1m``.
-    """
+    """The machine's description for a benchmark report, from a ``/proc/cpuinfo`` text and an ``lscpu``
+    output (None: this machine's). ``mhz`` is the max or nominal clock (None if unknown), ``cpu_features``
+    ``{flag: bool}`` over :data:`SPEED_FEATURES`, ``speed_env`` the :data:`SPEED_ENV` variables set."""
     cpuinfo = parse_cpuinfo(_read("/proc/cpuinfo") if cpuinfo_text is None else cpuinfo_text)
     lscpu = parse_lscpu(_run_lscpu() if lscpu_text is None else lscpu_text)
     flags = set(cpuinfo.get("flags", lscpu.get("Flags", "")).split())
@@ -158,17 +130,10 @@ def _accelerators() -> dict[str, list]:
 def bf16_support(
     machine: dict[str, Any] | None = None, accelerators: dict[str, list] | None = None
 ) -> tuple[bool, str]:
-    """Whether this machine runs bfloat16 natively (so that ``--precision bf16`` is faster, not emulated).
-
-    The device TensorFlow runs the model on decides: a TPU (always bfloat16), else the GPUs (compute capability
-    >= 8.0, every one), else the CPU (AMX or AVX512-BF16, see :func:`bf16_hardware`).
-
-    Args:
-        machine: :func:`machine_info` (read from this machine when None).
-        accelerators: ``{"gpus": [(name, (major, minor))], "tpus": [name]}``; asked from TensorFlow when None.
-    Returns:
-        (supported, reason): the reason names the hardware either way, e.g. ``"CPU AMD EPYC has AVX512-BF16"``.
-    """
+    """(supported, reason naming the hardware): whether ``--precision bf16`` runs natively here, decided by the
+    device TensorFlow runs on: a TPU, else every GPU (compute capability >= 8.0), else the CPU (AMX or
+    AVX512-BF16). ``machine``: :func:`machine_info`; ``accelerators``: ``{"gpus": [(name, (major, minor))],
+    "tpus": [name]}``; both read from this machine when None."""
     accelerators = _accelerators() if accelerators is None else accelerators
     if accelerators.get("tpus"):
         return True, f"TPU {accelerators['tpus'][0]}"

@@ -1,11 +1,7 @@
 """A ``.tflite`` run through MediaPipe Tasks' ``ObjectDetector``: what an Android, iOS or web app will see.
 
-MediaPipe reads everything it needs from the file's TFLite Model Metadata (input normalisation, output order,
-box format, labels; ``keras_retinanet.export.metadata``), resizes the image to the model's input itself and
-maps the boxes back to the image. This detector only converts its results to :class:`Detections`, so
-evaluating it (``retinanet evaluate FILE.tflite --runtime mediapipe``) measures the phone's pipeline, not ours.
-
-Needs the ``mediapipe`` package (``make install`` puts it in the project's environment; see the README).
+MediaPipe reads the file's TFLite Model Metadata, resizes the image itself and maps the boxes back; this
+detector only converts its results, so evaluating it measures the phone's pipeline (docs/mobile.md).
 """
 
 from __future__ import annotations
@@ -17,38 +13,19 @@ import numpy as np
 
 from keras_retinanet.detectors.base import Detections, Detector, ModelFileError
 
-MEDIAPIPE_INSTALL = "pip install 'keras-retinanet[mobile]', or pip install --no-deps mediapipe==1.2.3"
-
-
-def _import_mediapipe():
-    try:
-        import mediapipe
-        from mediapipe.tasks import python as tasks
-        from mediapipe.tasks.python import vision
-    except ImportError as err:
-        raise ModelFileError(
-            f"--runtime mediapipe needs the mediapipe package ({MEDIAPIPE_INSTALL}): {err}"
-        ) from None
-    return mediapipe, tasks, vision
-
 
 class MediaPipeDetector(Detector):
     """A ``.tflite`` file with TFLite Model Metadata, run by MediaPipe Tasks' ``ObjectDetector`` (CPU).
 
     Args:
         path: the ``.tflite`` file (``retinanet export`` writes metadata into every file).
-        score_threshold: MediaPipe's ``score_threshold`` option (None: the file's own, from the export's decoder:
-            inside the NMS op of a 4-output file, in the metadata of a raw file). Per-class thresholds in the
-            file's metadata (``retinanet export --class-thresholds``) apply too.
-        max_detections: MediaPipe's ``max_results`` (None: every detection a 4-output file returns; a raw file's
-            decoder's ``max_detections``).
+        score_threshold: MediaPipe's ``score_threshold`` option (None: the file's own). Per-class thresholds in
+            the file's metadata apply too.
+        max_detections: MediaPipe's ``max_results`` (None: what the file returns; a raw file: its decoder's).
 
-    A raw file (``retinanet export --profile raw``) is decoded by MediaPipe itself: one class per anchor and
-    class-agnostic NMS at IoU 0.3 (MediaPipe's defaults, which its Python options cannot change), whatever
-    NMS the Keras model uses.
+    MediaPipe decodes a raw file itself: one class per anchor, class-agnostic NMS at IoU 0.3 (its defaults).
     Raises:
-        ModelFileError: mediapipe is not installed, or MediaPipe refuses the file (for example a file exported
-            before metadata existed: re-export it with ``retinanet export``).
+        ModelFileError: mediapipe is not installed, or MediaPipe refuses the file.
     """
 
     kind = "mediapipe"
@@ -69,7 +46,15 @@ class MediaPipeDetector(Detector):
                 f"{path} has no TFLite Model Metadata, which MediaPipe needs (a file exported before "
                 "keras_retinanet 0.2?): export it again with `retinanet export MODEL.keras`"
             )
-        mediapipe, tasks, vision = _import_mediapipe()
+        try:
+            import mediapipe
+            from mediapipe.tasks import python as tasks
+            from mediapipe.tasks.python import vision
+        except ImportError as err:
+            install = "pip install 'keras-retinanet[mobile]', or pip install --no-deps mediapipe==1.2.3"
+            raise ModelFileError(
+                f"--runtime mediapipe needs the mediapipe package ({install}): {err}"
+            ) from None
         raw_defaults = _raw_file_defaults(metadata)
         if score_threshold is None:
             score_threshold = raw_defaults.get("score_threshold")
@@ -122,8 +107,8 @@ class MediaPipeDetector(Detector):
 
 
 def _raw_file_defaults(metadata: dict) -> dict:
-    """A raw file's score threshold and maximum detections, which MediaPipe's Python options must be given
-    (they always override the metadata's): {} for a file with NMS inside, whose op applies its own."""
+    """A raw file's score threshold and maximum detections, which MediaPipe's Python options must restate
+    (they override the metadata's): {} for a file with NMS inside."""
     if metadata.get("raw_decoding") is None:
         return {}
     decoder = metadata.get("decoder") or {}

@@ -1,11 +1,6 @@
-"""Detections from a raw .tflite's two outputs (``retinanet export --profile raw``), outside the model.
-
-The file's metadata carries what decoding needs (``keras_retinanet.export.metadata``): the anchors, the box
-scales and, from our exporter, the Keras decoder's settings. Decoding and NMS are the Keras model's own
-:class:`keras_retinanet.model.decode.DetectionDecoder` and :class:`keras_retinanet.model.box_coder.BoxCoder`,
-so a raw file gives what the 4-output file gives (one candidate level: like ``TFLite_Detection_PostProcess``,
-no per-level top-k).
-"""
+"""Detections from a raw .tflite's two outputs (``retinanet export --profile raw``), outside the model, by the
+Keras model's own ``DetectionDecoder`` and ``BoxCoder`` with the anchors, scales and NMS settings of the file's
+metadata: a raw file gives what the 4-output file gives (one candidate level, no per-level top-k)."""
 
 from __future__ import annotations
 
@@ -25,14 +20,8 @@ _EPSILON = 1e-7  # keeps the logits of scores 0 and 1 finite
 
 
 class RawDecoder:
-    """Decodes a raw file's outputs as the Keras decoder does.
-
-    Args:
-        metadata: ``keras_retinanet.detectors.tflite_file.read_detection_metadata`` of the file (``raw_decoding`` set).
-        image_size: (H, W) of the file's input.
-    Raises:
-        ValueError: the metadata describes a decoding this class cannot reproduce (linear box sizes).
-    """
+    """Decodes a raw file's outputs as the Keras decoder does; ``metadata``: ``read_detection_metadata`` of the
+    file, ``image_size``: (H, W) of its input. ValueError for linear box sizes (not reproducible here)."""
 
     def __init__(self, metadata: dict[str, Any], image_size: tuple[int, int]):
         from keras_retinanet.model.box_coder import BoxCoder
@@ -54,10 +43,9 @@ class RawDecoder:
         ).astype(np.float32)
         y_scale, x_scale, h_scale, w_scale = decoding["scales"]
         self.box_coder = BoxCoder(weights=(x_scale, y_scale, w_scale, h_scale), clamp=float("inf"))
-        num_anchors = len(self.anchors)
         self.decoder = DetectionDecoder(
             score_threshold=settings["score_threshold"],
-            topk_per_level=num_anchors,
+            topk_per_level=len(self.anchors),
             nms_iou_threshold=settings["nms_iou_threshold"],
             max_detections=settings["max_detections"],
             class_agnostic=settings["class_agnostic"],
@@ -69,12 +57,8 @@ class RawDecoder:
     def __call__(
         self, encodings: np.ndarray, scores: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(boxes (n, 4) xyxy pixels of the input, scores (n,), classes (n,)) from the file's outputs.
-
-        Args:
-            encodings: (1, N, 4) (ty, tx, th, tw).
-            scores: (1, N, K) probabilities (logits where the metadata says ``sigmoid_score``).
-        """
+        """(boxes (n, 4) xyxy pixels of the input, scores (n,), classes (n,)) from encodings (1, N, 4)
+        (ty, tx, th, tw) and scores (1, N, K) (logits where the metadata says ``sigmoid_score``)."""
         encodings = np.asarray(encodings, np.float32).reshape(1, -1, 4)
         deltas = encodings[..., [1, 0, 3, 2]]  # (dx, dy, dw, dh), the box coder's order
         scores = np.asarray(scores, np.float32)

@@ -11,9 +11,7 @@ from keras_retinanet.detectors.base import Detections, Detector, ModelFileError,
 
 
 def load_saved_model(path: str):
-    """``tf.saved_model.load(path)`` with a :class:`ModelFileError` naming the folder for an incomplete,
-    truncated or corrupt SavedModel (TensorFlow's own errors there are an ``IndexError`` or a hint about
-    devices)."""
+    """``tf.saved_model.load(path)``; a :class:`ModelFileError` naming the folder if it is incomplete or corrupt."""
     import tensorflow as tf
 
     index = os.path.join(path, "variables", "variables.index")
@@ -33,16 +31,11 @@ def load_saved_model(path: str):
 
 
 class SavedModelDetector(Detector):
-    """A SavedModel exported by ``keras_retinanet.export`` (its contract: ``keras_retinanet.export.saved_model``).
+    """A SavedModel exported by ``keras_retinanet.export`` (contract: ``keras_retinanet.export.saved_model``).
 
-    Uses the signature that takes a batch of encoded images (``tf.string``) and returns ``boxes`` (B, M, 4)
-    ``x1, y1, x2, y2`` in each image's original pixels, ``scores`` (B, M), ``classes`` (B, M) and
-    ``num_detections`` (B,). Images are sent PNG-encoded, so the model sees exactly the pixels given.
-    Class names come from the SavedModel's ``class_names`` variable, else ``labels.txt`` (in its ``assets/``,
-    the directory, or its parent).
-
-    ``score_threshold`` and ``max_detections`` (None: the export's own) filter the exported model's output;
-    they cannot go below the export's own threshold or above its detection count.
+    Runs the signature that takes encoded images (``tf.string``; sent PNG-encoded, so the model sees exactly the
+    pixels given). Class names: the ``class_names`` variable, else ``labels.txt``. ``score_threshold`` and
+    ``max_detections`` can only tighten the export's own.
     """
 
     kind = "saved_model"
@@ -104,9 +97,6 @@ class SavedModelDetector(Detector):
         results = []
         for i, image in enumerate(images):
             n = int(np.asarray(outputs["num_detections"][i]).reshape(-1)[0])
-            results.append(
-                self.make_detections(
-                    outputs["boxes"][i, :n], outputs["scores"][i, :n], outputs["classes"][i, :n], image.shape
-                )
-            )
+            rows = [outputs[key][i, :n] for key in ("boxes", "scores", "classes")]
+            results.append(self.make_detections(*rows, image.shape))
         return results

@@ -20,25 +20,17 @@ OUTPUT_FIELDS = ("boxes", "classes", "scores", "count")
 
 
 class TFLiteDetector(Detector):
-    """A ``.tflite`` file written by ``keras_retinanet.export`` (contract: ``keras_retinanet.export.tflite``).
+    """A ``.tflite`` file written by ``keras_retinanet.export`` (contracts: ``keras_retinanet.export.tflite``).
 
-    Input: one (1, H, W, 3) image (uint8, or float32 in [0, 255]). Outputs (the op's order): boxes (1, M, 4)
-    normalised ``ymin, xmin, ymax, xmax`` of the input tensor, classes (1, M), scores (1, M), count (1,). A raw
-    file (box encodings (1, N, 4) and scores (1, N, K), with MediaPipe's detector metadata) is decoded with the
-    Keras decoder and the NMS settings its metadata stores (``keras_retinanet.detectors.raw_decoding``).
-    Class names: the file's metadata, else ``labels.txt`` next to the file. Per-class score thresholds in the
-    metadata (``retinanet export --class-thresholds``, written as MediaPipe score calibration) are applied.
+    A raw file is decoded by :class:`~keras_retinanet.detectors.raw_decoding.RawDecoder`. Class names: the
+    file's metadata, else ``labels.txt`` beside it; per-class thresholds in the metadata are applied.
 
     Args:
-        path: the ``.tflite`` file.
         score_threshold, max_detections: filter the file's output (None: keep what it returns).
         class_names: override the names the file carries.
-        num_threads: interpreter threads; default every core. Files exported before 0.2 (one regular-NMS op
-            over more than two classes) run on one thread whatever is asked: LiteRT's kernel drops a class with
-            more (docs/tflite-threads.md).
-        resize: ``"stretch"`` (default): the whole image resized to the input, exactly as MediaPipe Tasks
-            does, so that this detector sees what a phone app sees (``keras_retinanet.imaging.stretch``);
-            ``"letterbox"``: keep the aspect ratio and pad, as the Keras model and the SavedModel do.
+        num_threads: interpreter threads; default every core. Files whose NMS is not ``thread_safe`` (exported
+            before 0.2) run on one thread.
+        resize: ``"stretch"`` (default), as MediaPipe Tasks does, or ``"letterbox"``, as the Keras model does.
     """
 
     kind = "tflite"
@@ -99,7 +91,6 @@ class TFLiteDetector(Detector):
             self.class_thresholds = np.asarray(metadata["class_thresholds"], np.float32)
 
     def _raw_decoder(self, metadata: dict) -> RawDecoder:
-        """A raw file (``retinanet export --profile raw``): its two outputs and the decoder its metadata gives."""
         details = self.interpreter.get_output_details()
         decoding = metadata["raw_decoding"]
         wanted = [(1, decoding["num_boxes"], 4), (1, decoding["num_boxes"], decoding["num_classes"])]
@@ -162,12 +153,8 @@ class TFLiteDetector(Detector):
         return np.clip(np.round(tensor / scale + zero_point), info.min, info.max).astype(dtype)
 
     def run_canvas(self, canvas: np.ndarray) -> dict[str, np.ndarray]:
-        """The file's raw outputs for one (H, W, 3) canvas of the input size.
-
-        Returns {"boxes": (n, 4) normalised ymin, xmin, ymax, xmax, "classes": (n,) float, "scores": (n,)}, the
-        n valid rows in the op's order (scores descending). A raw file's outputs are decoded first
-        (:class:`~keras_retinanet.detectors.raw_decoding.RawDecoder`), giving the same layout.
-        """
+        """The file's n valid rows for one (H, W, 3) canvas of the input size, scores descending: {"boxes": (n, 4)
+        normalised ymin, xmin, ymax, xmax, "classes": (n,) float, "scores": (n,)} (a raw file's decoded so)."""
         self.interpreter.set_tensor(self._input["index"], self._input_tensor(canvas))
         self.interpreter.invoke()
         get = self.interpreter.get_tensor
@@ -187,25 +174,16 @@ class TFLiteDetector(Detector):
             "scores": np.asarray(get(self._outputs["scores"]), np.float32).reshape(-1)[:count],
         }
 
-    def _canvas_boxes(self, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(boxes (n, 4) xyxy in canvas pixels, scores, classes): the file's valid rows, unfiltered."""
-        raw = self.run_canvas(canvas)
-        height, width = self.image_size
-        ymin, xmin, ymax, xmax = raw["boxes"].T
-        boxes = np.stack([xmin * width, ymin * height, xmax * width, ymax * height], axis=1)
-        return boxes, raw["scores"], raw["classes"]
-
-    def detect_canvas(self, canvas: np.ndarray) -> Detections:
-        """Detections on one (H, W, 3) canvas of the input size, boxes xyxy in canvas pixels."""
-        return self.make_detections(*self._canvas_boxes(canvas), self.image_size)
-
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         results = []
+        height, width = self.image_size
         for image in images:
             canvas, scale = RESIZE_RULES[self.resize](image, self.image_size)
-            boxes, scores, classes = self._canvas_boxes(canvas)
+            raw = self.run_canvas(canvas)
+            ymin, xmin, ymax, xmax = raw["boxes"].T
+            boxes = np.stack([xmin * width, ymin * height, xmax * width, ymax * height], axis=1)
             boxes = boxes_to_original(boxes, scale, image.shape[:2])
-            results.append(self.make_detections(boxes, scores, classes, image.shape))
+            results.append(self.make_detections(boxes, raw["scores"], raw["classes"], image.shape))
         return results
 
 
@@ -219,8 +197,7 @@ def _error_name(err: BaseException) -> str:
 
 
 def _parsed(path: str, read):
-    """``read(path)``, a reader of the file's flatbuffer, with a :class:`ModelFileError` naming the file when
-    the bytes are not a complete TFLite model (a truncated file made ``struct.error`` escape)."""
+    """``read(path)``, with a :class:`ModelFileError` naming the file when it is not a complete TFLite model."""
     from keras_retinanet.detectors.tflite_file import MetadataError
 
     try:
@@ -235,7 +212,7 @@ def _parsed(path: str, read):
 
 
 def _metadata(path: str) -> dict | None:
-    """The file's TFLite Model Metadata (``read_detection_metadata``), if it has one and it can be read."""
+    """``read_detection_metadata(path)``; None without mediapipe's schema classes."""
     from keras_retinanet.detectors.tflite_file import read_detection_metadata
 
     try:

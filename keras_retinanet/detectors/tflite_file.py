@@ -1,8 +1,6 @@
 """What a .tflite file holds, read without TensorFlow: its operators, its TFLite Model Metadata and whether its
-non-max suppression gives the same detections at any thread count.
-
-The detectors read files with it and the exporter checks what it wrote with it; both import it from here, so
-neither depends on the other. Writing metadata is :mod:`keras_retinanet.export.metadata`'s job.
+NMS gives the same detections at any thread count. The detectors read files with it and the exporter checks
+what it wrote with it (writing metadata: :mod:`keras_retinanet.export.metadata`).
 """
 
 from __future__ import annotations
@@ -10,6 +8,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import io
+import json
 import os
 import zipfile
 from collections.abc import Iterable
@@ -18,12 +17,11 @@ from typing import Any
 
 DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 # LiteRT's regular-NMS kernel is correct at every thread count only for the first two class columns of an op
-# (see export/tflite.py, _per_class_postprocess, and docs/tflite-threads.md).
+# (docs/tflite-threads.md).
 CLASSES_PER_OP = 2
-# The model-metadata entry that holds the TFLite Model Metadata flatbuffer (MediaPipe's kMetadataBufferName).
+# The entry holding the TFLite Model Metadata flatbuffer (MediaPipe's kMetadataBufferName).
 METADATA_FIELD = "TFLITE_METADATA"
-# Raw files (no NMS inside): MediaPipe's decoding options (its kDetectorMetadataName), our decoder's settings,
-# and the names of the two outputs' tensor metadata (keras_retinanet.export.metadata).
+# Raw files: MediaPipe's decoding options, our decoder's settings, and the two outputs' tensor metadata names.
 DETECTOR_METADATA_NAME = "DETECTOR_METADATA"
 DECODER_METADATA_NAME = "KERAS_RETINANET_DECODER"
 RAW_OUTPUT_NAMES = ("location", "score")
@@ -39,19 +37,14 @@ def metadata_schema():
 
 
 def object_detector_schema():
-    """The generated classes of object_detector_metadata_schema.fbs (MediaPipe's ``DETECTOR_METADATA``: anchors
-    and box decoding of a detector without NMS inside), from the mediapipe wheel."""
+    """The generated classes of MediaPipe's object_detector_metadata_schema.fbs (``DETECTOR_METADATA``)."""
     return _wheel_schema("object_detector_metadata_schema_py_generated.py")
 
 
 @functools.cache
 def _wheel_schema(file_name: str):
-    """A generated schema module of the mediapipe wheel's ``tasks/metadata`` folder.
-
-    They are loaded from their file: they need only ``flatbuffers``, while ``import mediapipe`` first runs the
-    package's ``__init__``, which imports TensorFlow, matplotlib and the native task library (seconds, and an
-    ImportError where matplotlib is missing), none of which writing or reading metadata needs.
-    """
+    """A generated schema module of the mediapipe wheel's ``tasks/metadata`` folder, loaded from its file:
+    ``import mediapipe`` would import TensorFlow, matplotlib and the native task library first."""
     hint = (
         "TFLite Model Metadata needs the metadata schema classes from the mediapipe package "
         "(pip install 'keras-retinanet[mobile]', or pip install --no-deps mediapipe==1.2.3)"
@@ -88,50 +81,80 @@ def read_model(data: bytes) -> Any:
     return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
 
 
-def _metadata_buffer(data: bytes) -> bytes | None:
-    """The raw metadata flatbuffer of a .tflite, or None when the file has none."""
+def pack_model(table: Any, identifier: bytes = b"TFL3") -> bytes:
+    """The bytes of an object-API table: a ``ModelT`` by default (the inverse of :func:`read_model`)."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(table.Pack(builder), identifier)
+    return bytes(builder.Output())
+
+
+def _parse(path_or_bytes: str | os.PathLike | bytes) -> Any:
+    """``ModelT`` of a file or its bytes, unchecked: a truncated file raises what the reader hits."""
+    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
     schema = tflite_schema()
-    model = schema.Model.GetRootAsModel(data, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if as_text(entry.Name()) == METADATA_FIELD:
-            buffer = model.Buffers(entry.Buffer())
-            if buffer is not None and buffer.DataLength():
-                return buffer.DataAsNumpy().tobytes()
-    return None
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+
+
+def op_name(model: Any, op: Any) -> str:
+    """An operator's name: the builtin's (``CONV_2D``) or a custom op's code."""
+    schema = tflite_schema()
+    code = model.operatorCodes[op.opcodeIndex]
+    builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+    if builtin == schema.BuiltinOperator.CUSTOM:
+        return str(as_text(code.customCode))
+    return _builtin_names().get(builtin, f"BUILTIN_{builtin}")
+
+
+@functools.cache
+def _builtin_names() -> dict[int, str]:
+    return {v: k for k, v in vars(tflite_schema().BuiltinOperator).items() if not k.startswith("_")}
+
+
+def postprocess_ops(model: Any) -> list[tuple[Any, dict]]:
+    """``(op, its custom options)`` of every ``TFLite_Detection_PostProcess`` op, in graph order."""
+    from flatbuffers import flexbuffers
+
+    return [
+        (
+            op,
+            dict(flexbuffers.Loads(bytes(bytearray(op.customOptions))))
+            if op.customOptions is not None
+            else {},
+        )
+        for subgraph in model.subgraphs or []
+        for op in subgraph.operators or []
+        if op_name(model, op) == DETECTION_POSTPROCESS_OP
+    ]
 
 
 def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[str, Any] | None:
-    """The detection metadata of a .tflite as plain Python, or None when the file has no TFLite Model Metadata.
-
-    Files exported before metadata existed give None, so that tools can say so instead of failing later.
+    """The detection metadata of a .tflite as plain Python, or None when the file has none.
 
     Returns:
         ``{"name", "description", "version", "author", "license", "min_parser_version",
         "input": {"name", "tensor", "size": (H, W), "dtype", "color_space", "normalization": (mean, std) | None},
         "outputs": [{"name", "tensor", "position"}] in the model's output order,
-        "box_index": [left, top, right, bottom positions], "box_type", "coordinate_type",
-        "labels": [...] (from the packed TENSOR_VALUE_LABELS or TENSOR_AXIS_LABELS file), "class_thresholds":
-        [per class] or None (from the score calibration file: each line's min_score, 0 without), "score_threshold":
-        the ScoreThresholdingOptions' value or None, "raw_decoding" and "decoder" (a raw file's anchors, box
-        decoding and NMS settings, see ``_raw_decoding``; None for files with NMS inside), "associated_files":
-        [names in the zip]}``;
-        box_type and coordinate_type are the schema's enum names (e.g. "BOUNDARIES", "RATIO").
+        "box_index": [left, top, right, bottom positions], "box_type", "coordinate_type" (enum names, e.g.
+        "BOUNDARIES", "RATIO"), "labels": [...] (the packed label file), "class_thresholds": [per class] or None
+        (the score calibration file's min_score, 0 without), "score_threshold": ScoreThresholdingOptions' value
+        or None, "raw_decoding" and "decoder" (a raw file's, see ``_raw_decoding``; None with NMS inside),
+        "associated_files": [names in the zip]}``.
     Raises:
         MetadataError: the file is not a TFLite model, or its metadata or label file is broken (named).
     """
-    where = (
-        "model bytes"
-        if isinstance(path_or_bytes, (bytes, bytearray, memoryview))
-        else os.fspath(path_or_bytes)
-    )
-    data = bytes(path_or_bytes) if where == "model bytes" else Path(where).read_bytes()
+    is_bytes = isinstance(path_or_bytes, (bytes, bytearray, memoryview))
+    where = "model bytes" if is_bytes else os.fspath(path_or_bytes)
+    data = bytes(path_or_bytes) if is_bytes else Path(where).read_bytes()
     try:
         model = read_model(data)
     except MetadataError as err:
         raise MetadataError(f"{where}: {err}") from None
-    raw = _metadata_buffer(data)
-    if raw is None:
+    entry = next((m for m in model.metadata or [] if as_text(m.name) == METADATA_FIELD), None)
+    buffer = model.buffers[entry.buffer].data if entry is not None else None
+    raw = b"" if buffer is None else bytes(bytearray(buffer))
+    if not raw:
         return None
     md = metadata_schema()
     if not md.ModelMetadata.ModelMetadataBufferHasIdentifier(raw, 0):
@@ -155,18 +178,16 @@ def read_detection_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[st
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         archive = None
-    packed = archive.namelist() if archive is not None else []
     return {
-        "name": as_text(metadata.name),
-        "description": as_text(metadata.description),
-        "version": as_text(metadata.version),
-        "author": as_text(metadata.author),
-        "license": as_text(metadata.license),
+        **{
+            key: as_text(getattr(metadata, key))
+            for key in ("name", "description", "version", "author", "license")
+        },
         "min_parser_version": as_text(metadata.minParserVersion),
         "input": _input_entry(inputs_md[0], subgraph.tensors[subgraph.inputs[0]]),
         **_output_entries(outputs_md, subgraph, archive, where),
         **_raw_decoding(subgraph_md, where),
-        "associated_files": packed,
+        "associated_files": archive.namelist() if archive is not None else [],
     }
 
 
@@ -175,7 +196,6 @@ def _enum_name(enum: Any, value: int) -> str:
 
 
 def _input_entry(image_md: Any, image: Any) -> dict[str, Any]:
-    """The image input's ``{"name", "tensor", "size", "dtype", "color_space", "normalization"}``."""
     md = metadata_schema()
     properties = image_md.content.contentProperties if image_md.content is not None else None
     normalization = None
@@ -213,10 +233,7 @@ def _output_entries(
         tensor_name = as_text(subgraph.tensors[subgraph.outputs[position]].name)
         outputs.append({"name": as_text(tensor_md.name), "tensor": tensor_name, "position": position})
         content = tensor_md.content
-        if (
-            content is not None
-            and content.contentPropertiesType == md.ContentProperties.BoundingBoxProperties
-        ):
+        if getattr(content, "contentPropertiesType", None) == md.ContentProperties.BoundingBoxProperties:
             props = content.contentProperties
             box = {
                 "box_index": [int(i) for i in props.index] if props.index is not None else None,
@@ -228,18 +245,15 @@ def _output_entries(
                 score_threshold = float(unit.options.globalScoreThreshold)
         for file in tensor_md.associatedFiles or []:
             if file.type in label_types and labels is None:
-                labels = [
-                    line.rstrip("\r")
-                    for line in _packed_lines(archive, as_text(file.name), "label file", where)
-                ]
+                lines = _packed_lines(archive, as_text(file.name), "label file", where)
+                labels = [line.rstrip("\r") for line in lines]
                 if labels and labels[-1] == "":
                     labels.pop()
             if file.type == md.AssociatedFileType.TENSOR_AXIS_SCORE_CALIBRATION and thresholds is None:
-                rows = [
-                    line.split(",")
-                    for line in _packed_lines(archive, as_text(file.name), "score calibration file", where)
+                lines = _packed_lines(archive, as_text(file.name), "score calibration file", where)
+                thresholds = [
+                    float(row[3]) if len(row) == 4 else 0.0 for row in (li.split(",") for li in lines)
                 ]
-                thresholds = [float(row[3]) if len(row) == 4 else 0.0 for row in rows]
     return {
         "outputs": outputs,
         **box,
@@ -254,11 +268,8 @@ def _raw_decoding(subgraph_md: Any, where: str) -> dict[str, Any]:
 
     ``raw_decoding``: MediaPipe's DETECTOR_METADATA as ``{"anchors": (N, 4) float32 normalised (yc, xc, h, w),
     "scales": (y, x, h, w), "num_classes", "num_boxes", "apply_exponential_on_box_size", "sigmoid_score"}``;
-    ``decoder``: the Keras decoder's settings written by ``retinanet export --profile raw`` (None in files of
-    other writers, e.g. MediaPipe Model Maker).
+    ``decoder``: the Keras decoder's settings (None in files of other writers, e.g. MediaPipe Model Maker).
     """
-    import json
-
     import numpy as np
 
     found: dict[str, Any] = {"raw_decoding": None, "decoder": None}
@@ -277,15 +288,11 @@ def _raw_decoding(subgraph_md: Any, where: str) -> dict[str, Any]:
                 raise MetadataError(
                     f"{where}: {DETECTOR_METADATA_NAME} lacks its anchors or decoding options"
                 )
-            anchors = np.array(
-                [
-                    (a.YCenter(), a.XCenter(), a.Height(), a.Width())
-                    for a in (fixed.Anchors(i) for i in range(fixed.AnchorsLength()))
-                ],
-                np.float32,
-            ).reshape(-1, 4)
+            anchors = [fixed.Anchors(i) for i in range(fixed.AnchorsLength())]
             found["raw_decoding"] = {
-                "anchors": anchors,
+                "anchors": np.array(
+                    [(a.YCenter(), a.XCenter(), a.Height(), a.Width()) for a in anchors], np.float32
+                ).reshape(-1, 4),
                 "scales": (decoding.YScale(), decoding.XScale(), decoding.HScale(), decoding.WScale()),
                 "num_classes": int(decoding.NumClasses()),
                 "num_boxes": int(decoding.NumBoxes()),
@@ -302,48 +309,20 @@ def _raw_decoding(subgraph_md: Any, where: str) -> dict[str, Any]:
 
 def tflite_ops(path_or_bytes: str | os.PathLike | bytes) -> list[str]:
     """Sorted distinct operator names in a .tflite file (builtins by name, custom ops by custom code)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    used: set[int] = set()
-    for subgraph in model.subgraphs or []:
-        for op in subgraph.operators or []:
-            used.add(op.opcodeIndex)
-    result = set()
-    for index in used:
-        code = model.operatorCodes[index]
-        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            custom = code.customCode
-            result.add(custom.decode() if isinstance(custom, bytes) else str(custom))
-        else:
-            result.add(names.get(builtin, f"BUILTIN_{builtin}"))
-    return sorted(result)
+    model = _parse(path_or_bytes)
+    return sorted(
+        {op_name(model, op) for subgraph in model.subgraphs or [] for op in subgraph.operators or []}
+    )
 
 
 def thread_safe(path_or_bytes: str | os.PathLike | bytes) -> bool:
-    """Whether a .tflite gives the same detections at any interpreter thread count.
-
-    False for a file with one regular-NMS ``TFLite_Detection_PostProcess`` op over more than two classes, as
-    this package wrote before 0.2: LiteRT's kernel then drops a class when run with several threads.
-    """
-    from ai_edge_litert import schema_py_generated as schema
-    from flatbuffers import flexbuffers
-
-    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
-    for subgraph in model.subgraphs or []:
-        for op in subgraph.operators or []:
-            code = model.operatorCodes[op.opcodeIndex]
-            custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
-            if custom != DETECTION_POSTPROCESS_OP or op.customOptions is None:
-                continue
-            options = flexbuffers.Loads(bytes(bytearray(op.customOptions)))
-            if options.get("use_regular_nms") and int(options.get("num_classes", 0)) > CLASSES_PER_OP:
-                return False
-    return True
+    """Whether a .tflite gives the same detections at any interpreter thread count: False for one regular-NMS
+    ``TFLite_Detection_PostProcess`` op over more than two classes (files written before 0.2)."""
+    model = _parse(path_or_bytes)
+    return not any(
+        options.get("use_regular_nms") and int(options.get("num_classes", 0)) > CLASSES_PER_OP
+        for _, options in postprocess_ops(model)
+    )
 
 
 def flex_ops(ops: Iterable[str]) -> list[str]:

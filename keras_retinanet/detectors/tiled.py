@@ -1,26 +1,10 @@
-"""Tiled (sliced) inference around any :class:`Detector`, as SAHI does it (Akyon et al., "Slicing Aided Hyper
-Inference and Fine-tuning for Small Object Detection", ICIP 2022; https://github.com/obss/sahi).
+"""Tiled (sliced) inference around any :class:`Detector`, as SAHI does it (Akyon et al., ICIP 2022).
 
-An object of 15 px in a 2000 px photo shrinks to 4 px when the photo is letterboxed to 512: below what the P3
-anchors (32 px) can match. Cutting the photo into tiles of, say, 512 px and running the model on each tile at
-its own input size keeps such objects at their native scale. Per image:
-
-1. tiles of ``tile_size`` (H x W) pixels, neighbours overlapping by ``overlap`` of the tile side, the
-   last row and column shifted back to end on the image edge (SAHI's ``get_slice_bboxes``); an image side
-   shorter than the tile gives one tile spanning that side;
-2. the full image as well, at the model's own input size (SAHI's ``perform_standard_pred``), for the objects
-   larger than a tile;
-3. every tile and the full image through the wrapped detector in batches (its ``max_batch_size``: 1 for
-   TFLite), each tile's boxes shifted by the tile's corner;
-4. all boxes merged by per-class NMS across crops at ``iou_threshold`` (the paper's 0.5, the decoder's
-   default; see :func:`merge_crops`), then sorted by score and cut to ``max_detections``.
-
-SAHI merges with greedy non-maximum *merging* on intersection-over-smaller by default; plain NMS on IoU is
-simpler and keeps every box a real model output, but an object cut by a tile edge may survive as a partial
-box beside the full one.
-
-Cost: about ``tiles + 1`` model runs per image (a 1280 x 960 photo in 512 px tiles at 0.2 overlap: 3 x 3 tiles,
-10 runs).
+Per image: overlapping tiles of ``tile_size`` pixels (the last row and column shifted back to end on the edge,
+as SAHI's ``get_slice_bboxes``), plus the full image at the model's own size for objects larger than a tile;
+each crop through the wrapped detector, its boxes shifted by the crop's corner; all boxes merged by per-class
+NMS across crops (:func:`merge_crops`; SAHI merges on intersection-over-smaller instead), sorted by score and
+cut to ``max_detections``. Cost: ``tiles + 1`` model runs per image (docs/tiling.md).
 """
 
 from __future__ import annotations
@@ -35,8 +19,7 @@ from keras_retinanet.detectors.base import Detections, Detector
 from keras_retinanet.imaging import parse_image_size
 
 DEFAULT_MAX_DETECTIONS = 100
-# Tiles per image above which a run is refused: 16 x 16 tiles already mean 257 model runs per image. The
-# absurd settings this catches (32 px tiles at 0.95 overlap: tens of thousands) would run for hours unannounced.
+# Tiles per image above which a run is refused (16 x 16 tiles: 257 model runs per image).
 MAX_TILES_PER_IMAGE = 256
 
 
@@ -68,25 +51,19 @@ def merge_crops(
 ) -> np.ndarray:
     """Indices of the rows kept by per-class NMS *across crops*, highest score first.
 
-    Args:
-        boxes: (N, 4) xyxy in the image's pixels; scores (N,); classes (N,) int; crops (N,) int, which crop
-            (tile or full image) each row came from.
-    Greedy in score order: a kept row suppresses the rows of the same class from other crops that overlap it by
-    IoU > ``iou_threshold``. Rows from one crop never suppress each other: the model's own decoder already ran
-    NMS on them, and running it again on boxes clipped to the image would make one tile differ from untiled.
+    ``boxes`` (N, 4) xyxy image pixels, ``scores`` (N,), ``classes`` (N,), ``crops`` (N,): the crop each row
+    came from. A kept row suppresses rows of its class from other crops with IoU > ``iou_threshold``; rows of
+    one crop never suppress each other (the model's decoder already ran NMS on them).
     """
     order = np.argsort(-scores, kind="stable")
     alive = np.ones(len(scores), bool)
     keep = []
     for i in order:
-        if not alive[i]:
-            continue
-        keep.append(i)
-        alive[i] = False
-        rivals = np.flatnonzero(alive & (classes == classes[i]) & (crops != crops[i]))
-        if not len(rivals):
-            continue
-        alive[rivals[box_iou(boxes[i], boxes[rivals])[0] > iou_threshold]] = False
+        if alive[i]:
+            keep.append(i)
+            alive[i] = False
+            rivals = np.flatnonzero(alive & (classes == classes[i]) & (crops != crops[i]))
+            alive[rivals[box_iou(boxes[i], boxes[rivals])[0] > iou_threshold]] = False
     return np.asarray(keep, np.int64)
 
 
@@ -94,18 +71,14 @@ class TiledDetector(Detector):
     """Runs ``detector`` on overlapping tiles and on the full image, and merges the boxes (module docstring).
 
     Args:
-        detector: any :class:`Detector` (Keras, SavedModel, TFLite, MediaPipe); its score threshold applies to
-            each tile.
-        tile_size: tile size in the image's pixels, N or (H, W) (``imaging.parse_image_size``); a tile of the
-            model's input aspect ratio is letterboxed without padding (e.g. 480 x 640 for a 288 x 384 model
-            trained on 480 x 640 photos: tiles then run at the training scale).
+        detector: any :class:`Detector`; its score threshold applies to each tile.
+        tile_size: tile size in the image's pixels, N or (H, W) (``imaging.parse_image_size``).
         overlap: share of the tile side that neighbouring tiles share, in [0, 1).
         iou_threshold: per-class NMS threshold of the merge.
         full_image: also run the whole image (at the model's size) and merge its boxes.
         batch_size: images (tiles) per call of ``detector`` (capped by its ``max_batch_size``).
         max_detections: detections kept per image after the merge; default the wrapped detector's setting, else
-            its Keras model's decoder setting, else 100 (the paper's, and COCO's maxDets): a tiled image then
-            reports no more boxes than an untiled one, and AP compares under the same cap.
+            its Keras model's decoder setting, else 100 (COCO's maxDets), so that AP compares under one cap.
     """
 
     def __init__(
@@ -140,8 +113,8 @@ class TiledDetector(Detector):
         self._announced: set[tuple[int, int]] = set()
 
     def plan(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
-        """The tile windows of an image of ``height`` x ``width`` (:func:`tile_windows`), announced on stderr the
-        first time each image size is seen. Raises ValueError above ``MAX_TILES_PER_IMAGE`` tiles."""
+        """The tile windows of an image (:func:`tile_windows`), announced on stderr the first time each image
+        size is seen. Raises ValueError above ``MAX_TILES_PER_IMAGE`` tiles."""
         windows = tile_windows(height, width, self.tile_size, self.overlap)
         if (height, width) in self._announced:
             return windows

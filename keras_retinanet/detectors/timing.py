@@ -20,19 +20,9 @@ def time_runs(
     *,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
-    """Median and minimum wall time of ``fn()`` over ``runs`` timed calls after ``warmup`` untimed ones.
-
-    Args:
-        fn: the work to time; its result is ignored. Force lazy results inside it (e.g. ``.numpy()``).
-        warmup: untimed calls first (tracing, compilation, allocator and cache warm-up).
-        runs: timed calls, at least 1.
-        per: every time is divided by this (e.g. the batch size, for ms per image).
-        clock: seconds as a float; ``time.perf_counter`` unless a test substitutes a fake.
-    Returns:
-        ``{"median_ms": float, "min_ms": float, "runs_ms": [float] * runs}``, milliseconds divided by ``per``,
-        rounded to 3 decimals (microseconds).
-    Raises:
-        ValueError: ``runs < 1``, ``warmup < 0`` or ``per < 1``.
+    """``{"median_ms", "min_ms", "runs_ms": [runs]}`` of ``fn()`` (lazy results forced inside it) over ``runs``
+    timed calls after ``warmup`` untimed ones, in milliseconds divided by ``per`` (e.g. per image), rounded to
+    microseconds. ``clock``: seconds (a test substitutes a fake). ValueError: runs < 1, warmup < 0 or per < 1.
     """
     if runs < 1 or warmup < 0 or per < 1:
         raise ValueError(f"time_runs needs runs >= 1, warmup >= 0, per >= 1; got {runs}, {warmup}, {per}")

@@ -77,7 +77,6 @@ def collect_detections(
         batch_size=batch_size,
         progress=progress,
         desc="evaluate",
-        strict=True,
         orientations=orientations,
     )
     if remap is not None:

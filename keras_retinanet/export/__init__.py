@@ -1,15 +1,9 @@
-"""Export a trained RetinaNet: a SavedModel for TF Serving and builtin-op TFLite files for phones.
+"""Export a trained RetinaNet: a SavedModel, builtin-op TFLite files, ONNX and OpenVINO.
 
-- ``formats.py``: the format table (name -> files, options, writer, detector, parity check); ``register_format``.
-- ``writer.py``: :func:`export_model`, the whole export folder (staged, then moved into place), in stages.
-- ``saved_model.py``: the SavedModel with letterbox, decoding and NMS inside, its output contract and writer.
-- ``tflite.py``: TFLite conversion with ``TFLite_Detection_PostProcess`` (or raw outputs, ``--profile raw``), op
-  checks, the output contracts and the writer.
-- ``metadata.py``: TFLite Model Metadata for MediaPipe, files with NMS inside and raw files.
-- ``requantization.py``: int8 files made acceptable to XNNPACK.
-- ``calibration.py``: images for int8 calibration and parity.
-- ``parity.py``: do the files detect what the Keras model detects?
-- ``config.py``: the error type, file names, a format's row and the job its writer gets.
+``formats.py`` holds the format table (format -> files, options, writer, detector, parity check); ``writer.py``
+the export itself (:func:`export_model`); one module per format family writes its files (``saved_model.py``,
+``tflite.py`` with ``metadata.py`` and ``requantization.py``, ``onnx.py``); ``parity.py`` compares what the files
+detect with the Keras model.
 """
 
 from keras_retinanet._lazy import lazy_namespace

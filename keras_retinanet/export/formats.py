@@ -1,9 +1,6 @@
 """The export's format table: what each format writes, the options it takes, its writer and its detector.
-
-Adding a format is a row here (or :func:`register_format` from outside the package), a writer (a function of
-an :class:`~keras_retinanet.export.config.ExportJob` that writes into ``job.folder`` and returns the files'
-report entries) and a detector that reads the file back (docs/adding-an-export-format.md).
-"""
+Adding a format is a row here (or :func:`register_format`), a writer and a detector
+(docs/adding-an-export-format.md)."""
 
 from __future__ import annotations
 

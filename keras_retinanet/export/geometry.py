@@ -1,13 +1,6 @@
 """The image geometry that decides an exported file's accuracy besides its weights: the shape the model was
-trained at, the shape it is exported at, and how each runtime brings an image to that shape.
-
-MediaPipe Tasks (and :class:`~keras_retinanet.detectors.TFLiteDetector`, which does as it does) stretches every
-image to the file's input, with no letterbox. A file whose input has the photos' aspect ratio sees them
-undistorted; a model trained at that same shape sees on the phone exactly what it learned on. Measured on
-BCCD-quick (docs/export.md): 4:3 photos squeezed into a square file lost 8.5 AP points, and a model with
-GroupNorm heads trained on square letterboxes (a quarter padding) lost a third of its AP at the unpadded
-288x384 shape, where heads without normalisation kept theirs.
-"""
+trained at, the shape it is exported at, and how each runtime brings an image to that shape (MediaPipe and
+``TFLiteDetector`` stretch it; measured costs in docs/export.md)."""
 
 from __future__ import annotations
 
@@ -32,15 +25,8 @@ def export_geometry(
     use_group_norm: bool = True,
 ) -> dict:
     """The shapes, each runtime's resize, and one-line warnings where a phone would not see what the model
-    learned on.
-
-    Args:
-        train_shape: (H, W) the model was trained at (``model.input_size``).
-        export_shape: (H, W) of the exported input.
-        data_aspect_ratio: median width / height of the images the app will feed (the calibration data), if
-            known.
-        use_group_norm: the model's heads have GroupNorm, whose statistics change most with the input's shape.
-    """
+    learned on. Shapes are (H, W); ``data_aspect_ratio``: median width / height of the app's images, if known;
+    ``use_group_norm``: the heads have GroupNorm, whose statistics change most with the input's shape."""
     (train_h, train_w), (height, width) = train_shape, export_shape
     warnings = []
     if (height, width) != (train_h, train_w):
@@ -73,8 +59,7 @@ def export_geometry(
 
 
 def describe_geometry(geometry: dict) -> str:
-    """One line for the export's summary: ``trained at 288x384, exported at 288x384, images 1.33 (MediaPipe
-    stretches each image to the input)``."""
+    """One line for the export's summary."""
     train, export = geometry["train_shape"], geometry["export_shape"]
     ratio = geometry["data_aspect_ratio"]
     images = f", images {ratio:.2f} wide/high" if ratio else ""

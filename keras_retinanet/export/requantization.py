@@ -1,17 +1,10 @@
 """Keeps int8 TFLite files within XNNPACK's requantization limit.
 
-A quantised convolution rescales its int32 accumulator by ``input_scale * filter_scale / output_scale``.
-XNNPACK, LiteRT's default CPU delegate, refuses any such ratio of 256 or more ("failed to create XNNPACK
-runtime ... failed to prepare"), and then the whole file cannot be loaded. The converter produces such a
-ratio when a convolution's output was (almost) constant on every calibration image, e.g. a head convolution
-whose ReLU outputs are all zero on a small pyramid level: the calibrated output range collapses to ~1e-6 and
-its scale to ~1e-8.
-
-``fit_requantization_scales`` widens the output scale of each such convolution until the ratio is below the
-limit. The output keeps its zero point, so every value the calibration saw is still representable; what
-changes is the step between representable values, which matters little for an output that barely varies.
-The convolutions that read that output then see a larger input scale, so their int32 biases, which are
-stored in units of ``input_scale * filter_scale``, are rescaled to match.
+A quantised convolution rescales its int32 accumulator by ``input_scale * filter_scale / output_scale``, and
+XNNPACK refuses the whole file when any such ratio is 256 or more. The converter makes one when a convolution's
+output was (almost) constant on every calibration image (its scale collapses to ~1e-8).
+:func:`fit_requantization_scales` widens each such output scale (zero point kept, so every calibrated value
+stays representable) and rescales the int32 biases of the convolutions that read it to the new input scale.
 """
 
 from __future__ import annotations
@@ -19,17 +12,15 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-from tensorflow.lite.python import schema_py_generated as schema
+from ai_edge_litert import schema_py_generated as schema
+
+from keras_retinanet.detectors.tflite_file import as_text, op_name, pack_model, read_model
 
 # XNNPACK accepts requantization ratios below 256; stay well inside it.
 XNNPACK_MAX_RATIO = 256.0
 _TARGET_RATIO = 128.0
 # The ops with an int8 weight and an int32 bias.
-_WEIGHTED_OPS = {
-    schema.BuiltinOperator.CONV_2D,
-    schema.BuiltinOperator.DEPTHWISE_CONV_2D,
-    schema.BuiltinOperator.FULLY_CONNECTED,
-}
+_WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 _INT8, _INT32 = schema.TensorType.INT8, schema.TensorType.INT32
 
 
@@ -40,19 +31,11 @@ def _scales(tensor) -> np.ndarray | None:
     return np.asarray(quantization.scale, dtype=np.float64)
 
 
-def _builtin_code(model, operator) -> int:
-    code = model.operatorCodes[operator.opcodeIndex]
-    return max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-
-
 def requantization_ratios(model, operator) -> np.ndarray | None:
-    """Per-output-channel ``input_scale * filter_scale / output_scale`` of an int8 conv / FC operator.
-
-    ``model`` is the object form of a .tflite file (``flatbuffer_utils.read_model_from_bytearray``); returns
-    ``None`` for any other operator.
-    """
+    """Per-output-channel ``input_scale * filter_scale / output_scale`` of an int8 conv / FC operator of
+    ``model`` (a .tflite's object form); None for any other operator."""
     tensors = model.subgraphs[0].tensors
-    if _builtin_code(model, operator) not in _WEIGHTED_OPS or len(operator.inputs) < 2:
+    if op_name(model, operator) not in _WEIGHTED_OPS or len(operator.inputs) < 2:
         return None
     source, weights, output = (
         tensors[operator.inputs[0]],
@@ -91,9 +74,7 @@ def fit_requantization_scales(data: bytes) -> tuple[bytes, list[str]]:
         ValueError: a ratio cannot be fixed this way (the output also feeds an op that is not a conv / FC,
             whose own quantization would have to change too).
     """
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    model = read_model(data)
     subgraph = model.subgraphs[0]
     widened = []
     for operator in subgraph.operators:  # execution order: a widened output is seen by the ops after it
@@ -102,10 +83,10 @@ def fit_requantization_scales(data: bytes) -> tuple[bytes, list[str]]:
             continue
         output_index = operator.outputs[0]
         output = subgraph.tensors[output_index]
-        name = output.name.decode() if isinstance(output.name, bytes) else str(output.name)
+        name = str(as_text(output.name))
         readers = [op for op in subgraph.operators if output_index in list(op.inputs)]
         if any(
-            _builtin_code(model, op) not in _WEIGHTED_OPS or list(op.inputs).index(output_index) != 0
+            op_name(model, op) not in _WEIGHTED_OPS or list(op.inputs).index(output_index) != 0
             for op in readers
         ):
             raise ValueError(
@@ -129,4 +110,4 @@ def fit_requantization_scales(data: bytes) -> tuple[bytes, list[str]]:
         widened.append(name)
     if not widened:
         return data, []
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), widened
+    return pack_model(model), widened

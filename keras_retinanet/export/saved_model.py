@@ -4,30 +4,25 @@ Output contract: SavedModel (stable; ``keras_retinanet.detectors`` relies on it)
 ------------------------------------------------------------------------------
 Signatures (``tf.saved_model.load(path).signatures[NAME]``; all take keyword arguments):
 
-- ``serving_default(images)``: ``images`` tf.string ``[B]``, encoded JPEG / PNG / BMP / GIF (first frame), any
-  and different sizes in one batch.
-- ``detect_float32(images)``: ``images`` float32 ``[B, H, W, 3]`` RGB in [0, 255].
-- ``detect_uint8(images)``: ``images`` uint8 ``[B, H, W, 3]`` RGB.
+- ``serving_default(images)``: ``images`` tf.string ``[B]``, encoded JPEG / PNG / BMP / GIF (first frame) of
+  any sizes.
+- ``detect_float32(images)``: float32 ``[B, H, W, 3]`` RGB in [0, 255]; ``detect_uint8(images)``: uint8.
 
-Every image is resized keeping its aspect ratio to fit ``image_size`` (bilinear), padded with zeros at the
-bottom and right (letterbox, ``keras_retinanet.imaging.letterbox``), run through the network, decoded, and filtered by
-per-class (or class-agnostic, as the model's decoder is configured) non-max suppression.
-All signatures return::
+Every image is letterboxed to ``image_size`` (``keras_retinanet.imaging.letterbox``), run through the network,
+decoded and filtered by the model's NMS. All signatures return::
 
     boxes           float32 [B, M, 4]  x1, y1, x2, y2 in each image's ORIGINAL pixels, clipped to the image
     scores          float32 [B, M]     sigmoid probability, sorted descending; 0 for padding
     classes         int32   [B, M]     class id 0..K-1 (line of labels.txt); -1 for padding
     num_detections  int32   [B]        number of valid rows
 
-with ``M = max_detections``. Exported with per-class thresholds (``retinanet export --class-thresholds FILE``), a
-detection of class k is kept only when its score is >= ``class_thresholds[k]`` (the rows kept stay first and
-sorted); the loaded object then also has ``class_thresholds`` (float32 [K]). The loaded object also has
-``class_names`` (a tf.string variable, [K]), ``image_size`` (int32 [2], H, W), ``precision`` (tf.string:
-``float32`` or ``bf16``) and ``labels_file`` (the asset).
+with ``M = max_detections``. With per-class thresholds (``--class-thresholds``) a detection of class k is kept
+only when its score is >= ``class_thresholds[k]`` (kept rows first, sorted). The loaded object also has
+``class_names`` (tf.string [K]), ``image_size`` (int32 [2], H, W), ``precision`` (tf.string: ``float32`` or
+``bf16``), ``labels_file`` (the asset) and, with thresholds, ``class_thresholds`` (float32 [K]).
 
-The network is the inference graph (``keras_retinanet.model.inference_graph``: BatchNorm folded into the
-convolutions). With ``precision="bf16"`` it computes in bfloat16, for CPUs with AMX or AVX512-BF16 (and GPUs of
-compute capability >= 8.0); letterbox, decoding and NMS stay float32, and inputs and outputs are unchanged.
+The network is the inference graph (BatchNorm folded). With ``precision="bf16"`` it computes in bfloat16;
+letterbox, decoding and NMS stay float32, and inputs and outputs are unchanged.
 """
 
 from __future__ import annotations
@@ -49,23 +44,29 @@ from keras_retinanet.imaging import (
 )
 
 
-def _build_serving_module(
+def serving_module(
     model: Any,
-    image_size: tuple[int, int],
+    image_size: Sequence[int] | None,
     labels_path: Path,
-    precision: str,
+    precision: str = "float32",
+    fold_batchnorm: bool = True,
     class_thresholds: Any = None,
 ):
-    """tf.Module whose signatures follow the SavedModel contract in the module docstring.
-
-    ``class_thresholds``: None, or (K,) float32 per-class score thresholds applied after NMS.
-    """
+    """The tf.Module whose signatures follow the module docstring's contract (arguments as
+    :func:`build_saved_model`'s; ``labels_path``: the ``labels.txt`` its asset names). Its ``detect_float32``
+    is also what the ONNX export converts."""
     import tensorflow as tf
 
-    target_h, target_w = image_size
+    from keras_retinanet.model.inference_graph import inference_model
 
-    def letterbox(image):
-        return letterbox_tensor(image, image_size)
+    image_size = parse_image_size(image_size) if image_size is not None else model.input_size
+    if class_thresholds is not None:
+        from keras_retinanet.detectors.class_thresholds import class_threshold_array
+
+        class_thresholds = class_threshold_array(class_thresholds, model.class_names, model.num_classes)
+    if fold_batchnorm or precision != "float32":
+        model = inference_model(model, precision, fold_batchnorm)
+    target_h, target_w = image_size
 
     class RetinaNetServing(tf.Module):
         def __init__(self):
@@ -79,11 +80,8 @@ def _build_serving_module(
                 self.class_thresholds = tf.Variable(class_thresholds, trainable=False, dtype=tf.float32)
 
         def _detect_batch(self, images):
-            """images: float32 (B, h, w, 3), all the same size: one letterbox for the whole batch.
-
-            Neither ``tf.map_fn`` nor ``tf.cond``: their ONNX Loop and If are what OpenVINO cannot read, and a
-            half-pixel bilinear resize to the same size is the identity, as the per-image skip gave.
-            """
+            """images: float32 (B, h, w, 3): one letterbox for the whole batch, with neither ``tf.map_fn`` nor
+            ``tf.cond`` (OpenVINO cannot read their ONNX Loop and If)."""
             shape = tf.shape(images)
             size = tf.cast(shape[1:3], tf.float32)
             scale = tf.minimum(target_h / size[0], target_w / size[1])
@@ -124,7 +122,7 @@ def _build_serving_module(
         def serve_encoded(self, images):
             def decode(data):
                 image = tf.cast(decode_image_tensor(data), tf.float32)
-                canvas, scale = letterbox(image)
+                canvas, scale = letterbox_tensor(image, image_size)
                 return canvas, scale, tf.cast(tf.shape(image)[:2], tf.float32)
 
             canvases, scales, sizes = tf.map_fn(
@@ -149,29 +147,6 @@ def _build_serving_module(
     return RetinaNetServing()
 
 
-def serving_module(
-    model: Any,
-    image_size: Sequence[int] | None,
-    labels_path: Path,
-    precision: str = "float32",
-    fold_batchnorm: bool = True,
-    class_thresholds: Any = None,
-):
-    """The tf.Module whose signatures follow the contract in the module docstring (arguments as
-    :func:`build_saved_model`'s; ``labels_path``: the ``labels.txt`` its asset names). Its ``detect_float32``
-    is also what the ONNX export converts."""
-    from keras_retinanet.model.inference_graph import inference_model
-
-    image_size = parse_image_size(image_size) if image_size is not None else model.input_size
-    if class_thresholds is not None:
-        from keras_retinanet.detectors.class_thresholds import class_threshold_array
-
-        class_thresholds = class_threshold_array(class_thresholds, model.class_names, model.num_classes)
-    if fold_batchnorm or precision != "float32":
-        model = inference_model(model, precision, fold_batchnorm)
-    return _build_serving_module(model, image_size, labels_path, precision, class_thresholds)
-
-
 def build_saved_model(
     model: Any,
     path: str | os.PathLike,
@@ -180,16 +155,13 @@ def build_saved_model(
     fold_batchnorm: bool = True,
     class_thresholds: Any = None,
 ) -> dict:
-    """Write a SavedModel with the signatures of the module docstring to ``path`` (a new directory).
+    """Write a SavedModel with the module docstring's signatures to ``path`` (a new directory).
 
     Args:
-        model: a ``RetinaNet``.
-        path: the directory to write.
         image_size: letterbox size (H, W); default the model's ``input_size``.
-        precision: ``"float32"`` or ``"bf16"`` (the network computes in bfloat16; see the module docstring).
+        precision: ``"float32"`` or ``"bf16"``.
         fold_batchnorm: export the inference graph with BatchNorm folded (default) rather than the model's own.
-        class_thresholds: per-class score thresholds applied in the graph: a thresholds file or
-            ``{class name: score}`` (``keras_retinanet.detectors.class_thresholds``); None: none.
+        class_thresholds: a thresholds file or ``{class name: score}``, applied in the graph; None: none.
     Returns {"signatures": [...], "size_bytes": int, "precision": precision}.
     """
     import tensorflow as tf
@@ -207,11 +179,8 @@ def build_saved_model(
             "detect_uint8": module.detect_uint8.get_concrete_function(),
         }
         tf.saved_model.save(module, str(path), signatures=signatures)
-    return {"signatures": sorted(signatures), "size_bytes": _dir_size(path), "precision": precision}
-
-
-def _dir_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return {"signatures": sorted(signatures), "size_bytes": size, "precision": precision}
 
 
 def write_saved_model(job: ExportJob) -> dict[str, dict]:

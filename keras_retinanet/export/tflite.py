@@ -2,48 +2,38 @@
 
 Output contract: TFLite (stable; the layout of mobile SSD models)
 ------------------------------------------------------------------
-One input: ``images`` uint8 ``[1, H, W, 3]`` RGB, ``H, W = image_size`` (default: the model's ``input_size``,
-the size it was trained at). The caller letterboxes the image exactly as the SavedModel does
-(``keras_retinanet.imaging.letterbox``); normalisation is inside.
-Four float32 outputs, in this order (the outputs of the ``TFLite_Detection_PostProcess`` op):
+One input: ``images`` uint8 ``[1, H, W, 3]`` RGB, ``H, W = image_size`` (default: the model's ``input_size``);
+normalisation is inside. Four float32 outputs, in this order (those of ``TFLite_Detection_PostProcess``):
 
-    0  boxes           [1, M, 4]  ymin, xmin, ymax, xmax, NORMALISED to the H x W input (not clipped)
+    0  boxes           [1, M, 4]  ymin, xmin, ymax, xmax, NORMALISED to the H x W input
     1  classes         [1, M]     class id as float (0..K-1, no background offset)
     2  scores          [1, M]     sigmoid probability, sorted descending; 0 for padding
     3  num_detections  [1]        number of valid rows, as float
 
-To get original pixels: ``x = xmin * W / sx`` with ``sx`` the letterbox scale of that axis, then clip.
-:class:`keras_retinanet.detectors.TFLiteDetector` does all of that. Per-class NMS (``use_regular_nms=True``)
-runs over all anchors with score >= the decoder's score threshold, at most 100 boxes per class (a fixed limit of
-the op), then the ``max_detections`` best are kept. Unlike the Keras decoder it has no per-level top-k;
-detections above a reasonable threshold (0.3) are the same (checked by the parity tests).
+:class:`keras_retinanet.detectors.TFLiteDetector` maps them to image pixels. Per-class NMS runs over all anchors
+with score >= the decoder's threshold, at most 100 boxes per class (the op's limit), then keeps the
+``max_detections`` best; unlike the Keras decoder, no per-level top-k. LiteRT's regular-NMS kernel drops a
+class at some thread counts (docs/tflite-threads.md), so the file runs one op per pair of classes and merges
+their outputs: the same detections at any thread count. Every file carries TFLite Model Metadata for MediaPipe
+(``keras_retinanet.export.metadata``).
 
-Thread safety: LiteRT's regular-NMS kernel drops class T when the interpreter runs T threads, 1 < T < K
-(docs/tflite-threads.md). The file therefore runs one ``TFLite_Detection_PostProcess`` op per pair of classes
-(a pair is always processed correctly) and merges their outputs with builtin ops: the same detections, bit for
-bit, at any thread count and in MediaPipe. Every file also carries TFLite Model Metadata
-(``keras_retinanet.export.metadata``), so MediaPipe Tasks' ObjectDetector loads it as it is.
+Box coding: the op computes ``yc = ty / y_scale * ha + ya``, ``h = exp(th / h_scale) * ha`` with the anchors as
+normalised (yc, xc, h, w). The float files feed boxes decoded as ``BoxCoder.decode`` does, clipped to the input
+and re-encoded with unit scales; the int8 file feeds the raw deltas (dy, dx, min(dh, clamp * wh),
+min(dw, clamp * ww)) with scales (wy, wx, wh, ww), so that no box arithmetic runs in int8.
 
-Box coding: the model's deltas are (dx, dy, dw, dh) multiplied by weights (wx, wy, ww, wh) (torchvision's
-``BoxCoder``); the op computes ``yc = ty / y_scale * ha + ya`` and ``h = exp(th / h_scale) * ha`` with the
-anchors as normalised (yc, xc, h, w). The float files decode the boxes, clip them to the input (as the Keras
-decoder does before NMS) and re-encode them with unit scales. The int8 file feeds the raw encodings
-(dy, dx, min(dh, clamp * wh), min(dw, clamp * ww)) with y/x/h/w_scale = wy/wx/wh/ww, so that no box arithmetic
-runs in int8 (see ``convert_tflite``'s ``clip_boxes``).
-
-Output contract: raw TFLite (``retinanet export --profile raw``; MediaPipe Model Maker's ``omit_nms`` layout)
---------------------------------------------------------------------------------------------------------------
-One input: ``images`` float32 ``[1, H, W, 3]`` RGB pixels 0..255 (metadata: normalisation mean 0, std 1).
-No decoding op and no NMS: float ops that the GPU delegate's op checks accept (checked by
-``tests/helpers/gpu_ops.py``). Two float32 outputs, in this order:
+Output contract: raw TFLite (``--profile raw``; MediaPipe Model Maker's ``omit_nms`` layout)
+---------------------------------------------------------------------------------------------
+One input: ``images`` float32 ``[1, H, W, 3]`` RGB pixels 0..255. No decoding op and no NMS (ops a GPU delegate
+accepts). Two float32 outputs, in this order:
 
     0  box encodings   [1, N, 4]  (ty, tx, th, tw) per anchor: ty = wy * (yc - ya) / ha, th = wh * log(h / ha),
                                   of the box decoded as the Keras decoder does and clipped to the input
-    1  class scores    [1, N, K]  sigmoid probabilities (the activation is inside)
+    1  class scores    [1, N, K]  sigmoid probabilities
 
-N anchors in the model's order, as normalised (yc, xc, h, w) in the metadata (``tflite_anchors``); the scales
-(y, x, h, w) = the box coder's weights (wy, wx, wh, ww) (``raw_box_scales``). MediaPipe decodes and runs its own
-NMS (class-agnostic, IoU 0.3, one class per anchor); ``TFLiteDetector`` decodes with the Keras decoder.
+N anchors in the model's order (``tflite_anchors``, in the metadata); scales (y, x, h, w) = the box coder's
+(wy, wx, wh, ww) (``raw_box_scales``). MediaPipe decodes and runs its own NMS; ``TFLiteDetector`` decodes with
+the Keras decoder.
 """
 
 from __future__ import annotations
@@ -61,7 +51,10 @@ from keras_retinanet.atomic import kill_point
 from keras_retinanet.detectors.tflite_file import (
     CLASSES_PER_OP,
     DETECTION_POSTPROCESS_OP,
+    as_text,
     flex_ops,
+    pack_model,
+    read_model,
     tflite_ops,
 )
 from keras_retinanet.export.config import RAW_VARIANTS, TFLITE_VARIANTS, ExportError, ExportJob
@@ -76,11 +69,8 @@ _FLOAT_ONE_BITS = 0x3F800000  # the int32 bit pattern of float32 1.0
 
 
 def tflite_anchors(model: Any, image_size: Sequence[int]) -> np.ndarray:
-    """(N, 4) float32 anchors as (yc, xc, h, w) normalised by the input (H, W), in the model's anchor order.
-
-    The model pads its input to a multiple of 32, so the anchors are those of the padded size (as in
-    ``RetinaNet.decode``), normalised by the unpadded input size like the op's output boxes.
-    """
+    """(N, 4) float32 anchors as (yc, xc, h, w), in the model's order: those of the input padded to a multiple
+    of 32 (as ``RetinaNet.decode`` has them), normalised by the unpadded (H, W) like the op's output boxes."""
     height, width = image_size
     padded = model.padded_shape((height, width)) if hasattr(model, "padded_shape") else (height, width)
     anchors = np.asarray(model.anchor_generator(image_shape=padded), dtype=np.float64)
@@ -90,12 +80,8 @@ def tflite_anchors(model: Any, image_size: Sequence[int]) -> np.ndarray:
 
 
 def _implements_signature(decoder: Any, num_classes: int, scales: Sequence[float]) -> str:
-    """The ``experimental_implements`` text the converter turns into the op's custom options.
-
-    ``decoder``: the model's ``DetectionDecoder`` (its NMS settings). ``scales`` are (y_scale, x_scale, h_scale,
-    w_scale): the op decodes ``yc = ty / y_scale * ha + ya``, ``h = exp(th / h_scale) * ha``
-    (tensorflow/lite/kernels/detection_postprocess.cc).
-    """
+    """The ``experimental_implements`` text the converter turns into the op's custom options; ``decoder``: a
+    ``DetectionDecoder`` (its NMS settings), ``scales``: (y_scale, x_scale, h_scale, w_scale)."""
     y_scale, x_scale, h_scale, w_scale = scales
     attrs = [
         ("max_detections", "i", decoder.max_detections),
@@ -109,30 +95,16 @@ def _implements_signature(decoder: Any, num_classes: int, scales: Sequence[float
         ("w_scale", "f", w_scale),
         ("use_regular_nms", "b", not decoder.class_agnostic),
     ]
-    parts = [f'name: "{DETECTION_POSTPROCESS_OP}"']
-    for key, kind, value in attrs:
-        if kind == "f":
-            text = repr(float(value))
-        elif kind == "b":
-            text = "true" if value else "false"
-        else:
-            text = str(int(value))
-        parts.append(f'attr {{ key: "{key}" value {{ {kind}: {text} }} }}')
-    return " ".join(parts)
+    text = {"f": lambda v: repr(float(v)), "b": lambda v: str(bool(v)).lower(), "i": lambda v: str(int(v))}
+    parts = [f'attr {{ key: "{key}" value {{ {kind}: {text[kind](value)} }} }}' for key, kind, value in attrs]
+    return " ".join([f'name: "{DETECTION_POSTPROCESS_OP}"', *parts])
 
 
 def _detection_postprocess(encodings, scores, anchors, decoder: Any, num_classes: int, scales):
-    """Placeholder that the TFLite converter replaces by the builtin ``TFLite_Detection_PostProcess`` op.
+    """Placeholder that the TFLite converter replaces by the ``TFLite_Detection_PostProcess`` op.
 
-    Args:
-        encodings: float32 (1, N, 4) (ty, tx, th, tw).
-        scores: float32 (1, N, K) sigmoid scores.
-        anchors: float32 (N, 4) (yc, xc, h, w) normalised.
-        decoder: the NMS settings (a ``DetectionDecoder``).
-        scales: (y_scale, x_scale, h_scale, w_scale) of the encodings.
-    Returns:
-        In TensorFlow, zeros of the op's output shapes: boxes (1, M, 4), classes, scores (1, M), num (1,).
-        In TFLite, the op's real outputs.
+    Takes encodings (1, N, 4) (ty, tx, th, tw), scores (1, N, K), anchors (N, 4) normalised (yc, xc, h, w);
+    returns boxes (1, M, 4), classes, scores (1, M), num (1,): zeros in TensorFlow, the op's outputs in TFLite.
     """
     import tensorflow as tf
 
@@ -153,45 +125,25 @@ def _detection_postprocess(encodings, scores, anchors, decoder: Any, num_classes
 
 
 def _per_class_postprocess(encodings, scores, anchors, decoder, num_classes: int, scales):
-    """Per-class NMS with ``TFLite_Detection_PostProcess`` ops that give the same result at any thread count.
+    """Per-class NMS by one ``TFLite_Detection_PostProcess`` op per pair of classes, merged: the same result at
+    any thread count (LiteRT's kernel always processes an op's first two classes; docs/tflite-threads.md).
 
-    LiteRT's regular NMS (``use_regular_nms=True``) splits the classes over the interpreter's threads, and
-    with T threads, 1 < T < num_classes, never processes class T: the worker loop advances with
-    ``col = (++next_col)`` from ``next_col = T``, so T itself is skipped (tflite/kernels/detection_postprocess.cc,
-    ``NonMaxSuppressionWorkerTask::Run``). Columns 0 and 1 are always processed (by the first two workers,
-    or by the single-thread path), so each op here gets at most two classes. With max_detections > 100 the
-    same threaded path also overflows its merge buffer; ops of at most two classes never exceed it.
+    Arguments as :func:`_detection_postprocess`'s; ``decoder.score_threshold`` must be > 0 so that padding rows
+    (score 0) rank after every detection. Returns the op's four outputs, bit for bit the one-op result at one
+    thread: at most min(M, 100) boxes per class, the M best overall, equal scores ordered by class.
 
-    The ops' outputs are merged into the op's four-output contract. The merge runs on int32 bit patterns:
-    the int8 converter quantises any quantisable op that reads a float tensor (a float CONCATENATION,
-    TOPK_V2 and GATHER of the boxes and scores would run in int8, rounding them to 1/255 of their range),
-    and never touches integer tensors. Scores are >= 0, and a non-negative float32 orders like its int32 bit
-    pattern, so TOPK_V2 on the bit patterns ranks exactly as on the scores. Each output's last op is the
-    BITCAST or CAST back to float32.
-
-    Args:
-        encodings: float32 (1, N, 4) box encodings (ty, tx, th, tw).
-        scores: float32 (1, N, K) sigmoid scores.
-        anchors: float32 (N, 4) (yc, xc, h, w) normalised.
-        decoder: the model's ``DetectionDecoder`` (``max_detections`` = M; ``score_threshold`` must be > 0 so
-            that padding rows, score 0, rank after every detection).
-        num_classes: K.
-        scales: (y_scale, x_scale, h_scale, w_scale) of the encodings.
-    Returns:
-        boxes (1, M, 4) ymin, xmin, ymax, xmax; classes (1, M); scores (1, M) descending; num (1,); float32.
-        Bit for bit the one-op result at one thread: at most min(M, 100) boxes per class, the M best overall,
-        equal scores ordered by class, padding rows zero.
+    The merge runs on int32 bit patterns: the int8 converter quantises any op that reads a float tensor (the
+    boxes and scores would be rounded to 1/255 of their range) and never touches integer tensors, and a
+    non-negative float32 orders like its bit pattern, so TOPK_V2 on the patterns ranks as on the scores.
     """
     import tensorflow as tf
 
     max_detections = decoder.max_detections
     per_class = min(max_detections, TFLITE_DETECTIONS_PER_CLASS)
-    sizes = [CLASSES_PER_OP] * (num_classes // CLASSES_PER_OP)
-    if num_classes % CLASSES_PER_OP:
-        sizes.append(num_classes % CLASSES_PER_OP)
+    firsts = range(0, num_classes, CLASSES_PER_OP)
+    sizes = [min(CLASSES_PER_OP, num_classes - first) for first in firsts]
     boxes, det_scores, det_classes, counts = [], [], [], []
-    first_class = 0
-    for size, group_scores in zip(sizes, tf.split(scores, sizes, axis=-1)):
+    for first_class, size, group_scores in zip(firsts, sizes, tf.split(scores, sizes, axis=-1)):
         slots = min(max_detections, size * per_class)
         group = type(decoder).from_config(
             decoder.get_config() | {"max_detections": slots, "class_agnostic": False}
@@ -204,7 +156,6 @@ def _per_class_postprocess(encodings, scores, anchors, decoder, num_classes: int
         det_scores.append(tf.bitcast(s, tf.int32) * keep)
         det_classes.append((tf.cast(c, tf.int32) + first_class) * keep)
         counts.append(n)
-        first_class += size
     all_boxes = tf.concat(boxes, axis=1)[0]  # (S, 4), S = total slots
     all_scores = tf.concat(det_scores, axis=1)  # (1, S)
     all_classes = tf.concat(det_classes, axis=1)[0]  # (S,)
@@ -234,14 +185,10 @@ def _per_class_postprocess(encodings, scores, anchors, decoder, num_classes: int
 def _network_function(model: Any, image_size: tuple[int, int], box_coder: Any, raw: bool, clip_boxes: bool):
     """(frozen function, its input spec): images (1, H, W, 3) -> (box encodings (1, N, 4), scores (1, N, K)).
 
-    The network is frozen first: the converter keeps Keras 3 variables as resource variables (VAR_HANDLE /
-    READ_VARIABLE) otherwise, while freezing the whole function would inline the post-processing placeholder
-    and lose the op.
-
-    With ``clip_boxes``, boxes are decoded, clipped to the input and re-encoded relative to the anchors (unit
-    scales; the raw file: the box coder's weights), so that NMS sees clipped boxes exactly as the Keras
-    decoder's NMS does. Without it, the model's deltas are returned unchanged (dw/dh clamped), and the op's
-    NMS sees unclipped boxes (differences only for boxes crossing the border).
+    Only the network is frozen: unfrozen, Keras 3 variables stay resource variables (VAR_HANDLE); freezing the
+    whole function would inline the post-processing placeholder. With ``clip_boxes``, boxes are decoded, clipped
+    to the input and re-encoded (unit scales; raw: the box coder's weights), so that NMS sees what the Keras
+    decoder's NMS sees; without it, the deltas are returned as they are (dw/dh clamped).
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -266,9 +213,7 @@ def _network_function(model: Any, image_size: tuple[int, int], box_coder: Any, r
         if not clip_boxes:
             encodings = tf.concat([dy, dx, tf.minimum(dh, clamp * wh), tf.minimum(dw, clamp * ww)], axis=-1)
             return encodings, scores
-        # Decode exactly as BoxCoder.decode, in normalised coordinates, and clip to the input. The clipping stays
-        # hand-written here: the coordinates are separate normalised yxyx tensors in the file's graph, which
-        # boxes.clip_boxes (xyxy pixels) would only reach through a stack and an unstack of extra ops.
+        # As BoxCoder.decode, in normalised coordinates; clipped by hand (boxes.clip_boxes would add ops).
         yc = dy / wy * ha + ya
         xc = dx / wx * wa + xa
         half_h = 0.5 * tf.exp(tf.minimum(dh / wh, clamp)) * ha
@@ -298,9 +243,8 @@ def _network_function(model: Any, image_size: tuple[int, int], box_coder: Any, r
 def _tflite_function(
     model: Any, image_size: tuple[int, int], decoder: Any, box_coder: Any, raw: bool, clip_boxes: bool = True
 ):
-    """tf.function: uint8 (1, H, W, 3) -> (boxes, classes, scores, num_detections), the TFLite output contract;
-    with ``raw``: float32 (1, H, W, 3) -> (box encodings, scores), the raw contract. ``clip_boxes``: see
-    ``_network_function`` (without it the op decodes with scales = the box coder's (wy, wx, wh, ww))."""
+    """tf.function: uint8 (1, H, W, 3) -> the TFLite contract's four outputs; with ``raw``: float32
+    (1, H, W, 3) -> the raw contract's two. ``clip_boxes``: see ``_network_function``."""
     import tensorflow as tf
 
     frozen, spec = _network_function(model, image_size, box_coder, raw, clip_boxes or raw)
@@ -321,42 +265,27 @@ def _tflite_function(
 
 
 def raw_box_scales(box_coder: Any) -> tuple[float, float, float, float]:
-    """(y_scale, x_scale, h_scale, w_scale) of the raw file's box encodings: the box coder's (wy, wx, wh, ww).
-
-    MediaPipe (``TensorsToDetectionsCalculator``, box format YXHW) decodes row ``(ty, tx, th, tw)`` as
-    ``yc = ty / y_scale * ha + ya``, ``h = exp(th / h_scale) * ha``, which is ``BoxCoder.decode`` with these
-    weights and the anchors as normalised (yc, xc, h, w).
-    """
+    """(y_scale, x_scale, h_scale, w_scale) of the raw file's box encodings: the box coder's (wy, wx, wh, ww),
+    with which MediaPipe's YXHW decoding is ``BoxCoder.decode``."""
     wx, wy, ww, wh = (float(w) for w in box_coder.weights)
     return (wy, wx, wh, ww)
 
 
 def _order_outputs_by_signature(data: bytes) -> bytes:
-    """Reorder the main subgraph's outputs as the signature's ``output_0..3`` (the op's order).
-
-    The converter lists a SavedModel's outputs in no fixed order; mobile SSD code reads them by index.
-    """
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    """Reorder the main subgraph's outputs as the signature's ``output_0..3`` (the op's order): the converter
+    lists a SavedModel's outputs in no fixed order, and mobile SSD code reads them by index."""
+    model = read_model(data)
     if not model.signatureDefs:
         return data
     signature = model.signatureDefs[0]
-
-    def key(name):
-        return name.decode() if isinstance(name, bytes) else str(name)
-
-    wanted = [t.tensorIndex for t in sorted(signature.outputs, key=lambda t: key(t.name))]
+    wanted = [t.tensorIndex for t in sorted(signature.outputs, key=lambda t: str(as_text(t.name)))]
     subgraph = model.subgraphs[signature.subgraphIndex]
     if list(subgraph.outputs) == wanted:
         return data
     if sorted(subgraph.outputs) != sorted(wanted):
         raise ExportError("TFLite signature outputs do not match the subgraph outputs")
     subgraph.outputs = wanted
-    builder = flatbuffers.Builder(len(data) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_model(model)
 
 
 def convert_tflite(
@@ -369,28 +298,17 @@ def convert_tflite(
     fold_batchnorm: bool = True,
     scratch_parent: str | os.PathLike | None = None,
 ) -> bytes:
-    """Convert ``model`` to a .tflite flatbuffer (see the TFLite contract in the module docstring).
-
-    The post-processing is the model's own: ``model.decoder`` (thresholds, M, class-agnostic or per-class NMS)
-    and ``model.box_coder`` (weights, clamp).
+    """The .tflite bytes of ``model`` (the module docstring's contracts), with its own decoder and box coder.
 
     Args:
-        model: a RetinaNet.
         variant: "float32", "float16" (float16 weights) or "int8" (full-integer PTQ; needs
-            ``representative_images``; the post-processing op and the outputs stay float).
-        image_size: fixed (H, W) input size; default the model's ``input_size`` (its training size).
-        representative_images: callable returning an iterable of uint8 (H, W, 3) RGB canvases.
-        raw: no NMS: float32 input, the two raw outputs of the module docstring's raw contract (float32 and
-            float16 only). Otherwise ``TFLite_Detection_PostProcess``, builtin ops only.
-        clip_boxes: clip boxes to the input before NMS, as the Keras decoder does (see ``_network_function``).
-            ``None`` (default): clip for float32 / float16, not for int8. In an int8 file the decode, clip and
-            re-encode arithmetic would itself run in int8 and blur every box (the main job's model lost 8 AP
-            points that way: 0.657 instead of 0.738); unclipped, the op decodes the raw deltas in float.
-        fold_batchnorm: convert the inference graph (``keras_retinanet.model.inference_graph``, BatchNorm folded into
-            the convolutions) rather than the model's own.
+            ``representative_images``, a callable returning uint8 (H, W, 3) RGB canvases).
+        image_size: fixed (H, W) input size; default the model's ``input_size``.
+        raw: the raw contract (float32 and float16 only).
+        clip_boxes: clip boxes to the input before NMS, as the Keras decoder does; None: for float32 and
+            float16, not for int8, where the box arithmetic would itself run in int8 (docs/export.md).
+        fold_batchnorm: convert the inference graph (BatchNorm folded) rather than the model's own.
         scratch_parent: folder for the converter's temporary SavedModel (default: the system's temp folder).
-    Returns:
-        The .tflite file contents.
     Raises:
         ExportError: a variant the file cannot have, or a file with ops standard LiteRT cannot run.
     """
@@ -410,8 +328,7 @@ def convert_tflite(
         )
     from keras_retinanet.model.inference_graph import inference_model
 
-    # The converter folds BatchNorm itself once weights are constants; the folded graph makes the int8
-    # calibration and the float files start from the graph every other runtime runs.
+    # The folded graph is the one every other runtime runs; int8 calibration starts from it too.
     network = inference_model(model) if fold_batchnorm else model
     function = _tflite_function(network, image_size, decoder, model.box_coder, raw, clip_boxes)
     # The export passes its staging folder, so that what a kill leaves here goes with it.
@@ -443,8 +360,8 @@ def convert_tflite(
 
 
 def _check_ops(ops: list[str], variant: str, raw: bool) -> None:
-    """ExportError unless the file runs on standard LiteRT: no Flex op, no resource variable, and the
-    post-processing op in a file with NMS inside, none in a raw file."""
+    """ExportError unless the file runs on standard LiteRT: no Flex op or resource variable, and the
+    post-processing op exactly where NMS is inside."""
     kind = "raw " if raw else ""
     unwanted = [op for op in ops if op in ("VAR_HANDLE", "READ_VARIABLE")] + flex_ops(ops)
     if raw and DETECTION_POSTPROCESS_OP in ops:
@@ -468,8 +385,9 @@ def _convert_saved_model(
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if variant == "float16":
+    if variant != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif variant == "int8":
         if representative_images is None:
@@ -479,7 +397,6 @@ def _convert_saved_model(
             for canvas in representative_images():
                 yield [np.asarray(canvas, dtype=np.uint8)[None]]
 
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
         # Int8 kernels for everything quantisable; the post-processing op (custom, float only) and any op
         # without an int8 kernel stay float, with Dequantize in front of them.
@@ -497,9 +414,8 @@ def _convert_saved_model(
 
 
 def write_tflite(job: ExportJob, raw: bool = False) -> dict[str, dict[str, Any]]:
-    """The ``tflite`` / ``tflite_raw`` formats' writer: ``model_<variant>.tflite`` (``_raw.tflite``) for each of
-    ``job.options["variants"]``, with TFLite Model Metadata unless ``metadata`` is off; returns their report
-    entries (size, ops, runtime)."""
+    """The ``tflite`` / ``tflite_raw`` formats' writer: ``model_<variant>[_raw].tflite`` for each of
+    ``job.options["variants"]``; returns their report entries."""
     files = {}
     for variant in job.options["variants"]:
         name = f"model_{variant}_raw.tflite" if raw else f"model_{variant}.tflite"
@@ -533,9 +449,7 @@ def write_tflite(job: ExportJob, raw: bool = False) -> dict[str, dict[str, Any]]
 
 
 def _with_metadata(data: bytes, job: ExportJob, variant: str, raw: bool) -> bytes:
-    """The .tflite with the TFLite Model Metadata MediaPipe Tasks' ObjectDetector requires
-    (``keras_retinanet.export.metadata``): a file with NMS inside, or a raw file with its anchors, box scales
-    and the model's decoder settings."""
+    """The .tflite with the TFLite Model Metadata MediaPipe Tasks' ObjectDetector requires."""
     from keras_retinanet import __version__
     from keras_retinanet.export import metadata
 
