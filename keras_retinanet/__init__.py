@@ -16,8 +16,7 @@ The rooms, from the bottom up (tests/test_import_graph.py keeps every import poi
 - ``training/``: configs, the loop, callbacks, schedules, fine-tuning, ``tf.distribute``;
 - ``cli/``: the ``retinanet`` command, one module per subcommand.
 
-Beside them: ``boxes``, ``imaging``, ``visualize``, ``conventions`` (names every room shares), ``atomic``
-(interrupt-safe writes); modules with a leading underscore are plumbing.
+Beside them: ``boxes``, ``imaging``, ``visualize``, ``conventions``, ``atomic``; ``_`` modules are plumbing.
 """
 
 from keras_retinanet._lazy import lazy_namespace

@@ -54,19 +54,12 @@ def partial_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{stem}{PARTIAL_MARK}{os.getpid()}{dot}{suffixes}")
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as file:
-        os.fsync(file.fileno())
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Directories cannot be opened for fsync on Windows; the rename is still atomic there.
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 @contextlib.contextmanager
@@ -78,7 +71,7 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     temporary = partial_path(path)
     try:
         yield temporary
-        _fsync_file(temporary)
+        _fsync(temporary)
         kill_point(f"{path.name}:written")
         os.replace(temporary, path)
     except BaseException as error:
@@ -86,7 +79,8 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
             temporary.unlink()
         _raise_naming(error, path)
         raise
-    _fsync_folder(path.parent)
+    with contextlib.suppress(OSError):  # Windows cannot open folders for fsync; the rename is atomic there
+        _fsync(path.parent)
     kill_point(f"{path.name}:renamed")
 
 
@@ -133,10 +127,8 @@ def save_weights(model, path: str | os.PathLike) -> None:
 
 
 def remove_partial_files(*folders: str | os.PathLike) -> list[Path]:
-    """Deletes the temporary files that killed writers left in ``folders`` (not recursive); returns them.
-
-    Call it only while no other process writes there (``train`` holds the run folder's lock).
-    """
+    """Deletes (and returns) the temporary files killed writers left in ``folders`` (not recursive); only while
+    no other process writes there (``train`` holds the run folder's lock)."""
     removed = []
     for folder in folders:
         folder = Path(folder)

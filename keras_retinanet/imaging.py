@@ -59,10 +59,6 @@ def decode_with_libjpeg_warnings(buffer: np.ndarray, flags: int) -> tuple[np.nda
     return image, [line.strip() for line in warnings]
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Sizes
-
-
 def parse_image_size(value: int | str | Sequence[int]) -> tuple[int, int]:
     """``512``, ``"512"``, ``"384x640"`` (H x W) or ``(384, 640)`` -> (H, W).
 
@@ -98,10 +94,6 @@ def shape_for_aspect_ratio(aspect_ratio: float, longest_side: int, divisor: int 
     without distorting the images."""
     short = max(divisor, int(round(longest_side * min(aspect_ratio, 1 / aspect_ratio) / divisor)) * divisor)
     return (short, longest_side) if aspect_ratio >= 1 else (longest_side, short)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Decoding
 
 
 def apply_orientation(image: np.ndarray, orientation: int | None) -> np.ndarray:
@@ -204,10 +196,6 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     if image.dtype.kind not in "uif":
         raise ValueError(f"an image must hold numbers (uint8 or float pixels); got dtype {image.dtype}")
     return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Letterbox and its inverse
 
 
 def letterbox_params(height: int, width: int, target: Sequence[int]) -> tuple[int, int, float, float]:

@@ -45,20 +45,14 @@ def draw_detections(
     thickness: int | None = None,
     font_scale: float | None = None,
 ) -> np.ndarray:
-    """Draw boxes with "name score" labels on a copy of ``image``.
+    """Draw boxes with "name score" labels on a copy of ``image``: a new (H, W, 3) uint8 RGB image.
 
     Args:
         image: (H, W, 3) uint8 RGB image (a grayscale (H, W) image is converted).
         boxes: (D, 4) absolute ``x1, y1, x2, y2`` pixels of ``image``.
         scores: (D,) scores in [0, 1] or None (labels without a score).
         classes: (D,) int class ids; rows with a negative id (padding) are skipped.
-        class_names: names for the class ids; the id is shown when missing.
-        score_threshold: detections with a lower score are not drawn.
-        thickness: line thickness in pixels (default: from the image size).
-        font_scale: OpenCV font scale (default: from the image size).
-
-    Returns:
-        A new (H, W, 3) uint8 RGB image.
+        thickness, font_scale: line thickness in pixels and OpenCV font scale (default: from the image size).
     """
     canvas = np.array(image, dtype=np.uint8, copy=True)
     if canvas.ndim == 2:

@@ -1,12 +1,9 @@
 """MobileNet-MultiHW-AVG, the backbone of MediaPipe Model Maker's ``MOBILENET_MULTI_AVG`` object detector.
 
-A Keras functional re-implementation of TF Model Garden's ``MobileNet(model_id="MobileNetMultiAVG")`` (width
-1.0) from standard Keras layers only (``.keras`` files load with no custom objects). It maps a (B, H, W, 3)
-float image, **already normalised** (no preprocessing inside), to the stride-32 features; C3, C4, C5 are the
-outputs of the layers in :data:`FEATURE_LAYERS` (by name: the expand convs of blocks 7 and 13 still run at
-strides 8 and 16). With Model Garden's weights (:func:`model_garden_weight_names`) it computes the same
-function: plain ReLU, bias-free convs with TF's ``same`` padding, BatchNorm epsilon 1e-3, no squeeze-excite.
-Model Garden's blocks 17-18 (after the last FPN level) are left out.
+TF Model Garden's ``MobileNet(model_id="MobileNetMultiAVG")`` (width 1.0) from standard Keras layers only, up
+to block 16: with Model Garden's weights (:func:`model_garden_weight_names`) the same function. It maps a
+(B, H, W, 3) image, **already normalised**, to the stride-32 features; C3, C4, C5 are the outputs of
+:data:`FEATURE_LAYERS` (by name: the expand convs of blocks 7 and 13 still run at strides 8 and 16).
 
 Layer names (``N`` = Model Garden's block 1..16, checkpoint ``backbone/layer_with_weights-N``): the stem
 ``Conv1``, ``bn_Conv1``, ``Conv1_relu`` (block 0); per block ``block_N_expand`` (``_conv0``),

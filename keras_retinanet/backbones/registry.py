@@ -207,10 +207,9 @@ def build_backbone(
 
     Args:
         name: one of ``available_backbones()``.
-        weights: ``"imagenet"``, ``None`` (random init) or the path of a local weights file for the model
-            without its top.
-        batchnorm_momentum: of every BatchNorm moving average (0.9, PyTorch's 0.1: the applications' 0.99-0.999
-            leaves the statistics near their initial values for hundreds of steps); ``None`` keeps them.
+        weights: ``"imagenet"``, ``None`` (random init) or a local weights file of the model without its top.
+        batchnorm_momentum: of every BatchNorm (PyTorch's; the applications' 0.99-0.999 lag for hundreds of
+            steps); ``None`` keeps theirs.
         feature_layers: names of the three layers whose outputs are C3, C4, C5 (e.g. MobileNetV2's
             ``block_5_add``, ``block_12_add``, ``block_16_project_BN``); ``None``: the last layer of each stride.
         normalization: ``ImageNormalization`` mode in front of the backbone; ``None``: what its ImageNet

@@ -52,7 +52,7 @@ class ModelConfig(Options):
     weights: str | None = option(
         "imagenet",
         "backbone weights: imagenet (Keras' cache, downloaded on first use; torchvision ResNets: torch's cache), "
-        "none (from scratch) or a local file (measured against each other in docs/recipes.md)",
+        "none (from scratch) or a local file",
         target=("RetinaNet", "backbone_weights"),
     )
     backbone_kwargs: dict = option(
@@ -97,8 +97,8 @@ class ModelConfig(Options):
     )
     use_group_norm: bool = option(
         True,
-        "GroupNorm after each head conv (torchvision v2; paper: none). Default on: on BCCD-quick it took AP "
-        "0.389 -> 0.468 with ATSS, the heads learning within a short run",
+        "GroupNorm after each head conv (torchvision v2; paper: none); on by default: the heads learn within a "
+        "short run (docs/small-objects.md)",
         target=("RetinaNet", "use_group_norm"),
     )
     group_norm_epsilon: float = option(
@@ -111,8 +111,7 @@ class ModelConfig(Options):
     )
     separable_convs: bool = option(
         False,
-        "depthwise-separable convs in the pyramid and the heads (the mobile models': about 8x fewer "
-        "multiply-adds per 3x3 conv at 128 channels)",
+        "depthwise-separable convs in the pyramid and the heads (the mobile models')",
         target=("RetinaNet", "separable_convs"),
     )
     activation: Literal["relu", "relu6"] = option(
@@ -170,7 +169,7 @@ class ModelConfig(Options):
     matching: Literal["iou", "atss"] = option(
         "atss",
         "iou: the fixed thresholds above (paper); atss: ATSS's per-box thresholds (mean + std of the IoUs of "
-        "the nearest anchors). Default atss: it gives small boxes positives (BCCD platelets AP50 0.0003 -> 0.50)",
+        "the nearest anchors), the default: it gives small boxes positives",
         target=("Matcher", "kind"),
     )
     atss_topk: int = option(

@@ -44,13 +44,9 @@ class DetectionDecoder:
                 raise ValueError(f"{name} {getattr(self, name)} must be at least 1")
 
     def select_candidates(self, logits, deltas, anchors, level_sizes: Sequence[int]):
-        """Per-level top-k of the flattened (anchor, class) scores.
+        """Per-level top-k of the flattened (anchor, class) scores of (B, N, K) logits, (B, N, 4) deltas and
+        (N, 4) xyxy anchors, ``level_sizes`` anchors on each level.
 
-        Args:
-            logits: (B, N, K) classification logits.
-            deltas: (B, N, 4) box deltas.
-            anchors: (N, 4) xyxy anchors.
-            level_sizes: number of anchors on each level (sums to N).
         Returns:
             scores (B, C), classes (B, C) int32, candidate deltas (B, C, 4) and anchors (B, C, 4), where C is
             the sum over levels of min(topk_per_level, N_l * K). Scores below the threshold are set to 0.
@@ -81,8 +77,7 @@ class DetectionDecoder:
         anchor indices into the level, class ids (int32).
 
         Two exact stages instead of one slow top-k over (B, size * K): the k anchors with the highest
-        best-class logit, then the top k of their (k, K) logits (an anchor left out is beaten by k anchors,
-        each with a pair at least as high as any of its own). A tensor ``size`` (an unknown image size) pads
+        best-class logit, then the top k of their (k, K) logits. A tensor ``size`` (unknown image size) pads
         the level with -inf logits up to k anchors.
         """
         batch = ops.shape(level_logits)[0]

@@ -1,10 +1,8 @@
 """The inference graph of a trained RetinaNet: BatchNorm folded into the convolutions, optionally in bfloat16.
 
-A BatchNorm in inference mode after a convolution is an affine map per output channel, so it merges into the
-convolution (``kernel' = kernel * s``, ``bias' = (bias - mean) * s + beta``, ``s = gamma / sqrt(var + eps)``):
-the same function up to float rounding, without the BatchNorm's passes over every activation. GroupNorm depends
-on its input and is not folded. ``precision="bf16"`` builds the copy under ``"mixed_bfloat16"``: float32
-variables, bfloat16 convolutions, float32 head outputs (decoding and NMS stay float32).
+An inference-mode BatchNorm after a convolution merges into it (``kernel' = kernel * s``, ``bias' = (bias -
+mean) * s + beta``, ``s = gamma / sqrt(var + eps)``); GroupNorm is not folded. ``precision="bf16"`` builds the
+copy under ``"mixed_bfloat16"``, the head outputs (and so decoding and NMS) staying float32.
 """
 
 from __future__ import annotations

@@ -111,16 +111,15 @@ class BoxRegressionLoss(keras.losses.Loss):
     """Box regression loss over the positive anchors, divided by the image's number of positives.
 
     Args:
-        kind: ``"smooth_l1"`` (Detectron, with ``beta``), ``"l1"`` (torchvision v1, detectron2) or ``"giou"``
-            (torchvision v2: ``1 - GIoU`` of the decoded predicted box and the target box, Rezatofighi et al.
-            2019).
+        kind: ``"smooth_l1"`` (Detectron, with ``beta``), ``"l1"`` (torchvision v1) or ``"giou"``
+            (torchvision v2: ``1 - GIoU`` of the decoded predicted and target boxes).
         beta: smooth L1 transition point; ``beta=0`` is plain L1.
         box_coder: for ``"giou"``, the ``BoxCoder`` the deltas are encoded with. Both deltas are decoded
             against one unit anchor: that frame scales all areas alike, so GIoU is the pixel boxes' GIoU.
 
     Call arguments:
-        y_true: (B, N, 5): encoded target deltas in [..., :4] and the anchor's classification target in
-            [..., 4] (as made by ``LabelEncoder``); only anchors with a class id >= 0 count.
+        y_true: (B, N, 5): target deltas and the classification target (``LabelEncoder``'s); only anchors
+            with a class id >= 0 count.
         y_pred: (B, N, 4) predicted deltas.
     Returns (with ``reduction=None``): (B,) loss per image.
     """

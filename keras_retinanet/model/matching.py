@@ -54,9 +54,8 @@ class Matcher:
         Args:
             iou: (..., N, M) IoU of N anchors with M ground-truth boxes.
             valid: (..., M) bool, False for padding boxes (they never match).
-            anchors, boxes, level_sizes, anchors_per_location: for ``kind="atss"`` only: the (N, 4) anchors
-                and (..., M, 4) boxes, xyxy, the number of anchors of each pyramid level, in the anchors' order,
-                and the number of anchors at each location (the anchor generator's, e.g. 9).
+            anchors, boxes, level_sizes, anchors_per_location: for ``kind="atss"`` only: the (N, 4) and
+                (..., M, 4) xyxy anchors and boxes, the anchors of each level and of each location.
         Returns:
             matched_index: (..., N) int32 index of each anchor's best box (0 when there is no valid box).
             state: (..., N) int32, ``POSITIVE`` (1), ``NEGATIVE`` (0) or ``IGNORED`` (-1).

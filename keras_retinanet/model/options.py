@@ -61,7 +61,6 @@ def field_types(cls: type) -> dict[str, Any]:
 
 @functools.cache
 def field_names(cls: type) -> frozenset[str]:
-    """The field names of a config dataclass."""
     return frozenset(field.name for field in dataclasses.fields(cls))
 
 

@@ -54,17 +54,6 @@ def _serialize(obj):
     return keras.saving.serialize_keras_object(obj)
 
 
-def _checked_anchor_generator(anchor_generator: AnchorGenerator | dict | None) -> AnchorGenerator:
-    """The given (or serialised) anchor generator, or the paper's; its levels must be the pyramid's P3-P7."""
-    anchor_generator = _deserialize(anchor_generator) or AnchorGenerator(name="anchor_generator")
-    if anchor_generator.levels != PYRAMID_LEVELS:
-        raise ValueError(
-            f"RetinaNet: anchor_generator levels must be the pyramid's P3..P7 ({PYRAMID_LEVELS}), got "
-            f"min_level={anchor_generator.min_level}, max_level={anchor_generator.max_level}"
-        )
-    return anchor_generator
-
-
 def _deserialize(config):
     return config if not isinstance(config, dict) else keras.saving.deserialize_keras_object(config)
 
@@ -87,9 +76,8 @@ class RetinaNet(keras.Model):
         class_names: K names, saved with the model.
         p6_source: ``"c5"`` (paper, torchvision v2) or ``"p5"`` (torchvision v1).
         fpn_padding, fpn_batchnorm, separable_convs, activation: see ``FeaturePyramid`` and the heads.
-        head_depth, head_channels: convs per subnet (4) and their width (default: ``fpn_channels``).
-        use_group_norm: GroupNorm after each subnet conv (torchvision v2); ``head_batchnorm``: instead a
-            BatchNorm per level (TF Model Garden).
+        head_depth, head_channels, use_group_norm, head_batchnorm: see the heads (``head_channels``
+            defaults to ``fpn_channels``).
         anchor_generator, box_coder, matcher, decoder: parts; ``None`` builds the paper's default.
         image_size: the (int or (H, W)) input size the model is trained for; evaluation, prediction and export
             letterbox images to it (``input_size``). ``None``: not recorded (``DEFAULT_IMAGE_SIZE``).
@@ -128,7 +116,12 @@ class RetinaNet(keras.Model):
         **kwargs,
     ):
         num_classes, class_names, image_size = _check_arguments(num_classes, class_names, image_size)
-        anchor_generator = _checked_anchor_generator(anchor_generator)
+        anchor_generator = _deserialize(anchor_generator) or AnchorGenerator(name="anchor_generator")
+        if anchor_generator.levels != PYRAMID_LEVELS:
+            raise ValueError(
+                f"RetinaNet: anchor_generator levels must be the pyramid's P3..P7 ({PYRAMID_LEVELS}), got "
+                f"min_level={anchor_generator.min_level}, max_level={anchor_generator.max_level}"
+            )
         head_channels = head_channels or fpn_channels
         backbone_kwargs = dict(backbone_kwargs or {})
         backbone_name = backbone if isinstance(backbone, str) else None

@@ -40,7 +40,7 @@ class LabelEncoder:
             image_shape: static (H, W) of the network input the boxes live in.
             gt_boxes: (M, 4) or (B, M, 4) absolute xyxy boxes in network-input pixels.
             gt_classes: (M,) or (B, M) int class ids; ``-1`` marks padding, ``-2`` an ignore box (VOC
-                difficult, COCO crowd): anchors matched to it are ignored, neither positive nor negative.
+                difficult, COCO crowd), whose anchors are ignored.
         Returns:
             ``"classification"``: (N,) or (B, N) int32, the class id of positive anchors, -1 for background,
             -2 for ignored anchors; ``"box_regression"``: (N, 5) or (B, N, 5) float32, deltas (dx, dy, dw, dh)
@@ -71,14 +71,8 @@ class LabelEncoder:
         return {"classification": ops.cast(classification, "int32"), "box_regression": box_regression}
 
     def match(self, image_shape: Sequence[int], gt_boxes, valid) -> tuple:
-        """The anchors of a ``image_shape`` = (H, W) network input, matched to its boxes by the matcher.
-
-        Args:
-            gt_boxes: (M, 4) or (B, M, 4) float32 xyxy boxes in network-input pixels, M >= 1.
-            valid: (M,) or (B, M) bool, False for padding boxes.
-        Returns:
-            ``(anchors (N, 4), iou (..., N, M), matched_index (..., N), state (..., N))``, see ``Matcher``.
-        """
+        """The anchors of an (H, W) network input matched to its (M, 4) or (B, M, 4) xyxy boxes (M >= 1; ``valid``
+        False for padding): ``(anchors (N, 4), iou (..., N, M), matched_index (..., N), state (..., N))``."""
         anchors = self.anchor_generator(image_shape=image_shape)
         iou = pairwise_iou(anchors if len(gt_boxes.shape) == 2 else anchors[None], gt_boxes)
         matched_index, state = self.matcher(

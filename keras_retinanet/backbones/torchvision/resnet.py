@@ -107,9 +107,7 @@ def build_torchvision_resnet(
             ``FusedBatchNormalization`` (torchvision v2's recipe).
         trainable_layers: torchvision's ``trainable_backbone_layers``: how many stages, counted from the top
             (layer4, layer3, layer2, layer1, conv1), train; the others are frozen.
-        batchnorm_momentum: moving-average momentum of trainable BatchNorm (0.9 is PyTorch's 0.1).
         batchnorm_epsilon: 1e-5 (PyTorch's); torchvision runs its COCO v1 RetinaNet weights with 0.
-        name: model name (default ``torchvision_resnet{depth}``).
     Returns:
         A functional ``keras.Model``, random weights: (B, H, W, 3) RGB pixels in [0, 255] -> [C3 (B, H/8, W/8,
         512), C4 (B, H/16, W/16, 1024), C5 (B, H/32, W/32, 2048)] (ceil(H / stride) as PyTorch does).

@@ -50,18 +50,7 @@ class FeaturePyramid(keras.layers.Layer):
         strided_padding = "same" if padding == "same" else "valid"  # "symmetric" pads in call()
 
         def conv(kernel_size: int, name: str, **options) -> keras.layers.Layer:
-            if self.separable:
-                return keras.layers.SeparableConv2D(
-                    channels,
-                    kernel_size,
-                    depthwise_initializer="he_uniform",
-                    pointwise_initializer="he_uniform",
-                    name=name,
-                    **options,
-                )
-            return keras.layers.Conv2D(
-                channels, kernel_size, kernel_initializer="he_uniform", name=name, **options
-            )
+            return make_conv(self.separable, channels, kernel_size, "he_uniform", name=name, **options)
 
         self.lateral = [conv(1, f"lateral_c{i}") for i in (3, 4, 5)]
         self.output_convs = [conv(3, f"output_p{i}", padding="same") for i in (3, 4, 5)]
@@ -119,6 +108,19 @@ class FeaturePyramid(keras.layers.Layer):
 
 
 ACTIVATIONS = ("relu", "relu6")
+
+
+def make_conv(separable: bool, filters: int, kernel_size: int, initializer, **options) -> keras.layers.Layer:
+    """A ``Conv2D``, or a ``SeparableConv2D`` (depth multiplier 1) with ``initializer`` for both kernels."""
+    if separable:
+        return keras.layers.SeparableConv2D(
+            filters,
+            kernel_size,
+            depthwise_initializer=initializer,
+            pointwise_initializer=initializer,
+            **options,
+        )
+    return keras.layers.Conv2D(filters, kernel_size, kernel_initializer=initializer, **options)
 
 
 def check_activation(name: str) -> str:

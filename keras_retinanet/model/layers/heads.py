@@ -7,7 +7,7 @@ import math
 import keras
 from keras import ops
 
-from keras_retinanet.model.layers.feature_pyramid import activate, check_activation
+from keras_retinanet.model.layers.feature_pyramid import activate, check_activation, make_conv
 
 
 class _SharedHead(keras.layers.Layer):
@@ -52,14 +52,7 @@ class _SharedHead(keras.layers.Layer):
         init = keras.initializers.RandomNormal(stddev=0.01)
 
         def conv(filters: int, name: str, **options) -> keras.layers.Layer:
-            if self.separable:
-                return keras.layers.SeparableConv2D(
-                    filters, 3, padding="same", depthwise_initializer=init, pointwise_initializer=init, name=name,
-                    **options,
-                )  # fmt: skip
-            return keras.layers.Conv2D(
-                filters, 3, padding="same", kernel_initializer=init, name=name, **options
-            )
+            return make_conv(self.separable, filters, 3, init, padding="same", name=name, **options)
 
         self.convs = []
         for i in range(self.depth):
