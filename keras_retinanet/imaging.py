@@ -159,15 +159,10 @@ def read_image(path: str | os.PathLike, orientation: int | None = None) -> np.nd
     return decode_image(data, orientation, name=path)
 
 
-def decode_image_tensor(encoded, orientation=1):
-    """:func:`decode_image` as TensorFlow ops, for ``tf.data`` and graphs (the exported SavedModel).
-
-    Decodes JPEG / PNG / BMP / GIF (first frame) bytes to (H, W, 3) uint8 RGB and applies the EXIF
-    ``orientation`` given (1 = as stored: TensorFlow's decoders do not read EXIF).
-    """
+def apply_orientation_tensor(image, orientation):
+    """:func:`apply_orientation` as TensorFlow ops: stored pixels -> displayed image, EXIF orientation 1..8."""
     import tensorflow as tf
 
-    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
     transpose = lambda x: tf.transpose(x, [1, 0, 2])  # noqa: E731
     branches = [
         lambda: image,  # 1: as stored
@@ -179,7 +174,16 @@ def decode_image_tensor(encoded, orientation=1):
         lambda: tf.image.rot90(transpose(image), 2),  # 7: transverse
         lambda: tf.image.rot90(image, 1),  # 8: rotate 90 counter-clockwise to display
     ]
-    image = tf.switch_case(tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7), branches)
+    return tf.switch_case(tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7), branches)
+
+
+def decode_image_tensor(encoded, orientation=1):
+    """:func:`decode_image` as TensorFlow ops, for ``tf.data`` and graphs (the exported SavedModel): JPEG / PNG /
+    BMP / GIF bytes to (H, W, 3) uint8 RGB, with the EXIF ``orientation`` given (TensorFlow reads no EXIF)."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+    image = apply_orientation_tensor(image, orientation)
     image.set_shape([None, None, 3])
     return image
 

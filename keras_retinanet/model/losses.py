@@ -147,8 +147,7 @@ class BoxRegressionLoss(keras.losses.Loss):
         target_deltas, class_targets = y_true[..., :4], y_true[..., 4]
         positive = ops.cast(class_targets >= 0, "float32")
         if self.kind == "giou":
-            # Other anchors' deltas may be anything (their targets are dummies): zero them before exp() so that
-            # neither the loss nor its gradient can meet an inf.
+            # Other anchors' deltas may be anything: zeroed before exp(), no inf in the loss or its gradient.
             keep = positive[..., None] > 0.0
             deltas = ops.where(keep, deltas, 0.0)
             target_deltas = ops.where(keep, target_deltas, 0.0)

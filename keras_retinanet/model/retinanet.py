@@ -212,8 +212,7 @@ class RetinaNet(keras.Model):
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
     def compile_from_config(self, config):
-        # Keras' own version refuses models with a custom compile(); without this a reloaded .keras file would
-        # lose its optimiser and its state.
+        # Keras' own refuses a custom compile(): a reloaded .keras file would lose its optimiser and its state.
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)
