@@ -1,8 +1,7 @@
 """keras_retinanet: RetinaNet object detection for Keras 3 on TensorFlow.
 
-The public names are imported on first use (PEP 562, :func:`keras_retinanet._lazy.lazy_namespace`):
-``import keras_retinanet`` is instant and imports neither TensorFlow nor Keras; ``keras_retinanet.RetinaNet``
-(or ``from keras_retinanet import RetinaNet``) imports what that name needs.
+The public names are imported on first use (PEP 562): ``import keras_retinanet`` imports neither TensorFlow
+nor Keras. Importing it is enough for ``keras.saving.load_model`` to load the models it saves.
 
 The rooms, from the bottom up (tests/test_import_graph.py keeps every import pointing down):
 
@@ -17,9 +16,7 @@ The rooms, from the bottom up (tests/test_import_graph.py keeps every import poi
 - ``training/``: configs, the loop, callbacks, schedules, fine-tuning, ``tf.distribute``;
 - ``cli/``: the ``retinanet`` command, one module per subcommand.
 
-Beside them: ``boxes``, ``imaging``, ``visualize``, ``conventions`` (names every room shares), ``atomic``
-(interrupt-safe writes); modules with a leading underscore are plumbing.
-Importing the package is enough for ``keras.saving.load_model`` to load the models it saves.
+Beside them: ``boxes``, ``imaging``, ``visualize``, ``conventions``, ``atomic``; ``_`` modules are plumbing.
 """
 
 from keras_retinanet._lazy import lazy_namespace
@@ -52,8 +49,4 @@ __getattr__, __dir__ = lazy_namespace(
     },
 )
 __all__ = sorted(__dir__())
-
-# `keras.saving.load_model` finds every class a saved model holds once this package is imported, as with
-# KerasHub, yet `import keras_retinanet` stays free of TensorFlow until Keras itself is imported
-# (keras_retinanet/_registration.py says how).
 register_when_keras_is_imported()

@@ -1,9 +1,5 @@
-"""Lazy package namespaces (PEP 562): ``package.Name`` imports its module on first use.
-
-Packages whose modules import TensorFlow expose their public names this way, so that importing the package,
-or a light submodule of it (``keras_retinanet.export.config``), stays fast: ``retinanet --help`` must not
-wait for TensorFlow.
-"""
+"""Lazy package namespaces (PEP 562): ``package.Name`` imports its module on first use, so that importing a
+package whose modules import TensorFlow stays fast."""
 
 from __future__ import annotations
 

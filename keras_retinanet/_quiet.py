@@ -15,11 +15,8 @@ from collections.abc import Iterator, Sequence
 
 VERBOSE_HELP = "show TensorFlow's C++ start-up and log lines (oneDNN, CUDA, cpu_feature_guard, converter)"
 
-# Lines TensorFlow's C++ libraries write while `import tensorflow` loads them. Most come from static
-# initialisers that log through absl before absl::InitializeLog, so TF_CPP_MIN_LOG_LEVEL cannot hide them; and
-# they come twice, because the profiler extension (tensorflow/python/profiler/internal/
-# _pywrap_profiler_plugin.so) carries its own copy of the same start-up code (port.cc, cudart_stub.cc) and
-# runs it again when `import tensorflow` reaches it.
+# Lines TensorFlow's C++ libraries write while `import tensorflow` loads them, mostly from static initialisers
+# that log before absl::InitializeLog, so TF_CPP_MIN_LOG_LEVEL cannot hide them.
 STARTUP_NOISE = re.compile(
     r"All log messages before absl::InitializeLog"
     r"|oneDNN custom operations are on"
@@ -36,45 +33,27 @@ CONVERTER_LOGGERS = ("tensorflow", "tf2onnx")
 
 
 @contextlib.contextmanager
-def filtered_stderr(noise: re.Pattern = STARTUP_NOISE) -> Iterator[None]:
-    """Captures the process's stderr (file descriptor 2, where C++ libraries write) for the duration of the
-    block, then writes back every line that ``noise`` does not match."""
+def filtered_stderr(noise: re.Pattern = STARTUP_NOISE) -> Iterator[list[str]]:
+    """Captures the process's stderr (file descriptor 2, where C++ libraries write) for the block, then writes
+    back every line that ``noise`` does not find; yields the list the other lines are added to."""
+    dropped: list[str] = []
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:
-            yield
+            yield dropped
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            kept = [
-                line
-                for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
-                if not noise.search(line)
-            ]
+            kept = []
+            for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True):
+                (dropped if noise.search(line) else kept).append(line)
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
-
-
-class _FilteringLoader:
-    """Runs the real loader of ``tensorflow`` inside :func:`filtered_stderr`; delegates everything else."""
-
-    def __init__(self, loader):
-        self._loader = loader
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        with filtered_stderr():
-            self._loader.exec_module(module)
-
-    def __getattr__(self, name):
-        return getattr(self._loader, name)
 
 
 class _QuietTensorFlowFinder:
@@ -87,18 +66,21 @@ class _QuietTensorFlowFinder:
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _FilteringLoader(spec.loader)
+        if spec is not None and hasattr(spec.loader, "exec_module"):
+            execute = spec.loader.exec_module
+
+            def exec_module(module):
+                with filtered_stderr():
+                    execute(module)
+
+            spec.loader.exec_module = exec_module  # the loader object is this spec's own
         return spec
 
 
 def quiet_tensorflow() -> None:
-    """Hides TensorFlow's C++ start-up and log lines for the rest of the process (before it is imported).
-
-    ``TF_CPP_MIN_LOG_LEVEL=3`` (unless already set) keeps its C++ logging quiet; errors still reach Python as
-    exceptions. The lines logged before that setting is read are filtered out of stderr during the import.
-    No effect once TensorFlow is imported. The INFO lines of TensorFlow's and tf2onnx's Python loggers are hidden too.
-    """
+    """Hides TensorFlow's C++ start-up and log lines for the rest of the process, if called before it is
+    imported: ``TF_CPP_MIN_LOG_LEVEL=3`` (unless set), and the lines logged before that is read are filtered.
+    The INFO lines of ``CONVERTER_LOGGERS`` are hidden too."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for converter in CONVERTER_LOGGERS:
         logging.getLogger(converter).setLevel(logging.WARNING)

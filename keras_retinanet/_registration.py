@@ -1,14 +1,10 @@
 """Registers the package's Keras classes: ``keras.saving.load_model`` finds them after ``import keras_retinanet``.
 
-How Keras 3.15 finds a saved class (``keras/src/saving/serialization_lib.py``, ``_retrieve_class_or_fn``): by its
-registered name (``"keras_retinanet>RetinaNet"``) in the registry that ``@keras.saving.register_keras_serializable``
-fills when the defining module runs; the config's ``module`` (``"keras_retinanet.model.retinanet"``) is imported
-only for ``keras``, ``keras_hub``, ``keras_cv`` and ``keras_nlp``. So our modules must have been imported before a
-load, as importing KerasHub does. They import TensorFlow (seconds), which ``retinanet --help`` must not wait for; so
-``import keras_retinanet`` registers at once only when Keras is already imported, and otherwise installs
-:class:`_RegisterWithKeras`, which registers as soon as Keras has been imported and none of our own modules is
-half-way through its import (registering inside one would meet it half-initialised: ``boxes`` imports Keras before
-it defines what ``anchors`` takes from it). A process that never imports Keras pays nothing.
+Keras 3 finds a saved class by its registered name (``"keras_retinanet>RetinaNet"``), which the defining module's
+decorator fills in; it imports the config's ``module`` only for its own packages. Our modules import TensorFlow
+(seconds), which ``retinanet --help`` must not wait for: so ``import keras_retinanet`` registers at once only when
+Keras is imported, else installs :class:`_RegisterWithKeras`, which registers once Keras has been imported and
+none of our modules is half-way through its import.
 """
 
 from __future__ import annotations
@@ -43,11 +39,8 @@ def register_keras_objects() -> None:
 
 
 class _RegisterWithKeras(importlib.abc.MetaPathFinder):
-    """An import hook (in ``sys.meta_path``) that watches ``keras`` and ``keras_retinanet.*`` imports.
-
-    It lets the other finders find them and wraps the found loader's ``exec_module`` to count our modules being
-    executed; once ``keras`` has executed and that count is zero, it removes itself and registers.
-    """
+    """An import hook that wraps the loaders of ``keras`` and ``keras_retinanet.*`` to count our modules being
+    executed; once ``keras`` has executed and that count is zero, it removes itself and registers."""
 
     def __init__(self):
         self.keras_imported = False

@@ -1,25 +1,13 @@
-"""Atomic writes for the files of a run folder, so that a kill at any instant leaves the previous good file.
+"""Atomic writes of files and folders, so that a kill at any instant leaves the previous good one.
 
-Every writer here writes to a hidden temporary name in the destination's own folder
-(``.NAME.partial-PID.SUFFIX``, e.g. ``.last.partial-4242.keras``), flushes it to disk (``fsync``), then
-renames it over the destination with ``os.replace``, which POSIX makes atomic within one file system: a reader,
-or a rerun after a kill, sees either the whole old file or the whole new one, never a mix or a truncated file.
-The folder is fsynced after the rename so that the new name survives a power cut too.
+A file is written to a hidden sibling ``.NAME.partial-PID.SUFFIX``, fsynced, then renamed over the destination
+(``os.replace``: atomic within one file system); a folder is built as ``.NAME.partial-PID`` and renamed into
+place (:func:`staged_folder`). An OSError naming no file (a full disk) is raised again naming the destination.
+What a kill leaves is removed by the next run (:func:`remove_partial_files`, :func:`staged_folder`).
 
-An OSError that names no file (a full disk: ``ENOSPC``, a read-only file system) is raised again naming the
-destination, so the one-line error says which path could not be written.
-
-A kill leaves at most a temporary file behind; :func:`remove_partial_files` deletes them when the next run
-starts. An exception while writing removes the temporary file at once.
-
-Folders (an evaluation report, an export) follow the same convention: :func:`staged_folder` builds
-``.NAME.partial-PID`` beside the destination and renames it into place, swapping out an old folder through
-``.NAME.old-PID`` when asked to replace it; the next call puts right what a kill left.
-
-:func:`kill_point` is the fault-injection hook the kill tests use (``tests/test_kill.py``): with the
-environment variable ``KERAS_RETINANET_KILL_AT=NAME`` (or ``NAME@N``: the N-th time), the process kills itself
-with SIGKILL when it reaches the point ``NAME``, e.g. ``last.keras:written`` (the temporary file is complete,
-the destination untouched) or ``last.keras:renamed`` (the new file is in place). Unset, it does nothing.
+:func:`kill_point` is the fault-injection hook of ``tests/test_kill.py``: with ``KERAS_RETINANET_KILL_AT=NAME``
+(or ``NAME@N``: the N-th time) the process SIGKILLs itself at the point ``NAME`` (``last.keras:written``,
+``last.keras:renamed``).
 """
 
 from __future__ import annotations
@@ -66,54 +54,45 @@ def partial_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{stem}{PARTIAL_MARK}{os.getpid()}{dot}{suffixes}")
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as file:
-        os.fsync(file.fileno())
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Directories cannot be opened for fsync on Windows; the rename is still atomic there.
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 @contextlib.contextmanager
 def replacing(path: str | os.PathLike) -> Iterator[Path]:
-    """``with replacing("dir/x.keras") as temporary: model.save(temporary)``: whatever the block writes to
-    ``temporary`` replaces ``path`` atomically when the block ends without an exception."""
+    """``with replacing("dir/x.keras") as temporary: model.save(temporary)``: what the block writes to
+    ``temporary`` replaces ``path`` atomically if it ends without an exception."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = partial_path(path)
     try:
         yield temporary
-        _fsync_file(temporary)
+        _fsync(temporary)
         kill_point(f"{path.name}:written")
         os.replace(temporary, path)
     except BaseException as error:
         with contextlib.suppress(OSError):
             temporary.unlink()
-        named = _naming(error, path)
-        if named is not None:
-            raise named from error
+        _raise_naming(error, path)
         raise
-    _fsync_folder(path.parent)
+    with contextlib.suppress(OSError):  # Windows cannot open folders for fsync; the rename is atomic there
+        _fsync(path.parent)
     kill_point(f"{path.name}:renamed")
 
 
-def _naming(error: BaseException, path: Path) -> OSError | None:
-    """The error again with ``path`` named, for an OSError that names no file: a full disk (also h5py's, which
-    carries the errno only in its text), a read-only file system, a quota. None to re-raise as it is."""
+def _raise_naming(error: BaseException, path: Path) -> None:
+    """Raises an OSError that names no file again naming ``path``: a full disk (also h5py's, which carries the
+    errno only in its text), a read-only file system, a quota."""
     if not isinstance(error, OSError) or error.filename is not None:
-        return None
+        return
     if error.errno == errno.ENOSPC or "No space left on device" in str(error):
-        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from error
     if error.errno is not None:
-        return OSError(error.errno, error.strerror or os.strerror(error.errno), str(path))
-    return None
+        raise OSError(error.errno, error.strerror or os.strerror(error.errno), str(path)) from error
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -148,10 +127,8 @@ def save_weights(model, path: str | os.PathLike) -> None:
 
 
 def remove_partial_files(*folders: str | os.PathLike) -> list[Path]:
-    """Deletes the temporary files that killed writers left in ``folders`` (not recursive); returns them.
-
-    Call it only while no other process writes there (``train`` holds the run folder's lock).
-    """
+    """Deletes (and returns) the temporary files killed writers left in ``folders`` (not recursive); only while
+    no other process writes there (``train`` holds the run folder's lock)."""
     removed = []
     for folder in folders:
         folder = Path(folder)
@@ -171,10 +148,9 @@ class FolderInUseError(RuntimeError):
 
 @contextlib.contextmanager
 def locked_folder(path: str | os.PathLike, lock_name: str, what: str) -> Iterator[Path]:
-    """Creates ``path`` and holds ``path/lock_name`` (an exclusive ``flock``) for the block; a second process
-    asking for the same lock gets :class:`FolderInUseError` naming ``what`` holds it (e.g. "another retinanet
-    data convert") and its process id. The kernel releases the lock when the process ends, killed or not. (No
-    lock where ``fcntl`` is missing, i.e. on Windows.)"""
+    """Creates ``path`` and holds ``path/lock_name`` (an exclusive ``flock``, released by the kernel when the
+    process ends) for the block; a second process gets :class:`FolderInUseError` naming ``what`` holds it and
+    its process id. (No lock without ``fcntl``, i.e. on Windows.)"""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     try:
@@ -251,12 +227,10 @@ def staged_folder(
     path: str | os.PathLike, replace: bool = False, complete: Callable[[Path], bool] | None = None
 ) -> Iterator[Path]:
     """``with staged_folder("out/report") as staging: write(staging)``: the block writes into a hidden sibling
-    ``.report.partial-PID``, which then becomes ``path`` in one rename. An empty ``path`` is replaced; a folder
-    with files gets the new files moved over its own, or with ``replace`` is swapped whole: renamed to
-    ``.report.old-PID``, the new one renamed into place, the old one deleted. A kill leaves ``path`` as it was,
-    or (between the swap's two renames) no ``path``: the next call with ``complete`` (whether a staged folder
-    is whole) finishes or undoes that swap (:func:`recover_interrupted_swap`), then removes what writers that
-    are gone left behind. An OSError naming no file is raised again naming ``path``."""
+    ``.report.partial-PID``, which then becomes ``path`` in one rename. A folder with files gets the new files
+    moved over its own, or with ``replace`` is swapped whole through ``.report.old-PID``. A kill leaves ``path``
+    as it was, or (mid-swap) no ``path``: the next call with ``complete`` (whether a staged folder is whole)
+    finishes or undoes the swap (:func:`recover_interrupted_swap`) and removes what gone writers left."""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     done = recover_interrupted_swap(path, complete) if complete is not None else None
@@ -290,9 +264,7 @@ def staged_folder(
         if backup.exists() and not path.exists():
             backup.rename(path)  # the new folder did not make it: the old one stays
         shutil.rmtree(staging, ignore_errors=True)
-        named = _naming(error, path)
-        if named is not None:
-            raise named from error
+        _raise_naming(error, path)
         raise
 
 

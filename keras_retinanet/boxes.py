@@ -1,8 +1,4 @@
-"""Box utilities. The package's one internal format is absolute ``xyxy`` float32 pixels.
-
-Keras is imported inside the functions: :func:`iou`, :func:`match_greedy` and :func:`clip_boxes` on NumPy
-arrays (the detectors, the evaluation, the data readers) need NumPy alone.
-"""
+"""Box utilities on the package's one format, absolute ``xyxy`` float32 pixels (NumPy alone for arrays)."""
 
 from __future__ import annotations
 
@@ -10,14 +6,8 @@ import numpy as np
 
 
 def pairwise_iou(boxes1, boxes2):
-    """IoU of every box in ``boxes1`` with every box in ``boxes2``, both absolute xyxy.
-
-    Args:
-        boxes1: (N, 4) or (B, N, 4).
-        boxes2: (M, 4) or (B, M, 4).
-    Returns:
-        (N, M) or (B, N, M) float32 IoU in [0, 1]; 0 where a box has no area.
-    """
+    """(N, M) or (B, N, M) float32 IoU of (N, 4) or (B, N, 4) ``boxes1`` with (M, 4) or (B, M, 4) ``boxes2``
+    (tensors); 0 where a box has no area."""
     from keras import ops
     from keras.utils import bounding_boxes as kbb
 
@@ -27,13 +17,8 @@ def pairwise_iou(boxes1, boxes2):
 
 
 def iou(boxes1, boxes2) -> np.ndarray:
-    """The package's one NumPy IoU (tensors: :func:`pairwise_iou`); pycocotools' numbers (no +1 on widths).
-
-    Args:
-        boxes1: (N, 4), boxes2: (M, 4).
-    Returns:
-        (N, M) float64 IoU in [0, 1]; 0 where both boxes have no area.
-    """
+    """(N, M) float64 IoU of (N, 4) and (M, 4) boxes, as pycocotools computes it (no +1 on widths); 0 where
+    both boxes have no area. The package's one NumPy IoU (tensors: :func:`pairwise_iou`)."""
     a = np.asarray(boxes1, np.float64).reshape(-1, 4)
     b = np.asarray(boxes2, np.float64).reshape(-1, 4)
     top_left = np.maximum(a[:, None, :2], b[None, :, :2])
@@ -65,11 +50,9 @@ def clip_boxes(boxes, height, width):
 
     Args:
         boxes: (..., 4) absolute x1, y1, x2, y2; a NumPy array or a tensor.
-        height, width: the image size: numbers, or arrays that broadcast against ``boxes[..., 0]``, e.g.
-            (B, 1) each for the (B, M, 4) boxes of B images of different sizes.
+        height, width: numbers, or arrays that broadcast against ``boxes[..., 0]`` ((B, 1) for B images).
     Returns:
-        (..., 4) clipped boxes: for a NumPy array a NumPy array (float64 stays float64, other types become
-        float32), else a float32 tensor. NaN stays NaN.
+        A NumPy array (float64 stays float64, else float32) for an array, else a float32 tensor; NaN stays.
     """
     if isinstance(boxes, np.ndarray):
         dtype = np.float64 if boxes.dtype == np.float64 else np.float32

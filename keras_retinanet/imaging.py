@@ -1,32 +1,22 @@
-"""The one home of image handling outside ``tf.data``: decoding, EXIF orientation, letterbox and its inverse.
+"""Image handling outside ``tf.data``: decoding, EXIF orientation, letterbox, stretch and their inverse.
 
-Every path that feeds a trained model an image it did not see in training goes through here: the detectors
-(Keras, SavedModel, TFLite), export (calibration canvases and the SavedModel graph) and evaluation. The
-training pipeline (``keras_retinanet.data.pipeline``) does the same resize inside ``tf.data`` with
-``keras_retinanet.data.augment.resize_crop_pad``; both use the rule of :func:`letterbox_params`.
-
-Conventions:
-
-- Images are (H, W, 3) uint8 **RGB** numpy arrays, already turned upright by their EXIF orientation.
-- Stretch (:func:`stretch`): what MediaPipe Tasks does to feed a ``.tflite``: the whole image resized to
-  (H, W) without keeping its aspect ratio; boxes map back the same way, with ``scale = (H / h, W / w)``.
-- Letterbox: the image is resized keeping its aspect ratio so that it fits the (H, W) canvas, and placed at the
-  **top-left**; the rest of the canvas is zero. A box of the canvas maps back to the original image by dividing
-  its x by ``scale_x`` and its y by ``scale_y`` (:func:`boxes_to_original`), then clipping to the image.
-- Sizes are (height, width) pairs; :func:`parse_image_size` accepts ``512``, ``"512"``, ``"384x640"``.
+Images are (H, W, 3) uint8 **RGB** arrays, upright by their EXIF orientation; sizes are (height, width).
+Letterbox: resized keeping the aspect ratio to fit the (H, W) canvas, at its **top-left**, the rest zero;
+stretch (MediaPipe Tasks, for a ``.tflite``): the whole image resized to (H, W). Either way a canvas box maps
+back by dividing x by ``scale_x`` and y by ``scale_y`` (:func:`boxes_to_original`). The training pipeline
+resizes inside ``tf.data`` by the same rule (:func:`letterbox_params`).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import sys
-import tempfile
 import threading
 from collections.abc import Sequence
 
 import numpy as np
 
+from keras_retinanet._quiet import filtered_stderr
 from keras_retinanet.boxes import clip_boxes
 
 MIN_IMAGE_SIDE = 32
@@ -42,20 +32,15 @@ class ImageReadError(OSError):
         self.reason = reason
 
 
-# libjpeg's warnings about the entropy-coded data: the decoder then fills the rest of the image with grey and
-# returns success, so these lines on stderr (which name no file) are the only sign (libjpeg-turbo jerror.h:
-# JWRN_HIT_MARKER, JWRN_JPEG_EOF, JWRN_NOT_SEQUENTIAL, JWRN_MUST_RESYNC ...).
+# libjpeg's warnings about the entropy-coded data (jerror.h JWRN_*): the decoder fills the rest of the image
+# with grey and returns success, so these stderr lines are the only sign.
 _LIBJPEG_WARNING = re.compile(r"^(Corrupt JPEG data|Premature end of JPEG file|Warning: )", re.MULTILINE)
 _stderr_lock = threading.Lock()
 
 
 def jpeg_data_warnings(data: bytes) -> list[str]:
     """The warnings libjpeg prints while decoding a JPEG's scans (``"Corrupt JPEG data: premature end of data
-    segment"``: a file cut short with its end marker still in place), as a list of lines; [] for a sound file.
-
-    The scans are decoded at 1/8 scale in greyscale (every coefficient is still read: ~1.3 ms for 640 x 480 on
-    a 2-core Xeon); see :func:`decode_with_libjpeg_warnings`.
-    """
+    segment"``), as a list of lines; [] for a sound file. Decodes at 1/8 scale (every coefficient is read)."""
     import cv2
 
     buffer = np.frombuffer(bytes(data), np.uint8)
@@ -65,35 +50,13 @@ def jpeg_data_warnings(data: bytes) -> list[str]:
 
 
 def decode_with_libjpeg_warnings(buffer: np.ndarray, flags: int) -> tuple[np.ndarray | None, list[str]]:
-    """``cv2.imdecode(buffer, flags)`` and the warning lines libjpeg printed meanwhile.
-
-    libjpeg writes them to the process's stderr (file descriptor 2), naming no file: it is captured for the
-    call, and the captured lines that are not libjpeg's are written back. A lock keeps two calls from
-    interleaving, so a decode in another thread of this module cannot lend its warnings to this one.
-    """
+    """``cv2.imdecode(buffer, flags)`` and the warning lines libjpeg wrote to stderr meanwhile (the lock keeps
+    another thread's decode from lending its warnings to this one)."""
     import cv2
 
-    with _stderr_lock:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with tempfile.TemporaryFile() as capture:
-            os.dup2(capture.fileno(), 2)
-            try:
-                image = cv2.imdecode(buffer, flags)
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-            capture.seek(0)
-            lines = capture.read().decode("utf-8", "replace").splitlines()
-    warnings = [line.strip() for line in lines if _LIBJPEG_WARNING.match(line)]
-    others = [line for line in lines if not _LIBJPEG_WARNING.match(line)]
-    if others:
-        sys.stderr.write("\n".join(others) + "\n")
-    return image, warnings
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Sizes
+    with _stderr_lock, filtered_stderr(_LIBJPEG_WARNING) as warnings:
+        image = cv2.imdecode(buffer, flags)
+    return image, [line.strip() for line in warnings]
 
 
 def parse_image_size(value: int | str | Sequence[int]) -> tuple[int, int]:
@@ -127,17 +90,10 @@ def median_aspect_ratio(examples: Sequence[dict]) -> float | None:
 
 def shape_for_aspect_ratio(aspect_ratio: float, longest_side: int, divisor: int = 32) -> tuple[int, int]:
     """(H, W) with ``longest_side`` on the longer side and ``aspect_ratio`` (W / H) kept as nearly as a multiple
-    of ``divisor`` allows on the other: 4:3 photos at 384 -> (288, 384), 3:4 -> (384, 288), 1:1 -> (384, 384).
-
-    This is the input a phone app feeds without distortion: MediaPipe Tasks stretches each image to the model's
-    input, so a model of its images' shape sees them whole, with no padding.
-    """
+    of ``divisor`` allows on the other (4:3 at 384 -> (288, 384)): the shape MediaPipe Tasks stretches to
+    without distorting the images."""
     short = max(divisor, int(round(longest_side * min(aspect_ratio, 1 / aspect_ratio) / divisor)) * divisor)
     return (short, longest_side) if aspect_ratio >= 1 else (longest_side, short)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Decoding
 
 
 def apply_orientation(image: np.ndarray, orientation: int | None) -> np.ndarray:
@@ -164,9 +120,7 @@ def decode_image(
     """Decode encoded image bytes to an (H, W, 3) uint8 RGB array (greyscale repeated, alpha dropped).
 
     Args:
-        data: encoded JPEG / PNG / ... bytes.
-        orientation: None applies the file's own EXIF orientation (what an image viewer shows); an int 1..8
-            ignores the file's EXIF and applies that orientation (a data set example's ``orientation``).
+        orientation: None applies the file's own EXIF orientation; an int 1..8 applies that one instead.
         name: used in the error message.
     Raises:
         ImageReadError: the bytes cannot be decoded.
@@ -220,17 +174,12 @@ def apply_orientation_tensor(image, orientation):
         lambda: tf.image.rot90(transpose(image), 2),  # 7: transverse
         lambda: tf.image.rot90(image, 1),  # 8: rotate 90 counter-clockwise to display
     ]
-    index = tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7)
-    return tf.switch_case(index, branches)
+    return tf.switch_case(tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7), branches)
 
 
 def decode_image_tensor(encoded, orientation=1):
-    """:func:`decode_image` as TensorFlow ops, for ``tf.data`` and graphs (the exported SavedModel).
-
-    Decodes JPEG / PNG / BMP / GIF (first frame) bytes to (H, W, 3) uint8 RGB (greyscale repeated, alpha
-    dropped, 16-bit PNG scaled to 8 bits) and applies the EXIF ``orientation`` given (1 = as stored:
-    TensorFlow's decoders do not read EXIF, so the readers pass each file's orientation).
-    """
+    """:func:`decode_image` as TensorFlow ops, for ``tf.data`` and graphs (the exported SavedModel): JPEG / PNG /
+    BMP / GIF bytes to (H, W, 3) uint8 RGB, with the EXIF ``orientation`` given (TensorFlow reads no EXIF)."""
     import tensorflow as tf
 
     image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
@@ -253,16 +202,10 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Letterbox and its inverse
-
-
 def letterbox_params(height: int, width: int, target: Sequence[int]) -> tuple[int, int, float, float]:
-    """Resize that fits (height, width) into target (H, W) keeping the aspect ratio.
-
-    Returns (new_height, new_width, scale_y, scale_x) with ``new = round(side * min(H / height, W / width))``,
-    clamped to [1, target], and ``scale_y = new_height / height`` (original pixel -> network pixel, per axis).
-    """
+    """Resize that fits (height, width) into target (H, W) keeping the aspect ratio: (new_height, new_width,
+    scale_y, scale_x), ``new = round(side * min(H / height, W / width))`` clamped to [1, target] and
+    ``scale_y = new_height / height``."""
     if height < 1 or width < 1:
         raise ValueError(
             f"cannot letterbox an empty image of {height} x {width} pixels; images need >= 1 pixel"
@@ -274,14 +217,8 @@ def letterbox_params(height: int, width: int, target: Sequence[int]) -> tuple[in
 
 
 def letterbox(image: np.ndarray, size: int | Sequence[int]) -> tuple[np.ndarray, tuple[float, float]]:
-    """Letterbox one RGB image (h, w, 3) into a uint8 (H, W, 3) canvas (OpenCV bilinear resize).
-
-    Args:
-        image: (h, w, 3) uint8 RGB.
-        size: (H, W) of the canvas, or one int for a square.
-    Returns:
-        ``(canvas (H, W, 3) uint8, (scale_y, scale_x))``; see :func:`boxes_to_original`.
-    """
+    """Letterbox an (h, w, 3) uint8 RGB image into an (H, W, 3) uint8 canvas (``size``: (H, W) or N; OpenCV
+    bilinear): ``(canvas, (scale_y, scale_x))``, see :func:`boxes_to_original`."""
     import cv2
 
     target = parse_image_size(size)
@@ -307,14 +244,10 @@ def rescale(image: np.ndarray, scale: float) -> np.ndarray:
 
 
 def stretch(image: np.ndarray, size: int | Sequence[int]) -> tuple[np.ndarray, tuple[float, float]]:
-    """Resize the whole image to (H, W) without keeping its aspect ratio, exactly as MediaPipe Tasks does.
+    """Resize the whole image to (H, W) without keeping its aspect ratio, byte for byte as MediaPipe Tasks does.
 
-    MediaPipe's ObjectDetector feeds a model this way (ImageToTensorCalculator without ``keep_aspect_ratio``:
-    ``cv::warpPerspective`` of the whole picture onto the tensor, bilinear, border replicated; canvas pixel
-    (x, y) samples the image at (x * w / W, y * h / H), corners aligned rather than pixel centres). Its OpenCV
-    warp works in fixed point: source positions in 1/32 pixel, computed per block of columns. This function
-    computes the same positions and hands them to ``cv2.remap`` with fixed-point maps, so that a ``.tflite``
-    gets the same input tensor here as in an app, byte for byte (checked against mediapipe 1.2.2 and 1.2.3).
+    MediaPipe's ``cv::warpPerspective`` (bilinear, border replicated, corners aligned) works in fixed point:
+    source positions in 1/32 pixel, per block of columns; the same positions go to ``cv2.remap`` here.
 
     Returns:
         ``(canvas (H, W, 3) uint8, (scale_y, scale_x) = (H / h, W / w))``; see :func:`boxes_to_original`.
@@ -350,21 +283,13 @@ def stretch(image: np.ndarray, size: int | Sequence[int]) -> tuple[np.ndarray, t
     return canvas, (out_h / height, out_w / width)
 
 
+# How an image becomes a model input: letterbox (training, Keras, SavedModel) or stretch (MediaPipe, TFLite).
 RESIZE_RULES = {"letterbox": letterbox, "stretch": stretch}
-"""How an image becomes a model input: keep the aspect ratio and pad (training, Keras, SavedModel), or stretch
-the whole image (MediaPipe Tasks, and so the TFLite files)."""
 
 
 def boxes_to_original(boxes: np.ndarray, scale: Sequence[float], original_size: Sequence[int]) -> np.ndarray:
-    """Map (..., 4) xyxy boxes from letterboxed-canvas pixels back to the original image, clipped to it.
-
-    Args:
-        boxes: (..., 4) absolute x1, y1, x2, y2 in canvas pixels.
-        scale: (scale_y, scale_x) returned by :func:`letterbox`.
-        original_size: (height, width) of the original image.
-    Returns:
-        (..., 4) float32 absolute xyxy in original pixels.
-    """
+    """(..., 4) xyxy boxes in canvas pixels -> float32 xyxy pixels of the (height, width) original image,
+    clipped to it; ``scale``: the (scale_y, scale_x) of :func:`letterbox` or :func:`stretch`."""
     scale_y, scale_x = (float(s) for s in scale)
     height, width = (float(s) for s in original_size)
     boxes = np.asarray(boxes, np.float32) / np.array([scale_x, scale_y, scale_x, scale_y], np.float32)
@@ -372,15 +297,8 @@ def boxes_to_original(boxes: np.ndarray, scale: Sequence[float], original_size: 
 
 
 def letterbox_tensor(image, target: Sequence[int]):
-    """:func:`letterbox` as TensorFlow ops, for graphs (the exported SavedModel) and ``tf.data``.
-
-    Args:
-        image: (h, w, 3) float32 tensor.
-        target: (H, W) of the canvas.
-    Returns:
-        ``(canvas (H, W, 3) float32, scale (2,) float32 = (scale_y, scale_x))``; same sizes as
-        :func:`letterbox_params`, bilinear resize (TensorFlow's half-pixel rule, as OpenCV's).
-    """
+    """:func:`letterbox` as TensorFlow ops: (h, w, 3) float32 -> ``(canvas (H, W, 3) float32, (scale_y,
+    scale_x) (2,) float32)`` for ``target`` = (H, W), sizes as :func:`letterbox_params`."""
     import tensorflow as tf
 
     target_h, target_w = int(target[0]), int(target[1])
@@ -400,30 +318,15 @@ def letterbox_tensor(image, target: Sequence[int]):
 
 
 def resize_tensor(image, size):
-    """Bilinear resize as TensorFlow ops (``tf.data`` and exported graphs): the package's one tensor resize.
-
-    Args:
-        image: (h, w, C) or (B, h, w, C) tensor.
-        size: (2,) int (H, W), a tensor or a sequence.
-    Returns:
-        (H, W, C) or (B, H, W, C) float32; TensorFlow's half-pixel rule (as OpenCV's ``INTER_LINEAR``), no
-        antialiasing.
-    """
+    """Bilinear resize as TensorFlow ops, the package's one tensor resize: (h, w, C) or (B, h, w, C) ->
+    float32 of (H, W) = ``size`` (half-pixel rule as OpenCV's ``INTER_LINEAR``, no antialiasing)."""
     import tensorflow as tf
 
     return tf.image.resize(image, size, method="bilinear")
 
 
 def boxes_to_original_tensor(boxes, scale, original_size):
-    """:func:`boxes_to_original` for batches of tensors.
-
-    Args:
-        boxes: (B, M, 4) xyxy in canvas pixels.
-        scale: (B, 2) float32 (scale_y, scale_x).
-        original_size: (B, 2) (height, width).
-    Returns:
-        (B, M, 4) float32 xyxy in original pixels, clipped to each image.
-    """
+    """:func:`boxes_to_original` for batches of tensors: (B, M, 4) boxes, (B, 2) scales and (B, 2) sizes."""
     import tensorflow as tf
 
     scale = tf.cast(scale, tf.float32)
@@ -431,24 +334,3 @@ def boxes_to_original_tensor(boxes, scale, original_size):
     scale_xyxy = tf.tile(tf.reverse(scale, axis=[1]), [1, 2])[:, None, :]
     # (B, 1) heights and widths: each image's boxes clipped to its own size.
     return clip_boxes(tf.cast(boxes, tf.float32) / scale_xyxy, size[:, 0:1], size[:, 1:2])
-
-
-__all__ = [
-    "ImageReadError",
-    "jpeg_data_warnings",
-    "apply_orientation",
-    "apply_orientation_tensor",
-    "as_rgb",
-    "boxes_to_original",
-    "boxes_to_original_tensor",
-    "decode_image",
-    "decode_image_tensor",
-    "letterbox",
-    "letterbox_params",
-    "letterbox_tensor",
-    "parse_image_size",
-    "read_image",
-    "rescale",
-    "resize_tensor",
-    "stretch",
-]

@@ -1,8 +1,4 @@
-"""Drawing detections on images with OpenCV.
-
-Images are numpy arrays (H, W, 3) uint8 in RGB order (the package's convention; OpenCV's ``imwrite`` wants
-BGR, see :func:`rgb_to_bgr`). Boxes are absolute ``x1, y1, x2, y2`` pixels of the image drawn on.
-"""
+"""Drawing detections with OpenCV on (H, W, 3) uint8 RGB images (``imwrite`` wants BGR: :func:`rgb_to_bgr`)."""
 
 from __future__ import annotations
 
@@ -15,28 +11,11 @@ from keras_retinanet.boxes import clip_boxes
 from keras_retinanet.conventions import class_name
 
 # 20 well separated colours (RGB): Tableau 10 plus its light variants, reordered so that neighbours differ.
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-    (174, 199, 232),
-    (255, 187, 120),
-    (152, 223, 138),
-    (255, 152, 150),
-    (197, 176, 213),
-    (196, 156, 148),
-    (247, 182, 210),
-    (199, 199, 199),
-    (219, 219, 141),
-    (158, 218, 229),
+_HEX_PALETTE = (
+    "1f77b4 ff7f0e 2ca02c d62728 9467bd 8c564b e377c2 7f7f7f bcbd22 17becf"
+    " aec7e8 ffbb78 98df8a ff9896 c5b0d5 c49c94 f7b6d2 c7c7c7 dbdb8d 9edae5"
 )
+PALETTE: tuple[tuple[int, int, int], ...] = tuple(tuple(bytes.fromhex(h)) for h in _HEX_PALETTE.split())
 
 
 def class_colour(class_id: int) -> tuple[int, int, int]:
@@ -66,20 +45,14 @@ def draw_detections(
     thickness: int | None = None,
     font_scale: float | None = None,
 ) -> np.ndarray:
-    """Draw boxes with "name score" labels on a copy of ``image``.
+    """Draw boxes with "name score" labels on a copy of ``image``: a new (H, W, 3) uint8 RGB image.
 
     Args:
         image: (H, W, 3) uint8 RGB image (a grayscale (H, W) image is converted).
         boxes: (D, 4) absolute ``x1, y1, x2, y2`` pixels of ``image``.
         scores: (D,) scores in [0, 1] or None (labels without a score).
         classes: (D,) int class ids; rows with a negative id (padding) are skipped.
-        class_names: names for the class ids; the id is shown when missing.
-        score_threshold: detections with a lower score are not drawn.
-        thickness: line thickness in pixels (default: from the image size).
-        font_scale: OpenCV font scale (default: from the image size).
-
-    Returns:
-        A new (H, W, 3) uint8 RGB image.
+        thickness, font_scale: line thickness in pixels and OpenCV font scale (default: from the image size).
     """
     canvas = np.array(image, dtype=np.uint8, copy=True)
     if canvas.ndim == 2:
@@ -95,10 +68,8 @@ def draw_detections(
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     classes = np.asarray(classes).reshape(-1).astype(np.int64)
     scores_arr = None if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
-    order = (
-        np.arange(len(boxes)) if scores_arr is None else np.argsort(scores_arr)
-    )  # best drawn last (on top)
-    for i in order:
+    # The best drawn last, on top.
+    for i in np.arange(len(boxes)) if scores_arr is None else np.argsort(scores_arr):
         cls = int(classes[i])
         if cls < 0 or not np.all(np.isfinite(boxes[i])):
             continue

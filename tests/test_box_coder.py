@@ -11,7 +11,7 @@ def test_encode_worked_by_hand():
     box = np.array([[2.0, 4.0, 22.0, 24.0]])  # centre (12, 14), size 20 x 20
     deltas = np.asarray(BoxCoder().encode(anchor, box))
     np.testing.assert_allclose(deltas, [[0.7, 0.2, math.log(2.0), 0.0]], rtol=1e-6, atol=1e-7)
-    weighted = np.asarray(BoxCoder.from_variances((0.1, 0.1, 0.2, 0.2)).encode(anchor, box))
+    weighted = np.asarray(BoxCoder(weights=(10, 10, 5, 5)).encode(anchor, box))
     np.testing.assert_allclose(weighted, [[7.0, 2.0, 5 * math.log(2.0), 0.0]], rtol=1e-6, atol=1e-6)
 
 

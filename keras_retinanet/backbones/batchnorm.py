@@ -13,15 +13,9 @@ _FUSED_MIN_EPSILON = 1.001e-5
 
 @keras.saving.register_keras_serializable(package="keras_retinanet")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """``keras.layers.BatchNormalization`` whose training-mode step runs TensorFlow's fused kernel.
-
-    Keras 3 computes a training-mode BatchNorm from separate mean, variance and normalisation ops, and their
-    gradients from as many more; ``tf.nn.fused_batch_norm`` (oneDNN on CPU, cuDNN on GPU, XLA on TPU) does
-    each direction in one kernel, about twice as fast. Results are the same as the Keras layer's: the same
-    normalisation with the batch's (biased) variance, and the same moving-average updates. Inference mode,
-    frozen layers (``trainable=False``) and every case the fused kernel does not cover (another backend, a
-    mask, renorm, synchronised statistics, a channel axis other than the last of a 4-D input, or an epsilon
-    below 1.001e-5) use the Keras layer's own code.
+    """``keras.layers.BatchNormalization`` whose training-mode step runs TensorFlow's fused kernel (one kernel
+    per direction instead of separate ops), with the Keras layer's results and moving-average updates. Every
+    other case (inference, frozen, a mask, renorm, another axis or backend) runs the Keras layer's own code.
 
     Input and output: (B, H, W, C), any float dtype; statistics and parameters stay float32.
     """
@@ -63,18 +57,11 @@ def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization
 
 
 def recompute_batchnorm_statistics(model: keras.Model, images: Iterable, max_batches: int = 100) -> int:
-    """Sets every BatchNorm's moving mean and variance to the exact average over ``images`` (detectron2's PreciseBN).
-
-    A short or small-batch training leaves the moving averages (momentum 0.99) far from the statistics the
-    trained weights produce, so inference-mode outputs lag behind training-mode ones. This runs forward passes
-    in training mode with a momentum that makes the moving values a cumulative mean, then restores the layers.
+    """Sets every BatchNorm's moving mean and variance to the exact average over ``images`` (detectron2's
+    PreciseBN: a short training leaves the moving averages behind the weights); returns the batches used.
 
     Args:
-        model: any Keras model.
         images: iterable of (B, H, W, 3) image batches, or of (images, targets) tuples.
-        max_batches: batches to average over.
-    Returns:
-        The number of batches used.
     """
     layers = batchnorm_layers(model)
     if not layers:

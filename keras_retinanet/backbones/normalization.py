@@ -11,8 +11,7 @@ class ImageNormalization(keras.layers.Layer):
     """Maps RGB pixels in [0, 255] to what a backbone's ImageNet weights expect.
 
     Modes: ``"caffe"`` (RGB -> BGR, minus the ImageNet mean; ResNet v1), ``"tf"`` (to [-1, 1]; MobileNetV2,
-    ResNet v2), ``"torch"`` (``(x / 255 - mean) / std`` with the ImageNet mean (0.485, 0.456, 0.406) and std
-    (0.229, 0.224, 0.225), RGB: torchvision's models), ``"none"`` (the backbone normalises itself).
+    ResNet v2), ``"torch"`` (``(x / 255 - mean) / std``, ImageNet's, torchvision's models), ``"none"``.
     """
 
     def __init__(self, mode: str = "none", **kwargs):

@@ -1,9 +1,7 @@
-"""``keras.applications`` backbones that return the C3, C4, C5 feature maps (strides 8, 16, 32).
+"""Backbones that return the C3, C4, C5 feature maps (strides 8, 16, 32), by name.
 
-Backbones start from ImageNet weights by default (``weights="imagenet"``), as ``keras.applications`` and every
-detection library do: Keras downloads them once into its cache (``$KERAS_HOME/models``, ``~/.keras/models``
-unless set); torchvision's ResNets read torchvision's file from torch's cache
-(``$TORCH_HOME/hub/checkpoints``). ``weights=None`` trains from scratch; a path loads a local file.
+``weights="imagenet"`` (the default) reads Keras' cache (downloaded on first use) or, for torchvision's
+ResNets, torch's (``$TORCH_HOME/hub/checkpoints``); ``None`` trains from scratch; a path loads a local file.
 """
 
 from __future__ import annotations
@@ -54,14 +52,11 @@ _BACKBONES = {
         f"efficientnet_v2_{v}": (getattr(keras.applications, f"EfficientNetV2{v.upper()}"), "none")
         for v in ("b0", "b1", "b2", "b3", "s", "m", "l")
     },
-    # TF Model Garden's MobileNet-MultiHW-AVG (MediaPipe Model Maker's detector); its weights come from a
-    # converted Model Garden checkpoint, trained on ImageNet mean/std pixels.
+    # Its weights come from a converted Model Garden checkpoint, trained on ImageNet mean/std pixels.
     "mobilenet_multi_avg": (_mobilenet_multi_avg, "torch"),
 }
 # Backbones whose C3, C4, C5 are not the last layer of each stride: their layer names.
 _FEATURE_LAYERS = {"mobilenet_multi_avg": MULTI_AVG_FEATURE_LAYERS}
-# torchvision's ResNets (stride on the 3x3 conv, PyTorch padding, frozen BatchNorm with epsilon 1e-5, ImageNet
-# mean/std input normalisation), for torchvision checkpoints: see keras_retinanet.backbones.torchvision.resnet.
 _TORCHVISION_BACKBONES = {f"torchvision_resnet{depth}": depth for depth in RESNET_BLOCKS}
 _BUILT_IN = frozenset([*_BACKBONES, *_TORCHVISION_BACKBONES])
 FEATURE_STRIDES = (8, 16, 32)
@@ -90,9 +85,8 @@ def register_backbone(
     """Makes ``name`` a backbone of :func:`build_backbone`, hence of ``RetinaNet(backbone=name)`` and ``--backbone``.
 
     ``constructor(include_top=False, weights=None | "imagenet" | PATH, input_shape=(None, None, 3), **kwargs)``
-    returns a functional model of pixels normalised as ``normalization`` says (caffe, tf, torch, none), as
-    ``keras.applications`` constructors do; ``feature_layers`` names C3, C4, C5 (``None``: the last layer of each
-    stride 8, 16, 32). A name registered again is replaced; built-in names are refused (docs/adding-a-backbone.md).
+    returns a functional model of pixels normalised as ``normalization`` says (caffe, tf, torch, none);
+    ``feature_layers`` names C3, C4, C5 (``None``: the last layer of each stride). Built-in names are refused.
     """
     if name in _BUILT_IN:
         raise ValueError(f"backbone {name!r} is built in; register the new one under another name")
@@ -103,11 +97,8 @@ def register_backbone(
 
 
 def _feature_layer_indices(model: keras.Model) -> list[int]:
-    """Indices of the last layers whose outputs have strides 8, 16 and 32, found on a probe-sized model.
-
-    Indices, not names: some applications name layers from a global counter, so names differ between two
-    instances while the layer order does not.
-    """
+    """Indices of the last layers whose outputs have strides 8, 16 and 32, found on a probe-sized model
+    (indices, not names: some applications name layers from a global counter)."""
     indices = []
     for stride in FEATURE_STRIDES:
         size = _PROBE_SIZE // stride
@@ -122,38 +113,32 @@ def _feature_layer_indices(model: keras.Model) -> list[int]:
     return indices
 
 
-def _inbound_layer_names(layer_config: dict) -> list[str]:
-    """Names of the layers whose outputs a layer of a functional model's config consumes."""
-    names = []
+def layer_consumers(config: dict) -> tuple[dict[str, list[dict]], set[str]]:
+    """Of a functional model's config: {layer name: the configs of the layers that read it}, and the names of
+    its output layers."""
+    consumers: dict[str, list[dict]] = {}
 
-    def visit(value) -> None:
-        if isinstance(value, dict):
-            if "keras_history" in value:
-                names.append(value["keras_history"][0])
-            else:
-                for item in value.values():
-                    visit(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                visit(item)
+    def visit(value, layer_config: dict) -> None:
+        if isinstance(value, dict) and "keras_history" in value:
+            consumers.setdefault(value["keras_history"][0], []).append(layer_config)
+        elif isinstance(value, (dict, list, tuple)):
+            for item in value.values() if isinstance(value, dict) else value:
+                visit(item, layer_config)
 
-    visit(layer_config.get("inbound_nodes", []))
-    return names
+    for layer_config in config["layers"]:
+        visit(layer_config.get("inbound_nodes", []), layer_config)
+    outputs = config["output_layers"]
+    outputs = [outputs] if outputs and isinstance(outputs[0], str) else outputs  # one output: not nested
+    return consumers, {output[0] for output in outputs}
 
 
 def streamline_batchnorm(model: keras.Model) -> keras.Model:
-    """A copy of a functional model with the same outputs and a faster BatchNorm in training.
+    """A copy of a functional model with the same outputs (up to float rounding) and a faster BatchNorm.
 
-    - Every ``BatchNormalization`` becomes a ``FusedBatchNormalization`` (same weights; one fused kernel per
-      direction in training mode, see ``keras_retinanet.backbones.batchnorm``).
-    - The bias of a ``Conv2D`` whose only consumer is a BatchNorm is folded into that BatchNorm's moving mean.
-      BatchNorm subtracts the mean of its input, so the bias does nothing in training mode (its gradient is
-      zero) and in inference mode equals a shift of the moving mean. ``keras.applications``' ResNet v1 models
-      carry one on each of their 53 convolutions, each costing a BiasAdd and, in training, a reduction over the
-      whole activation for its gradient.
-
-    The outputs are unchanged up to float rounding. Returns ``model`` itself when it is not functional or has
-    no BatchNorm.
+    Every ``BatchNormalization`` becomes a ``FusedBatchNormalization`` (same weights), and the bias of a
+    ``Conv2D`` read only by a BatchNorm moves into its moving mean (BatchNorm subtracts the mean, so the bias
+    only cost a BiasAdd and a gradient reduction). Returns ``model`` itself when not functional or without
+    BatchNorm.
     """
     config = model.get_config()
     if "output_layers" not in config:  # not a functional model (e.g. Sequential): left as it is
@@ -168,13 +153,7 @@ def streamline_batchnorm(model: keras.Model) -> keras.Model:
             registered_name=keras.saving.get_registered_name(FusedBatchNormalization),
         )
 
-    consumers: dict[str, list[dict]] = {}
-    for layer_config in config["layers"]:
-        for name in _inbound_layer_names(layer_config):
-            consumers.setdefault(name, []).append(layer_config)
-    outputs = config["output_layers"]
-    outputs = [outputs] if outputs and isinstance(outputs[0], str) else outputs  # one output: not nested
-    output_names = {output[0] for output in outputs}
+    consumers, output_names = layer_consumers(config)
     folded = {}  # conv name -> BatchNorm name
     for layer_config in config["layers"]:
         name = layer_config["name"]
@@ -228,29 +207,30 @@ def build_backbone(
 
     Args:
         name: one of ``available_backbones()``.
-        weights: ``"imagenet"`` (the default, as in ``keras.applications``: Keras' cached file, downloaded on
-            first use), ``None`` (random init) or the path of a local weights file for the
-            ``keras.applications`` model without its top.
-        batchnorm_momentum: momentum of every BatchNorm moving average (0.9, PyTorch's 0.1). The applications
-            use 0.99-0.999 (MobileNets 0.999): after a few hundred steps their moving statistics are still mostly
-            the initial ones, and inference-mode outputs are wrong. ``None`` keeps the application's values.
+        weights: ``"imagenet"``, ``None`` (random init) or a local weights file of the model without its top.
+        batchnorm_momentum: of every BatchNorm (PyTorch's; the applications' 0.99-0.999 lag for hundreds of
+            steps); ``None`` keeps theirs.
         feature_layers: names of the three layers whose outputs are C3, C4, C5 (e.g. MobileNetV2's
-            ``block_5_add``, ``block_12_add``, ``block_16_project_BN``, TF Model Garden's choice); ``None``: the
-            last layer of each stride 8, 16 and 32 (``block_6_expand_relu``, ``block_13_expand_relu``,
-            ``out_relu``). Layers after the last one are left out of the model.
+            ``block_5_add``, ``block_12_add``, ``block_16_project_BN``); ``None``: the last layer of each stride.
         normalization: ``ImageNormalization`` mode in front of the backbone; ``None``: what its ImageNet
             weights expect.
         **kwargs: passed to the ``keras.applications`` constructor (e.g. ``alpha`` for MobileNet).
     Returns:
-        A functional ``keras.Model`` with input (None, None, None, 3) and outputs C3 (stride 8), C4 (stride 16)
-        and C5 (stride 32); the input normalisation of the weights is inside it. After the weights are
-        loaded, convolution biases that only feed a BatchNorm are folded into it and BatchNorm trains with the
-        fused kernel (``streamline_batchnorm``).
+        A functional ``keras.Model``: (B, H, W, 3) -> [C3, C4, C5], the normalisation inside, BatchNorm
+        streamlined (:func:`streamline_batchnorm`).
     """
     if name in _TORCHVISION_BACKBONES:
         if feature_layers or normalization:
             raise ValueError(f"backbone {name!r} fixes its feature layers and input normalisation")
-        return _build_torchvision_backbone(name, weights, batchnorm_momentum, **kwargs)
+        weights = resolve_torchvision_weights(name, weights)
+        model = build_torchvision_resnet(
+            _TORCHVISION_BACKBONES[name], batchnorm_momentum=batchnorm_momentum, name=name, **kwargs
+        )
+        if weights is not None:
+            from keras_retinanet.backbones.torchvision.weights import load_torchvision_resnet_weights
+
+            load_torchvision_resnet_weights(model, weights)
+        return model
     if name not in _BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
     constructor, weights_normalization = _BACKBONES[name]
@@ -312,12 +292,6 @@ def _check_weights_file(weights: str | None) -> None:
         raise FileNotFoundError(f"backbone weights file {weights!r} does not exist")
 
 
-def torch_cache_dir() -> str:
-    """torch.hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``), found without importing torch."""
-    cache = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
-    return os.path.join(os.environ.get("TORCH_HOME", os.path.join(cache, "torch")), "hub", "checkpoints")
-
-
 def resolve_torchvision_weights(name: str, weights: str | None) -> str | None:
     """The file a ``torchvision_resnet*`` backbone loads: ``weights`` itself, or for ``"imagenet"`` torchvision's
     ImageNet checkpoint in torch's cache (the backbone never downloads).
@@ -330,7 +304,10 @@ def resolve_torchvision_weights(name: str, weights: str | None) -> str | None:
         _check_weights_file(weights)
         return weights
     file_name = TORCHVISION_IMAGENET_FILES[_TORCHVISION_BACKBONES[name]]
-    cached = os.path.join(torch_cache_dir(), file_name)
+    # torch.hub's checkpoint folder, found without importing torch.
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    torch_home = os.environ.get("TORCH_HOME", os.path.join(cache, "torch"))
+    cached = os.path.join(torch_home, "hub", "checkpoints", file_name)
     if os.path.isfile(cached):
         return cached
     raise BackboneWeightsError(
@@ -338,18 +315,3 @@ def resolve_torchvision_weights(name: str, weights: str | None) -> str | None:
         f"({cached}): download https://download.pytorch.org/models/{file_name} there (.pth files need "
         f"pip install 'keras-retinanet[torch]'), or {_FROM_SCRATCH_OR_FILE}"
     )
-
-
-def _build_torchvision_backbone(
-    name: str, weights: str | None, batchnorm_momentum: float | None, **kwargs
-) -> keras.Model:
-    """A ``torchvision_resnet*`` backbone, its weights read from a torchvision checkpoint file."""
-    weights = resolve_torchvision_weights(name, weights)
-    model = build_torchvision_resnet(
-        _TORCHVISION_BACKBONES[name], batchnorm_momentum=batchnorm_momentum, name=name, **kwargs
-    )
-    if weights is not None:
-        from keras_retinanet.backbones.torchvision.weights import load_torchvision_resnet_weights
-
-        load_torchvision_resnet_weights(model, weights)
-    return model

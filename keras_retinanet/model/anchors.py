@@ -50,20 +50,16 @@ def _check_arguments(min_level, max_level, sizes, scales, aspect_ratios, offset)
 class AnchorGenerator(keras.layers.Layer):
     """Generates the anchors of every pyramid level for an image size.
 
-    Level ``l`` has stride ``2**l`` and anchors of area ``(sizes[l - min_level] * scale)**2`` for every scale,
-    with height / width = aspect ratio, at every feature-map cell. The anchors of one cell are ordered ratio
-    by ratio and, within a ratio, scale by scale (torchvision's order). Cell ``(i, j)`` of a level with
-    stride ``s`` is centred at ``((j + offset) * s, (i + offset) * s)``.
+    Level ``l`` has stride ``s = 2**l`` and anchors of area ``(sizes[l - min_level] * scale)**2``, height /
+    width = aspect ratio, ordered ratio by ratio, then scale by scale (torchvision's order); cell ``(i, j)`` is
+    centred at ``((j + offset) * s, (i + offset) * s)``.
 
     Args:
-        min_level, max_level: pyramid levels (3 and 7 in the paper).
         sizes: base anchor size per level, pixels; ``len(sizes) == max_level - min_level + 1``.
-        scales: size multipliers per location (paper: 2^0, 2^(1/3), 2^(2/3)).
-        aspect_ratios: height / width ratios per location (paper: 0.5, 1, 2).
-        offset: centre offset in strides: 0.5 centres anchors on the cells (fizyr), 0.0 puts them on the cell's
-            top-left corner (torchvision, detectron2, keras-hub).
-        round_sizes: torchvision's integer anchors: each scaled size is truncated to an int
-            (``int(size * scale)``) and the cell's anchor corners are rounded to whole pixels.
+        scales, aspect_ratios: size multipliers and height / width ratios per location.
+        offset: centre offset in strides: 0.5 on the cell centre (fizyr), 0.0 on its top-left corner
+            (torchvision, detectron2, keras-hub).
+        round_sizes: torchvision's integer anchors (``int(size * scale)``, corners rounded to whole pixels).
 
     Calling the layer with ``image_shape=(H, W)`` returns (N, 4) float32 anchors in absolute xyxy pixels,
     ordered level, row, column, anchor; N = sum over levels of ceil(H / s) * ceil(W / s) * A.
@@ -116,53 +112,31 @@ class AnchorGenerator(keras.layers.Layer):
         return np.round(anchors) if self.round_sizes else anchors
 
     def feature_shapes(self, image_shape: Sequence[int]) -> list[tuple[int, int]]:
-        """Feature-map sizes (ceil(H / stride), ceil(W / stride)) of every level for a static image size."""
-        height, width = int(image_shape[0]), int(image_shape[1])
-        return [(math.ceil(height / s), math.ceil(width / s)) for s in self.strides]
-
-    def anchors_for_level(self, level: int, feature_height, feature_width):
-        """(h * w * A, 4) anchors of one level; ``feature_height/width`` may be Python ints or scalar tensors."""
-        stride = float(2**level)
-        shifts_x = (ops.cast(ops.arange(feature_width), "float32") + self.offset) * stride
-        shifts_y = (ops.cast(ops.arange(feature_height), "float32") + self.offset) * stride
-        grid_y, grid_x = ops.meshgrid(shifts_y, shifts_x, indexing="ij")
-        centres = ops.stack([grid_x, grid_y, grid_x, grid_y], axis=-1)
-        centres = ops.reshape(centres, (-1, 1, 4))
-        cell = ops.convert_to_tensor(self.cell_anchors(level))[None, :, :]
-        return ops.reshape(centres + cell, (-1, 4))
+        """Feature-map sizes (ceil(H / stride), ceil(W / stride)) of every level; H, W ints or scalar tensors."""
+        height, width = (int(x) if isinstance(x, (int, np.integer)) else x for x in image_shape[:2])
+        return [(-(-height // s), -(-width // s)) for s in self.strides]
 
     def call(self, image_shape=None, feature_shapes=None):
-        """Anchors for an image.
-
-        Args:
-            image_shape: (H, W) of the network input; the feature shapes are derived as ceil(H / stride).
-            feature_shapes: alternatively, the actual (h, w) of each level (ints or scalar tensors).
-        Returns:
-            (N, 4) float32 anchors, absolute xyxy pixels.
-        """
-        if feature_shapes is None:
-            feature_shapes = self.feature_shapes(image_shape)
-        per_level = [
-            self.anchors_for_level(level, h, w) for level, (h, w) in zip(self.levels, feature_shapes)
-        ]
+        """(N, 4) float32 anchors, absolute xyxy pixels, for an (H, W) network input or the (h, w) of each
+        level (``feature_shapes``: ints or scalar tensors)."""
+        per_level = []
+        for level, (height, width) in zip(self.levels, feature_shapes or self.feature_shapes(image_shape)):
+            shifts_x = (ops.cast(ops.arange(width), "float32") + self.offset) * float(2**level)
+            shifts_y = (ops.cast(ops.arange(height), "float32") + self.offset) * float(2**level)
+            grid_y, grid_x = ops.meshgrid(shifts_y, shifts_x, indexing="ij")
+            centres = ops.reshape(ops.stack([grid_x, grid_y, grid_x, grid_y], axis=-1), (-1, 1, 4))
+            cell = ops.convert_to_tensor(self.cell_anchors(level))[None, :, :]
+            per_level.append(ops.reshape(centres + cell, (-1, 4)))
         return ops.concatenate(per_level, axis=0)
 
     def num_anchors(self, image_shape: Sequence[int]) -> int:
         return sum(h * w for h, w in self.feature_shapes(image_shape)) * self.num_anchors_per_location
 
     def level_sizes(self, image_shape: Sequence[int]) -> list[int]:
-        """Number of anchors on each level for a static image size."""
+        """Number of anchors on each level (ints, or scalar tensors for a traced image size)."""
         return [h * w * self.num_anchors_per_location for h, w in self.feature_shapes(image_shape)]
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(
-            min_level=self.min_level,
-            max_level=self.max_level,
-            sizes=self.sizes,
-            scales=self.scales,
-            aspect_ratios=self.aspect_ratios,
-            offset=self.offset,
-            round_sizes=self.round_sizes,
-        )
-        return config
+        names = ("min_level", "max_level", "sizes", "scales", "aspect_ratios", "offset", "round_sizes")
+        return {**config, **{name: getattr(self, name) for name in names}}

@@ -17,13 +17,11 @@ class BoxCoder:
 
     For an anchor with centre (xa, ya) and size (wa, ha) and a box with centre (x, y) and size (w, h):
     ``dx = wx * (x - xa) / wa``, ``dy = wy * (y - ya) / ha``, ``dw = ww * log(w / wa)``,
-    ``dh = wh * log(h / ha)``. Keras.io's "variances" (0.1, 0.1, 0.2, 0.2) are weights (10, 10, 5, 5).
-
-    Always computes in float32, also under mixed precision, because exp() of float16 deltas overflows.
+    ``dh = wh * log(h / ha)``; keras.io's "variances" (0.1, 0.1, 0.2, 0.2) are weights (10, 10, 5, 5). Always
+    float32 (exp() of float16 deltas overflows).
 
     Args:
-        weights: (wx, wy, ww, wh); torchvision uses (1, 1, 1, 1).
-        clamp: dw and dh are clamped to this value before exp() when decoding (log(1000 / 16)).
+        clamp: dw and dh are clamped to this value before exp() when decoding.
     """
 
     def __init__(self, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), clamp: float = DEFAULT_CLAMP):
@@ -31,10 +29,6 @@ class BoxCoder:
             raise ValueError(f"BoxCoder weights must have 4 values (wx, wy, ww, wh), got {weights}")
         self.weights = [float(w) for w in weights]
         self.clamp = float(clamp)
-
-    @classmethod
-    def from_variances(cls, variances: Sequence[float], clamp: float = DEFAULT_CLAMP) -> BoxCoder:
-        return cls(weights=[1.0 / v for v in variances], clamp=clamp)
 
     @staticmethod
     def _centre_size(boxes):
@@ -62,14 +56,10 @@ class BoxCoder:
         deltas = ops.cast(deltas, "float32")
         xa, ya, wa, ha = self._centre_size(anchors)
         wx, wy, ww, wh = self.weights
-        dx = deltas[..., 0] / wx
-        dy = deltas[..., 1] / wy
-        dw = ops.minimum(deltas[..., 2] / ww, self.clamp)
-        dh = ops.minimum(deltas[..., 3] / wh, self.clamp)
-        x = dx * wa + xa
-        y = dy * ha + ya
-        w = ops.exp(dw) * wa
-        h = ops.exp(dh) * ha
+        x = deltas[..., 0] / wx * wa + xa
+        y = deltas[..., 1] / wy * ha + ya
+        w = ops.exp(ops.minimum(deltas[..., 2] / ww, self.clamp)) * wa
+        h = ops.exp(ops.minimum(deltas[..., 3] / wh, self.clamp)) * ha
         return ops.stack([x - 0.5 * w, y - 0.5 * h, x + 0.5 * w, y + 0.5 * h], axis=-1)
 
     def get_config(self) -> dict:

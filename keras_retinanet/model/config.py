@@ -1,14 +1,8 @@
 """What model to build: :class:`ModelConfig`, every choosable argument of a RetinaNet and its parts.
 
-:class:`ModelConfig` holds every argument of ``RetinaNet`` and of the parts it is made of that a run can
-choose (backbone, pyramid, heads, anchors, box coding, matching, decoding), the losses it is trained with, and
-the input size the model records. Each field's metadata names the class and argument it sets (``target``);
-:meth:`ModelConfig.build` passes them on and ``tests/test_config.py`` fails if a default here drifts from the
-default of that argument, or if one of those classes gains an argument that no field sets.
-
-It is the project's one vocabulary for a model: training (``training.config.TrainConfig`` contains one), the
-named conventions (``presets.PRESETS``) and the benchmark (``benchmark.project.ProjectSettings``) all speak
-it. Standard library and PyYAML only: importing it does not import TensorFlow or Keras.
+Each field's metadata names the class and argument it sets (``target``); ``tests/test_config.py`` fails if a
+default drifts from that argument's, or a class gains an argument no field sets. Training, the presets and the
+benchmark all speak it. Standard library and PyYAML only: importing it does not import TensorFlow or Keras.
 """
 
 from __future__ import annotations
@@ -44,15 +38,9 @@ TARGET_CLASSES = {
 class ModelConfig(Options):
     """A RetinaNet's architecture, parts, losses and input size: ``config.build(class_names)`` makes it.
 
-    Defaults are the paper's (Lin et al. 2017, Detectron), the same as the classes' own defaults (checked by
-    tests/test_config.py), except:
-
-    - ``image_size``: ``conventions.DEFAULT_IMAGE_SIZE`` (512) here, where ``RetinaNet``'s ``None`` means "not
-      recorded"; a trained model records the size it was trained at, and evaluation, prediction and export
-      letterbox images to it;
-    - ``matching="atss"`` and ``use_group_norm=True``: the default recipe, measured better than the paper's
-      on short runs (docs/recipes.md); ``--recipe paper`` (``training.config.RECIPES``) and
-      ``presets.PRESETS["paper"]`` restore the paper's.
+    Defaults are the classes' own (the paper's), except ``image_size`` (``DEFAULT_IMAGE_SIZE``, where
+    ``RetinaNet``'s ``None`` records no size) and ``matching="atss"`` with ``use_group_norm=True`` (measured
+    better on short runs, docs/recipes.md; ``presets.PRESETS["paper"]`` restores the paper's).
     """
 
     # backbone
@@ -64,7 +52,7 @@ class ModelConfig(Options):
     weights: str | None = option(
         "imagenet",
         "backbone weights: imagenet (Keras' cache, downloaded on first use; torchvision ResNets: torch's cache), "
-        "none (from scratch) or a local file (measured against each other in docs/recipes.md)",
+        "none (from scratch) or a local file",
         target=("RetinaNet", "backbone_weights"),
     )
     backbone_kwargs: dict = option(
@@ -109,8 +97,8 @@ class ModelConfig(Options):
     )
     use_group_norm: bool = option(
         True,
-        "GroupNorm after each head conv (torchvision v2; paper: none). Default on: on BCCD-quick it took AP "
-        "0.389 -> 0.468 with ATSS, the heads learning within a short run",
+        "GroupNorm after each head conv (torchvision v2; paper: none); on by default: the heads learn within a "
+        "short run (docs/small-objects.md)",
         target=("RetinaNet", "use_group_norm"),
     )
     group_norm_epsilon: float = option(
@@ -123,8 +111,7 @@ class ModelConfig(Options):
     )
     separable_convs: bool = option(
         False,
-        "depthwise-separable convs in the pyramid and the heads (the mobile models': about 8x fewer "
-        "multiply-adds per 3x3 conv at 128 channels)",
+        "depthwise-separable convs in the pyramid and the heads (the mobile models')",
         target=("RetinaNet", "separable_convs"),
     )
     activation: Literal["relu", "relu6"] = option(
@@ -182,7 +169,7 @@ class ModelConfig(Options):
     matching: Literal["iou", "atss"] = option(
         "atss",
         "iou: the fixed thresholds above (paper); atss: ATSS's per-box thresholds (mean + std of the IoUs of "
-        "the nearest anchors). Default atss: it gives small boxes positives (BCCD platelets AP50 0.0003 -> 0.50)",
+        "the nearest anchors), the default: it gives small boxes positives",
         target=("Matcher", "kind"),
     )
     atss_topk: int = option(
@@ -249,57 +236,47 @@ class ModelConfig(Options):
     def build(self, class_names: Sequence[str], **overrides: Any) -> RetinaNet:
         """The ``RetinaNet`` this configuration describes, for ``class_names`` (K = ``len(class_names)``).
 
-        ``overrides``: ``RetinaNet`` keyword arguments that replace what the configuration gives (a ``decoder``,
-        a ``name``, ``image_size=None`` for a model that records no size). Under a ``tf.distribute`` strategy,
-        call it inside ``strategy.scope()``.
+        ``overrides``: ``RetinaNet`` keyword arguments that replace the configuration's (a ``decoder``, a
+        ``name``, ``image_size=None``). Under a ``tf.distribute`` strategy, call it inside ``strategy.scope()``.
         """
-        from keras_retinanet.model.box_coder import BoxCoder
-        from keras_retinanet.model.decode import DetectionDecoder
-        from keras_retinanet.model.retinanet import RetinaNet
-
         if not class_names:
             raise ValueError("ModelConfig.build needs the class names (at least one)")
         arguments = dict(
             num_classes=len(class_names),
             class_names=list(class_names),
             anchor_generator=self.build_anchor_generator(),
-            box_coder=BoxCoder(**self.arguments("BoxCoder")),
+            box_coder=self._part("BoxCoder"),
             matcher=self.build_matcher(),
-            decoder=DetectionDecoder(**self.arguments("DetectionDecoder")),
+            decoder=self._part("DetectionDecoder"),
             **self.arguments("RetinaNet"),
         )
-        return RetinaNet(**{**arguments, **overrides})
+        return self._part("RetinaNet", **{**arguments, **overrides})
+
+    def _part(self, target: str, **extra: Any) -> Any:
+        """The class named ``target`` (a key of :data:`TARGET_CLASSES`) built with this configuration's
+        arguments, and ``extra``."""
+        import importlib
+
+        cls = getattr(importlib.import_module(TARGET_CLASSES[target]), target)
+        return cls(**{**self.arguments(target), **extra})
 
     def build_anchor_generator(self) -> AnchorGenerator:
         """The ``AnchorGenerator`` these options describe (the one ``build`` gives the model)."""
-        from keras_retinanet.model.anchors import AnchorGenerator
-
-        return AnchorGenerator(name="anchor_generator", **self.arguments("AnchorGenerator"))
+        return self._part("AnchorGenerator", name="anchor_generator")
 
     def build_matcher(self) -> Matcher:
-        """The ``Matcher`` these options describe."""
-        from keras_retinanet.model.matching import Matcher
-
-        return Matcher(**self.arguments("Matcher"))
+        return self._part("Matcher")
 
     def build_label_encoder(self) -> LabelEncoder:
         """The ``LabelEncoder`` (anchors, box coding, matching) of the model ``build`` gives."""
-        from keras_retinanet.model.box_coder import BoxCoder
         from keras_retinanet.model.targets import LabelEncoder
 
-        return LabelEncoder(
-            self.build_anchor_generator(), BoxCoder(**self.arguments("BoxCoder")), self.build_matcher()
-        )
+        return LabelEncoder(self.build_anchor_generator(), self._part("BoxCoder"), self.build_matcher())
 
     def losses(self) -> dict:
         """``{"classification": FocalLoss, "box_regression": BoxRegressionLoss}`` for ``model.compile``."""
-        from keras_retinanet.model.box_coder import BoxCoder
-        from keras_retinanet.model.losses import BoxRegressionLoss, FocalLoss
-
         return {
-            "classification": FocalLoss(**self.arguments("FocalLoss")),
+            "classification": self._part("FocalLoss"),
             # The GIoU loss decodes deltas, with the model's own box coding.
-            "box_regression": BoxRegressionLoss(
-                box_coder=BoxCoder(**self.arguments("BoxCoder")), **self.arguments("BoxRegressionLoss")
-            ),
+            "box_regression": self._part("BoxRegressionLoss", box_coder=self._part("BoxCoder")),
         }

@@ -18,15 +18,8 @@ class DetectionDecoder:
     sigmoid score exceeds ``score_threshold``; decode their boxes; run NMS per class (or across classes);
     keep the best ``max_detections``.
 
-    Per-class NMS uses ``tf.image.combined_non_max_suppression`` (batched). Class-agnostic NMS uses
-    ``tf.image.non_max_suppression_padded``. Neither belongs in a training step: decoding runs only in
-    ``predict`` / ``detect`` / export.
-
     Args:
-        score_threshold: minimum sigmoid score of a kept detection (0.05).
-        topk_per_level: candidates kept per pyramid level before NMS (1000).
-        nms_iou_threshold: boxes of the same class overlapping more than this are suppressed (0.5).
-        max_detections: detections per image after NMS (100).
+        nms_iou_threshold: boxes of the same class overlapping more than this are suppressed.
         class_agnostic: suppress overlapping boxes whatever their classes.
     """
 
@@ -51,13 +44,9 @@ class DetectionDecoder:
                 raise ValueError(f"{name} {getattr(self, name)} must be at least 1")
 
     def select_candidates(self, logits, deltas, anchors, level_sizes: Sequence[int]):
-        """Per-level top-k of the flattened (anchor, class) scores.
+        """Per-level top-k of the flattened (anchor, class) scores of (B, N, K) logits, (B, N, 4) deltas and
+        (N, 4) xyxy anchors, ``level_sizes`` anchors on each level.
 
-        Args:
-            logits: (B, N, K) classification logits.
-            deltas: (B, N, 4) box deltas.
-            anchors: (N, 4) xyxy anchors.
-            level_sizes: number of anchors on each level (sums to N), static ints.
         Returns:
             scores (B, C), classes (B, C) int32, candidate deltas (B, C, 4) and anchors (B, C, 4), where C is
             the sum over levels of min(topk_per_level, N_l * K). Scores below the threshold are set to 0.
@@ -84,19 +73,12 @@ class DetectionDecoder:
         )
 
     def _level_top_k(self, level_logits, size: int, num_classes: int):
-        """The top ``k = min(topk_per_level, size * K)`` (anchor, class) logits of one level.
+        """The top ``k = min(topk_per_level, size * K)`` (anchor, class) logits of one level: (B, k) logits,
+        anchor indices into the level, class ids (int32).
 
-        A full top-k over the flattened (B, size * K) logits is the slowest step of decoding (2.9 M values
-        on P3 at 512x512 with 80 classes). It is done in two exact stages instead: the k anchors with the
-        highest best-class logit, then the top k of their (k, K) logits. No pair of the full top-k is lost:
-        if an anchor is outside the first stage, k anchors beat its best class, each with a pair at least
-        as high as any of its pairs.
-
-        ``size`` may be a scalar tensor (``model.predict`` retraces for a second image size with unknown
-        dimensions): k is then ``topk_per_level`` and the level is padded with -inf logits up to k anchors, so
-        padded rows score 0 and fall under any threshold.
-
-        Returns (B, k) logits, anchor indices into the level, class ids (int32).
+        Two exact stages instead of one slow top-k over (B, size * K): the k anchors with the highest
+        best-class logit, then the top k of their (k, K) logits. A tensor ``size`` (unknown image size) pads
+        the level with -inf logits up to k anchors.
         """
         batch = ops.shape(level_logits)[0]
         if not isinstance(size, int):
@@ -120,13 +102,9 @@ class DetectionDecoder:
     def __call__(
         self, logits, deltas, anchors, level_sizes: Sequence[int], box_coder: BoxCoder, image_shape=None
     ):
-        """Decodes a batch.
+        """Decodes a batch: (B, N, K) logits, (B, N, 4) deltas, (N, 4) xyxy anchors, anchors per level; boxes
+        clipped to ``image_shape`` (H, W) if given.
 
-        Args:
-            logits: (B, N, K) classification logits; deltas: (B, N, 4); anchors: (N, 4) xyxy.
-            level_sizes: anchors per level (static ints summing to N).
-            box_coder: the coder the model was trained with.
-            image_shape: optional (H, W) to clip boxes to.
         Returns:
             dict ``boxes`` (B, M, 4) float32 xyxy pixels of the network input, ``scores`` (B, M) float32,
             ``classes`` (B, M) int32, ``num_detections`` (B,) int32; M = ``max_detections``; rows past
@@ -139,12 +117,20 @@ class DetectionDecoder:
         if image_shape is not None:
             boxes = clip_boxes(boxes, image_shape[0], image_shape[1])
         if self.class_agnostic:
-            return self._class_agnostic_nms(boxes, scores, classes)
-        return self._per_class_nms(boxes, scores, classes, logits.shape[-1])
-
-    def _per_class_nms(self, boxes, scores, classes, num_classes: int):
+            index, num = tf.image.non_max_suppression_padded(
+                boxes,
+                scores,
+                max_output_size=self.max_detections,
+                iou_threshold=self.nms_iou_threshold,
+                score_threshold=self.score_threshold,
+                pad_to_max_output_size=True,
+            )
+            take = lambda values: ops.take_along_axis(values, index, axis=1)  # noqa: E731
+            return self._padded(
+                ops.take_along_axis(boxes, index[..., None], axis=1), take(scores), take(classes), num
+            )
         # Each candidate carries one class: spread its score into a (C, K) matrix for combined NMS.
-        class_scores = ops.one_hot(classes, num_classes, dtype="float32") * scores[..., None]
+        class_scores = ops.one_hot(classes, logits.shape[-1], dtype="float32") * scores[..., None]
         nmsed = tf.image.combined_non_max_suppression(
             boxes[:, :, None, :],
             class_scores,
@@ -155,41 +141,23 @@ class DetectionDecoder:
             pad_per_class=False,
             clip_boxes=False,
         )
-        num = ops.cast(nmsed.valid_detections, "int32")
-        valid = ops.arange(self.max_detections)[None, :] < num[:, None]
-        return {
-            "boxes": ops.where(valid[..., None], nmsed.nmsed_boxes, 0.0),
-            "scores": ops.where(valid, nmsed.nmsed_scores, 0.0),
-            "classes": ops.where(valid, ops.cast(nmsed.nmsed_classes, "int32"), -1),
-            "num_detections": num,
-        }
+        classes = ops.cast(nmsed.nmsed_classes, "int32")
+        return self._padded(nmsed.nmsed_boxes, nmsed.nmsed_scores, classes, nmsed.valid_detections)
 
-    def _class_agnostic_nms(self, boxes, scores, classes):
-        index, num = tf.image.non_max_suppression_padded(
-            boxes,
-            scores,
-            max_output_size=self.max_detections,
-            iou_threshold=self.nms_iou_threshold,
-            score_threshold=self.score_threshold,
-            pad_to_max_output_size=True,
-        )
+    def _padded(self, boxes, scores, classes, num) -> dict:
+        """The decoder's dict, rows past ``num`` set to zero boxes, score 0 and class -1."""
         num = ops.cast(num, "int32")
         valid = ops.arange(self.max_detections)[None, :] < num[:, None]
         return {
-            "boxes": ops.where(valid[..., None], ops.take_along_axis(boxes, index[..., None], axis=1), 0.0),
-            "scores": ops.where(valid, ops.take_along_axis(scores, index, axis=1), 0.0),
-            "classes": ops.where(valid, ops.take_along_axis(classes, index, axis=1), -1),
+            "boxes": ops.where(valid[..., None], boxes, 0.0),
+            "scores": ops.where(valid, scores, 0.0),
+            "classes": ops.where(valid, classes, -1),
             "num_detections": num,
         }
 
     def get_config(self) -> dict:
-        return {
-            "score_threshold": self.score_threshold,
-            "topk_per_level": self.topk_per_level,
-            "nms_iou_threshold": self.nms_iou_threshold,
-            "max_detections": self.max_detections,
-            "class_agnostic": self.class_agnostic,
-        }
+        names = ("score_threshold", "topk_per_level", "nms_iou_threshold", "max_detections", "class_agnostic")
+        return {name: getattr(self, name) for name in names}
 
     @classmethod
     def from_config(cls, config: dict) -> DetectionDecoder:

@@ -1,19 +1,8 @@
 """The inference graph of a trained RetinaNet: BatchNorm folded into the convolutions, optionally in bfloat16.
 
-In inference mode a BatchNorm that directly follows a convolution is an affine map per output channel,
-``y = (x - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``, so it can be merged into the convolution:
-
-    kernel' = kernel * s        (per output channel; a depthwise kernel (kh, kw, in, mult) has in * mult)
-    bias'   = (bias - mean) * s + beta
-
-The folded graph computes the same function up to float rounding, without the BatchNorm's two passes over
-every activation (about 50 in ResNet-50, 50 in MobileNetV2). ``inference_model`` returns such a copy; the
-original model is left unchanged and keeps training as before. GroupNorm in the heads depends on its input's
-statistics and is not folded.
-
-``inference_model(model, precision="bf16")`` builds the copy under Keras' ``"mixed_bfloat16"`` policy:
-variables stay float32, convolutions compute in bfloat16, and the heads cast their outputs to float32, so
-that box decoding and NMS (``keras_retinanet.model.decode``) run in float32 as before.
+An inference-mode BatchNorm after a convolution merges into it (``kernel' = kernel * s``, ``bias' = (bias -
+mean) * s + beta``, ``s = gamma / sqrt(var + eps)``); GroupNorm is not folded. ``precision="bf16"`` builds the
+copy under ``"mixed_bfloat16"``, the head outputs (and so decoding and NMS) staying float32.
 """
 
 from __future__ import annotations
@@ -27,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_retinanet.backbones.registry import _inbound_layer_names
+from keras_retinanet.backbones.registry import layer_consumers
 from keras_retinanet.backbones.torchvision.resnet import FrozenBatchNormalization
 
 # --precision name -> Keras dtype policy of the inference graph.
@@ -59,20 +48,15 @@ def dtype_policy(precision: str) -> str:
 def inference_model(
     model: keras.Model, precision: str = "float32", fold_batchnorm: bool = True
 ) -> keras.Model:
-    """An inference-only copy of ``model`` with BatchNorm folded into the convolutions (see the module doc).
+    """An inference-only, non-trainable copy of ``model`` (left unchanged) with BatchNorm folded.
 
     Args:
-        model: a trained ``RetinaNet`` (left unchanged).
-        precision: ``"float32"`` or ``"bf16"`` (Keras ``"mixed_bfloat16"``: compute in bfloat16, float32
-            variables and outputs).
-        fold_batchnorm: fold every BatchNorm (Keras', ``FusedBatchNormalization``, ``FrozenBatchNormalization``)
-            that is the only consumer of a linear ``Conv2D`` / ``DepthwiseConv2D``; ``False`` copies the graph
-            as it is (for a bf16 copy of the training graph).
+        precision: ``"float32"`` or ``"bf16"``.
+        fold_batchnorm: fold every BatchNorm that is the only consumer of a linear ``Conv2D`` /
+            ``DepthwiseConv2D``; ``False`` copies the graph as it is.
     Returns:
-        A ``RetinaNet`` with the same inputs, raw outputs ((B, N, K) logits and (B, N, 4) deltas, float32) and
-        detections as ``model`` in inference mode, up to float rounding (bfloat16 rounding for ``"bf16"``). It
-        is not trainable; its backbone is saved as a graph (``backbone_name`` is None). A backbone that is not a
-        functional model is shared with ``model``, unfolded and in its own dtype.
+        A ``RetinaNet`` with ``model``'s raw outputs (float32) and detections in inference mode, up to float
+        rounding; its backbone is saved as a graph. A backbone that is not functional is shared, unfolded.
     """
     policy = dtype_policy(precision)
     backbone = model.backbone
@@ -90,50 +74,36 @@ def inference_model(
     return copy_model
 
 
-class _ModelGraphs:
-    """What :func:`cached_inference_model` keeps for one model: its weights' fingerprint function and the
-    copies made so far, each with the fingerprint of the weights it holds."""
-
-    def __init__(self, fingerprint: Callable[[], np.ndarray]):
-        self.fingerprint = fingerprint
-        self.graphs: dict[tuple[str, bool], tuple[keras.Model, np.ndarray]] = {}
-
-
-# model -> its copies; an entry goes with its model (the entry holds the model's variables, not the model).
+# model -> (its weights' fingerprint function, {(precision, fold): (copy, fingerprint of the copy's weights)});
+# an entry goes with its model (it holds the model's variables, not the model).
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def cached_inference_model(
     model: keras.Model, precision: str = "float32", fold_batchnorm: bool = True
 ) -> keras.Model:
-    """:func:`inference_model` of ``model``, made on the first call and kept while ``model`` lives.
-
-    Each call compares a fingerprint of ``model``'s weights with the one the copy was made from and, when they
-    differ (after ``fit``, ``set_weights``, ``load_weights`` or any assignment), copies the weights in again
-    with :func:`update_inference_weights` (in place: no retrace). The fingerprint is one pass over the weights.
-    """
+    """:func:`inference_model` of ``model``, kept while ``model`` lives; its weights are copied in again (in
+    place: no retrace) whenever a fingerprint of ``model``'s weights changed."""
     dtype_policy(precision)  # checks the name
-    entry = _CACHE.get(model)
-    if entry is None:
-        entry = _CACHE[model] = _ModelGraphs(weights_fingerprint(model.weights))
-    fingerprint = entry.fingerprint()
+    if model not in _CACHE:
+        _CACHE[model] = (weights_fingerprint(model.weights), {})
+    fingerprint_function, graphs = _CACHE[model]
+    fingerprint = fingerprint_function()
     key = (precision, bool(fold_batchnorm))
-    if key not in entry.graphs:
+    if key not in graphs:
         graph = inference_model(model, precision, fold_batchnorm)
     else:
-        graph, seen = entry.graphs[key]
+        graph, seen = graphs[key]
         if np.array_equal(seen, fingerprint):
             return graph
         update_inference_weights(graph, model)
-    entry.graphs[key] = (graph, fingerprint)
+    graphs[key] = (graph, fingerprint)
     return graph
 
 
 def weights_fingerprint(variables: list) -> Callable[[], np.ndarray]:
-    """A function returning, for each variable, the wrapping int32 sum of its values' bit patterns.
-
-    Any change of one value changes its sum; unlike a float sum, small changes are not lost to rounding.
-    """
+    """A function returning, for each variable, the wrapping int32 sum of its values' bit patterns (unlike a
+    float sum, no change is lost to rounding)."""
     import tensorflow as tf
 
     variables = list(variables)
@@ -152,11 +122,7 @@ def weights_fingerprint(variables: list) -> Callable[[], np.ndarray]:
 
 
 def update_inference_weights(inference: keras.Model, model: keras.Model) -> None:
-    """Copies ``model``'s current weights into its :func:`inference_model` copy, folding BatchNorm again.
-
-    For a copy that must follow a model that keeps training (e.g. a detector evaluated between epochs); the
-    copy's variables are assigned in place, so traced functions that use it need no retrace.
-    """
+    """Copies ``model``'s current weights into its :func:`inference_model` copy in place, folding again."""
     folds = getattr(inference, "_inference_folds", {})
     if inference.backbone is not model.backbone:
         _copy_weights(model.backbone, inference.backbone, folds, path="")
@@ -170,10 +136,9 @@ def folded_weights(conv: keras.layers.Layer, batchnorm: keras.layers.Layer) -> t
     Args:
         conv: a built ``Conv2D`` (kernel (kh, kw, in, out)) or ``DepthwiseConv2D`` (kernel (kh, kw, in, mult),
             output channel ``i * mult + m``), with or without bias.
-        batchnorm: a built BatchNorm over the conv's C output channels (``gamma``, ``beta``, ``moving_mean``,
-            ``moving_variance``, ``epsilon``; no ``gamma`` / ``beta`` when ``scale`` / ``center`` is off).
+        batchnorm: a built BatchNorm over the conv's C output channels (``scale`` / ``center`` may be off).
     Returns:
-        kernel (same shape as the conv's) and bias (C,), float32, computed in float64.
+        kernel (the conv's shape) and bias (C,), float32, computed in float64.
     """
     kernel = np.asarray(conv.kernel, np.float64)
     channels = kernel.shape[2] * kernel.shape[3] if isinstance(conv, keras.layers.DepthwiseConv2D) else None
@@ -202,32 +167,24 @@ def _is_foldable_batchnorm(layer: keras.layers.Layer) -> bool:
 def _rewrite(
     model: keras.Model, config: dict, policy: str, fold: bool, folds: dict[str, dict[str, str]], path: str
 ) -> dict:
-    """A functional model's config with foldable BatchNorms removed and every layer in ``policy``.
-
-    Recurses into nested functional models. Records the folds in ``folds[path]`` ({conv name: BatchNorm
-    name}), ``path`` naming the nested model ("" for the top, "features/" for a model called "features"
-    inside it).
-    """
+    """A functional model's config with foldable BatchNorms removed and every layer in ``policy``; recurses
+    into nested models. Records ``folds[path] = {conv name: BatchNorm name}`` (``path``: "", "features/")."""
     config = copy.deepcopy(config)
     serialized_policy = keras.saving.serialize_keras_object(keras.DTypePolicy(policy))
-    references: dict[str, int] = {}
-    consumers: dict[str, list[str]] = {}
-    for layer_config in config["layers"]:
-        for name in _inbound_layer_names(layer_config):
-            references[name] = references.get(name, 0) + 1
-            consumers.setdefault(name, []).append(layer_config["name"])
-    outputs = config["output_layers"]
-    nested_outputs = outputs and not isinstance(outputs[0], str)
-    output_names = {output[0] for output in outputs} if nested_outputs else {outputs[0]}
+    consumers, output_names = layer_consumers(config)
 
     pairs: dict[str, str] = {}
     if fold:
         for layer_config in config["layers"]:
             name = layer_config["name"]
             layer = model.get_layer(name)
-            if type(layer) not in _FOLDABLE_CONVS or name in output_names or references.get(name) != 1:
+            if (
+                type(layer) not in _FOLDABLE_CONVS
+                or name in output_names
+                or len(consumers.get(name, [])) != 1
+            ):
                 continue
-            batchnorm = model.get_layer(consumers[name][0])
+            batchnorm = model.get_layer(consumers[name][0]["name"])
             if (
                 layer.activation is keras.activations.linear
                 and layer.data_format == "channels_last"
@@ -256,7 +213,10 @@ def _rewrite(
         _rename_history(layer_config.get("inbound_nodes", []), renamed)
         layers.append(layer_config)
     config["layers"] = layers
-    for output in outputs if nested_outputs else [outputs]:  # [layer name, node index, tensor index]
+    outputs = config["output_layers"]
+    for output in (
+        outputs if outputs and not isinstance(outputs[0], str) else [outputs]
+    ):  # [name, node, tensor]
         output[0] = renamed.get(output[0], output[0])
     return config
 

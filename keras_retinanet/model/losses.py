@@ -1,9 +1,8 @@
 """RetinaNet losses: the alpha-balanced focal loss and the box regression loss.
 
-Both are normalised **per image** by that image's number of positive anchors (at least 1), then averaged
-over the batch by Keras' default ``"sum_over_batch_size"`` reduction, as torchvision does. Because every
-image carries its own normaliser, the loss of a global batch is the same however ``tf.distribute`` splits it
-over replicas: Keras divides each replica's mean by the number of replicas and sums the gradients.
+Both are normalised **per image** by its number of positive anchors (at least 1), then averaged over the
+batch (Keras' ``"sum_over_batch_size"``), as torchvision does: a global batch's loss is the same however
+``tf.distribute`` splits it over replicas.
 """
 
 from __future__ import annotations
@@ -57,13 +56,8 @@ def _value_and_gradient_function(alpha: float | None, gamma: float):
 
 
 def _compiled_focal_loss(class_targets, logits, alpha: float | None, gamma: float):
-    """:func:`focal_loss` with its value and gradient computed by one XLA-compiled function.
-
-    The loss is a dozen element-wise ops over every anchor and class (B x N x K: 7.9 million values for two
-    512 px images and 80 classes), and their gradients as many more; run one by one, each reads and writes the
-    whole tensor. XLA fuses them into a few passes: forward and backward took 25 ms instead of 77 ms on 2 AMD
-    EPYC (Zen 4) cores at that size. Values and gradients are the plain ops' up to float rounding.
-    """
+    """:func:`focal_loss` with its value and gradient from one XLA-compiled function, which fuses its dozen
+    element-wise passes over (B, N, K) (the same values up to float rounding)."""
     import tensorflow as tf
 
     compiled = _value_and_gradient_function(alpha, gamma)
@@ -82,13 +76,11 @@ def _compiled_focal_loss(class_targets, logits, alpha: float | None, gamma: floa
 
 @keras.saving.register_keras_serializable(package="keras_retinanet")
 class FocalLoss(keras.losses.Loss):
-    """Sigmoid focal loss, ``FL = -alpha_t (1 - p_t)^gamma log(p_t)`` (Lin et al. 2017, eq. 5).
-
-    Summed over every non-ignored anchor and every class, divided by the image's number of positive anchors.
+    """Sigmoid focal loss, ``FL = -alpha_t (1 - p_t)^gamma log(p_t)`` (Lin et al. 2017, eq. 5), summed over
+    every non-ignored anchor and class.
 
     Args:
-        alpha: weight of the positive class (0.25); negatives get 1 - alpha. ``None`` disables balancing.
-        gamma: focusing parameter (2.0).
+        alpha: weight of the positive class; negatives get 1 - alpha. ``None`` disables balancing.
 
     Call arguments:
         y_true: (B, N) classification targets: class id for positive anchors, -1 background, -2 ignored.
@@ -119,20 +111,15 @@ class BoxRegressionLoss(keras.losses.Loss):
     """Box regression loss over the positive anchors, divided by the image's number of positives.
 
     Args:
-        kind: ``"smooth_l1"`` (Detectron, with ``beta``), ``"l1"`` (torchvision v1, detectron2) or ``"giou"``
-            (torchvision v2: ``1 - GIoU`` of the decoded predicted box and the target box, Rezatofighi et al.
-            2019).
-        beta: smooth L1 transition point (0.11 in Detectron's RetinaNet); ``beta=0`` is plain L1.
-        box_coder: for ``"giou"``, the ``BoxCoder`` the deltas are encoded with (default: weights (1, 1, 1, 1),
-            torchvision's). GIoU needs boxes, not deltas, and the loss has no anchors: it decodes both the
-            predicted and the target deltas against one unit anchor. A box and its anchor map to this frame by
-            ``(x, y) -> ((x - xa) / wa, (y - ya) / ha)``, which scales all areas alike and keeps boxes, their
-            intersection and their enclosing box axis-aligned, so every area ratio in GIoU, and GIoU itself, is
-            the one of the pixel boxes. Predicted dw, dh are clamped as when decoding (``box_coder.clamp``).
+        kind: ``"smooth_l1"`` (Detectron, with ``beta``), ``"l1"`` (torchvision v1) or ``"giou"``
+            (torchvision v2: ``1 - GIoU`` of the decoded predicted and target boxes).
+        beta: smooth L1 transition point; ``beta=0`` is plain L1.
+        box_coder: for ``"giou"``, the ``BoxCoder`` the deltas are encoded with. Both deltas are decoded
+            against one unit anchor: that frame scales all areas alike, so GIoU is the pixel boxes' GIoU.
 
     Call arguments:
-        y_true: (B, N, 5): encoded target deltas in [..., :4] and the anchor's classification target in
-            [..., 4] (as made by ``LabelEncoder``); only anchors with a class id >= 0 count.
+        y_true: (B, N, 5): target deltas and the classification target (``LabelEncoder``'s); only anchors
+            with a class id >= 0 count.
         y_pred: (B, N, 4) predicted deltas.
     Returns (with ``reduction=None``): (B,) loss per image.
     """
@@ -160,8 +147,7 @@ class BoxRegressionLoss(keras.losses.Loss):
         target_deltas, class_targets = y_true[..., :4], y_true[..., 4]
         positive = ops.cast(class_targets >= 0, "float32")
         if self.kind == "giou":
-            # Other anchors' deltas may be anything (their targets are dummies): zero them before exp() so that
-            # neither the loss nor its gradient can meet an inf.
+            # Other anchors' deltas may be anything: zeroed before exp(), no inf in the loss or its gradient.
             keep = positive[..., None] > 0.0
             deltas = ops.where(keep, deltas, 0.0)
             target_deltas = ops.where(keep, target_deltas, 0.0)

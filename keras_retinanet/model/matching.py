@@ -14,27 +14,15 @@ IGNORED = -1
 
 @keras.saving.register_keras_serializable(package="keras_retinanet")
 class Matcher:
-    """IoU matcher of the RetinaNet paper.
+    """IoU matcher of the RetinaNet paper, or ATSS's.
 
-    An anchor whose best IoU with a valid ground-truth box is >= ``positive_threshold`` is positive (matched
-    to that box), < ``negative_threshold`` is negative, and in between is ignored. With
-    ``allow_low_quality_matches`` (torchvision, detectron2), every anchor whose IoU equals the best IoU of some
-    ground-truth box also becomes positive, so every box gets at least one anchor.
+    ``kind="iou"``: an anchor whose best IoU with a valid box is >= ``positive_threshold`` is positive (matched
+    to that box), < ``negative_threshold`` negative, in between ignored; ``allow_low_quality_matches``
+    (torchvision) also makes each box's best anchors positive.
 
-    With ``kind="atss"`` the thresholds are ATSS's instead: for each box, every anchor at the ``atss_topk``
-    locations of each level whose centres are nearest to its centre is a candidate (``atss_topk`` x anchors per
-    location anchors per level, as the ATSS authors' code counts them for RetinaNet's 9 anchors); those whose
-    IoU reaches the mean + standard deviation (unbiased) of the candidates' IoUs and whose centre lies inside
-    the box are positive, every other anchor negative (none ignored). An anchor positive for several boxes
-    goes to the one it overlaps most. Small boxes, whose best IoUs are low, thus still get positives. The fixed
-    thresholds are then unused.
-
-    Args:
-        positive_threshold: IoU at or above which an anchor is positive (0.5).
-        negative_threshold: IoU below which an anchor is negative (0.4).
-        allow_low_quality_matches: promote each box's best anchors to positives.
-        kind: ``"iou"`` (fixed thresholds) or ``"atss"``.
-        atss_topk: candidate locations per level and box for ATSS (9 in the ATSS paper).
+    ``kind="atss"``: for each box, the anchors at the ``atss_topk`` locations per level nearest its centre are
+    candidates; those whose IoU reaches the candidates' mean + std (unbiased) and whose centre lies inside the
+    box are positive (an anchor positive for several boxes goes to the best), every other anchor negative.
     """
 
     def __init__(
@@ -66,9 +54,8 @@ class Matcher:
         Args:
             iou: (..., N, M) IoU of N anchors with M ground-truth boxes.
             valid: (..., M) bool, False for padding boxes (they never match).
-            anchors, boxes, level_sizes, anchors_per_location: for ``kind="atss"`` only: the (N, 4) anchors
-                and (..., M, 4) boxes, xyxy, the number of anchors of each pyramid level, in the anchors' order,
-                and the number of anchors at each location (the anchor generator's, e.g. 9).
+            anchors, boxes, level_sizes, anchors_per_location: for ``kind="atss"`` only: the (N, 4) and
+                (..., M, 4) xyxy anchors and boxes, the anchors of each level and of each location.
         Returns:
             matched_index: (..., N) int32 index of each anchor's best box (0 when there is no valid box).
             state: (..., N) int32, ``POSITIVE`` (1), ``NEGATIVE`` (0) or ``IGNORED`` (-1).
@@ -127,13 +114,8 @@ class Matcher:
         return matched_index, ops.cast(state, "int32")
 
     def get_config(self) -> dict:
-        return {
-            "positive_threshold": self.positive_threshold,
-            "negative_threshold": self.negative_threshold,
-            "allow_low_quality_matches": self.allow_low_quality_matches,
-            "kind": self.kind,
-            "atss_topk": self.atss_topk,
-        }
+        names = ("positive_threshold", "negative_threshold", "allow_low_quality_matches", "kind", "atss_topk")
+        return {name: getattr(self, name) for name in names}
 
     @classmethod
     def from_config(cls, config: dict) -> Matcher:
@@ -149,11 +131,8 @@ def _first_best(values, best):
 
 
 def _kth_smallest(values, k: int):
-    """(..., M): the k-th smallest of ``values`` (..., L, M) along L, counting repeats, as ``top_k`` would give.
-
-    k passes of min-and-remove instead of ``top_k``, which XLA compiles to a sort on CPU: the ATSS label encoder
-    took 148 ms per batch of 8 at 384 px with ``top_k`` and 51 ms with this (2-core AMD EPYC, one thread).
-    """
+    """(..., M): the k-th smallest of ``values`` (..., L, M) along L, counting repeats, as ``top_k`` would give
+    (k passes of min-and-remove: XLA compiles ``top_k`` to a slow sort on CPU)."""
     remaining = values
     taken = ops.zeros_like(values[..., 0, :])
     kth = taken

@@ -1,15 +1,13 @@
 """Typed option dataclasses: the machinery under ``ModelConfig`` and ``TrainConfig``.
 
-A config is a dataclass of :func:`option` fields (default, help, the ``(class, argument)`` it sets, its help
-group). :class:`Options` checks every value against the field's type hint (``coerce``): lists become tuples,
-``"none"`` is ``None`` for the optional fields, ``"1e-4"`` is a number; a value of the wrong type, or an unknown
-key (``check_keys``), is an error that names the option, never ignored.
-
-Standard library and PyYAML only (no TensorFlow): the CLI builds its flags from these types.
+:class:`Options` checks every value against its field's type hint (``coerce``: lists become tuples, ``"none"``
+is ``None`` for optional fields, ``"1e-4"`` a number); a wrong type or an unknown key is an error naming the
+option. Standard library and PyYAML only (no TensorFlow): the CLI builds its flags from these types.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
@@ -63,7 +61,6 @@ def field_types(cls: type) -> dict[str, Any]:
 
 @functools.cache
 def field_names(cls: type) -> frozenset[str]:
-    """The field names of a config dataclass."""
     return frozenset(field.name for field in dataclasses.fields(cls))
 
 
@@ -139,37 +136,33 @@ def _number(value: Any, kind: type) -> int | float | None:
 def coerce(value: Any, hint: Any, name: str) -> Any:
     """``value`` as the type ``hint`` describes, or a ``ValueError`` that names the option ``name``."""
     inner, optional = optional_inner(hint)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    wrong = f"option {name}: expected {describe(hint)}, got {value!r}"
     if optional:
         if value is None or is_none_text(value):
             return None
         try:
             return coerce(value, inner, name)
         except ValueError:
-            raise ValueError(f"option {name}: expected {describe(hint)}, got {value!r}") from None
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
+            raise ValueError(wrong) from None
     if origin in (Union, types.UnionType):
         for alternative in args:
-            try:
+            with contextlib.suppress(ValueError):
                 return coerce(value, alternative, name)
-            except ValueError:
-                continue
-        raise ValueError(f"option {name}: expected {describe(hint)}, got {value!r}")
-    if origin is Literal:
+    elif origin is Literal:
         if value in args:
             return value
-        raise ValueError(f"option {name}: expected {describe(hint)}, got {value!r}")
-    if origin is tuple:
+    elif origin is tuple:
         items = split_list(value) if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise ValueError(f"option {name}: expected {describe(hint)}, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            kinds = [args[0]] * len(items)
-        elif len(items) != len(args):
-            raise ValueError(f"option {name}: expected {describe(hint)}, got {len(items)}: {value!r}")
-        else:
-            kinds = list(args)
-        return tuple(coerce(item, kind, f"{name}[{i}]") for i, (item, kind) in enumerate(zip(items, kinds)))
-    if hint is dict or origin is dict:
+        if isinstance(items, (list, tuple)):
+            variadic = len(args) == 2 and args[1] is Ellipsis
+            if not variadic and len(items) != len(args):
+                raise ValueError(f"option {name}: expected {describe(hint)}, got {len(items)}: {value!r}")
+            kinds = [args[0]] * len(items) if variadic else args
+            return tuple(
+                coerce(item, kind, f"{name}[{i}]") for i, (item, kind) in enumerate(zip(items, kinds))
+            )
+    elif hint is dict or origin is dict:
         if isinstance(value, str):
             try:
                 value = yaml.safe_load(value) if value.strip() else {}
@@ -177,30 +170,28 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
                 raise ValueError(f"option {name}: expected a JSON/YAML mapping, got {value!r}") from None
         if isinstance(value, Mapping):
             return dict(value)
-        raise ValueError(f"option {name}: expected a mapping, got {value!r}")
-    if hint is bool:
+        wrong = f"option {name}: expected a mapping, got {value!r}"
+    elif hint is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
-        raise ValueError(f"option {name}: expected true or false, got {value!r}")
-    if hint in (int, float):
+    elif hint in (int, float):
         number = _number(value, hint)
-        if number is None:
-            expected = "an integer" if hint is int else "a number"
-            raise ValueError(f"option {name}: expected {expected}, got {value!r}")
-        return number
-    if hint is str:
+        if number is not None:
+            return number
+    elif hint is str:
         if isinstance(value, str):
             return value
-        raise ValueError(f"option {name}: expected a string, got {value!r}")
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+    elif isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value
         if isinstance(value, Mapping):
             return hint.from_dict(value)
-        raise ValueError(f"option {name}: expected a mapping of options, got {value!r}")
-    raise TypeError(f"option {name}: unsupported type {hint!r}")
+        wrong = f"option {name}: expected a mapping of options, got {value!r}"
+    else:
+        raise TypeError(f"option {name}: unsupported type {hint!r}")
+    raise ValueError(wrong)
 
 
 def _plain(value: Any) -> Any:

@@ -19,9 +19,8 @@ from keras_retinanet.model.losses import BoxRegressionLoss, FocalLoss
 from keras_retinanet.model.matching import Matcher
 from keras_retinanet.model.targets import LabelEncoder
 
-# The network input is padded to a multiple of the coarsest backbone stride, so that every pyramid level has
-# exactly ceil(H / stride) cells whatever the backbone's padding rules: anchors then follow from the image
-# size alone, in the model and in the tf.data label encoder alike.
+# Inputs are padded to a multiple of the coarsest stride, so that every level has exactly ceil(H / stride) cells
+# whatever the backbone's padding: anchors follow from the image size alone, in the model and in tf.data.
 SIZE_DIVISOR = 32
 
 
@@ -55,26 +54,6 @@ def _serialize(obj):
     return keras.saving.serialize_keras_object(obj)
 
 
-def _checked_anchor_generator(anchor_generator: AnchorGenerator | dict | None) -> AnchorGenerator:
-    """The given (or serialised) anchor generator, or the paper's; its levels must be the pyramid's P3-P7."""
-    anchor_generator = _deserialize(anchor_generator) or AnchorGenerator(name="anchor_generator")
-    if anchor_generator.levels != PYRAMID_LEVELS:
-        raise ValueError(
-            f"RetinaNet: anchor_generator levels must be the pyramid's P3..P7 ({PYRAMID_LEVELS}), got "
-            f"min_level={anchor_generator.min_level}, max_level={anchor_generator.max_level}"
-        )
-    return anchor_generator
-
-
-def _subnets(num_classes: int, prior_probability: float, **head_args) -> tuple[ClassificationHead, BoxHead]:
-    """The classification and box subnets: the same architecture (torchvision's RetinaNetHead), their own
-    weights and last conv."""
-    classification_head = ClassificationHead(
-        num_classes, prior_probability=prior_probability, name="classification_head", **head_args
-    )
-    return classification_head, BoxHead(name="box_head", **head_args)
-
-
 def _deserialize(config):
     return config if not isinstance(config, dict) else keras.saving.deserialize_keras_object(config)
 
@@ -84,43 +63,27 @@ class RetinaNet(keras.Model):
     """RetinaNet (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
 
     ``model(images)`` returns the **raw training outputs** ``{"classification": (B, N, K) logits,
-    "box_regression": (B, N, 4) deltas}``, one row per anchor. These are not detections. ``model.predict`` and
-    ``model.detect`` always decode them into detections.
+    "box_regression": (B, N, 4) deltas}``, one row per anchor; ``predict`` and ``detect`` decode detections.
 
     Args:
         num_classes: number of object classes K (no background class).
         backbone: a name from ``keras_retinanet.available_backbones()`` or a ``keras.Model`` that maps
             (B, H, W, 3) RGB pixels in [0, 255] to [C3, C4, C5] (strides 8, 16, 32).
-        backbone_weights: for a named backbone, ``"imagenet"`` (the default, as in ``keras.applications``: from
-            Keras' cache, downloaded on first use; torchvision's ResNets from torch's cache), ``None`` (random
-            init, from scratch) or a local weights file.
-        backbone_kwargs: extra arguments of the ``keras.applications`` constructor (e.g. ``{"alpha": 0.35}``).
-        backbone_batchnorm_momentum: BatchNorm momentum of a named backbone (see ``build_backbone``).
-        backbone_feature_layers: names of the named backbone's layers that give C3, C4, C5 (``None``: the
-            last layer of each stride 8, 16, 32).
-        input_normalization: the pixel normalisation in front of a named backbone, ``"caffe"``, ``"tf"``,
-            ``"torch"`` or ``"none"`` (see ``ImageNormalization``; ``None``: what its ImageNet weights expect).
+        backbone_weights: for a named backbone, ``"imagenet"`` (Keras' or torch's cache), ``None`` (from
+            scratch) or a local weights file.
+        backbone_kwargs, backbone_batchnorm_momentum, backbone_feature_layers, input_normalization: for a
+            named backbone, see ``build_backbone``.
         class_names: K names, saved with the model.
-        fpn_channels: width of the pyramid levels (256).
         p6_source: ``"c5"`` (paper, torchvision v2) or ``"p5"`` (torchvision v1).
-        fpn_padding: padding of the stride-2 P6/P7 convs: ``"same"`` (Keras) or ``"symmetric"`` (PyTorch,
-            torchvision); see ``FeaturePyramid``.
-        fpn_batchnorm: a BatchNorm on each pyramid level (TF Model Garden's mobile FPN).
-        head_depth, head_channels: convs per subnet (4) and their width (default: ``fpn_channels``).
-        use_group_norm: GroupNorm after each subnet conv (torchvision v2).
-        head_batchnorm: instead, a BatchNorm per pyramid level after each subnet conv (TF Model Garden).
-        separable_convs: depthwise-separable convolutions in the pyramid and the subnets (mobile models).
-        activation: ``"relu"`` or ``"relu6"``, in the subnets and before the P7 conv.
-        group_norm_epsilon: its epsilon (1e-5, PyTorch's; models saved before this option used Keras' 1e-3 and
-            keep it when loaded).
-        prior_probability: initial foreground probability of the classification head (0.01).
+        fpn_padding, fpn_batchnorm, separable_convs, activation: see ``FeaturePyramid`` and the heads.
+        head_depth, head_channels, use_group_norm, head_batchnorm: see the heads (``head_channels``
+            defaults to ``fpn_channels``).
         anchor_generator, box_coder, matcher, decoder: parts; ``None`` builds the paper's default.
-        image_size: the (square int or (H, W)) input size the model is trained for; evaluation, prediction and
-            export letterbox images to it (``input_size``). ``None``: not recorded (they then use
-            ``conventions.DEFAULT_IMAGE_SIZE``).
+        image_size: the (int or (H, W)) input size the model is trained for; evaluation, prediction and export
+            letterbox images to it (``input_size``). ``None``: not recorded (``DEFAULT_IMAGE_SIZE``).
 
-    Images are (B, H, W, 3) RGB, uint8 or float in [0, 255], any size; the model normalises them for the
-    backbone and pads them to a multiple of 32 at the bottom and right.
+    Images are (B, H, W, 3) RGB, uint8 or float in [0, 255], any size; the model normalises them and pads them
+    to a multiple of 32 at the bottom and right.
     """
 
     def __init__(
@@ -153,7 +116,12 @@ class RetinaNet(keras.Model):
         **kwargs,
     ):
         num_classes, class_names, image_size = _check_arguments(num_classes, class_names, image_size)
-        anchor_generator = _checked_anchor_generator(anchor_generator)
+        anchor_generator = _deserialize(anchor_generator) or AnchorGenerator(name="anchor_generator")
+        if anchor_generator.levels != PYRAMID_LEVELS:
+            raise ValueError(
+                f"RetinaNet: anchor_generator levels must be the pyramid's P3..P7 ({PYRAMID_LEVELS}), got "
+                f"min_level={anchor_generator.min_level}, max_level={anchor_generator.max_level}"
+            )
         head_channels = head_channels or fpn_channels
         backbone_kwargs = dict(backbone_kwargs or {})
         backbone_name = backbone if isinstance(backbone, str) else None
@@ -177,9 +145,7 @@ class RetinaNet(keras.Model):
             activation=activation,
             name="feature_pyramid",
         )
-        classification_head, box_head = _subnets(
-            num_classes,
-            prior_probability,
+        head_args = dict(
             num_anchors=anchor_generator.num_anchors_per_location,
             depth=head_depth,
             channels=head_channels,
@@ -189,6 +155,10 @@ class RetinaNet(keras.Model):
             separable=separable_convs,
             activation=activation,
         )
+        classification_head = ClassificationHead(
+            num_classes, prior_probability=prior_probability, name="classification_head", **head_args
+        )
+        box_head = BoxHead(name="box_head", **head_args)
 
         images = keras.Input((None, None, 3), name="images")
         padded = PadToMultiple(SIZE_DIVISOR, name="pad_to_multiple")(images)
@@ -226,8 +196,7 @@ class RetinaNet(keras.Model):
 
     @property
     def input_size(self) -> tuple[int, int]:
-        """(H, W) that evaluation, prediction and export letterbox images to: the recorded ``image_size``
-        (the training size), else ``conventions.DEFAULT_IMAGE_SIZE`` square."""
+        """(H, W) that evaluation, prediction and export letterbox images to: ``image_size`` or the default."""
         size = DEFAULT_IMAGE_SIZE if self.image_size is None else self.image_size
         return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
@@ -236,27 +205,21 @@ class RetinaNet(keras.Model):
         return LabelEncoder(self.anchor_generator, self.box_coder, self.matcher)
 
     def compile(self, optimizer="sgd", loss=None, **kwargs):
-        """``keras.Model.compile`` with RetinaNet's losses as defaults.
-
-        ``loss`` defaults to ``{"classification": FocalLoss(), "box_regression": BoxRegressionLoss()}``; pass
-        ``loss_weights`` to weight them.
-        """
+        """``keras.Model.compile`` with ``{"classification": FocalLoss(), "box_regression":
+        BoxRegressionLoss()}`` as the default ``loss``."""
         if loss is None:
             loss = {"classification": FocalLoss(), "box_regression": BoxRegressionLoss()}
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
     def compile_from_config(self, config):
-        # Keras' own version refuses models with a custom compile(); without this a reloaded .keras file would
-        # lose its optimiser and its state.
+        # Keras' own refuses a custom compile(): a reloaded .keras file would lose its optimiser and its state.
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Two Keras 3 bugs break fit() under MultiWorkerMirroredStrategy (keras-team/keras#20585):
-        # 1. the first batch is averaged over replicas with an eager strategy.reduce() to build the model; only
-        #    its shapes matter, so the local replica's share serves as well;
-        # 2. the logged metrics are averaged over axis 0, which fails for scalars: see train_step.
+        # Keras builds the model from the first batch averaged over replicas with an eager strategy.reduce(),
+        # which fails under MultiWorkerMirroredStrategy (keras-team/keras#20585); the local share has its shapes.
         import tensorflow as tf
 
         if iterator is not None and self._distribute_strategy is not None:
@@ -293,18 +256,11 @@ class RetinaNet(keras.Model):
         ``classes`` (B, M) int32 (-1 for padding rows), ``num_detections`` (B,).
         """
         padded = self.padded_shape(image_shape)
-        feature_shapes = (
-            self.anchor_generator.feature_shapes(padded)
-            if _is_static(padded)
-            else [((padded[0] + s - 1) // s, (padded[1] + s - 1) // s) for s in self.anchor_generator.strides]
-        )
-        anchors = self.anchor_generator(feature_shapes=feature_shapes)
-        level_sizes = [h * w * self.anchor_generator.num_anchors_per_location for h, w in feature_shapes]
         return self.decoder(
             outputs["classification"],
             outputs["box_regression"],
-            anchors,
-            level_sizes,
+            self.anchor_generator(image_shape=padded),
+            self.anchor_generator.level_sizes(padded),
             self.box_coder,
             image_shape=image_shape,
         )
@@ -313,26 +269,14 @@ class RetinaNet(keras.Model):
         """Runs the network and decodes: images -> detections (see ``decode``), as tensors.
 
         ``images``: a (B, H, W, 3) batch, one (H, W, 3) image (its detections then have no batch axis) or a
-        list of (H, W, 3) images of any sizes (one row per image, in order; images of one size run as one
-        batch). Pixels are RGB, uint8 or float in [0, 255]; each image runs at its own size and its boxes are
-        in its own pixels (clipped to it). Anything else raises a one-line ``ValueError``.
+        list of (H, W, 3) images of any sizes (one row per image, in order). Pixels are RGB, uint8 or float in
+        [0, 255]; boxes are in each image's own pixels. Anything else raises a one-line ``ValueError``.
 
-        Called eagerly, this runs the inference graph (:meth:`inference_graph`: BatchNorm folded); inside a
-        traced function (``tf.function``, an export, Keras' predict function) it builds this model's own graph.
+        Eagerly this runs the :meth:`inference_graph`; traced (``tf.function``, an export) this model's own graph.
         """
         batches, single = image_batches(images, "detect")
         model = self if _is_symbolic(batches[0][1]) else self.inference_graph()
-        outputs = [model._detect_batch(batch) for _, batch in batches]
-        if len(outputs) == 1:
-            merged = outputs[0]
-        else:
-            # Rows back into the order the images came in.
-            order = np.argsort(np.concatenate([indices for indices, _ in batches]))
-            merged = {
-                key: ops.take(ops.concatenate([out[key] for out in outputs], axis=0), order, axis=0)
-                for key in outputs[0]
-            }
-        return {key: value[0] for key, value in merged.items()} if single else merged
+        return _in_order([model._detect_batch(batch) for _, batch in batches], batches, single, tensors=True)
 
     def _detect_batch(self, images) -> dict:
         """This model's own network and decoder on a checked (B, H, W, 3) batch."""
@@ -343,28 +287,15 @@ class RetinaNet(keras.Model):
     def predict(self, x, *args, **kwargs):
         """``keras.Model.predict`` that always decodes: images -> detections as numpy arrays (see ``decode``).
 
-        ``x`` is what :meth:`detect` takes (a (B, H, W, 3) batch, one (H, W, 3) image, whose detections then
-        have no batch axis, or a list of (H, W, 3) images of any sizes: one row per image) or a
-        ``tf.data.Dataset`` / ``keras.utils.PyDataset`` of image batches; anything else raises a one-line
-        ``ValueError``. Each image runs at its own size and its boxes are in its own pixels. Any sequence of
-        image sizes works in one process (each new size retraces once). It runs the inference graph
-        (:meth:`inference_graph`: BatchNorm folded, the same detections up to float rounding).
+        ``x`` is what :meth:`detect` takes, or a ``tf.data.Dataset`` / ``keras.utils.PyDataset`` of image
+        batches. It runs the :meth:`inference_graph` (each new image size retraces once).
         """
         model = self.inference_graph()
         if _is_dataset(x):
             return keras.Model.predict(model, x, *args, **kwargs)
         batches, single = image_batches(x, "predict")
         outputs = [keras.Model.predict(model, np.asarray(batch), *args, **kwargs) for _, batch in batches]
-        if len(outputs) == 1:
-            merged = outputs[0]
-        else:
-            count = sum(len(indices) for indices, _ in batches)
-            merged = {}
-            for key in outputs[0]:
-                merged[key] = np.empty((count, *outputs[0][key].shape[1:]), outputs[0][key].dtype)
-                for (indices, _), out in zip(batches, outputs, strict=True):
-                    merged[key][indices] = out[key]
-        return {key: value[0] for key, value in merged.items()} if single else merged
+        return _in_order(outputs, batches, single, tensors=False)
 
     def predict_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
@@ -374,14 +305,9 @@ class RetinaNet(keras.Model):
 
     def inference_graph(self, precision: str | None = None) -> RetinaNet:
         """The copy of this model that ``predict`` and ``detect`` run: BatchNorm folded into the convolutions
-        (``keras_retinanet.model.inference_graph.inference_model``), in ``precision`` ("float32" or "bf16"; None: the
-        model's own, "bf16" for a model built under Keras' ``mixed_bfloat16`` policy, else "float32").
-
-        It is built on the first call (about as long as building the model) and kept while this model lives; it
-        decodes with this model's ``decoder``, ``anchor_generator`` and ``box_coder``. Every call compares a
-        fingerprint of this model's weights (one pass over them) with the copy's and copies them in again,
-        folded, when they changed (``fit``, ``load_weights``, any assignment): the copy never runs stale
-        weights. A model that is itself such a copy returns itself.
+        (``inference_graph.cached_inference_model``: kept while this model lives, never with stale weights), in
+        ``precision`` ("float32" or "bf16"; None: "bf16" for a model built under ``mixed_bfloat16``). It decodes
+        with this model's own parts; a model that is itself such a copy returns itself.
         """
         if getattr(self, "_inference_folds", None) is not None:
             return self
@@ -390,8 +316,6 @@ class RetinaNet(keras.Model):
         if precision is None:
             precision = "bf16" if self.compute_dtype == "bfloat16" else "float32"
         graph = cached_inference_model(self, precision)
-        # The copy decodes with this model's own parts, so that a changed or replaced ``model.decoder`` (its
-        # score threshold, say) applies to predict and detect as before.
         for part in ("anchor_generator", "box_coder", "decoder"):
             if getattr(graph, part) is not getattr(self, part):
                 setattr(graph, part, getattr(self, part))
@@ -399,34 +323,29 @@ class RetinaNet(keras.Model):
         return graph
 
     def get_config(self) -> dict:
+        plain = ("name", "trainable", "num_classes", "backbone_kwargs", "backbone_batchnorm_momentum")
+        plain += (
+            "backbone_feature_layers",
+            "input_normalization",
+            "class_names",
+            "fpn_channels",
+            "p6_source",
+        )
+        plain += ("fpn_padding", "fpn_batchnorm", "head_depth", "head_channels", "use_group_norm")
+        plain += (
+            "group_norm_epsilon",
+            "head_batchnorm",
+            "separable_convs",
+            "activation",
+            "prior_probability",
+        )
+        parts = ("anchor_generator", "box_coder", "matcher", "decoder")
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_classes": self.num_classes,
+            **{key: getattr(self, key) for key in plain},
             "backbone": self.backbone_name if self.backbone_name else _serialize(self.backbone),
             # The weights travel in the .keras file; reloading must not download ImageNet weights again.
             "backbone_weights": None,
-            "backbone_kwargs": self.backbone_kwargs,
-            "backbone_batchnorm_momentum": self.backbone_batchnorm_momentum,
-            "backbone_feature_layers": self.backbone_feature_layers,
-            "input_normalization": self.input_normalization,
-            "class_names": self.class_names,
-            "fpn_channels": self.fpn_channels,
-            "p6_source": self.p6_source,
-            "fpn_padding": self.fpn_padding,
-            "fpn_batchnorm": self.fpn_batchnorm,
-            "head_depth": self.head_depth,
-            "head_channels": self.head_channels,
-            "use_group_norm": self.use_group_norm,
-            "group_norm_epsilon": self.group_norm_epsilon,
-            "head_batchnorm": self.head_batchnorm,
-            "separable_convs": self.separable_convs,
-            "activation": self.activation,
-            "prior_probability": self.prior_probability,
-            "anchor_generator": _serialize(self.anchor_generator),
-            "box_coder": _serialize(self.box_coder),
-            "matcher": _serialize(self.matcher),
-            "decoder": _serialize(self.decoder),
+            **{key: _serialize(getattr(self, key)) for key in parts},
             "image_size": self.image_size,
         }
 
@@ -474,6 +393,23 @@ def _check_arguments(num_classes, class_names, image_size):
     return num_classes, class_names, image_size
 
 
+def _in_order(outputs: list[dict], batches: list, single: bool, tensors: bool) -> dict:
+    """The detections of ``image_batches``' batches merged back into the images' order (numpy arrays, or
+    tensors with ``tensors``); a single image's lose the batch axis."""
+    merged = outputs[0]
+    if len(outputs) > 1:
+        order = np.argsort(np.concatenate([indices for indices, _ in batches]))
+        merged = {}
+        for key in outputs[0]:
+            rows = [out[key] for out in outputs]
+            merged[key] = (
+                ops.take(ops.concatenate(rows, axis=0), order, axis=0)
+                if tensors
+                else np.concatenate(rows)[order]
+            )
+    return {key: value[0] for key, value in merged.items()} if single else merged
+
+
 def _is_static(shape) -> bool:
     return all(isinstance(size, int) for size in shape)
 
@@ -502,18 +438,15 @@ IMAGES_ACCEPTED = (
 
 
 def image_batches(images, caller: str) -> tuple[list[tuple[np.ndarray, object]], bool]:
-    """Checks what ``predict`` / ``detect`` were given and splits it into batches of one image size.
+    """Checks what ``predict`` / ``detect`` (``caller``) were given and splits it into batches of one size.
 
     Args:
         images: a (B, H, W, 3) or (H, W, 3) array or tensor, or a list / tuple of (H, W, 3) ones.
-        caller: the method's name, for the error message.
     Returns:
-        ``(batches, single)``: ``batches`` is a list of ``(indices, batch)``, ``batch`` a (b, H, W, 3) array or
-        tensor holding the images at ``indices`` (int array) of the input, in order; one batch for an array
-        input. ``single``: the input was one (H, W, 3) image (its results lose the batch axis).
+        ``(batches, single)``: a list of ``(indices, batch)``, ``batch`` a (b, H, W, 3) array or tensor of the
+        images at ``indices`` (int array) of the input; ``single``: the input was one (H, W, 3) image.
     Raises:
-        ValueError: (one line) wrong rank, channels other than 3, an empty list or array, a zero-sized image,
-            non-numeric values.
+        ValueError: (one line) wrong rank or channels, nothing, a zero-sized image, non-numeric values.
     """
 
     def refuse(what: str):

@@ -20,16 +20,8 @@ IGNORE_CLASS = -2
 
 
 class LabelEncoder:
-    """Encodes padded ground truth into the targets that ``RetinaNet.fit`` expects.
-
-    Pure Keras ops (TensorFlow ops on this backend), so it runs eagerly, in a graph and inside
-    ``tf.data.Dataset.map``.
-
-    Args:
-        anchor_generator: gives the anchors for the (padded) image size.
-        box_coder: encodes matched boxes relative to their anchors.
-        matcher: assigns anchors positive / negative / ignored.
-    """
+    """Encodes padded ground truth into the targets that ``RetinaNet.fit`` expects, with the model's anchors,
+    box coding and matching; Keras ops only, so it also runs inside ``tf.data.Dataset.map``."""
 
     def __init__(
         self,
@@ -48,14 +40,11 @@ class LabelEncoder:
             image_shape: static (H, W) of the network input the boxes live in.
             gt_boxes: (M, 4) or (B, M, 4) absolute xyxy boxes in network-input pixels.
             gt_classes: (M,) or (B, M) int class ids; ``-1`` marks padding, ``-2`` an ignore box (VOC
-                difficult, COCO crowd): anchors matched to it are ignored, neither positive nor negative.
+                difficult, COCO crowd), whose anchors are ignored.
         Returns:
-            dict with
             ``"classification"``: (N,) or (B, N) int32, the class id of positive anchors, -1 for background,
-            -2 for ignored anchors;
-            ``"box_regression"``: (N, 5) or (B, N, 5) float32, encoded deltas (dx, dy, dw, dh) in [..., :4]
-            (zero for non-positive anchors) and the classification target again in [..., 4], so the box loss
-            can find the positives without a second input.
+            -2 for ignored anchors; ``"box_regression"``: (N, 5) or (B, N, 5) float32, deltas (dx, dy, dw, dh)
+            (zero for non-positive anchors) and the classification target again in [..., 4] (for the loss).
         """
         gt_boxes = ops.cast(gt_boxes, "float32")
         gt_classes = ops.cast(gt_classes, "int32")
@@ -82,14 +71,8 @@ class LabelEncoder:
         return {"classification": ops.cast(classification, "int32"), "box_regression": box_regression}
 
     def match(self, image_shape: Sequence[int], gt_boxes, valid) -> tuple:
-        """The anchors of a ``image_shape`` = (H, W) network input, matched to its boxes by the matcher.
-
-        Args:
-            gt_boxes: (M, 4) or (B, M, 4) float32 xyxy boxes in network-input pixels, M >= 1.
-            valid: (M,) or (B, M) bool, False for padding boxes.
-        Returns:
-            ``(anchors (N, 4), iou (..., N, M), matched_index (..., N), state (..., N))``, see ``Matcher``.
-        """
+        """The anchors of an (H, W) network input matched to its (M, 4) or (B, M, 4) xyxy boxes (M >= 1; ``valid``
+        False for padding): ``(anchors (N, 4), iou (..., N, M), matched_index (..., N), state (..., N))``."""
         anchors = self.anchor_generator(image_shape=image_shape)
         iou = pairwise_iou(anchors if len(gt_boxes.shape) == 2 else anchors[None], gt_boxes)
         matched_index, state = self.matcher(

@@ -1,22 +1,10 @@
 """ResNet laid out exactly as torchvision's ``resnet50`` / ``resnet101``, giving C3, C4, C5.
 
-It computes the same function as torchvision's model once its weights are copied over
-(``keras_retinanet.convert.torchvision``), which ``keras.applications.ResNet50`` cannot:
-
-- ResNet v1.5: in a downsampling bottleneck the stride is on the 3x3 convolution, not on the first 1x1;
-- PyTorch pads a strided convolution (and the stem's max pool) by the same amount on each side
-  (``padding=k // 2``), while Keras' ``"same"`` pads an even-sized input by one pixel less at the top/left than
-  at the bottom/right; the strided layers here pad explicitly (``ZeroPadding2D``) and then use ``"valid"``;
-- no convolution biases; BatchNorm epsilon 1e-5 (0 for torchvision's COCO v1 RetinaNet weights, which
-  torchvision itself runs with ``overwrite_eps(model, 0.0)``);
-- torchvision's detection models freeze BatchNorm (``FrozenBatchNorm2d``): the layers here are
-  :class:`FrozenBatchNormalization` by default, an affine map from fixed statistics that no training step,
-  ``training=True`` call or ``trainable = True`` changes;
-- inputs are RGB in [0, 255], normalised inside the model as torchvision's ``GeneralizedRCNNTransform`` does:
-  ``(x / 255 - mean) / std`` with the ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225).
-
-Layer names follow torchvision's parameter names with ``.`` replaced by ``_`` (``layer2_0_conv2``,
-``layer2_0_downsample_1``), so a state dict maps onto the layers by name.
+With its weights copied over (``keras_retinanet.convert.torchvision``) it computes torchvision's function, which
+``keras.applications.ResNet50`` cannot: the stride is on the 3x3 conv (v1.5); strided layers pad the same on
+each side as PyTorch (``ZeroPadding2D`` then ``"valid"``); no conv biases; BatchNorm epsilon 1e-5, frozen by
+default (``FrozenBatchNorm2d``); RGB [0, 255] inputs normalised inside with ImageNet mean / std. Layer names are
+torchvision's parameter names with ``.`` as ``_`` (``layer2_0_downsample_1``), so a state dict maps by name.
 """
 
 from __future__ import annotations
@@ -36,15 +24,8 @@ _STAGES_TOP_DOWN = ("layer4", "layer3", "layer2", "layer1", "conv1")
 
 @keras.saving.register_keras_serializable(package="keras_retinanet")
 class FrozenBatchNormalization(keras.layers.Layer):
-    """BatchNorm with fixed statistics and affine parameters (torchvision's ``FrozenBatchNorm2d``).
-
-    ``y = (x - moving_mean) / sqrt(moving_variance + epsilon) * gamma + beta`` per channel, always: the layer
-    has no trainable weights and ignores ``training``, so neither a training step nor
-    ``model.trainable = True`` changes it, and ``recompute_batchnorm_statistics`` / ``freeze_batchnorm``
-    (which look for ``keras.layers.BatchNormalization``) leave it alone.
-
-    Input and output: (B, H, W, C), channels last; computed in float32, returned in the compute dtype.
-    """
+    """BatchNorm with fixed statistics and affine parameters (torchvision's ``FrozenBatchNorm2d``): no
+    trainable weights, ``training`` ignored. (B, H, W, C) -> same, computed in float32."""
 
     def __init__(self, epsilon: float = TORCH_BATCHNORM_EPSILON, **kwargs):
         super().__init__(**kwargs)
@@ -122,22 +103,15 @@ def build_torchvision_resnet(
 
     Args:
         depth: 50, 101 or 152.
-        frozen_batchnorm: :class:`FrozenBatchNormalization` (torchvision's detection models, the default) or
-            a trainable ``FusedBatchNormalization`` with epsilon 1e-5 (torchvision v2's recipe trains
-            BatchNorm, synchronised over GPUs).
+        frozen_batchnorm: :class:`FrozenBatchNormalization` (the default) or a trainable
+            ``FusedBatchNormalization`` (torchvision v2's recipe).
         trainable_layers: torchvision's ``trainable_backbone_layers``: how many stages, counted from the top
-            (layer4, layer3, layer2, layer1, conv1), train; the convolutions of the others are frozen.
-            5 (default) trains all; torchvision fine-tunes from ImageNet weights with 3.
-        batchnorm_momentum: moving-average momentum of trainable BatchNorm (0.9 is PyTorch's 0.1).
+            (layer4, layer3, layer2, layer1, conv1), train; the others are frozen.
         batchnorm_epsilon: 1e-5 (PyTorch's); torchvision runs its COCO v1 RetinaNet weights with 0.
-        name: model name (default ``torchvision_resnet{depth}``).
     Returns:
-        A functional ``keras.Model``: (B, H, W, 3) RGB pixels in [0, 255] -> [C3 (B, H/8, W/8, 512),
-        C4 (B, H/16, W/16, 1024), C5 (B, H/32, W/32, 2048)] for sides that are multiples of 32 (other sizes
-        give ceil(H / stride) as PyTorch does). Weights are random until loaded
-        (``keras_retinanet.convert.torchvision.load_torchvision_resnet_weights``).
+        A functional ``keras.Model``, random weights: (B, H, W, 3) RGB pixels in [0, 255] -> [C3 (B, H/8, W/8,
+        512), C4 (B, H/16, W/16, 1024), C5 (B, H/32, W/32, 2048)] (ceil(H / stride) as PyTorch does).
     """
-
     if depth not in RESNET_BLOCKS:
         raise ValueError(f"torchvision ResNet depth must be one of {sorted(RESNET_BLOCKS)}, got {depth}")
     if not 0 <= int(trainable_layers) <= 5:
@@ -152,8 +126,7 @@ def build_torchvision_resnet(
     x = ImageNormalization("torch", name="image_normalization")(images)
     x = _conv(x, 64, 7, 2, "conv1")
     x = keras.layers.ReLU(name="relu")(_batchnorm("bn1", **norm)(x))
-    # PyTorch pads a max pool with -inf; after the ReLU every value is >= 0 and each window holds at least one
-    # real value, so zero padding gives the same maxima.
+    # PyTorch pads a max pool with -inf; after the ReLU zero padding gives the same maxima.
     x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool")(x)
     features = []

@@ -1,13 +1,5 @@
-"""Reading and writing PyTorch state dicts as ``{name: numpy array}`` (no TensorFlow; torch only for .pth).
-
-Formats:
-- ``.pth`` / ``.pt``: ``torch.save`` files; need ``torch`` (``pip install 'keras-retinanet[torch]'``). Read with
-  ``weights_only=True`` (no arbitrary code runs). A training checkpoint that wraps the weights
-  (``{"model": state_dict, "optimizer": ...}`` as torchvision's reference scripts save, or
-  ``{"state_dict": ...}``) is unwrapped.
-- ``.safetensors``: read with the ``safetensors`` package's numpy API, no torch.
-- ``.npz``: numpy's archive of named arrays (what :func:`save_state_dict` writes), no torch.
-"""
+"""Reading and writing PyTorch state dicts as ``{name: numpy array}``: ``.pth`` / ``.pt`` (needs torch; read
+with ``weights_only=True``, a training checkpoint's ``{"model": ...}`` unwrapped), ``.safetensors``, ``.npz``."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""torchvision ResNet weights into ``build_torchvision_resnet`` models, and the state-dict reading every
-torchvision conversion shares (:mod:`keras_retinanet.convert.torchvision` converts whole RetinaNets with it).
-
-Tensor layout: a PyTorch conv kernel (out, in, kh, kw) is a Keras kernel (kh, kw, in, out); a norm layer's
-``weight`` / ``bias`` / ``running_mean`` / ``running_var`` are Keras' ``gamma`` / ``beta`` / ``moving_mean`` /
-``moving_variance``. Every tensor taken is checked (name, rank, shape) and recorded, so leftovers are reported.
-"""
+"""torchvision ResNet weights into ``build_torchvision_resnet`` models, and the state-dict reading that
+:mod:`keras_retinanet.convert.torchvision` shares. Every tensor taken is checked (name, rank, shape) and
+recorded, so leftovers are reported."""
 
 from __future__ import annotations
 
@@ -53,19 +49,19 @@ class TensorReader:
         )
 
 
-def strip_module_prefix(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Drops ``module.`` from every name of a checkpoint saved from a DistributedDataParallel model."""
-    if tensors and all(name.startswith("module.") for name in tensors):
-        return {name[len("module.") :]: value for name, value in tensors.items()}
-    return dict(tensors)
-
-
 def read_state_dict(
     source: str | os.PathLike | Mapping[str, np.ndarray],
 ) -> tuple[dict[str, np.ndarray], str]:
-    if isinstance(source, Mapping):
-        return strip_module_prefix(source), "state dict"
-    return strip_module_prefix(load_state_dict(source)), os.fspath(source)
+    """``({name: array}, what to call it)``; ``module.`` dropped from the names of a DistributedDataParallel
+    model's checkpoint."""
+    tensors, name = (
+        (source, "state dict")
+        if isinstance(source, Mapping)
+        else (load_state_dict(source), os.fspath(source))
+    )
+    if tensors and all(key.startswith("module.") for key in tensors):
+        return {key[len("module.") :]: value for key, value in tensors.items()}, name
+    return dict(tensors), name
 
 
 def assign_weight(variable, value: np.ndarray, what: str) -> None:
@@ -107,10 +103,6 @@ def load_norm(layer, tensors: TensorReader, prefix: str) -> None:
         assign_weight(getattr(layer, keras_name), tensors.take(name, ndim=1), f"{tensors.source}: {name}")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# ImageNet ResNet (and the body of a detection checkpoint)
-
-
 def resnet_depth(tensors: Mapping[str, np.ndarray], prefix: str = "") -> int:
     """50, 101 or 152 from the number of bottlenecks in ``layer3`` of a torchvision ResNet state dict."""
     pattern = re.compile(re.escape(prefix) + r"layer3\.(\d+)\.")
@@ -121,16 +113,6 @@ def resnet_depth(tensors: Mapping[str, np.ndarray], prefix: str = "") -> int:
     raise CheckpointError(
         f"not a torchvision ResNet-50/101/152 state dict: {len(blocks)} blocks in {prefix}layer3 "
         f"(expected {', '.join(str(s[2]) for s in RESNET_BLOCKS.values())})"
-    )
-
-
-def resnet_prefix(tensors: Mapping[str, np.ndarray], source: str) -> str:
-    for prefix in ("", "backbone.body.", "body."):
-        if f"{prefix}conv1.weight" in tensors and f"{prefix}layer1.0.conv1.weight" in tensors:
-            return prefix
-    raise CheckpointError(
-        f"{source}: not a torchvision ResNet checkpoint (no conv1.weight / layer1.0.conv1.weight, nor under "
-        "backbone.body. as in a detection checkpoint)"
     )
 
 
@@ -157,18 +139,25 @@ def load_torchvision_resnet_weights(
     """Copies a torchvision ResNet state dict into a ``build_torchvision_resnet`` model (in place).
 
     Args:
-        model: the Keras backbone (``build_backbone("torchvision_resnet50")``).
-        source: a checkpoint file (.pth/.pt with torch, .safetensors, .npz) or ``{name: array}``: an ImageNet
-            classifier (``resnet50-0676ba61.pth``; its ``fc`` is ignored) or a detection model, whose
-            ``backbone.body.`` part is used.
+        source: a checkpoint file (.pth/.pt, .safetensors, .npz) or ``{name: array}`` of an ImageNet classifier
+            (its ``fc`` ignored) or a detection model (its ``backbone.body.`` used).
     Returns:
-        ``{"source", "prefix", "layers", "ignored"}``: the layers loaded and the checkpoint's tensors not used
-        (the classifier, or the detection model's pyramid and heads).
+        ``{"source", "prefix", "layers", "ignored"}``: the layers loaded and the tensors not used.
     Raises:
         CheckpointError: a tensor is missing or has the wrong shape, or the ResNet has blocks this model lacks.
     """
     raw, name = read_state_dict(source)
-    prefix = resnet_prefix(raw, name)
+    prefixes = [
+        p
+        for p in ("", "backbone.body.", "body.")
+        if {f"{p}conv1.weight", f"{p}layer1.0.conv1.weight"} <= raw.keys()
+    ]
+    if not prefixes:
+        raise CheckpointError(
+            f"{name}: not a torchvision ResNet checkpoint (no conv1.weight / layer1.0.conv1.weight, nor under "
+            "backbone.body. as in a detection checkpoint)"
+        )
+    prefix = prefixes[0]
     depth = resnet_depth(raw, prefix)
     expected = sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers)
     actual = sum(

@@ -11,30 +11,19 @@ class FeaturePyramid(keras.layers.Layer):
     """C3, C4, C5 -> P3, P4, P5, P6, P7, all with ``channels`` channels.
 
     P5..P3: 1x1 lateral convs plus nearest-neighbour upsampled coarser levels, then a 3x3 conv. P6: 3x3
-    stride-2 conv on C5 (paper, detectron2, torchvision v2) or on P5 (torchvision v1). P7: 3x3 stride-2 conv on
-    ReLU(P6).
-
-    The mobile variant (TF Model Garden's FPN with ``use_separable_conv``, as in MediaPipe Model Maker's
-    detectors): ``separable`` makes every conv depthwise-separable (the 1x1 laterals too, with a bias), and
-    ``batchnorm`` adds a BatchNorm (epsilon 1e-3) to each output level, with no activation after it; P6 and P7
-    are computed from the levels before their BatchNorm.
+    stride-2 conv on C5 (paper, torchvision v2) or on P5 (torchvision v1). P7: 3x3 stride-2 conv on act(P6).
 
     Args:
-        channels: width of every pyramid level (256).
-        p6_source: ``"c5"`` or ``"p5"``.
-        padding: padding of the stride-2 P6 and P7 convs. ``"same"`` (Keras/TensorFlow): on an even-sized input
-            no pixel before and one after, so output cell ``i`` sees input rows ``2i .. 2i + 2``;
-            ``"symmetric"`` (PyTorch's ``padding=1``, torchvision): one pixel on each side, rows
-            ``2i - 1 .. 2i + 1``. Both give ``ceil(n / 2)`` cells; on odd sizes they agree.
-        separable: ``SeparableConv2D`` (depth multiplier 1) instead of ``Conv2D`` everywhere.
-        batchnorm: a BatchNorm on each output level.
+        padding: of the stride-2 P6 and P7 convs: ``"same"`` (Keras: on even sizes none before, one after) or
+            ``"symmetric"`` (PyTorch's ``padding=1``: one on each side).
+        separable: ``SeparableConv2D`` everywhere (TF Model Garden's mobile FPN, the laterals too).
+        batchnorm: a BatchNorm (epsilon 1e-3) on each output level; P6, P7 come from the levels before it.
         activation: ``"relu"`` or ``"relu6"``, applied to P6 before the P7 conv.
 
     Call arguments:
         features: [C3, C4, C5], (B, Hl, Wl, Cl) each, strides 8, 16, 32.
     Returns:
-        [P3, P4, P5, P6, P7], (B, Hl, Wl, channels) each, strides 8 to 128. Any input size works: an upsampled
-        level is cropped to the size of the finer one.
+        [P3, P4, P5, P6, P7], (B, Hl, Wl, channels) each, strides 8 to 128, for any input size.
     """
 
     def __init__(
@@ -61,18 +50,7 @@ class FeaturePyramid(keras.layers.Layer):
         strided_padding = "same" if padding == "same" else "valid"  # "symmetric" pads in call()
 
         def conv(kernel_size: int, name: str, **options) -> keras.layers.Layer:
-            if self.separable:
-                return keras.layers.SeparableConv2D(
-                    channels,
-                    kernel_size,
-                    depthwise_initializer="he_uniform",
-                    pointwise_initializer="he_uniform",
-                    name=name,
-                    **options,
-                )
-            return keras.layers.Conv2D(
-                channels, kernel_size, kernel_initializer="he_uniform", name=name, **options
-            )
+            return make_conv(self.separable, channels, kernel_size, "he_uniform", name=name, **options)
 
         self.lateral = [conv(1, f"lateral_c{i}") for i in (3, 4, 5)]
         self.output_convs = [conv(3, f"output_p{i}", padding="same") for i in (3, 4, 5)]
@@ -125,18 +103,24 @@ class FeaturePyramid(keras.layers.Layer):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(
-            channels=self.channels,
-            p6_source=self.p6_source,
-            padding=self.padding,
-            separable=self.separable,
-            batchnorm=self.batchnorm,
-            activation=self.activation,
-        )
-        return config
+        names = ("channels", "p6_source", "padding", "separable", "batchnorm", "activation")
+        return {**config, **{name: getattr(self, name) for name in names}}
 
 
 ACTIVATIONS = ("relu", "relu6")
+
+
+def make_conv(separable: bool, filters: int, kernel_size: int, initializer, **options) -> keras.layers.Layer:
+    """A ``Conv2D``, or a ``SeparableConv2D`` (depth multiplier 1) with ``initializer`` for both kernels."""
+    if separable:
+        return keras.layers.SeparableConv2D(
+            filters,
+            kernel_size,
+            depthwise_initializer=initializer,
+            pointwise_initializer=initializer,
+            **options,
+        )
+    return keras.layers.Conv2D(filters, kernel_size, kernel_initializer=initializer, **options)
 
 
 def check_activation(name: str) -> str:

@@ -7,27 +7,21 @@ import math
 import keras
 from keras import ops
 
-from keras_retinanet.model.layers.feature_pyramid import activate, check_activation
+from keras_retinanet.model.layers.feature_pyramid import activate, check_activation, make_conv
 
 
 class _SharedHead(keras.layers.Layer):
     """``depth`` x (3x3 conv, ``channels``, [norm], activation), then a 3x3 conv to A * ``outputs_per_anchor``.
 
-    GroupNorm (``use_group_norm``) has min(32, ``channels``) groups of consecutive channels and epsilon
-    ``group_norm_epsilon``: with 256 channels and 1e-5 it is torchvision v2's ``nn.GroupNorm(32, 256)``.
-    ``batchnorm_per_level`` instead puts a BatchNorm (epsilon 1e-3) after each conv, one per pyramid level (TF
-    Model Garden's RetinaNetHead: the convs are shared, the statistics of the levels differ). ``separable``
-    makes every conv, the last one included, depthwise-separable (depth multiplier 1); ``activation`` is
-    ``"relu"`` or ``"relu6"``.
-
-    The same conv weights run on every level (paper section 4). Conv weights ~ N(0, 0.01), biases 0, except the
-    last bias given by ``final_bias``.
+    The same convs run on every level; weights ~ N(0, 0.01), biases 0 except the last (``final_bias``).
+    GroupNorm has min(32, ``channels``) groups (torchvision v2's); ``batchnorm_per_level`` instead puts a
+    BatchNorm (epsilon 1e-3) per level after each conv (TF Model Garden); ``separable``: every conv
+    depthwise-separable.
 
     Call arguments:
         features: [P3, ..., P7], (B, Hl, Wl, C) each.
     Returns:
-        (B, N, outputs_per_anchor) float32, N = sum of Hl * Wl * A, ordered level, row, column, anchor (the
-        anchor generator's order).
+        (B, N, outputs_per_anchor) float32, N = sum of Hl * Wl * A, in the anchor generator's order.
     """
 
     outputs_per_anchor: int
@@ -58,14 +52,7 @@ class _SharedHead(keras.layers.Layer):
         init = keras.initializers.RandomNormal(stddev=0.01)
 
         def conv(filters: int, name: str, **options) -> keras.layers.Layer:
-            if self.separable:
-                return keras.layers.SeparableConv2D(
-                    filters, 3, padding="same", depthwise_initializer=init, pointwise_initializer=init, name=name,
-                    **options,
-                )  # fmt: skip
-            return keras.layers.Conv2D(
-                filters, 3, padding="same", kernel_initializer=init, name=name, **options
-            )
+            return make_conv(self.separable, filters, 3, init, padding="same", name=name, **options)
 
         self.convs = []
         for i in range(self.depth):
@@ -126,27 +113,15 @@ class _SharedHead(keras.layers.Layer):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(
-            num_anchors=self.num_anchors,
-            depth=self.depth,
-            channels=self.channels,
-            use_group_norm=self.use_group_norm,
-            group_norm_epsilon=self.group_norm_epsilon,
-            batchnorm_per_level=self.batchnorm_per_level,
-            separable=self.separable,
-            activation=self.activation,
-        )
-        return config
+        names = ("num_anchors", "depth", "channels", "use_group_norm", "group_norm_epsilon")
+        names += ("batchnorm_per_level", "separable", "activation")
+        return {**config, **{name: getattr(self, name) for name in names}}
 
 
 @keras.saving.register_keras_serializable(package="keras_retinanet")
 class ClassificationHead(_SharedHead):
-    """Classification subnet: (B, N, num_classes) logits.
-
-    The last bias is ``-log((1 - pi) / pi)`` so every anchor starts with foreground probability ``pi``
-    (``prior_probability``, 0.01 in the paper), which keeps the focal loss from being swamped by the many
-    easy negatives in the first iterations.
-    """
+    """Classification subnet: (B, N, num_classes) logits, starting at foreground probability
+    ``prior_probability`` (so the many easy negatives do not swamp the first steps)."""
 
     def __init__(self, num_classes: int, prior_probability: float = 0.01, **kwargs):
         self.num_classes = int(num_classes)
