@@ -306,6 +306,9 @@ def _sorted_detections(detections: dict, image: int, count: int) -> np.ndarray:
 def test_predict_takes_any_sequence_of_sizes_and_a_single_image():
     """A second image size retraces ``predict`` with unknown dimensions; the decoder must still give exactly
     what ``detect`` gives on that size with static shapes (it failed with a symbolic-bool error before)."""
+    import keras
+
+    keras.utils.set_random_seed(0)  # unseeded, it passed or failed by which tests ran before it
     model = tiny_retinanet(3)
     head = model.get_layer("classification_head").final
     head.bias.assign(np.full(head.bias.shape, -1.0, np.float32))  # scores ~0.27: detections to compare
