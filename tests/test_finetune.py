@@ -236,7 +236,7 @@ def test_train_init_end_to_end_on_bccd(bccd_subset, tmp_path, monkeypatch, capsy
     summary = json.loads((output / "train_summary.json").read_text())
     assert summary["epochs_run"] == 1 and summary["stopped_on_nan"] is None
     assert all(math.isfinite(value) for values in summary["history"].values() for value in values)
-    assert (output / "class_names.txt").read_text().split("\n")[:3] == BCCD_CLASSES
+    assert (output / "labels.txt").read_text().split("\n")[:3] == BCCD_CLASSES
     assert TrainConfig.from_yaml(output / "config.yaml").init == str(init)  # the run can be repeated
     trained = keras.saving.load_model(output / "model.keras", compile=False)
     assert (

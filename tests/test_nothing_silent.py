@@ -106,7 +106,7 @@ def test_train_with_a_cut_jpeg_stops_before_writing_anything(bccd_subset, tmp_pa
 def _finished_run(output: Path, config: TrainConfig, epochs: int) -> None:
     output.mkdir(parents=True)
     (output / "config.yaml").write_text(config.to_yaml())
-    (output / "class_names.txt").write_text("circle\n")
+    (output / "labels.txt").write_text("circle\n")
     for epoch in range(1, epochs + 1):
         weights, _ = run_folder.state_paths(output / "backup", epoch)
         weights.parent.mkdir(exist_ok=True)

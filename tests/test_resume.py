@@ -66,7 +66,7 @@ def _fake_run(output: Path, config: TrainConfig, epochs_done: int = 1, finished:
     """A run folder as ``train`` leaves it, with dummy weights (plan_run never loads them)."""
     output.mkdir(parents=True)
     (output / "config.yaml").write_text(config.to_yaml())
-    (output / "class_names.txt").write_text("circle\nsquare\n")
+    (output / "labels.txt").write_text("circle\nsquare\n")
     for epoch in range(1, epochs_done + 1):
         weights, _ = run_folder.state_paths(output / "backup", epoch)
         weights.parent.mkdir(exist_ok=True)
@@ -89,6 +89,14 @@ def test_same_configuration_resumes_from_the_newest_state(tmp_path):
     assert plan.state.epoch == 2 and plan.class_names == ["circle", "square"]
     # Options that only change what is shown may differ without asking.
     assert plan_run(config.update({"verbose": 0, "tensorboard": False})).changes == {}
+
+
+def test_a_run_folder_of_an_earlier_version_keeps_its_class_names(tmp_path):
+    """Earlier versions wrote class_names.txt (now labels.txt, the name beside exported files): still read."""
+    config = _config(tmp_path / "run")
+    _fake_run(tmp_path / "run", config, epochs_done=1)
+    (tmp_path / "run" / "labels.txt").rename(tmp_path / "run" / "class_names.txt")
+    assert plan_run(config).class_names == ["circle", "square"]
 
 
 def test_a_different_configuration_is_refused_with_the_keys_and_the_way_on(tmp_path):
@@ -395,7 +403,7 @@ def test_csv_log_continues_without_duplicate_rows(tmp_path):
 
 
 def test_a_failed_start_writes_nothing(tmp_path):
-    """The data loads but the model cannot be built: no run folder, no config.yaml or class_names.txt."""
+    """The data loads but the model cannot be built: no run folder, no config.yaml or labels.txt."""
     spec = make_synthetic_coco(tmp_path / "data", num_images=2, image_size=64)
     output = tmp_path / "run"
     with pytest.raises(ValueError, match="unknown backbone"):

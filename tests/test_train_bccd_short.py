@@ -112,13 +112,13 @@ def test_short_bccd_training_learns(bccd_subset, tmp_path):
         )
     for name in (
         "config.yaml",
-        "class_names.txt",
+        "labels.txt",
         "model.keras",
         "checkpoints/last.keras",
         "checkpoints/best.keras",
     ):
         assert (output / name).exists(), name
-    assert (output / "class_names.txt").read_text().split() == ["Platelets", "RBC", "WBC"]
+    assert (output / "labels.txt").read_text().split() == ["Platelets", "RBC", "WBC"]
     # The CSV log has the AP columns although the first epoch had no AP yet: empty until the evaluated epoch.
     with open(output / "log.csv") as f:
         rows = list(csv.DictReader(f))

@@ -47,7 +47,7 @@ class TrainConfig(Options):
     )
     output: str = option(
         "runs/train",
-        "run folder: config.yaml, class_names.txt, model.keras, checkpoints/, backup/, log.csv",
+        "run folder: config.yaml, labels.txt, model.keras, checkpoints/, backup/, log.csv",
         group="data",
     )
     skip_bad: bool = option(False, "skip bad records (always reported) instead of stopping", group="data")

@@ -71,7 +71,7 @@ def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.O
 
 
 def write_run_files(config: TrainConfig, class_names: Sequence[str]) -> Path:
-    """Creates the run folder with ``config.yaml`` and ``class_names.txt``, written atomically; returns it."""
+    """Creates the run folder with ``config.yaml`` and ``labels.txt``, written atomically; returns it."""
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     atomic.write_text(output / run_folder.CONFIG, config.to_yaml())

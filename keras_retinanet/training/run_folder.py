@@ -3,7 +3,7 @@
 Layout (every file written atomically, so a kill leaves the previous good version):
 
     DIR/config.yaml              the configuration that made the run (the latest one allowed to continue it)
-    DIR/class_names.txt          one class name per line
+    DIR/labels.txt               one class name per line (as beside exported files; earlier versions: class_names.txt)
     DIR/anchors.json             with --anchors auto: anchor coverage per class before / after the fit
     DIR/backup/epoch-NNNN.weights.h5, epoch-NNNN.json
                                  the training state after epoch NNNN (weights and optimiser state) and its
@@ -33,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from keras_retinanet import atomic
+from keras_retinanet.conventions import LABELS_FILE
 from keras_retinanet.model.config import ModelConfig
 from keras_retinanet.training.config import FITTED_ANCHOR_FIELDS, TrainConfig
 from keras_retinanet.training.image_shape import same_requested_size
 
 CONFIG = "config.yaml"
-CLASS_NAMES = "class_names.txt"
+CLASS_NAMES = LABELS_FILE
+LEGACY_CLASS_NAMES = "class_names.txt"  # what earlier versions wrote; still read
 MODEL = "model.keras"
 SUMMARY = "train_summary.json"
 LOG = "log.csv"
@@ -378,8 +380,8 @@ def plan_run(config: TrainConfig, allow_changes: str | Iterable[str] | None = ()
         changes.pop("image_size", None)  # resolved from the data's shape by the run (training.image_shape)
     state = next(iter(list_states(path / BACKUP)[0]), None)
     summary = _read_json(path / SUMMARY)
-    names_file = path / CLASS_NAMES
-    class_names = names_file.read_text(encoding="utf-8").splitlines() if names_file.exists() else None
+    names_file = next((path / n for n in (CLASS_NAMES, LEGACY_CLASS_NAMES) if (path / n).exists()), None)
+    class_names = names_file.read_text(encoding="utf-8").splitlines() if names_file else None
     plan = RunPlan(
         path,
         fresh=False,
