@@ -98,6 +98,12 @@ def _mem(record: dict[str, Any] | None) -> str:
     return f"{record['peak_rss_mib']:,.0f}" if record and "peak_rss_mib" in record else "-"
 
 
+def _protocol_name(config: dict[str, Any]) -> str:
+    """ "R50-512" for the protocol's model, else the measured backbone and size, e.g. "mobilenet_v2-256"."""
+    measured = (config["backbone"], config["image_size"])
+    return "R50-512" if measured == ("resnet50", 512) else "-".join(map(str, measured))
+
+
 def _header(report: dict[str, Any], peers: dict[str, Any]) -> list[str]:
     m, cfg = report["machine"], report["config"]
     quick = " (QUICK: tiny settings, not the protocol)" if cfg.get("quick") else ""
@@ -105,7 +111,7 @@ def _header(report: dict[str, Any], peers: dict[str, Any]) -> list[str]:
         f"; {p}: " + ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items()) for p, r in peers.items()
     )
     return [
-        f"## R50-512 benchmark on {m['cpu_model']}, {report['date']}",
+        f"## {_protocol_name(cfg)} benchmark on {m['cpu_model']}, {report['date']}",
         "",
         f"- Machine: {describe_cpu(m)}, {m['os']}, load average {m['load_average_1m']} at start",
         f"- CPU features: {describe_features(m)}",
