@@ -269,6 +269,19 @@ def test_openvino_int8_without_calibration_images_is_refused(model, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("format_name", ["onnx", "openvino", "openvino_int8"])
+def test_class_thresholds_are_refused_not_left_out(model, tmp_path, format_name):
+    """The files do not apply per-class thresholds: beside the SavedModel, which does, the export refuses the
+    option before any work instead of writing a file that ignores it."""
+    from keras_retinanet.export import ExportError, export_model
+
+    with pytest.raises(
+        ExportError, match=f"format {format_name} does not take --class-thresholds .*set_class_thresholds"
+    ):
+        export_model(model, tmp_path / "out", formats=["saved_model", format_name], class_thresholds="t.json")
+    assert not (tmp_path / "out").exists()
+
+
 def test_batched_letterbox_equals_the_per_image_letterbox(model):
     """``detect_float32`` letterboxes the whole batch at once; its outputs are bit for bit those of each image
     letterboxed alone (``imaging.letterbox_tensor``, as the graph did before) and run through the same network,

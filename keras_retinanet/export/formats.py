@@ -42,6 +42,12 @@ def _raw_tflite_detector(path: Path) -> Any:
     return _detector(path) if read_detection_metadata(path) else None
 
 
+_NO_CLASS_THRESHOLDS = (
+    (),
+    "ONNX and OpenVINO files do not apply them: export them apart, and filter their detections with the "
+    "detectors' set_class_thresholds",
+)
+
 FORMATS: dict[str, ExportFormat] = {
     row.name: row
     for row in (
@@ -85,6 +91,7 @@ FORMATS: dict[str, ExportFormat] = {
             name="onnx",
             files="model_float32.onnx",
             write=write_onnx,
+            options={"class_thresholds": _NO_CLASS_THRESHOLDS},
             detector=_detector,
             parity="exact",
         ),
@@ -92,6 +99,7 @@ FORMATS: dict[str, ExportFormat] = {
             name="openvino",
             files="model_openvino_float32.xml (.bin)",
             write=write_openvino,
+            options={"class_thresholds": _NO_CLASS_THRESHOLDS},
             detector=_detector,
             parity="exact",
         ),
@@ -99,6 +107,7 @@ FORMATS: dict[str, ExportFormat] = {
             name="openvino_int8",
             files="model_openvino_int8.xml (.bin)",
             write=functools.partial(write_openvino, precision="int8"),
+            options={"class_thresholds": _NO_CLASS_THRESHOLDS},
             detector=_detector,
             parity="tflite",
         ),
