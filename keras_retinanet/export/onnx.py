@@ -85,26 +85,21 @@ def _outside_the_network(model: Any) -> list[str]:
     the letterbox, the decoding and the NMS, whose values depend on the photo's size rather than its pixels."""
     convolutions = {"Convolution", "GroupConvolution"}
     ops = model.get_ordered_ops()  # topological
-    consumers = {op.get_friendly_name(): [] for op in ops}
+
+    def sources(op) -> set[str]:
+        return {value.get_node().get_friendly_name() for value in op.input_values()}
+
+    after, before = (
+        set(),
+        set(),
+    )  # ops that a convolution feeds (or is); ops that feed a convolution (or are one)
     for op in ops:
-        for source in op.input_values():
-            consumers[source.get_node().get_friendly_name()].append(op.get_friendly_name())
-    after_a_convolution, before_a_convolution = set(), set()
-    for op in ops:
-        name = op.get_friendly_name()
-        if op.get_type_name() in convolutions or any(
-            source.get_node().get_friendly_name() in after_a_convolution for source in op.input_values()
-        ):
-            after_a_convolution.add(name)
+        if op.get_type_name() in convolutions or sources(op) & after:
+            after.add(op.get_friendly_name())
     for op in reversed(ops):
-        name = op.get_friendly_name()
-        if op.get_type_name() in convolutions or before_a_convolution.intersection(consumers[name]):
-            before_a_convolution.add(name)
-    return [
-        op.get_friendly_name()
-        for op in ops
-        if op.get_friendly_name() not in after_a_convolution & before_a_convolution
-    ]
+        if op.get_type_name() in convolutions or op.get_friendly_name() in before:
+            before |= {op.get_friendly_name()} | sources(op)
+    return [op.get_friendly_name() for op in ops if op.get_friendly_name() not in after & before]
 
 
 def _quantize(job: ExportJob, model: Any) -> Any:
