@@ -42,11 +42,23 @@ def _raw_tflite_detector(path: Path) -> Any:
     return _detector(path) if read_detection_metadata(path) else None
 
 
-_NO_CLASS_THRESHOLDS = (
-    (),
-    "ONNX and OpenVINO files do not apply them: export them apart, and filter their detections with the "
-    "detectors' set_class_thresholds",
-)
+def _graph_format(name: str, files: str, write: Any, parity: str) -> ExportFormat:
+    """An ONNX or OpenVINO row: letterbox-inside files read back by ``load_detector``, which take no option and
+    refuse per-class thresholds (the files do not apply them)."""
+    refused = (
+        (),
+        "ONNX and OpenVINO files do not apply them: export them apart, and filter their detections with the "
+        "detectors' set_class_thresholds",
+    )
+    return ExportFormat(
+        name=name,
+        files=files,
+        write=write,
+        options={"class_thresholds": refused},
+        detector=_detector,
+        parity=parity,
+    )
+
 
 FORMATS: dict[str, ExportFormat] = {
     row.name: row
@@ -87,29 +99,13 @@ FORMATS: dict[str, ExportFormat] = {
             detector=_raw_tflite_detector,
             parity="tflite",
         ),
-        ExportFormat(
-            name="onnx",
-            files="model_float32.onnx",
-            write=write_onnx,
-            options={"class_thresholds": _NO_CLASS_THRESHOLDS},
-            detector=_detector,
-            parity="exact",
-        ),
-        ExportFormat(
-            name="openvino",
-            files="model_openvino_float32.xml (.bin)",
-            write=write_openvino,
-            options={"class_thresholds": _NO_CLASS_THRESHOLDS},
-            detector=_detector,
-            parity="exact",
-        ),
-        ExportFormat(
-            name="openvino_int8",
-            files="model_openvino_int8.xml (.bin)",
-            write=functools.partial(write_openvino, precision="int8"),
-            options={"class_thresholds": _NO_CLASS_THRESHOLDS},
-            detector=_detector,
-            parity="tflite",
+        _graph_format("onnx", "model_float32.onnx", write_onnx, "exact"),
+        _graph_format("openvino", "model_openvino_float32.xml (.bin)", write_openvino, "exact"),
+        _graph_format(
+            "openvino_int8",
+            "model_openvino_int8.xml (.bin)",
+            functools.partial(write_openvino, precision="int8"),
+            "tflite",
         ),
     )
 }

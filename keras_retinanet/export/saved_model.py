@@ -44,6 +44,18 @@ from keras_retinanet.imaging import (
 )
 
 
+def _keep_above_class_thresholds(boxes, scores, classes, num, thresholds):
+    """Drops the rows of (B, M) detections under their class's threshold (``thresholds`` float32 [K]); a stable
+    sort moves the rows kept to the front, in their (score) order. Returns (boxes, scores, classes, num)."""
+    import tensorflow as tf
+
+    valid = tf.sequence_mask(num, tf.shape(scores)[1])
+    valid &= scores >= tf.gather(thresholds, tf.maximum(classes, 0))
+    order = tf.argsort(tf.cast(valid, tf.int32), axis=1, direction="DESCENDING", stable=True)
+    boxes, scores, classes = (tf.gather(t, order, batch_dims=1) for t in (boxes, scores, classes))
+    return boxes, scores, classes, tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+
+
 def serving_module(
     model: Any,
     image_size: Sequence[int] | None,
@@ -102,15 +114,11 @@ def serving_module(
             classes = tf.cast(detections["classes"], tf.int32)
             num = tf.cast(detections["num_detections"], tf.int32)
             boxes = boxes_to_original_tensor(boxes, scales, original_sizes)
-            valid = tf.sequence_mask(num, tf.shape(scores)[1])
             if class_thresholds is not None:
-                # Drop rows under their class's threshold; a stable sort moves the rows kept to the front, in
-                # their (score) order.
-                valid &= scores >= tf.gather(self.class_thresholds, tf.maximum(classes, 0))
-                order = tf.argsort(tf.cast(valid, tf.int32), axis=1, direction="DESCENDING", stable=True)
-                boxes, scores, classes = (tf.gather(t, order, batch_dims=1) for t in (boxes, scores, classes))
-                num = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
-                valid = tf.sequence_mask(num, tf.shape(scores)[1])
+                boxes, scores, classes, num = _keep_above_class_thresholds(
+                    boxes, scores, classes, num, self.class_thresholds
+                )
+            valid = tf.sequence_mask(num, tf.shape(scores)[1])
             return {
                 "boxes": tf.where(valid[..., None], boxes, 0.0),
                 "scores": tf.where(valid, scores, 0.0),

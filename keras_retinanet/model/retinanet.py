@@ -116,17 +116,12 @@ class RetinaNet(keras.Model):
         **kwargs,
     ):
         num_classes, class_names, image_size = _check_arguments(num_classes, class_names, image_size)
-        anchor_generator = _deserialize(anchor_generator) or AnchorGenerator(name="anchor_generator")
-        if anchor_generator.levels != PYRAMID_LEVELS:
-            raise ValueError(
-                f"RetinaNet: anchor_generator levels must be the pyramid's P3..P7 ({PYRAMID_LEVELS}), got "
-                f"min_level={anchor_generator.min_level}, max_level={anchor_generator.max_level}"
-            )
+        anchor_generator = _checked_anchor_generator(anchor_generator)
         head_channels = head_channels or fpn_channels
         backbone_kwargs = dict(backbone_kwargs or {})
         backbone_name = backbone if isinstance(backbone, str) else None
-        if isinstance(backbone, str):
-            backbone_model = build_backbone(
+        backbone_model = (
+            build_backbone(
                 backbone,
                 weights=backbone_weights,
                 batchnorm_momentum=backbone_batchnorm_momentum,
@@ -134,8 +129,9 @@ class RetinaNet(keras.Model):
                 normalization=input_normalization,
                 **backbone_kwargs,
             )
-        else:
-            backbone_model = _deserialize(backbone)
+            if backbone_name
+            else _deserialize(backbone)
+        )
         feature_pyramid = FeaturePyramid(
             fpn_channels,
             p6_source=p6_source,
@@ -145,8 +141,10 @@ class RetinaNet(keras.Model):
             activation=activation,
             name="feature_pyramid",
         )
-        head_args = dict(
-            num_anchors=anchor_generator.num_anchors_per_location,
+        classification_head, box_head = _heads(
+            num_classes,
+            anchor_generator.num_anchors_per_location,
+            prior_probability,
             depth=head_depth,
             channels=head_channels,
             use_group_norm=use_group_norm,
@@ -155,10 +153,6 @@ class RetinaNet(keras.Model):
             separable=separable_convs,
             activation=activation,
         )
-        classification_head = ClassificationHead(
-            num_classes, prior_probability=prior_probability, name="classification_head", **head_args
-        )
-        box_head = BoxHead(name="box_head", **head_args)
 
         images = keras.Input((None, None, 3), name="images")
         padded = PadToMultiple(SIZE_DIVISOR, name="pad_to_multiple")(images)
@@ -190,9 +184,7 @@ class RetinaNet(keras.Model):
         self.box_coder = _deserialize(box_coder) or BoxCoder()
         self.matcher = _deserialize(matcher) or Matcher()
         self.decoder = _deserialize(decoder) or DetectionDecoder()
-        self.image_size = (
-            image_size if image_size is None or isinstance(image_size, int) else list(image_size)
-        )
+        self.image_size = image_size
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -360,8 +352,32 @@ class RetinaNet(keras.Model):
 PYRAMID_LEVELS = [3, 4, 5, 6, 7]
 
 
+def _heads(num_classes: int, num_anchors: int, prior_probability: float, **head_args) -> tuple:
+    """(ClassificationHead, BoxHead), sharing ``head_args`` (depth, channels, normalisation, activation)."""
+    classification_head = ClassificationHead(
+        num_classes,
+        num_anchors=num_anchors,
+        prior_probability=prior_probability,
+        name="classification_head",
+        **head_args,
+    )
+    return classification_head, BoxHead(num_anchors=num_anchors, name="box_head", **head_args)
+
+
+def _checked_anchor_generator(anchor_generator) -> AnchorGenerator:
+    """The given (or serialised) anchor generator, else the paper's; its levels must be the pyramid's."""
+    anchor_generator = _deserialize(anchor_generator) or AnchorGenerator(name="anchor_generator")
+    if anchor_generator.levels != PYRAMID_LEVELS:
+        raise ValueError(
+            f"RetinaNet: anchor_generator levels must be the pyramid's P3..P7 ({PYRAMID_LEVELS}), got "
+            f"min_level={anchor_generator.min_level}, max_level={anchor_generator.max_level}"
+        )
+    return anchor_generator
+
+
 def _check_arguments(num_classes, class_names, image_size):
-    """RetinaNet's arguments checked, with messages that name them: (num_classes, class_names, image_size)."""
+    """RetinaNet's arguments checked, with messages that name them: (num_classes, class_names, image_size), the
+    image size an int, a list (H, W) or None."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(
             f"RetinaNet: num_classes must be an integer >= 1 (object classes, no background class), got "
@@ -390,6 +406,8 @@ def _check_arguments(num_classes, class_names, image_size):
                 f"RetinaNet: image_size must be an integer N or (H, W) with sides >= {MIN_IMAGE_SIDE} pixels, "
                 f"or None, got {image_size!r}"
             ) from None
+    if image_size is not None and not isinstance(image_size, int):
+        image_size = list(image_size)
     return num_classes, class_names, image_size
 
 
