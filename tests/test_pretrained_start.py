@@ -23,7 +23,7 @@ from keras_retinanet.cli.train import resolve_config
 from keras_retinanet.data.synthetic import make_synthetic_coco
 from keras_retinanet.model.config import ModelConfig
 from keras_retinanet.training import TrainConfig
-from keras_retinanet.training.loop import describe_plan
+from keras_retinanet.training.loop import build_optimizer, build_schedule, describe_plan
 
 SHARED_WEIGHTS = SHARED_MOBILENET_V2
 
@@ -136,6 +136,44 @@ def test_batchnorm_is_frozen_exactly_when_the_start_is_pretrained():
     assert not TrainConfig(freeze_batchnorm=False).batchnorm_frozen
     assert TrainConfig(freeze_batchnorm=True, model={"weights": None}).batchnorm_frozen
     assert TrainConfig().update({"freeze_batchnorm": "none"}).freeze_batchnorm is None
+
+
+@pytest.mark.parametrize(
+    "options, decay",
+    [
+        ({}, 0.0),  # ImageNet
+        ({"model": {"weights": "backbone.h5"}}, 0.0),
+        ({"model": {"weights": None}}, 1e-4),  # from scratch: the paper's
+        ({"init": "coco.keras"}, 1e-4),  # --init: its measured fine-tuning recipe
+        ({"weight_decay": 5e-5}, 5e-5),
+        ({"weight_decay": 0.0, "model": {"weights": None}}, 0.0),
+    ],
+)
+def test_weight_decay_is_off_for_new_heads_on_a_pretrained_backbone(options, decay):
+    config = TrainConfig(**options)
+    assert config.resolved_weight_decay == decay
+    optimizer = build_optimizer(config, total_steps=10)
+    assert optimizer.weight_decay == (decay or None)
+    assert TrainConfig.from_recipe("paper").resolved_weight_decay == 1e-4
+
+
+@pytest.mark.parametrize(
+    "total, imagenet, scratch",
+    # a tenth of the run; with a pretrained backbone at least 100 steps, never more than half the run
+    [(60, 30, 6), (260, 100, 26), (370, 100, 37), (1110, 111, 111), (9000, 500, 500)],
+)
+def test_warmup_of_a_pretrained_backbone_is_at_least_100_steps(total, imagenet, scratch):
+    assert build_schedule(TrainConfig(), total).warmup_steps == imagenet
+    assert build_schedule(TrainConfig(model={"weights": None}), total).warmup_steps == scratch
+    assert build_schedule(TrainConfig(init="coco.keras"), total).warmup_steps == scratch
+    assert build_schedule(TrainConfig(warmup_steps=7), total).warmup_steps == 7
+
+
+def test_plan_line_gives_the_weight_decay():
+    (imagenet, *_) = describe_plan(TrainConfig(epochs=10), 37, "as given", None)
+    (scratch, *_) = describe_plan(TrainConfig(epochs=10, model={"weights": None}), 37, "as given", None)
+    assert "warm-up 100 steps (27%), cosine to 0 at step 370, weight decay 0;" in imagenet
+    assert "warm-up 37 steps (10%), cosine to 0 at step 370, weight decay 0.0001;" in scratch
 
 
 @pytest.mark.parametrize("weights", ["imagenet", "none"])

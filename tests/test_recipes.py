@@ -22,7 +22,7 @@ def _rates(schedule, steps):
     [(100, 10), (1000, 100), (90_000, 500)],  # a tenth of the run, at most the paper's 500
 )
 def test_default_schedule_warms_up_for_a_tenth_of_the_run_then_cosine(total, warmup):
-    schedule = build_schedule(TrainConfig(), total)
+    schedule = build_schedule(TrainConfig(model={"weights": None}), total)
     assert (schedule.decay, schedule.warmup_steps) == ("cosine", warmup)
     before, peak, half, end = _rates(schedule, [warmup - 1, warmup, warmup + (total - warmup) // 2, total])
     # Linear from 0.001x: one step before the end of the warm-up, 0.01 * (0.001 + 0.999 * (w - 1) / w).
@@ -44,7 +44,7 @@ def test_paper_recipe_is_the_papers_schedule_at_90k_steps():
 
 @pytest.mark.parametrize("total, decays", [(100, [67, 89]), (1000, [667, 889])])
 def test_step_schedule_of_a_short_run_decays_only_after_its_warmup(total, decays):
-    schedule = build_schedule(TrainConfig(schedule="step"), total)
+    schedule = build_schedule(TrainConfig(schedule="step", model={"weights": None}), total)
     assert schedule.decay_steps() == decays and schedule.warmup_steps == total // 10
     peak, cut = _rates(schedule, [schedule.warmup_steps, decays[0]])
     np.testing.assert_allclose([peak, cut], [0.01, 0.001], rtol=1e-5)
@@ -58,7 +58,8 @@ def test_plan_line_names_steps_warmup_decay_input_anchors_matcher():
     config = TrainConfig(epochs=20, model={"image_size": (288, 384), "weights": None})
     lines = describe_plan(config, 18, "the data's", {"fitted": True, "reason": "x"})
     assert lines == [
-        "plan: 360 steps (20 epochs x 18), lr 0.01 with warm-up 36 steps (10%), cosine to 0 at step 360; "
+        "plan: 360 steps (20 epochs x 18), lr 0.01 with warm-up 36 steps (10%), cosine to 0 at step 360, weight "
+        "decay 0.0001; "
         "input 288x384 (the data's); backbone resnet50, weights random (from scratch), BatchNorm trained; anchors "
         "fitted to the data; matcher atss; heads GroupNorm"
     ]

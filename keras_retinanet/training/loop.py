@@ -40,8 +40,10 @@ NO_DECAY_NAMES = ("bias", "gamma", "beta")
 
 
 def build_schedule(config: TrainConfig, total_steps: int) -> WarmupSchedule:
-    """The run's learning-rate schedule; ``warmup_steps=None`` is a tenth of the run, at most 500 steps."""
-    warmup = config.warmup_steps if config.warmup_steps is not None else default_warmup_steps(total_steps)
+    """The run's learning-rate schedule; ``warmup_steps=None`` is :func:`default_warmup_steps`."""
+    warmup = config.warmup_steps
+    if warmup is None:
+        warmup = default_warmup_steps(total_steps, pretrained=config.new_heads_on_pretrained_backbone)
     return WarmupSchedule(
         config.learning_rate,
         total_steps,
@@ -56,16 +58,15 @@ def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.O
     """SGD with momentum or AdamW, the warm-up schedule, decoupled weight decay off :data:`NO_DECAY_NAMES`, and
     global-norm clipping."""
     schedule = build_schedule(config, total_steps)
-    common = dict(
-        learning_rate=schedule, weight_decay=config.weight_decay or None, global_clipnorm=config.clip_norm
-    )
+    weight_decay = config.resolved_weight_decay
+    common = dict(learning_rate=schedule, weight_decay=weight_decay or None, global_clipnorm=config.clip_norm)
     if config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(momentum=config.momentum, **common)
     elif config.optimizer == "adamw":
         optimizer = keras.optimizers.AdamW(**common)
     else:
         raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
-    if config.weight_decay:
+    if weight_decay:
         optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
     return optimizer
 
@@ -325,13 +326,14 @@ def describe_plan(
         )
     lines = [
         f"plan: {total} steps ({config.epochs} epochs x {steps_per_epoch}), lr {config.learning_rate:g} with "
-        f"{schedule.describe()}; input {'x'.join(map(str, parse_image_size(model.image_size)))} ({shape_note}); {parts}"
+        f"{schedule.describe()}, weight decay {config.resolved_weight_decay:g}; input "
+        f"{'x'.join(map(str, parse_image_size(model.image_size)))} ({shape_note}); {parts}"
     ]
     if not schedule.reaches_base_rate():
         lines.append(
             f"warning: the warm-up ({schedule.warmup_steps} steps) is not shorter than the run ({total} steps), "
-            f"so the learning rate never reaches {config.learning_rate:g}: leave --warmup-steps unset (a tenth "
-            "of the run) or train for more epochs"
+            f"so the learning rate never reaches {config.learning_rate:g}: leave --warmup-steps unset "
+            "(a tenth of the run) or train for more epochs"
         )
     if total < MIN_LEARNING_STEPS and not config.init:
         lines.append(

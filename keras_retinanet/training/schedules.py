@@ -11,11 +11,18 @@ from keras import ops
 # The paper's warm-up (Detectron: WARMUP_ITERS 500 of 90k) and the share of a short run it takes instead.
 PAPER_WARMUP_STEPS = 500
 WARMUP_FRACTION = 0.1
+# A pretrained backbone under freshly initialised heads: a 100-step warm-up beat a tenth of a 10-epoch run
+# (26-37 steps) on BCCD and chess640 (docs/recipes.md).
+PRETRAINED_MIN_WARMUP_STEPS = 100
 
 
-def default_warmup_steps(total_steps: int) -> int:
-    """A tenth of the run, at most the paper's 500 steps (which never end in a run of a few hundred)."""
-    return max(1, min(PAPER_WARMUP_STEPS, math.ceil(WARMUP_FRACTION * total_steps)))
+def default_warmup_steps(total_steps: int, pretrained: bool = False) -> int:
+    """A tenth of the run, at most the paper's 500 steps (which never end in a run of a few hundred); for a
+    pretrained backbone at least :data:`PRETRAINED_MIN_WARMUP_STEPS`, but never more than half the run."""
+    steps = math.ceil(WARMUP_FRACTION * total_steps)
+    if pretrained:
+        steps = max(steps, min(PRETRAINED_MIN_WARMUP_STEPS, total_steps // 2))
+    return max(1, min(PAPER_WARMUP_STEPS, steps))
 
 
 @keras.saving.register_keras_serializable(package="keras_retinanet")
