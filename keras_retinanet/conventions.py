@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# The network input side of a model that does not say otherwise (``ModelConfig``, ``RetinaNet.input_size``).
+# The network input side of a model that does not say otherwise (``ModelConfig``, ``RetinaNet.image_size``).
 DEFAULT_IMAGE_SIZE = 512
 
 # The score from which a detection is shown to a person (predict, reports, TensorBoard images, parity); the

@@ -166,7 +166,7 @@ def test_build_passes_every_field_to_its_class():
         else:
             assert got == value, f"{field.name}: built {class_name} has {argument}={got!r}"
     assert model.num_classes == 2 and model.class_names == ["a", "b"]
-    assert model.input_size == (96, 128)
+    assert model.image_size == (96, 128)
     # 2 scales x 1 ratio per location, and the first-level anchor is a rounded torchvision anchor.
     assert model.anchor_generator.num_anchors_per_location == 2
     # The GIoU loss decodes deltas with the model's box coding.

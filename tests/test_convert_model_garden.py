@@ -135,7 +135,7 @@ def test_anchor_order_and_sizes_are_model_gardens(converted):
         model_garden_cell_anchors(3)[0],
         [-24 * 0.5**0.5 / 2, -24 / 0.5**0.5 / 2, 24 * 0.5**0.5 / 2, 24 / 0.5**0.5 / 2],
     )
-    assert model.input_size == (256, 256)
+    assert model.image_size == (256, 256)
 
 
 def test_mobilenet_v2_checkpoint_names_map_to_keras_applications():

@@ -346,7 +346,7 @@ def test_convert_command_writes_a_model_that_reloads(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "RetinaNet v2" in printed and "80 classes" in printed and "[0, 12, 26" in printed
     model = keras.saving.load_model(output, compile=False)
-    assert model.image_size == 640 and model.use_group_norm and model.p6_source == "c5"
+    assert model.image_size == (640, 640) and model.use_group_norm and model.p6_source == "c5"
     assert (
         model.fpn_padding == "symmetric"
         and model.group_norm_epsilon == 1e-5

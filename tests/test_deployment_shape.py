@@ -46,14 +46,14 @@ def test_groupnorm_model_detects_on_the_phones_input_what_it_detects_in_evaluati
     model = load_retinanet(tmp_path / "run" / "model.keras")
     assert model.use_group_norm
     expected_shape = (96, 128) if image_shape == "data" else (128, 128)
-    assert model.input_size == expected_shape
+    assert model.image_size == expected_shape
 
     # A photo like the training images (96x128), so that the two resizes meet no interpolation difference:
     # evaluation letterboxes it into the training shape, the phone stretches it to the export's default shape.
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
     evaluation = KerasDetector(model, fold_batchnorm=False).detect([image])[0]
-    boxes, scores, classes = _phone_detections(model, image, model.input_size)
+    boxes, scores, classes = _phone_detections(model, image, model.image_size)
     assert len(evaluation.scores) > 0
     same = (
         len(scores) == len(evaluation.scores)

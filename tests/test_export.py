@@ -156,7 +156,7 @@ def test_export_size_defaults_to_the_training_size_and_parity_catches_another(ex
     from keras_retinanet import export as ex
 
     model, _, report, _ = exported
-    assert report["image_size"] == [IMAGE_SIZE, IMAGE_SIZE] == report["model_input_size"]
+    assert report["image_size"] == [IMAGE_SIZE, IMAGE_SIZE] == report["model_image_size"]
     spec = report["parity_data"]
     other = ex.export_model(
         model,

@@ -41,7 +41,7 @@ def test_finetune_copies_weight_by_weight(source, tmp_path):
     path = tmp_path / "source.keras"
     source.save(path)
     model, report = finetune_model(str(path), NEW, image_size=320)
-    assert model.class_names == NEW and model.num_classes == 4 and model.image_size == 320
+    assert model.class_names == NEW and model.num_classes == 4 and model.image_size == (320, 320)
     assert report["kept"] == {"dog": "dog", "Person": "person", "traffic_light": "traffic light"}
     assert report["new"] == ["bird"] and report["not_used"] == ["cat"] and report["warnings"] == []
 
@@ -240,7 +240,7 @@ def test_train_init_end_to_end_on_bccd(bccd_subset, tmp_path, monkeypatch, capsy
     assert TrainConfig.from_yaml(output / "config.yaml").init == str(init)  # the run can be repeated
     trained = keras.saving.load_model(output / "model.keras", compile=False)
     assert (
-        trained.class_names == BCCD_CLASSES and trained.num_classes == 3 and trained.input_size == (96, 128)
+        trained.class_names == BCCD_CLASSES and trained.num_classes == 3 and trained.image_size == (96, 128)
     )
     trained_head = trained.get_layer("classification_head")
     moved = np.abs(np.asarray(trained_head.final.kernel) - start["kernel"]).max()

@@ -155,7 +155,7 @@ def saved_model_dir(tmp_path_factory, detector_like) -> Path:
 
     folder = tmp_path_factory.mktemp("fuzz_export") / "saved_model"
     model = load_retinanet(detector_like["keras"])
-    build_saved_model(model, folder, model.input_size)
+    build_saved_model(model, folder, model.image_size)
     return folder
 
 

@@ -120,7 +120,7 @@ def test_parity_report_of_a_faithful_file(detector_like):
     lite = {"tflite_float32": (TFLiteDetector(detector_like["tflite"]), "tflite")}
     report = parity_report(model, lite, canvases, min_score=0.3)
     keras_dets = KerasDetector(model).detect(canvases)
-    assert report["images"] == 4 and report["keras_input_size"] == [128, 128]
+    assert report["images"] == 4 and report["keras_image_size"] == [128, 128]
     assert report["keras_detections"] == sum(len(d) for d in keras_dets)
     above = sum(int((d.scores > 0.3).sum()) for d in keras_dets)
     assert report["keras_detections_above_min_score"] == above > 20

@@ -87,7 +87,7 @@ def test_keras_detector_matches_model_on_letterboxed_image(detector_like):
     from keras_retinanet.detectors import load_retinanet
 
     model = load_retinanet(detector_like["keras"])
-    assert model.input_size == (128, 128)
+    assert model.image_size == (128, 128)
     image = read_image(detector_like["images"][0])
     assert image.shape == (120, 160, 3)  # letterboxed with scale 0.8 into 96 x 128, padding below
     # Default settings: the model's input size and its own decoder (threshold 0.05, 100 detections).

@@ -177,7 +177,7 @@ def test_every_field_reads_back_with_the_schema_classes(files, schema):
     data = _add(
         files["data"]["float32"],
         labels,
-        input_size=(height, width),
+        image_size=(height, width),
         input_dtype="uint8",
         author="keras_retinanet",
         license="Apache-2.0",
@@ -349,8 +349,8 @@ def test_bad_arguments_are_refused_with_a_reason(files):
         (dict(labels=[labels[0], "two\nlines", labels[2]]), "label 1 .* one line"),
         (dict(labels=[labels[0], labels[0], labels[2]]), "labels must be distinct"),
         (
-            dict(labels=labels, input_size=(64, 64)),
-            r"input_size \(64, 64\) does not match the model's input 128x128",
+            dict(labels=labels, image_size=(64, 64)),
+            r"image_size \(64, 64\) does not match the model's input 128x128",
         ),
         (
             dict(labels=labels, input_dtype="float32"),

@@ -97,7 +97,7 @@ def test_short_bccd_training_learns(bccd_subset, tmp_path):
     from keras_retinanet import evaluation
     from keras_retinanet.imaging import read_image
 
-    size = trained_model.input_size
+    size = trained_model.image_size
     assert size == (192, 256)  # the photos' 4:3 with the longer side 256, as the plan says
     reference = [
         keras_detections_by_hand(trained_model, read_image(e["image_path"]), size) for e in val_data.examples

@@ -106,7 +106,7 @@ def test_retinanet_from_preset_builds_the_preset_with_the_given_options():
         16,
         1,
     )
-    assert model.image_size == config.image_size == 1024
+    assert model.image_size == (1024, 1024) and config.image_size == 1024
     assert model.decoder.max_detections == 300 and model.matcher.allow_low_quality_matches
     assert model.anchor_generator.offset == 0.0 and model.anchor_generator.round_sizes
     with pytest.raises(ValueError, match="unknown preset 'yolo'"):
@@ -154,7 +154,12 @@ def test_the_benchmark_builds_exactly_its_model_config():
     model = build_model(ProjectSettings(model=config, num_classes=3))
     built, expected = model.get_config(), config.build(["0", "1", "2"]).get_config()
     assert {**built, "name": None} == {**expected, "name": None}  # Keras numbers the names of unnamed models
-    assert (model.num_classes, model.fpn_channels, model.image_size, model.matcher.kind) == (3, 16, 64, "iou")
+    assert (model.num_classes, model.fpn_channels, model.image_size, model.matcher.kind) == (
+        3,
+        16,
+        (64, 64),
+        "iou",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -149,7 +149,7 @@ def _convert_model_garden(args: argparse.Namespace) -> int:
     dropped = report["dropped_slots"]
     print(
         f"TF Model Garden RetinaNet {report['spec']} ({report['variables']} variables of {report['source']}) -> "
-        f"{args.output}: {len(report['class_names'])} classes, input {model.input_size[0]}x{model.input_size[1]}"
+        f"{args.output}: {len(report['class_names'])} classes, input {model.image_size[0]}x{model.image_size[1]}"
         + (f", class channels {dropped} (__background__ / N/A) dropped" if dropped else "")
     )
     return 0

@@ -15,7 +15,7 @@ class KerasDetector(Detector):
     """A ``RetinaNet``: images are letterboxed to one size, run in batches, decoded by the model's decoder.
 
     Args:
-        image_size: (H, W) or int the images are letterboxed to; default the model's ``input_size``.
+        image_size: (H, W) or int the images are letterboxed to; default the model's ``image_size``.
         score_threshold, max_detections: None keeps the model's decoder settings; a value replaces one for this
             detector only.
         precision: ``"float32"`` or ``"bf16"`` (computes in bfloat16, decodes in float32; fast only on hardware
@@ -44,7 +44,7 @@ class KerasDetector(Detector):
         dtype_policy(precision)  # checks the name
         super().__init__(getattr(model, "class_names", None), score_threshold, max_detections)
         self.model = model
-        self.image_size = parse_image_size(image_size) if image_size is not None else model.input_size
+        self.image_size = parse_image_size(image_size) if image_size is not None else model.image_size
         self.precision = precision
         self.fold_batchnorm = bool(fold_batchnorm)
         self._function: Callable | None = None

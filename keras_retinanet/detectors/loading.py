@@ -95,7 +95,7 @@ def load_detector(
         model: a ``RetinaNet``, a :class:`Detector` (returned as it is; the other options are then refused), or
             a path to a ``.keras`` file, a SavedModel directory (or an export folder holding ``saved_model/``) or
             a ``.tflite``, ``.onnx`` or OpenVINO ``.xml`` file.
-        image_size: letterbox size for Keras models (int or (H, W); default the model's ``input_size``).
+        image_size: letterbox size for Keras models (int or (H, W); default the model's ``image_size``).
         score_threshold, max_detections: None keeps the model's own decoder settings.
         num_threads: LiteRT, ONNX Runtime or OpenVINO threads (default: every core).
         runtime: for a ``.tflite``: ``"litert"`` (``TFLiteDetector``) or ``"mediapipe"`` (``MediaPipeDetector``).

@@ -224,9 +224,9 @@ def _process_unit(md: Any, kind: str, **fields: Any) -> Any:
     return _table(md, "ProcessUnit", optionsType=getattr(md.ProcessUnitOptions, kind), options=options)
 
 
-def _image_metadata(md: Any, input_size: tuple[int, int], input_dtype: str, normalization) -> Any:
-    """The input tensor's metadata: RGB image of ``input_size``, normalisation for a float32 input."""
-    height, width = input_size
+def _image_metadata(md: Any, image_size: tuple[int, int], input_dtype: str, normalization) -> Any:
+    """The input tensor's metadata: RGB image of ``image_size``, normalisation for a float32 input."""
+    height, width = image_size
     image = _tensor_metadata(
         md,
         "image",
@@ -313,7 +313,7 @@ def add_detection_metadata(
     name: str,
     description: str,
     version: str,
-    input_size: Sequence[int] | None = None,
+    image_size: Sequence[int] | None = None,
     input_dtype: str | None = None,
     normalization: tuple[Any, Any] | None = None,
     author: str | None = None,
@@ -330,7 +330,7 @@ def add_detection_metadata(
     Args:
         labels: class names, index i = class id i; as many as the op's ``num_classes``, each one line.
         name, description, version, author, license: ModelMetadata fields.
-        input_size, input_dtype: (H, W) and "uint8" / "float32" the caller expects (None: not checked).
+        image_size, input_dtype: (H, W) and "uint8" / "float32" the caller expects (None: not checked).
         normalization: (mean, std) for a float32 input, ``input = (pixel - mean) / std`` with pixels 0..255;
             required for float32 input, refused for uint8. One value each, or three equal values.
         class_thresholds: None, or one score threshold per class (0: none), as MediaPipe score calibration.
@@ -346,9 +346,9 @@ def add_detection_metadata(
     labels = _check_labels(labels, num_classes)
     height, width = int(image.shape[1]), int(image.shape[2])
     dtype = "uint8" if image.type == schema.TensorType.UINT8 else "float32"
-    if input_size is not None and tuple(int(s) for s in input_size) != (height, width):
+    if image_size is not None and tuple(int(s) for s in image_size) != (height, width):
         raise MetadataError(
-            f"input_size {tuple(input_size)} does not match the model's input {height}x{width}"
+            f"image_size {tuple(image_size)} does not match the model's input {height}x{width}"
         )
     if input_dtype is not None and input_dtype != dtype:
         raise MetadataError(f"input_dtype {input_dtype!r} does not match the model's {dtype} input")

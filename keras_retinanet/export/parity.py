@@ -85,8 +85,8 @@ def parity_report(
     """Compare the exported files' detections with the Keras model's on the same images.
 
     Every model runs through its own detector, which resizes the images to its own input size: the Keras model
-    to its ``input_size`` (the size it was trained at), each file to the size it was exported at. The images
-    are real images already letterboxed to the model's ``input_size``, so where the sizes agree nobody resizes
+    to its ``image_size`` (the size it was trained at), each file to the size it was exported at. The images
+    are real images already letterboxed to the model's ``image_size``, so where the sizes agree nobody resizes
     and the pixels are identical; a file exported at another size shows up here as missing detections, not as
     a silent AP loss.
 
@@ -100,7 +100,7 @@ def parity_report(
         model: the RetinaNet.
         files: {report key: (detector of the file, check name in ``PARITY_CHECKS``)}, e.g.
             ``{"tflite_float32": (TFLiteDetector(path), "tflite")}``.
-        images: (H, W, 3) uint8 RGB canvases of the model's ``input_size`` (``calibration.load_canvases``).
+        images: (H, W, 3) uint8 RGB canvases of the model's ``image_size`` (``calibration.load_canvases``).
         min_score: the score above which TFLite detections are compared (the op has no per-level top-k).
     Returns:
         The report dict; each comparison is ``{"images", "checked", "found", "missing", "min_iou",
@@ -112,7 +112,7 @@ def parity_report(
     report: dict[str, Any] = {
         "images": len(images),
         "min_score": min_score,
-        "keras_input_size": list(model.input_size),
+        "keras_image_size": list(model.image_size),
         "keras_detections": int(sum(len(d["scores"]) for d in keras_list)),
         "keras_detections_above_min_score": int(sum((d["scores"] > min_score).sum() for d in keras_list)),
     }

@@ -71,7 +71,7 @@ def serving_module(
 
     from keras_retinanet.model.inference_graph import inference_model
 
-    image_size = parse_image_size(image_size) if image_size is not None else model.input_size
+    image_size = parse_image_size(image_size) if image_size is not None else model.image_size
     if class_thresholds is not None:
         from keras_retinanet.detectors.class_thresholds import class_threshold_array
 
@@ -166,7 +166,7 @@ def build_saved_model(
     """Write a SavedModel with the module docstring's signatures to ``path`` (a new directory).
 
     Args:
-        image_size: letterbox size (H, W); default the model's ``input_size``.
+        image_size: letterbox size (H, W); default the model's ``image_size``.
         precision: ``"float32"`` or ``"bf16"``.
         fold_batchnorm: export the inference graph with BatchNorm folded (default) rather than the model's own.
         class_thresholds: a thresholds file or ``{class name: score}``, applied in the graph; None: none.

@@ -2,7 +2,7 @@
 
 Output contract: TFLite (stable; the layout of mobile SSD models)
 ------------------------------------------------------------------
-One input: ``images`` uint8 ``[1, H, W, 3]`` RGB, ``H, W = image_size`` (default: the model's ``input_size``);
+One input: ``images`` uint8 ``[1, H, W, 3]`` RGB, ``H, W = image_size`` (default: the model's ``image_size``);
 normalisation is inside. Four float32 outputs, in this order (those of ``TFLite_Detection_PostProcess``):
 
     0  boxes           [1, M, 4]  ymin, xmin, ymax, xmax, NORMALISED to the H x W input
@@ -303,7 +303,7 @@ def convert_tflite(
     Args:
         variant: "float32", "float16" (float16 weights) or "int8" (full-integer PTQ; needs
             ``representative_images``, a callable returning uint8 (H, W, 3) RGB canvases).
-        image_size: fixed (H, W) input size; default the model's ``input_size``.
+        image_size: fixed (H, W) input size; default the model's ``image_size``.
         raw: the raw contract (float32 and float16 only).
         clip_boxes: clip boxes to the input before NMS, as the Keras decoder does; None: for float32 and
             float16, not for int8, where the box arithmetic would itself run in int8 (docs/export.md).
@@ -317,7 +317,7 @@ def convert_tflite(
     allowed = RAW_VARIANTS if raw else TFLITE_VARIANTS
     if variant not in allowed:
         raise ExportError(f"TFLite variant {variant!r}: choose from {', '.join(allowed)}")
-    image_size = parse_image_size(image_size) if image_size is not None else model.input_size
+    image_size = parse_image_size(image_size) if image_size is not None else model.image_size
     decoder = model.decoder
     if clip_boxes is None:
         clip_boxes = variant != "int8"
@@ -476,7 +476,7 @@ def _with_metadata(data: bytes, job: ExportJob, variant: str, raw: bool) -> byte
 
             thresholds = class_threshold_array(thresholds, names)
         return metadata.add_detection_metadata(
-            data, input_size=job.image_size, input_dtype="uint8", class_thresholds=thresholds, **about
+            data, image_size=job.image_size, input_dtype="uint8", class_thresholds=thresholds, **about
         )
     except ImportError as err:
         raise ExportError(

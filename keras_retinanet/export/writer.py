@@ -132,11 +132,11 @@ def _report(model: Any, source: Any, plan: _Plan, profile: str) -> dict[str, Any
     """The report's settings: the input size and geometry the files get, the model's post-processing."""
     aspect_ratio = data_aspect_ratio(plan.calibration_data) if plan.calibration_data else None
     if plan.from_data:
-        size = shape_for_aspect_ratio(aspect_ratio, max(model.input_size))
+        size = shape_for_aspect_ratio(aspect_ratio, max(model.image_size))
         logger.info("input size %dx%d: the calibration images' aspect ratio", *size)
     else:
-        size = plan.image_size or model.input_size
-    geometry = export_geometry(model.input_size, size, aspect_ratio, model.use_group_norm)
+        size = plan.image_size or model.image_size
+    geometry = export_geometry(model.image_size, size, aspect_ratio, model.use_group_norm)
     for warning in geometry["warnings"]:
         logger.warning("warning: %s", warning)
     return {
@@ -144,7 +144,7 @@ def _report(model: Any, source: Any, plan: _Plan, profile: str) -> dict[str, Any
         "num_classes": int(model.num_classes),
         "class_names": list(model.class_names),
         "image_size": list(size),
-        "model_input_size": list(model.input_size),
+        "model_image_size": list(model.image_size),
         "geometry": geometry,
         "postprocess": postprocess_settings(model),
         "saved_model_precision": plan.options.get("saved_model", {}).get("precision"),
@@ -176,7 +176,7 @@ def _parity(
     # Real images at the model's input size, or for a file of the images' aspect ratio at that size, which the
     # Keras model reads unscaled: where sizes agree, every model sees the same pixels.
     canvases = load_canvases(
-        plan.calibration_paths[:parity_images], size if plan.from_data else model.input_size
+        plan.calibration_paths[:parity_images], size if plan.from_data else model.image_size
     )
     return {"parity": parity_report(model, readers, canvases), "parity_data": plan.calibration_data}
 
@@ -205,7 +205,7 @@ def export_model(
             class names are the files' post-processing and labels.
         output_dir: the directory to create; refused if it exists unless ``overwrite``.
         image_size: network input size for the SavedModel letterbox and the fixed TFLite input (N or HxW);
-            default the model's ``input_size``, the size it was trained at. ``"data"``: the calibration images'
+            default the model's ``image_size``, the size it was trained at. ``"data"``: the calibration images'
             aspect ratio with the model's longer side, for phone apps (MediaPipe stretches each image to the
             input, so a file of the images' shape sees them as the model did in training). Another size is
             allowed (with a warning), and the parity figures then show what it costs.

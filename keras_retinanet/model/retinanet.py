@@ -80,7 +80,7 @@ class RetinaNet(keras.Model):
             defaults to ``fpn_channels``).
         anchor_generator, box_coder, matcher, decoder: parts; ``None`` builds the paper's default.
         image_size: the (int or (H, W)) input size the model is trained for; evaluation, prediction and export
-            letterbox images to it (``input_size``). ``None``: not recorded (``DEFAULT_IMAGE_SIZE``).
+            letterbox images to it (the ``image_size`` property). ``None``: not recorded (``DEFAULT_IMAGE_SIZE``).
 
     Images are (B, H, W, 3) RGB, uint8 or float in [0, 255], any size; the model normalises them and pads them
     to a multiple of 32 at the bottom and right.
@@ -184,12 +184,13 @@ class RetinaNet(keras.Model):
         self.box_coder = _deserialize(box_coder) or BoxCoder()
         self.matcher = _deserialize(matcher) or Matcher()
         self.decoder = _deserialize(decoder) or DetectionDecoder()
-        self.image_size = image_size
+        self._given_image_size = image_size
 
     @property
-    def input_size(self) -> tuple[int, int]:
-        """(H, W) that evaluation, prediction and export letterbox images to: ``image_size`` or the default."""
-        size = DEFAULT_IMAGE_SIZE if self.image_size is None else self.image_size
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) that evaluation, prediction and export letterbox images to: the ``image_size`` given (an int N
+        is N x N), else ``DEFAULT_IMAGE_SIZE``."""
+        size = DEFAULT_IMAGE_SIZE if self._given_image_size is None else self._given_image_size
         return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
     def label_encoder(self) -> LabelEncoder:
@@ -338,7 +339,7 @@ class RetinaNet(keras.Model):
             # The weights travel in the .keras file; reloading must not download ImageNet weights again.
             "backbone_weights": None,
             **{key: _serialize(getattr(self, key)) for key in parts},
-            "image_size": self.image_size,
+            "image_size": self._given_image_size,
         }
 
     @classmethod
