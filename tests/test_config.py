@@ -59,7 +59,7 @@ def _parameters(cls) -> dict[str, inspect.Parameter]:
 
 
 # Where the default recipe differs from the paper (the classes' defaults); --recipe paper restores them.
-RECIPE_DEFAULTS = {("Matcher", "kind"): ("iou", "atss"), ("RetinaNet", "use_group_norm"): (False, True)}
+RECIPE_DEFAULTS = {("Matcher", "matching"): ("iou", "atss"), ("RetinaNet", "use_group_norm"): (False, True)}
 
 
 def test_model_config_defaults_are_the_classes_defaults():

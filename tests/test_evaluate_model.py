@@ -118,7 +118,7 @@ class _KnownBoxes(detectors.Detector):
     by name and drop "other".
     """
 
-    kind = "stub"
+    format = "stub"
 
     def __init__(self, by_grey_value):
         super().__init__(["dot", "cell", "other"], None, None)
@@ -274,7 +274,7 @@ def test_saved_model_gives_the_ap_of_the_keras_model(detector_like, tmp_path):
     expected = evaluation.evaluate_detections(examples, reference, names)
     assert 0.2 < expected["AP"] < 0.9, expected
     saved = detectors.load_detector(str(tmp_path / "export"))
-    assert saved.kind == "saved_model" and saved.class_names == names
+    assert saved.format == "saved_model" and saved.class_names == names
     for model_or_path in (model, saved):
         metrics = evaluation.evaluate_model(model_or_path, examples, class_names=names, progress=False)
         for key in evaluation.METRIC_KEYS:
@@ -284,7 +284,7 @@ def test_saved_model_gives_the_ap_of_the_keras_model(detector_like, tmp_path):
 def test_tflite_detector_is_the_file_run_by_hand(detector_like):
     path = detector_like["tflite"]
     detector = detectors.load_detector(path)
-    assert detector.kind == "tflite" and detector.class_names == detector_like["class_names"]
+    assert detector.format == "tflite" and detector.class_names == detector_like["class_names"]
     assert detector.image_size == (128, 128) and detector.resize == "stretch"
     images = [read_image(p) for p in detector_like["images"]]
     letterboxed = detectors.TFLiteDetector(path, resize="letterbox").detect(images)

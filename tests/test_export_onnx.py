@@ -160,7 +160,7 @@ def test_runtime_gives_the_keras_detections_on_photos(exported, model, photos, k
 
     out, _ = exported
     detector = load_detector(out / FILES[kind])
-    assert detector.kind == kind and detector.class_names == CLASS_NAMES
+    assert detector.format == kind and detector.class_names == CLASS_NAMES
     canvases = [letterbox(photo, SIZE)[0] for photo in photos]
     cap = DECODER["max_detections"]
     for photo, canvas, wanted, got in zip(

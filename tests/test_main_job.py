@@ -46,7 +46,7 @@ def test_main_job_tiny_end_to_end(tmp_path):
     )
     model_config = json.loads(zipfile.ZipFile(output / "train" / "model.keras").read("config.json"))["config"]
     assert model_config["use_group_norm"] is True
-    assert model_config["matcher"]["config"]["kind"] == "atss"
+    assert model_config["matcher"]["config"]["matching"] == "atss"
     for name in ("model_float32.tflite", "model_float16.tflite", "model_int8.tflite", "export_report.json"):
         assert (output / "export" / name).stat().st_size > 0, name
         if name.endswith(".tflite"):

@@ -88,12 +88,12 @@ def test_atss_hand_made_case():
     assert values.mean() + values.std(ddof=1) == pytest.approx(0.893, abs=1e-3)
     from keras_retinanet.boxes import pairwise_iou
 
-    matcher = Matcher(kind="atss", atss_topk=3)
+    matcher = Matcher(matching="atss", atss_topk=3)
     iou = pairwise_iou(anchors, boxes)
     index, state = matcher(iou, np.array([True]), anchors=anchors, boxes=boxes, level_sizes=[3, 2])
     np.testing.assert_array_equal(np.asarray(state), [POSITIVE, NEGATIVE, NEGATIVE, NEGATIVE, NEGATIVE])
     # With k = 1 per level the candidates are the box itself and one far anchor: threshold 0.5 + 0.707.
-    _, state = Matcher(kind="atss", atss_topk=1)(iou, np.array([True]), anchors=anchors, boxes=boxes,
+    _, state = Matcher(matching="atss", atss_topk=1)(iou, np.array([True]), anchors=anchors, boxes=boxes,
                                                   level_sizes=[3, 2])  # fmt: skip
     np.testing.assert_array_equal(np.asarray(state), [NEGATIVE] * 5)
 
@@ -116,7 +116,7 @@ def test_atss_equals_the_reference_on_random_boxes(seed):
     boxes = np.stack(batch)  # (2, 6, 4)
     valid = np.array([[True] * 6, [True] * 4 + [False] * 2])
     iou = pairwise_iou(anchors[None], boxes)
-    index, state = Matcher(kind="atss")(
+    index, state = Matcher(matching="atss")(
         iou, valid, anchors=anchors, boxes=boxes, level_sizes=level_sizes,
         anchors_per_location=generator.num_anchors_per_location,
     )  # fmt: skip
@@ -129,10 +129,10 @@ def test_atss_equals_the_reference_on_random_boxes(seed):
 
 
 def test_atss_is_saved_with_the_matcher():
-    matcher = Matcher.from_config(Matcher(kind="atss", atss_topk=5).get_config())
-    assert (matcher.kind, matcher.atss_topk) == ("atss", 5)
-    with pytest.raises(ValueError, match="kind must be 'iou' or 'atss'"):
-        Matcher(kind="aTSS")
+    matcher = Matcher.from_config(Matcher(matching="atss", atss_topk=5).get_config())
+    assert (matcher.matching, matcher.atss_topk) == ("atss", 5)
+    with pytest.raises(ValueError, match="matching must be 'iou' or 'atss'"):
+        Matcher(matching="aTSS")
 
 
 def test_kth_smallest_counts_repeats_like_a_sort():

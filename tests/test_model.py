@@ -69,7 +69,7 @@ def test_config_round_trip_keeps_every_option():
             positive_threshold=0.55,
             negative_threshold=0.35,
             allow_low_quality_matches=True,
-            kind="atss",
+            matching="atss",
             atss_topk=7,
         ),
         "decoder": dict(

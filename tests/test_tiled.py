@@ -29,7 +29,7 @@ class _Stub(Detector):
     """In every crop: a class-0 box at (5, 5, 15, 15) and a class-1 box on the same spot, in crop pixels;
     scores rise with the call order so that the kept duplicate is known. Records crop shapes per call."""
 
-    kind = "stub"
+    format = "stub"
     max_batch_size = 4
 
     def __init__(self):

@@ -125,7 +125,7 @@ def test_giou_loss_equals_pixel_giou_with_any_anchor_and_box_weights():
     y_true[0, 2, :4] = 1e4
     assert np.all(np.isfinite(np.asarray(BoxRegressionLoss("giou", reduction=None)(y_true, predicted * 1e3))))
     restored = BoxRegressionLoss.from_config(BoxRegressionLoss("giou", box_coder=coder).get_config())
-    assert restored.kind == "giou" and restored.box_coder.weights == [10.0, 10.0, 5.0, 5.0]
+    assert restored.box_loss == "giou" and restored.box_coder.weights == [10.0, 10.0, 5.0, 5.0]
 
 
 def test_torchvision_presets():
@@ -179,4 +179,4 @@ def test_torchvision_v2_recipe_config():
     # torchvision's IoU matcher, its anchors unfitted and its square input, whatever this project's defaults.
     assert (model.matching, config.anchors, config.image_shape) == ("iou", "paper", "square")
     # The loss it builds decodes with the model's box coding.
-    assert model.losses()["box_regression"].kind == "giou"
+    assert model.losses()["box_regression"].box_loss == "giou"

@@ -154,7 +154,7 @@ def test_the_benchmark_builds_exactly_its_model_config():
     model = build_model(ProjectSettings(model=config, num_classes=3))
     built, expected = model.get_config(), config.build(["0", "1", "2"]).get_config()
     assert {**built, "name": None} == {**expected, "name": None}  # Keras numbers the names of unnamed models
-    assert (model.num_classes, model.fpn_channels, model.image_size, model.matcher.kind) == (
+    assert (model.num_classes, model.fpn_channels, model.image_size, model.matcher.matching) == (
         3,
         16,
         (64, 64),

@@ -204,10 +204,10 @@ def short_spec(spec: str) -> str:
 
     parsed = parse_spec(spec)
     path = Path(parsed.path)
-    if parsed.kind in ("voc", "yolo"):
-        name = path.name if parsed.kind == "voc" else path.parent.name
+    if parsed.format in ("voc", "yolo"):
+        name = path.name if parsed.format == "voc" else path.parent.name
         return f"{name}:{parsed.extra}" if parsed.extra else name
-    if parsed.kind == "coco":
+    if parsed.format == "coco":
         return f"{path.parent.parent.name}/{path.parent.name}"
     return str(parsed)
 

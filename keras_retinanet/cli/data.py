@@ -138,7 +138,7 @@ def convert(args: argparse.Namespace) -> int:
 
     source = parse_spec(args.spec)
     split = writers.check_split_name(
-        args.split or (source.extra if source.kind in ("voc", "yolo") and source.extra else "train")
+        args.split or (source.extra if source.format in ("voc", "yolo") and source.extra else "train")
     )
     dataset = load_dataset(source, skip_bad=args.skip_bad)
     boxes = sum(len(ex["boxes"]) for ex in dataset.examples)

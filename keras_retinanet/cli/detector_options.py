@@ -71,12 +71,12 @@ def add_detector_arguments(parser: argparse.ArgumentParser, score_threshold: flo
 
 def load_detector_from_args(args: argparse.Namespace):
     """The detector the options of :func:`add_detector_arguments` describe (errors as in ``load_detector``)."""
-    from keras_retinanet.detectors import load_detector, model_kind
+    from keras_retinanet.detectors import load_detector, model_format
     from keras_retinanet.imaging import parse_image_size
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.precision != "float32" and model_kind(args.model) == "keras":
+    if args.precision != "float32" and model_format(args.model) == "keras":
         check_bf16_support()
     detector = load_detector(
         args.model,

@@ -112,7 +112,7 @@ def _evaluate(args: argparse.Namespace, detector) -> int:
     if any(not ex.get("image_path") for ex in dataset.examples):
         raise DataError(f"{args.data}: evaluation needs image files (image_path)")
     print(
-        f"evaluating {detector.kind} model {args.model} on {args.data} ({len(dataset.examples)} images"
+        f"evaluating {detector.format} model {args.model} on {args.data} ({len(dataset.examples)} images"
         f"{', bf16' if args.precision == 'bf16' else ''})",
         file=sys.stderr,
     )

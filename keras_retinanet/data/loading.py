@@ -41,12 +41,12 @@ def load_dataset(
     report = SkipReport(skip_bad)
     options = {"verify": verify, "exif_orientation": exif_orientation}
     encoded = None
-    if spec.kind == "coco":
+    if spec.format == "coco":
         from keras_retinanet.data.coco import read_coco
 
         options["allow_outside_paths"] = allow_outside_paths
         examples, names = read_coco(spec.path, spec.extra, report, class_names, **options)
-    elif spec.kind == "tfds":
+    elif spec.format == "tfds":
         from keras_retinanet.data.tfds_reader import read_tfds
 
         examples, names, encoded = read_tfds(
@@ -57,7 +57,7 @@ def load_dataset(
         from keras_retinanet.data.voc import read_voc
         from keras_retinanet.data.yolo import read_yolo
 
-        reader = {"voc": read_voc, "csv": read_csv, "yolo": read_yolo}[spec.kind]
+        reader = {"voc": read_voc, "csv": read_csv, "yolo": read_yolo}[spec.format]
         examples, names = reader(spec.path, spec.extra, report, class_names, **options)
     _require_content(spec, names, examples, report)
     return Dataset(examples, list(names), report, str(spec), encoded)
@@ -81,5 +81,5 @@ def _require_content(
             "csv": "the classes file lists none",
             "yolo": "'names' is empty",
             "tfds": "its objects/label feature has no names",
-        }[spec.kind]
+        }[spec.format]
         raise DataError(f"{spec}: no classes ({where})")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-KINDS = ("voc", "coco", "csv", "yolo", "tfds")
+FORMATS = ("voc", "coco", "csv", "yolo", "tfds")
 _VERSION = re.compile(r"^[\d*]+(\.[\d*]+){0,2}$")
 
 
@@ -22,33 +22,33 @@ class DatasetSpec:
     """A parsed spec. ``path`` is the directory / file / TFDS name; ``extra`` the optional second part
     (VOC split, COCO image directory, CSV classes file, YOLO split, TFDS split) or None."""
 
-    kind: str
+    format: str
     path: str
     extra: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.path}" + (f":{self.extra}" if self.extra else "")
+        return f"{self.format}:{self.path}" + (f":{self.extra}" if self.extra else "")
 
 
 def parse_spec(spec: str | DatasetSpec) -> DatasetSpec:
-    """Parses ``KIND:PATH[:EXTRA]`` (module docstring); a ValueError lists the accepted forms."""
+    """Parses ``FORMAT:PATH[:EXTRA]`` (module docstring); a ValueError lists the accepted forms."""
     if isinstance(spec, DatasetSpec):
         return spec
     usage = (
         f"bad dataset spec {spec!r}; expected voc:DIR[:SPLIT], coco:ANNOTATIONS.json[:IMAGE_DIR], "
         "csv:ANNOTATIONS.csv:CLASSES.csv, yolo:DATA.yaml[:SPLIT] or tfds:NAME[:SPLIT]"
     )
-    kind, sep, rest = str(spec).partition(":")
-    if not sep or kind not in KINDS or not rest:
+    data_format, sep, rest = str(spec).partition(":")
+    if not sep or data_format not in FORMATS or not rest:
         raise ValueError(usage)
-    if kind == "tfds":
+    if data_format == "tfds":
         name, _, split = rest.partition(":")
         # A version belongs to the name (``mnist:3.0.1:test``); a split may hold ':' (``train[:10%]``).
         head, _, tail = split.partition(":")
         if _VERSION.match(head):
             name, split = f"{name}:{head}", tail
-        return DatasetSpec(kind, name, split or None)
+        return DatasetSpec(data_format, name, split or None)
     parts = rest.split(":")
-    if len(parts) > 2 or not parts[0] or (kind == "csv" and (len(parts) != 2 or not parts[1])):
+    if len(parts) > 2 or not parts[0] or (data_format == "csv" and (len(parts) != 2 or not parts[1])):
         raise ValueError(usage)
-    return DatasetSpec(kind, parts[0], parts[1] if len(parts) == 2 and parts[1] else None)
+    return DatasetSpec(data_format, parts[0], parts[1] if len(parts) == 2 and parts[1] else None)

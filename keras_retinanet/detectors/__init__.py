@@ -3,7 +3,7 @@
 One interface, :class:`Detector` (``base.py``), over the model kinds: :class:`KerasDetector` (a ``RetinaNet`` or
 ``.keras`` file), :class:`SavedModelDetector`, :class:`TFLiteDetector` (LiteRT), :class:`MediaPipeDetector`
 (the same file in MediaPipe Tasks, as apps run it), :class:`OnnxDetector` and :class:`OpenVINODetector`, and
-:class:`TiledDetector` around any of them. :func:`load_detector` (``loading.py``) picks the kind from a path;
+:class:`TiledDetector` around any of them. :func:`load_detector` (``loading.py``) picks the format from a path;
 :func:`predict` (``running.py``) is the one-call API.
 """
 
@@ -20,7 +20,7 @@ __getattr__, __dir__ = lazy_namespace(
         "OnnxDetector": "onnx",
         "OpenVINODetector": "onnx",
         "LABELS_FILE": "base",
-        "MODEL_KINDS": "loading",
+        "MODEL_FORMATS": "loading",
         "ModelFileError": "base",
         "PredictionItem": "running",
         "RUNTIMES": "loading",
@@ -31,7 +31,7 @@ __getattr__, __dir__ = lazy_namespace(
         "iter_predictions": "running",
         "load_detector": "loading",
         "load_retinanet": "loading",
-        "model_kind": "loading",
+        "model_format": "loading",
         "predict": "running",
         "predict_paths": "running",
     },

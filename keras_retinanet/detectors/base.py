@@ -16,7 +16,7 @@ MIN_BOX_SIDE = 1.0
 
 
 class ModelFileError(ValueError):
-    """The model path is missing, of an unsupported kind, or not a RetinaNet detector."""
+    """The model path is missing, of an unsupported format, or not a RetinaNet detector."""
 
 
 @dataclasses.dataclass
@@ -67,14 +67,14 @@ class Detector:
     :class:`Detections` per image out, in that image's pixels.
 
     Attributes:
-        kind: ``"keras"``, ``"saved_model"``, ``"tflite"``, ...
+        format: ``"keras"``, ``"saved_model"``, ``"tflite"``, ...
         class_names: the model's K class names (class id k is ``class_names[k]``); may be empty if unknown.
         max_batch_size: the largest batch one call runs (1 for TFLite; None: any).
         score_threshold, max_detections: filters on the model's output; None keeps what the model returns.
         class_thresholds: (K,) float32 per-class score thresholds on top of ``score_threshold``, or None.
     """
 
-    kind = "base"
+    format = "base"
     max_batch_size: int | None = None
 
     def __init__(

@@ -26,7 +26,7 @@ class KerasDetector(Detector):
     has taken steps since; after ``set_weights`` or ``load_weights`` call :meth:`refresh`.
     """
 
-    kind = "keras"
+    format = "keras"
 
     def __init__(
         self,

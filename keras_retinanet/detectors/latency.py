@@ -71,7 +71,7 @@ def file_latencies(
                 rows.append(
                     {
                         "file": path.name,
-                        "runtime": runtime or detector.kind,
+                        "runtime": runtime or detector.format,
                         "size_bytes": sum(p.stat().st_size for p in parts),
                         "ms_per_image": timing["median_ms"],
                         "invoke_ms": invoke,

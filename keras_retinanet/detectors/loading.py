@@ -1,4 +1,4 @@
-"""Model paths -> detectors: which kind a path holds, and loading it with a clear error for anything else."""
+"""Model paths -> detectors: which format a path holds, and loading it with a clear error for anything else."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from keras_retinanet.detectors.base import Detector, ModelFileError
 
-MODEL_KINDS = ("keras", "saved_model", "tflite", "onnx", "openvino")
+MODEL_FORMATS = ("keras", "saved_model", "tflite", "onnx", "openvino")
 RUNTIMES = ("litert", "mediapipe")
 _ACCEPTED = (
     "a .keras file, a SavedModel directory (with saved_model.pb), a .tflite file, a .onnx file or an OpenVINO "
@@ -17,9 +17,9 @@ _ACCEPTED = (
 )
 
 
-def model_kind(path: str | os.PathLike) -> str:
-    """One of ``MODEL_KINDS`` from a model path, checking the file's head; ModelFileError with what is
-    accepted for a missing path or an unsupported kind."""
+def model_format(path: str | os.PathLike) -> str:
+    """One of ``MODEL_FORMATS`` from a model path, checking the file's head; ModelFileError with what is
+    accepted for a missing path or an unsupported format."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelFileError(f"model not found: {path} (expected {_ACCEPTED})")
@@ -65,7 +65,7 @@ def load_retinanet(path: str | os.PathLike) -> Any:
     from keras_retinanet.model.retinanet import RetinaNet
 
     path = os.fspath(path)
-    if model_kind(path) != "keras":
+    if model_format(path) != "keras":
         raise ModelFileError(f"{path}: expected a .keras file saved by `retinanet train` or RetinaNet.save()")
     try:
         model = keras.saving.load_model(path, compile=False)
@@ -102,7 +102,7 @@ def load_detector(
         precision: ``"float32"`` or ``"bf16"``, for Keras models; exported files compute as they were exported.
         class_thresholds: a thresholds file or ``{class name: score}`` (``Detector.set_class_thresholds``).
     Raises:
-        ModelFileError: missing path, unsupported kind, or not a RetinaNet detector.
+        ModelFileError: missing path, unsupported format, or not a RetinaNet detector.
         ValueError: ``precision`` other than float32 for a SavedModel or TFLite file.
         ClassThresholdsError: a thresholds file that cannot be read or names a class the model does not have.
     """
@@ -140,31 +140,33 @@ def _load(model, image_size, score_threshold, max_detections, num_threads, runti
     if not isinstance(model, (str, os.PathLike)):
         return KerasDetector(model, image_size, score_threshold, max_detections, precision=precision)
     path = os.fspath(model)
-    kind = model_kind(path)
-    if precision != "float32" and kind != "keras":
+    file_format = model_format(path)
+    if precision != "float32" and file_format != "keras":
         raise ValueError(
-            f"--precision {precision} applies to .keras models (run by Keras); {path} is a {kind} file, which "
+            f"--precision {precision} applies to .keras models (run by Keras); {path} is a {file_format} file, which "
             "computes in the precision it was exported with (`retinanet export --precision bf16` writes a "
             "bfloat16 SavedModel)"
         )
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    if runtime == "mediapipe" and kind != "tflite":
-        raise ModelFileError(f"{path}: the mediapipe runtime runs .tflite files only, this is a {kind} model")
+    if runtime == "mediapipe" and file_format != "tflite":
+        raise ModelFileError(
+            f"{path}: the mediapipe runtime runs .tflite files only, this is a {file_format} model"
+        )
     if runtime == "mediapipe":
         from keras_retinanet.detectors.mediapipe import MediaPipeDetector
 
         return MediaPipeDetector(path, score_threshold, max_detections)
-    if kind == "tflite":
+    if file_format == "tflite":
         from keras_retinanet.detectors.tflite import TFLiteDetector
 
         return TFLiteDetector(path, score_threshold, max_detections, num_threads=num_threads)
-    if kind in ("onnx", "openvino"):
+    if file_format in ("onnx", "openvino"):
         from keras_retinanet.detectors.onnx import OnnxDetector, OpenVINODetector
 
-        detector = OnnxDetector if kind == "onnx" else OpenVINODetector
+        detector = OnnxDetector if file_format == "onnx" else OpenVINODetector
         return detector(path, score_threshold, max_detections, num_threads=num_threads)
-    if kind == "saved_model":
+    if file_format == "saved_model":
         from keras_retinanet.detectors.saved_model import SavedModelDetector
 
         if not os.path.isfile(os.path.join(path, "saved_model.pb")):

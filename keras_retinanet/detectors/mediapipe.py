@@ -28,7 +28,7 @@ class MediaPipeDetector(Detector):
         ModelFileError: mediapipe is not installed, or MediaPipe refuses the file.
     """
 
-    kind = "mediapipe"
+    format = "mediapipe"
     max_batch_size = 1
 
     def __init__(

@@ -37,7 +37,7 @@ class _GraphDetector(Detector):
             self._run, outputs, names = self._open(self.path, num_threads)
         except ImportError as err:
             raise ModelFileError(
-                f"{self.path}: running it needs {err.name}: pip install 'keras-retinanet[{self.kind}]'"
+                f"{self.path}: running it needs {err.name}: pip install 'keras-retinanet[{self.format}]'"
             ) from err
         except Exception as err:  # noqa: BLE001 - the runtimes raise their own types for every unreadable file
             first = (str(err).strip().splitlines() or [""])[0][:300]
@@ -68,7 +68,7 @@ class OnnxDetector(_GraphDetector):
     """A ``.onnx`` file run by ONNX Runtime (CPU). Class names: ``class_names``, else the file's metadata, else
     ``labels.txt`` beside it."""
 
-    kind, runtime = "onnx", "ONNX Runtime"
+    format, runtime = "onnx", "ONNX Runtime"
 
     def _open(self, path, num_threads):
         import onnxruntime as ort
@@ -91,7 +91,7 @@ class OpenVINODetector(_GraphDetector):
     (``INFERENCE_PRECISION_HINT=f32``: the CPU plugin's bf16 default moves scores by up to 0.2). Class names:
     ``class_names``, else ``labels.txt`` beside it."""
 
-    kind, runtime = "openvino", "OpenVINO"
+    format, runtime = "openvino", "OpenVINO"
 
     def _open(self, path, num_threads):
         import openvino as ov

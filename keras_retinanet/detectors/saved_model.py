@@ -38,7 +38,7 @@ class SavedModelDetector(Detector):
     ``max_detections`` can only tighten the export's own.
     """
 
-    kind = "saved_model"
+    format = "saved_model"
 
     def __init__(
         self,

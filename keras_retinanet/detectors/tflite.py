@@ -33,7 +33,7 @@ class TFLiteDetector(Detector):
         resize: ``"stretch"`` (default), as MediaPipe Tasks does, or ``"letterbox"``, as the Keras model does.
     """
 
-    kind = "tflite"
+    format = "tflite"
     max_batch_size = 1
 
     def __init__(

@@ -104,7 +104,7 @@ class TiledDetector(Detector):
             max_detections = getattr(decoder, "max_detections", None) or DEFAULT_MAX_DETECTIONS
         super().__init__(detector.class_names, None, max_detections)
         self.detector = detector
-        self.kind = detector.kind
+        self.format = detector.format
         self.tile_size = tile
         self.overlap = float(overlap)
         self.iou_threshold = float(iou_threshold)

@@ -170,7 +170,7 @@ class ModelConfig(Options):
         "atss",
         "iou: the fixed thresholds above (paper); atss: ATSS's per-box thresholds (mean + std of the IoUs of "
         "the nearest anchors), the default: it gives small boxes positives",
-        target=("Matcher", "kind"),
+        target=("Matcher", "matching"),
     )
     atss_topk: int = option(
         9,
@@ -199,7 +199,7 @@ class ModelConfig(Options):
     box_loss: Literal["smooth_l1", "l1", "giou"] = option(
         "smooth_l1",
         "box regression loss: smooth_l1 (Detectron), l1 (torchvision v1) or giou (torchvision v2)",
-        target=("BoxRegressionLoss", "kind"),
+        target=("BoxRegressionLoss", "box_loss"),
     )
     box_loss_beta: float = option(0.11, "smooth L1 beta", target=("BoxRegressionLoss", "beta"))
 

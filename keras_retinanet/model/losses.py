@@ -111,7 +111,7 @@ class BoxRegressionLoss(keras.losses.Loss):
     """Box regression loss over the positive anchors, divided by the image's number of positives.
 
     Args:
-        kind: ``"smooth_l1"`` (Detectron, with ``beta``), ``"l1"`` (torchvision v1) or ``"giou"``
+        box_loss: ``"smooth_l1"`` (Detectron, with ``beta``), ``"l1"`` (torchvision v1) or ``"giou"``
             (torchvision v2: ``1 - GIoU`` of the decoded predicted and target boxes).
         beta: smooth L1 transition point; ``beta=0`` is plain L1.
         box_coder: for ``"giou"``, the ``BoxCoder`` the deltas are encoded with. Both deltas are decoded
@@ -126,16 +126,18 @@ class BoxRegressionLoss(keras.losses.Loss):
 
     def __init__(
         self,
-        kind: str = "smooth_l1",
+        box_loss: str = "smooth_l1",
         beta: float = 0.11,
         box_coder: BoxCoder | None = None,
         name: str = "box_loss",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        if kind not in ("smooth_l1", "l1", "giou"):
-            raise ValueError(f"BoxRegressionLoss kind must be 'smooth_l1', 'l1' or 'giou', got {kind!r}")
-        self.kind = kind
+        if box_loss not in ("smooth_l1", "l1", "giou"):
+            raise ValueError(
+                f"BoxRegressionLoss box_loss must be 'smooth_l1', 'l1' or 'giou', got {box_loss!r}"
+            )
+        self.box_loss = box_loss
         self.beta = float(beta)
         if isinstance(box_coder, dict):
             box_coder = keras.saving.deserialize_keras_object(box_coder)
@@ -146,7 +148,7 @@ class BoxRegressionLoss(keras.losses.Loss):
         deltas = ops.cast(y_pred, "float32")
         target_deltas, class_targets = y_true[..., :4], y_true[..., 4]
         positive = ops.cast(class_targets >= 0, "float32")
-        if self.kind == "giou":
+        if self.box_loss == "giou":
             # Other anchors' deltas may be anything: zeroed before exp(), no inf in the loss or its gradient.
             keep = positive[..., None] > 0.0
             deltas = ops.where(keep, deltas, 0.0)
@@ -156,7 +158,7 @@ class BoxRegressionLoss(keras.losses.Loss):
             )
             return ops.sum(loss * positive, axis=-1) / _num_positives(class_targets)
         difference = ops.abs(deltas - target_deltas)
-        if self.kind == "smooth_l1" and self.beta > 0.0:
+        if self.box_loss == "smooth_l1" and self.beta > 0.0:
             loss = ops.where(
                 difference < self.beta, 0.5 * difference**2 / self.beta, difference - 0.5 * self.beta
             )
@@ -168,9 +170,18 @@ class BoxRegressionLoss(keras.losses.Loss):
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(
-            kind=self.kind, beta=self.beta, box_coder=keras.saving.serialize_keras_object(self.box_coder)
+            box_loss=self.box_loss,
+            beta=self.beta,
+            box_coder=keras.saving.serialize_keras_object(self.box_coder),
         )
         return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> BoxRegressionLoss:
+        config = dict(config)
+        if "kind" in config:  # files saved before 0.4 named the loss "kind"
+            config["box_loss"] = config.pop("kind")
+        return cls(**config)
 
     def _unit_boxes(self, deltas, clamp: bool):
         """(..., 4) deltas -> x1, y1, x2, y2 of the box they encode against the anchor (-0.5, -0.5, 0.5, 0.5)."""

@@ -16,11 +16,11 @@ IGNORED = -1
 class Matcher:
     """IoU matcher of the RetinaNet paper, or ATSS's.
 
-    ``kind="iou"``: an anchor whose best IoU with a valid box is >= ``positive_threshold`` is positive (matched
+    ``matching="iou"``: an anchor whose best IoU with a valid box is >= ``positive_threshold`` is positive (matched
     to that box), < ``negative_threshold`` negative, in between ignored; ``allow_low_quality_matches``
     (torchvision) also makes each box's best anchors positive.
 
-    ``kind="atss"``: for each box, the anchors at the ``atss_topk`` locations per level nearest its centre are
+    ``matching="atss"``: for each box, the anchors at the ``atss_topk`` locations per level nearest its centre are
     candidates; those whose IoU reaches the candidates' mean + std (unbiased) and whose centre lies inside the
     box are positive (an anchor positive for several boxes goes to the best), every other anchor negative.
     """
@@ -30,14 +30,14 @@ class Matcher:
         positive_threshold: float = 0.5,
         negative_threshold: float = 0.4,
         allow_low_quality_matches: bool = False,
-        kind: str = "iou",
+        matching: str = "iou",
         atss_topk: int = 9,
     ):
-        if kind not in ("iou", "atss"):
-            raise ValueError(f"Matcher kind must be 'iou' or 'atss', got {kind!r}")
+        if matching not in ("iou", "atss"):
+            raise ValueError(f"Matcher matching must be 'iou' or 'atss', got {matching!r}")
         if isinstance(atss_topk, bool) or not isinstance(atss_topk, int) or atss_topk < 1:
             raise ValueError(f"Matcher atss_topk must be an integer >= 1, got {atss_topk!r}")
-        self.kind = kind
+        self.matching = matching
         self.atss_topk = atss_topk
         if negative_threshold > positive_threshold:
             raise ValueError(
@@ -54,7 +54,7 @@ class Matcher:
         Args:
             iou: (..., N, M) IoU of N anchors with M ground-truth boxes.
             valid: (..., M) bool, False for padding boxes (they never match).
-            anchors, boxes, level_sizes, anchors_per_location: for ``kind="atss"`` only: the (N, 4) and
+            anchors, boxes, level_sizes, anchors_per_location: for ``matching="atss"`` only: the (N, 4) and
                 (..., M, 4) xyxy anchors and boxes, the anchors of each level and of each location.
         Returns:
             matched_index: (..., N) int32 index of each anchor's best box (0 when there is no valid box).
@@ -67,9 +67,9 @@ class Matcher:
         if isinstance(num_boxes, int) and num_boxes == 0:
             shape = ops.shape(iou)[:-1]
             return ops.zeros(shape, "int32"), ops.zeros(shape, "int32")
-        if self.kind == "atss":
+        if self.matching == "atss":
             if anchors is None or boxes is None or level_sizes is None:
-                raise ValueError("Matcher(kind='atss') needs the anchors, the boxes and the level sizes")
+                raise ValueError("Matcher(matching='atss') needs the anchors, the boxes and the level sizes")
             return self._match_atss(iou, valid, anchors, boxes, level_sizes, anchors_per_location)
         best_iou = ops.max(iou, axis=-1)
         matched_index = _first_best(iou, best_iou)
@@ -114,11 +114,20 @@ class Matcher:
         return matched_index, ops.cast(state, "int32")
 
     def get_config(self) -> dict:
-        names = ("positive_threshold", "negative_threshold", "allow_low_quality_matches", "kind", "atss_topk")
+        names = (
+            "positive_threshold",
+            "negative_threshold",
+            "allow_low_quality_matches",
+            "matching",
+            "atss_topk",
+        )
         return {name: getattr(self, name) for name in names}
 
     @classmethod
     def from_config(cls, config: dict) -> Matcher:
+        config = dict(config)
+        if "kind" in config:  # files saved before 0.4 named the matching rule "kind"
+            config["matching"] = config.pop("kind")
         return cls(**config)
 
 

@@ -144,7 +144,7 @@ def test_exif_orientation_from_header(tmp_path):
 )
 def test_parse_spec(spec, kind, path, extra):
     parsed = parse_spec(spec)
-    assert (parsed.kind, parsed.path, parsed.extra) == (kind, path, extra)
+    assert (parsed.format, parsed.path, parsed.extra) == (kind, path, extra)
 
 
 @pytest.mark.parametrize(
