@@ -1,4 +1,4 @@
-"""``--anchors auto|paper|FILE``: the fit against brute force, the decision, files, run folder and model."""
+"""``--anchors auto|given|FILE``: the fit against brute force, the decision, files, run folder and model."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_auto_keeps_anchors_that_cover_every_class_and_fits_an_uncovered_one():
 
 
 def test_paper_is_the_configuration_as_given():
-    config = TrainConfig(anchors="paper").update({"anchor_sizes": (16, 32, 64, 128, 256)})
+    config = TrainConfig(anchors="given").update({"anchor_sizes": (16, 32, 64, 128, 256)})
     assert resolve_anchors(config, _dataset(_squares(20, 10), np.zeros(10, np.int32), ["cell"])) == (
         config,
         None,

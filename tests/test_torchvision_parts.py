@@ -177,6 +177,6 @@ def test_torchvision_v2_recipe_config():
     np.testing.assert_allclose(np.array(config.lr_milestones) * 26, [16, 22], atol=1e-5)
     assert (config.warmup_steps, config.warmup_factor) == (1000, 0.001)
     # torchvision's IoU matcher, its anchors unfitted and its square input, whatever this project's defaults.
-    assert (model.matching, config.anchors, config.image_shape) == ("iou", "paper", "square")
+    assert (model.matching, config.anchors, config.image_shape) == ("iou", "given", "square")
     # The loss it builds decodes with the model's box coding.
     assert model.losses()["box_regression"].box_loss == "giou"

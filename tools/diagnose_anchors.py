@@ -33,7 +33,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"without --model (default {DEFAULT_IMAGE_SIZE})",
     )
     parser.add_argument(
-        "--anchors", default="paper", help="without --model: paper, auto or a JSON file (train's --anchors)"
+        "--anchors", default="given", help="without --model: given, auto or a JSON file (train's --anchors)"
     )
     parser.add_argument("--matching", choices=("iou", "atss"), default="iou", help="without --model")
     parser.add_argument(

@@ -1,4 +1,4 @@
-"""``--anchors auto|paper|FILE``: the anchor shapes a training run uses, decided before the model is built.
+"""``--anchors auto|given|FILE``: the anchor shapes a training run uses, decided before the model is built.
 
 ``paper``: the anchor options as given. ``auto``: like YOLOv5's AutoAnchor, when a class has under
 :data:`MIN_CLASS_COVERAGE` of its boxes covered at the training size, the shapes are fitted
@@ -29,7 +29,7 @@ def read_anchor_file(path: str) -> dict:
             values = json.load(file)
     except FileNotFoundError:
         raise ValueError(
-            f"--anchors {path}: no such file (expected auto, paper, or a JSON file from "
+            f"--anchors {path}: no such file (expected auto, given, or a JSON file from "
             "`retinanet data check --json`)"
         ) from None
     except (OSError, json.JSONDecodeError) as error:
@@ -121,10 +121,10 @@ def _jsonable(report: dict) -> dict:
 def resolve_anchors(
     config: TrainConfig, dataset, previous: TrainConfig | None = None
 ) -> tuple[TrainConfig, dict | None]:
-    """``config`` with the anchor shapes that ``config.anchors`` asks for, and the report (None for ``paper``).
+    """``config`` with the anchor shapes that ``config.anchors`` asks for, and the report (None for ``given``).
     ``previous``: the configuration of the run folder being resumed, whose shapes are reused."""
     mode = config.anchors
-    if mode == "paper" or (mode == "auto" and config.init):
+    if mode == "given" or (mode == "auto" and config.init):
         return config, None  # with --init, auto means the init model's anchors: its box head learned them
     if config.init:
         raise ValueError(

@@ -27,7 +27,7 @@ FITTED_ANCHOR_FIELDS = ("anchor_sizes", "anchor_scales", "anchor_aspect_ratios")
 # default recipe's are the fields' defaults.
 PAPER_WEIGHT_DECAY = 1e-4
 PAPER_RECIPE = {
-    "anchors": "paper",
+    "anchors": "given",
     "weight_decay": PAPER_WEIGHT_DECAY,
     "image_shape": "square",
     "schedule": "step",
@@ -76,9 +76,9 @@ class TrainConfig(Options):
     anchors: str = option(
         "auto",
         "auto: fit sizes, scales and ratios to the training set when under 95%% of a class's boxes reach the "
-        "positive IoU with an anchor (default: the paper's anchors miss objects under 32 px); paper: the anchor "
-        "options as given (the paper's unless set); FILE: the anchors of a `retinanet data check --json` file "
-        "or a run's anchors.json",
+        "positive IoU with an anchor (default: the paper's anchors miss objects under 32 px); given: the anchor "
+        "options as given (the paper's unless set; 'paper' before 0.4); FILE: the anchors of a `retinanet data "
+        "check --json` file or a run's anchors.json",
         group="data",
     )
     image_shape: Literal["data", "square"] = option(
@@ -166,6 +166,8 @@ class TrainConfig(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.anchors == "paper":  # its name before 0.4, in earlier run folders' config.yaml
+            self.anchors = "given"
         check_counts(self)
 
     @property

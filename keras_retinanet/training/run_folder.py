@@ -372,7 +372,7 @@ def plan_run(config: TrainConfig, allow_changes: str | Iterable[str] | None = ()
         ) from None
     old, new = flat_config(previous), flat_config(config)
     changes = {key: (old[key], new[key]) for key in new if key not in FREE_KEYS and old.get(key) != new[key]}
-    if config.anchors != "paper" and previous.anchors == config.anchors:
+    if config.anchors != "given" and previous.anchors == config.anchors:
         # Fitted or read by the run (training.anchors), not given: the resumed run reuses config.yaml's.
         for key in FITTED_ANCHOR_FIELDS:
             changes.pop(key, None)
