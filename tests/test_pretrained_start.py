@@ -169,6 +169,20 @@ def test_warmup_of_a_pretrained_backbone_is_at_least_100_steps(total, imagenet, 
     assert build_schedule(TrainConfig(warmup_steps=7), total).warmup_steps == 7
 
 
+def test_a_resumed_run_compares_the_weight_decay_by_effect():
+    from keras_retinanet.training.run_folder import flat_config
+
+    # An unset weight decay is the value it resolves to, so a run folder that says 0 resumes with no change.
+    assert (
+        flat_config(TrainConfig())["weight_decay"]
+        == flat_config(TrainConfig(weight_decay=0.0))["weight_decay"]
+    )
+    assert (
+        flat_config(TrainConfig())["weight_decay"]
+        != flat_config(TrainConfig(weight_decay=1e-4))["weight_decay"]
+    )
+
+
 def test_plan_line_gives_the_weight_decay():
     (imagenet, *_) = describe_plan(TrainConfig(epochs=10), 37, "as given", None)
     (scratch, *_) = describe_plan(TrainConfig(epochs=10, model={"weights": None}), 37, "as given", None)
@@ -210,6 +224,7 @@ def test_data_check_says_where_training_starts(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("training starts from"))
     assert "--weights imagenet" in lines[start] and keras.src.backend.config.keras_home() in lines[start]
+    assert "BatchNorm frozen, no weight decay and a warm-up of at least 100 steps" in lines[start]
     config = resolve_config(build_parser().parse_args(shlex.split(lines[start + 1].strip())[1:]))
     assert config.data == spec and config.model.weights == "imagenet"  # a path with a space survives quoting
     assert "--weights none" in lines[start + 2]
@@ -221,3 +236,7 @@ def test_train_help_shows_the_imagenet_default(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     weights_help = help_text[help_text.index("--weights") :][:400]
     assert "imagenet" in weights_help and "none" in weights_help
+    decay_help = help_text[help_text.index("--weight-decay") :][:300]
+    assert "none: 0 when the backbone starts pretrained" in decay_help, decay_help
+    warmup_help = help_text[help_text.index("--warmup-steps") :][:300]
+    assert "at least 100" in warmup_help, warmup_help
