@@ -1,6 +1,6 @@
 """``--anchors auto|given|FILE``: the anchor shapes a training run uses, decided before the model is built.
 
-``paper``: the anchor options as given. ``auto``: like YOLOv5's AutoAnchor, when a class has under
+``given``: the anchor options as given. ``auto``: like YOLOv5's AutoAnchor, when a class has under
 :data:`MIN_CLASS_COVERAGE` of its boxes covered at the training size, the shapes are fitted
 (:func:`~keras_retinanet.data.anchor_stats.optimize_anchors`) and kept if they cover better. ``FILE``: the
 ``"anchors"`` mapping of a ``retinanet data check --json`` file or a run's ``anchors.json``. The shapes go into
