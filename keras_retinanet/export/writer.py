@@ -161,11 +161,8 @@ def _parity(
 ) -> dict[str, Any]:
     """The report's parity figures: each file that its format's detector reads back, against the Keras model
     (``files``: {file name: format name}; ``size``: the files' input size)."""
-    if not (plan.calibration_paths and parity_images > 0 and "saved_model" in plan.formats):
-        return {
-            "parity": None,
-            "parity_note": "no parity figures: needs --calibration-data images and the SavedModel",
-        }
+    if not (plan.calibration_paths and parity_images > 0):
+        return {"parity": None, "parity_note": "no parity figures: needs --calibration-data images"}
     readers = {}
     for name, format_name in files.items():
         row = FORMATS[format_name]
