@@ -158,6 +158,20 @@ def _tiny_fit_data(model, size: int = 64, count: int = 2):
     return tf.data.Dataset.from_tensors((images, targets)).repeat()
 
 
+def test_fit_traces_the_train_step_once(monkeypatch):
+    # Keras creates its per-loss trackers inside the first trace when no strategy is set, and TensorFlow traces
+    # a step that creates variables twice; the model builds them from the data's spec first.
+    from keras_retinanet.model.retinanet import RetinaNet
+
+    traces = []
+    original = RetinaNet.train_step
+    monkeypatch.setattr(RetinaNet, "train_step", lambda self, data: traces.append(1) or original(self, data))
+    model = tiny_retinanet()
+    model.compile(optimizer="sgd")
+    history = model.fit(_tiny_fit_data(model), epochs=2, steps_per_epoch=2, verbose=0)
+    assert len(traces) == 1 and len(history.history["classification_loss"]) == 2
+
+
 class _Snapshots(keras.callbacks.Callback):
     """Records, at the end of every epoch, the backbone's trainable flag and copies of the weights."""
 

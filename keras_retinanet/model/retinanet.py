@@ -211,10 +211,17 @@ class RetinaNet(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras builds the model from the first batch averaged over replicas with an eager strategy.reduce(),
-        # which fails under MultiWorkerMirroredStrategy (keras-team/keras#20585); the local share has its shapes.
         import tensorflow as tf
 
+        if iterator is not None and self._distribute_strategy is None:
+            # Without a strategy Keras creates the loss trackers inside the first trace of the train step, and
+            # TensorFlow traces a step that creates variables twice: build them from the data's spec first.
+            spec = getattr(getattr(iterator, "_distributed_dataset", None), "element_spec", None)
+            if spec is not None:
+                self._symbolic_build(data_batch=spec)
+            return
+        # Keras builds the model from the first batch averaged over replicas with an eager strategy.reduce(),
+        # which fails under MultiWorkerMirroredStrategy (keras-team/keras#20585); the local share has its shapes.
         if iterator is not None and self._distribute_strategy is not None:
             for _, _, it in iterator:
                 data_batch = keras.tree.map_structure(
