@@ -1,6 +1,6 @@
 """Detectors: images in, detections in original image pixels out, whatever runs the model.
 
-One interface, :class:`Detector` (``base.py``), over the model kinds: :class:`KerasDetector` (a ``RetinaNet`` or
+One interface, :class:`Detector` (``base.py``), over the model formats: :class:`KerasDetector` (a ``RetinaNet`` or
 ``.keras`` file), :class:`SavedModelDetector`, :class:`TFLiteDetector` (LiteRT), :class:`MediaPipeDetector`
 (the same file in MediaPipe Tasks, as apps run it), :class:`OnnxDetector` and :class:`OpenVINODetector`, and
 :class:`TiledDetector` around any of them. :func:`load_detector` (``loading.py``) picks the format from a path;
