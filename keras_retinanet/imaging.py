@@ -202,17 +202,17 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
 
 
-def letterbox_params(height: int, width: int, target: Sequence[int]) -> tuple[int, int, float, float]:
-    """Resize that fits (height, width) into target (H, W) keeping the aspect ratio: (new_height, new_width,
-    scale_y, scale_x), ``new = round(side * min(H / height, W / width))`` clamped to [1, target] and
+def letterbox_params(height: int, width: int, size: Sequence[int]) -> tuple[int, int, float, float]:
+    """Resize that fits (height, width) into ``size`` (H, W) keeping the aspect ratio: (new_height, new_width,
+    scale_y, scale_x), ``new = round(side * min(H / height, W / width))`` clamped to [1, size] and
     ``scale_y = new_height / height``."""
     if height < 1 or width < 1:
         raise ValueError(
             f"cannot letterbox an empty image of {height} x {width} pixels; images need >= 1 pixel"
         )
-    scale = min(target[0] / height, target[1] / width)
-    new_h = int(min(max(round(height * scale), 1), target[0]))
-    new_w = int(min(max(round(width * scale), 1), target[1]))
+    scale = min(size[0] / height, size[1] / width)
+    new_h = int(min(max(round(height * scale), 1), size[0]))
+    new_w = int(min(max(round(width * scale), 1), size[1]))
     return new_h, new_w, new_h / height, new_w / width
 
 
@@ -296,24 +296,24 @@ def boxes_to_original(boxes: np.ndarray, scale: Sequence[float], original_size: 
     return clip_boxes(boxes, height, width)
 
 
-def letterbox_tensor(image, target: Sequence[int]):
+def letterbox_tensor(image, size: Sequence[int]):
     """:func:`letterbox` as TensorFlow ops: (h, w, 3) float32 -> ``(canvas (H, W, 3) float32, (scale_y,
-    scale_x) (2,) float32)`` for ``target`` = (H, W), sizes as :func:`letterbox_params`."""
+    scale_x) (2,) float32)`` for ``size`` = (H, W), sizes as :func:`letterbox_params`."""
     import tensorflow as tf
 
-    target_h, target_w = int(target[0]), int(target[1])
+    height_out, width_out = int(size[0]), int(size[1])
     shape = tf.shape(image)
     height = tf.cast(shape[0], tf.float32)
     width = tf.cast(shape[1], tf.float32)
-    scale = tf.minimum(target_h / height, target_w / width)
-    new_h = tf.clip_by_value(tf.round(height * scale), 1.0, float(target_h))
-    new_w = tf.clip_by_value(tf.round(width * scale), 1.0, float(target_w))
-    size = tf.cast(tf.stack([new_h, new_w]), tf.int32)
+    scale = tf.minimum(height_out / height, width_out / width)
+    new_h = tf.clip_by_value(tf.round(height * scale), 1.0, float(height_out))
+    new_w = tf.clip_by_value(tf.round(width * scale), 1.0, float(width_out))
+    new_size = tf.cast(tf.stack([new_h, new_w]), tf.int32)
     resized = tf.cond(
-        tf.reduce_all(tf.equal(size, shape[:2])), lambda: image, lambda: resize_tensor(image, size)
+        tf.reduce_all(tf.equal(new_size, shape[:2])), lambda: image, lambda: resize_tensor(image, new_size)
     )
-    canvas = tf.image.pad_to_bounding_box(resized, 0, 0, target_h, target_w)
-    canvas = tf.ensure_shape(canvas, (target_h, target_w, 3))
+    canvas = tf.image.pad_to_bounding_box(resized, 0, 0, height_out, width_out)
+    canvas = tf.ensure_shape(canvas, (height_out, width_out, 3))
     return canvas, tf.stack([new_h / height, new_w / width])
 
 

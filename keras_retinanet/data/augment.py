@@ -55,22 +55,22 @@ def photometric_jitter(
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def resize_scale(height, width, output_size: Sequence[int]) -> tf.Tensor:
-    """Largest scale at which an ``height x width`` image fits ``output_size`` = (H, W), keeping aspect."""
+def resize_scale(height, width, image_size: Sequence[int]) -> tf.Tensor:
+    """Largest scale at which an ``height x width`` image fits ``image_size`` = (H, W), keeping aspect."""
     height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-    return tf.minimum(output_size[0] / height, output_size[1] / width)
+    return tf.minimum(image_size[0] / height, image_size[1] / width)
 
 
 def resize_crop_pad(
     image: tf.Tensor,
     boxes: tf.Tensor,
     classes: tf.Tensor,
-    output_size: Sequence[int],
+    image_size: Sequence[int],
     scale_range: Sequence[float] = (1.0, 1.0),
     seed=None,
     min_visibility: float = DEFAULT_MIN_VISIBILITY,
 ):
-    """Scales ``image`` (h, w, 3) to fit ``output_size`` (H, W) keeping the aspect ratio, then by a factor drawn
+    """Scales ``image`` (h, w, 3) to fit ``image_size`` (H, W) keeping the aspect ratio, then by a factor drawn
     from ``scale_range`` (scale jitter as detectron2's ``ResizeScale``; (1, 1): none, no ``seed`` needed), crops
     a random window where larger and pads with zeros at the bottom / right where smaller. ``boxes`` (M, 4)
     absolute xyxy and ``classes`` (M,) (-1 padding, -2 ignore) follow by the module docstring's rule.
@@ -79,7 +79,7 @@ def resize_crop_pad(
         ``(image (H, W, 3) float32, boxes (M, 4) float32 in output pixels, classes (M,) int32,
         scale (2,) float32 = (scale_y, scale_x) from input to output pixels)``.
     """
-    out_h, out_w = int(output_size[0]), int(output_size[1])
+    out_h, out_w = int(image_size[0]), int(image_size[1])
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
     scale = resize_scale(height, width, (out_h, out_w))
