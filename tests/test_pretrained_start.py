@@ -23,7 +23,7 @@ from keras_retinanet.cli.train import resolve_config
 from keras_retinanet.data.synthetic import make_synthetic_coco
 from keras_retinanet.model.config import ModelConfig
 from keras_retinanet.training import TrainConfig
-from keras_retinanet.training.loop import build_optimizer, build_schedule, describe_plan
+from keras_retinanet.training.loop import build_schedule, describe_plan
 
 SHARED_WEIGHTS = SHARED_MOBILENET_V2
 
@@ -139,25 +139,6 @@ def test_batchnorm_is_frozen_exactly_when_the_start_is_pretrained():
 
 
 @pytest.mark.parametrize(
-    "options, decay",
-    [
-        ({}, 0.0),  # ImageNet
-        ({"model": {"weights": "backbone.h5"}}, 0.0),
-        ({"model": {"weights": None}}, 1e-4),  # from scratch: the paper's
-        ({"init": "coco.keras"}, 1e-4),  # --init: its measured fine-tuning recipe
-        ({"weight_decay": 5e-5}, 5e-5),
-        ({"weight_decay": 0.0, "model": {"weights": None}}, 0.0),
-    ],
-)
-def test_weight_decay_is_off_for_new_heads_on_a_pretrained_backbone(options, decay):
-    config = TrainConfig(**options)
-    assert config.resolved_weight_decay == decay
-    optimizer = build_optimizer(config, total_steps=10)
-    assert optimizer.weight_decay == (decay or None)
-    assert TrainConfig.from_recipe("paper").resolved_weight_decay == 1e-4
-
-
-@pytest.mark.parametrize(
     "total, imagenet, scratch",
     # a tenth of the run; with a pretrained backbone at least 100 steps, never more than half the run
     [(60, 30, 6), (260, 100, 26), (370, 100, 37), (1110, 111, 111), (9000, 500, 500)],
@@ -169,24 +150,10 @@ def test_warmup_of_a_pretrained_backbone_is_at_least_100_steps(total, imagenet, 
     assert build_schedule(TrainConfig(warmup_steps=7), total).warmup_steps == 7
 
 
-def test_a_resumed_run_compares_the_weight_decay_by_effect():
-    from keras_retinanet.training.run_folder import flat_config
-
-    # An unset weight decay is the value it resolves to, so a run folder that says 0 resumes with no change.
-    assert (
-        flat_config(TrainConfig())["weight_decay"]
-        == flat_config(TrainConfig(weight_decay=0.0))["weight_decay"]
-    )
-    assert (
-        flat_config(TrainConfig())["weight_decay"]
-        != flat_config(TrainConfig(weight_decay=1e-4))["weight_decay"]
-    )
-
-
-def test_plan_line_gives_the_weight_decay():
+def test_plan_line_gives_the_warmup_and_the_weight_decay():
     (imagenet, *_) = describe_plan(TrainConfig(epochs=10), 37, "as given", None)
     (scratch, *_) = describe_plan(TrainConfig(epochs=10, model={"weights": None}), 37, "as given", None)
-    assert "warm-up 100 steps (27%), cosine to 0 at step 370, weight decay 0;" in imagenet
+    assert "warm-up 100 steps (27%), cosine to 0 at step 370, weight decay 0.0001;" in imagenet
     assert "warm-up 37 steps (10%), cosine to 0 at step 370, weight decay 0.0001;" in scratch
 
 
@@ -224,7 +191,7 @@ def test_data_check_says_where_training_starts(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("training starts from"))
     assert "--weights imagenet" in lines[start] and keras.src.backend.config.keras_home() in lines[start]
-    assert "BatchNorm frozen, no weight decay and a warm-up of at least 100 steps" in lines[start]
+    assert "BatchNorm frozen and a warm-up of at least 100 steps" in lines[start]
     config = resolve_config(build_parser().parse_args(shlex.split(lines[start + 1].strip())[1:]))
     assert config.data == spec and config.model.weights == "imagenet"  # a path with a space survives quoting
     assert "--weights none" in lines[start + 2]
@@ -236,7 +203,5 @@ def test_train_help_shows_the_imagenet_default(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     weights_help = help_text[help_text.index("--weights") :][:400]
     assert "imagenet" in weights_help and "none" in weights_help
-    decay_help = help_text[help_text.index("--weight-decay") :][:300]
-    assert "none: 0 when the backbone starts pretrained" in decay_help, decay_help
     warmup_help = help_text[help_text.index("--warmup-steps") :][:300]
     assert "at least 100" in warmup_help, warmup_help

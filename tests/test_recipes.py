@@ -93,7 +93,7 @@ def test_recipe_flag_comes_before_the_config_file_and_the_flags(tmp_path):
     assert (default.model.matching, default.model.use_group_norm) == ("atss", True)
     paper = _train_config("--recipe", "paper", "--matching", "atss")
     assert (paper.anchors, paper.image_shape, paper.schedule, paper.warmup_steps) == (
-        "paper",
+        "given",
         "square",
         "step",
         500,
@@ -102,7 +102,7 @@ def test_recipe_flag_comes_before_the_config_file_and_the_flags(tmp_path):
     run_file = tmp_path / "run.yaml"
     run_file.write_text("recipe: paper\nschedule: cosine\n")
     from_file = _train_config("--config", str(run_file))
-    assert (from_file.anchors, from_file.schedule) == ("paper", "cosine")  # the file's own key wins
+    assert (from_file.anchors, from_file.schedule) == ("given", "cosine")  # the file's own key wins
     overridden = _train_config("--config", str(run_file), "--recipe", "default")
     assert (overridden.anchors, overridden.schedule, overridden.model.matching) == ("auto", "cosine", "atss")
     with pytest.raises(ValueError, match="option recipe: expected one of default, paper, got 'yolo'"):

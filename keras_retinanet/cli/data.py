@@ -348,9 +348,9 @@ def _starting_point_lines(spec: str, size: tuple[int, int]) -> list[str]:
 
     train = ["train", "--data", spec, "--image-size", str(size[0]), str(size[1]), "--output", "runs/mine"]
     return [
-        "training starts from the backbone's ImageNet weights with its BatchNorm frozen, no weight decay and a "
-        "warm-up of at least 100 steps (the defaults for a pretrained backbone, --weights imagenet; Keras keeps "
-        f"them in {os.path.join(keras_home(), 'models')} after the first download):",
+        "training starts from the backbone's ImageNet weights with its BatchNorm frozen and a warm-up of at least "
+        "100 steps (the defaults for a pretrained backbone, --weights imagenet; Keras keeps them in "
+        f"{os.path.join(keras_home(), 'models')} after the first download):",
         "  retinanet " + shlex.join(train),
         "  --weights none trains from scratch (docs/recipes.md compares the two); --weights PATH loads a local "
         "file",

@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=RECIPES,
         help="default: the recipe measured best on runs of a few hundred to a few thousand steps (fitted "
         "anchors, ATSS, GroupNorm heads, the data's input shape, warm-up a tenth of the run (at least 100 steps "
-        "and no weight decay on a pretrained backbone), cosine); paper: Lin "
+        "on a pretrained backbone), cosine); paper: Lin "
         "et al.'s anchors, IoU matcher, plain heads, square input, 500-step warm-up and x0.1 steps. Applied "
         "before --config and the flags",
     )

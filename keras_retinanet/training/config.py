@@ -25,10 +25,8 @@ FITTED_ANCHOR_FIELDS = ("anchor_sizes", "anchor_scales", "anchor_aspect_ratios")
 
 # The options a recipe sets, at the paper's values (Lin et al. 2017, Detectron's retinanet_R-50-FPN_1x); the
 # default recipe's are the fields' defaults.
-PAPER_WEIGHT_DECAY = 1e-4
 PAPER_RECIPE = {
     "anchors": "given",
-    "weight_decay": PAPER_WEIGHT_DECAY,
     "image_shape": "square",
     "schedule": "step",
     "warmup_steps": 500,
@@ -102,12 +100,7 @@ class TrainConfig(Options):
     optimizer: Literal["sgd", "adamw"] = option("sgd", "", group="optimisation")
     learning_rate: float = option(0.01, "after the warm-up", group="optimisation")
     momentum: float = option(0.9, "SGD momentum", group="optimisation")
-    weight_decay: float | None = option(
-        None,
-        "decoupled; not on norms and biases (0: off); none: 0 when the backbone starts pretrained (ImageNet, a "
-        "weights file), the paper's 1e-4 from scratch or --init (measured in docs/recipes.md)",
-        group="optimisation",
-    )
+    weight_decay: float = option(1e-4, "decoupled; not on norms and biases (0: off)", group="optimisation")
     schedule: Literal["step", "cosine", "constant"] = option(
         "cosine",
         "after a linear warm-up: x0.1 at lr_milestones (the paper's 1x), cosine (default: torchvision's v2 "
@@ -178,7 +171,7 @@ class TrainConfig(Options):
     @property
     def new_heads_on_pretrained_backbone(self) -> bool:
         """A pretrained backbone (ImageNet, a weights file) under a pyramid and heads that start random; not
-        ``--init``, whose whole detector is trained (its measured recipe keeps the paper's decay)."""
+        ``--init``, whose whole detector is trained (its fine-tuning recipe sets its own warm-up)."""
         return not self.init and self.model.weights is not None
 
     @property
@@ -187,14 +180,6 @@ class TrainConfig(Options):
         if self.freeze_batchnorm is not None:
             return self.freeze_batchnorm
         return self.pretrained_start
-
-    @property
-    def resolved_weight_decay(self) -> float:
-        """``weight_decay``, or when it is None, 0 for new heads on a pretrained backbone and the paper's 1e-4
-        otherwise (from scratch, ``--init``)."""
-        if self.weight_decay is not None:
-            return self.weight_decay
-        return 0.0 if self.new_heads_on_pretrained_backbone else PAPER_WEIGHT_DECAY
 
     def update(self, values: Mapping[str, Any]) -> TrainConfig:
         """A copy with ``values`` (flat or nested; dashes count as underscores) applied and checked; a

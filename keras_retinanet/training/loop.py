@@ -58,15 +58,16 @@ def build_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.O
     """SGD with momentum or AdamW, the warm-up schedule, decoupled weight decay off :data:`NO_DECAY_NAMES`, and
     global-norm clipping."""
     schedule = build_schedule(config, total_steps)
-    weight_decay = config.resolved_weight_decay
-    common = dict(learning_rate=schedule, weight_decay=weight_decay or None, global_clipnorm=config.clip_norm)
+    common = dict(
+        learning_rate=schedule, weight_decay=config.weight_decay or None, global_clipnorm=config.clip_norm
+    )
     if config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(momentum=config.momentum, **common)
     elif config.optimizer == "adamw":
         optimizer = keras.optimizers.AdamW(**common)
     else:
         raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
-    if weight_decay:
+    if config.weight_decay:
         optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
     return optimizer
 
@@ -326,7 +327,7 @@ def describe_plan(
         )
     lines = [
         f"plan: {total} steps ({config.epochs} epochs x {steps_per_epoch}), lr {config.learning_rate:g} with "
-        f"{schedule.describe()}, weight decay {config.resolved_weight_decay:g}; input "
+        f"{schedule.describe()}, weight decay {config.weight_decay:g}; input "
         f"{'x'.join(map(str, parse_image_size(model.image_size)))} ({shape_note}); {parts}"
     ]
     if not schedule.reaches_base_rate():

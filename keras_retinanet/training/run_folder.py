@@ -80,9 +80,8 @@ def flat_config(config: TrainConfig) -> dict[str, Any]:
     """``config`` as one flat mapping of plain values (the model's options under their flag names)."""
     values = config.to_dict()
     model = values.pop("model")
-    # Compared by effect: an unset freeze_batchnorm or weight_decay is the value it resolves to.
+    # Compared by effect: an unset freeze_batchnorm is the choice it resolves to.
     values["freeze_batchnorm"] = config.batchnorm_frozen
-    values["weight_decay"] = config.resolved_weight_decay
     return {**values, **model}
 
 
