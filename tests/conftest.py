@@ -52,34 +52,3 @@ def detector_like(tmp_path_factory) -> dict:
     """A tiny RetinaNet that detects things (``retinanet_testing.make_detector_like_files``): paths of its
     ``.keras`` and float32 ``.tflite`` files and of 4 synthetic images. Load a fresh copy to modify it."""
     return make_detector_like_files(tmp_path_factory.mktemp("detector_like"))
-
-
-# The longest test files, longest first (`--durations` of a full run, docs/test-durations.md). `--dist loadfile`
-# hands whole files to the workers in collection order, so a long file collected last (alphabetically, e.g.
-# test_training.py) keeps one worker busy while the other has nothing left to do.
-LONGEST_FILES = (
-    "test_export_onnx.py",
-    "test_training.py",
-    "test_export.py",
-    "test_readme_examples.py",
-    "test_resume.py",
-    "test_main_job.py",
-    "test_readme_quick_start.py",
-    "test_benchmark.py",
-    "test_inference_graph.py",
-    "test_train_bccd_short.py",
-    "test_kill.py",
-    "test_anchor_fit.py",
-    "test_export_swap.py",
-    "test_deployment_shape.py",
-    "test_evaluate_model.py",
-    "test_predict.py",
-    "test_finetune.py",
-    "test_pretrained_start.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    """The longest files first; the others keep their order, and every file its tests' order (a stable sort)."""
-    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
