@@ -190,8 +190,9 @@ class RetinaNet(keras.Model):
     def image_size(self) -> tuple[int, int]:
         """(H, W) that evaluation, prediction and export letterbox images to: the ``image_size`` given (an int N
         is N x N), else ``DEFAULT_IMAGE_SIZE``."""
-        size = DEFAULT_IMAGE_SIZE if self._given_image_size is None else self._given_image_size
-        return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        return parse_image_size(
+            DEFAULT_IMAGE_SIZE if self._given_image_size is None else self._given_image_size
+        )
 
     def label_encoder(self) -> LabelEncoder:
         """The label encoder that matches this model's anchors, box coding and matching rule."""

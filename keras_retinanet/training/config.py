@@ -172,7 +172,7 @@ class TrainConfig(Options):
     def new_heads_on_pretrained_backbone(self) -> bool:
         """A pretrained backbone (ImageNet, a weights file) under a pyramid and heads that start random; not
         ``--init``, whose whole detector is trained (its fine-tuning recipe sets its own warm-up)."""
-        return not self.init and self.model.weights is not None
+        return self.pretrained_start and not self.init
 
     @property
     def batchnorm_frozen(self) -> bool:
